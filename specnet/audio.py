@@ -1,0 +1,508 @@
+"""Audio file I/O: decode, inspect, resample and stream audio files.
+
+Everything here returns float32 samples with time on the last axis: shape
+``(samples,)`` for mono and ``(channels, samples)`` otherwise. Integer files
+are scaled to [-1, 1); float files are passed through unclipped but must be
+finite. Files are decoded with soundfile (libsndfile: WAV, FLAC, OGG/Vorbis,
+Opus, MP3, AIFF, AU, CAF, W64, RF64); formats libsndfile does not recognise
+fall back to audioread, which needs ffmpeg or GStreamer for M4A/AAC/WebM.
+Resampling uses soxr at "HQ" quality.
+
+Every problem with a file raises :class:`~specnet.errors.AudioError` whose
+message starts with the file name; bad argument values raise
+:class:`~specnet.errors.ParameterError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, NamedTuple, Union
+
+import audioread
+import numpy as np
+import soundfile as sf
+import soxr
+
+from specnet.errors import AudioError, ParameterError, SpecnetError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioBlock",
+    "AudioInfo",
+    "audio_info",
+    "is_audio_file",
+    "iter_audio_blocks",
+    "load_audio",
+    "resample",
+]
+
+PathLike = Union[str, bytes, os.PathLike]
+
+# Suffixes libsndfile decodes by itself.
+_SOUNDFILE_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc",
+     ".au", ".snd", ".caf", ".w64", ".rf64"}
+)
+# Suffixes only audioread can decode, and only with ffmpeg or GStreamer installed.
+_AUDIOREAD_EXTENSIONS = frozenset({".m4a", ".aac", ".webm"})
+
+#: Lower-case file suffixes specnet treats as audio.
+AUDIO_EXTENSIONS = _SOUNDFILE_EXTENSIONS | _AUDIOREAD_EXTENSIONS
+
+_RESAMPLE_QUALITY = "HQ"
+# Frames read per soundfile call when streaming: big enough to amortise the
+# call overhead, small enough that memory stays O(block) for long files.
+_READ_FRAMES = 1 << 16
+# libsndfile's SF_ERR_UNRECOGNISED_FORMAT and SF_ERR_UNSUPPORTED_ENCODING.
+_SF_UNRECOGNISED = 1
+_SF_UNSUPPORTED_ENCODING = 4
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says about its audio.
+
+    ``frames`` counts samples per channel; for MP3 and files read through
+    audioread it is an estimate from the header.
+    """
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+
+class AudioBlock(NamedTuple):
+    """One fixed-length window of a file, as yielded by :func:`iter_audio_blocks`.
+
+    ``samples`` always holds ``block_samples`` samples; only the first
+    ``n_valid`` are audio, the rest of the file's last window is zeros.
+    """
+
+    start: int
+    """Index of the block's first sample, at the output sample rate."""
+    samples: np.ndarray
+    """float32 [shape=(block_samples,) or (channels, block_samples)]."""
+    n_valid: int
+    """How many leading samples are real audio rather than zero padding."""
+
+
+def is_audio_file(path: PathLike) -> bool:
+    """Whether ``path`` has a suffix in :data:`AUDIO_EXTENSIONS` (case-insensitive).
+
+    Only the name is checked; the file need not exist.
+    """
+    return _suffix(path) in AUDIO_EXTENSIONS
+
+
+def load_audio(
+    path: PathLike,
+    *,
+    sample_rate: int | None = None,
+    mono: bool = True,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode an audio file.
+
+    Parameters
+    ----------
+    path : str, bytes or os.PathLike
+        The file. Names that are not valid UTF-8 are fine.
+    sample_rate : int > 0 or None
+        Resample to this rate (soxr "HQ"); None keeps the file's rate.
+    mono : bool
+        Average the channels into one.
+    offset : float >= 0
+        Start reading this many seconds into the file.
+    duration : float > 0 or None
+        Read at most this many seconds; None reads to the end.
+
+    Returns
+    -------
+    y : np.ndarray [shape=(samples,) if mono else (channels, samples), dtype=float32]
+        The samples; integer formats are scaled to [-1, 1).
+    sample_rate : int
+        The rate of ``y`` in Hz.
+
+    Raises
+    ------
+    AudioError
+        The file is missing, unreadable, corrupt, empty, holds NaN or
+        infinite samples, or is in a format that cannot be decoded here.
+    ParameterError
+        ``sample_rate``, ``offset`` or ``duration`` is out of range.
+    """
+    _check_sample_rate("sample_rate", sample_rate, allow_none=True)
+    if not (isinstance(offset, numbers.Real) and math.isfinite(offset) and offset >= 0):
+        raise ParameterError(f"offset={offset!r} must be a finite number of seconds >= 0")
+    if duration is not None and not (
+        isinstance(duration, numbers.Real) and math.isfinite(duration) and duration > 0
+    ):
+        raise ParameterError(f"duration={duration!r} must be a positive number of seconds or None")
+
+    name = _display_name(path)
+    with _open(path, name) as f:
+        if f is None:
+            frames, native_sr = _decode_with_audioread(path, name)
+            start = _start_frame(offset, native_sr, len(frames), name)
+            stop = None if duration is None else start + max(1, round(duration * native_sr))
+            frames = frames[start:stop]
+        else:
+            native_sr = f.samplerate
+            start = _start_frame(offset, native_sr, f.frames, name)
+            count = -1 if duration is None else max(1, round(duration * native_sr))
+            if start:
+                _call(name, f.seek, start)
+            frames = _read(f, name, count)
+
+    if frames.shape[0] == 0:
+        raise AudioError(f"{name}: contains no audio samples")
+    y = frames.mean(axis=1) if mono else frames.T  # (samples,) or (channels, samples)
+    if sample_rate is None or sample_rate == native_sr:
+        return np.ascontiguousarray(y), native_sr
+    y = resample(y, orig_sr=native_sr, target_sr=sample_rate)
+    if y.shape[-1] == 0:
+        raise AudioError(
+            f"{name}: too short to resample ({frames.shape[0]} samples at {native_sr} Hz "
+            f"give none at {sample_rate} Hz)"
+        )
+    return y, sample_rate
+
+
+def audio_info(path: PathLike) -> AudioInfo:
+    """Read sample rate, channel count and length from a file's header.
+
+    The audio itself is not decoded, except for formats that only audioread
+    reads, whose decoder reports the length.
+
+    Raises
+    ------
+    AudioError
+        As for :func:`load_audio`.
+    """
+    name = _display_name(path)
+    with _open(path, name) as f:
+        if f is not None:
+            return AudioInfo(sample_rate=f.samplerate, channels=f.channels, frames=f.frames)
+    with _audioread_open(path, name) as reader:
+        return AudioInfo(
+            sample_rate=reader.samplerate,
+            channels=reader.channels,
+            frames=round(reader.duration * reader.samplerate),
+        )
+
+
+def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample along the last axis with soxr at "HQ" quality.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n), floating point]
+        Audio, time last.
+    orig_sr, target_sr : int > 0
+        Sample rates in Hz. When equal, ``y`` is returned as it is.
+
+    Returns
+    -------
+    np.ndarray [shape=(..., m), same dtype as y]
+        ``m`` is about ``n * target_sr / orig_sr`` (soxr rounds it).
+    """
+    _check_sample_rate("orig_sr", orig_sr)
+    _check_sample_rate("target_sr", target_sr)
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.floating):
+        raise ParameterError(f"y must be floating-point audio, got dtype {y.dtype}")
+    if orig_sr == target_sr:
+        return y
+    lead, n = y.shape[:-1], y.shape[-1]
+    if n == 0:
+        return np.zeros((*lead, 0), dtype=y.dtype)
+    # soxr wants (frames, channels); fold any leading axes into channels.
+    out = soxr.resample(np.ascontiguousarray(y.reshape(-1, n).T), orig_sr, target_sr,
+                        quality=_RESAMPLE_QUALITY)
+    return np.ascontiguousarray(out.reshape(-1, math.prod(lead)).T).reshape(*lead, -1)
+
+
+def iter_audio_blocks(
+    path: PathLike,
+    *,
+    block_samples: int,
+    hop_samples: int | None = None,
+    sample_rate: int | None = None,
+    mono: bool = True,
+) -> Iterator[AudioBlock]:
+    """Stream a file as fixed-length, possibly overlapping windows.
+
+    The file is read in chunks and resampled with a stateful soxr stream, so
+    memory stays O(block_samples) however long the file is, and the samples
+    equal those of ``load_audio(path, sample_rate=...)`` up to float rounding.
+    Formats that only audioread decodes are loaded whole, then cut up.
+
+    Windows start at ``0, hop_samples, 2 * hop_samples, ...`` and stop with the
+    first one that reaches the end of the file; that last one is zero-padded
+    to ``block_samples``. A file of ``n`` samples (at ``sample_rate``) gives
+    ``1 + max(0, ceil((n - block_samples) / hop_samples))`` windows when
+    ``hop_samples <= block_samples``.
+
+    Parameters
+    ----------
+    path : str, bytes or os.PathLike
+        The file.
+    block_samples : int > 0
+        Window length in samples at ``sample_rate``.
+    hop_samples : int > 0 or None
+        Distance between window starts; None means ``block_samples`` (no
+        overlap). Smaller values overlap windows, larger ones skip audio.
+    sample_rate : int > 0 or None
+        Resample to this rate; None keeps the file's rate.
+    mono : bool
+        Average the channels into one.
+
+    Yields
+    ------
+    AudioBlock
+        ``(start, samples, n_valid)``: ``samples`` is float32 with shape
+        ``(block_samples,)`` if mono else ``(channels, block_samples)``.
+
+    Raises
+    ------
+    AudioError
+        As for :func:`load_audio`, once iteration starts; a problem found
+        mid-file is raised after the windows before it have been yielded.
+    ParameterError
+        At the call, if an argument is out of range.
+    """
+    _check_positive_int("block_samples", block_samples)
+    if hop_samples is not None:
+        _check_positive_int("hop_samples", hop_samples)
+    _check_sample_rate("sample_rate", sample_rate, allow_none=True)
+    hop = block_samples if hop_samples is None else hop_samples
+    # A separate generator, so bad arguments raise at the call, not at first next().
+    return _iter_blocks(path, block_samples=int(block_samples), hop_samples=int(hop),
+                        sample_rate=sample_rate, mono=mono)
+
+
+def _iter_blocks(
+    path: PathLike, *, block_samples: int, hop_samples: int, sample_rate: int | None, mono: bool
+) -> Iterator[AudioBlock]:
+    name = _display_name(path)
+    with _open(path, name) as f:
+        if f is None:
+            y, _ = load_audio(path, sample_rate=sample_rate, mono=mono)
+            chunks: Iterable[np.ndarray] = [y]
+        else:
+            chunks = _stream_chunks(f, name, sample_rate=sample_rate, mono=mono)
+        yield from _cut_blocks(chunks, block_samples=block_samples, hop_samples=hop_samples)
+
+
+def _stream_chunks(
+    f: sf.SoundFile, name: str, *, sample_rate: int | None, mono: bool
+) -> Iterator[np.ndarray]:
+    """Read ``f`` chunk by chunk, yielding (samples,) or (channels, samples) at ``sample_rate``."""
+    channels = 1 if mono else f.channels
+    stream = None
+    if sample_rate is not None and sample_rate != f.samplerate:
+        stream = soxr.ResampleStream(f.samplerate, sample_rate, channels, dtype="float32",
+                                     quality=_RESAMPLE_QUALITY)
+    n_in = n_out = 0
+    while True:
+        frames = _read(f, name, _READ_FRAMES)  # (frames, file channels)
+        last = frames.shape[0] < _READ_FRAMES
+        n_in += frames.shape[0]
+        x = frames.mean(axis=1) if mono else frames  # soxr's (frames[, channels]) layout
+        if stream is not None:
+            x = stream.resample_chunk(x, last=last)
+        n_out += x.shape[0]
+        if x.shape[0]:
+            yield np.ascontiguousarray(x.T)
+        if last:
+            break
+    if n_in == 0:
+        raise AudioError(f"{name}: contains no audio samples")
+    if n_out == 0:
+        raise AudioError(
+            f"{name}: too short to resample ({n_in} samples at {f.samplerate} Hz "
+            f"give none at {sample_rate} Hz)"
+        )
+
+
+def _cut_blocks(
+    chunks: Iterable[np.ndarray], *, block_samples: int, hop_samples: int
+) -> Iterator[AudioBlock]:
+    """Cut a stream of (..., n) chunks into windows; see :func:`iter_audio_blocks`."""
+    buf: np.ndarray | None = None  # samples from buf_start on that a window may still need
+    buf_start = 0
+    next_start = 0
+    total = 0
+    for chunk in chunks:
+        total += chunk.shape[-1]
+        buf = chunk if buf is None else np.concatenate([buf, chunk], axis=-1)
+        while buf_start + buf.shape[-1] >= next_start + block_samples:
+            i = next_start - buf_start
+            yield AudioBlock(next_start, buf[..., i:i + block_samples].copy(), block_samples)
+            next_start += hop_samples
+        drop = min(next_start - buf_start, buf.shape[-1])
+        buf, buf_start = buf[..., drop:], buf_start + drop
+    if buf is None:
+        return
+    # The tail: zero-padded windows, until one reaches the end of the file.
+    covered = next_start - hop_samples + block_samples if next_start else 0
+    while next_start < total and covered < total:
+        valid = buf[..., next_start - buf_start:]
+        block = np.zeros((*buf.shape[:-1], block_samples), dtype=np.float32)
+        block[..., :valid.shape[-1]] = valid
+        yield AudioBlock(next_start, block, valid.shape[-1])
+        covered = next_start + block_samples
+        next_start += hop_samples
+
+
+def _check_positive_int(arg: str, value: object, *, unit: str = "") -> None:
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0):
+        raise ParameterError(f"{arg}={value!r} must be a positive integer{unit}")
+
+
+def _check_sample_rate(arg: str, value: object, *, allow_none: bool = False) -> None:
+    if not (value is None and allow_none):
+        _check_positive_int(arg, value, unit=" (Hz)")
+
+
+def _suffix(path: PathLike) -> str:
+    return Path(os.fsdecode(path)).suffix.lower()
+
+
+def _display_name(path: PathLike) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 show as ``\\xNN``."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _supported_formats() -> str:
+    return ", ".join(sorted(AUDIO_EXTENSIONS))
+
+
+def _open_binary(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:
+    """Open ``path`` for reading, turning OS errors into ``error`` naming the file.
+
+    Opening it ourselves (rather than handing the name to a decoder) gives
+    precise messages and works for any name the OS accepts, UTF-8 or not.
+    """
+    try:
+        fh = open(path, "rb")  # the caller closes it
+    except FileNotFoundError:
+        broken_link = " (broken symbolic link)" if os.path.islink(path) else ""
+        raise error(f"{name}: file not found{broken_link}") from None
+    except IsADirectoryError:
+        raise error(f"{name}: is a directory, not {what}") from None
+    except PermissionError:
+        raise error(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise error(f"{name}: cannot open ({exc.strerror or exc})") from None
+    if os.fstat(fh.fileno()).st_size == 0:
+        fh.close()
+        raise error(f"{name}: file is empty (0 bytes)")
+    return fh
+
+
+@contextlib.contextmanager
+def _open(path: PathLike, name: str) -> Iterator[sf.SoundFile | None]:
+    """Open ``path`` with soundfile; yield None for a suffix only audioread decodes
+    (the caller then uses :func:`_decode_with_audioread`).
+    """
+    with _open_binary(path, name, AudioError, "an audio file") as fh:
+        try:
+            f = sf.SoundFile(fh)
+        except sf.LibsndfileError as exc:
+            if exc.code == _SF_UNSUPPORTED_ENCODING:
+                raise AudioError(
+                    f"{name}: unsupported audio encoding ({exc.error_string.rstrip('.')})"
+                ) from None
+            if exc.code != _SF_UNRECOGNISED:
+                raise AudioError(
+                    f"{name}: truncated or corrupt audio data ({exc.error_string.rstrip('.')})"
+                ) from None
+            f = None
+        except (sf.SoundFileError, RuntimeError, ValueError) as exc:
+            raise AudioError(f"{name}: truncated or corrupt audio data ({exc})") from None
+        if f is None:
+            suffix = _suffix(path)
+            if suffix in _AUDIOREAD_EXTENSIONS:
+                yield None
+                return
+            if suffix in AUDIO_EXTENSIONS:
+                raise AudioError(f"{name}: not a readable audio file (format not recognised)")
+            raise AudioError(
+                f"{name}: unsupported audio format '{suffix or '(no suffix)'}' "
+                f"(supported: {_supported_formats()})"
+            )
+        with f:
+            yield f
+
+
+def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
+    """Read up to ``frames`` frames (-1: all) as float32 [shape=(frames, channels)].
+
+    Raises AudioError for decoder errors and for NaN or infinite samples.
+    """
+    data = _call(name, f.read, frames, dtype="float32", always_2d=True)
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    return data
+
+
+def _call(name: str, method, *args, **kwargs):
+    """Call a soundfile read or seek, wrapping libsndfile's errors."""
+    try:
+        return method(*args, **kwargs)
+    except (sf.SoundFileError, RuntimeError, ValueError) as exc:
+        reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
+        raise AudioError(
+            f"{name}: truncated or corrupt audio data ({reason.rstrip('.')})"
+        ) from None
+
+
+def _start_frame(offset: float, sample_rate: int, frames: int, name: str) -> int:
+    start = round(offset * sample_rate)
+    if start and start >= frames:
+        raise ParameterError(
+            f"offset={offset} s is past the end of {name} ({frames / sample_rate:.3f} s long)"
+        )
+    return start
+
+
+@contextlib.contextmanager
+def _audioread_open(path: PathLike, name: str):
+    try:
+        reader = audioread.audio_open(os.fsdecode(path))
+    except audioread.NoBackendError:
+        raise AudioError(
+            f"{name}: no installed decoder reads this file (audioread needs ffmpeg or "
+            f"GStreamer for '{_suffix(path)}'; soundfile reads "
+            f"{', '.join(sorted(_SOUNDFILE_EXTENSIONS))} without them)"
+        ) from None
+    except (audioread.DecodeError, OSError, EOFError) as exc:
+        raise AudioError(f"{name}: not a readable audio file ({exc})") from None
+    with reader:
+        yield reader
+
+
+def _decode_with_audioread(path: PathLike, name: str) -> tuple[np.ndarray, int]:
+    """Decode a whole file with audioread: float32 [shape=(frames, channels)] and its rate."""
+    with _audioread_open(path, name) as reader:
+        try:
+            pcm = b"".join(reader)  # 16-bit signed little-endian, channels interleaved
+        except (audioread.DecodeError, OSError, EOFError) as exc:
+            raise AudioError(f"{name}: truncated or corrupt audio data ({exc})") from None
+        frames = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        usable = len(frames) - len(frames) % reader.channels
+        return frames[:usable].reshape(-1, reader.channels), reader.samplerate

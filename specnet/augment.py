@@ -1,0 +1,143 @@
+"""Training-time augmentation, applied to a whole batch on the training device.
+
+The order in training is: log-mel ``(B, F, T)`` in dB -> :func:`random_gain`
+-> :func:`random_warp` (speed and pitch) -> standardise -> :func:`spec_augment`
+-> :func:`mixup`. Every random draw comes from the ``generator`` passed in
+(a CPU ``torch.Generator``), so a run is reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ParameterError
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """How strongly to augment; zero turns a step off.
+
+    gain_db : loudness change, uniform in [-gain_db, +gain_db] dB per clip.
+    time_stretch : speed change, factor uniform in [1 - s, 1 + s].
+    pitch_shift : frequency-axis scaling, factor uniform in [1 - p, 1 + p]
+        (0.06 is about one semitone).
+    freq_masks, freq_mask_width : SpecAugment masks on the mel axis, each up to
+        ``freq_mask_width`` bins.
+    time_masks, time_mask_fraction : masks on the time axis, each up to this
+        fraction of the frames.
+    mixup_alpha : Beta(alpha, alpha) mixing of pairs of clips and their labels.
+    """
+
+    gain_db: float = 6.0
+    time_stretch: float = 0.1
+    pitch_shift: float = 0.06
+    freq_masks: int = 2
+    freq_mask_width: int = 8
+    time_masks: int = 2
+    time_mask_fraction: float = 0.1
+    mixup_alpha: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("gain_db", "mixup_alpha", "time_mask_fraction"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("time_stretch", "pitch_shift"):
+            if not 0 <= getattr(self, name) < 0.5:
+                raise ParameterError(f"{name}={getattr(self, name)} must be in [0, 0.5)")
+        for name in ("freq_masks", "freq_mask_width", "time_masks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ParameterError(f"{name}={value!r} must be a non-negative integer")
+
+
+NO_AUGMENT = AugmentConfig(0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def random_gain(logmel: torch.Tensor, gain_db: float, generator: torch.Generator) -> torch.Tensor:
+    """Add a random per-clip gain in dB to ``logmel`` (B, F, T)."""
+    if gain_db <= 0:
+        return logmel
+    gain = _uniform(logmel.shape[0], -gain_db, gain_db, generator).to(logmel.device)
+    return logmel + gain.view(-1, 1, 1)
+
+
+def random_warp(
+    logmel: torch.Tensor, *, time_stretch: float, pitch_shift: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Stretch time and scale the mel axis of ``logmel`` (B, F, T), per clip.
+
+    Time is resampled about the clip's centre (a speed change), the mel axis
+    about its bottom edge (a pitch change); both by linear interpolation.
+    """
+    if time_stretch <= 0 and pitch_shift <= 0:
+        return logmel
+    batch = logmel.shape[0]
+    speed = _uniform(batch, 1 - time_stretch, 1 + time_stretch, generator)
+    pitch = _uniform(batch, 1 - pitch_shift, 1 + pitch_shift, generator)
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0] = speed  # x: time, in [-1, 1] about the centre
+    theta[:, 1, 1] = 1 / pitch  # y: mel bins; scale about y = -1 (the lowest band)
+    theta[:, 1, 2] = 1 / pitch - 1
+    images = logmel.unsqueeze(1)  # (B, 1, F, T)
+    grid = F.affine_grid(theta.to(logmel.device, logmel.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False).squeeze(1)
+
+
+def _mask(lengths: int, count: int, max_width: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """A boolean ``(B, lengths)`` mask of ``count`` random bands up to ``max_width`` wide."""
+    mask = torch.zeros(batch, lengths, dtype=torch.bool)
+    max_width = min(max_width, lengths)
+    if count == 0 or max_width == 0:
+        return mask
+    positions = torch.arange(lengths)
+    for _ in range(count):
+        width = torch.randint(0, max_width + 1, (batch, 1), generator=generator)
+        start = (torch.rand(batch, 1, generator=generator) * (lengths - width + 1)).long()
+        mask |= (positions >= start) & (positions < start + width)
+    return mask
+
+
+def spec_augment(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """SpecAugment frequency and time masks on standardised ``images`` (B, C, F, T).
+
+    Masked cells are set to 0, the training mean after standardisation.
+    """
+    batch, _, n_freq, n_time = images.shape
+    freq = _mask(n_freq, config.freq_masks, config.freq_mask_width, batch, generator)
+    time = _mask(n_time, config.time_masks, int(config.time_mask_fraction * n_time), batch, generator)
+    keep = ~(freq.unsqueeze(2) | time.unsqueeze(1))  # (B, F, T)
+    return images * keep.unsqueeze(1).to(images.device, images.dtype)
+
+
+def mixup(
+    images: torch.Tensor, targets: torch.Tensor, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each clip with a random partner: ``lam * a + (1 - lam) * b``.
+
+    images : (B, C, F, T); targets : (B, K) class probabilities.
+    ``lam`` is drawn per clip from Beta(alpha, alpha) and folded to >= 0.5 so
+    the first clip stays the main one.
+    """
+    if alpha <= 0:
+        return images, targets
+    batch = images.shape[0]
+    # torch's Beta sampler takes no generator: seed NumPy's from ours instead.
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=batch)).float()
+    lam = torch.maximum(lam, 1 - lam)
+    partner = torch.randperm(batch, generator=generator)
+    lam_images = lam.view(-1, 1, 1, 1).to(images.device, images.dtype)
+    lam_targets = lam.view(-1, 1).to(targets.device, targets.dtype)
+    mixed_images = lam_images * images + (1 - lam_images) * images[partner.to(images.device)]
+    mixed_targets = lam_targets * targets + (1 - lam_targets) * targets[partner.to(targets.device)]
+    return mixed_images, mixed_targets

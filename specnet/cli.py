@@ -1,0 +1,525 @@
+"""The ``specnet`` command: a thin layer of click commands over the Python API.
+
+Each command parses options, calls the API and formats the result. A
+``SpecnetError`` becomes one line on stderr and exit code 1; usage errors exit
+2. ``--debug`` (or ``SPECNET_DEBUG=1``) shows full tracebacks instead. Heavy
+modules (torch) are imported inside commands, so ``specnet --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+
+from ._version import __version__
+from .errors import SpecnetError
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get("SPECNET_DEBUG", "") not in ("", "0")
+
+
+class _OneLineWarnings(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="specnet")
+@click.option("--debug", is_flag=True, help="Show full tracebacks (also SPECNET_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Classify audio (and images) with CNNs over mel-spectrograms.
+
+    \b
+    specnet classify clip.wav                 top labels, bundled ESC-10 model
+    specnet classify --model fsdd digits/     spoken digits, a whole folder
+    specnet train DATA_DIR --out runs/mine    one subfolder per class
+    specnet evaluate runs/mine/model.safetensors TEST_DIR
+    """
+    if debug:
+        os.environ["SPECNET_DEBUG"] = "1"
+    logger = logging.getLogger("specnet")
+    if not any(isinstance(h, _OneLineWarnings) for h in logger.handlers):
+        logger.addHandler(_OneLineWarnings())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
+    """Files from paths, folders (searched recursively for ``kind`` files) and glob patterns, in order.
+
+    Names that match nothing are kept, so loading them reports "file not found".
+    """
+    from .audio import is_audio_file
+    from .image import is_image_file
+
+    wanted = is_audio_file if kind == "audio" else is_image_file
+    found: list[str] = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found.extend(
+                sorted(str(p) for p in Path(pattern).rglob("*") if p.is_file() and wanted(p) and not p.name.startswith("."))
+            )
+        elif not os.path.lexists(pattern) and glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+            found.extend(m for m in matches if not os.path.isdir(m)) if matches else found.append(pattern)
+        else:
+            found.append(pattern)
+    return found
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=total < 20 or not sys.stderr.isatty(), leave=False)
+
+
+def _fail_line(path: str, reason: str) -> str:
+    return reason if reason.startswith(path) else f"{path}: {reason}"
+
+
+# ------------------------------------------------------------------ classify
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "-m", "model_name", default=None, help="Bundled model name (esc10, fsdd) or a model file. Default: esc10.")
+@click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="Labels to show per input.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
+@click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds between windows (default: half a window).")
+@click.option("--timeline", is_flag=True, help="Also give the top label of every window.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=1), help="Threads decoding files ahead of the network.")
+def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, device, num_workers) -> None:
+    """Print the top labels of audio files, folders or glob patterns."""
+    from .inference import Failure, load_model
+
+    model = load_model(model_name, device=device)
+    files = expand_inputs(paths, kind=model.input_kind)
+    if not files:
+        raise SpecnetError(f"no {model.input_kind} files found in {', '.join(paths)}")
+    results, failures = [], 0
+    bar = _progress_bar(len(files), "classifying")
+    for result in model.predict_iter(files, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size, num_workers=num_workers):
+        bar.update(1)
+        if isinstance(result, Failure):
+            failures += 1
+            bar.clear()
+            click.echo(f"error: {_fail_line(result.path, result.reason)}", err=True)
+            continue
+        results.append(result)
+        if fmt == "table":
+            bar.clear()
+            click.echo(_table_block(result, model.name))
+    bar.close()
+    if fmt == "json":
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    elif fmt == "csv":
+        click.echo(_csv_rows(results), nl=False)
+    if failures:
+        if len(files) > 1:
+            click.echo(f"{failures} of {len(files)} inputs failed", err=True)
+        sys.exit(1)
+
+
+def _table_block(result, model_name: str) -> str:
+    head = f"{result.path}"
+    if result.duration is not None:
+        head += f"  ({result.duration:.2f} s, model {model_name})"
+    else:
+        head += f"  (model {model_name})"
+    width = max(len(p["label"]) for p in result.predictions)
+    lines = [head] + [f"  {p['label']:<{width}}  {p['score']:7.2%}" for p in result.predictions]
+    for seg in result.segments or []:
+        lines.append(f"    {seg['start']:8.2f}-{seg['end']:8.2f} s  {seg['label']:<{width}}  {seg['score']:7.2%}")
+    return "\n".join(lines)
+
+
+def _csv_rows(results) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "rank", "label", "score", "duration"])
+    for r in results:
+        for rank, p in enumerate(r.predictions, start=1):
+            writer.writerow([r.path, rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"])
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ embed
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .npz file to write.")
+@click.option("--level", type=click.Choice(["clip", "frame"]), default="clip", show_default=True)
+@click.option("--model", "-m", "model_name", default=None, help="Bundled model name or model file. Default: esc10.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def embed(paths, output, level, model_name, batch_size, device, overwrite) -> None:
+    """Write embeddings of audio files to an .npz (arrays: embeddings, paths[, timestamps])."""
+    import io
+
+    import numpy as np
+
+    from .fileio import atomic_write, check_output_path
+    from .inference import Failure, load_model
+
+    check_output_path(output, overwrite=overwrite)
+    model = load_model(model_name, device=device)
+    files = expand_inputs(paths, kind=model.input_kind)
+    good_paths, vectors, failures = [], [], 0
+    bar = _progress_bar(len(files), "embedding")
+    if level == "clip":
+        for path, result in zip(files, model.embed_iter(files, batch_size=batch_size)):
+            bar.update(1)
+            if isinstance(result, Failure):
+                failures += 1
+                click.echo(f"error: {_fail_line(result.path, result.reason)}", err=True)
+            else:
+                good_paths.append(path)
+                vectors.append(result)
+        arrays = {"embeddings": np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)}
+    else:
+        frames, stamps = [], None
+        for path in files:
+            bar.update(1)
+            try:
+                emb, stamps_i = model.embed_frames(path)
+            except SpecnetError as exc:
+                failures += 1
+                click.echo(f"error: {_fail_line(path, str(exc))}", err=True)
+                continue
+            good_paths.append(path)
+            frames.append(emb[0])
+            stamps = stamps_i if stamps is None or len(stamps_i) > len(stamps) else stamps
+        longest = max((len(f) for f in frames), default=0)
+        padded = np.zeros((len(frames), longest, frames[0].shape[-1] if frames else 0), np.float32)
+        for row, f in zip(padded, frames):
+            row[: len(f)] = f
+        arrays = {"embeddings": padded, "timestamps": stamps if stamps is not None else np.zeros(0)}
+    bar.close()
+    if good_paths:
+        buffer = io.BytesIO()
+        np.savez(buffer, paths=np.array(good_paths), **arrays)
+        atomic_write(output, buffer.getvalue(), overwrite=overwrite)
+        click.echo(f"wrote {len(good_paths)} {level} embeddings of size {arrays['embeddings'].shape[-1]} to {output}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------ train
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    text_path = Path(path)
+    try:
+        raw = text_path.read_bytes()
+    except OSError as exc:
+        raise SpecnetError(f"{path}: cannot read config file ({exc.strerror})") from None
+    if text_path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SpecnetError(f"{path}: YAML config needs PyYAML (pip install pyyaml), or use TOML") from None
+        try:
+            values = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as exc:
+            raise SpecnetError(f"{path}: invalid YAML ({exc})") from None
+    else:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            values = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SpecnetError(f"{path}: invalid TOML ({exc})") from None
+    if not isinstance(values, dict):
+        raise SpecnetError(f"{path}: config must be a table of option = value")
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} must look like name=value", param_hint="--arch-arg")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@cli.command()
+@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder for the model, checkpoint, metrics and curves.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file with these options (flags win).")
+@click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold] instead of DATA_DIR.")
+@click.option("--val-dir", type=click.Path(file_okay=False), help="Validation class folders.")
+@click.option("--val-fold", type=int, help="Validate on this fold of the manifest, train on the rest.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Stratified share held out for validation.")
+@click.option("--arch", default="cnn", show_default=True, help="Registered model name (see 'specnet summary --list').")
+@click.option("--arch-arg", "arch_args", multiple=True, help="Extra model argument, name=value (JSON value), repeatable.")
+@click.option("--pretrained", is_flag=True, help="Start a VGG from ImageNet weights (downloads once).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local ImageNet weight file for offline machines.")
+@click.option("--init", type=click.Path(dir_okay=False), help="Start from a specnet model file; the head is replaced for the new classes.")
+@click.option("--freeze-backbone", is_flag=True, help="Train the head only (transfer learning).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (AdamW, warm-up then cosine).")
+@click.option("--weight-decay", type=float, default=1e-2, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without a better validation accuracy.")
+@click.option("--clip-seconds", type=click.FloatRange(min=0, min_open=True), default=None, help="Training crop length (default: 90th percentile of durations).")
+@click.option("--sample-rate", type=click.IntRange(min=1), default=None, help="Model sample rate in Hz (default 16000).")
+@click.option("--n-mels", type=click.IntRange(min=1), default=None)
+@click.option("--n-fft", type=click.IntRange(min=1), default=None)
+@click.option("--hop-length", type=click.IntRange(min=1), default=None)
+@click.option("--f-min", type=float, default=None)
+@click.option("--f-max", type=float, default=None)
+@click.option("--image-size", type=(int, int), default=(128, 128), show_default=True, help="Height and width images are resized to.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup.")
+@click.option("--mixup", type=click.FloatRange(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on with CUDA).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a finished run in --out.")
+@click.option("--quiet", "-q", is_flag=True)
+@click.pass_context
+def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
+    """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
+    from .training import TrainConfig, train as run_training
+
+    options = _read_config_file(config_file) if config_file else {}
+    feature_keys = ("sample_rate", "n_mels", "n_fft", "hop_length", "f_min", "f_max")
+    features = dict(options.pop("features", {}) or {})
+    for key in feature_keys:
+        if key in options:
+            features[key] = options.pop(key)
+    for name, value in flags.items():
+        explicit = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+        if name in feature_keys:
+            if value is not None:
+                features[name] = value
+        elif name == "arch_args":
+            if value:
+                options["arch_args"] = {**options.get("arch_args", {}), **_parse_arch_args(value)}
+        elif explicit or name not in options:
+            options[name] = value
+    options["features"] = features
+    data_dir = data_dir or options.pop("data_dir", None)
+    options.pop("data_dir", None)
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SpecnetError(f"unknown training option(s): {', '.join(unknown)}")
+    if options.get("weights"):
+        options["pretrained"] = True
+    best = run_training(data_dir, out, config=TrainConfig(**options), resume=resume, overwrite=overwrite, quiet=quiet)
+    if not quiet and best:
+        click.echo(f"best epoch {best['epoch'] + 1}: val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}; model in {Path(out) / 'model.safetensors'}")
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+@cli.command()
+@click.argument("model_file")
+@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold].")
+@click.option("--fold", type=int, default=None, help="Evaluate on this fold of the manifest only.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Folder for metrics.json and confusion.png.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace files in --out.")
+def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device, overwrite) -> None:
+    """Accuracy, macro-F1, per-class scores and a confusion matrix of MODEL_FILE on labelled data."""
+    from .evaluation import evaluate as run_evaluation
+
+    result = run_evaluation(model_file, data_dir, manifest=manifest, fold=fold, out=out, batch_size=batch_size, device=device, overwrite=overwrite)
+    for item in result["skipped"]:
+        click.echo(f"warning: skipped {_fail_line(item['path'], item['reason'])}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    width = max(len(c) for c in result["classes"])
+    click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {result['model']}")
+    click.echo(f"{'class':<{width}}  precision  recall      f1  support")
+    for name, row in result["per_class"].items():
+        click.echo(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['support']:7d}")
+    if out:
+        click.echo(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'confusion.png'}")
+
+
+# ------------------------------------------------------------------ look at models
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--in-chans", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--no-top", is_flag=True, help="Without the classifier: the convolutional descriptor (include_top=False).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--input-size", type=(int, int), default=None, help="Height and width (default: 224 224 for VGG, 64 101 otherwise).")
+@click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
+def summary(name, in_chans, no_top, num_classes, input_size, list_all) -> None:
+    """Keras-style layer table (output shapes, parameter counts) of an architecture or model file."""
+    from .models import create_model, list_models
+    from .models import summary as layer_summary
+
+    if list_all or not name:
+        click.echo("\n".join(list_models()))
+        return
+    if name.endswith(".safetensors") or os.path.exists(name):
+        from .inference import load_model
+
+        model = load_model(name, device="cpu")
+        net = model.net.backbone
+        spec = model.config
+        size = input_size or ((spec.features.n_mels, spec.features.num_frames(spec.clip_samples)) if spec.features else spec.image_size)
+        click.echo(layer_summary(net, (spec.in_chans, *size)), nl=False)
+        return
+    kwargs: dict[str, Any] = {"include_top": False} if no_top else {}
+    net = create_model(name, num_classes=0 if no_top else num_classes, in_chans=in_chans, **kwargs)
+    size = input_size or ((224, 224) if name.startswith("vgg") else (64, 101))
+    click.echo(layer_summary(net, (in_chans, *size)), nl=False)
+
+
+@cli.command()
+def models() -> None:
+    """List the bundled models with their classes, accuracy and license."""
+    from .inference import DEFAULT_MODEL, bundled_models, model_metadata
+
+    bundled = bundled_models()
+    if not bundled:
+        click.echo("no bundled models installed")
+        return
+    for name in bundled:
+        meta = model_metadata(name)
+        dataset = meta.get("dataset") or {}
+        default = "  (default)" if name == DEFAULT_MODEL else ""
+        click.echo(f"{name}{default}: {dataset.get('description', meta['arch'])}")
+        click.echo(f"  classes:  {', '.join(meta['classes'])}")
+        if meta.get("reported_accuracy"):
+            click.echo(f"  accuracy: {meta['reported_accuracy']}")
+        if dataset.get("license"):
+            click.echo(f"  license:  {dataset['license']}; {dataset.get('credit', '')}".rstrip("; "))
+
+
+@cli.command()
+@click.argument("model_file")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def info(model_file, fmt) -> None:
+    """Classes, architecture, feature settings, training data and metrics of a model file."""
+    from .inference import model_metadata
+
+    meta = model_metadata(model_file)
+    if fmt == "json":
+        click.echo(json.dumps(meta, indent=2))
+        return
+    click.echo(f"architecture: {meta['arch']} {json.dumps(meta.get('arch_args', {}))}, in_chans {meta.get('in_chans', 1)}")
+    click.echo(f"input:        {meta['input_kind']}" + (f", {meta['clip_seconds']} s clips" if meta.get("clip_seconds") else ""))
+    click.echo(f"classes:      {', '.join(meta['classes'])}")
+    if meta.get("features"):
+        click.echo("features:     " + ", ".join(f"{k}={v}" for k, v in meta["features"].items()))
+    for key in ("dataset", "training", "metrics"):
+        if meta.get(key):
+            click.echo(f"{key + ':':<13} {json.dumps(meta[key])}")
+    click.echo(f"format:       {meta['format_version']} (specnet {meta.get('specnet_version', '?')})")
+
+
+# ------------------------------------------------------------------ pictures and export
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The PNG file to write.")
+@click.option("--model", "-m", "model_name", default=None, help="Use this model's feature settings (default: specnet's defaults).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def spectrogram(path, output, model_name, overwrite) -> None:
+    """Draw the log-mel spectrogram of an audio file as a PNG."""
+    import torch
+
+    from .audio import load_audio
+    from .features import FeatureConfig, LogMelSpectrogram
+    from .fileio import check_output_path
+    from .plots import plot_spectrogram
+
+    check_output_path(output, overwrite=overwrite)
+    if model_name:
+        from .inference import model_metadata
+
+        features = FeatureConfig.from_dict(model_metadata(model_name)["features"] or {})
+    else:
+        features = FeatureConfig()
+    samples, _ = load_audio(path, sample_rate=features.sample_rate)
+    with torch.no_grad():
+        logmel = LogMelSpectrogram(features)(torch.from_numpy(samples)).numpy()
+    plot_spectrogram(
+        logmel, output, sample_rate=features.sample_rate, hop_length=features.hop_length,
+        f_min=features.f_min, f_max=features.max_frequency, title=Path(path).name, overwrite=overwrite,
+    )
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("model_file")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def export(model_file, fmt, output, overwrite) -> None:
+    """Export a model, log-mel front-end included, to ONNX (input: raw samples)."""
+    from .export import export_onnx
+
+    export_onnx(model_file, output, overwrite=overwrite)
+    click.echo(f"wrote {output}")
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors become one line on stderr and a non-zero exit code."""
+    try:
+        cli.main(args=argv, prog_name="specnet", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SpecnetError as exc:
+        if _debug_enabled():
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: keep it to one line unless asked for more
+        if _debug_enabled():
+            raise
+        click.echo(f"error: internal error {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

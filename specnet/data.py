@@ -1,0 +1,207 @@
+"""Labelled datasets: class folders, CSV manifests with folds, splits, decoding once.
+
+A dataset is a :class:`LabelledFiles`: sorted class names, ``(path, target)``
+samples and, from a manifest, an optional fold per sample — the torchvision
+``ImageFolder`` vocabulary (``classes``, ``class_to_idx``, ``samples``,
+``targets``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from .audio import AUDIO_EXTENSIONS
+from .errors import DataError, SpecnetError
+from .image import IMAGE_EXTENSIONS
+
+T = TypeVar("T")
+
+
+@dataclass
+class LabelledFiles:
+    """Files with class labels.
+
+    classes : class names, sorted; a target is an index into it.
+    samples : ``(path, target)`` pairs.
+    kind : "audio" or "image".
+    folds : one fold number per sample (from a manifest), or None.
+    """
+
+    classes: list[str]
+    samples: list[tuple[Path, int]]
+    kind: str
+    folds: list[int] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    @property
+    def targets(self) -> list[int]:
+        return [target for _, target in self.samples]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [path for path, _ in self.samples]
+
+    def subset(self, indices: Sequence[int]) -> "LabelledFiles":
+        return LabelledFiles(
+            classes=self.classes,
+            samples=[self.samples[i] for i in indices],
+            kind=self.kind,
+            folds=[self.folds[i] for i in indices] if self.folds is not None else None,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.targets, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, counts)}
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """"audio", "image" or None, from the file name's extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    return None
+
+
+def _single_kind(paths: Sequence[Path], source: str) -> str:
+    kinds = {file_kind(p) for p in paths} - {None}
+    if len(kinds) > 1:
+        raise DataError(f"{source}: mixes audio and image files; use one kind per dataset")
+    if not kinds:
+        raise DataError(f"{source}: no audio or image files found")
+    return kinds.pop()
+
+
+def find_class_folders(root: str | os.PathLike) -> LabelledFiles:
+    """One subfolder per class under ``root``, files found recursively in each.
+
+    Hidden files and files of other types are ignored. Raises ``DataError`` for
+    a missing or empty root, fewer than two classes, or classes without files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder" if root.exists() else f"{root}: folder not found")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: has no class subfolders (expected {root}/<class>/<file>)")
+    samples: list[tuple[Path, int]] = []
+    empty = []
+    for target, name in enumerate(classes):
+        files = sorted(
+            p for p in (root / name).rglob("*")
+            if not p.name.startswith(".") and file_kind(p) is not None and not p.is_dir()
+        )
+        if not files:
+            empty.append(name)
+        samples.extend((p, target) for p in files)
+    if empty:
+        raise DataError(
+            f"{root}: class folder(s) {', '.join(empty)} hold no audio or image files "
+            f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    if len(classes) < 2:
+        raise DataError(f"{root}: found only class {classes[0]!r}; at least two classes are needed")
+    kind = _single_kind([p for p, _ in samples], str(root))
+    return LabelledFiles(classes=classes, samples=samples, kind=kind)
+
+
+def read_manifest(csv_path: str | os.PathLike) -> LabelledFiles:
+    """A CSV with columns ``path,label`` and optionally ``fold``; paths relative to the CSV."""
+    csv_path = Path(csv_path)
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: manifest not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot read manifest ({exc})") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{csv_path}: manifest needs a header with columns path,label[,fold] and at least one row")
+    has_fold = "fold" in rows[0]
+    classes = sorted({row["label"] for row in rows})
+    if len(classes) < 2:
+        raise DataError(f"{csv_path}: lists only one class; at least two are needed")
+    index = {name: i for i, name in enumerate(classes)}
+    samples, folds = [], []
+    for line, row in enumerate(rows, start=2):
+        if not row["path"] or not row["label"]:
+            raise DataError(f"{csv_path}:{line}: empty path or label")
+        samples.append(((csv_path.parent / row["path"]), index[row["label"]]))
+        if has_fold:
+            try:
+                folds.append(int(row["fold"]))
+            except (TypeError, ValueError):
+                raise DataError(f"{csv_path}:{line}: fold {row['fold']!r} is not an integer") from None
+    kind = _single_kind([p for p, _ in samples], str(csv_path))
+    return LabelledFiles(classes=classes, samples=samples, kind=kind, folds=folds if has_fold else None)
+
+
+def stratified_split(targets: Sequence[int], *, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)`` with ``fraction`` of each class in val (at least one
+    per class with two or more files), shuffled with ``seed``."""
+    if not 0 < fraction < 1:
+        raise DataError(f"val_split={fraction} must be between 0 and 1")
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(targets)
+    train, val = [], []
+    for cls in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == cls))
+        n_val = int(round(fraction * len(members)))
+        n_val = min(max(n_val, 1), len(members) - 1) if len(members) > 1 else 0
+        val.extend(members[:n_val].tolist())
+        train.extend(members[n_val:].tolist())
+    return sorted(train), sorted(val)
+
+
+def split_by_fold(data: LabelledFiles, fold: int) -> tuple[LabelledFiles, LabelledFiles]:
+    """``(train, held-out)``: the samples of every other fold, and those of ``fold``."""
+    if data.folds is None:
+        raise DataError("--val-fold needs a manifest with a 'fold' column")
+    if fold not in set(data.folds):
+        raise DataError(f"fold {fold} is not in the manifest (folds: {sorted(set(data.folds))})")
+    held = [i for i, f in enumerate(data.folds) if f == fold]
+    rest = [i for i, f in enumerate(data.folds) if f != fold]
+    return data.subset(rest), data.subset(held)
+
+
+def decode_all(
+    paths: Sequence[Path],
+    decode: Callable[[Path], T],
+    *,
+    num_workers: int = 2,
+    progress: bool = False,
+    desc: str = "decoding",
+) -> tuple[list[T | None], list[tuple[str, str]]]:
+    """Decode every file once, in threads (soundfile, soxr and Pillow release the GIL).
+
+    Returns the decoded items in order (None where decoding failed) and
+    ``(path, reason)`` for each failure; nothing is raised for a bad file.
+    """
+
+    def attempt(path: Path) -> tuple[T | None, str | None]:
+        try:
+            return decode(path), None
+        except SpecnetError as exc:
+            return None, str(exc)
+
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        results = list(
+            tqdm(pool.map(attempt, paths), total=len(paths), desc=desc, disable=not progress, leave=False)
+        )
+    items = [item for item, _ in results]
+    failures = [(str(p), reason) for p, (_, reason) in zip(paths, results) if reason is not None]
+    return items, failures

@@ -1,0 +1,79 @@
+"""Scoring a model file on labelled files: accuracy, macro-F1, per-class scores, confusion."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .data import LabelledFiles, find_class_folders, read_manifest, split_by_fold
+from .errors import DataError
+from .fileio import atomic_write
+from .inference import load_model
+from .metrics import Scores
+from .training import decode_split, evaluate_split
+
+
+def evaluate(
+    model: str | os.PathLike | None,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    manifest: str | os.PathLike | None = None,
+    fold: int | None = None,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int = 2,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Score ``model`` (a file or bundled name) on class folders or a manifest (one ``fold`` of it).
+
+    The data's class names must all be classes of the model; they are matched
+    by name. Long clips are windowed as ``specnet classify`` does. With ``out``,
+    writes ``metrics.json`` and ``confusion.png`` there. Returns the metrics
+    dict (accuracy, macro_f1, n, per_class, confusion, classes, skipped).
+    """
+    loaded = load_model(model, device=device)
+    net = loaded.net
+    files = _load_files(data_dir, manifest, fold)
+    unknown = sorted(set(files.classes) - set(net.classes))
+    if unknown:
+        raise DataError(f"the data has class(es) {', '.join(unknown)} that the model does not know (it knows {', '.join(net.classes)})")
+    if files.kind != net.spec.input_kind:
+        raise DataError(f"the data holds {files.kind} files but the model takes {net.spec.input_kind}")
+    model_index = {name: i for i, name in enumerate(net.classes)}
+    files = LabelledFiles(
+        classes=list(net.classes),
+        samples=[(p, model_index[files.classes[t]]) for p, t in files.samples],
+        kind=files.kind,
+    )
+    split, failures = decode_split(files, net.spec, num_workers=num_workers, progress=False, desc="decoding")
+    if len(split.targets) == 0:
+        raise DataError("no usable file to evaluate on")
+    scores, loss = evaluate_split(net, split, batch_size=batch_size, device=loaded.device)
+    result = scores.to_dict() | {"loss": loss, "model": loaded.name, "skipped": [{"path": p, "reason": r} for p, r in failures]}
+    if out is not None:
+        write_report(scores, result, Path(out), overwrite=overwrite)
+    return result
+
+
+def _load_files(data_dir, manifest, fold) -> LabelledFiles:
+    if manifest:
+        files = read_manifest(manifest)
+        return split_by_fold(files, fold)[1] if fold is not None else files
+    if fold is not None:
+        raise DataError("--fold needs --manifest")
+    if data_dir is None:
+        raise DataError("give a data folder or --manifest FILE.csv")
+    return find_class_folders(data_dir)
+
+
+def write_report(scores: Scores, result: dict[str, Any], out: Path, *, overwrite: bool) -> None:
+    """``metrics.json`` and ``confusion.png`` in ``out``."""
+    from .plots import plot_confusion
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "metrics.json", json.dumps(result, indent=2), overwrite=overwrite)
+    title = f"{result['model']}: accuracy {100 * scores.accuracy:.1f} % on {scores.n} files"
+    plot_confusion(scores.confusion, scores.classes, out / "confusion.png", title=title, overwrite=overwrite)

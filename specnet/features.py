@@ -1,0 +1,209 @@
+"""The log-mel front-end: waveforms in, spectrogram "images" out.
+
+Each transform is a thin ``nn.Module`` configured by :class:`FeatureConfig`.
+The constructor validates the parameters and builds the window and the mel
+filterbank once as buffers, so ``.to(device)`` moves them; ``forward`` takes
+``(..., time)`` and returns ``(..., n_mels, frames)`` for any batch shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+import torchaudio.functional as AF
+from torch import nn
+
+from .errors import ParameterError
+
+PAD_MODES = ("reflect", "constant", "replicate", "circular")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Every setting of the log-mel front-end, with the PANNs 16 kHz defaults.
+
+    sample_rate : int > 0, Hz. Audio is resampled to this rate before features.
+    n_fft : int > 0, samples per FFT.
+    win_length : int in (0, n_fft], or None for ``n_fft``. Hann window length.
+    hop_length : int > 0, samples between frames (160 = 10 ms at 16 kHz).
+    n_mels : int > 0, mel bands (Slaney scale, Slaney area normalisation).
+    f_min, f_max : Hz, 0 <= f_min < f_max <= sample_rate / 2; f_max None means
+        sample_rate / 2.
+    power : 1.0 (magnitude) or 2.0 (power).
+    center : pad so frame t is centred on sample t * hop_length.
+    pad_mode : padding used when centring ("reflect", "constant", ...).
+    log_floor : > 0, power floor before ``10 * log10``.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int | None = None
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float | None = 8000.0
+    power: float = 2.0
+    center: bool = True
+    pad_mode: str = "reflect"
+    log_floor: float = 1e-10
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ParameterError(f"{name}={value!r} must be a positive integer")
+        if self.win_length is not None and (
+            isinstance(self.win_length, bool)
+            or not isinstance(self.win_length, int)
+            or not 0 < self.win_length <= self.n_fft
+        ):
+            raise ParameterError(
+                f"win_length={self.win_length!r} must be an integer in (0, n_fft={self.n_fft}]"
+            )
+        nyquist = self.sample_rate / 2
+        f_max = nyquist if self.f_max is None else self.f_max
+        if not 0 <= self.f_min < f_max:
+            raise ParameterError(f"f_min={self.f_min} must be >= 0 and below f_max={f_max}")
+        if f_max > nyquist:
+            raise ParameterError(
+                f"f_max={f_max} must be <= sample_rate / 2 = {nyquist:g} Hz"
+            )
+        if self.power not in (1.0, 2.0):
+            raise ParameterError(f"power={self.power!r} must be 1.0 or 2.0")
+        if self.pad_mode not in PAD_MODES:
+            raise ParameterError(f"pad_mode={self.pad_mode!r} must be one of {', '.join(PAD_MODES)}")
+        if not self.log_floor > 0:
+            raise ParameterError(f"log_floor={self.log_floor!r} must be positive")
+
+    @property
+    def window_length(self) -> int:
+        """The Hann window length in samples (``win_length`` or ``n_fft``)."""
+        return self.win_length or self.n_fft
+
+    @property
+    def max_frequency(self) -> float:
+        """The top edge of the mel filterbank in Hz."""
+        return self.sample_rate / 2 if self.f_max is None else float(self.f_max)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the front-end makes from ``num_samples`` samples."""
+        if self.center:
+            return num_samples // self.hop_length + 1
+        return max(0, (num_samples - self.n_fft) // self.hop_length + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
+        """Build from a dict, refusing names this version does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParameterError(
+                f"unknown feature setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+class MelSpectrogram(nn.Module):
+    """Mel spectrogram, ``(..., time)`` float -> ``(..., n_mels, frames)``.
+
+    Matches ``librosa.feature.melspectrogram`` (Slaney mel scale and norm)
+    when both get the same ``center`` and ``pad_mode``.
+    """
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or FeatureConfig()
+        self.register_buffer(
+            "window", torch.hann_window(config.window_length, periodic=True), persistent=False
+        )
+        filterbank = AF.melscale_fbanks(
+            n_freqs=config.n_fft // 2 + 1,
+            f_min=config.f_min,
+            f_max=config.max_frequency,
+            n_mels=config.n_mels,
+            sample_rate=config.sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )  # (n_freqs, n_mels)
+        self.register_buffer("filterbank", filterbank.T.contiguous(), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        batch_shape = waveform.shape[:-1]
+        flat = waveform.reshape(-1, waveform.shape[-1])
+        if flat.shape[-1] == 0:
+            raise ParameterError("cannot compute a spectrogram of 0 samples")
+        if cfg.center and cfg.pad_mode == "reflect" and flat.shape[-1] <= cfg.n_fft // 2:
+            # Reflect padding needs more samples than the pad; zero-pad tiny clips.
+            flat = nn.functional.pad(flat, (0, cfg.n_fft // 2 + 1 - flat.shape[-1]))
+        stft = torch.stft(
+            flat.float(),
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            win_length=cfg.window_length,
+            window=self.window,
+            center=cfg.center,
+            pad_mode=cfg.pad_mode,
+            return_complex=True,
+        )  # (B, n_freqs, frames) complex
+        # Squaring the real view is several times faster than abs() on CPU.
+        power = torch.view_as_real(stft).square().sum(-1)
+        if cfg.power == 1.0:
+            power = power.sqrt()
+        mel = torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
+        return mel.reshape(*batch_shape, *mel.shape[-2:])
+
+
+class LogMelSpectrogram(MelSpectrogram):
+    """Log-mel in dB: ``10 * log10(max(mel, log_floor))``, ``(..., n_mels, frames)``."""
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        mel = super().forward(waveform)
+        return 10.0 * torch.log10(torch.clamp(mel, min=self.config.log_floor))
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with statistics measured on the training data.
+
+    For spectrograms the statistics are per mel bin, shape ``(1, n_mels, 1)``;
+    for images per channel, ``(channels, 1, 1)``. Inputs are ``(B, C, H, W)``.
+    The statistics are buffers, so they are saved in the model file.
+    """
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[torch.Tensor], *, min_std: float = 1e-3) -> None:
+        """Measure mean and std over ``batches`` of images ``(B, C, H, W)``.
+
+        Sums are kept in float64, so the statistics of a whole dataset can be
+        gathered batch by batch without holding it in memory.
+        """
+        keep = [i + 1 for i, size in enumerate(self.mean.shape) if size > 1]
+        total = total_sq = None
+        count = 0
+        for images in batches:
+            dims = [d for d in range(images.dim()) if d not in keep]
+            x = images.detach().double()
+            part, part_sq = x.sum(dim=dims, keepdim=True)[0], x.square().sum(dim=dims, keepdim=True)[0]
+            total = part if total is None else total + part
+            total_sq = part_sq if total_sq is None else total_sq + part_sq
+            count += x.numel() // max(1, part.numel())
+        if total is None or count < 2:
+            raise ParameterError("cannot measure normalisation statistics from fewer than 2 values")
+        mean = total / count
+        var = (total_sq / count - mean.square()).clamp(min=0) * count / (count - 1)
+        self.mean.copy_(mean.reshape(self.mean.shape).float())
+        self.std.copy_(var.sqrt().reshape(self.std.shape).float().clamp(min=min_std))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std

@@ -1,0 +1,118 @@
+"""Writing files safely: atomic replace, no silent overwrite, run-folder locks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import SpecnetError
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    A reader (or a crash) sees the old file or the new one, never half of one.
+    With ``overwrite=False`` an existing file is an error.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise SpecnetError(f"{path}: already exists; pass --overwrite to replace it")
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise SpecnetError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise SpecnetError(f"{path}: cannot write ({reason}); earlier contents are unchanged") from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return path
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Refuse an existing output file unless ``overwrite``; return it as a Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecnetError(f"{path}: is a directory; give a file name")
+    if path.exists() and not overwrite:
+        raise SpecnetError(f"{path}: already exists; pass --overwrite to replace it")
+    return path
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class RunLock:
+    """An exclusive lock file in a run folder, naming the process that holds it.
+
+    A lock left by a process that no longer exists is stale and taken over.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.path = Path(directory) / ".lock"
+        self._held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _process_alive(owner):
+                    raise SpecnetError(
+                        f"{self.path.parent}: another specnet process (pid {owner}) is using this run folder"
+                    ) from None
+                _remove_quietly(str(self.path))  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            self._held = True
+            return
+        raise SpecnetError(f"{self.path.parent}: cannot lock the run folder")
+
+    def release(self) -> None:
+        if self._held:
+            _remove_quietly(str(self.path))
+            self._held = False
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

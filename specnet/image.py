@@ -1,0 +1,120 @@
+"""Image file I/O: load pictures (saved spectrograms, say) as float tensors.
+
+Images come back as float32 tensors of shape ``(C, H, W)`` in [0, 1], the
+layout the models take. Every problem with a file raises
+:class:`~specnet.errors.ImageError` whose message starts with the file name.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from specnet.audio import PathLike, _display_name, _open_binary
+from specnet.errors import ImageError, ParameterError
+
+__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "load_image"]
+
+#: Lower-case file suffixes specnet treats as images.
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+)
+
+# Pillow modes that hold one grey value per pixel (with or without alpha).
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Modes whose values do not fit 8 bits: scaled here instead of by Pillow's
+# convert("L"), which would clip 16-bit grey at 255.
+_WIDE_GREY_SCALE = {"I": 65535.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0,
+                    "I;16N": 65535.0, "F": 1.0}
+
+
+def is_image_file(path: PathLike) -> bool:
+    """Whether ``path`` has a suffix in :data:`IMAGE_EXTENSIONS` (case-insensitive).
+
+    Only the name is checked; the file need not exist.
+    """
+    return Path(os.fsdecode(path)).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_image(
+    path: PathLike,
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Load an image as a float tensor.
+
+    Parameters
+    ----------
+    path : str, bytes or os.PathLike
+        The file; any format Pillow reads. Animated images give their first frame.
+    channels : {1, 3} or None
+        1 converts to grey, 3 to RGB. None keeps grey images (with or without
+        alpha) as 1 channel and makes everything else RGB. Alpha is dropped.
+    size : (int > 0, int > 0) or None
+        Resize to ``(height, width)`` with bilinear interpolation
+        (antialiased when shrinking); None keeps the file's size.
+
+    Returns
+    -------
+    torch.Tensor [shape=(channels, height, width), dtype=float32]
+        Pixel values in [0, 1].
+
+    Raises
+    ------
+    ImageError
+        The file is missing, empty, a directory, unreadable, truncated or
+        corrupt, not an image, or too large (Pillow's decompression-bomb limit).
+    ParameterError
+        ``channels`` or ``size`` is invalid.
+    """
+    if channels not in (None, 1, 3):
+        raise ParameterError(f"channels={channels!r} must be 1, 3 or None")
+    if size is not None and not (
+        isinstance(size, (tuple, list)) and len(size) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        raise ParameterError(f"size={size!r} must be a (height, width) pair of positive integers")
+
+    name = _display_name(path)
+    with _open_binary(path, name, ImageError, "an image") as fh:
+        try:
+            with Image.open(fh) as img:
+                img.load()  # decode now, so truncated data fails inside this try
+                x = _to_array(img, channels)
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not a readable image file (format not recognised)") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{name}: image too large to load safely ({exc})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            # Pillow signals bad data with all of these (SyntaxError: "broken PNG file").
+            raise ImageError(f"{name}: truncated or corrupt image data ({exc})") from None
+
+    image = torch.from_numpy(x).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+    if size is not None and tuple(size) != tuple(image.shape[1:]):
+        image = F.interpolate(image[None], size=tuple(size), mode="bilinear",
+                              align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
+    return image
+
+
+def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
+    """Pixels of ``img`` as float32 [shape=(H, W, channels)] in [0, 1]."""
+    grey = img.mode in _GREY_MODES
+    if channels is None:
+        channels = 1 if grey else 3
+    if img.mode in _WIDE_GREY_SCALE:
+        x = np.asarray(img, dtype=np.float32) / _WIDE_GREY_SCALE[img.mode]
+        x = np.clip(x, 0.0, 1.0)[..., None]
+        return np.repeat(x, channels, axis=-1)
+    if img.mode == "P" and "transparency" in img.info:
+        # Pillow warns when converting such palettes straight to RGB or L.
+        img = img.convert("RGBA")
+    img = img.convert("L" if channels == 1 else "RGB")
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    return x[..., None] if channels == 1 else x

@@ -1,0 +1,400 @@
+"""Using a trained model: ``load_model``, ``predict``, ``embed``, long-file windowing.
+
+A clip longer than the model's training clip is cut into windows (``window``
+seconds, every ``hop`` seconds; by default the model's clip length and half
+of it). The clip's probabilities are the mean of its windows'; its clip-level
+embedding the mean of its windows' embeddings. Files longer than
+:data:`STREAM_SECONDS` are read as a stream, so memory does not grow with
+their length.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .audio import audio_info, iter_audio_blocks, load_audio, resample
+from .devices import resolve_device
+from .errors import ModelFileError, ParameterError, SpecnetError
+from .image import load_image
+from .modelfile import load_model_file, read_metadata
+from .network import SpecNet
+from .windows import cut_windows
+
+DEFAULT_MODEL = "esc10"
+STREAM_SECONDS = 300.0
+PREFETCH_FILES = 64
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names and paths of the models shipped inside the package."""
+    try:
+        folder = resources.files("specnet") / "bundled"
+        if not folder.is_dir():
+            return {}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".safetensors")}
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
+    """``(display name, file)`` for a bundled model name, a model file, or None (the default)."""
+    name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
+    bundled = bundled_models()
+    if name in bundled:
+        return name, bundled[name]
+    path = Path(name)
+    if path.exists() or path.suffix or os.sep in name:
+        return str(path), path
+    known = ", ".join(bundled) or "none installed"
+    raise ModelFileError(f"{name}: neither a model file nor a bundled model (bundled: {known})")
+
+
+@dataclass
+class Prediction:
+    """What the model says about one input.
+
+    predictions : top-k ``{"label", "score"}``, scores are softmax probabilities, descending.
+    probabilities : (K,) probabilities of every class, in ``classes`` order.
+    duration : seconds of audio (None for images).
+    segments : per-window ``{"start", "end", "label", "score"}`` (seconds) when asked for.
+    """
+
+    path: str | None
+    predictions: list[dict[str, Any]]
+    probabilities: np.ndarray
+    duration: float | None = None
+    segments: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "predictions": self.predictions, "duration": self.duration}
+        if self.segments is not None:
+            out["segments"] = self.segments
+        return out
+
+
+@dataclass
+class Failure:
+    """An input that could not be used, and why (one line, naming it)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class _Item:
+    """One decoded input waiting for the network: windows (n, samples) or an image (1, C, H, W)."""
+
+    index: int
+    path: str | None
+    windows: np.ndarray | torch.Tensor
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    duration: float | None = None
+
+
+class Model:
+    """A loaded model ready for inference; see :func:`load_model`.
+
+    classes : class names in logit order.
+    config : the model's :class:`~specnet.network.ModelSpec` (features, clip length, provenance).
+    """
+
+    def __init__(self, net: SpecNet, *, name: str, device: torch.device) -> None:
+        self.net = net.to(device).eval()
+        self.name = name
+        self.device = device
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.net.classes
+
+    @property
+    def config(self):
+        return self.net.spec
+
+    @property
+    def input_kind(self) -> str:
+        return self.net.spec.input_kind
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self.net.spec.sample_rate
+
+    def _window_samples(self, window: float | None, hop: float | None) -> tuple[int, int]:
+        rate = self.sample_rate
+        window_s = window if window is not None else self.config.clip_seconds
+        if window_s is None or window_s <= 0:
+            raise ParameterError(f"window={window_s} must be a positive number of seconds")
+        hop_s = hop if hop is not None else window_s / 2
+        if hop_s <= 0:
+            raise ParameterError(f"hop={hop_s} must be a positive number of seconds")
+        return max(1, int(round(window_s * rate))), max(1, int(round(hop_s * rate)))
+
+    # ---------------------------------------------------------- decoding
+
+    def _decode_path(self, index: int, path: str, window: int, hop: int) -> _Item:
+        if self.input_kind == "image":
+            spec = self.config
+            image = load_image(path, channels=spec.in_chans, size=spec.image_size)
+            return _Item(index, path, image.unsqueeze(0))
+        samples, _ = load_audio(path, sample_rate=self.sample_rate)
+        windows, starts = cut_windows(samples, window, hop)
+        return _Item(index, path, windows, starts, len(samples) / self.sample_rate)
+
+    def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
+        if self.input_kind == "image":
+            image = torch.as_tensor(samples, dtype=torch.float32)
+            return _Item(index, None, image.unsqueeze(0) if image.dim() == 3 else image)
+        if sample_rate is None:
+            raise ParameterError("raw samples need sample_rate= (Hz)")
+        y = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples)
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim != 1 or y.size == 0:
+            raise ParameterError(f"expected a non-empty 1-D array of samples, got shape {y.shape}")
+        if not np.isfinite(y).all():
+            raise ParameterError("samples contain NaN or infinite values")
+        y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
+        windows, starts = cut_windows(y, window, hop)
+        return _Item(index, None, windows, starts, len(y) / self.sample_rate)
+
+    def _items(self, inputs: Any, sample_rate: int | None, window: int, hop: int, *, num_workers: int) -> Iterator[_Item | Failure]:
+        """Decoded inputs in order; files are decoded in background threads, a bounded number ahead."""
+        entries = _as_entries(inputs, kind=self.input_kind)
+        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+            pending: deque = deque()
+            for index, entry in enumerate(entries):
+                if isinstance(entry, (str, os.PathLike)):
+                    path = os.fspath(entry)
+                    if self.input_kind == "audio" and _is_long(path):
+                        pending.append((index, path, None))  # streamed later, in order
+                    else:
+                        pending.append((index, path, pool.submit(self._decode_path, index, path, window, hop)))
+                else:
+                    pending.append((index, None, pool.submit(self._from_samples, index, entry, sample_rate, window, hop)))
+                while len(pending) > PREFETCH_FILES:
+                    yield _resolve(pending.popleft())
+            while pending:
+                yield _resolve(pending.popleft())
+
+    # ---------------------------------------------------------- network
+
+    @torch.no_grad()
+    def _run(self, batch: np.ndarray | torch.Tensor, *, embed: str | None = None) -> torch.Tensor:
+        inputs = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+        inputs = inputs.to(self.device, non_blocking=True)
+        if embed:
+            return self.net.embed(inputs, level=embed).float().cpu()
+        return self.net(inputs).float().softmax(-1).cpu()
+
+    def _window_outputs(self, items: Iterable[_Item | Failure], *, batch_size: int, embed: str | None) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
+        """Per input, the network's output for each of its windows, batched across inputs."""
+        queue: list[tuple[_Item, int, int]] = []  # (item, first row, rows) in the pending batch
+        rows: list[np.ndarray | torch.Tensor] = []
+        waiting: deque = deque()  # items and failures in input order
+
+        def flush() -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
+            if rows:
+                outputs = self._run(np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows), embed=embed)
+                for item, first, count in queue:
+                    item.outputs = outputs[first : first + count]
+                queue.clear()
+                rows.clear()
+            while waiting:
+                yield waiting.popleft()
+
+        filled = 0
+        for item in items:
+            if isinstance(item, Failure) or item.windows is None:
+                waiting.append(item)
+                continue
+            queue.append((item, filled, len(item.windows)))
+            rows.append(item.windows)
+            filled += len(item.windows)
+            waiting.append(item)
+            if filled >= batch_size:
+                yield from ((w, w.outputs) if isinstance(w, _Item) and w.windows is not None else w for w in flush())
+                filled = 0
+        yield from ((w, w.outputs) if isinstance(w, _Item) and w.windows is not None else w for w in flush())
+
+    def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
+        """Window outputs of a long file read block by block (memory independent of its length)."""
+        outputs, starts, batch, batch_starts = [], [], [], []
+        total = 0
+        for block in iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate):
+            batch.append(block.samples)
+            batch_starts.append(block.start)
+            total = block.start + block.n_valid
+            if len(batch) == batch_size:
+                outputs.append(self._run(np.stack(batch), embed=embed))
+                starts.extend(batch_starts)
+                batch, batch_starts = [], []
+        if batch:
+            outputs.append(self._run(np.stack(batch), embed=embed))
+            starts.extend(batch_starts)
+        item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate)
+        return item, torch.cat(outputs)
+
+    def _outputs(self, inputs: Any, *, sample_rate, window, hop, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
+        window_n, hop_n = (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
+        for result in self._window_outputs(
+            self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers), batch_size=batch_size, embed=embed
+        ):
+            if isinstance(result, _Item):  # a long file, streamed now
+                try:
+                    yield self._stream(result.path, window_n, hop_n, batch_size=batch_size, embed=embed)
+                except SpecnetError as exc:
+                    yield Failure(result.path, str(exc))
+            else:
+                yield result
+
+    # ---------------------------------------------------------- public
+
+    def predict_iter(
+        self, inputs: Any, *, sample_rate: int | None = None, top_k: int = 5, window: float | None = None,
+        hop: float | None = None, timeline: bool = False, batch_size: int = 64, num_workers: int = 2,
+    ) -> Iterator[Prediction | Failure]:
+        """Like :meth:`predict`, one result at a time and in input order; bad inputs give a :class:`Failure`."""
+        if top_k < 1:
+            raise ParameterError(f"top_k={top_k} must be at least 1")
+        for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed=None):
+            if isinstance(result, Failure):
+                yield result
+                continue
+            item, probs = result
+            yield self._prediction(item, probs, top_k=top_k, timeline=timeline, window=window)
+
+    def _prediction(self, item: _Item, window_probs: torch.Tensor, *, top_k: int, timeline: bool, window: float | None) -> Prediction:
+        probs = window_probs.mean(0).numpy()
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        segments = None
+        if timeline and self.input_kind == "audio":
+            segments = []
+            window_s = self._window_samples(window, None)[0] / self.sample_rate
+            for start, p in zip(item.starts, window_probs):
+                best = int(p.argmax())
+                begin = float(start) / self.sample_rate
+                end = min(item.duration, begin + window_s)
+                segments.append({"start": round(begin, 4), "end": round(end, 4), "label": self.classes[best], "score": float(p[best])})
+        return Prediction(
+            path=item.path,
+            predictions=[{"label": self.classes[i], "score": float(probs[i])} for i in order],
+            probabilities=probs,
+            duration=item.duration,
+            segments=segments,
+        )
+
+    def predict(self, inputs: Any, *, sample_rate: int | None = None, top_k: int = 5, window: float | None = None, hop: float | None = None, timeline: bool = False, batch_size: int = 64) -> list[Prediction]:
+        """Top-k labels with probabilities for each input.
+
+        inputs : a path, a list of paths, samples ``(n,)`` or a batch ``(B, n)`` /
+            list of arrays with ``sample_rate=`` (Hz), or images ``(C, H, W)``.
+        Raises the first input's :class:`SpecnetError` if any input fails.
+        """
+        results = list(self.predict_iter(inputs, sample_rate=sample_rate, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size))
+        return _raise_first_failure(results)
+
+    def embed(self, inputs: Any, *, sample_rate: int | None = None, level: str = "clip", window: float | None = None, hop: float | None = None, batch_size: int = 64):
+        """Pre-logit embeddings.
+
+        level="clip": ``(n, dim)`` array, the mean over each input's windows.
+        level="frame": ``(embeddings (n, frames, dim), timestamps (frames,) in s)``;
+        inputs are padded to the longest so frames line up (requires audio).
+        """
+        if level == "clip":
+            results = list(self.embed_iter(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size))
+            return np.stack(_raise_first_failure(results))
+        if level != "frame":
+            raise ParameterError(f"level={level!r} must be 'clip' or 'frame'")
+        return self.embed_frames(inputs, sample_rate=sample_rate)
+
+    def embed_iter(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None, batch_size: int = 64, num_workers: int = 2) -> Iterator[np.ndarray | Failure]:
+        """Clip-level embeddings ``(dim,)`` one input at a time; bad inputs give a :class:`Failure`."""
+        for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed="clip"):
+            yield result if isinstance(result, Failure) else result[1].mean(0).numpy()
+
+    @torch.no_grad()
+    def embed_frames(self, inputs: Any, *, sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frame-level embeddings of whole clips: ``((n, frames, dim), timestamps (frames,) s)``.
+
+        Clips are zero-padded at the end to the longest input (and at least
+        the model's clip length), so every row has the same frames.
+        """
+        if self.input_kind != "audio":
+            raise ParameterError("frame-level embeddings need an audio model")
+        clips = []
+        for entry in _as_entries(inputs, kind="audio"):
+            if isinstance(entry, (str, os.PathLike)):
+                clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
+            else:
+                item = self._from_samples(0, entry, sample_rate, 1, 1)
+                clips.append(item.windows.reshape(-1))
+        length = max([len(c) for c in clips] + [self.config.clip_samples or 1])
+        batch = np.zeros((len(clips), length), dtype=np.float32)
+        for row, clip in zip(batch, clips):
+            row[: len(clip)] = clip
+        frames = self.net.embed(torch.from_numpy(batch).to(self.device), level="frame").float().cpu().numpy()
+        step = self.net.frame_seconds
+        timestamps = (np.arange(frames.shape[1]) + 0.5) * step
+        return frames, timestamps
+
+
+def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:
+    index, path, future = entry
+    if future is None:
+        return _Item(index, path, None)
+    try:
+        return future.result()
+    except SpecnetError as exc:
+        return Failure(path or f"input {index}", str(exc))
+
+
+def _raise_first_failure(results: list) -> list:
+    for result in results:
+        if isinstance(result, Failure):
+            raise SpecnetError(result.reason if result.reason.startswith(result.path) else f"{result.path}: {result.reason}")
+    return results
+
+
+def _is_long(path: str) -> bool:
+    try:
+        return audio_info(path).duration > STREAM_SECONDS
+    except SpecnetError:
+        return False  # let the full decode report the problem
+
+
+def _as_entries(inputs: Any, *, kind: str) -> list[Any]:
+    """A list of single inputs (paths, arrays or tensors) from whatever the user passed."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        single_dims = 1 if kind == "audio" else 3
+        if inputs.ndim == single_dims:
+            return [inputs]
+        if inputs.ndim == single_dims + 1:
+            return list(inputs)
+        raise ParameterError(f"expected {single_dims}-D input or a batch of them, got shape {tuple(inputs.shape)}")
+    if isinstance(inputs, Sequence):
+        return list(inputs)
+    raise ParameterError(f"cannot use an input of type {type(inputs).__name__}")
+
+
+def load_model(path: str | os.PathLike | None = None, *, device: str = "auto") -> Model:
+    """Load a model file or a bundled model by name (None: the default, ``esc10``)."""
+    name, file = resolve_model(path)
+    if not file.exists():
+        raise ModelFileError(f"{file}: model file not found")
+    target = resolve_device(device)
+    return Model(load_model_file(file), name=name, device=target)
+
+
+def model_metadata(path: str | os.PathLike | None) -> dict[str, Any]:
+    """The metadata document of a model file or bundled model, without loading weights."""
+    return read_metadata(resolve_model(path)[1])

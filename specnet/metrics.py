@@ -1,0 +1,78 @@
+"""Classification scores from true and predicted class indices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
+    """(K, K) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(targets, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    return matrix
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Accuracy, macro-F1 and per-class precision/recall/F1 of one evaluation."""
+
+    classes: tuple[str, ...]
+    confusion: np.ndarray  # (K, K), rows true, columns predicted
+
+    @property
+    def n(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / self.n) if self.n else 0.0
+
+    @property
+    def support(self) -> np.ndarray:
+        return self.confusion.sum(axis=1)
+
+    @property
+    def precision(self) -> np.ndarray:
+        predicted = self.confusion.sum(axis=0)
+        return np.divide(np.diag(self.confusion), predicted, out=np.zeros(len(self.classes)), where=predicted > 0)
+
+    @property
+    def recall(self) -> np.ndarray:
+        return np.divide(np.diag(self.confusion), self.support, out=np.zeros(len(self.classes)), where=self.support > 0)
+
+    @property
+    def f1(self) -> np.ndarray:
+        p, r = self.precision, self.recall
+        return np.divide(2 * p * r, p + r, out=np.zeros(len(self.classes)), where=(p + r) > 0)
+
+    @property
+    def macro_f1(self) -> float:
+        """Mean F1 over the classes that occur in the targets."""
+        present = self.support > 0
+        return float(self.f1[present].mean()) if present.any() else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "n": self.n,
+            "per_class": {
+                name: {
+                    "precision": float(self.precision[i]),
+                    "recall": float(self.recall[i]),
+                    "f1": float(self.f1[i]),
+                    "support": int(self.support[i]),
+                }
+                for i, name in enumerate(self.classes)
+            },
+            "classes": list(self.classes),
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def score(targets: Sequence[int], predictions: Sequence[int], classes: Sequence[str]) -> Scores:
+    """Scores of ``predictions`` against ``targets`` (class indices into ``classes``)."""
+    return Scores(tuple(classes), confusion_matrix(targets, predictions, len(classes)))

@@ -1,0 +1,170 @@
+"""Model files: safetensors weights plus one JSON metadata document.
+
+A model file is self-describing: ``load_model_file(path)`` rebuilds the
+network from the metadata alone. Only safetensors files are accepted, so
+loading a model can never run code (a pickle is refused before it is read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._version import __version__
+from .errors import ModelFileError, SpecnetError
+from .features import FeatureConfig
+from .fileio import atomic_write
+from .network import INPUT_KINDS, ModelSpec, SpecNet
+
+FORMAT_VERSION = 1
+METADATA_KEY = "specnet"
+_PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip
+
+
+def spec_to_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """The JSON document stored in a model file."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "specnet_version": __version__,
+        "arch": spec.arch,
+        "arch_args": spec.arch_args,
+        "input_kind": spec.input_kind,
+        "classes": list(spec.classes),
+        "in_chans": spec.in_chans,
+        "features": spec.features.to_dict() if spec.features else None,
+        "clip_seconds": spec.clip_seconds,
+        "image_size": list(spec.image_size) if spec.image_size else None,
+        **spec.extra,
+    }
+
+
+_CORE_KEYS = {
+    "format_version", "specnet_version", "arch", "arch_args", "input_kind", "classes",
+    "in_chans", "features", "clip_seconds", "image_size",
+}
+
+
+def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
+    """Validate a metadata document and turn it into a :class:`ModelSpec`."""
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{source}: specnet metadata has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{source}: model format version {version} is newer than this specnet "
+            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade specnet"
+        )
+    missing = sorted(k for k in ("arch", "arch_args", "input_kind", "classes") if k not in meta)
+    if missing:
+        raise ModelFileError(f"{source}: specnet metadata lacks {', '.join(missing)}")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ModelFileError(f"{source}: 'classes' must be a non-empty list of names")
+    if meta["input_kind"] not in INPUT_KINDS:
+        raise ModelFileError(f"{source}: input_kind {meta['input_kind']!r} is not one of {INPUT_KINDS}")
+    if not isinstance(meta["arch_args"], dict):
+        raise ModelFileError(f"{source}: 'arch_args' must be an object")
+    try:
+        features = FeatureConfig.from_dict(meta["features"]) if meta.get("features") else None
+    except (SpecnetError, TypeError) as exc:
+        raise ModelFileError(f"{source}: bad feature settings: {exc}") from None
+    if meta["input_kind"] == "audio" and features is None:
+        raise ModelFileError(f"{source}: an audio model needs feature settings")
+    image_size = meta.get("image_size")
+    return ModelSpec(
+        arch=meta["arch"],
+        arch_args=meta["arch_args"],
+        input_kind=meta["input_kind"],
+        classes=tuple(classes),
+        in_chans=int(meta.get("in_chans", 1)),
+        features=features,
+        clip_seconds=meta.get("clip_seconds"),
+        image_size=tuple(image_size) if image_size else None,
+        extra={k: v for k, v in meta.items() if k not in _CORE_KEYS},
+    )
+
+
+def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``model`` (weights + metadata) to ``path`` atomically."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = save(state, metadata={METADATA_KEY: json.dumps(spec_to_metadata(model.spec))})
+    return atomic_write(path, payload, overwrite=overwrite)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw specnet metadata document of a model file, without loading weights."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_is_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own untyped errors
+        raise ModelFileError(f"{path}: not a valid safetensors file ({exc})") from None
+    if METADATA_KEY not in metadata:
+        raise ModelFileError(f"{path}: safetensors file has no specnet metadata (not a specnet model file)")
+    try:
+        meta = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: specnet metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: specnet metadata must be a JSON object")
+    return meta
+
+
+def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpecNet:
+    """Rebuild a :class:`SpecNet` from a model file, in eval mode on ``device``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    spec = metadata_to_spec(read_metadata(path), source=str(path))
+    try:
+        model = SpecNet(spec)
+    except SpecnetError as exc:
+        raise ModelFileError(f"{path}: cannot build {spec.arch!r}: {exc}") from None
+    state = load_file(str(path))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        if wrong:
+            k = wrong[0]
+            problems.append(f"{k} has shape {tuple(state[k].shape)}, {spec.arch} needs {tuple(expected[k].shape)}")
+        raise ModelFileError(f"{path}: weights do not match the declared architecture: {'; '.join(problems)}")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _check_is_safetensors(path: Path) -> None:
+    if not path.exists():
+        raise ModelFileError(f"{path}: model file not found")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model file ({exc.strerror})") from None
+    if len(head) < 8:
+        raise ModelFileError(f"{path}: file is too short to be a model file")
+    if head.startswith(_PICKLE_MAGICS):
+        raise ModelFileError(
+            f"{path}: is a pickle/torch.save file; specnet refuses to unpickle model files "
+            "(they can run code) and loads only .safetensors"
+        )
+    header_len = int.from_bytes(head[:8], "little")
+    if header_len <= 0 or header_len > 100_000_000 or head[8:9] != b"{":
+        raise ModelFileError(f"{path}: not a safetensors model file")

@@ -1,0 +1,335 @@
+"""Building blocks shared by the model families: activations, conv blocks,
+global pooling, the classifier head and the common model interface.
+
+Tensors follow the image layout ``(B, C, H, W)``; for a spectrogram ``H`` is
+frequency (mel bands) and ``W`` is time (frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ParameterError
+
+__all__ = [
+    "ACTIVATIONS",
+    "GLOBAL_POOLS",
+    "ClassifierHead",
+    "ConvBlock",
+    "GlobalPool",
+    "SpectrogramModel",
+    "check_drop_rate",
+    "check_int",
+    "frame_pool",
+    "get_activation",
+    "init_weights",
+    "normalize_hidden_dim",
+]
+
+# Factories, not instances: every call must return a fresh module (PReLU has
+# its own weight, and modules must not be shared between layers).
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "prelu": nn.PReLU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+GLOBAL_POOLS = ("avg", "max", "avgmax")
+_LOCAL_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """Return ``value`` if it is an integer ``>= minimum``, else raise ParameterError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def check_drop_rate(drop_rate: float) -> float:
+    """Return ``drop_rate`` if it lies in ``[0, 1)``, else raise ParameterError."""
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
+        raise ParameterError(f"drop_rate={drop_rate!r} must be a number in [0, 1)")
+    return float(drop_rate)
+
+
+def get_activation(name: str = "relu") -> nn.Module:
+    """Return a new activation module by name.
+
+    Parameters
+    ----------
+    name : str
+        One of ``relu`` (default), ``leaky_relu``, ``prelu``, ``elu``,
+        ``selu``, ``gelu``, ``tanh``, ``sigmoid``.
+
+    Raises
+    ------
+    ParameterError
+        If ``name`` is not one of these.
+    """
+    try:
+        factory = ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ParameterError(
+            f"act={name!r} is not a known activation; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None
+    return factory()
+
+
+def _local_pool(kind: str | None, size: int) -> nn.Module | None:
+    if kind is None:
+        return None
+    if kind not in _LOCAL_POOLS:
+        raise ParameterError(f"pool={kind!r} must be 'max', 'avg' or None")
+    # ceil_mode keeps a last odd row/column instead of dropping it, so a
+    # 16-pixel input survives four 2x2 pools and odd frame counts lose nothing.
+    return _LOCAL_POOLS[kind](kernel_size=size, stride=size, ceil_mode=True)
+
+
+class ConvBlock(nn.Sequential):
+    """``n_convs`` times [3x3 conv (padding 1) + optional batch norm + activation], then a pool.
+
+    Maps ``(B, in_chans, H, W)`` to ``(B, out_chans, ceil(H / s), ceil(W / s))``
+    with ``s = pool_size`` (``s = 1`` when ``pool`` is None). Children are
+    named ``conv1, bn1, act1, conv2, ...,  pool``.
+
+    Parameters
+    ----------
+    in_chans, out_chans : int > 0
+        Input and output channels.
+    n_convs : int > 0
+        Number of conv layers.
+    batch_norm : bool
+        Add BatchNorm2d after each conv (the conv then has no bias).
+    act : str
+        Activation name, see :func:`get_activation`.
+    pool : {"max", "avg", None}
+        Pooling after the convs.
+    pool_size : int > 0
+        Kernel and stride of the pool.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        *,
+        n_convs: int = 2,
+        batch_norm: bool = True,
+        act: str = "relu",
+        pool: str | None = "max",
+        pool_size: int = 2,
+    ) -> None:
+        super().__init__()
+        check_int("in_chans", in_chans, minimum=1)
+        check_int("out_chans", out_chans, minimum=1)
+        check_int("n_convs", n_convs, minimum=1)
+        self.pool_size = check_int("pool_size", pool_size, minimum=1) if pool is not None else 1
+        chans = in_chans
+        for i in range(1, n_convs + 1):
+            # A bias before batch norm is cancelled by its mean subtraction.
+            self.add_module(f"conv{i}", nn.Conv2d(chans, out_chans, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                self.add_module(f"bn{i}", nn.BatchNorm2d(out_chans))
+            self.add_module(f"act{i}", get_activation(act))
+            chans = out_chans
+        pool_layer = _local_pool(pool, pool_size)
+        if pool_layer is not None:
+            self.add_module("pool", pool_layer)
+
+
+class GlobalPool(nn.Module):
+    """Pool a feature map ``(B, C, H, W)`` to one vector per item ``(B, C)``.
+
+    Parameters
+    ----------
+    kind : {"avg", "max", "avgmax"}
+        ``avg`` / ``max``: mean / max over ``H`` and ``W``. ``avgmax``: mean
+        over frequency (``H``), then max plus mean over time (``W``); the max
+        picks the loudest event, the mean keeps the background, which suits
+        spectrograms best.
+    """
+
+    def __init__(self, kind: str = "avg") -> None:
+        super().__init__()
+        if kind not in GLOBAL_POOLS:
+            raise ParameterError(f"global_pool={kind!r} must be one of {', '.join(GLOBAL_POOLS)}")
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "avg":
+            return x.mean(dim=(2, 3))
+        if self.kind == "max":
+            return x.amax(dim=(2, 3))
+        x = x.mean(dim=2)  # (B, C, W)
+        return x.amax(dim=-1) + x.mean(dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+def frame_pool(feats: torch.Tensor) -> torch.Tensor:
+    """Average a feature map over frequency, keeping one vector per time column.
+
+    Parameters
+    ----------
+    feats : torch.Tensor [shape=(B, C, H', W')]
+        Output of ``forward_features``.
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, W', C)]
+        Frame-level embeddings; column ``j`` starts at input frame
+        ``j * model.time_stride``.
+    """
+    return feats.mean(dim=2).transpose(1, 2)
+
+
+class ClassifierHead(nn.Module):
+    """GlobalPool, dropout, optional hidden dense layers, final linear layer.
+
+    Maps ``(B, in_features, H, W)`` to logits ``(B, num_classes)``, or with
+    ``pre_logits=True`` to the vector before the final linear layer,
+    ``(B, num_features)``. ``num_classes=0`` replaces the final layer with an
+    identity, so ``forward`` returns that vector.
+
+    Children: ``global_pool``, ``drop``, ``hidden`` (``Linear, ReLU, Dropout``
+    per hidden layer, possibly empty) and ``fc``.
+
+    Parameters
+    ----------
+    in_features : int > 0
+        Channels of the feature map.
+    num_classes : int >= 0
+        Number of classes; 0 for no final layer.
+    global_pool : {"avg", "max", "avgmax"}
+        See :class:`GlobalPool`.
+    drop_rate : float in [0, 1)
+        Dropout after pooling and after each hidden layer.
+    hidden_dim : int > 0, sequence of int, or None
+        Width of the hidden dense layers, none if None.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        hidden_dim: int | Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.global_pool = GlobalPool(global_pool)
+        self.drop = nn.Dropout(check_drop_rate(drop_rate))
+        self.hidden = nn.Sequential()
+        width = in_features
+        for dim in normalize_hidden_dim(hidden_dim):
+            self.hidden.extend([nn.Linear(width, dim), nn.ReLU(), nn.Dropout(drop_rate)])
+            width = dim
+        self.num_features = width
+        self.reset(num_classes)
+
+    def reset(self, num_classes: int) -> None:
+        """Replace the final layer with a freshly initialised one for ``num_classes``."""
+        check_int("num_classes", num_classes, minimum=0)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.normal_(self.fc.weight, 0.0, 0.01)
+            nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        x = self.hidden(self.drop(self.global_pool(x)))  # (B, num_features)
+        return x if pre_logits else self.fc(x)
+
+
+def normalize_hidden_dim(hidden_dim: int | Sequence[int] | None) -> list[int]:
+    """Return ``hidden_dim`` as a list of widths (empty for None), validated."""
+    if hidden_dim is None:
+        return []
+    dims = [hidden_dim] if isinstance(hidden_dim, int) else list(hidden_dim)
+    for dim in dims:
+        check_int("hidden_dim", dim, minimum=1)
+    return dims
+
+
+def init_weights(module: nn.Module) -> None:
+    """torchvision's VGG initialisation: He-normal convs, unit batch norm, small linears."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+class SpectrogramModel(nn.Module):
+    """The interface every specnet backbone shares (after timm).
+
+    Subclasses put the convolutional trunk in ``self.features`` (the
+    *backbone*); every other parameter belongs to the *head*. They define
+    ``forward_features`` and ``forward_head`` and set these attributes:
+
+    ``arch`` : str
+        Registry name; ``create_model(model.arch, **model.arch_args)``
+        rebuilds the same architecture.
+    ``arch_args`` : dict
+        The resolved constructor arguments, JSON-serialisable.
+    ``num_classes`` : int
+        Output size of ``forward``; 0 means no classifier.
+    ``num_features`` : int
+        Size of the embedding ``forward_head(feats, pre_logits=True)``.
+    ``in_chans`` : int
+        Input channels.
+    ``time_stride`` : int
+        Input columns (frames) per output column of ``forward_features``:
+        column ``j`` of the feature map starts at input column
+        ``j * time_stride``.
+    ``first_conv`` : str
+        Module path of the first convolution (adapted when pretrained
+        weights have another number of input channels).
+    """
+
+    arch: str
+    arch_args: dict
+    num_classes: int
+    num_features: int
+    in_chans: int
+    time_stride: int
+    first_conv: str = "features.0"
+    features: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, feats: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, in_chans, H, W)`` to logits ``(B, num_classes)``.
+
+        Without a classifier (``num_classes=0``) the result is the embedding
+        ``(B, num_features)``.
+        """
+        return self.forward_head(self.forward_features(x))
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the convolutional trunk (``self.features``)."""
+        return self.features.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter outside the trunk: pooling, dense layers, classifier."""
+        trunk = {id(p) for p in self.features.parameters()}
+        return (p for p in self.parameters() if id(p) not in trunk)

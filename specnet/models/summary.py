@@ -1,0 +1,105 @@
+"""Keras-style model summary: one row per layer with output shape and parameter count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TextIO
+
+import torch
+from torch import nn
+
+__all__ = ["summary"]
+
+
+def _is_placeholder(module: nn.Module) -> bool:
+    # An Identity (no classifier) or an empty Sequential (no hidden layers)
+    # computes nothing; a row for it would only be noise.
+    return isinstance(module, (nn.Identity, nn.Sequential))
+
+
+def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None = None) -> str:
+    """Tabulate ``model``'s leaf layers for an input of shape ``(1, *input_size)``.
+
+    Each row gives the layer name, type, output shape (batch shown as
+    ``None``) and parameter count; the footer gives total, trainable and
+    non-trainable parameters. Layers are named by ``model.display_names``
+    where given (VGG: ``block1_conv1``, ``block1_pool``, ...), else by module
+    path. The model runs once in eval mode without gradients, on the device
+    and dtype of its parameters; its training mode is restored afterwards.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model.
+    input_size : sequence of int
+        Input shape without the batch dimension, e.g. ``(1, 64, 101)``.
+    file : text stream or None
+        Also print the table there.
+
+    Returns
+    -------
+    str
+        The table.
+    """
+    names = getattr(model, "display_names", {})
+    rows: list[tuple[str, str, str, int]] = []
+    seen: set[int] = set()
+
+    def hook(path: str):
+        def record(module: nn.Module, inputs: object, output: object) -> None:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+            # A module called twice counts its parameters once.
+            params = 0 if id(module) in seen else sum(p.numel() for p in module.parameters())
+            seen.add(id(module))
+            shown = "(" + ", ".join(["None", *map(str, shape[1:])]) + ")"
+            rows.append((names.get(path, path), type(module).__name__, shown, params))
+
+        return record
+
+    handles = [
+        m.register_forward_hook(hook(path))
+        for path, m in model.named_modules()
+        if path and next(m.children(), None) is None and not _is_placeholder(m)
+    ]
+    first = next(model.parameters(), None)
+    x = torch.zeros(
+        (1, *input_size),
+        device=first.device if first is not None else None,
+        dtype=first.dtype if first is not None else None,
+    )
+    was_training = model.training
+    model.eval()  # batch norm over one item would fail in training mode
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    table = [("input", "Input", "(" + ", ".join(["None", *map(str, input_size)]) + ")", "0")]
+    table += [(name, kind, shape, f"{n:,}") for name, kind, shape, n in rows]
+    header = ("Layer", "Type", "Output Shape", "Param #")
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(4)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    rule = "=" * (sum(widths) + 2 * 3)
+    out = [f'Model: "{getattr(model, "arch", type(model).__name__)}"', rule, line(header), rule]
+    out += [line(r) for r in table]
+    out += [
+        rule,
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+        rule,
+    ]
+    text = "\n".join(out)
+    if file is not None:
+        print(text, file=file)
+    return text

@@ -1,0 +1,116 @@
+"""One ``nn.Module`` from raw input to logits: front-end, standardisation, backbone.
+
+Training, inference, embedding and ONNX export all go through
+:class:`SpecNet`, so they cannot drift apart::
+
+    waveforms (B, T) --LogMelSpectrogram--> (B, F, frames) --Standardize--> (B, C, F, frames)
+    images (B, C, H, W) ------------------------------------Standardize--> (B, C, H, W)
+        --backbone.forward_features--> (B, D, F', T') --forward_head--> (B, K) logits
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .features import FeatureConfig, LogMelSpectrogram, Standardize
+from .models import create_model
+from .models.layers import frame_pool
+
+INPUT_KINDS = ("audio", "image")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a :class:`SpecNet` and read its outputs.
+
+    arch, arch_args : registry name and keyword arguments of the backbone.
+    input_kind : "audio" (waveforms) or "image".
+    classes : class names in logit order.
+    in_chans : channels the backbone takes (1 for spectrograms).
+    features : the front-end settings (audio models only).
+    clip_seconds : clip length the model was trained on (audio models only).
+    image_size : (height, width) images are resized to (image models only).
+    extra : free-form provenance (training data, license, credit, metrics).
+    """
+
+    arch: str
+    arch_args: dict[str, Any]
+    input_kind: str
+    classes: tuple[str, ...]
+    in_chans: int = 1
+    features: FeatureConfig | None = None
+    clip_seconds: float | None = None
+    image_size: tuple[int, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self.features.sample_rate if self.features else None
+
+    @property
+    def clip_samples(self) -> int | None:
+        if self.features is None or self.clip_seconds is None:
+            return None
+        return int(round(self.clip_seconds * self.features.sample_rate))
+
+    def with_extra(self, **values: Any) -> "ModelSpec":
+        return replace(self, extra={**self.extra, **values})
+
+
+class SpecNet(nn.Module):
+    """Raw samples or images in, logits out (see the module docstring)."""
+
+    def __init__(self, spec: ModelSpec, *, pretrained: bool = False, weights: str | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        extra: dict[str, Any] = {}
+        if pretrained or weights:
+            extra = {"pretrained": pretrained, "weights": weights}
+        self.backbone = create_model(
+            spec.arch, num_classes=len(spec.classes), in_chans=spec.in_chans, **spec.arch_args, **extra
+        )
+        if spec.input_kind == "audio":
+            self.frontend: LogMelSpectrogram | None = LogMelSpectrogram(spec.features)
+            self.standardize = Standardize((1, spec.features.n_mels, 1))
+        else:
+            self.frontend = None
+            self.standardize = Standardize((spec.in_chans, 1, 1))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    def images(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Standardised network input (B, in_chans, F, frames) from waveforms (B, T) or images."""
+        if self.frontend is None:
+            return self.standardize(inputs)
+        return self.logmel_to_images(self.frontend(inputs))
+
+    def logmel_to_images(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(B, F, frames) log-mel in dB -> standardised (B, in_chans, F, frames)."""
+        images = self.standardize(logmel.unsqueeze(1))
+        if self.spec.in_chans > 1:
+            images = images.expand(-1, self.spec.in_chans, -1, -1)
+        return images
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K) for waveforms (B, T) or images (B, C, H, W)."""
+        return self.backbone(self.images(inputs))
+
+    def embed(self, inputs: torch.Tensor, *, level: str = "clip") -> torch.Tensor:
+        """Pre-logit embeddings: clip level (B, D), frame level (B, frames', D)."""
+        features = self.backbone.forward_features(self.images(inputs))
+        if level == "clip":
+            return self.backbone.forward_head(features, pre_logits=True)
+        return frame_pool(features)
+
+    @property
+    def frame_seconds(self) -> float | None:
+        """Seconds between frame-level embeddings (audio models only)."""
+        if self.spec.features is None:
+            return None
+        return self.backbone.time_stride * self.spec.features.hop_length / self.spec.features.sample_rate

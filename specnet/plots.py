@@ -1,0 +1,103 @@
+"""The pictures: training curves, confusion matrices, spectrograms — one family look."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .fileio import atomic_write
+
+FIGURE_DPI = 120
+COLORMAP = "magma"
+ACCENT = ("#3b4cc0", "#d1495b")  # train, validation
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    fig.clf()
+    _pyplot().close(fig)
+    return atomic_write(path, buffer.getvalue(), overwrite=overwrite)
+
+
+def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Loss and validation accuracy per epoch (rows of ``metrics.jsonl``) as a PNG."""
+    plt = _pyplot()
+    epochs = [row["epoch"] + 1 for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], color=ACCENT[0], label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], color=ACCENT[1], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_loss.legend(frameon=False)
+    ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in history], color=ACCENT[1], label="accuracy")
+    ax_acc.plot(epochs, [100 * r["val_macro_f1"] for r in history], color=ACCENT[1], linestyle="--", label="macro-F1")
+    ax_acc.set(xlabel="epoch", ylabel="%", title="validation")
+    ax_acc.legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os.PathLike, *, title: str = "", overwrite: bool = True) -> Path:
+    """A (K, K) confusion matrix (rows true, columns predicted) with counts, as a PNG."""
+    plt = _pyplot()
+    k = len(classes)
+    size = max(4.0, 0.5 * k + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    row_sums = confusion.sum(axis=1, keepdims=True)
+    share = np.divide(confusion, row_sums, out=np.zeros_like(confusion, dtype=float), where=row_sums > 0)
+    image = ax.imshow(share, cmap=COLORMAP, vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    for i in range(k):
+        for j in range(k):
+            if confusion[i, j]:
+                ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=8,
+                        color="black" if share[i, j] > 0.6 else "white")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    return _save(fig, path, overwrite=overwrite)
+
+
+def plot_spectrogram(
+    logmel: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    sample_rate: int,
+    hop_length: int,
+    f_min: float,
+    f_max: float,
+    title: str = "",
+    overwrite: bool = True,
+) -> Path:
+    """A log-mel spectrogram (n_mels, frames) in dB as a PNG: time in s, mel axis labelled in Hz."""
+    import librosa
+
+    plt = _pyplot()
+    n_mels, frames = logmel.shape
+    seconds = frames * hop_length / sample_rate
+    fig, ax = plt.subplots(figsize=(min(14.0, 3 + 1.2 * seconds), 3.6))
+    image = ax.imshow(
+        logmel, origin="lower", aspect="auto", cmap=COLORMAP,
+        extent=(0, seconds, 0, n_mels), vmin=float(logmel.max()) - 80, vmax=float(logmel.max()),
+    )
+    edges = librosa.mel_frequencies(n_mels=n_mels, fmin=f_min, fmax=f_max)
+    ticks = np.linspace(0, n_mels - 1, 6).round().astype(int)
+    ax.set_yticks(ticks + 0.5, [f"{edges[t]:.0f}" for t in ticks])
+    ax.set(xlabel="time (s)", ylabel="frequency (Hz, mel scale)", title=title)
+    fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01)
+    return _save(fig, path, overwrite=overwrite)

@@ -1,0 +1,669 @@
+"""The training loop: labelled files in, a self-describing model file out.
+
+Read it top to bottom: resolve options -> find and decode the data once ->
+build the model -> measure normalisation statistics -> epochs of
+(batch, augment, step) -> validate -> keep the best model -> checkpoint.
+
+Every random draw of epoch ``e`` comes from generators seeded with
+``(seed, e)``, so a run resumed from the checkpoint after epoch ``e - 1``
+repeats exactly what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import augment as aug
+from .audio import load_audio
+from .devices import resolve_device
+from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
+from .errors import DataError, ModelFileError, ParameterError, SpecnetError
+from .features import FeatureConfig
+from .fileio import RunLock, atomic_write
+from .image import load_image
+from .metrics import Scores, score
+from .modelfile import load_model_file, save_model_file
+from .network import ModelSpec, SpecNet
+from .windows import cut_windows
+
+log = logging.getLogger("specnet")
+
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+
+
+@dataclass
+class TrainConfig:
+    """Every training option, with defaults that work without tuning.
+
+    Shapes and units: ``clip_seconds`` in seconds (None: the 90th percentile
+    of the training clips' durations, at most 10 s); ``image_size`` is
+    (height, width) in pixels; ``lr`` is the peak learning rate reached after
+    ``warmup_epochs``, then decayed to zero with a cosine.
+    """
+
+    arch: str = "cnn"
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = False
+    weights: str | None = None
+    init: str | None = None
+    freeze_backbone: bool = False
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 5.0
+    patience: int | None = None
+    clip_seconds: float | None = None
+    features: dict[str, Any] = field(default_factory=dict)
+    augment: bool = True
+    augment_args: dict[str, Any] = field(default_factory=dict)
+    mixup: float | None = None
+    image_size: tuple[int, int] = (128, 128)
+    in_chans: int | None = None
+    val_split: float = 0.1
+    val_fold: int | None = None
+    val_dir: str | None = None
+    manifest: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    num_workers: int = 2
+    channels_last: bool = True
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ParameterError(f"{name}={value} must be positive")
+        if self.clip_seconds is not None and not self.clip_seconds > 0:
+            raise ParameterError(f"clip_seconds={self.clip_seconds} must be positive")
+        if self.patience is not None and self.patience < 1:
+            raise ParameterError(f"patience={self.patience} must be at least 1")
+        if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
+            raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained, weights or init")
+        self.image_size = tuple(self.image_size)
+
+    def augment_config(self) -> aug.AugmentConfig:
+        if not self.augment:
+            base = aug.NO_AUGMENT
+        else:
+            base = aug.AugmentConfig(**self.augment_args)
+        if self.mixup is not None:
+            base = dataclasses.replace(base, mixup_alpha=self.mixup)
+        return base
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """Decoded items and their targets: waveforms (list of (n,) float32) or images (N, C, H, W)."""
+
+    items: list[np.ndarray] | torch.Tensor
+    targets: torch.Tensor
+    paths: list[str]
+
+
+def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFiles, LabelledFiles]:
+    """``(train, val)`` files from class folders or a manifest, split as configured."""
+    if config.manifest:
+        data = read_manifest(config.manifest)
+    elif data_dir:
+        data = find_class_folders(data_dir)
+    else:
+        raise DataError("give a data folder or --manifest FILE.csv")
+    if config.val_dir:
+        val = find_class_folders(config.val_dir)
+        unknown = sorted(set(val.classes) - set(data.classes))
+        if unknown:
+            raise DataError(f"{config.val_dir}: classes {', '.join(unknown)} are not in the training data")
+        index = data.class_to_idx
+        val = LabelledFiles(
+            classes=data.classes,
+            samples=[(p, index[val.classes[t]]) for p, t in val.samples],
+            kind=val.kind,
+        )
+        if val.kind != data.kind:
+            raise DataError(f"{config.val_dir}: holds {val.kind} files but the training data holds {data.kind}")
+        return data, val
+    if config.val_fold is not None:
+        return split_by_fold(data, config.val_fold)
+    train_idx, val_idx = stratified_split(data.targets, fraction=config.val_split, seed=config.seed)
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, progress: bool, desc: str) -> tuple[Split, list]:
+    """Decode every file once; failures are skipped and returned as ``(path, reason)``."""
+    if files.kind == "audio":
+        sample_rate = spec.features.sample_rate
+
+        def decode(path: Path) -> np.ndarray:
+            return load_audio(path, sample_rate=sample_rate)[0]
+    else:
+
+        def decode(path: Path) -> np.ndarray:
+            return load_image(path, channels=spec.in_chans, size=spec.image_size)
+
+    items, failures = decode_all(files.paths, decode, num_workers=num_workers, progress=progress, desc=desc)
+    for path, reason in failures:
+        log.warning("skipping %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    keep = [i for i, item in enumerate(items) if item is not None]
+    targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
+    kept_items = [items[i] for i in keep]
+    if files.kind == "image":
+        kept_items = torch.stack(kept_items) if kept_items else torch.empty(0)
+    return Split(kept_items, targets, [str(files.paths[i]) for i in keep]), failures
+
+
+def check_classes(split: Split, classes: Sequence[str], source: str) -> None:
+    counts = np.bincount(split.targets.numpy(), minlength=len(classes))
+    empty = [name for name, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise DataError(f"{source}: no usable file left for class(es) {', '.join(empty)}")
+
+
+def crop_batch(waveforms: Sequence[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, length) random crops of longer clips; shorter clips placed at a random offset in zeros."""
+    batch = np.zeros((len(waveforms), length), dtype=np.float32)
+    for row, wave in zip(batch, waveforms):
+        n = wave.shape[0]
+        if n >= length:
+            start = int(rng.integers(0, n - length + 1))
+            row[:] = wave[start : start + length]
+        else:
+            start = int(rng.integers(0, length - n + 1))
+            row[start : start + n] = wave
+    return batch
+
+
+# ---------------------------------------------------------------- model
+
+
+def clip_seconds_for(durations: Sequence[float]) -> float:
+    """Default training clip length: the 90th percentile duration, in (0.1, 10] s."""
+    seconds = float(np.percentile(durations, 90))
+    return float(min(10.0, max(0.1, math.ceil(seconds * 10) / 10)))
+
+
+def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_seconds: float | None) -> SpecNet:
+    """A new :class:`SpecNet` for ``classes``, from scratch, ImageNet weights or ``config.init``."""
+    if config.init:
+        base = load_model_file(config.init)
+        if base.spec.input_kind != kind:
+            raise DataError(f"{config.init}: is an {base.spec.input_kind} model but the data holds {kind} files")
+        spec = dataclasses.replace(base.spec, classes=tuple(classes), clip_seconds=clip_seconds or base.spec.clip_seconds, extra={})
+        model = SpecNet(spec)
+        state = {k: v for k, v in base.state_dict().items() if not _is_classifier_key(model, k, v)}
+        model.load_state_dict(state, strict=False)
+        return model
+    in_chans = config.in_chans or (3 if kind == "image" else 1)
+    features = FeatureConfig(**config.features) if kind == "audio" else None
+    spec = ModelSpec(
+        arch=config.arch,
+        arch_args=dict(config.arch_args),
+        input_kind=kind,
+        classes=tuple(classes),
+        in_chans=in_chans,
+        features=features,
+        clip_seconds=clip_seconds if kind == "audio" else None,
+        image_size=tuple(config.image_size) if kind == "image" else None,
+    )
+    return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
+
+
+def _is_classifier_key(model: SpecNet, key: str, value: torch.Tensor) -> bool:
+    own = model.state_dict().get(key)
+    return own is None or own.shape != value.shape
+
+
+def head_parameters(model: SpecNet) -> list[torch.nn.Parameter]:
+    return list(model.backbone.head_parameters())
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def get_lr(step: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to zero at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on GPUs, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torch.device, dist: Dist = Dist()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (N, K) of every item, and the indices they belong to.
+
+    Audio clips longer than the model's clip are cut into windows (hop = half a
+    clip) whose probabilities are averaged, as ``specnet classify`` does.
+    With several ranks each rank scores every ``world_size``-th item.
+    """
+    model.eval()
+    indices = list(range(dist.rank, len(split.targets), dist.world_size))
+    probs = torch.zeros(len(indices), len(model.classes))
+    if split.targets.numel() == 0:
+        return probs, torch.tensor(indices, dtype=torch.long)
+    if model.spec.input_kind == "image":
+        for start in range(0, len(indices), batch_size):
+            chunk = split.items[indices[start : start + batch_size]].to(device)
+            probs[start : start + len(chunk)] = model(chunk).float().softmax(-1).cpu()
+        return probs, torch.tensor(indices, dtype=torch.long)
+    clip = model.spec.clip_samples
+    windows, owners = [], []
+    for row, i in enumerate(indices):
+        cut, _ = cut_windows(split.items[i], clip, max(1, clip // 2))
+        windows.append(cut)
+        owners.extend([row] * len(cut))
+    all_windows = np.concatenate(windows)
+    owner = torch.tensor(owners)
+    sums = torch.zeros(len(indices), len(model.classes))
+    for start in range(0, len(all_windows), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(all_windows[start : start + batch_size])).to(device)
+        p = model(batch).float().softmax(-1).cpu()
+        sums.index_add_(0, owner[start : start + len(p)], p)
+    counts = torch.bincount(owner, minlength=len(indices)).clamp(min=1)
+    return sums / counts.unsqueeze(1), torch.tensor(indices, dtype=torch.long)
+
+
+def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: torch.device, dist: Dist = Dist()) -> tuple[Scores, float]:
+    """Scores and mean cross-entropy loss over ``split`` (reduced across ranks)."""
+    probs, indices = predict_split(model, split, batch_size=batch_size, device=device, dist=dist)
+    targets = split.targets[indices]
+    k = len(model.classes)
+    confusion = torch.zeros(k, k, dtype=torch.float64)
+    if len(targets):
+        confusion.index_put_((targets, probs.argmax(-1)), torch.ones(len(targets), dtype=torch.float64), accumulate=True)
+    loss_sum = torch.tensor([F.nll_loss(probs.clamp_min(1e-8).log(), targets, reduction="sum").item() if len(targets) else 0.0], dtype=torch.float64)
+    dist.all_sum(confusion)
+    dist.all_sum(loss_sum)
+    scores = Scores(tuple(model.classes), confusion.long().numpy())
+    return scores, float(loss_sum.item() / max(1, scores.n))
+
+
+# ---------------------------------------------------------------- the run
+
+
+class RunFiles:
+    """Where a run writes: model, checkpoint, config, metrics, curves."""
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.dir = Path(out)
+        self.model = self.dir / MODEL_FILE
+        self.checkpoint = self.dir / CHECKPOINT_FILE
+        self.config = self.dir / CONFIG_FILE
+        self.metrics = self.dir / METRICS_FILE
+        self.curves = self.dir / CURVES_FILE
+
+    def prepare(self, *, resume: bool, overwrite: bool) -> None:
+        if self.dir.exists() and not self.dir.is_dir():
+            raise SpecnetError(f"{self.dir}: exists and is not a folder")
+        previous = [p for p in (self.model, self.checkpoint, self.config, self.metrics) if p.exists()]
+        if previous and not (resume or overwrite):
+            raise SpecnetError(
+                f"{self.dir}: already holds a run ({previous[0].name}); pass --resume to continue it "
+                "or --overwrite to start again"
+            )
+        if overwrite and not resume:
+            for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
+                p.unlink(missing_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses anything but tensors and plain data
+        raise ModelFileError(f"{path}: cannot load checkpoint safely ({str(exc).splitlines()[0]})") from None
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The options that must match for a run to be resumed."""
+    ignore = {"epochs", "device", "num_workers", "patience", "amp"}
+    return {k: v for k, v in config.items() if k not in ignore}
+
+
+def _print(message: str, *, quiet: bool) -> None:
+    if not quiet:
+        print(message, flush=True)
+
+
+def train(
+    data_dir: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train a classifier on labelled files and write the run to ``out``.
+
+    ``options`` are :class:`TrainConfig` fields (or pass ``config``). Returns
+    the best epoch's validation metrics (accuracy, macro_f1, loss, epoch, ...).
+    Writes ``model.safetensors`` (best model), ``checkpoint.pt`` (resume),
+    ``config.json``, ``metrics.jsonl`` and ``curves.png``, each atomically.
+    """
+    config = config or TrainConfig(**options)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    dist = setup_distributed(device)
+    if dist.world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
+        torch.cuda.set_device(device)
+    quiet = quiet or not dist.is_main
+    use_amp = device.type == "cuda" if config.amp is None else (config.amp and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+
+    files = RunFiles(out)
+    if dist.is_main:
+        files.prepare(resume=resume, overwrite=overwrite)
+    lock = RunLock(files.dir) if dist.is_main else None
+    if lock:
+        lock.acquire()
+    try:
+        return _run(data_dir, files, config, device, dist, use_amp, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, use_amp: bool, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
+    progress = not quiet and sys.stderr.isatty()
+    train_files, val_files = load_dataset(str(data_dir) if data_dir else None, config)
+    kind = train_files.kind
+
+    # Decode once at the model's rate; a provisional spec tells decode_split the rate / image size.
+    probe = ModelSpec(
+        arch=config.arch, arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
+        in_chans=config.in_chans or (3 if kind == "image" else 1),
+        features=FeatureConfig(**config.features) if kind == "audio" else None,
+        image_size=tuple(config.image_size),
+    )
+    if config.init:
+        probe = dataclasses.replace(load_model_file(config.init).spec, classes=probe.classes)
+    train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding train")
+    val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
+    check_classes(train_split, train_files.classes, "training data")
+    if len(val_split.targets) == 0:
+        raise DataError("no usable validation file: add files or change --val-split/--val-fold/--val-dir")
+
+    clip_seconds = None
+    if kind == "audio":
+        rate = probe.features.sample_rate
+        clip_seconds = config.clip_seconds or clip_seconds_for([len(w) / rate for w in train_split.items])
+    model = build_model(config, train_files.classes, kind, clip_seconds)
+    spec = model.spec
+    clip = spec.clip_samples
+
+    resolved = config.to_dict() | {"clip_seconds": clip_seconds, "classes": list(spec.classes), "input_kind": kind}
+    resolved["data"] = {
+        "train_files": len(train_split.targets),
+        "val_files": len(val_split.targets),
+        "skipped": len(train_failures) + len(val_failures),
+        "skipped_files": [{"path": p, "reason": r} for p, r in train_failures + val_failures],
+        "class_counts": {name: int(n) for name, n in zip(spec.classes, np.bincount(train_split.targets.numpy(), minlength=len(spec.classes)))},
+    }
+
+    # Resume: the checkpoint must come from the same configuration.
+    checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
+    if checkpoint is not None:
+        saved = json.loads(checkpoint["config"])
+        if _comparable(saved) != _comparable(resolved):
+            changed = sorted(k for k in set(_comparable(saved)) | set(_comparable(resolved)) if saved.get(k) != resolved.get(k))
+            raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
+    if dist.is_main:
+        atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
+
+    # Normalisation statistics from the training data (deterministic centred crops).
+    if checkpoint is None and not config.init:
+        model.standardize.fit(_stat_batches(model, train_split, clip, config.batch_size))
+    model.to(device)
+    if config.channels_last and device.type != "mps":
+        model.backbone.to(memory_format=torch.channels_last)  # measurably faster convolutions on CPU
+
+    if config.freeze_backbone:
+        head = {id(p) for p in head_parameters(model)}
+        for p in model.backbone.parameters():
+            p.requires_grad_(id(p) in head)
+    params = [p for p in model.backbone.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+    )
+    net = model.backbone
+    if dist.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model.backbone, device_ids=[device.index] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    steps_per_epoch = math.ceil(len(train_split.targets) / dist.world_size / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
+    augment = config.augment_config()
+
+    start_epoch, best, history = 0, None, []
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint.get("scaler", {})) if use_amp and checkpoint.get("scaler") else None
+        start_epoch = int(checkpoint["epoch"]) + 1
+        best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
+        history = json.loads(checkpoint["history"])
+        _print(f"resuming {files.dir} after epoch {start_epoch}", quiet=quiet)
+
+    n_params = sum(p.numel() for p in params)
+    _print(
+        f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
+        f"validating on {len(val_split.targets)}; {n_params:,} trainable parameters; device {device}"
+        + (f"; {len(train_failures) + len(val_failures)} files skipped" if train_failures or val_failures else ""),
+        quiet=quiet,
+    )
+    epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
+    for epoch in range(start_epoch, config.epochs):
+        if config.patience is not None and best is not None and epochs_since_best >= config.patience:
+            _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
+            break
+        started = time.perf_counter()
+        train_loss, lr = _train_epoch(
+            model, net, optimizer, scaler, train_split, config, augment, device, dist,
+            epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
+            use_amp=use_amp, progress=progress,
+        )
+        scores, val_loss = evaluate_split(model, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
+        row = {
+            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": scores.accuracy,
+            "val_macro_f1": scores.macro_f1, "lr": lr, "seconds": time.perf_counter() - started,
+        }
+        history.append(row)
+        improved = best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
+        if improved:
+            best = {"epoch": epoch, "accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "loss": val_loss, "n": scores.n}
+            epochs_since_best = 0
+            if dist.is_main:
+                metrics = {"val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_files": scores.n, "epoch": epoch}
+                model_spec = spec.with_extra(metrics=metrics, training=_training_summary(config, resolved), dataset=config.dataset or None)
+                model.spec = model_spec
+                save_model_file(model, files.model)
+                model.spec = spec
+        else:
+            epochs_since_best += 1
+        if dist.is_main:
+            atomic_write(files.metrics, "".join(json.dumps(r) + "\n" for r in history))
+            _save_checkpoint(files.checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if use_amp else {}, "epoch": epoch,
+                "best": json.dumps(best), "history": json.dumps(history), "config": json.dumps(resolved, default=str),
+            })
+        _print(
+            f"epoch {epoch + 1:3d}/{config.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
+            f"val_acc {scores.accuracy:.4f}  val_f1 {scores.macro_f1:.4f}  lr {lr:.2e}  {row['seconds']:.1f}s"
+            + ("  *" if improved else ""),
+            quiet=quiet,
+        )
+        if on_epoch_end:
+            on_epoch_end(row)
+    if dist.is_main and history:
+        from .plots import plot_curves
+
+        plot_curves(history, files.curves, title=f"{spec.arch} on {Path(str(data_dir or config.manifest)).name}")
+    return dict(best or {})
+
+
+def _training_summary(config: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
+        "augment": config.augment, "mixup": config.augment_config().mixup_alpha,
+        "init": config.init, "pretrained": bool(config.pretrained or config.weights),
+        "freeze_backbone": config.freeze_backbone, "data": {k: v for k, v in resolved["data"].items() if k != "skipped_files"},
+    }
+
+
+def _stat_batches(model: SpecNet, split: Split, clip: int | None, batch_size: int) -> Iterator[torch.Tensor]:
+    """Un-normalised network inputs of the training set, for the statistics."""
+    n = len(split.targets)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            if model.frontend is None:
+                yield split.items[start : start + batch_size]
+            else:
+                waves = np.stack([_centre(w, clip) for w in split.items[start : start + batch_size]])
+                yield model.frontend(torch.from_numpy(waves)).unsqueeze(1)
+
+
+def _centre(wave: np.ndarray, length: int) -> np.ndarray:
+    from .windows import fit_length
+
+    return fit_length(wave, length)
+
+
+def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, use_amp, progress) -> tuple[float, float]:
+    """One pass over the training split; returns (mean loss, last learning rate)."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    if model.frontend is not None:
+        model.frontend.eval()
+    # Everything random in this epoch comes from (seed, epoch): resuming repeats it exactly.
+    torch.manual_seed(config.seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    rng = np.random.default_rng([config.seed, epoch])
+    order = torch.randperm(len(split.targets), generator=generator)[dist.rank :: dist.world_size]
+    num_classes = len(model.classes)
+    clip = model.spec.clip_samples
+    pin = device.type == "cuda"
+    total_loss, seen, lr = 0.0, 0, config.lr
+    bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}", unit="file", disable=not progress, leave=False)
+    for step_in_epoch in range(steps_per_epoch):
+        idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
+        if len(idx) == 0:
+            break
+        if model.frontend is not None:
+            inputs = torch.from_numpy(crop_batch([split.items[i] for i in idx.tolist()], clip, rng))
+        else:
+            inputs = split.items[idx]
+        if pin:
+            inputs = inputs.pin_memory()  # pinned, so the copy to the GPU overlaps compute
+        inputs = inputs.to(device, non_blocking=True)
+        targets = F.one_hot(split.targets[idx], num_classes).float().to(device, non_blocking=True)
+
+        with torch.no_grad():
+            if model.frontend is not None:
+                logmel = model.frontend(inputs)  # (B, F, T) dB, float32 outside autocast
+                logmel = aug.random_gain(logmel, augment.gain_db, generator)
+                logmel = aug.random_warp(logmel, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
+                images = model.logmel_to_images(logmel)
+            else:
+                images = model.standardize(inputs)
+            images = aug.spec_augment(images, augment, generator)
+            images, targets = aug.mixup(images, targets, augment.mixup_alpha, generator)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+
+        step = epoch * steps_per_epoch + step_in_epoch
+        lr = get_lr(step, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = net(images)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.backbone.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(idx)
+        seen += len(idx)
+        bar.update(len(idx))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    sums = dist.all_sum(torch.tensor([total_loss, seen], dtype=torch.float64))
+    return float(sums[0] / max(1, sums[1])), lr

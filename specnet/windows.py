@@ -1,0 +1,50 @@
+"""Cutting clips into fixed-length windows, the same way in validation and inference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
+    """Start samples of windows covering ``num_samples`` samples.
+
+    One window for a clip no longer than ``window``; otherwise windows every
+    ``hop`` samples, the last one ending exactly at the clip's end so no
+    sample is left out.
+    """
+    if num_samples <= window:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, num_samples - window + 1, hop, dtype=np.int64)
+    if starts[-1] + window < num_samples:
+        starts = np.append(starts, num_samples - window)
+    return starts
+
+
+def fit_length(samples: np.ndarray, length: int, *, offset: int | None = None) -> np.ndarray:
+    """Crop or zero-pad ``samples`` (n,) to ``length``.
+
+    A longer clip is cut at ``offset`` (default: centred); a shorter clip is
+    placed at ``offset`` inside zeros (default: centred).
+    """
+    n = samples.shape[-1]
+    if n == length:
+        return samples
+    if n > length:
+        start = (n - length) // 2 if offset is None else offset
+        return samples[start : start + length]
+    out = np.zeros(length, dtype=samples.dtype)
+    start = (length - n) // 2 if offset is None else offset
+    out[start : start + n] = samples
+    return out
+
+
+def cut_windows(samples: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(windows (n_windows, window), starts (n_windows,))`` of a mono clip ``samples`` (n,).
+
+    A clip shorter than ``window`` gives one zero-padded, centred window.
+    """
+    starts = window_starts(samples.shape[-1], window, hop)
+    if samples.shape[-1] <= window:
+        return fit_length(samples, window)[None, :], starts
+    view = np.lib.stride_tricks.sliding_window_view(samples, window)
+    return view[starts], starts

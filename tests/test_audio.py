@@ -1,0 +1,504 @@
+"""Tests for specnet.audio: decoding, errors, resampling and streaming."""
+
+from __future__ import annotations
+
+import math
+import os
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from helpers import make_noise, make_tone, peak_frequency, sine, write_audio
+
+import specnet.audio as audio
+from specnet.audio import (
+    AUDIO_EXTENSIONS,
+    AudioBlock,
+    audio_info,
+    is_audio_file,
+    iter_audio_blocks,
+    load_audio,
+    resample,
+)
+from specnet.errors import AudioError, ParameterError
+
+RATES = [8000, 16000, 44100, 48000]
+# Largest error a round trip may show, per subtype: half a quantisation step
+# and a little more for the scaling libsndfile applies.
+WAV_TOLERANCE = {"PCM_U8": 1 / 100, "PCM_16": 1e-4, "PCM_24": 1e-6, "PCM_32": 1e-6,
+                 "FLOAT": 1e-7, "DOUBLE": 1e-7}
+
+
+def _message(excinfo: pytest.ExceptionInfo) -> str:
+    return str(excinfo.value)
+
+
+# --- names -------------------------------------------------------------------
+
+def test_is_audio_file_checks_suffix_case_insensitively():
+    assert is_audio_file("a/b/clip.WAV")
+    assert is_audio_file(Path("x.flac"))
+    assert is_audio_file(b"x.Ogg")
+    assert not is_audio_file("notes.txt")
+    assert not is_audio_file("wav")
+    assert {".wav", ".flac", ".ogg", ".mp3"} <= AUDIO_EXTENSIONS
+    assert all(ext == ext.lower() and ext.startswith(".") for ext in AUDIO_EXTENSIONS)
+
+
+# --- round trips -------------------------------------------------------------
+
+@pytest.mark.parametrize("sr", RATES)
+@pytest.mark.parametrize("subtype", list(WAV_TOLERANCE))
+def test_wav_round_trip(tmp_path, subtype, sr):
+    path = make_tone(tmp_path / "tone.wav", 440.0, 0.25, sr, subtype)
+    y, got_sr = load_audio(path)
+    expected = sine(440.0, 0.25, sr)
+    assert got_sr == sr
+    assert y.shape == (round(0.25 * sr),)
+    assert y.dtype == np.float32
+    assert np.abs(y).max() <= 1.0
+    np.testing.assert_allclose(y, expected, atol=WAV_TOLERANCE[subtype])
+
+
+@pytest.mark.parametrize("sr", RATES)
+@pytest.mark.parametrize(("suffix", "subtype", "atol"), [(".flac", "PCM_16", 1e-4),
+                                                         (".ogg", "VORBIS", None)])
+def test_flac_and_ogg_round_trip(tmp_path, suffix, subtype, atol, sr):
+    path = make_tone(tmp_path / f"tone{suffix}", 1000.0, 0.5, sr, subtype)
+    y, got_sr = load_audio(path)
+    assert got_sr == sr
+    assert y.shape == (sr // 2,)
+    assert y.dtype == np.float32
+    assert np.abs(y).max() <= 1.0
+    if atol is not None:
+        np.testing.assert_allclose(y, sine(1000.0, 0.5, sr), atol=atol)
+    # Vorbis is lossy: check what survives, the pitch and the loudness.
+    assert abs(peak_frequency(y, sr) - 1000.0) <= 2.0
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(0.5 / math.sqrt(2), rel=0.05)
+
+
+@pytest.mark.parametrize("freq", [440.0, 1000.0])
+@pytest.mark.parametrize("orig_sr", [8000, 44100, 48000])
+def test_resampling_keeps_frequency_and_level(tmp_path, orig_sr, freq):
+    path = make_tone(tmp_path / "tone.wav", freq, 1.0, orig_sr, "FLOAT")
+    y, sr = load_audio(path, sample_rate=16000)
+    assert sr == 16000
+    assert y.shape == (16000,)
+    assert y.dtype == np.float32
+    assert abs(peak_frequency(y, sr) - freq) <= 2.0
+    middle = y[1000:-1000]  # away from the filter's edge effects
+    assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.5 / math.sqrt(2), rel=0.01)
+
+
+def test_mp3_round_trip(tmp_path):
+    path = tmp_path / "tone.mp3"
+    try:
+        make_tone(path, 440.0, 1.0, 16000, "MPEG_LAYER_III")
+    except (sf.LibsndfileError, ValueError, TypeError):
+        pytest.skip("this libsndfile cannot write MP3")
+    y, sr = load_audio(path, sample_rate=8000)
+    assert sr == 8000
+    assert y.dtype == np.float32
+    assert abs(len(y) - 8000) < 1000  # encoder padding may add a frame or so
+    assert abs(peak_frequency(y, sr) - 440.0) <= 2.0
+
+
+def test_opus_round_trip(tmp_path):
+    path = make_tone(tmp_path / "tone.opus", 440.0, 0.5, 48000, "OPUS", format="OGG")
+    y, sr = load_audio(path, sample_rate=16000)
+    assert (sr, y.shape, y.dtype) == (16000, (8000,), np.float32)
+    assert abs(peak_frequency(y, sr) - 440.0) <= 2.0
+
+
+def test_float_samples_above_one_are_not_clipped(tmp_path):
+    path = write_audio(tmp_path / "hot.wav", np.array([0.0, 1.5, -1.25, 0.5]), 8000,
+                       subtype="DOUBLE")
+    y, _ = load_audio(path)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, [0.0, 1.5, -1.25, 0.5])
+
+
+def test_truncated_wav_reads_what_is_there(tmp_path, tone_wav):
+    data = tone_wav.read_bytes()
+    path = tmp_path / "trunc.wav"
+    path.write_bytes(data[: len(data) // 2])  # the header still claims 16000 frames
+    y, sr = load_audio(path)
+    assert sr == 16000
+    assert 0 < len(y) < 16000
+    np.testing.assert_allclose(y, sine(440.0, 1.0, 16000)[: len(y)], atol=1e-4)
+
+
+# --- channels, offset, duration ---------------------------------------------
+
+def test_stereo_mixes_down_to_mean_of_channels(stereo_wav):
+    both, sr = load_audio(stereo_wav, mono=False)
+    mono, _ = load_audio(stereo_wav)
+    assert both.shape == (2, 8000) and both.dtype == np.float32
+    assert mono.shape == (8000,) and mono.dtype == np.float32
+    np.testing.assert_allclose(mono, both.mean(axis=0), atol=1e-7)
+    # channels keep their order: 440 Hz left, 880 Hz right
+    assert peak_frequency(both[0], sr) == pytest.approx(440.0, abs=2.0)
+    assert peak_frequency(both[1], sr) == pytest.approx(880.0, abs=2.0)
+
+
+def test_stereo_resampled_keeps_channels(stereo_wav):
+    both, sr = load_audio(stereo_wav, sample_rate=8000, mono=False)
+    assert (sr, both.shape, both.dtype) == (8000, (2, 4000), np.float32)
+    assert both.flags.c_contiguous
+    assert peak_frequency(both[1], sr) == pytest.approx(880.0, abs=2.0)
+
+
+def test_offset_and_duration_select_a_slice(tone_wav):
+    whole, _ = load_audio(tone_wav)
+    part, sr = load_audio(tone_wav, offset=0.25, duration=0.5)
+    assert sr == 16000
+    np.testing.assert_array_equal(part, whole[4000:12000])
+    tail, _ = load_audio(tone_wav, offset=0.75, duration=10.0)
+    np.testing.assert_array_equal(tail, whole[12000:])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"sample_rate": 0}, "sample_rate=0"),
+        ({"sample_rate": -16000}, "sample_rate=-16000"),
+        ({"sample_rate": 16000.5}, "sample_rate=16000.5"),
+        ({"sample_rate": True}, "sample_rate=True"),
+        ({"offset": -1.0}, "offset=-1.0"),
+        ({"offset": float("nan")}, "offset=nan"),
+        ({"duration": 0}, "duration=0"),
+        ({"offset": 5.0}, "past the end"),
+    ],
+)
+def test_bad_arguments_raise_parameter_error(tone_wav, kwargs, fragment):
+    with pytest.raises(ParameterError) as excinfo:
+        load_audio(tone_wav, **kwargs)
+    assert fragment in _message(excinfo)
+
+
+def test_numpy_integer_sample_rate_is_accepted(tone_wav):
+    y, sr = load_audio(tone_wav, sample_rate=np.int64(8000))
+    assert sr == 8000 and y.shape == (8000,)
+
+
+# --- very short files --------------------------------------------------------
+
+def test_ten_millisecond_clip(tmp_path):
+    path = make_tone(tmp_path / "short.wav", 1000.0, 0.01, 16000)
+    y, sr = load_audio(path)
+    assert y.shape == (160,)
+    y8, _ = load_audio(path, sample_rate=8000)
+    assert y8.shape == (80,)
+    blocks = list(iter_audio_blocks(path, block_samples=1600, sample_rate=8000))
+    assert len(blocks) == 1
+    assert blocks[0].n_valid == 80
+    np.testing.assert_allclose(blocks[0].samples[:80], y8, atol=1e-6)
+    assert not blocks[0].samples[80:].any()
+
+
+def test_one_sample_file(tmp_path):
+    path = write_audio(tmp_path / "one.wav", np.array([0.25]), 48000, subtype="FLOAT")
+    y, sr = load_audio(path)
+    assert (y.tolist(), sr) == ([0.25], 48000)
+    assert audio_info(path).frames == 1
+    up, _ = load_audio(path, sample_rate=96000)
+    assert up.shape == (2,)
+    with pytest.raises(AudioError) as excinfo:
+        load_audio(path, sample_rate=16000)  # a third of a sample rounds to none
+    assert _message(excinfo).startswith(f"{path}: too short to resample")
+    with pytest.raises(AudioError):
+        list(iter_audio_blocks(path, block_samples=10, sample_rate=16000))
+
+
+# --- info ----------------------------------------------------------------------
+
+def test_audio_info_reads_header(stereo_wav, tmp_path):
+    info = audio_info(stereo_wav)
+    assert (info.sample_rate, info.channels, info.frames) == (16000, 2, 8000)
+    assert info.duration == pytest.approx(0.5)
+    flac = make_tone(tmp_path / "t.flac", 440.0, 0.3, 44100)
+    assert audio_info(flac).frames == round(0.3 * 44100)
+
+
+# --- errors --------------------------------------------------------------------
+
+def _missing(tmp_path):
+    return tmp_path / "clip.wav"
+
+
+def _directory(tmp_path):
+    path = tmp_path / "folder.wav"
+    path.mkdir()
+    return path
+
+
+def _empty(tmp_path):
+    path = tmp_path / "empty.wav"
+    path.touch()
+    return path
+
+
+def _header_only(tmp_path):
+    return write_audio(tmp_path / "hdr.wav", np.zeros(0), 16000, subtype="PCM_16")
+
+
+def _half_of(tmp_path, name, subtype):
+    whole = make_tone(tmp_path / f"whole_{name}", 440.0, 1.0, 16000, subtype)
+    data = whole.read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _truncated_flac(tmp_path):
+    return _half_of(tmp_path, "trunc.flac", "PCM_16")
+
+
+def _truncated_ogg(tmp_path):
+    return _half_of(tmp_path, "trunc.ogg", "VORBIS")
+
+
+def _bad_wav_header(tmp_path):
+    data = make_tone(tmp_path / "whole.wav", 440.0, 0.1, 16000).read_bytes()
+    path = tmp_path / "badfmt.wav"
+    path.write_bytes(data[:20])  # cut inside the 'fmt ' chunk
+    return path
+
+
+def _random_bytes(tmp_path):
+    path = tmp_path / "rand.wav"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    return path
+
+
+def _text_as_wav(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("this is not audio\n" * 20)
+    return path
+
+
+def _broken_symlink(tmp_path):
+    path = tmp_path / "link.wav"
+    path.symlink_to(tmp_path / "gone.wav")
+    return path
+
+
+def _unsupported_suffix(tmp_path):
+    path = tmp_path / "notes.xyz"
+    path.write_text("plain text")
+    return path
+
+
+def _unknown_m4a(tmp_path):
+    path = tmp_path / "voice.m4a"
+    path.write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(200))
+    return path
+
+
+def _nan_float_wav(tmp_path):
+    return write_audio(tmp_path / "nan.wav", np.array([0.0, np.nan, 0.5]), 8000, subtype="FLOAT")
+
+
+def _inf_double_wav(tmp_path):
+    return write_audio(tmp_path / "inf.wav", np.array([0.0, 0.5, -np.inf]), 8000,
+                       subtype="DOUBLE")
+
+
+FILE_ERRORS = [
+    (_missing, "file not found"),
+    (_directory, "is a directory, not an audio file"),
+    (_empty, "file is empty (0 bytes)"),
+    (_header_only, "contains no audio samples"),
+    (_truncated_flac, "truncated or corrupt audio data"),
+    (_truncated_ogg, "truncated or corrupt audio data"),
+    (_bad_wav_header, "truncated or corrupt audio data"),
+    (_random_bytes, "not a readable audio file (format not recognised)"),
+    (_text_as_wav, "not a readable audio file (format not recognised)"),
+    (_broken_symlink, "file not found"),
+    (_unsupported_suffix, "unsupported audio format '.xyz'"),
+    (_unknown_m4a, ""),  # the wording depends on whether ffmpeg is installed
+    (_nan_float_wav, "contains NaN or infinite samples"),
+    (_inf_double_wav, "contains NaN or infinite samples"),
+]
+# Problems only decoding finds: audio_info reads the header alone.
+HEADER_IS_FINE = {_header_only, _truncated_flac, _nan_float_wav, _inf_double_wav}
+
+
+# audioread's stdlib backend imports aifc/audioop/sunau, deprecated in Python 3.11+
+@pytest.mark.filterwarnings("ignore:'.*' is deprecated and slated for removal:DeprecationWarning")
+@pytest.mark.parametrize(("make", "fragment"), FILE_ERRORS,
+                         ids=[m.__name__ for m, _ in FILE_ERRORS])
+def test_file_errors_name_the_file(tmp_path, make, fragment):
+    path = make(tmp_path)
+    readers = [load_audio,
+               lambda p: list(iter_audio_blocks(p, block_samples=1000, sample_rate=8000))]
+    if make not in HEADER_IS_FINE:
+        readers.append(audio_info)
+    for read in readers:
+        with pytest.raises(AudioError) as excinfo:
+            read(path)
+        assert _message(excinfo).startswith(f"{path}: ")
+        assert fragment in _message(excinfo)
+        assert excinfo.value.__cause__ is None  # no raw decoder exception chained
+
+
+def test_unsupported_suffix_lists_supported_formats(tmp_path):
+    with pytest.raises(AudioError) as excinfo:
+        load_audio(_unsupported_suffix(tmp_path))
+    for ext in (".wav", ".flac", ".ogg", ".mp3"):
+        assert ext in _message(excinfo)
+
+
+def test_permission_denied(tmp_path, tone_wav, monkeypatch):
+    tone_wav.chmod(0)
+    if os.access(tone_wav, os.R_OK):  # root reads anything: make open() refuse instead
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(audio, "open", refuse, raising=False)
+    with pytest.raises(AudioError) as excinfo:
+        load_audio(tone_wav)
+    assert _message(excinfo) == f"{tone_wav}: permission denied"
+
+
+def test_error_mid_stream_is_wrapped(tmp_path, monkeypatch):
+    path = _truncated_flac(tmp_path)
+    monkeypatch.setattr(audio, "_READ_FRAMES", 1024)
+    blocks = iter_audio_blocks(path, block_samples=1024)
+    first = next(blocks)  # the intact start still decodes
+    assert first.n_valid == 1024
+    with pytest.raises(AudioError, match="truncated or corrupt"):
+        list(blocks)
+
+
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_non_utf8_file_names(tmp_path, as_bytes):
+    raw = os.fsencode(tmp_path) + b"/caf\xe9-\xff.wav"  # Latin-1, not UTF-8
+    written = make_tone(tmp_path / "plain.wav", 440.0, 0.1, 8000)
+    try:
+        os.rename(written, raw)
+    except OSError:
+        pytest.skip("this file system does not take non-UTF-8 names")
+    path = raw if as_bytes else os.fsdecode(raw)
+    y, sr = load_audio(path)
+    assert (y.shape, sr) == ((800,), 8000)
+    assert audio_info(path).frames == 800
+    assert len(list(iter_audio_blocks(path, block_samples=400))) == 2
+    assert is_audio_file(path)
+    missing = raw.replace(b".wav", b"-missing.wav")
+    with pytest.raises(AudioError) as excinfo:
+        load_audio(missing if as_bytes else os.fsdecode(missing))
+    assert "caf\\xe9-\\xff-missing.wav: file not found" in _message(excinfo)
+
+
+# --- resample ----------------------------------------------------------------
+
+def test_resample_is_identity_at_same_rate():
+    y = np.linspace(-1, 1, 100, dtype=np.float32)
+    assert resample(y, orig_sr=16000, target_sr=16000) is y
+
+
+def test_resample_matches_soxr_and_keeps_leading_axes():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((2, 3, 4410)).astype(np.float32)
+    out = resample(y, orig_sr=44100, target_sr=16000)
+    assert out.shape == (2, 3, 1600) and out.dtype == np.float32
+    np.testing.assert_allclose(out[1, 2], soxr.resample(y[1, 2], 44100, 16000, quality="HQ"),
+                               atol=1e-6)
+    assert resample(np.zeros((2, 0)), orig_sr=8000, target_sr=16000).shape == (2, 0)
+
+
+def test_resample_rejects_bad_input():
+    with pytest.raises(ParameterError, match="dtype int16"):
+        resample(np.zeros(10, np.int16), orig_sr=8000, target_sr=16000)
+    with pytest.raises(ParameterError, match="target_sr=0"):
+        resample(np.zeros(10), orig_sr=8000, target_sr=0)
+
+
+# --- streaming -----------------------------------------------------------------
+
+def _expected_blocks(n, block, hop):
+    return 1 + max(0, math.ceil((n - block) / hop))
+
+
+@pytest.mark.parametrize(("orig_sr", "target_sr"), [(44100, 16000), (8000, 16000), (16000, 16000)])
+@pytest.mark.parametrize(("block", "hop"), [(4000, None), (4000, 1000), (3000, 4500)])
+def test_stream_equals_whole_file(tmp_path, monkeypatch, orig_sr, target_sr, block, hop):
+    # small reads, so many chunk boundaries fall inside every block
+    monkeypatch.setattr(audio, "_READ_FRAMES", 1021)
+    path = make_noise(tmp_path / "noise.wav", 2.0, orig_sr, subtype="FLOAT")
+    whole, _ = load_audio(path, sample_rate=target_sr)
+    blocks = list(iter_audio_blocks(path, block_samples=block, hop_samples=hop,
+                                    sample_rate=target_sr))
+    step = hop or block
+    n = len(whole)
+    if step <= block:
+        assert len(blocks) == _expected_blocks(n, block, step)
+    else:
+        assert len(blocks) == math.ceil(n / step)
+    for i, b in enumerate(blocks):
+        assert isinstance(b, AudioBlock)
+        assert b.start == i * step
+        assert b.samples.shape == (block,) and b.samples.dtype == np.float32
+        assert b.n_valid == min(block, n - b.start)
+        np.testing.assert_allclose(b.samples[: b.n_valid], whole[b.start:b.start + b.n_valid],
+                                   atol=1e-3)
+        assert not b.samples[b.n_valid:].any()  # zero padding
+    last = blocks[-1]
+    assert last.start + block >= n  # the whole file is covered ...
+    assert step > block or len(blocks) == 1 or blocks[-2].start + block < n  # ... only once
+
+
+def test_stream_without_resampling_is_exact(tone_wav):
+    whole, _ = load_audio(tone_wav)
+    blocks = list(iter_audio_blocks(tone_wav, block_samples=4000))
+    assert [b.start for b in blocks] == [0, 4000, 8000, 12000]
+    np.testing.assert_array_equal(np.concatenate([b.samples for b in blocks]), whole)
+
+
+def test_stream_block_ending_at_file_end_is_last(tmp_path):
+    path = make_noise(tmp_path / "n.wav", 1.0, 8000)  # 8000 samples
+    blocks = list(iter_audio_blocks(path, block_samples=4000, hop_samples=2000))
+    assert [(b.start, b.n_valid) for b in blocks] == [(0, 4000), (2000, 4000), (4000, 4000)]
+
+
+def test_stream_longer_block_than_file(tone_wav):
+    (only,) = iter_audio_blocks(tone_wav, block_samples=20000, sample_rate=16000)
+    assert (only.start, only.n_valid, only.samples.shape) == (0, 16000, (20000,))
+
+
+def test_stream_stereo(stereo_wav):
+    whole, _ = load_audio(stereo_wav, sample_rate=8000, mono=False)
+    blocks = list(iter_audio_blocks(stereo_wav, block_samples=1500, sample_rate=8000, mono=False))
+    assert len(blocks) == 3
+    assert all(b.samples.shape == (2, 1500) for b in blocks)
+    assert blocks[-1].n_valid == 1000
+    joined = np.concatenate([b.samples for b in blocks], axis=1)[:, :4000]
+    np.testing.assert_allclose(joined, whole, atol=1e-3)
+
+
+def test_stream_memory_does_not_grow_with_length(tmp_path):
+    path = make_noise(tmp_path / "long.wav", 120.0, 16000)  # 7.7 MB as float32
+    tracemalloc.start()
+    try:
+        n = sum(1 for _ in iter_audio_blocks(path, block_samples=16000, sample_rate=8000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 60
+    assert peak < 2_000_000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [({"block_samples": 0}, "block_samples=0"),
+     ({"block_samples": 100, "hop_samples": -1}, "hop_samples=-1"),
+     ({"block_samples": 10.5}, "block_samples=10.5"),
+     ({"block_samples": 100, "sample_rate": 0}, "sample_rate=0")],
+)
+def test_stream_bad_arguments_raise_at_call(tone_wav, kwargs, fragment):
+    with pytest.raises(ParameterError) as excinfo:
+        iter_audio_blocks(tone_wav, **kwargs)  # no iteration needed
+    assert fragment in _message(excinfo)

@@ -1,0 +1,217 @@
+"""Tests for specnet.image: loading, channel conversion, resizing and errors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_image
+from PIL import Image
+
+import specnet.audio
+from specnet.errors import ImageError, ParameterError
+from specnet.image import IMAGE_EXTENSIONS, is_image_file, load_image
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's RGB -> L conversion (ITU-R 601-2 luma), in [0, 1]."""
+    return (rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114) / 1000 / 255
+
+
+def test_is_image_file_checks_suffix_case_insensitively():
+    assert is_image_file("spec.PNG")
+    assert is_image_file(b"a.jpeg")
+    assert not is_image_file("clip.wav")
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"} == IMAGE_EXTENSIONS
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tiff", ".webp"])
+def test_lossless_rgb_round_trip(tmp_path, suffix):
+    save = {"lossless": True} if suffix == ".webp" else {}
+    pixels = make_image(tmp_path / f"x{suffix}", "RGB", (24, 32), **save)
+    x = load_image(tmp_path / f"x{suffix}")
+    assert x.shape == (3, 24, 32) and x.dtype == torch.float32
+    np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), pixels / 255, atol=1e-6)
+
+
+def test_grey_png_stays_one_channel(tmp_path):
+    pixels = make_image(tmp_path / "g.png", "L", (10, 12))
+    x = load_image(tmp_path / "g.png")
+    assert x.shape == (1, 10, 12)
+    np.testing.assert_allclose(x[0].numpy(), pixels / 255, atol=1e-6)
+
+
+def test_grey_with_alpha_stays_one_channel(tmp_path):
+    pixels = make_image(tmp_path / "ga.png", "LA", (10, 12))
+    x = load_image(tmp_path / "ga.png")
+    assert x.shape == (1, 10, 12)
+    np.testing.assert_allclose(x[0].numpy(), pixels[..., 0] / 255, atol=1e-6)
+
+
+def test_rgba_drops_alpha(tmp_path):
+    pixels = make_image(tmp_path / "a.png", "RGBA", (8, 9))
+    x = load_image(tmp_path / "a.png")
+    assert x.shape == (3, 8, 9)
+    np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), pixels[..., :3] / 255, atol=1e-6)
+
+
+def test_jpeg_round_trip_is_close(tmp_path):
+    # smooth content, so JPEG's loss stays small
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    rgb = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 128), axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "r.jpg", quality=95)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g.jpg", quality=95)
+    x = load_image(tmp_path / "r.jpg")
+    g = load_image(tmp_path / "g.jpg")
+    assert x.shape == (3, 64, 64) and g.shape == (1, 64, 64)
+    assert np.abs(x.permute(1, 2, 0).numpy() - rgb / 255).mean() < 0.01
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+def test_channel_conversion(tmp_path):
+    rgb = make_image(tmp_path / "c.png", "RGB", (6, 7))
+    grey = load_image(tmp_path / "c.png", channels=1)
+    assert grey.shape == (1, 6, 7)
+    np.testing.assert_allclose(grey[0].numpy(), _grey(rgb.astype(float)), atol=1 / 255 + 1e-6)
+    make_image(tmp_path / "l.png", "L", (6, 7))
+    as_rgb = load_image(tmp_path / "l.png", channels=3)
+    assert as_rgb.shape == (3, 6, 7)
+    torch.testing.assert_close(as_rgb[0], as_rgb[2])
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 256, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    x = load_image(tmp_path / "deep.png")
+    np.testing.assert_allclose(x[0, 0].numpy(), values[0] / 65535, atol=1e-6)
+    assert load_image(tmp_path / "deep.png", channels=3).shape == (3, 1, 4)
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (5, 4))
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    img.putpixel((0, 0), 1)
+    img.save(tmp_path / "p.png", transparency=0)
+    x = load_image(tmp_path / "p.png")
+    assert x.shape == (3, 4, 5)
+    assert x[:, 0, 0].tolist() == [0.0, 0.0, 1.0]
+    assert x[:, 1, 1].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_gif_gives_first_frame(tmp_path):
+    frames = [Image.new("RGB", (4, 4), colour) for colour in [(255, 0, 0), (0, 255, 0)]]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    x = load_image(tmp_path / "anim.gif")
+    assert x.shape == (3, 4, 4)
+    assert x[0].min() > 0.9 and x[1].max() < 0.1
+
+
+def test_resize(tmp_path):
+    make_image(tmp_path / "r.png", "RGB", (40, 60))
+    x = load_image(tmp_path / "r.png", size=(20, 15))
+    assert x.shape == (3, 20, 15) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    flat = Image.new("L", (30, 10), 51)
+    flat.save(tmp_path / "flat.png")
+    y = load_image(tmp_path / "flat.png", size=(64, 64))
+    torch.testing.assert_close(y, torch.full((1, 64, 64), 0.2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [({"channels": 2}, "channels=2"), ({"size": (0, 10)}, "size=(0, 10)"),
+     ({"size": 32}, "size=32"), ({"size": (10.0, 10)}, "size=(10.0, 10)")],
+)
+def test_bad_arguments(tmp_path, kwargs, fragment):
+    make_image(tmp_path / "x.png", "RGB", (4, 4))
+    with pytest.raises(ParameterError) as excinfo:
+        load_image(tmp_path / "x.png", **kwargs)
+    assert fragment in str(excinfo.value)
+
+
+def _truncated_png(tmp_path):
+    make_image(tmp_path / "whole.png", "RGB", (64, 64))
+    data = (tmp_path / "whole.png").read_bytes()
+    path = tmp_path / "trunc.png"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _text_as_png(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not an image\n" * 10)
+    return path
+
+
+def _empty(tmp_path):
+    path = tmp_path / "empty.png"
+    path.touch()
+    return path
+
+
+def _directory(tmp_path):
+    path = tmp_path / "dir.png"
+    path.mkdir()
+    return path
+
+
+def _missing(tmp_path):
+    return tmp_path / "missing.png"
+
+
+def _broken_symlink(tmp_path):
+    path = tmp_path / "link.png"
+    path.symlink_to(tmp_path / "gone.png")
+    return path
+
+
+IMAGE_ERRORS = [
+    (_truncated_png, "truncated or corrupt image data"),
+    (_text_as_png, "not a readable image file (format not recognised)"),
+    (_empty, "file is empty (0 bytes)"),
+    (_directory, "is a directory, not an image"),
+    (_missing, "file not found"),
+    (_broken_symlink, "file not found"),
+]
+
+
+@pytest.mark.parametrize(("make", "fragment"), IMAGE_ERRORS,
+                         ids=[m.__name__ for m, _ in IMAGE_ERRORS])
+def test_file_errors_name_the_file(tmp_path, make, fragment):
+    path = make(tmp_path)
+    with pytest.raises(ImageError) as excinfo:
+        load_image(path)
+    assert str(excinfo.value).startswith(f"{path}: ")
+    assert fragment in str(excinfo.value)
+    assert excinfo.value.__cause__ is None
+
+
+def test_decompression_bomb_is_an_image_error(tmp_path, monkeypatch):
+    make_image(tmp_path / "big.png", "L", (100, 100))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10 000 pixels is over twice this
+    with pytest.raises(ImageError, match="too large"):
+        load_image(tmp_path / "big.png")
+
+
+def test_permission_denied(tmp_path, monkeypatch):
+    make_image(tmp_path / "locked.png", "RGB", (4, 4))
+    path = tmp_path / "locked.png"
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: make open() refuse instead
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        # image.py opens files through specnet.audio's helper
+        monkeypatch.setattr(specnet.audio, "open", refuse, raising=False)
+    with pytest.raises(ImageError) as excinfo:
+        load_image(path)
+    assert str(excinfo.value) == f"{path}: permission denied"
+
+
+def test_non_utf8_file_name(tmp_path):
+    make_image(tmp_path / "plain.png", "L", (3, 5))
+    raw = os.fsencode(tmp_path) + b"/spec-\xff.png"
+    os.rename(tmp_path / "plain.png", raw)
+    assert load_image(raw).shape == (1, 3, 5)
+    assert load_image(os.fsdecode(raw)).shape == (1, 3, 5)

@@ -1,0 +1,219 @@
+"""Tests for specnet/models/pretrained.py, all offline.
+
+Weight files in torchvision's layout are made here from our own VGG with
+random weights; the downloader is replaced by fakes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import urllib.error
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from specnet.errors import ModelFileError, ParameterError
+from specnet.models import create_model, imagenet_weights_url, load_imagenet_weights
+from specnet.models import pretrained
+from specnet.models.pretrained import IMAGENET_FILES, adapt_input_conv
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """No test may find real weights or touch the network or the user's cache."""
+    monkeypatch.delenv("SPECNET_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("SPECNET_CACHE", str(tmp_path / "cache"))
+
+    def no_network(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+
+
+@pytest.fixture(scope="module")
+def imagenet_file(tmp_path_factory):
+    """A full vgg11 ImageNet-layout file (RGB, 1000 classes) and its state dict."""
+    torch.manual_seed(0)
+    source = create_model("vgg11", num_classes=1000, in_chans=3, head="imagenet")
+    path = tmp_path_factory.mktemp("weights") / "vgg11-xxxx.pth"
+    state = source.state_dict()
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.fixture(scope="module")
+def trunk_state():
+    """Only the `features.*` keys of an RGB vgg11 (small enough to write often)."""
+    torch.manual_seed(1)
+    return create_model("vgg11", in_chans=3, include_top=False).state_dict()
+
+
+def test_urls():
+    assert imagenet_weights_url("vgg16") == "https://download.pytorch.org/models/vgg16-397923af.pth"
+    assert imagenet_weights_url("vgg19_bn") == "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth"
+    assert set(IMAGENET_FILES) == {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")}
+    for arch, name in IMAGENET_FILES.items():
+        assert name.startswith(arch + "-") and len(name.split("-")[1]) == len("397923af.pth")
+    with pytest.raises(ParameterError, match="vgg16_bn"):
+        imagenet_weights_url("resnet18")
+
+
+def test_one_channel_adaptation(imagenet_file):
+    path, state = imagenet_file
+    grey = create_model("vgg11", num_classes=1000, in_chans=1, head="imagenet", weights=path)
+    for key, value in state.items():
+        if key != "features.0.weight":
+            assert torch.equal(grey.state_dict()[key], value), key
+    summed = state["features.0.weight"].sum(dim=1, keepdim=True)
+    torch.testing.assert_close(grey.features[0].weight.detach(), summed)
+
+    rgb = create_model("vgg11", num_classes=1000, in_chans=3, head="imagenet")
+    rgb.load_state_dict(state)
+    rgb.eval(), grey.eval()
+    image = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            rgb.forward_features(image.expand(-1, 3, -1, -1)), grey.forward_features(image), rtol=1e-5, atol=1e-5
+        )
+        torch.testing.assert_close(rgb(image.expand(-1, 3, -1, -1)), grey(image), rtol=1e-5, atol=1e-5)
+
+
+def test_classifier_dropped_when_classes_differ(imagenet_file, caplog):
+    path, state = imagenet_file
+    model = create_model("vgg11", num_classes=10, head="imagenet")
+    fresh_fc = model.classifier[6].weight.detach().clone()
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        loaded = load_imagenet_weights(model, arch="vgg11", weights=path)
+    assert "classifier.6.weight" not in loaded and "classifier.0.weight" in loaded
+    assert len(loaded) == len(state) - 2
+    assert torch.equal(model.classifier[6].weight, fresh_fc)
+    assert torch.equal(model.classifier[3].weight, state["classifier.3.weight"])
+    assert "classifier.6.weight" in caplog.text and "shape differs" in caplog.text
+
+
+def test_global_head_keeps_trunk_only(imagenet_file, caplog):
+    path, state = imagenet_file
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        model = create_model("vgg11", num_classes=4, in_chans=3, weights=path)
+    for key in (k for k in state if k.startswith("features.")):
+        assert torch.equal(model.state_dict()[key], state[key])
+    assert "classifier.0.weight" in caplog.text  # reported as unused
+    assert "head.fc.weight" in caplog.text  # reported as freshly initialised
+
+
+def test_folder_env_dir_and_safetensors(trunk_state, tmp_path, monkeypatch):
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    torch.save(trunk_state, folder / IMAGENET_FILES["vgg11"])
+
+    by_folder = create_model("vgg11", include_top=False, weights=folder)
+    monkeypatch.setenv("SPECNET_WEIGHTS_DIR", str(folder))
+    by_env = create_model("vgg11", include_top=False, pretrained=True)
+    expected = trunk_state["features.3.weight"]
+    assert torch.equal(by_folder.features[3].weight, expected)
+    assert torch.equal(by_env.features[3].weight, expected)
+
+    st_path = tmp_path / "vgg11.safetensors"
+    save_file(trunk_state, str(st_path))
+    model = create_model("vgg11", include_top=False, in_chans=3)
+    loaded = load_imagenet_weights(model, arch="vgg11", weights=st_path)
+    assert sorted(loaded) == sorted(trunk_state)
+    assert torch.equal(model.features[0].weight, trunk_state["features.0.weight"])
+
+
+class _Payload:
+    """Pickles as a call to open(marker, "w"): unpickling it creates the marker."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickle_is_refused(tmp_path, trunk_state):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "vgg11-evil.pth"
+    torch.save({**trunk_state, "extra": _Payload(marker)}, evil)
+    assert not marker.exists()
+    model = create_model("vgg11", include_top=False)
+    with pytest.raises(ModelFileError, match="arbitrary code"):
+        load_imagenet_weights(model, arch="vgg11", weights=evil)
+    assert not marker.exists()
+
+
+def test_unreadable_and_wrong_files(tmp_path):
+    model = create_model("vgg11", include_top=False)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_imagenet_weights(model, arch="vgg11", weights=tmp_path / "missing.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a weight file")
+    with pytest.raises(ModelFileError, match="junk.pth"):
+        load_imagenet_weights(model, arch="vgg11", weights=junk)
+    listing = tmp_path / "list.pth"
+    torch.save([1, 2, 3], listing)
+    with pytest.raises(ModelFileError, match="state dict"):
+        load_imagenet_weights(model, arch="vgg11", weights=listing)
+    unrelated = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, unrelated)
+    with pytest.raises(ModelFileError, match="no weight .* fits"):
+        load_imagenet_weights(model, arch="vgg11", weights=unrelated)
+
+
+def test_no_file_and_no_network_is_explained():
+    with pytest.raises(ModelFileError) as err:
+        create_model("vgg16", include_top=False, pretrained=True)
+    message = str(err.value)
+    assert "--weights FILE" in message and "SPECNET_WEIGHTS_DIR" in message
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
+
+
+def test_checksum_mismatch_deletes_download(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append(url)
+        with open(dst, "wb") as f:
+            f.write(b"tampered bytes")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    model = create_model("vgg11", include_top=False)
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        load_imagenet_weights(model, arch="vgg11", progress=False)
+    assert calls == [imagenet_weights_url("vgg11")]
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_good_download_is_cached(monkeypatch, tmp_path, trunk_state):
+    source = tmp_path / "served.pth"
+    torch.save(trunk_state, source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    # Pretend torchvision published this file, so its name carries our hash.
+    monkeypatch.setitem(IMAGENET_FILES, "vgg11", f"vgg11-{digest[:8]}.pth")
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append(url)
+        with open(dst, "wb") as f:
+            f.write(source.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    for _ in range(2):
+        model = create_model("vgg11", include_top=False, pretrained=True)
+        assert torch.equal(model.features[0].weight, trunk_state["features.0.weight"].sum(1, keepdim=True))
+    assert calls == [f"https://download.pytorch.org/models/vgg11-{digest[:8]}.pth"]  # second run used the cache
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"vgg11-{digest[:8]}.pth"]
+    assert pretrained.cache_dir() == tmp_path / "cache"
+
+
+def test_adapt_input_conv_keeps_grey_response():
+    weight = torch.randn(8, 3, 3, 3)
+    assert adapt_input_conv(weight, 3) is weight
+    for in_chans in (1, 6):
+        adapted = adapt_input_conv(weight, in_chans)
+        assert adapted.shape == (8, in_chans, 3, 3)
+        torch.testing.assert_close(adapted.sum(dim=1), weight.sum(dim=1))
+    two = adapt_input_conv(weight, 2)  # R, G scaled by 3/2
+    torch.testing.assert_close(two, weight[:, :2] * 1.5)

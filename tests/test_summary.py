@@ -1,0 +1,63 @@
+"""Tests for specnet/models/summary.py."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from specnet.models import create_model, summary
+
+_TOTAL = re.compile(r"^(Total|Trainable|Non-trainable) params: ([\d,]+)$")
+
+
+def _parse(table: str) -> tuple[dict[str, tuple[str, str, int]], dict[str, int]]:
+    """Rows as {name: (type, output shape, params)} and the three totals."""
+    rows, totals = {}, {}
+    for line in table.splitlines():
+        if m := _TOTAL.match(line):
+            totals[m.group(1)] = int(m.group(2).replace(",", ""))
+        elif m := re.match(r"^(\S+)\s+(\S+)\s+(\(.*?\))\s+([\d,]+)$", line):
+            rows[m.group(1)] = (m.group(2), m.group(3), int(m.group(4).replace(",", "")))
+    return rows, totals
+
+
+@pytest.fixture(scope="module")
+def vgg16_table():
+    return summary(create_model("vgg16", in_chans=3, include_top=False), (3, 224, 224))
+
+
+def test_vgg16_keras_numbers(vgg16_table):
+    rows, totals = _parse(vgg16_table)
+    assert rows["block1_conv1"] == ("Conv2d", "(None, 64, 224, 224)", 1792)
+    assert rows["block1_conv2"][2] == 36928
+    assert rows["block1_pool"] == ("MaxPool2d", "(None, 64, 112, 112)", 0)
+    assert rows["block2_conv1"][2] == 73856
+    assert rows["block5_conv3"] == ("Conv2d", "(None, 512, 14, 14)", 2359808)
+    assert rows["block5_pool"][1] == "(None, 512, 7, 7)"
+    assert rows["head.global_pool"] == ("GlobalPool", "(None, 512)", 0)
+    assert totals == {"Total": 14714688, "Trainable": 14714688, "Non-trainable": 0}
+    assert "Total params: 14,714,688" in vgg16_table
+    assert sum(r[2] for r in rows.values()) == 14714688
+    assert sum(name.startswith("block") and name[-5:-1] == "conv" for name in rows) == 13
+
+
+def test_cnn_rows_use_module_paths_and_freeze_counts():
+    model = create_model("cnn_tiny", num_classes=10)
+    for p in model.backbone_parameters():
+        p.requires_grad_(False)
+    model.train()
+    out = io.StringIO()
+    table = summary(model, (1, 64, 101), file=out)
+    assert out.getvalue() == table + "\n"
+    assert model.training  # mode restored
+    rows, totals = _parse(table)
+    assert rows["features.0.conv1"] == ("Conv2d", "(None, 8, 64, 101)", 72)
+    assert rows["features.0.bn1"] == ("BatchNorm2d", "(None, 8, 64, 101)", 16)
+    assert rows["features.0.pool"][1] == "(None, 8, 32, 51)"
+    assert rows["features.3.pool"][1] == "(None, 64, 4, 7)"
+    assert rows["head.fc"] == ("Linear", "(None, 10)", 650)
+    total = sum(p.numel() for p in model.parameters())
+    assert totals == {"Total": total, "Trainable": 650, "Non-trainable": total - 650}
+    assert sum(r[2] for r in rows.values()) == total
