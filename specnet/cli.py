@@ -277,7 +277,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold] instead of DATA_DIR.")
 @click.option("--val-dir", type=click.Path(file_okay=False), help="Validation class folders.")
 @click.option("--val-fold", type=int, help="Validate on this fold of the manifest, train on the rest.")
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="Stratified share held out for validation.")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="Stratified share held out for validation (0: train on everything, keep the last epoch).")
 @click.option("--arch", default="cnn", show_default=True, help="Registered model name (see 'specnet summary --list').")
 @click.option("--arch-arg", "arch_args", multiple=True, help="Extra model argument, name=value (JSON value), repeatable.")
 @click.option("--pretrained", is_flag=True, help="Start a VGG from ImageNet weights (downloads once).")
@@ -339,7 +339,8 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         options["pretrained"] = True
     best = run_training(data_dir, out, config=TrainConfig(**options), resume=resume, overwrite=overwrite, quiet=quiet)
     if not quiet and best:
-        click.echo(f"best epoch {best['epoch'] + 1}: val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}; model in {Path(out) / 'model.safetensors'}")
+        scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}" if "accuracy" in best else f"train loss {best['train_loss']:.4f}"
+        click.echo(f"kept epoch {best['epoch'] + 1}: {scores}; model in {Path(out) / 'model.safetensors'}")
 
 
 # ------------------------------------------------------------------ evaluate

@@ -151,7 +151,7 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledFiles:
 def stratified_split(targets: Sequence[int], *, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices ``(train, val)`` with ``fraction`` of each class in val (at least one
     per class with two or more files), shuffled with ``seed``."""
-    if not 0 < fraction < 1:
+    if not 0 <= fraction < 1:
         raise DataError(f"val_split={fraction} must be between 0 and 1")
     rng = np.random.default_rng(seed)
     targets = np.asarray(targets)

@@ -40,13 +40,17 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *,
     epochs = [row["epoch"] + 1 for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], color=ACCENT[0], label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], color=ACCENT[1], label="validation")
+    validated = all("val_loss" in r for r in history)
+    if validated:
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], color=ACCENT[1], label="validation")
+        ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in history], color=ACCENT[1], label="accuracy")
+        ax_acc.plot(epochs, [100 * r["val_macro_f1"] for r in history], color=ACCENT[1], linestyle="--", label="macro-F1")
+        ax_acc.legend(frameon=False)
+    else:
+        ax_acc.text(0.5, 0.5, "trained without validation", ha="center", va="center", transform=ax_acc.transAxes)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_loss.legend(frameon=False)
-    ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in history], color=ACCENT[1], label="accuracy")
-    ax_acc.plot(epochs, [100 * r["val_macro_f1"] for r in history], color=ACCENT[1], linestyle="--", label="macro-F1")
     ax_acc.set(xlabel="epoch", ylabel="%", title="validation")
-    ax_acc.legend(frameon=False)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -153,6 +153,8 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
         return data, val
     if config.val_fold is not None:
         return split_by_fold(data, config.val_fold)
+    if config.val_split == 0:  # train on everything; the last epoch's model is kept
+        return data, data.subset([])
     train_idx, val_idx = stratified_split(data.targets, fraction=config.val_split, seed=config.seed)
     return data.subset(train_idx), data.subset(val_idx)
 
@@ -451,7 +453,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding train")
     val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
     check_classes(train_split, train_files.classes, "training data")
-    if len(val_split.targets) == 0:
+    validate = len(val_files.samples) > 0
+    if validate and len(val_split.targets) == 0:
         raise DataError("no usable validation file: add files or change --val-split/--val-fold/--val-dir")
 
     clip_seconds = None
@@ -536,18 +539,24 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
             use_amp=use_amp, progress=progress,
         )
-        scores, val_loss = evaluate_split(model, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
-        row = {
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": scores.accuracy,
-            "val_macro_f1": scores.macro_f1, "lr": lr, "seconds": time.perf_counter() - started,
-        }
+        row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
+        if validate:
+            scores, val_loss = evaluate_split(model, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
+            row |= {"val_loss": val_loss, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1}
+            improved = best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
+        else:
+            improved = True  # without validation the latest model is the one kept
+        row["seconds"] = time.perf_counter() - started
         history.append(row)
-        improved = best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
         if improved:
-            best = {"epoch": epoch, "accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "loss": val_loss, "n": scores.n}
+            best = {"epoch": epoch, "train_loss": train_loss}
+            if validate:
+                best |= {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "loss": val_loss, "n": scores.n}
             epochs_since_best = 0
             if dist.is_main:
-                metrics = {"val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_files": scores.n, "epoch": epoch}
+                metrics = {"epoch": epoch, "train_loss": train_loss}
+                if validate:
+                    metrics |= {"val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_files": scores.n}
                 model_spec = spec.with_extra(metrics=metrics, training=_training_summary(config, resolved), dataset=config.dataset or None)
                 model.spec = model_spec
                 save_model_file(model, files.model)
@@ -561,10 +570,12 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
                 "scaler": scaler.state_dict() if use_amp else {}, "epoch": epoch,
                 "best": json.dumps(best), "history": json.dumps(history), "config": json.dumps(resolved, default=str),
             })
+        validation = (
+            f"  val_loss {val_loss:.4f}  val_acc {scores.accuracy:.4f}  val_f1 {scores.macro_f1:.4f}" if validate else ""
+        )
         _print(
-            f"epoch {epoch + 1:3d}/{config.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
-            f"val_acc {scores.accuracy:.4f}  val_f1 {scores.macro_f1:.4f}  lr {lr:.2e}  {row['seconds']:.1f}s"
-            + ("  *" if improved else ""),
+            f"epoch {epoch + 1:3d}/{config.epochs}  train_loss {train_loss:.4f}{validation}  lr {lr:.2e}  "
+            f"{row['seconds']:.1f}s" + ("  *" if improved and validate else ""),
             quiet=quiet,
         )
         if on_epoch_end:
@@ -608,8 +619,8 @@ def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfi
     from tqdm.auto import tqdm
 
     model.train()
-    if model.frontend is not None:
-        model.frontend.eval()
+    if config.freeze_backbone:
+        model.backbone.features.eval()  # frozen means frozen: batch-norm statistics too
     # Everything random in this epoch comes from (seed, epoch): resuming repeats it exactly.
     torch.manual_seed(config.seed * 100_003 + epoch)
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
