@@ -400,12 +400,12 @@ def summary(name, in_chans, no_top, num_classes, input_size, list_all) -> None:
         net = model.net.backbone
         spec = model.config
         size = input_size or ((spec.features.n_mels, spec.features.num_frames(spec.clip_samples)) if spec.features else spec.image_size)
-        click.echo(layer_summary(net, (spec.in_chans, *size)), nl=False)
+        click.echo(layer_summary(net, (spec.in_chans, *size)).rstrip("\n"))
         return
     kwargs: dict[str, Any] = {"include_top": False} if no_top else {}
     net = create_model(name, num_classes=0 if no_top else num_classes, in_chans=in_chans, **kwargs)
     size = input_size or ((224, 224) if name.startswith("vgg") else (64, 101))
-    click.echo(layer_summary(net, (in_chans, *size)), nl=False)
+    click.echo(layer_summary(net, (in_chans, *size)).rstrip("\n"))
 
 
 @cli.command()

@@ -91,13 +91,14 @@ class Failure:
 
 @dataclass
 class _Item:
-    """One decoded input waiting for the network: windows (n, samples) or an image (1, C, H, W)."""
+    """One decoded input: windows (n, samples) or an image (1, C, H, W); None for a file to stream."""
 
     index: int
     path: str | None
     windows: np.ndarray | torch.Tensor
     starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     duration: float | None = None
+    outputs: torch.Tensor | None = None  # (n, K) probabilities or (n, D) embeddings, once run
 
 
 class Model:
@@ -194,35 +195,37 @@ class Model:
             return self.net.embed(inputs, level=embed).float().cpu()
         return self.net(inputs).float().softmax(-1).cpu()
 
-    def _window_outputs(self, items: Iterable[_Item | Failure], *, batch_size: int, embed: str | None) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
-        """Per input, the network's output for each of its windows, batched across inputs."""
-        queue: list[tuple[_Item, int, int]] = []  # (item, first row, rows) in the pending batch
-        rows: list[np.ndarray | torch.Tensor] = []
-        waiting: deque = deque()  # items and failures in input order
+    def _window_outputs(self, items: Iterable[_Item | Failure], *, batch_size: int, embed: str | None) -> Iterator[_Item | Failure]:
+        """The items again, in order, with ``outputs`` set: windows are batched across inputs.
 
-        def flush() -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
-            if rows:
-                outputs = self._run(np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows), embed=embed)
-                for item, first, count in queue:
-                    item.outputs = outputs[first : first + count]
-                queue.clear()
-                rows.clear()
-            while waiting:
-                yield waiting.popleft()
-
+        Items without windows (long files, streamed later) and failures pass through.
+        """
+        pending: list[_Item | Failure] = []  # in input order, not yet handed on
+        batch: list[_Item] = []  # items whose windows wait for the network
         filled = 0
+
+        def run_batch() -> None:
+            rows = [item.windows for item in batch]
+            outputs = self._run(np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows), embed=embed)
+            offset = 0
+            for item in batch:
+                item.outputs = outputs[offset : offset + len(item.windows)]
+                offset += len(item.windows)
+            batch.clear()
+
         for item in items:
-            if isinstance(item, Failure) or item.windows is None:
-                waiting.append(item)
-                continue
-            queue.append((item, filled, len(item.windows)))
-            rows.append(item.windows)
-            filled += len(item.windows)
-            waiting.append(item)
-            if filled >= batch_size:
-                yield from ((w, w.outputs) if isinstance(w, _Item) and w.windows is not None else w for w in flush())
-                filled = 0
-        yield from ((w, w.outputs) if isinstance(w, _Item) and w.windows is not None else w for w in flush())
+            pending.append(item)
+            if isinstance(item, _Item) and item.windows is not None:
+                batch.append(item)
+                filled += len(item.windows)
+                if filled >= batch_size:
+                    run_batch()
+                    filled = 0
+                    yield from pending
+                    pending.clear()
+        if batch:
+            run_batch()
+        yield from pending
 
     def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
         """Window outputs of a long file read block by block (memory independent of its length)."""
@@ -243,17 +246,19 @@ class Model:
         return item, torch.cat(outputs)
 
     def _outputs(self, inputs: Any, *, sample_rate, window, hop, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
+        """Per input in order: ``(item, window outputs)``, or a :class:`Failure`."""
         window_n, hop_n = (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
-        for result in self._window_outputs(
-            self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers), batch_size=batch_size, embed=embed
-        ):
-            if isinstance(result, _Item):  # a long file, streamed now
+        items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
+        for item in self._window_outputs(items, batch_size=batch_size, embed=embed):
+            if isinstance(item, Failure):
+                yield item
+            elif item.outputs is not None:
+                yield item, item.outputs
+            else:  # a long file, streamed now
                 try:
-                    yield self._stream(result.path, window_n, hop_n, batch_size=batch_size, embed=embed)
+                    yield self._stream(item.path, window_n, hop_n, batch_size=batch_size, embed=embed)
                 except SpecnetError as exc:
-                    yield Failure(result.path, str(exc))
-            else:
-                yield result
+                    yield Failure(item.path, str(exc))
 
     # ---------------------------------------------------------- public
 
