@@ -423,8 +423,9 @@ def models() -> None:
         default = "  (default)" if name == DEFAULT_MODEL else ""
         click.echo(f"{name}{default}: {dataset.get('description', meta['arch'])}")
         click.echo(f"  classes:  {', '.join(meta['classes'])}")
-        if meta.get("reported_accuracy"):
-            click.echo(f"  accuracy: {meta['reported_accuracy']}")
+        accuracy = dataset.get("accuracy") or (meta.get("metrics") or {}).get("val_accuracy")
+        if accuracy:
+            click.echo(f"  accuracy: {accuracy if isinstance(accuracy, str) else f'{100 * accuracy:.2f} % (validation)'}")
         if dataset.get("license"):
             click.echo(f"  license:  {dataset['license']}; {dataset.get('credit', '')}".rstrip("; "))
 

@@ -1,0 +1,115 @@
+"""Every command and the Python example in README.md run, so the README cannot rot.
+
+The commands run in order, as a user would type them, in a scratch folder
+holding what they name: the shipped examples, small class folders of
+synthetic tones (``my_sounds/``, ``my_test_sounds/``), a fold manifest, and a
+VGG weight file in torchvision's layout for the offline ImageNet example.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from helpers import make_class_folders, make_tone, write_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BUNDLED = ROOT / "specnet" / "bundled"
+
+
+def readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def readme_commands() -> list[str]:
+    """The ``$ ...`` lines of README's console blocks, comments stripped; pip lines skipped."""
+    commands = []
+    for block in readme_blocks("console"):
+        for line in block.splitlines():
+            if line.startswith("$ ") and not line.startswith("$ pip "):
+                commands.append(line[2:].split("  #")[0].strip())
+    return commands
+
+
+def test_readme_opens_with_the_two_setup_commands():
+    first, second = readme_blocks("console")[:2]
+    assert "pip install -e ." in first and "specnet classify examples/dog.wav" in first
+    assert 'pip install -e ".[test]"' in second and "pytest" in second
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -e ".[test]" && pytest' in ci
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "examples", work / "examples")
+    counts = {"low": 8, "mid": 8, "high": 8}
+    make_class_folders(work / "my_sounds", counts, seconds=0.5)
+    make_class_folders(work / "my_test_sounds", {k: 3 for k in counts}, seconds=0.5)
+    with open(work / "folds.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "fold"])
+        for label in counts:
+            for i, path in enumerate(sorted((work / "my_sounds" / label).glob("*.wav"))):
+                writer.writerow([path.relative_to(work), label, 1 + i % 3])
+    (work / "recordings").mkdir()
+    make_tone(work / "recordings" / "a.wav", 440.0, 1.0, 16000)
+    make_tone(work / "recordings" / "b.wav", 880.0, 1.5, 8000)
+    (work / "more").mkdir()
+    make_tone(work / "more" / "c.flac", 660.0, 1.0, 22050)
+    sr = 16000
+    noise = 0.05 * np.random.default_rng(0).standard_normal(20 * sr)
+    write_audio(work / "field_recording.wav", noise.astype(np.float32), sr)
+    # ImageNet VGG weights in torchvision's layout (trunk only: keeps the file small).
+    from specnet.models import create_model
+
+    vgg = create_model("vgg11_bn", num_classes=1000, in_chans=3, head="imagenet")
+    trunk = {k: v for k, v in vgg.state_dict().items() if k.startswith("features.")}
+    weights_dir = work / "imagenet"
+    weights_dir.mkdir()
+    torch.save(trunk, weights_dir / "vgg11_bn-6002323d.pth")
+    shutil.copy(weights_dir / "vgg11_bn-6002323d.pth", work / "vgg11_bn-6002323d.pth")
+    return work
+
+
+def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"SPECNET_WEIGHTS_DIR": str(cwd / "imagenet"), "OMP_NUM_THREADS": "1"}
+    bin_dir = Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(not (BUNDLED / "esc10.safetensors").exists(), reason="bundled models not built (recipes/)")
+def test_every_readme_command_runs(workspace: Path):
+    commands = readme_commands()
+    assert len(commands) >= 12
+    for command in commands:
+        result = _run(command, workspace)
+        assert result.returncode == 0, f"{command!r} failed:\n{result.stderr[-2000:]}"
+        if "--format json" in command:
+            json.loads(result.stdout)
+    assert (workspace / "runs" / "mine" / "eval" / "confusion.png").stat().st_size > 0
+    assert (workspace / "model.onnx").stat().st_size > 0
+    assert (workspace / "dog.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(workspace / "labels.csv")))
+    assert {Path(r["path"]).name for r in rows} == {"a.wav", "b.wav", "c.flac"}
+
+
+@pytest.mark.skipif(not (BUNDLED / "esc10.safetensors").exists(), reason="bundled models not built (recipes/)")
+def test_readme_python_example_runs(workspace: Path):
+    (code,) = readme_blocks("python")
+    result = subprocess.run([sys.executable, "-c", code], cwd=workspace, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'label'" in result.stdout
