@@ -101,7 +101,9 @@ def find_class_folders(root: str | os.PathLike) -> LabelledFiles:
     for target, name in enumerate(classes):
         files = sorted(
             p for p in (root / name).rglob("*")
-            if not p.name.startswith(".") and file_kind(p) is not None and not p.is_dir()
+            # Skip hidden files and anything under a hidden folder (.git, .ipynb_checkpoints).
+            if not any(part.startswith(".") for part in p.relative_to(root / name).parts)
+            and file_kind(p) is not None and not p.is_dir()
         )
         if not files:
             empty.append(name)

@@ -136,12 +136,19 @@ class MelSpectrogram(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         batch_shape = waveform.shape[:-1]
-        flat = waveform.reshape(-1, waveform.shape[-1])
-        if flat.shape[-1] == 0:
+        if waveform.dim() == 0 or waveform.shape[-1] == 0:
             raise ParameterError("cannot compute a spectrogram of 0 samples")
-        if cfg.center and cfg.pad_mode == "reflect" and flat.shape[-1] <= cfg.n_fft // 2:
-            # Reflect padding needs more samples than the pad; zero-pad tiny clips.
-            flat = nn.functional.pad(flat, (0, cfg.n_fft // 2 + 1 - flat.shape[-1]))
+        flat = waveform.reshape(-1, waveform.shape[-1])
+        pad_mode = cfg.pad_mode
+        if cfg.center and pad_mode in ("reflect", "circular") and flat.shape[-1] <= cfg.n_fft // 2:
+            # Reflect and circular padding need more samples than the pad: centre
+            # tiny clips in zeros instead, which keeps the frame count num_frames().
+            pad_mode = "constant"
+        if not cfg.center and flat.shape[-1] < cfg.n_fft:
+            raise ParameterError(
+                f"a clip of {flat.shape[-1]} samples is shorter than n_fft={cfg.n_fft}; "
+                "use center=True or a longer clip"
+            )
         stft = torch.stft(
             flat.float(),
             n_fft=cfg.n_fft,
@@ -149,7 +156,7 @@ class MelSpectrogram(nn.Module):
             win_length=cfg.window_length,
             window=self.window,
             center=cfg.center,
-            pad_mode=cfg.pad_mode,
+            pad_mode=pad_mode,
             return_complex=True,
         )  # (B, n_freqs, frames) complex
         # Squaring the real view is several times faster than abs() on CPU.

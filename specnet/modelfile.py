@@ -28,6 +28,7 @@ _PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save 
 def spec_to_metadata(spec: ModelSpec) -> dict[str, Any]:
     """The JSON document stored in a model file."""
     return {
+        **spec.extra,  # first, so provenance can never overwrite a core key
         "format_version": FORMAT_VERSION,
         "specnet_version": __version__,
         "arch": spec.arch,
@@ -38,7 +39,6 @@ def spec_to_metadata(spec: ModelSpec) -> dict[str, Any]:
         "features": spec.features.to_dict() if spec.features else None,
         "clip_seconds": spec.clip_seconds,
         "image_size": list(spec.image_size) if spec.image_size else None,
-        **spec.extra,
     }
 
 
@@ -74,7 +74,22 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
         raise ModelFileError(f"{source}: bad feature settings: {exc}") from None
     if meta["input_kind"] == "audio" and features is None:
         raise ModelFileError(f"{source}: an audio model needs feature settings")
+    if len(set(classes)) != len(classes):
+        raise ModelFileError(f"{source}: 'classes' names a class twice")
+    in_chans = meta.get("in_chans", 1)
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ModelFileError(f"{source}: in_chans={in_chans!r} must be a positive integer")
+    clip_seconds = meta.get("clip_seconds")
+    if clip_seconds is not None and (
+        isinstance(clip_seconds, bool) or not isinstance(clip_seconds, (int, float)) or not 0 < clip_seconds < float("inf")
+    ):
+        raise ModelFileError(f"{source}: clip_seconds={clip_seconds!r} must be a positive number of seconds or null")
     image_size = meta.get("image_size")
+    if image_size is not None and not (
+        isinstance(image_size, list) and len(image_size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in image_size)
+    ):
+        raise ModelFileError(f"{source}: image_size={image_size!r} must be [height, width] in pixels or null")
     return ModelSpec(
         arch=meta["arch"],
         arch_args=meta["arch_args"],
@@ -160,11 +175,14 @@ def _check_is_safetensors(path: Path) -> None:
         raise ModelFileError(f"{path}: cannot read model file ({exc.strerror})") from None
     if len(head) < 8:
         raise ModelFileError(f"{path}: file is too short to be a model file")
+    header_len = int.from_bytes(head[:8], "little")
+    if 0 < header_len <= 100_000_000 and head[8:9] == b"{":
+        # Checked first: a header length of 128 + 256 * k starts with b"\x80", like a pickle.
+        # Whatever else the file holds, safetensors parses it without running code.
+        return
     if head.startswith(_PICKLE_MAGICS):
         raise ModelFileError(
             f"{path}: is a pickle/torch.save file; specnet refuses to unpickle model files "
             "(they can run code) and loads only .safetensors"
         )
-    header_len = int.from_bytes(head[:8], "little")
-    if header_len <= 0 or header_len > 100_000_000 or head[8:9] != b"{":
-        raise ModelFileError(f"{path}: not a safetensors model file")
+    raise ModelFileError(f"{path}: not a safetensors model file")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ParameterError
 from .features import FeatureConfig, LogMelSpectrogram, Standardize
 from .models import create_model
 from .models.layers import frame_pool
@@ -66,6 +67,10 @@ class SpecNet(nn.Module):
 
     def __init__(self, spec: ModelSpec, *, pretrained: bool = False, weights: str | None = None) -> None:
         super().__init__()
+        if spec.input_kind not in INPUT_KINDS:
+            raise ParameterError(f"input_kind={spec.input_kind!r} must be one of {', '.join(INPUT_KINDS)}")
+        if spec.input_kind == "audio" and spec.features is None:
+            raise ParameterError("an audio model needs features=FeatureConfig(...)")
         self.spec = spec
         extra: dict[str, Any] = {}
         if pretrained or weights:
@@ -103,6 +108,8 @@ class SpecNet(nn.Module):
 
     def embed(self, inputs: torch.Tensor, *, level: str = "clip") -> torch.Tensor:
         """Pre-logit embeddings: clip level (B, D), frame level (B, frames', D)."""
+        if level not in ("clip", "frame"):
+            raise ParameterError(f"level={level!r} must be 'clip' or 'frame'")
         features = self.backbone.forward_features(self.images(inputs))
         if level == "clip":
             return self.backbone.forward_head(features, pre_logits=True)

@@ -1,0 +1,210 @@
+"""Tests for specnet/augment.py: gain, warp, SpecAugment masks and mixup."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specnet.augment import NO_AUGMENT, AugmentConfig, mixup, random_gain, random_warp, spec_augment
+from specnet.errors import ParameterError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: on two shared cores, OpenMP hand-offs dominate; one thread is far faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _logmel(batch: int = 4, n_mels: int = 32, frames: int = 50, seed: int = 0) -> torch.Tensor:
+    """(B, F, T) values in a dB-like range, no zeros."""
+    return torch.rand(batch, n_mels, frames, generator=_gen(seed)) * -80 - 1
+
+
+def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training order on a fixed batch, every draw from one generator."""
+    gen = _gen(seed)
+    x = random_gain(_logmel(), config.gain_db, gen)
+    x = random_warp(x, time_stretch=config.time_stretch, pitch_shift=config.pitch_shift, generator=gen)
+    images = spec_augment(x.unsqueeze(1), config, gen)
+    targets = torch.eye(4)[torch.tensor([0, 1, 2, 3])]
+    return mixup(images, targets, config.mixup_alpha, gen)
+
+
+def test_same_seed_same_result_different_seed_different():
+    config = AugmentConfig()
+    a_images, a_targets = _pipeline(config, seed=1)
+    b_images, b_targets = _pipeline(config, seed=1)
+    assert torch.equal(a_images, b_images) and torch.equal(a_targets, b_targets)
+    c_images, _ = _pipeline(config, seed=2)
+    assert not torch.equal(a_images, c_images)
+
+
+def test_no_augment_is_identity_and_draws_nothing():
+    x = _logmel()
+    images, targets = _pipeline(NO_AUGMENT, seed=0)
+    assert torch.equal(images, x.unsqueeze(1))
+    assert torch.equal(targets, torch.eye(4))
+    # Switched-off steps leave the generator alone, so turning one off does not
+    # change the draws of the others.
+    gen = _gen(0)
+    state = gen.get_state()
+    random_gain(x, NO_AUGMENT.gain_db, gen)
+    random_warp(x, time_stretch=0.0, pitch_shift=0.0, generator=gen)
+    spec_augment(x.unsqueeze(1), NO_AUGMENT, gen)
+    mixup(x.unsqueeze(1), torch.eye(4), NO_AUGMENT.mixup_alpha, gen)
+    assert torch.equal(gen.get_state(), state)
+
+
+def _zeroed_bands(masked: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
+    """Per clip: indices of fully zeroed mel rows and fully zeroed time columns of (B, F, T)."""
+    zero = masked == 0
+    rows = [torch.nonzero(z.all(dim=1)).flatten().tolist() for z in zero]
+    cols = [torch.nonzero(z.all(dim=0)).flatten().tolist() for z in zero]
+    return rows, cols
+
+
+def _runs(indices: list[int]) -> list[int]:
+    """Lengths of the runs of consecutive integers in sorted ``indices``."""
+    runs: list[int] = []
+    for i, index in enumerate(indices):
+        if i and index == indices[i - 1] + 1:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs
+
+
+@pytest.mark.parametrize(("freq_masks", "width", "time_masks", "fraction"), [(1, 5, 1, 0.1), (2, 8, 2, 0.2)])
+def test_spec_augment_masks_within_widths_and_counts(freq_masks, width, time_masks, fraction):
+    config = AugmentConfig(freq_masks=freq_masks, freq_mask_width=width, time_masks=time_masks,
+                           time_mask_fraction=fraction)
+    n_mels, frames = 32, 50
+    max_time = int(fraction * frames)
+    images = -_logmel(batch=64, n_mels=n_mels, frames=frames).unsqueeze(1)  # all > 0
+    masked = spec_augment(images, config, _gen(3))
+    assert masked.shape == images.shape
+    kept = masked != 0
+    assert torch.equal(masked[kept], images[kept])  # unmasked cells untouched
+    rows, cols = _zeroed_bands(masked[:, 0])
+    saw_freq = saw_time = False
+    for clip, (r, c) in enumerate(zip(rows, cols)):
+        assert len(r) <= freq_masks * width and len(c) <= time_masks * max_time
+        if freq_masks == 1:
+            assert len(_runs(r)) <= 1 and len(_runs(c)) <= 1  # one contiguous band each
+        # Only whole bands are zeroed: the count of zero cells is exactly their union.
+        zeros = int((masked[clip, 0] == 0).sum())
+        assert zeros == len(r) * frames + len(c) * n_mels - len(r) * len(c)
+        saw_freq |= bool(r)
+        saw_time |= bool(c)
+    assert saw_freq and saw_time  # 64 clips: masks really happen
+    widest = max(max(_runs(r), default=0) for r in rows)
+    assert widest <= freq_masks * width
+
+
+def test_spec_augment_zero_width_or_count_masks_nothing():
+    images = -_logmel().unsqueeze(1)
+    for config in (AugmentConfig(freq_masks=0, time_masks=0),
+                   AugmentConfig(freq_mask_width=0, time_mask_fraction=0.0)):
+        assert torch.equal(spec_augment(images, config, _gen(0)), images)
+
+
+def test_spec_augment_same_mask_on_every_channel():
+    images = -_logmel(batch=8).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    masked = spec_augment(images, AugmentConfig(), _gen(5))
+    assert torch.equal(masked[:, 0] == 0, masked[:, 2] == 0)
+
+
+def test_mixup_targets_sum_to_one_and_lam_at_least_half():
+    batch = 16
+    images = torch.zeros(batch, 1, 2, 3) + torch.arange(batch, dtype=torch.float32).view(-1, 1, 1, 1)
+    targets = torch.eye(batch)  # one class per clip: the target row reveals lam and the partner
+    mixed, soft = mixup(images, targets, 0.4, _gen(7))
+    assert soft.shape == targets.shape and mixed.shape == images.shape
+    assert torch.allclose(soft.sum(dim=1), torch.ones(batch))
+    lam = soft.diagonal()
+    own_only = soft.clone()
+    own_only.fill_diagonal_(0)
+    partner_weight = own_only.sum(dim=1)
+    # The partner may be the clip itself (then the row is one-hot, weight 1).
+    assert ((lam >= 0.5 - 1e-6) & (lam <= 1)).all()
+    assert ((lam + partner_weight - 1).abs() < 1e-6).all()
+    assert (lam < 0.999).any()  # real mixing happened
+    # The images are mixed with the same weights as the targets.
+    classes = torch.arange(batch, dtype=torch.float32)
+    expected = soft @ classes
+    assert torch.allclose(mixed[:, 0, 0, 0], expected, atol=1e-5)
+
+
+def test_mixup_alpha_zero_is_identity():
+    images, targets = torch.randn(4, 1, 3, 3), torch.eye(4)
+    out_images, out_targets = mixup(images, targets, 0.0, _gen(0))
+    assert out_images is images and out_targets is targets
+
+
+def test_random_warp_without_stretch_or_shift_is_identity():
+    x = _logmel()
+    out = random_warp(x, time_stretch=0.0, pitch_shift=0.0, generator=_gen(0))
+    assert out.shape == x.shape
+    assert (out - x).abs().max() <= 1e-5
+
+
+def test_random_warp_identity_factors_through_grid_sample():
+    # Factors of 1 through the resampling path itself: grid_sample must not shift
+    # (float32 grid coordinates leave a relative error of a few 1e-6).
+    x = _logmel()
+    out = random_warp(x, time_stretch=1e-12, pitch_shift=1e-12, generator=_gen(0))
+    assert (out - x).abs().max() <= 1e-5 * x.abs().max()
+
+
+def test_random_warp_changes_values_but_keeps_shape():
+    x = _logmel(batch=3, n_mels=16, frames=40)
+    out = random_warp(x, time_stretch=0.2, pitch_shift=0.1, generator=_gen(1))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert (out - x).abs().max() > 1.0
+    # Bilinear interpolation with border padding never leaves the input's range.
+    assert out.min() >= x.min() - 1e-4 and out.max() <= x.max() + 1e-4
+    const = torch.full((2, 16, 40), -20.0)
+    assert (random_warp(const, time_stretch=0.2, pitch_shift=0.1, generator=_gen(1)) + 20).abs().max() < 1e-4
+
+
+def test_random_warp_time_only_keeps_each_mel_row():
+    # A pure speed change must not mix mel bands: a row-constant input stays row-constant.
+    rows = torch.linspace(-80, 0, 16).view(1, 16, 1).expand(2, 16, 30).contiguous()
+    out = random_warp(rows, time_stretch=0.3, pitch_shift=0.0, generator=_gen(2))
+    assert (out - rows).abs().max() < 1e-4
+
+
+def test_random_gain_shifts_each_clip_by_at_most_gain_db():
+    x = _logmel(batch=64)
+    out = random_gain(x, 6.0, _gen(4))
+    shift = out - x
+    per_clip = shift[:, :1, :1]
+    assert (shift - per_clip).abs().max() < 1e-4  # one constant shift per clip
+    assert per_clip.abs().max() <= 6.0 + 1e-5
+    assert per_clip.abs().max() > 3.0 and per_clip.std() > 1.0  # really random, both signs
+    assert (per_clip > 0).any() and (per_clip < 0).any()
+    assert torch.equal(random_gain(x, 0.0, _gen(4)), x)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (dict(gain_db=-1.0), "gain_db=-1.0"),
+        (dict(time_stretch=0.5), "time_stretch=0.5"),
+        (dict(pitch_shift=-0.1), "pitch_shift=-0.1"),
+        (dict(freq_masks=-1), "freq_masks=-1"),
+        (dict(freq_mask_width=2.5), "freq_mask_width=2.5"),
+        (dict(mixup_alpha=-0.2), "mixup_alpha=-0.2"),
+    ],
+)
+def test_config_validation_names_the_value(settings, named):
+    with pytest.raises(ParameterError) as err:
+        AugmentConfig(**settings)
+    assert named in str(err.value)

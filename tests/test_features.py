@@ -1,0 +1,244 @@
+"""Tests for specnet/features.py: the log-mel front-end and standardisation."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from specnet.errors import ParameterError
+from specnet.features import FeatureConfig, LogMelSpectrogram, MelSpectrogram, Standardize
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: with other jobs on the two cores, OpenMP thread hand-offs
+    # cost ~0.2 s per call; one thread runs these tests 100x faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
+    # torch.testing.assert_close costs ~2 s on its first call (lazy imports).
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    assert (actual - expected).abs().max().item() <= atol
+
+
+def _signal(sr: int, seconds: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A 440 Hz tone plus white noise, float32 (n,), reproducible by ``seed``."""
+    t = np.arange(int(seconds * sr)) / sr
+    noise = np.random.default_rng(seed).standard_normal(len(t))
+    return (0.5 * np.sin(2 * np.pi * 440 * t) + 0.1 * noise).astype(np.float32)
+
+
+LIBROSA_CASES = [
+    pytest.param(dict(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64, f_min=50.0, f_max=8000.0),
+                 id="defaults-16k"),
+    pytest.param(dict(sample_rate=8000, n_fft=256, hop_length=80, n_mels=40, f_min=0.0, f_max=4000.0,
+                      pad_mode="constant"), id="8k-constant"),
+    pytest.param(dict(sample_rate=22050, n_fft=1024, hop_length=256, n_mels=128, f_min=20.0, f_max=None,
+                      center=False), id="22k-no-center"),
+    pytest.param(dict(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=64, f_min=50.0,
+                      f_max=7600.0, power=1.0), id="magnitude-win400"),
+]
+
+
+@pytest.mark.parametrize("settings", LIBROSA_CASES)
+def test_mel_matches_librosa(settings):
+    cfg = FeatureConfig(**settings)
+    y = _signal(cfg.sample_rate)
+    ref = librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.window_length,
+        window="hann", center=cfg.center, pad_mode=cfg.pad_mode, power=cfg.power, n_mels=cfg.n_mels,
+        fmin=cfg.f_min, fmax=cfg.max_frequency, htk=False, norm="slaney",
+    )
+    out = MelSpectrogram(cfg)(torch.from_numpy(y)).numpy()
+    assert out.shape == ref.shape == (cfg.n_mels, cfg.num_frames(len(y)))
+    assert np.abs(out - ref).max() <= 1e-4 * ref.max()
+
+
+def test_log_mel_is_10_log10_of_clamped_mel():
+    cfg = FeatureConfig()
+    y = torch.from_numpy(_signal(16000))
+    y[:4000] = 0.0  # silence, so the floor is actually hit
+    mel = MelSpectrogram(cfg)(y)
+    assert (mel < cfg.log_floor).any()
+    expected = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+    logmel = LogMelSpectrogram(cfg)(y)
+    _assert_close(logmel, expected, 1e-5)
+    assert logmel.min().item() == pytest.approx(-100.0)
+
+
+def test_tone_energy_lands_in_the_right_mel_band():
+    cfg = FeatureConfig()
+    t = torch.arange(16000) / 16000
+    mel = MelSpectrogram(cfg)(torch.sin(2 * np.pi * 1000 * t))
+    band = int(mel.mean(-1).argmax())
+    centres = librosa.mel_frequencies(n_mels=cfg.n_mels + 2, fmin=cfg.f_min, fmax=cfg.max_frequency)[1:-1]
+    assert abs(centres[band] - 1000) < (centres[band + 1] - centres[band - 1])
+
+
+@pytest.mark.parametrize("module_cls", [MelSpectrogram, LogMelSpectrogram])
+def test_batched_equals_item_by_item(module_cls):
+    module = module_cls(FeatureConfig())
+    waves = torch.from_numpy(np.stack([_signal(16000, 0.3, seed=s) for s in range(6)]))  # (6, T)
+    single = torch.stack([module(w) for w in waves])  # (6, F, frames)
+    batched = module(waves)
+    assert batched.shape == (6, 64, FeatureConfig().num_frames(waves.shape[-1]))
+    _assert_close(batched, single, 1e-5)
+    nested = module(waves.reshape(2, 3, -1))  # (B1, B2, T)
+    assert nested.shape == (2, 3, *single.shape[-2:])
+    _assert_close(nested.reshape(single.shape), single, 1e-5)
+
+
+def test_to_moves_and_casts_buffers():
+    module = LogMelSpectrogram(FeatureConfig())
+    assert module.window.dtype == module.filterbank.dtype == torch.float32
+    assert module.filterbank.shape == (64, 257) and module.window.shape == (512,)
+    # Front-end buffers are rebuilt from the config, never saved in a model file.
+    assert module.state_dict() == {}
+    as64 = module.to(torch.float64)
+    assert as64.window.dtype == as64.filterbank.dtype == torch.float64
+    y = torch.from_numpy(_signal(16000, 0.2)).double()
+    out = as64(y)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+    # The meta device checks that .to(device) moves every buffer, without a GPU.
+    on_meta = LogMelSpectrogram(FeatureConfig()).to("meta")
+    assert {b.device.type for b in on_meta.buffers()} == {"meta"}
+    assert len(list(on_meta.buffers())) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_agrees_with_cpu():
+    cpu = LogMelSpectrogram(FeatureConfig())
+    gpu = LogMelSpectrogram(FeatureConfig()).to("cuda")
+    assert gpu.window.device.type == gpu.filterbank.device.type == "cuda"
+    y = torch.from_numpy(np.stack([_signal(16000, 0.5, seed=s) for s in range(3)]))
+    _assert_close(gpu(y.cuda()).cpu(), cpu(y), 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (dict(n_fft=0), "n_fft=0"),
+        (dict(hop_length=-1), "hop_length=-1"),
+        (dict(n_mels=2.5), "n_mels=2.5"),
+        (dict(sample_rate=True), "sample_rate=True"),
+        (dict(f_max=9000.0), "f_max=9000.0"),
+        (dict(sample_rate=8000, f_max=None, f_min=4000.0), "f_min=4000.0"),
+        (dict(f_min=8000.0), "f_min=8000.0"),
+        (dict(f_min=-1.0), "f_min=-1.0"),
+        (dict(pad_mode="wrap"), "pad_mode='wrap'"),
+        (dict(win_length=513), "win_length=513"),
+        (dict(win_length=0), "win_length=0"),
+        (dict(power=3.0), "power=3.0"),
+        (dict(log_floor=0.0), "log_floor=0.0"),
+    ],
+)
+def test_config_validation_names_the_value(settings, named):
+    with pytest.raises(ParameterError) as err:
+        FeatureConfig(**settings)
+    assert named in str(err.value)
+
+
+def test_config_defaults_and_derived_values():
+    cfg = FeatureConfig(sample_rate=22050, f_max=None, win_length=None)
+    assert cfg.max_frequency == 11025.0
+    assert cfg.window_length == cfg.n_fft == 512
+    assert FeatureConfig(win_length=400).window_length == 400
+
+
+def test_from_dict_round_trip_and_unknown_keys():
+    cfg = FeatureConfig(sample_rate=8000, n_fft=256, hop_length=80, n_mels=40, f_max=4000.0)
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ParameterError, match="n_melz") as err:
+        FeatureConfig.from_dict({**cfg.to_dict(), "n_melz": 40})
+    assert "n_mels" in str(err.value)  # the known names are listed
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("num_samples", [512, 513, 1000, 16000, 16159, 16160])
+def test_num_frames_matches_output(center, num_samples):
+    cfg = FeatureConfig(center=center)
+    out = MelSpectrogram(cfg)(torch.zeros(num_samples))
+    assert out.shape[-1] == cfg.num_frames(num_samples)
+    if center:
+        assert cfg.num_frames(num_samples) == num_samples // 160 + 1
+    else:
+        assert cfg.num_frames(num_samples) == (num_samples - 512) // 160 + 1
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant", "replicate", "circular"])
+@pytest.mark.parametrize("num_samples", [1, 100, 255, 256])
+def test_clip_shorter_than_half_n_fft(pad_mode, num_samples):
+    cfg = FeatureConfig(pad_mode=pad_mode)
+    y = torch.from_numpy(_signal(16000, num_samples / 16000))
+    out = LogMelSpectrogram(cfg)(y)
+    assert out.shape == (64, cfg.num_frames(num_samples))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=512 is too large")
+def test_short_clip_equals_explicit_zero_centring():
+    # A tiny clip is centred in zeros: same as librosa with pad_mode="constant".
+    cfg = FeatureConfig()
+    y = _signal(16000, 100 / 16000)
+    ref = librosa.feature.melspectrogram(
+        y=y, sr=16000, n_fft=512, hop_length=160, win_length=512, window="hann", center=True,
+        pad_mode="constant", power=2.0, n_mels=64, fmin=50.0, fmax=8000.0, htk=False, norm="slaney",
+    )
+    out = MelSpectrogram(cfg)(torch.from_numpy(y)).numpy()
+    assert out.shape == ref.shape == (64, 1)
+    assert np.abs(out - ref).max() <= 1e-4 * ref.max()
+
+
+def test_no_center_clip_shorter_than_n_fft_is_a_parameter_error():
+    with pytest.raises(ParameterError, match="n_fft=512"):
+        MelSpectrogram(FeatureConfig(center=False))(torch.zeros(300))
+
+
+def test_empty_clip_is_a_parameter_error():
+    with pytest.raises(ParameterError, match="0 samples"):
+        MelSpectrogram()(torch.zeros(0))
+    with pytest.raises(ParameterError, match="0 samples"):
+        MelSpectrogram()(torch.zeros(3, 0))
+
+
+def test_standardize_fit_gives_zero_mean_unit_std_per_bin():
+    gen = torch.Generator().manual_seed(0)
+    bins = torch.arange(8, dtype=torch.float32).view(1, 1, 8, 1)
+    x = torch.randn(12, 1, 8, 20, generator=gen) * (bins + 1) + 10 * bins - 30  # (B, C, F, T)
+    one_shot = Standardize((1, 8, 1))
+    one_shot.fit([x])
+    y = one_shot(x)
+    assert y.mean(dim=(0, 1, 3)).abs().max() < 1e-5
+    assert (y.std(dim=(0, 1, 3)) - 1).abs().max() < 1e-5
+    assert one_shot.mean.shape == (1, 8, 1)
+    _assert_close(one_shot.mean.flatten(), x.mean(dim=(0, 1, 3)), 1e-4)
+
+    batched = Standardize((1, 8, 1))
+    batched.fit([x[:5], x[5:7], x[7:]])
+    _assert_close(batched.mean, one_shot.mean, 1e-6)
+    _assert_close(batched.std, one_shot.std, 1e-6)
+    assert set(batched.state_dict()) == {"mean", "std"}
+
+
+def test_standardize_per_channel_and_min_std():
+    x = torch.rand(4, 3, 5, 5)
+    x[:, 2] = 7.0  # a constant channel: std clamped, not a division by zero
+    norm = Standardize((3, 1, 1))
+    norm.fit([x], min_std=1e-3)
+    assert norm.mean.shape == (3, 1, 1)
+    assert norm.mean[2].item() == pytest.approx(7.0)
+    assert norm.std[2].item() == pytest.approx(1e-3)
+    y = norm(x)
+    assert y[:, 2].abs().max() == 0
+    assert y[:, :2].mean(dim=(0, 2, 3)).abs().max() < 1e-5
+
+
+def test_standardize_needs_two_values():
+    with pytest.raises(ParameterError, match="fewer than 2"):
+        Standardize((1, 4, 1)).fit([])

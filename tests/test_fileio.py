@@ -1,0 +1,118 @@
+"""Tests for specnet/fileio.py: atomic writes, overwrite refusals and run-folder locks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from specnet import fileio
+from specnet.errors import SpecnetError
+from specnet.fileio import RunLock, atomic_write, check_output_path
+
+
+def test_atomic_write_bytes_and_text(tmp_path):
+    path = atomic_write(tmp_path / "sub" / "dir" / "a.bin", b"\x00\x01\x02")
+    assert path == tmp_path / "sub" / "dir" / "a.bin"
+    assert path.read_bytes() == b"\x00\x01\x02"
+    atomic_write(path, "héllo")
+    assert path.read_bytes() == "héllo".encode("utf-8")
+    assert os.listdir(path.parent) == ["a.bin"]
+
+
+def test_atomic_write_failure_keeps_old_contents(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"old contents")
+
+    def failing_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "replace", failing_replace)
+    with pytest.raises(SpecnetError) as err:
+        atomic_write(path, b"new contents that never land")
+    message = str(err.value)
+    assert str(path) in message and "disk full" in message and "unchanged" in message
+    assert path.read_bytes() == b"old contents"
+    assert os.listdir(tmp_path) == ["model.safetensors"]  # the temp file was removed
+
+
+def test_atomic_write_interrupted_keeps_old_contents(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, "new")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
+
+
+def test_atomic_write_overwrite_false(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write(path, "first", overwrite=False)
+    with pytest.raises(SpecnetError, match="already exists; pass --overwrite"):
+        atomic_write(path, "second", overwrite=False)
+    assert path.read_text() == "first"
+    atomic_write(path, "third")
+    assert path.read_text() == "third"
+
+
+def test_atomic_write_where_no_folder_can_be_made(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SpecnetError, match="cannot write here"):
+        atomic_write(tmp_path / "file" / "out.txt", "data")
+
+
+def test_check_output_path(tmp_path):
+    assert check_output_path(tmp_path / "new.csv", overwrite=False) == tmp_path / "new.csv"
+    (tmp_path / "old.csv").write_text("x")
+    with pytest.raises(SpecnetError, match="already exists"):
+        check_output_path(tmp_path / "old.csv", overwrite=False)
+    assert check_output_path(tmp_path / "old.csv", overwrite=True) == tmp_path / "old.csv"
+    with pytest.raises(SpecnetError, match="is a directory"):
+        check_output_path(tmp_path, overwrite=True)
+
+
+def test_run_lock_second_acquire_names_the_pid(tmp_path):
+    with RunLock(tmp_path / "run") as lock:
+        assert lock.path.read_text() == str(os.getpid())
+        with pytest.raises(SpecnetError) as err:
+            RunLock(tmp_path / "run").acquire()
+        assert f"pid {os.getpid()}" in str(err.value) and str(tmp_path / "run") in str(err.value)
+        assert lock.path.exists()  # the failed attempt did not break the holder's lock
+    assert not (tmp_path / "run" / ".lock").exists()
+    with RunLock(tmp_path / "run"):  # free again after release
+        pass
+
+
+def test_run_lock_takes_over_a_stale_lock(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid now names no process
+    lock_path = tmp_path / ".lock"
+    lock_path.write_text(str(child.pid))
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert lock_path.read_text() == str(os.getpid())
+    lock.release()
+    assert not lock_path.exists()
+
+
+def test_run_lock_unreadable_owner_is_stale(tmp_path):
+    (tmp_path / ".lock").write_text("not a pid")
+    with RunLock(tmp_path) as lock:
+        assert lock.path.read_text() == str(os.getpid())
+
+
+def test_release_only_removes_a_lock_it_holds(tmp_path):
+    holder = RunLock(tmp_path)
+    holder.acquire()
+    other = RunLock(tmp_path)
+    with pytest.raises(SpecnetError):
+        other.acquire()
+    other.release()
+    assert holder.path.exists()
+    holder.release()

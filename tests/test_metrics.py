@@ -1,0 +1,79 @@
+"""Tests for specnet/metrics.py against scores worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specnet.metrics import Scores, confusion_matrix, score
+
+# 10 clips, 3 classes:
+#   true a (0): predicted a, a, a, b      -> 3 right
+#   true b (1): predicted b, b, c         -> 2 right
+#   true c (2): predicted c, a, c         -> 2 right
+TARGETS = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+PREDICTIONS = [0, 0, 0, 1, 1, 1, 2, 2, 0, 2]
+
+
+def test_confusion_matrix_rows_true_columns_predicted():
+    matrix = confusion_matrix(TARGETS, PREDICTIONS, 3)
+    np.testing.assert_array_equal(matrix, [[3, 1, 0], [0, 2, 1], [1, 0, 2]])
+    assert matrix.dtype == np.int64
+    np.testing.assert_array_equal(confusion_matrix([], [], 2), np.zeros((2, 2)))
+
+
+def test_scores_against_hand_computed_numbers():
+    s = score(TARGETS, PREDICTIONS, ["a", "b", "c"])
+    assert s.n == 10
+    assert s.accuracy == pytest.approx(0.7)
+    np.testing.assert_array_equal(s.support, [4, 3, 3])
+    # precision = diagonal / column sums (4, 3, 3)
+    np.testing.assert_allclose(s.precision, [3 / 4, 2 / 3, 2 / 3])
+    # recall = diagonal / row sums (4, 3, 3)
+    np.testing.assert_allclose(s.recall, [3 / 4, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(s.f1, [0.75, 2 / 3, 2 / 3])
+    assert s.macro_f1 == pytest.approx((0.75 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_precision_and_recall_differ():
+    # true: a a b b ; predicted: a a a b
+    s = score([0, 0, 1, 1], [0, 0, 0, 1], ["a", "b"])
+    np.testing.assert_allclose(s.precision, [2 / 3, 1.0])
+    np.testing.assert_allclose(s.recall, [1.0, 0.5])
+    np.testing.assert_allclose(s.f1, [0.8, 2 / 3])
+    assert s.macro_f1 == pytest.approx((0.8 + 2 / 3) / 2)
+    assert s.accuracy == pytest.approx(0.75)
+
+
+def test_classes_absent_from_targets_are_left_out_of_macro_f1():
+    # Class c never occurs in the targets but is predicted once.
+    s = score([0, 0, 1, 1], [0, 2, 1, 1], ["a", "b", "c"])
+    np.testing.assert_array_equal(s.support, [2, 1 + 1, 0])
+    np.testing.assert_allclose(s.f1, [2 * 1.0 * 0.5 / 1.5, 1.0, 0.0])
+    assert s.macro_f1 == pytest.approx((2 / 3 + 1.0) / 2)  # not divided by 3
+    # A class absent from targets AND predictions does not count either.
+    t = score([0, 1], [0, 1], ["a", "b", "c"])
+    assert t.macro_f1 == 1.0 and t.accuracy == 1.0
+
+
+def test_no_predictions_for_a_class_gives_zero_precision_not_nan():
+    s = score([0, 1, 1], [0, 0, 0], ["a", "b"])
+    np.testing.assert_allclose(s.precision, [1 / 3, 0.0])
+    np.testing.assert_allclose(s.recall, [1.0, 0.0])
+    np.testing.assert_allclose(s.f1, [0.5, 0.0])
+    assert s.macro_f1 == pytest.approx(0.25)
+
+
+def test_empty_scores_are_zero():
+    s = Scores(("a", "b"), np.zeros((2, 2), dtype=np.int64))
+    assert s.n == 0 and s.accuracy == 0.0 and s.macro_f1 == 0.0
+
+
+def test_to_dict():
+    d = score(TARGETS, PREDICTIONS, ["a", "b", "c"]).to_dict()
+    assert d["n"] == 10 and d["classes"] == ["a", "b", "c"]
+    assert d["accuracy"] == pytest.approx(0.7)
+    assert d["confusion"] == [[3, 1, 0], [0, 2, 1], [1, 0, 2]]
+    assert d["per_class"]["a"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
+    assert d["per_class"]["b"]["recall"] == pytest.approx(2 / 3)
+    assert type(d["per_class"]["b"]["support"]) is int

@@ -1,0 +1,244 @@
+"""Tests for specnet/modelfile.py: safetensors model files, round trips and refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from specnet.errors import ModelFileError, SpecnetError
+from specnet.features import FeatureConfig
+from specnet.modelfile import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    load_model_file,
+    read_metadata,
+    save_model_file,
+    spec_to_metadata,
+)
+from specnet.network import ModelSpec, SpecNet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small models: on two shared cores, OpenMP hand-offs dominate; one thread is far faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _spec(arch: str = "cnn_tiny", **extra) -> ModelSpec:
+    return ModelSpec(arch=arch, arch_args={}, input_kind="audio", classes=("a", "b"),
+                     features=FeatureConfig(), clip_seconds=1.0, extra=extra)
+
+
+def _trained_looking(spec: ModelSpec) -> SpecNet:
+    """A model whose weights, batch-norm statistics and standardisation are not the defaults."""
+    torch.manual_seed(0)
+    model = SpecNet(spec)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+        model.standardize.mean.fill_(-40.0)
+        model.standardize.std.fill_(12.0)
+    return model.eval()
+
+
+def _write_with_metadata(path: Path, model: SpecNet, meta: dict | str | None) -> Path:
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    text = meta if isinstance(meta, str) or meta is None else json.dumps(meta)
+    save_file(state, str(path), metadata=None if text is None else {METADATA_KEY: text})
+    return path
+
+
+def test_round_trip_gives_identical_outputs_and_metadata(tmp_path):
+    spec = _spec(dataset="fsdd", metrics={"accuracy": 0.99, "macro_f1": 0.98}, license="CC-BY-4.0")
+    model = _trained_looking(spec)
+    path = save_model_file(model, tmp_path / "m.safetensors")
+    assert path == tmp_path / "m.safetensors"
+    loaded = load_model_file(path)
+    assert not loaded.training
+    assert loaded.spec == spec
+    assert loaded.spec.extra == {"dataset": "fsdd", "metrics": {"accuracy": 0.99, "macro_f1": 0.98},
+                                 "license": "CC-BY-4.0"}
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    x = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+        assert torch.equal(loaded.embed(x), model.embed(x))
+    meta = read_metadata(path)
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["features"] == FeatureConfig().to_dict()
+    assert meta["classes"] == ["a", "b"] and meta["arch"] == "cnn_tiny" and meta["clip_seconds"] == 1.0
+
+
+def test_metadata_is_plain_json():
+    meta = spec_to_metadata(_spec(dataset="x"))
+    assert json.loads(json.dumps(meta)) == meta
+    assert meta["dataset"] == "x" and meta["input_kind"] == "audio" and meta["in_chans"] == 1
+
+
+def test_image_model_round_trip(tmp_path):
+    spec = ModelSpec(arch="cnn_tiny", arch_args={"drop_rate": 0.1}, input_kind="image", classes=("x", "y", "z"),
+                     in_chans=3, image_size=(32, 32))
+    model = SpecNet(spec).eval()
+    loaded = load_model_file(save_model_file(model, tmp_path / "img.safetensors"))
+    assert loaded.spec == spec and loaded.spec.image_size == (32, 32)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_saved_file_is_atomic_and_refuses_overwrite(tmp_path):
+    model = SpecNet(_spec())
+    path = save_model_file(model, tmp_path / "m.safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]  # no temp file left behind
+    before = path.read_bytes()
+    with pytest.raises(SpecnetError, match="already exists"):
+        save_model_file(SpecNet(_spec("cnn_small")), path, overwrite=False)
+    assert path.read_bytes() == before
+    save_model_file(SpecNet(_spec(note="second")), path, overwrite=True)
+    assert read_metadata(path)["note"] == "second"
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+
+
+def test_refuses_torch_save_pickle(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": SpecNet(_spec()).state_dict()}, path)
+    with pytest.raises(ModelFileError, match="pickle") as err:
+        load_model_file(path)
+    assert "safetensors" in str(err.value) and str(path) in str(err.value)
+
+
+class _Malicious:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_malicious_pickle_never_runs(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Malicious(marker), protocol=protocol)
+    pickle.loads(payload)  # prove the payload works...
+    assert marker.exists()
+    marker.unlink()  # ...then make sure loading the model file never runs it
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(payload)
+    with pytest.raises(ModelFileError):
+        load_model_file(path)
+    with pytest.raises(ModelFileError):
+        read_metadata(path)
+    assert not marker.exists()
+
+
+def test_refuses_safetensors_without_specnet_metadata(tmp_path):
+    path = _write_with_metadata(tmp_path / "plain.safetensors", SpecNet(_spec()), None)
+    with pytest.raises(ModelFileError, match="no specnet metadata"):
+        load_model_file(path)
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelFileError, match="no specnet metadata"):
+        load_model_file(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"arch": "cnn_tiny"}', "no integer format_version"),
+])
+def test_refuses_malformed_metadata(tmp_path, text, message):
+    path = _write_with_metadata(tmp_path / "bad.safetensors", SpecNet(_spec()), text)
+    with pytest.raises(ModelFileError, match=message):
+        load_model_file(path)
+
+
+def test_refuses_newer_format_version(tmp_path):
+    model = SpecNet(_spec())
+    meta = {**spec_to_metadata(model.spec), "format_version": FORMAT_VERSION + 1}
+    path = _write_with_metadata(tmp_path / "future.safetensors", model, meta)
+    with pytest.raises(ModelFileError, match=f"version {FORMAT_VERSION + 1} is newer.*upgrade specnet"):
+        load_model_file(path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"classes": []}, "non-empty list"),
+    ({"input_kind": "video"}, "input_kind 'video'"),
+    ({"arch_args": [1]}, "'arch_args' must be an object"),
+    ({"features": {"n_fft": 0}}, "bad feature settings: n_fft=0"),
+    ({"features": {"n_fftt": 512}}, "bad feature settings: unknown feature setting"),
+    ({"features": None}, "audio model needs feature settings"),
+    ({"arch": "resnet9000"}, "cannot build 'resnet9000'"),
+])
+def test_refuses_bad_spec_fields(tmp_path, change, message):
+    model = SpecNet(_spec())
+    meta = {**spec_to_metadata(model.spec), **change}
+    path = _write_with_metadata(tmp_path / "bad.safetensors", model, meta)
+    with pytest.raises(ModelFileError, match=message):
+        load_model_file(path)
+
+
+def test_refuses_missing_core_keys(tmp_path):
+    model = SpecNet(_spec())
+    meta = spec_to_metadata(model.spec)
+    del meta["arch"], meta["classes"]
+    path = _write_with_metadata(tmp_path / "bad.safetensors", model, meta)
+    with pytest.raises(ModelFileError, match="lacks arch, classes"):
+        load_model_file(path)
+
+
+def test_refuses_weights_of_another_architecture(tmp_path):
+    tiny = SpecNet(_spec("cnn_tiny"))
+    meta = spec_to_metadata(_spec("cnn_small"))
+    path = _write_with_metadata(tmp_path / "mixed.safetensors", tiny, meta)
+    with pytest.raises(ModelFileError, match="do not match the declared architecture") as err:
+        load_model_file(path)
+    assert "has shape" in str(err.value) and "cnn_small needs" in str(err.value)
+
+
+def test_refuses_missing_and_unexpected_keys(tmp_path):
+    model = SpecNet(_spec())
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state.pop("standardize.mean")
+    state["extra.weight"] = torch.zeros(1)
+    meta = json.dumps(spec_to_metadata(model.spec))
+    save_file(state, str(tmp_path / "keys.safetensors"), metadata={METADATA_KEY: meta})
+    with pytest.raises(ModelFileError, match=r"missing standardize\.mean; unexpected extra\.weight"):
+        load_model_file(tmp_path / "keys.safetensors")
+
+
+def test_refuses_missing_file_directory_and_tiny_files(tmp_path):
+    with pytest.raises(ModelFileError, match="model file not found"):
+        load_model_file(tmp_path / "nope.safetensors")
+    with pytest.raises(ModelFileError, match="is a directory"):
+        load_model_file(tmp_path)
+    (tmp_path / "tiny.safetensors").write_bytes(b"abc")
+    with pytest.raises(ModelFileError, match="too short"):
+        load_model_file(tmp_path / "tiny.safetensors")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="too short"):
+        load_model_file(tmp_path / "empty.safetensors")
+
+
+def test_refuses_garbage_and_truncated_safetensors(tmp_path):
+    (tmp_path / "text.safetensors").write_text("hello, this is not a model at all")
+    with pytest.raises(ModelFileError, match="not a safetensors model file"):
+        load_model_file(tmp_path / "text.safetensors")
+    good = save_model_file(SpecNet(_spec()), tmp_path / "good.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelFileError):
+        load_model_file(tmp_path / "cut.safetensors")
+    header_len = struct.unpack("<Q", good[:8])[0]
+    (tmp_path / "header.safetensors").write_bytes(good[: 8 + header_len // 2])
+    with pytest.raises(ModelFileError, match="not a valid safetensors file"):
+        load_model_file(tmp_path / "header.safetensors")

@@ -1,0 +1,137 @@
+"""Tests for specnet/network.py: SpecNet from waveforms or images to logits and embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from specnet.errors import ParameterError
+from specnet.features import FeatureConfig, LogMelSpectrogram
+from specnet.network import ModelSpec, SpecNet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small models: on two shared cores, OpenMP hand-offs dominate; one thread is far faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _audio_spec(**changes) -> ModelSpec:
+    values = dict(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b", "c"),
+                  features=FeatureConfig(), clip_seconds=1.0)
+    return ModelSpec(**{**values, **changes})
+
+
+def _net(spec: ModelSpec) -> SpecNet:
+    torch.manual_seed(0)
+    return SpecNet(spec).eval()
+
+
+def test_audio_forward_shape_and_pipeline():
+    net = _net(_audio_spec())
+    x = torch.randn(4, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        logits = net(x)
+        assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+        # forward is exactly front-end -> standardise -> backbone
+        images = net.images(x)
+        assert images.shape == (4, 1, 64, 101)
+        logmel = LogMelSpectrogram(FeatureConfig())(x)
+        assert torch.equal(images[:, 0], (logmel - net.standardize.mean) / net.standardize.std)
+        assert torch.equal(net.backbone(images), logits)
+    assert net.classes == ("a", "b", "c")
+    assert net.spec.clip_samples == 16000 and net.spec.sample_rate == 16000
+
+
+def test_logits_not_probabilities():
+    net = _net(_audio_spec())
+    with torch.no_grad():
+        net.backbone.head.fc.bias.fill_(5.0)
+        logits = net(torch.randn(3, 8000) * 0.1)
+    assert (logits.sum(dim=1) - 1).abs().min() > 1  # no softmax inside the model
+    assert (logits > 0).all()
+
+
+def test_embed_clip_level():
+    net = _net(_audio_spec())
+    x = torch.randn(2, 16000) * 0.1
+    with torch.no_grad():
+        emb = net.embed(x)
+    assert emb.shape == (2, net.backbone.num_features)
+    assert net.backbone.num_features == 64  # cnn_tiny's last block
+    assert torch.isfinite(emb).all()
+
+
+@pytest.mark.parametrize("num_samples", [16000, 8000, 12345, 3000])
+def test_embed_frame_level(num_samples):
+    net = _net(_audio_spec())
+    frames = FeatureConfig().num_frames(num_samples)
+    with torch.no_grad():
+        emb = net.embed(torch.randn(2, num_samples) * 0.1, level="frame")
+    stride = net.backbone.time_stride
+    assert stride == 16
+    assert emb.shape == (2, math.ceil(frames / stride), net.backbone.num_features)
+
+
+def test_embed_unknown_level():
+    net = _net(_audio_spec())
+    with pytest.raises(ParameterError, match="level='frames'"):
+        net.embed(torch.zeros(1, 1600), level="frames")
+
+
+def test_frame_seconds():
+    assert _net(_audio_spec()).frame_seconds == pytest.approx(16 * 160 / 16000)  # 0.16 s
+    cfg = FeatureConfig(sample_rate=22050, n_fft=1024, hop_length=256, f_max=None)
+    assert _net(_audio_spec(features=cfg)).frame_seconds == pytest.approx(16 * 256 / 22050)
+
+
+def test_image_kind_forward():
+    spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="image", classes=("x", "y"), in_chans=3,
+                     image_size=(32, 48))
+    net = _net(spec)
+    assert net.frontend is None and net.frame_seconds is None and net.spec.clip_samples is None
+    assert net.standardize.mean.shape == (3, 1, 1)
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        assert net(x).shape == (2, 2)
+        assert net.embed(x).shape == (2, 64)
+        assert net.embed(x, level="frame").shape == (2, 3, 64)  # ceil(48 / 16) columns
+
+
+def test_multi_channel_audio_input_repeats_the_spectrogram():
+    net = _net(_audio_spec(in_chans=3))
+    with torch.no_grad():
+        images = net.images(torch.randn(2, 4000) * 0.1)
+        assert images.shape == (2, 3, 64, 26)
+        assert torch.equal(images[:, 0], images[:, 2])
+        assert net(torch.randn(2, 4000)).shape == (2, 3)
+
+
+def test_backward_reaches_every_parameter():
+    net = SpecNet(_audio_spec()).train()
+    loss = net(torch.randn(3, 4000) * 0.1).logsumexp(dim=1).mean()
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_with_extra_adds_without_changing_the_rest():
+    spec = _audio_spec()
+    more = spec.with_extra(dataset="fsdd").with_extra(metrics={"accuracy": 0.9})
+    assert more.extra == {"dataset": "fsdd", "metrics": {"accuracy": 0.9}}
+    assert spec.extra == {}
+    assert more.arch == spec.arch and more.features == spec.features
+
+
+def test_bad_specs_are_parameter_errors():
+    with pytest.raises(ParameterError, match="input_kind='video'"):
+        SpecNet(_audio_spec(input_kind="video"))
+    with pytest.raises(ParameterError, match="needs features"):
+        SpecNet(_audio_spec(features=None))
+    with pytest.raises(ParameterError, match="unknown model 'nope'"):
+        SpecNet(_audio_spec(arch="nope"))
