@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import audio_info, iter_audio_blocks, load_audio, resample
+from .audio import _display_name, audio_info, iter_audio_blocks, load_audio, resample
 from .devices import resolve_device
 from .errors import ModelFileError, ParameterError, SpecnetError
 from .image import load_image
@@ -172,8 +172,8 @@ class Model:
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
             pending: deque = deque()
             for index, entry in enumerate(entries):
-                if isinstance(entry, (str, os.PathLike)):
-                    path = os.fspath(entry)
+                if isinstance(entry, (str, bytes, os.PathLike)):
+                    path = os.fsdecode(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
                     if self.input_kind == "audio" and _is_long(path):
                         pending.append((index, path, None))  # streamed later, in order
                     else:
@@ -336,7 +336,7 @@ class Model:
             raise ParameterError("frame-level embeddings need an audio model")
         clips = []
         for entry in _as_entries(inputs, kind="audio"):
-            if isinstance(entry, (str, os.PathLike)):
+            if isinstance(entry, (str, bytes, os.PathLike)):
                 clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
             else:
                 item = self._from_samples(0, entry, sample_rate, 1, 1)
@@ -346,8 +346,7 @@ class Model:
         for row, clip in zip(batch, clips):
             row[: len(clip)] = clip
         frames = self.net.embed(torch.from_numpy(batch).to(self.device), level="frame").float().cpu().numpy()
-        step = self.net.frame_seconds
-        timestamps = (np.arange(frames.shape[1]) + 0.5) * step
+        timestamps = self.net.frame_times(frames.shape[1])
         return frames, timestamps
 
 
@@ -364,7 +363,8 @@ def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:
 def _raise_first_failure(results: list) -> list:
     for result in results:
         if isinstance(result, Failure):
-            raise SpecnetError(result.reason if result.reason.startswith(result.path) else f"{result.path}: {result.reason}")
+            shown = _display_name(result.path)  # how the decoder's message names it
+            raise SpecnetError(result.reason if result.reason.startswith(shown) else f"{shown}: {result.reason}")
     return results
 
 
@@ -377,7 +377,7 @@ def _is_long(path: str) -> bool:
 
 def _as_entries(inputs: Any, *, kind: str) -> list[Any]:
     """A list of single inputs (paths, arrays or tensors) from whatever the user passed."""
-    if isinstance(inputs, (str, os.PathLike)):
+    if isinstance(inputs, (str, bytes, os.PathLike)):
         return [inputs]
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
         single_dims = 1 if kind == "audio" else 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -121,3 +122,18 @@ class SpecNet(nn.Module):
         if self.spec.features is None:
             return None
         return self.backbone.time_stride * self.spec.features.hop_length / self.spec.features.sample_rate
+
+    def frame_times(self, num_columns: int) -> np.ndarray:
+        """Seconds at the centre of the spectrogram frames pooled into each of
+        ``num_columns`` frame-level embeddings, ``(num_columns,)`` float64.
+
+        Column ``j`` pools frames ``j * s ... j * s + s - 1`` (``s = time_stride``);
+        frame ``t`` is centred on sample ``t * hop_length`` (plus ``n_fft / 2``
+        without ``center``).
+        """
+        cfg = self.spec.features
+        if cfg is None:
+            raise ParameterError("frame times need an audio model")
+        stride = self.backbone.time_stride
+        first = (stride - 1) / 2 * cfg.hop_length + (0 if cfg.center else cfg.n_fft / 2)  # samples
+        return (first + np.arange(num_columns) * stride * cfg.hop_length) / cfg.sample_rate
