@@ -454,6 +454,17 @@ def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
 
     Raises AudioError for decoder errors and for NaN or infinite samples.
     """
+    if frames < 0 or frames > _READ_FRAMES:
+        # Block by block: soundfile sizes its output array from the frame count in the
+        # header, and a corrupt FLAC header can claim 2**36 frames in a 2 kB file.
+        blocks, left = [], frames
+        while left != 0:
+            want = _READ_FRAMES if left < 0 else min(left, _READ_FRAMES)
+            blocks.append(_read(f, name, want))
+            left = left if left < 0 else left - blocks[-1].shape[0]
+            if blocks[-1].shape[0] < want:
+                break
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     data = _call(name, f.read, frames, dtype="float32", always_2d=True)
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")

@@ -28,6 +28,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool 
     except OSError as exc:
         raise SpecnetError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a user's file gets the usual mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -41,6 +42,12 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool 
         _remove_quietly(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> Path:
@@ -71,11 +78,16 @@ class RunLock:
         self._held = False
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpecnetError(f"{self.path.parent}: cannot create the run folder ({exc.strerror or exc})") from None
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            except OSError as exc:
+                if not isinstance(exc, FileExistsError):
+                    raise SpecnetError(f"{self.path.parent}: cannot lock the run folder ({exc.strerror or exc})") from None
                 owner = self._owner()
                 if owner is not None and _process_alive(owner):
                     raise SpecnetError(

@@ -1,0 +1,515 @@
+"""Bad and odd input files through every entry point.
+
+Odd-but-valid files (silence, many channels, tiny clips, high rates, float64,
+8-bit, odd chunks, non-UTF-8 names) must give correct results; bad files must
+give a SpecnetError in Python and, on the command line, exactly one line on
+stderr naming the file and the problem, no traceback and exit code 1. In a
+batch, bad files are reported and skipped and the good files' results match
+what each gives alone. The corpus comes from ``tests/corpus.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from corpus import BAD_AUDIO, BAD_IMAGE, ODD_AUDIO, deny_reads, make_corpus, tiny_audio_model, tiny_image_model, wav_bytes
+from helpers import make_class_folders, make_image, make_tone, peak_frequency, sine
+
+import specnet
+from specnet.audio import audio_info, load_audio
+from specnet.cli import main
+from specnet.errors import AudioError, ImageError, SpecnetError
+
+REPO = Path(__file__).resolve().parents[1]
+# Scores of a file in a batch match its scores alone to float32 rounding: the
+# network sees it batched with other files' windows, and CPU kernels may sum
+# in a different order for a different batch size.
+SCORE_ATOL = 1e-6
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a loaded machine two spinning OpenMP threads make a tiny CNN 100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    return {c.name: c for c in make_corpus(tmp_path_factory.mktemp("corpus"))}
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return tiny_audio_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(model_file):
+    return specnet.load_model(model_file, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def alone(model, cases) -> dict:
+    """Each odd-but-valid file's prediction when it is classified by itself."""
+    return {c.str_path: model.predict(c.str_path)[0] for c in cases.values() if c.kind == "odd" and not c.slow}
+
+
+@pytest.fixture
+def denied(cases, monkeypatch):
+    """The mode-000 file really is unreadable, also when the tests run as root."""
+    deny_reads(monkeypatch, [cases["no_read_permission"].path])
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``specnet ARGS`` in this process through ``main()``: (exit code, stdout, stderr)."""
+    logger = logging.getLogger("specnet")
+    saved = (list(logger.handlers), logger.level, logger.propagate, os.environ.get("SPECNET_DEBUG"))
+    capsys.readouterr()
+    try:
+        main([os.fsdecode(a) if isinstance(a, (bytes, Path)) else str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        # main() configures the "specnet" logger and --debug sets SPECNET_DEBUG: undo both,
+        # so other tests (caplog, one-line errors) see the process as it was.
+        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+        if saved[3] is None:
+            os.environ.pop("SPECNET_DEBUG", None)
+        else:
+            os.environ["SPECNET_DEBUG"] = saved[3]
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(code: int, err: str, *, names: str, says: str) -> None:
+    assert code == 1, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert names in lines[0] and says in lines[0], err
+
+
+def audio_cases(cases, kind: str) -> list:
+    return [c for c in cases.values() if c.kind == kind and c.input_kind == "audio"]
+
+
+# ---------------------------------------------------------------- the corpus itself
+
+
+def test_corpus_has_every_kind(cases):
+    assert len(cases) >= 20
+    assert sorted(n for n, c in cases.items() if c.kind == "bad" and c.input_kind == "audio") == sorted(BAD_AUDIO)
+    assert sorted(n for n, c in cases.items() if c.kind == "bad" and c.input_kind == "image") == sorted(BAD_IMAGE)
+    assert sorted(n for n, c in cases.items() if c.kind == "odd") == sorted(ODD_AUDIO)
+    assert all(c.expected for c in cases.values() if c.kind == "bad")
+
+
+# ---------------------------------------------------------------- Python API: load_audio
+
+
+@pytest.mark.parametrize("name", BAD_AUDIO)
+def test_load_audio_refuses_bad_file(cases, denied, name):
+    case = cases[name]
+    with pytest.raises(AudioError) as exc:
+        load_audio(case.path, sample_rate=16000)
+    message = str(exc.value)
+    assert message.startswith(case.display), message  # names the file first
+    assert case.expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", [n for n in ODD_AUDIO if n != "10min"])
+def test_load_audio_odd_file_matches_its_header(cases, name):
+    case = cases[name]
+    expect = case.expect
+    info = audio_info(case.path)
+    assert (info.sample_rate, info.channels, info.frames) == (expect["sample_rate"], expect["channels"], expect["frames"])
+    y, sr = load_audio(case.path, mono=False)
+    assert sr == info.sample_rate
+    assert y.dtype == np.float32 and y.shape == (info.channels, info.frames)
+    assert np.isfinite(y).all() and np.abs(y).max() <= 1.0
+    assert (not y.any()) if expect.get("silent") else y.any()
+
+
+def test_odd_files_hold_the_right_samples(cases):
+    scale = 1 / 32768  # 16-bit PCM -> [-1, 1)
+    tone_16k = np.round(sine(440.0, 1.0, 16000) * 32767) * scale
+
+    y, _ = load_audio(cases["truncated_wav"].path)  # the 1000 whole frames that are there
+    np.testing.assert_allclose(y, tone_16k[:1000], atol=1e-7)
+    y, _ = load_audio(cases["list_junk_chunks"].path)  # LIST and junk chunks skipped, data intact
+    np.testing.assert_allclose(y, tone_16k[:4800], atol=1e-7)
+    y, _ = load_audio(cases["float64"].path)
+    np.testing.assert_allclose(y, sine(440.0, 0.5, 22050), atol=1e-7)
+    y, _ = load_audio(cases["8bit_unsigned"].path)
+    np.testing.assert_allclose(y, sine(440.0, 0.5, 8000), atol=1 / 128)
+    y, _ = load_audio(cases["one_sample"].path)
+    np.testing.assert_allclose(y, [0.5], atol=1e-4)
+
+    y, sr = load_audio(cases["96k_8ch_24bit"].path, mono=False)  # channel c holds 300 * (c + 1) Hz
+    assert [round(peak_frequency(ch, sr) / 10) * 10 for ch in y] == [300 * (c + 1) for c in range(8)]
+    y, sr = load_audio(cases["stereo_flac_44k"].path, mono=False)
+    assert [round(peak_frequency(ch, sr)) for ch in y] == [440, 880]
+
+    # A name that is not UTF-8 works as bytes and as the surrogate-escaped str in sys.argv.
+    case = cases["non_utf8_name"]
+    assert isinstance(case.path, bytes)
+    a, _ = load_audio(case.path)
+    b, _ = load_audio(case.str_path)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, tone_16k[:4800], atol=1e-4)  # written by soundfile, which rounds differently
+
+
+def test_non_utf8_name_is_shown_escaped_in_errors(tmp_path):
+    bad = os.fsencode(tmp_path) + b"/bad-\xff.wav"
+    with open(bad, "wb"):
+        pass
+    with pytest.raises(AudioError, match=r"bad-\\xff\.wav: file is empty"):
+        load_audio(bad)
+
+
+def test_ten_minute_clip_loads_and_streams(cases):
+    case = cases["10min"]
+    assert audio_info(case.path).duration == 600.0
+    y, sr = load_audio(case.path, offset=599.5)
+    assert sr == 8000 and y.shape == (4000,) and np.abs(y).max() <= 0.011
+    blocks = specnet.iter_audio_blocks(case.path, block_samples=8000 * 60)
+    assert sum(b.n_valid for b in blocks) == 4_800_000
+
+
+# ---------------------------------------------------------------- Python API: a model
+
+
+def test_predict_odd_files(model, cases, alone):
+    odd = [c for c in audio_cases(cases, "odd") if not c.slow]
+    for case in odd:
+        result = alone[case.str_path]
+        assert result.path == case.str_path
+        assert np.isfinite(result.probabilities).all(), case.name
+        assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+        expected = case.expect["frames"] / case.expect["sample_rate"]
+        assert result.duration == pytest.approx(expected, abs=1e-3), case.name
+
+    # Many channels at a high rate: the same as mixing down and resampling by hand.
+    path = cases["96k_8ch_24bit"].path
+    mixed, sr = load_audio(path, sample_rate=16000)
+    by_hand = model.predict(mixed, sample_rate=sr)[0]
+    np.testing.assert_allclose(model.predict(path)[0].probabilities, by_hand.probabilities, atol=SCORE_ATOL)
+
+
+@pytest.mark.parametrize("name", BAD_AUDIO)
+def test_predict_bad_file_raises(model, cases, denied, name):
+    case = cases[name]
+    with pytest.raises(SpecnetError) as exc:
+        model.predict(case.path)
+    assert case.display in str(exc.value) and case.expected in str(exc.value)
+    assert str(exc.value).count(case.display) == 1  # named once, not "path: path: ..."
+
+
+def test_predict_iter_skips_bad_files_and_keeps_good_results(model, cases, alone, denied):
+    good = [c for c in audio_cases(cases, "odd") if not c.slow]
+    bad = audio_cases(cases, "bad")
+    mixed = [c for pair in zip(good, bad) for c in pair] + good[len(bad):] + bad[len(good):]
+    results = list(model.predict_iter([c.str_path for c in mixed], batch_size=8))
+    assert len(results) == len(mixed)
+    for case, result in zip(mixed, results):
+        if case.kind == "bad":
+            assert isinstance(result, specnet.inference.Failure), case.name
+            assert case.expected in result.reason
+        else:
+            single = alone[case.str_path]
+            assert result.path == case.str_path
+            np.testing.assert_allclose(result.probabilities, single.probabilities, atol=SCORE_ATOL, err_msg=case.name)
+            assert [p["label"] for p in result.predictions] == [p["label"] for p in single.predictions]
+
+
+def test_image_model_refuses_corrupt_png(tmp_path_factory, cases, tmp_path):
+    image_model = specnet.load_model(tiny_image_model(tmp_path_factory), device="cpu")
+    case = cases["corrupt_png"]
+    with pytest.raises(ImageError, match="corrupt image data"):
+        specnet.load_image(case.path)
+    make_image(tmp_path / "ok.png", "RGB", (20, 20))
+    results = list(image_model.predict_iter([case.path, str(tmp_path / "ok.png")]))
+    assert isinstance(results[0], specnet.inference.Failure) and case.expected in results[0].reason
+    alone = image_model.predict(str(tmp_path / "ok.png"))[0]
+    np.testing.assert_allclose(results[1].probabilities, alone.probabilities, atol=SCORE_ATOL)
+
+
+# ---------------------------------------------------------------- CLI: classify
+
+
+@pytest.mark.parametrize("name", BAD_AUDIO)
+def test_classify_bad_file_one_line(capsys, model_file, cases, denied, name):
+    case = cases[name]
+    code, out, err = run_cli(capsys, "classify", "-m", model_file, case.str_path)
+    assert out == ""
+    # A folder argument is searched for audio files, even one named x.wav.
+    says = "no audio files found in" if name == "directory" else case.expected
+    assert_one_error_line(code, err, names=case.display, says=says)
+    assert err.count(case.display) == 1
+
+
+def test_classify_batch_reports_bad_files_and_keeps_good_results(capsys, model_file, cases, alone, denied):
+    files = [c for c in cases.values() if c.input_kind == "audio" and not c.slow and c.name != "directory"]
+    code, out, err = run_cli(capsys, "classify", "-m", model_file, "--format", "json", "--batch-size", "4",
+                             *[c.str_path for c in files])
+    assert code == 1 and "Traceback" not in err
+    bad = [c for c in files if c.kind == "bad"]
+    lines = err.splitlines()
+    assert lines[-1] == f"{len(bad)} of {len(files)} inputs failed"
+    assert len(lines) == len(bad) + 1
+    for case, line in zip(bad, lines):  # in input order, one line each
+        assert line.startswith(f"error: {case.display}: ") and case.expected in line, line
+    results = json.loads(out)
+    assert [r["path"] for r in results] == [c.str_path for c in files if c.kind == "odd"]
+    for result in results:
+        single = alone[result["path"]]
+        assert [p["label"] for p in result["predictions"]] == [p["label"] for p in single.predictions]
+        np.testing.assert_allclose([p["score"] for p in result["predictions"]],
+                                   [p["score"] for p in single.predictions], atol=SCORE_ATOL)
+
+
+def test_classify_odd_files_table_and_csv(capsys, model_file, cases):
+    case = cases["non_utf8_name"]
+    code, out, err = run_cli(capsys, "classify", "-m", model_file, case.str_path, cases["silence"].path)
+    assert code == 0 and err == ""
+    assert out.startswith(case.display + "  (0.30 s")  # shown as the error messages show it
+    code, out, err = run_cli(capsys, "classify", "-m", model_file, "--format", "csv", "-k", "1", case.str_path)
+    assert code == 0
+    assert out.splitlines()[1].startswith(case.display + ",1,")
+    code, out, err = run_cli(capsys, "classify", "-m", model_file, "--window", "5", "--hop", "5", cases["10min"].path)
+    assert code == 0 and "(600.00 s" in out
+
+
+def test_classify_corrupt_png_with_image_model(capsys, tmp_path_factory, cases):
+    case = cases["corrupt_png"]
+    code, out, err = run_cli(capsys, "classify", "-m", tiny_image_model(tmp_path_factory), case.path)
+    assert_one_error_line(code, err, names=case.display, says=case.expected)
+
+
+def test_debug_shows_the_traceback_in_process(capsys, cases, monkeypatch, tmp_path):
+    case = cases["empty"]
+    with pytest.raises(SpecnetError, match="file is empty"):  # main() re-raises for the traceback
+        run_cli(capsys, "--debug", "spectrogram", case.path, "-o", tmp_path / "x.png")
+    assert "SPECNET_DEBUG" not in os.environ
+    monkeypatch.setenv("SPECNET_DEBUG", "1")
+    with pytest.raises(SpecnetError, match="file is too short to be a model file"):
+        run_cli(capsys, "info", case.path)
+
+
+def test_real_process_one_line_or_traceback(model_file, cases, tmp_path):
+    """``python -m specnet`` in its own process: one line and exit code 1; SPECNET_DEBUG=1: the traceback."""
+    case = cases["nan_samples"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("SPECNET_DEBUG", None)
+    command = [sys.executable, "-m", "specnet", "spectrogram", case.path, "-o", "s.png", "-m", str(model_file)]
+    plain, debug = (  # side by side: most of each is importing torch
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e, cwd=tmp_path)
+        for e in (env, {**env, "SPECNET_DEBUG": "1"})
+    )
+    out, err = plain.communicate(timeout=120)
+    assert plain.returncode == 1 and out == ""
+    assert err.splitlines() == [f"error: {case.path}: contains NaN or infinite samples"]
+    out, err = debug.communicate(timeout=120)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in err
+    assert err.splitlines()[-1] == f"specnet.errors.AudioError: {case.path}: contains NaN or infinite samples"
+
+
+# ---------------------------------------------------------------- CLI: embed
+
+
+def test_embed_skips_bad_files(capsys, model, model_file, cases, tmp_path, denied):
+    files = [cases[n] for n in ("silence", "empty", "96k_8ch_24bit", "nan_samples", "10ms", "no_read_permission")]
+    out_file = tmp_path / "emb.npz"
+    code, out, err = run_cli(capsys, "embed", "-m", model_file, "-o", out_file, *[c.str_path for c in files])
+    assert code == 1 and "Traceback" not in err
+    bad = [c for c in files if c.kind == "bad"]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(bad)
+    for case, line in zip(bad, errors):
+        assert case.display in line and case.expected in line
+    with np.load(out_file) as saved:
+        good = [c.str_path for c in files if c.kind == "odd"]
+        assert list(saved["paths"]) == good
+        for path, vector in zip(good, saved["embeddings"]):
+            np.testing.assert_allclose(vector, model.embed(path)[0], atol=1e-5)
+
+
+def test_embed_frame_level_skips_bad_files(capsys, model_file, cases, tmp_path):
+    files = [cases["one_sample"], cases["header_only"], cases["96k_8ch_24bit"]]
+    code, out, err = run_cli(capsys, "embed", "-m", model_file, "--level", "frame", "-o", tmp_path / "f.npz",
+                             *[c.path for c in files])
+    assert code == 1
+    assert err.splitlines()[0] == f"error: {cases['header_only'].path}: contains no audio samples"
+    with np.load(tmp_path / "f.npz") as saved:
+        assert list(saved["paths"]) == [cases["one_sample"].path, cases["96k_8ch_24bit"].path]
+        assert saved["embeddings"].shape[0] == 2 and np.isfinite(saved["embeddings"]).all()
+
+
+def test_embed_only_bad_files_writes_nothing(capsys, model_file, cases, tmp_path):
+    code, out, err = run_cli(capsys, "embed", "-m", model_file, "-o", tmp_path / "e.npz", cases["empty"].path)
+    assert_one_error_line(code, err, names=cases["empty"].path, says="file is empty")
+    assert not (tmp_path / "e.npz").exists()
+
+
+# ---------------------------------------------------------------- CLI: evaluate and train on data with bad files
+
+
+@pytest.fixture
+def dirty_dataset(cases, tmp_path):
+    """Class folders a/ and b/ with good tones, odd-but-valid files and bad files."""
+    root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3}, seconds=0.5)
+    bad = {"a": ["empty", "nan_samples"], "b": ["random_bytes", "header_only", "no_read_permission"]}
+    odd = {"a": ["silence", "8bit_unsigned"], "b": ["96k_8ch_24bit", "10ms"]}
+    bad_paths = []
+    for label, names in bad.items():
+        for name in names:
+            target = root / label / Path(cases[name].path).name
+            if cases[name].unreadable:  # cannot be copied without root; make another one
+                make_tone(target, 440.0, 0.2, 16000)
+                target.chmod(0)
+            else:
+                shutil.copy(cases[name].path, target)
+            bad_paths.append(str(target))
+    for label, names in odd.items():
+        for name in names:
+            shutil.copy(cases[name].path, root / label / Path(cases[name].path).name)
+    return root, sorted(bad_paths), 6 + 4
+
+
+def test_evaluate_skips_bad_files_once_each(capsys, model_file, dirty_dataset, monkeypatch):
+    root, bad_paths, n_good = dirty_dataset
+    deny_reads(monkeypatch, [p for p in bad_paths if p.endswith("locked.wav")])
+    code, out, err = run_cli(capsys, "evaluate", model_file, root, "--format", "json")
+    assert code == 0 and "Traceback" not in err
+    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in err.splitlines())
+    assert warned == bad_paths  # each bad file exactly once
+    result = json.loads(out)
+    assert result["n"] == n_good
+    assert sorted(item["path"] for item in result["skipped"]) == bad_paths
+
+
+def test_evaluate_without_usable_files_is_one_line(capsys, model_file, cases, tmp_path):
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        shutil.copy(cases["empty"].path, tmp_path / label / "x.wav")
+    code, out, err = run_cli(capsys, "evaluate", model_file, tmp_path)
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert_one_error_line(code, "\n".join(lines) + "\n", names="", says="no usable file to evaluate on")
+
+
+def test_train_skips_and_counts_bad_files(capsys, dirty_dataset, tmp_path, monkeypatch):
+    root, bad_paths, n_good = dirty_dataset
+    deny_reads(monkeypatch, [p for p in bad_paths if p.endswith("locked.wav")])
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", root, "-o", out_dir, "--arch", "cnn_tiny", "--epochs", "1",
+                             "--batch-size", "4", "--n-mels", "32", "--num-workers", "1", "--no-augment")
+    assert code == 0, err
+    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in err.splitlines())
+    assert warned == bad_paths
+    assert f"{len(bad_paths)} files skipped" in out
+    data = json.loads((out_dir / "config.json").read_text())["data"]
+    assert data["train_files"] + data["val_files"] == n_good
+    assert data["skipped"] == len(bad_paths)
+    assert sorted(item["path"] for item in data["skipped_files"]) == bad_paths
+    assert specnet.load_model(out_dir / "model.safetensors", device="cpu").classes == ("a", "b")
+
+
+def test_train_with_only_bad_files_in_a_class_is_one_line(capsys, cases, tmp_path):
+    root = make_class_folders(tmp_path / "data", {"a": 3}, seconds=0.3)
+    (root / "b").mkdir()
+    shutil.copy(cases["nan_samples"].path, root / "b" / "nan.wav")
+    code, out, err = run_cli(capsys, "train", root, "-o", tmp_path / "run", "--arch", "cnn_tiny", "--epochs", "1")
+    errors = [line for line in err.splitlines() if not line.startswith("warning: ")]
+    assert_one_error_line(code, "\n".join(errors) + "\n", names="training data", says="no usable file left for class(es) b")
+
+
+# ---------------------------------------------------------------- CLI: spectrogram and info
+
+
+@pytest.mark.parametrize("name", ["empty", "directory", "broken_symlink", "nan_samples", "png_as_wav", "no_read_permission"])
+def test_spectrogram_bad_file_one_line(capsys, cases, tmp_path, denied, name):
+    case = cases[name]
+    code, out, err = run_cli(capsys, "spectrogram", case.path, "-o", tmp_path / "s.png")
+    assert_one_error_line(code, err, names=case.display, says=case.expected)
+    assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("name", ["silence", "one_sample", "96k_8ch_24bit", "non_utf8_name"])
+def test_spectrogram_odd_file(capsys, model_file, cases, tmp_path, name):
+    from PIL import Image
+
+    out_file = tmp_path / "s.png"
+    code, out, err = run_cli(capsys, "spectrogram", cases[name].str_path, "-o", out_file, "-m", model_file)
+    assert code == 0, err
+    with Image.open(out_file) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+
+
+def _bad_model_files(cases, tmp_path, model_file) -> dict[str, tuple[str, str]]:
+    """name -> (path, expected message) of files that are not usable model files."""
+    truncated = tmp_path / "truncated.safetensors"
+    data = Path(model_file).read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(b"\x01\x02")
+    return {
+        "empty": (cases["empty"].path, "file is too short to be a model file"),
+        "tiny": (str(tiny), "file is too short"),
+        "random": (cases["random_bytes"].path, "not a safetensors model file"),
+        "text": (cases["text_as_flac"].path, "not a safetensors model file"),
+        "audio": (cases["silence"].path, "not a safetensors model file"),
+        "png": (cases["png_as_wav"].path, "not a safetensors model file"),
+        "directory": (cases["directory"].path, "is a directory"),
+        "missing": (str(tmp_path / "nope.safetensors"), "model file not found"),
+        "broken_symlink": (cases["broken_symlink"].path, "model file not found"),
+        "unknown_name": ("no-such-model", "neither a model file nor a bundled model"),
+        "truncated": (str(truncated), "not a valid safetensors file"),
+    }
+
+
+def test_info_and_load_model_refuse_bad_model_files(capsys, cases, tmp_path, model_file):
+    for name, (path, expected) in _bad_model_files(cases, tmp_path, model_file).items():
+        code, out, err = run_cli(capsys, "info", path)
+        assert_one_error_line(code, err, names=path, says=expected)
+        with pytest.raises(SpecnetError, match=expected):
+            specnet.load_model(path, device="cpu")
+        code, out, err = run_cli(capsys, "classify", "-m", path, cases["silence"].path)
+        assert_one_error_line(code, err, names=path, says=expected)
+
+
+def test_info_unreadable_model_file(capsys, model_file, tmp_path, monkeypatch):
+    locked = tmp_path / "locked.safetensors"
+    shutil.copy(model_file, locked)
+    locked.chmod(0)
+    deny_reads(monkeypatch, [locked])
+    code, out, err = run_cli(capsys, "info", locked)
+    assert_one_error_line(code, err, names=str(locked), says="cannot read model file")
+
+
+def test_hand_built_header_only_wav_matches_corpus(tmp_path):
+    # 44 bytes exactly: the canonical empty WAV that recorders leave behind.
+    path = tmp_path / "h.wav"
+    path.write_bytes(wav_bytes(np.zeros(0), 16000))
+    assert path.stat().st_size == 44
+    with pytest.raises(AudioError, match="contains no audio samples"):
+        load_audio(path)
