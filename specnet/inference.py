@@ -87,6 +87,7 @@ class Failure:
 
     path: str
     reason: str
+    error: type[SpecnetError] = field(default=SpecnetError, repr=False)  # what predict() raises for it
 
 
 @dataclass
@@ -110,6 +111,8 @@ class Model:
 
     def __init__(self, net: SpecNet, *, name: str, device: torch.device) -> None:
         self.net = net.to(device).eval()
+        if device.type != "mps":  # as in training: channels_last convolutions ran ~20 % faster on CPU
+            self.net.backbone.to(memory_format=torch.channels_last)
         self.name = name
         self.device = device
 
@@ -146,6 +149,8 @@ class Model:
             spec = self.config
             image = load_image(path, channels=spec.in_chans, size=spec.image_size)
             return _Item(index, path, image.unsqueeze(0))
+        if _is_long(path):
+            return _Item(index, path, None)  # streamed later, in order
         samples, _ = load_audio(path, sample_rate=self.sample_rate)
         windows, starts = cut_windows(samples, window, hop)
         return _Item(index, path, windows, starts, len(samples) / self.sample_rate)
@@ -174,10 +179,9 @@ class Model:
             for index, entry in enumerate(entries):
                 if isinstance(entry, (str, bytes, os.PathLike)):
                     path = os.fsdecode(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
-                    if self.input_kind == "audio" and _is_long(path):
-                        pending.append((index, path, None))  # streamed later, in order
-                    else:
-                        pending.append((index, path, pool.submit(self._decode_path, index, path, window, hop)))
+                    # A long file comes back from the worker without windows and is streamed
+                    # later, in order; checking its length there keeps header reads off this thread.
+                    pending.append((index, path, pool.submit(self._decode_path, index, path, window, hop)))
                 else:
                     pending.append((index, None, pool.submit(self._from_samples, index, entry, sample_rate, window, hop)))
                 while len(pending) > PREFETCH_FILES:
@@ -258,7 +262,7 @@ class Model:
                 try:
                     yield self._stream(item.path, window_n, hop_n, batch_size=batch_size, embed=embed)
                 except SpecnetError as exc:
-                    yield Failure(item.path, str(exc))
+                    yield Failure(item.path, str(exc), type(exc))
 
     # ---------------------------------------------------------- public
 
@@ -277,7 +281,7 @@ class Model:
             yield self._prediction(item, probs, top_k=top_k, timeline=timeline, window=window)
 
     def _prediction(self, item: _Item, window_probs: torch.Tensor, *, top_k: int, timeline: bool, window: float | None) -> Prediction:
-        probs = window_probs.mean(0).numpy()
+        probs = window_probs.numpy().mean(0)  # NumPy: ~10x less overhead than a torch op per input
         order = np.argsort(-probs, kind="stable")[:top_k]
         segments = None
         if timeline and self.input_kind == "audio":
@@ -357,14 +361,15 @@ def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:
     try:
         return future.result()
     except SpecnetError as exc:
-        return Failure(path or f"input {index}", str(exc))
+        return Failure(path or f"input {index}", str(exc), type(exc))
 
 
 def _raise_first_failure(results: list) -> list:
     for result in results:
         if isinstance(result, Failure):
             shown = _display_name(result.path)  # how the decoder's message names it
-            raise SpecnetError(result.reason if result.reason.startswith(shown) else f"{shown}: {result.reason}")
+            # Same class as the original error, so `except ParameterError` (a ValueError) still works.
+            raise result.error(result.reason if result.reason.startswith(shown) else f"{shown}: {result.reason}")
     return results
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
-from .audio import load_audio
+from .audio import _display_name, load_audio
 from .devices import resolve_device
 from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
@@ -73,6 +73,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 5.0
     patience: int | None = None
+    keep: str = "best"
     clip_seconds: float | None = None
     features: dict[str, Any] = field(default_factory=dict)
     augment: bool = True
@@ -98,6 +99,8 @@ class TrainConfig:
                 raise ParameterError(f"{name}={value} must be positive")
         if self.clip_seconds is not None and not self.clip_seconds > 0:
             raise ParameterError(f"clip_seconds={self.clip_seconds} must be positive")
+        if self.keep not in ("best", "last"):
+            raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
         if self.patience is not None and self.patience < 1:
             raise ParameterError(f"patience={self.patience} must be at least 1")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
@@ -173,7 +176,8 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
 
     items, failures = decode_all(files.paths, decode, num_workers=num_workers, progress=progress, desc=desc)
     for path, reason in failures:
-        log.warning("skipping %s", reason if reason.startswith(path) else f"{path}: {reason}")
+        shown = _display_name(path)  # as the decoder's message names it (non-UTF-8 bytes as \xNN)
+        log.warning("skipping %s", reason if reason.startswith(shown) else f"{shown}: {reason}")
     keep = [i for i, item in enumerate(items) if item is not None]
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
     kept_items = [items[i] for i in keep]
@@ -269,6 +273,26 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def shard(self, order: torch.Tensor) -> torch.Tensor:
+        """This rank's items of ``order``, as many on every rank (the last ``len % world_size`` are dropped).
+
+        Equal shares mean equal step counts: a rank that ran out of batches
+        first would leave the others waiting forever in DDP's gradient all-reduce.
+        """
+        usable = len(order) - len(order) % self.world_size
+        return order[self.rank : usable : self.world_size]
+
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers.
+
+        Each rank updates batch-norm statistics with its own batches (DDP
+        broadcasts them again only at the next forward), so without this the
+        ranks would validate different models, none of them the one rank 0 saves.
+        """
+        if self.world_size > 1:
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -367,6 +391,11 @@ class RunFiles:
             for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
                 p.unlink(missing_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Temporary files of atomic writes a killed run left behind (a checkpoint's can be
+        # hundreds of MB); the caller holds the run's lock, so no live process owns them.
+        for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
+            for leftover in self.dir.glob(f".{p.name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -401,7 +430,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch_end: Callable[[dict[str, Any], SpecNet], None] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Train a classifier on labelled files and write the run to ``out``.
@@ -410,6 +439,9 @@ def train(
     the best epoch's validation metrics (accuracy, macro_f1, loss, epoch, ...).
     Writes ``model.safetensors`` (best model), ``checkpoint.pt`` (resume),
     ``config.json``, ``metrics.jsonl`` and ``curves.png``, each atomically.
+    ``on_epoch_end(row, model)`` is called on every rank after each epoch's
+    checkpoint, with that epoch's metrics row and the (unwrapped) model; an
+    exception it raises stops the run, which ``resume=True`` continues.
     """
     config = config or TrainConfig(**options)
     torch.manual_seed(config.seed)
@@ -424,12 +456,15 @@ def train(
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
 
     files = RunFiles(out)
-    if dist.is_main:
-        files.prepare(resume=resume, overwrite=overwrite)
+    if files.dir.exists() and not files.dir.is_dir():
+        raise SpecnetError(f"{files.dir}: exists and is not a folder")
+    # Lock first: --overwrite must not delete the files of a run another process is writing.
     lock = RunLock(files.dir) if dist.is_main else None
     if lock:
         lock.acquire()
     try:
+        if dist.is_main:
+            files.prepare(resume=resume, overwrite=overwrite)
         return _run(data_dir, files, config, device, dist, use_amp, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
     finally:
         if lock:
@@ -478,8 +513,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
     if checkpoint is not None:
         saved = json.loads(checkpoint["config"])
-        if _comparable(saved) != _comparable(resolved):
-            changed = sorted(k for k in set(_comparable(saved)) | set(_comparable(resolved)) if saved.get(k) != resolved.get(k))
+        current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
+        if _comparable(saved) != _comparable(current):
+            changed = sorted(k for k in set(_comparable(saved)) | set(_comparable(current)) if saved.get(k) != current.get(k))
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
     if dist.is_main:
         atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
@@ -506,7 +542,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         net = torch.nn.parallel.DistributedDataParallel(model.backbone, device_ids=[device.index] if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    steps_per_epoch = math.ceil(len(train_split.targets) / dist.world_size / config.batch_size)
+    steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     augment = config.augment_config()
@@ -539,11 +575,12 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
             use_amp=use_amp, progress=progress,
         )
+        dist.sync_buffers(model)
         row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
         if validate:
             scores, val_loss = evaluate_split(model, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
             row |= {"val_loss": val_loss, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1}
-            improved = best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
+            improved = config.keep == "last" or best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
         else:
             improved = True  # without validation the latest model is the one kept
         row["seconds"] = time.perf_counter() - started
@@ -579,7 +616,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             quiet=quiet,
         )
         if on_epoch_end:
-            on_epoch_end(row)
+            on_epoch_end(dict(row), model)
     if dist.is_main and history:
         from .plots import plot_curves
 
@@ -625,7 +662,7 @@ def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfi
     torch.manual_seed(config.seed * 100_003 + epoch)
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     rng = np.random.default_rng([config.seed, epoch])
-    order = torch.randperm(len(split.targets), generator=generator)[dist.rank :: dist.world_size]
+    order = dist.shard(torch.randperm(len(split.targets), generator=generator))
     num_classes = len(model.classes)
     clip = model.spec.clip_samples
     pin = device.type == "cuda"

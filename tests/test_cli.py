@@ -1,0 +1,425 @@
+"""Tests for specnet/cli.py: every command in-process through ``main``, plus real subprocesses
+for exit codes, stderr and what ``--help`` imports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synthetic as S
+from helpers import write_audio
+
+import specnet
+from specnet._version import __version__
+from specnet.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with S.one_torch_thread():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    # `--debug` sets SPECNET_DEBUG for the process; setting it here makes monkeypatch undo that.
+    monkeypatch.setenv("SPECNET_DEBUG", "")
+
+
+@pytest.fixture(scope="session")
+def audio_run(tmp_path_factory):
+    return S.audio_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model_file(audio_run) -> str:
+    return str(audio_run.model)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """``clips/<class>/<class>.wav``: one unseen clip per class, in sub-folders."""
+    root = tmp_path_factory.mktemp("cli") / "clips"
+    for label in S.AUDIO_CLASSES:
+        (root / label).mkdir(parents=True)
+        write_audio(root / label / f"{label}.wav", S.class_clip(label, 25), S.SR)
+    return root
+
+
+def clip_paths(clips: Path) -> list[str]:
+    return [str(clips / label / f"{label}.wav") for label in S.AUDIO_CLASSES]
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    """``specnet ARGS`` in this process: (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def subprocess_specnet(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m specnet ARGS`` in a fresh interpreter."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **S.SUBPROCESS_ENV)
+    env.pop("SPECNET_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "specnet", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+# ------------------------------------------------------------------ help, version, usage
+
+
+def test_help_and_version_do_not_import_torch():
+    script = (
+        "import sys\n"
+        "from specnet.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['classify', '--help'], ['train', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), exc.code\n"
+        "print('TORCH LOADED' if 'torch' in sys.modules else 'NO TORCH')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("NO TORCH")
+    assert "Usage: specnet [OPTIONS] COMMAND" in result.stdout
+    assert f"specnet, version {__version__}" in result.stdout
+    assert "Usage: specnet classify" in result.stdout and "--top-k" in result.stdout
+    assert "Usage: specnet train" in result.stdout and "--val-fold" in result.stdout
+
+
+def test_python_m_specnet_version():
+    result = subprocess_specnet("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"specnet, version {__version__}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["classify"], ["classify", "x.wav", "--top-k", "0"], ["classify", "x.wav", "--format", "xml"],
+     ["no-such-command"], ["train", "data"], ["embed", "x.wav"]],
+)
+def test_usage_errors_exit_2(capsys, args):
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert "Error" in err and "Traceback" not in err
+    assert out == ""
+
+
+# ------------------------------------------------------------------ classify
+
+
+def parse_table(text: str) -> dict[str, list[tuple[str, float]]]:
+    blocks: dict[str, list[tuple[str, float]]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            current = blocks.setdefault(line.split("  (")[0], [])
+        elif line.strip():
+            label, percent = line.split()
+            current.append((label, float(percent.rstrip("%")) / 100))
+    return blocks
+
+
+def test_classify_formats_parse_and_agree(capsys, model_file, clips):
+    paths = clip_paths(clips)
+    code, table, err = run(capsys, "classify", "-m", model_file, *paths, "-k", "3")
+    assert code == 0 and err == ""
+    code, as_json, _ = run(capsys, "classify", "-m", model_file, *paths, "-k", "3", "--format", "json")
+    assert code == 0
+    code, as_csv, _ = run(capsys, "classify", "-m", model_file, *paths, "-k", "3", "--format", "csv")
+    assert code == 0
+
+    results = json.loads(as_json)
+    assert [r["path"] for r in results] == paths
+    assert [r["predictions"][0]["label"] for r in results] == list(S.AUDIO_CLASSES)
+    rows = list(csv.DictReader(io.StringIO(as_csv)))
+    assert len(rows) == 3 * len(paths)
+    blocks = parse_table(table)
+    assert list(blocks) == paths
+    for result in results:
+        assert result["duration"] == pytest.approx(S.CLIP_SECONDS)
+        mine = [r for r in rows if r["path"] == result["path"]]
+        assert [int(r["rank"]) for r in mine] == [1, 2, 3]
+        assert [r["label"] for r in mine] == [p["label"] for p in result["predictions"]]
+        for row, p in zip(mine, result["predictions"]):
+            assert float(row["score"]) == pytest.approx(p["score"], abs=1e-6)
+            assert float(row["duration"]) == pytest.approx(result["duration"], abs=1e-3)
+        assert [label for label, _ in blocks[result["path"]]] == [p["label"] for p in result["predictions"]]
+        for (_, score), p in zip(blocks[result["path"]], result["predictions"]):
+            assert score == pytest.approx(p["score"], abs=5e-5)
+    # the API says the same
+    api = specnet.load_model(model_file).predict(paths, top_k=3)
+    for result, expected in zip(results, api):
+        assert [p["label"] for p in result["predictions"]] == [p["label"] for p in expected.predictions]
+
+
+def test_classify_folders_and_globs(capsys, model_file, clips):
+    expected = sorted(clip_paths(clips))
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(clips), "--format", "json")
+    assert code == 0
+    assert [r["path"] for r in json.loads(out)] == expected
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(clips / "*" / "*.wav"), "--format", "json")
+    assert code == 0
+    assert [r["path"] for r in json.loads(out)] == expected
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(clips / "t*" / "*.wav"), "--format", "json")
+    assert [r["path"] for r in json.loads(out)] == [str(clips / "tone" / "tone.wav")]
+
+
+def test_classify_timeline_in_json(capsys, model_file, tmp_path):
+    recording = S.event_recording(tmp_path / "event.wav", seconds=6.0, event=(2.2, 4.2))
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(recording), "--timeline", "--window", "1", "--hop", "0.5",
+                       "--format", "json")
+    assert code == 0
+    segments = json.loads(out)[0]["segments"]
+    assert len(segments) == 11
+    assert {s["label"] for s in segments if s["start"] >= 2.2 and s["end"] <= 4.2} == {"tone"}
+
+
+def test_classify_good_and_bad_files(model_file, clips, tmp_path):
+    good = clip_paths(clips)[:2]
+    broken = tmp_path / "broken.wav"
+    # Not random bytes: libsndfile probes those as MPEG too, and libmpg123 may print its own
+    # warnings to stderr, which would make the line count below depend on the bytes drawn.
+    broken.write_bytes(b"this is a text file, not audio\n" * 50)
+    missing = tmp_path / "missing.wav"
+    result = subprocess_specnet("classify", "-m", model_file, good[0], str(broken), str(missing), good[1],
+                                "--format", "json")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len([line for line in lines if "broken.wav" in line]) == 1
+    assert len([line for line in lines if "missing.wav" in line]) == 1
+    assert all(line.startswith("error: ") for line in lines if "broken.wav" in line or "missing.wav" in line)
+    assert "2 of 4 inputs failed" in result.stderr
+    assert len(lines) == 3
+    assert [r["path"] for r in json.loads(result.stdout)] == good
+
+
+def test_classify_missing_model_is_one_line(capsys, clips, tmp_path):
+    code, out, err = run(capsys, "classify", "-m", str(tmp_path / "nope.safetensors"), clip_paths(clips)[0])
+    assert code == 1
+    assert err == f"error: {tmp_path / 'nope.safetensors'}: model file not found\n"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    missing = str(tmp_path / "nope.safetensors")
+    result = subprocess_specnet("--debug", "info", missing)
+    assert result.returncode != 0
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ModelFileError" in result.stderr and "nope.safetensors" in result.stderr
+
+
+def test_without_debug_errors_are_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "info", str(tmp_path / "nope.safetensors"))
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_debug_flag_raises_in_process(capsys, tmp_path):
+    with pytest.raises(specnet.ModelFileError):
+        main(["--debug", "info", str(tmp_path / "nope.safetensors")])
+
+
+# ------------------------------------------------------------------ info, embed, summary, spectrogram
+
+
+def test_info_text_and_json(capsys, model_file):
+    code, out, _ = run(capsys, "info", model_file)
+    assert code == 0
+    assert "architecture: cnn_tiny" in out
+    assert "classes:      click, hiss, tone" in out
+    assert f"sample_rate={S.SR}" in out
+    assert f"{S.CLIP_SECONDS} s clips" in out
+    code, out, _ = run(capsys, "info", model_file, "--format", "json")
+    meta = json.loads(out)
+    assert meta["classes"] == list(S.AUDIO_CLASSES)
+    assert meta["features"]["n_mels"] == S.FEATURES["n_mels"]
+    assert meta["metrics"]["val_accuracy"] >= 0.95
+
+
+def test_embed_clip_and_frame_npz(capsys, model_file, clips, tmp_path):
+    paths = clip_paths(clips)
+    out = tmp_path / "x.npz"
+    code, _, err = run(capsys, "embed", "-m", model_file, *paths, "-o", str(out))
+    assert code == 0 and "wrote 3 clip embeddings" in err
+    with np.load(out) as saved:
+        assert sorted(saved.files) == ["embeddings", "paths"]
+        assert saved["paths"].tolist() == paths
+        np.testing.assert_allclose(saved["embeddings"], specnet.load_model(model_file).embed(paths), atol=1e-5)
+
+    code, _, err = run(capsys, "embed", "-m", model_file, *paths, "-o", str(out))
+    assert code == 1 and "already exists" in err and "--overwrite" in err
+    code, _, _ = run(capsys, "embed", "-m", model_file, *paths, "-o", str(out), "--level", "frame", "--overwrite")
+    assert code == 0
+    with np.load(out) as saved:
+        assert sorted(saved.files) == ["embeddings", "paths", "timestamps"]
+        embeddings, stamps = saved["embeddings"], saved["timestamps"]
+        assert embeddings.shape[:2] == (3, len(stamps)) and len(stamps) > 1
+        assert (np.diff(stamps) > 0).all()
+
+
+def test_embed_skips_bad_files(capsys, model_file, clips, tmp_path):
+    paths = clip_paths(clips)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"\x00" * 500)
+    out = tmp_path / "x.npz"
+    code, _, err = run(capsys, "embed", "-m", model_file, paths[0], str(broken), "-o", str(out))
+    assert code == 1
+    assert len([line for line in err.splitlines() if "broken.wav" in line]) == 1
+    with np.load(out) as saved:
+        assert saved["paths"].tolist() == [paths[0]]
+
+
+def test_summary_vgg16_without_top(capsys):
+    # Parameter counts do not depend on the input size; 32 x 32 keeps the forward pass quick.
+    code, out, _ = run(capsys, "summary", "vgg16", "--in-chans", "3", "--no-top", "--input-size", "32", "32")
+    assert code == 0
+    assert "Total params: 14,714,688" in out
+
+
+def test_summary_list_and_model_file(capsys, model_file):
+    code, out, _ = run(capsys, "summary", "--list")
+    assert code == 0 and {"cnn_tiny", "vgg16"} <= set(out.split())
+    code, out, _ = run(capsys, "summary", model_file)
+    assert code == 0 and "features.0.conv1" in out and "Total params:" in out
+
+
+def test_spectrogram_png(capsys, clips, model_file, tmp_path):
+    out = tmp_path / "out.png"
+    code, stdout, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out))
+    assert code == 0 and stdout == f"wrote {out}\n"
+    assert out.read_bytes().startswith(PNG_MAGIC) and out.stat().st_size > 1000
+    code, _, err = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out))
+    assert code == 1 and "already exists" in err
+    code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out), "--model", model_file, "--overwrite")
+    assert code == 0 and out.read_bytes().startswith(PNG_MAGIC)
+
+
+# ------------------------------------------------------------------ train and evaluate
+
+
+def test_train_with_config_file_flags_win(capsys, tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    config = tmp_path / "train.toml"
+    config.write_text(
+        "\n".join(
+            [
+                'arch = "cnn_tiny"',
+                "epochs = 3",
+                "batch_size = 2",
+                "lr = 0.003",
+                "augment = false",
+                "num_workers = 1",
+                'device = "cpu"',
+                f"clip_seconds = {S.CLIP_SECONDS}",
+                "val_split = 0.25",
+                f"sample_rate = {S.SR}",
+                "[features]",
+                *(f"{k} = {v}" for k, v in S.FEATURES.items() if k != "sample_rate"),
+            ]
+        )
+        + "\n"
+    )
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", str(data), "--out", str(out), "--config", str(config), "--epochs", "1",
+                            "--n-mels", "16")
+    assert code == 0, err
+    assert "kept epoch 1" in stdout
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["epochs"] == 1  # the flag
+    assert resolved["batch_size"] == 2 and resolved["arch"] == "cnn_tiny"  # the file
+    assert resolved["features"]["n_mels"] == 16  # the flag
+    assert resolved["features"]["sample_rate"] == S.SR and resolved["features"]["n_fft"] == 256  # the file
+    assert resolved["val_split"] == 0.25
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert specnet.load_model(out / "model.safetensors").config.features.n_mels == 16
+
+    code, _, err = run(capsys, "train", str(data), "--out", str(out), "--config", str(config))
+    assert code == 1 and "--resume" in err and "--overwrite" in err
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 2\nnot_an_option = 1\n")
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run2"), "--config", str(bad))
+    assert code == 1 and "not_an_option" in err
+
+
+FAST_FLAGS = [
+    "--arch", "cnn_tiny", "--epochs", "1", "--batch-size", "4", "--no-augment", "--device", "cpu",
+    "--num-workers", "1", "--clip-seconds", str(S.CLIP_SECONDS), "--sample-rate", str(S.SR),
+    "--n-fft", "256", "--hop-length", "80", "--n-mels", "32", "--f-max", "4000", "--quiet",
+]
+
+
+def test_train_validation_flags(capsys, tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    manifest = tmp_path / "folds.csv"
+    manifest.write_text("path,label,fold\n" + "".join(
+        f"data/{label}/{label}_{i}.wav,{label},{i % 2}\n" for label in S.AUDIO_CLASSES for i in range(4)
+    ))
+    val = S.make_audio_dataset(tmp_path / "val", per_class=1)
+    cases = {
+        "fold": (["--manifest", str(manifest), "--val-fold", "0"], (6, 6)),
+        "dir": ([str(data), "--val-dir", str(val)], (12, 3)),
+        "none": ([str(data), "--val-split", "0"], (12, 0)),
+        "split": ([str(data), "--val-split", "0.5"], (6, 6)),
+    }
+    for name, (args, (n_train, n_val)) in cases.items():
+        out = tmp_path / name
+        code, stdout, err = run(capsys, "train", *args, "--out", str(out), *FAST_FLAGS)
+        assert code == 0, (name, err)
+        assert stdout == ""  # --quiet
+        counts = json.loads((out / "config.json").read_text())["data"]
+        assert (counts["train_files"], counts["val_files"]) == (n_train, n_val), name
+    code, _, err = run(capsys, "train", str(data), "--val-split", "1", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--val-split" in err
+
+
+def test_train_data_error_is_one_line(capsys, tmp_path):
+    (tmp_path / "data" / "only").mkdir(parents=True)
+    write_audio(tmp_path / "data" / "only" / "a.wav", S.class_clip("tone", 0), S.SR)
+    code, out, err = run(capsys, "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and "two classes" in err
+
+
+def test_evaluate_table_json_and_out(capsys, model_file, clips, tmp_path):
+    code, out, _ = run(capsys, "evaluate", model_file, str(clips), "--format", "json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["n"] == 3 and result["classes"] == list(S.AUDIO_CLASSES)
+    assert result["accuracy"] == specnet.evaluate(model_file, clips)["accuracy"]
+
+    report = tmp_path / "report"
+    code, out, _ = run(capsys, "evaluate", model_file, str(clips), "--out", str(report))
+    assert code == 0
+    assert out.startswith(f"accuracy {result['accuracy']:.4f}")
+    for label in S.AUDIO_CLASSES:
+        assert any(line.startswith(label) for line in out.splitlines())
+    assert json.loads((report / "metrics.json").read_text())["n"] == 3
+    assert (report / "confusion.png").read_bytes().startswith(PNG_MAGIC)
+    code, _, err = run(capsys, "evaluate", model_file, str(clips), "--out", str(report))
+    assert code == 1 and "already exists" in err
+
+
+def test_evaluate_class_mismatch_is_a_clear_error(capsys, model_file, tmp_path):
+    for label in ("tone", "bird"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        write_audio(tmp_path / "data" / label / "a.wav", S.class_clip("tone", 1), S.SR)
+    code, _, err = run(capsys, "evaluate", model_file, str(tmp_path / "data"))
+    assert code == 1
+    assert "bird" in err and "click, hiss, tone" in err and err.count("\n") == 1

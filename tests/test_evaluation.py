@@ -1,0 +1,136 @@
+"""Tests for specnet/evaluation.py: scores on labelled files, the written report, class matching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synthetic as S
+from helpers import write_audio
+
+import specnet
+from specnet.errors import DataError, SpecnetError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with S.one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def audio_run(tmp_path_factory):
+    return S.audio_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def test_data(tmp_path_factory) -> Path:
+    """4 unseen clips per class, the first of each a second long (scored over windows)."""
+    root = tmp_path_factory.mktemp("eval") / "test"
+    for label in S.AUDIO_CLASSES:
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            write_audio(root / label / f"{label}_{i}.wav", S.class_clip(label, 30 + i, seconds=1.0 if i == 0 else 0.5), S.SR)
+    return root
+
+
+def check_consistent(result: dict, n: int) -> None:
+    """Every number in an evaluation result follows from its confusion matrix."""
+    confusion = np.array(result["confusion"])
+    k = len(result["classes"])
+    assert confusion.shape == (k, k)
+    assert result["n"] == confusion.sum() == n
+    assert result["accuracy"] == pytest.approx(np.trace(confusion) / n)
+    f1s = []
+    for i, name in enumerate(result["classes"]):
+        row = result["per_class"][name]
+        tp, support, predicted = confusion[i, i], confusion[i].sum(), confusion[:, i].sum()
+        assert row["support"] == support
+        assert row["recall"] == pytest.approx(tp / support if support else 0.0)
+        assert row["precision"] == pytest.approx(tp / predicted if predicted else 0.0)
+        p, r = row["precision"], row["recall"]
+        assert row["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+        if support:
+            f1s.append(row["f1"])
+    assert result["macro_f1"] == pytest.approx(np.mean(f1s))
+
+
+def test_scores_are_consistent_and_high(audio_run, test_data):
+    result = specnet.evaluate(audio_run.model, test_data, device="cpu")
+    assert result["classes"] == list(S.AUDIO_CLASSES)
+    check_consistent(result, 12)
+    assert result["accuracy"] >= 0.9
+    assert result["skipped"] == []
+    assert result["model"] == str(audio_run.model)
+    assert result["loss"] > 0 and np.isfinite(result["loss"])
+
+
+def test_classes_are_matched_by_name(audio_run, tmp_path):
+    # Only two of the model's three classes: folder index 0 is "tone" here but 2 in the model.
+    root = tmp_path / "subset"
+    for label in ("tone", "zz_click"):
+        (root / label).mkdir(parents=True)
+    for i in range(2):
+        write_audio(root / "tone" / f"t{i}.wav", S.class_clip("tone", 40 + i), S.SR)
+        write_audio(root / "zz_click" / f"c{i}.wav", S.class_clip("click", 40 + i), S.SR)
+    with pytest.raises(DataError, match="zz_click") as error:
+        specnet.evaluate(audio_run.model, root, device="cpu")
+    assert "click, hiss, tone" in str(error.value)  # says which classes the model knows
+
+    (root / "zz_click").rename(root / "click")
+    result = specnet.evaluate(audio_run.model, root, device="cpu")
+    check_consistent(result, 4)
+    confusion = np.array(result["confusion"])
+    assert confusion[1].sum() == 0  # no "hiss" files
+    assert confusion[0].sum() == 2 and confusion[2].sum() == 2
+    assert result["per_class"]["hiss"]["support"] == 0
+
+
+def test_out_writes_metrics_and_confusion(audio_run, test_data, tmp_path):
+    out = tmp_path / "report"
+    result = specnet.evaluate(audio_run.model, test_data, out=out, device="cpu")
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
+    png = (out / "confusion.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+    with pytest.raises(SpecnetError, match="already exists"):
+        specnet.evaluate(audio_run.model, test_data, out=out, device="cpu")
+    specnet.evaluate(audio_run.model, test_data, out=out, device="cpu", overwrite=True)
+
+
+def test_unreadable_file_is_skipped_and_reported(audio_run, test_data, tmp_path):
+    root = tmp_path / "data"
+    for label in S.AUDIO_CLASSES:
+        (root / label).mkdir(parents=True)
+        for path in (test_data / label).iterdir():
+            (root / label / path.name).write_bytes(path.read_bytes())
+    (root / "hiss" / "broken.wav").write_bytes(b"RIFF but not really a wave file" * 20)
+    result = specnet.evaluate(audio_run.model, root, device="cpu")
+    assert len(result["skipped"]) == 1 and result["skipped"][0]["path"].endswith("broken.wav")
+    check_consistent(result, 12)
+
+
+def test_manifest_fold_and_errors(audio_run, test_data, tmp_path):
+    manifest = test_data.parent / "folds.csv"
+    rows = ["path,label,fold"]
+    for label in S.AUDIO_CLASSES:
+        for i, path in enumerate(sorted((test_data / label).iterdir())):
+            rows.append(f"{path.relative_to(manifest.parent).as_posix()},{label},{i % 2}")
+    manifest.write_text("\n".join(rows) + "\n")
+    result = specnet.evaluate(audio_run.model, manifest=manifest, fold=1, device="cpu")
+    check_consistent(result, 6)
+    with pytest.raises(DataError, match="--fold needs --manifest"):
+        specnet.evaluate(audio_run.model, test_data, fold=1, device="cpu")
+    with pytest.raises(DataError, match="data folder"):
+        specnet.evaluate(audio_run.model, device="cpu")
+
+
+def test_image_data_for_an_audio_model_is_refused(audio_run, tmp_path):
+    data = S.make_image_dataset(tmp_path / "images", per_class=1)
+    for name in ("checker", "horizontal", "vertical"):
+        (data / name).rename(data / {"checker": "click", "horizontal": "hiss", "vertical": "tone"}[name])
+    with pytest.raises(DataError, match="image files but the model takes audio"):
+        specnet.evaluate(audio_run.model, data, device="cpu")

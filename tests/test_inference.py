@@ -1,0 +1,278 @@
+"""Tests for specnet/inference.py: load_model, predict on every input kind, embeddings, timelines."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synthetic as S
+import torch
+from helpers import write_audio
+
+import specnet
+from specnet import inference
+from specnet.errors import ModelFileError, ParameterError, SpecnetError
+from specnet.inference import Failure, Prediction
+
+EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with S.one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def audio_run(tmp_path_factory):
+    return S.audio_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(audio_run):
+    return specnet.load_model(audio_run.model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray]]:
+    """One unseen 0.5 s clip per class, stored as float WAV so the file and the array hold the same samples."""
+    root = tmp_path_factory.mktemp("clips")
+    out = {}
+    for label in S.AUDIO_CLASSES:
+        y = S.class_clip(label, 21).astype(np.float32)
+        out[label] = (write_audio(root / f"{label}.wav", y, S.SR, subtype="FLOAT"), y)
+    return out
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    return S.event_recording(tmp_path_factory.mktemp("long") / "event.wav", event=EVENT)
+
+
+def probabilities(results) -> np.ndarray:
+    return np.stack([r.probabilities for r in results])
+
+
+# ------------------------------------------------------------------ loading
+
+
+def test_load_model_gives_classes_and_config(model, audio_run):
+    assert model.classes == S.AUDIO_CLASSES
+    assert model.input_kind == "audio"
+    assert model.sample_rate == S.SR
+    assert model.config.arch == "cnn_tiny"
+    assert model.config.clip_seconds == S.CLIP_SECONDS
+    assert model.config.features.n_mels == S.FEATURES["n_mels"]
+    assert model.name == str(audio_run.model)
+    assert not model.net.training
+
+
+def test_load_model_errors_name_the_file(tmp_path):
+    with pytest.raises(ModelFileError, match="missing.safetensors: model file not found"):
+        specnet.load_model(tmp_path / "missing.safetensors")
+    with pytest.raises(ModelFileError, match="no_such_model: neither a model file nor a bundled model"):
+        specnet.load_model("no_such_model")
+
+
+# ------------------------------------------------------------------ predict
+
+
+def test_predicts_the_class_of_unseen_clips(model, clips):
+    results = model.predict([str(path) for path, _ in clips.values()])
+    assert [r.predictions[0]["label"] for r in results] == list(clips)
+    for result in results:
+        assert result.predictions[0]["score"] > 0.5
+        assert result.duration == pytest.approx(S.CLIP_SECONDS)
+
+
+def test_every_input_kind_gives_the_same_probabilities(model, clips):
+    paths = [path for path, _ in clips.values()]
+    arrays = [y for _, y in clips.values()]
+    reference = probabilities(model.predict([str(p) for p in paths]))
+    variants = {
+        "path objects": model.predict(paths),
+        "one path at a time": [model.predict(str(p))[0] for p in paths],
+        "numpy arrays": model.predict(arrays, sample_rate=S.SR),
+        "one array at a time": [model.predict(y, sample_rate=S.SR)[0] for y in arrays],
+        "float64 arrays": model.predict([y.astype(np.float64) for y in arrays], sample_rate=S.SR),
+        "tensor": [model.predict(torch.from_numpy(y), sample_rate=S.SR)[0] for y in arrays],
+        "numpy batch (B, n)": model.predict(np.stack(arrays), sample_rate=S.SR),
+        "tensor batch (B, n)": model.predict(torch.from_numpy(np.stack(arrays)), sample_rate=S.SR),
+    }
+    for name, results in variants.items():
+        np.testing.assert_allclose(probabilities(results), reference, atol=1e-5, rtol=0, err_msg=name)
+        assert all(r.path is None for r in results) or all(r.path for r in results), name
+
+
+def test_other_sample_rate_is_resampled(model, clips):
+    t = np.arange(round(S.CLIP_SECONDS * 16000)) / 16000
+    y = 0.02 * np.random.default_rng(3).uniform(-1, 1, len(t)) + 0.2 * np.sin(2 * np.pi * 611.0 * t)
+    result = model.predict(y, sample_rate=16000)[0]
+    assert result.predictions[0]["label"] == "tone"
+    assert result.duration == pytest.approx(S.CLIP_SECONDS)
+
+
+def test_top_k_descending_and_probabilities_sum_to_one(model, clips):
+    for path, _ in clips.values():
+        for k in (1, 2, 3, 10):
+            result = model.predict(str(path), top_k=k)[0]
+            scores = [p["score"] for p in result.predictions]
+            assert len(scores) == min(k, 3)
+            assert scores == sorted(scores, reverse=True)
+            assert result.probabilities.shape == (3,)
+            assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+            assert scores[0] == pytest.approx(result.probabilities.max())
+            for p in result.predictions:
+                assert p["score"] == pytest.approx(result.probabilities[model.classes.index(p["label"])])
+    with pytest.raises(ParameterError, match="top_k=0"):
+        model.predict(str(path), top_k=0)
+
+
+def test_batch_and_single_inputs_agree(model, clips, recording):
+    inputs = [str(path) for path, _ in clips.values()] + [str(recording)]
+    together = probabilities(model.predict(inputs, batch_size=64))
+    one_window_batches = probabilities(model.predict(inputs, batch_size=1))
+    alone = np.stack([model.predict(p)[0].probabilities for p in inputs])
+    np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(one_window_batches, alone, atol=1e-5, rtol=0)
+
+
+def test_bad_inputs_are_failures_and_the_rest_still_classified(model, clips, tmp_path):
+    good = [str(path) for path, _ in clips.values()]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(np.random.default_rng(0).bytes(3000))
+    missing = str(tmp_path / "missing.wav")
+    results = list(model.predict_iter([good[0], str(broken), good[1], missing, good[2]]))
+    assert [type(r) for r in results] == [Prediction, Failure, Prediction, Failure, Prediction]
+    assert results[1].path == str(broken) and "broken.wav" in results[1].reason
+    assert results[3].path == missing and "missing.wav" in results[3].reason
+    predicted = [r for r in results if isinstance(r, Prediction)]
+    assert [r.path for r in predicted] == good
+    np.testing.assert_allclose(probabilities(predicted), probabilities(model.predict(good)), atol=1e-5, rtol=0)
+    for path, result in zip(good, predicted):
+        np.testing.assert_allclose(result.probabilities, model.predict(path)[0].probabilities, atol=1e-5, rtol=0)
+    with pytest.raises(SpecnetError, match="broken.wav"):
+        model.predict([good[0], str(broken)])
+
+
+@pytest.mark.parametrize(
+    ("samples", "kwargs", "message"),
+    [
+        (np.zeros(800, np.float32), {}, "sample_rate"),
+        (np.zeros((2, 3, 800), np.float32), {"sample_rate": S.SR}, "shape"),
+        (np.array([0.0, np.nan] * 400, np.float32), {"sample_rate": S.SR}, "NaN"),
+        (np.zeros(0, np.float32), {"sample_rate": S.SR}, "non-empty"),
+    ],
+)
+def test_bad_raw_samples_are_parameter_errors(model, samples, kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        model.predict(samples, **kwargs)
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+def test_clip_embeddings_agree_across_input_kinds(model, clips):
+    paths = [str(path) for path, _ in clips.values()]
+    arrays = [y for _, y in clips.values()]
+    reference = model.embed(paths)
+    dim = model.net.backbone.num_features
+    assert reference.shape == (3, dim) and reference.dtype == np.float32
+    assert np.isfinite(reference).all() and np.abs(reference).sum() > 0
+    for name, value in {
+        "arrays": model.embed(arrays, sample_rate=S.SR),
+        "batch": model.embed(np.stack(arrays), sample_rate=S.SR),
+        "tensor batch": model.embed(torch.from_numpy(np.stack(arrays)), sample_rate=S.SR),
+        "one at a time": np.concatenate([model.embed(p) for p in paths]),
+    }.items():
+        np.testing.assert_allclose(value, reference, atol=1e-5, rtol=0, err_msg=name)
+    # different classes, different embeddings
+    assert np.linalg.norm(reference[0] - reference[2]) > 1e-3
+
+
+def test_frame_embeddings_shape_and_timestamps(model, clips, tmp_path):
+    longer = write_audio(tmp_path / "longer.wav", S.class_clip("tone", 3, seconds=1.3), S.SR)
+    frames, stamps = model.embed([str(clips["hiss"][0]), str(longer)], level="frame")
+    hop = S.FEATURES["hop_length"]
+    stride = model.net.backbone.time_stride
+    expected = math.ceil((1 + round(1.3 * S.SR) // hop) / stride)  # padded to the longest clip
+    assert frames.shape == (2, expected, model.net.backbone.num_features)
+    assert stamps.shape == (expected,)
+    steps = np.diff(stamps)
+    assert (steps > 0).all()
+    np.testing.assert_allclose(steps, stride * hop / S.SR, rtol=1e-9)
+    assert stamps[0] == pytest.approx((stride - 1) / 2 * hop / S.SR)  # centre of the first column's frames
+    from_array, array_stamps = model.embed(clips["hiss"][1], sample_rate=S.SR, level="frame")
+    from_path, path_stamps = model.embed(str(clips["hiss"][0]), level="frame")
+    np.testing.assert_array_equal(array_stamps, path_stamps)
+    np.testing.assert_allclose(from_array, from_path, atol=1e-5, rtol=0)
+    assert from_path.shape[1] == math.ceil((1 + round(S.CLIP_SECONDS * S.SR) // hop) / stride)
+    with pytest.raises(ParameterError, match="level"):
+        model.embed(str(longer), level="window")
+
+
+# ------------------------------------------------------------------ long recordings
+
+
+def test_timeline_places_the_event(model, recording):
+    result = model.predict(str(recording), timeline=True)[0]
+    assert result.duration == pytest.approx(30.0)
+    segments = result.segments
+    window, hop = S.CLIP_SECONDS, S.CLIP_SECONDS / 2
+    starts = [s["start"] for s in segments]
+    assert starts[0] == 0.0 and segments[-1]["end"] == pytest.approx(30.0)
+    np.testing.assert_allclose(np.diff(starts), hop)
+    for s in segments:
+        assert s["end"] - s["start"] == pytest.approx(window)
+        assert 0 < s["score"] <= 1
+    tone = [s for s in segments if s["label"] == "tone"]
+    assert tone, "no window labelled as the event"
+    for s in tone:  # every "tone" window overlaps the event
+        assert s["end"] > EVENT[0] and s["start"] < EVENT[1], s
+    assert EVENT[0] - window <= tone[0]["start"] <= EVENT[0] + hop
+    assert EVENT[1] - hop <= tone[-1]["end"] <= EVENT[1] + window
+    for s in segments:  # windows wholly inside the event are "tone", wholly outside "hiss"
+        if s["start"] >= EVENT[0] and s["end"] <= EVENT[1]:
+            assert s["label"] == "tone", s
+        elif s["end"] <= EVENT[0] or s["start"] >= EVENT[1]:
+            assert s["label"] == "hiss", s
+    # the clip-level answer is the mean over windows: mostly hiss
+    assert result.predictions[0]["label"] == "hiss"
+    assert result.predictions[1]["label"] == "tone"
+
+
+@pytest.mark.parametrize(
+    ("window", "hop", "count"),
+    [(None, None, 119), (1.0, None, 59), (1.0, 0.5, 59), (2.0, 2.0, 15), (3.0, 1.5, 19), (0.5, 1.0, 31)],
+)
+def test_window_and_hop_set_the_segments(model, recording, window, hop, count):
+    segments = model.predict(str(recording), timeline=True, window=window, hop=hop)[0].segments
+    assert len(segments) == count
+    length = window or S.CLIP_SECONDS
+    step = hop or length / 2
+    assert segments[0]["start"] == 0.0
+    assert segments[-1]["end"] == pytest.approx(30.0)  # the last window ends at the end of the file
+    assert all(s["end"] - s["start"] == pytest.approx(length) for s in segments)
+    np.testing.assert_allclose(np.diff([s["start"] for s in segments[:-1]]), step)
+
+
+def test_bad_window_or_hop(model, recording):
+    with pytest.raises(ParameterError, match="window=0"):
+        model.predict(str(recording), window=0)
+    with pytest.raises(ParameterError, match="hop=-1"):
+        model.predict(str(recording), hop=-1)
+
+
+def test_streamed_long_file_matches_in_memory(model, recording, monkeypatch):
+    whole = model.predict(str(recording), timeline=True)[0]
+    whole_embedding = model.embed(str(recording))
+    monkeypatch.setattr(inference, "STREAM_SECONDS", 10.0)
+    streamed = model.predict([str(recording)], timeline=True, batch_size=7)[0]
+    assert streamed.duration == pytest.approx(whole.duration)
+    np.testing.assert_allclose(streamed.probabilities, whole.probabilities, atol=1e-5, rtol=0)
+    assert [(s["start"], s["end"], s["label"]) for s in streamed.segments] == [
+        (s["start"], s["end"], s["label"]) for s in whole.segments
+    ]
+    np.testing.assert_allclose(model.embed(str(recording)), whole_embedding, atol=1e-5, rtol=0)

@@ -1,0 +1,365 @@
+"""Tests for specnet/training.py: learning synthetic data, transfer, resuming, run files, bad data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synthetic as S
+import torch
+from helpers import make_tone
+from safetensors.torch import load_file
+
+import specnet
+from specnet.errors import DataError, ParameterError, SpecnetError
+from specnet.training import TrainConfig, get_lr
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with S.one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def audio_run(tmp_path_factory):
+    return S.audio_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """12 clips, 4 per class: enough to run the loop, not to learn well."""
+    return S.make_audio_dataset(tmp_path_factory.mktemp("tiny") / "data", per_class=4)
+
+
+@pytest.fixture(scope="module")
+def four_epochs(tmp_path_factory, tiny_data):
+    """An uninterrupted 4-epoch run on ``tiny_data``: the reference for determinism and resuming."""
+    out = tmp_path_factory.mktemp("four") / "run"
+    best = specnet.train(tiny_data, out, epochs=4, **S.FAST)
+    return out, best
+
+
+def metric_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    """Metrics rows minus wall-clock seconds, the one field a rerun may change."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def read_config(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())
+
+
+@contextmanager
+def specnet_warnings():
+    """Messages logged on the "specnet" logger (the CLI stops it propagating, so no caplog)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("specnet")
+    handler = Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+# ------------------------------------------------------------------ learning
+
+
+def test_learns_synthetic_audio_and_writes_the_run(audio_run):
+    assert audio_run.best["accuracy"] >= 0.95
+    assert audio_run.best["n"] == 6  # 2 of the 8 clips per class held out
+    run = audio_run.out
+    rows = metric_rows(run)
+    assert [r["epoch"] for r in rows] == list(range(S.AUDIO_EPOCHS))
+    assert {"train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds"} <= set(rows[0])
+    assert max(r["val_accuracy"] for r in rows) == audio_run.best["accuracy"]
+    assert rows[audio_run.best["epoch"]]["val_accuracy"] == audio_run.best["accuracy"]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[0]["lr"] > rows[-1]["lr"]  # cosine decay towards zero
+
+    config = read_config(run)
+    assert config["classes"] == list(S.AUDIO_CLASSES)
+    assert config["input_kind"] == "audio"
+    assert config["clip_seconds"] == S.CLIP_SECONDS
+    assert config["data"]["train_files"] == 18 and config["data"]["val_files"] == 6
+    assert config["data"]["skipped"] == 0
+    assert config["data"]["class_counts"] == {name: 6 for name in S.AUDIO_CLASSES}
+
+    checkpoint = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == S.AUDIO_EPOCHS - 1
+    assert len(json.loads(checkpoint["history"])) == S.AUDIO_EPOCHS
+    assert json.loads(checkpoint["best"])["epoch"] == audio_run.best["epoch"]
+    assert {"model", "optimizer", "config"} <= set(checkpoint)
+
+    model = specnet.load_model(audio_run.model, device="cpu")
+    assert model.classes == S.AUDIO_CLASSES
+    assert model.sample_rate == S.SR
+    assert model.config.clip_seconds == S.CLIP_SECONDS
+    assert model.config.extra["metrics"]["epoch"] == audio_run.best["epoch"]
+    assert model.config.extra["metrics"]["val_accuracy"] == audio_run.best["accuracy"]
+    assert (run / "curves.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (run / ".lock").exists()
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_learns_synthetic_images(tmp_path):
+    data = S.make_image_dataset(tmp_path / "images")
+    options = {k: v for k, v in S.FAST.items() if k not in ("features", "clip_seconds")}
+    best = specnet.train(data, tmp_path / "run", epochs=10, val_split=0.25, image_size=(32, 32), **options)
+    assert best["accuracy"] >= 0.95
+    model = specnet.load_model(tmp_path / "run" / "model.safetensors", device="cpu")
+    assert model.input_kind == "image"
+    assert model.classes == S.IMAGE_CLASSES
+    assert model.config.image_size == (32, 32) and model.config.in_chans == 3
+    probs = model.predict(str(data / "vertical" / "vertical_0.png"), top_k=3)[0]
+    assert probs.predictions[0]["label"] == "vertical"
+
+
+def test_freeze_backbone_leaves_backbone_bit_identical(audio_run, tmp_path):
+    out = tmp_path / "frozen"
+    specnet.train(audio_run.data, out, init=str(audio_run.model), freeze_backbone=True, epochs=2, val_split=0, **S.FAST)
+    before, after = load_file(str(audio_run.model)), load_file(str(out / "model.safetensors"))
+    assert before.keys() == after.keys()
+    backbone = [k for k in before if k.startswith("backbone.features.")]
+    assert any(k.endswith("running_mean") for k in backbone)  # buffers are checked too
+    assert any(k.endswith("num_batches_tracked") for k in backbone)
+    for key in backbone + ["standardize.mean", "standardize.std"]:
+        assert torch.equal(before[key], after[key]), key
+    head = [k for k in before if k.startswith("backbone.head.")]
+    assert head and any(not torch.equal(before[k], after[k]) for k in head)
+    assert read_config(out)["freeze_backbone"] is True
+
+
+def test_init_fine_tunes_onto_new_classes(audio_run, tmp_path):
+    data = S.make_chirp_dataset(tmp_path / "chirps")
+    out = tmp_path / "chirp_run"
+    best = specnet.train(data, out, init=str(audio_run.model), epochs=4, val_split=0.34, **S.FAST)
+    model = specnet.load_model(out / "model.safetensors", device="cpu")
+    assert model.classes == ("down", "up")
+    assert model.config.features == specnet.load_model(audio_run.model).config.features  # the base model's front-end
+    after, before = load_file(str(out / "model.safetensors")), load_file(str(audio_run.model))
+    assert after["backbone.head.fc.weight"].shape[0] == 2
+    assert before["backbone.head.fc.weight"].shape[0] == 3
+    assert not torch.equal(after["backbone.features.0.conv1.weight"], before["backbone.features.0.conv1.weight"])
+    assert best["n"] == 4 and best["accuracy"] >= 0.75
+
+
+# ------------------------------------------------------------------ determinism and resuming
+
+
+def test_same_seed_gives_identical_metrics_and_weights(four_epochs, tiny_data, tmp_path):
+    reference, best = four_epochs
+    again = specnet.train(tiny_data, tmp_path / "again", epochs=4, **S.FAST)
+    assert again == best
+    assert without_timing(metric_rows(tmp_path / "again")) == without_timing(metric_rows(reference))
+    first, second = load_file(str(reference / "model.safetensors")), load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_other_seed_gives_other_metrics(four_epochs, tiny_data, tmp_path):
+    reference, _ = four_epochs
+    specnet.train(tiny_data, tmp_path / "other", epochs=4, **{**S.FAST, "seed": 1})
+    assert [r["train_loss"] for r in metric_rows(tmp_path / "other")] != [r["train_loss"] for r in metric_rows(reference)]
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(four_epochs, tiny_data, tmp_path):
+    reference, best = four_epochs
+    out = tmp_path / "interrupted"
+    seen = []
+
+    def stop_after_second_epoch(row, model):
+        seen.append((row["epoch"], type(model).__name__))
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(tiny_data, out, epochs=4, on_epoch_end=stop_after_second_epoch, **S.FAST)
+    assert seen == [(0, "SpecNet"), (1, "SpecNet")]
+    assert len(metric_rows(out)) == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not (out / ".lock").exists()
+
+    with pytest.raises(SpecnetError, match="--resume"):  # the run is there: neither resumed nor overwritten
+        specnet.train(tiny_data, out, epochs=4, **S.FAST)
+    resumed = specnet.train(tiny_data, out, epochs=4, resume=True, **S.FAST)
+
+    assert resumed.keys() == best.keys()
+    for key in best:
+        assert resumed[key] == pytest.approx(best[key], abs=1e-6), key
+    rows, expected = without_timing(metric_rows(out)), without_timing(metric_rows(reference))
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    for row, want in zip(rows, expected):
+        assert row == pytest.approx(want, abs=1e-6)
+    final = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    final_ref = torch.load(reference / "checkpoint.pt", weights_only=True)["model"]
+    for key, value in final_ref.items():
+        torch.testing.assert_close(final[key], value, atol=1e-6, rtol=0, msg=key)
+    kept, kept_ref = load_file(str(out / "model.safetensors")), load_file(str(reference / "model.safetensors"))
+    for key, value in kept_ref.items():
+        torch.testing.assert_close(kept[key], value, atol=1e-6, rtol=0, msg=key)
+    assert (out / "curves.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    with pytest.raises(SpecnetError, match="lr"):
+        specnet.train(tiny_data, out, resume=True, epochs=5, **{**S.FAST, "lr": 1e-3})
+
+
+def test_existing_run_is_refused_unless_overwrite(four_epochs, tiny_data, tmp_path):
+    reference, _ = four_epochs
+    model_bytes = (reference / "model.safetensors").read_bytes()
+    with pytest.raises(SpecnetError, match="already holds a run"):
+        specnet.train(tiny_data, reference, epochs=1, **S.FAST)
+    assert (reference / "model.safetensors").read_bytes() == model_bytes
+    assert len(metric_rows(reference)) == 4
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    specnet.train(tiny_data, out, epochs=1, overwrite=True, **S.FAST)
+    assert len(metric_rows(out)) == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_unreadable_file_is_skipped_with_a_warning_and_counted(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    broken = data / "tone" / "broken.wav"
+    broken.write_bytes(np.random.default_rng(0).bytes(2000))
+    with specnet_warnings() as warnings:
+        specnet.train(data, tmp_path / "run", epochs=1, **S.FAST)
+    assert len(warnings) == 1 and "broken.wav" in warnings[0]
+    config = read_config(tmp_path / "run")
+    assert config["data"]["skipped"] == 1
+    assert config["data"]["skipped_files"][0]["path"].endswith("broken.wav")
+    assert config["data"]["train_files"] + config["data"]["val_files"] == 12
+
+
+def test_class_without_usable_file_fails_before_training(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    for path in (data / "hiss").iterdir():
+        path.write_bytes(b"not audio at all" * 10)
+    with pytest.raises(DataError, match="hiss"):
+        specnet.train(data, tmp_path / "run", epochs=1, **S.FAST)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_single_class_and_empty_folders_are_data_errors(tmp_path):
+    one = tmp_path / "one"
+    (one / "only").mkdir(parents=True)
+    make_tone(one / "only" / "a.wav", 440.0, 0.3, S.SR)
+    make_tone(one / "only" / "b.wav", 550.0, 0.3, S.SR)
+    with pytest.raises(DataError, match="two classes"):
+        specnet.train(one, tmp_path / "run1", epochs=1, **S.FAST)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no class subfolders"):
+        specnet.train(empty, tmp_path / "run2", epochs=1, **S.FAST)
+
+    (empty / "a").mkdir()
+    (empty / "b").mkdir()
+    make_tone(empty / "a" / "x.wav", 440.0, 0.3, S.SR)
+    with pytest.raises(DataError, match="hold no audio or image files"):
+        specnet.train(empty, tmp_path / "run3", epochs=1, **S.FAST)
+    with pytest.raises(DataError, match="not found"):
+        specnet.train(tmp_path / "missing", tmp_path / "run4", epochs=1, **S.FAST)
+    assert not any((tmp_path / f"run{i}" / "model.safetensors").exists() for i in range(1, 5))
+
+
+def write_manifest(data: Path, csv_path: Path) -> dict[int, int]:
+    """``path,label,fold`` for every file of ``data`` (fold = index % 2); returns files per fold."""
+    counts = {0: 0, 1: 0}
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "fold"])
+        for label in sorted(p.name for p in data.iterdir()):
+            for i, path in enumerate(sorted((data / label).iterdir())):
+                writer.writerow([path.relative_to(csv_path.parent).as_posix(), label, i % 2])
+                counts[i % 2] += 1
+    return counts
+
+
+def test_manifest_with_val_fold(tiny_data, tmp_path):
+    manifest = tiny_data.parent / "folds.csv"
+    counts = write_manifest(tiny_data, manifest)
+    best = specnet.train(None, tmp_path / "run", manifest=str(manifest), val_fold=1, epochs=1, **S.FAST)
+    config = read_config(tmp_path / "run")
+    assert config["data"]["train_files"] == counts[0] == 6
+    assert config["data"]["val_files"] == counts[1] == 6
+    assert best["n"] == 6
+    with pytest.raises(DataError, match="fold 7"):
+        specnet.train(None, tmp_path / "run7", manifest=str(manifest), val_fold=7, epochs=1, **S.FAST)
+
+
+def test_val_dir(tiny_data, tmp_path):
+    val = S.make_audio_dataset(tmp_path / "val", per_class=2, classes=("click", "tone"))
+    best = specnet.train(tiny_data, tmp_path / "run", val_dir=str(val), epochs=1, **S.FAST)
+    config = read_config(tmp_path / "run")
+    assert config["data"]["train_files"] == 12 and config["data"]["val_files"] == 4
+    assert best["n"] == 4
+
+    odd = S.make_chirp_dataset(tmp_path / "odd", per_class=1)
+    with pytest.raises(DataError, match="down, up"):
+        specnet.train(tiny_data, tmp_path / "run2", val_dir=str(odd), epochs=1, **S.FAST)
+
+
+def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data, tmp_path):
+    best = specnet.train(tiny_data, tmp_path / "run", val_split=0, epochs=2, **S.FAST)
+    assert best["epoch"] == 1 and "accuracy" not in best
+    config = read_config(tmp_path / "run")
+    assert config["data"]["train_files"] == 12 and config["data"]["val_files"] == 0
+    rows = metric_rows(tmp_path / "run")
+    assert len(rows) == 2 and not any("val_accuracy" in r for r in rows)
+    assert specnet.load_model(tmp_path / "run" / "model.safetensors").config.extra["metrics"]["epoch"] == 1
+    assert (tmp_path / "run" / "curves.png").read_bytes().startswith(PNG_MAGIC)
+
+
+# ------------------------------------------------------------------ options and helpers
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": 0}, "epochs=0"),
+        ({"batch_size": -1}, "batch_size=-1"),
+        ({"clip_seconds": 0}, "clip_seconds=0"),
+        ({"patience": 0}, "patience=0"),
+        ({"freeze_backbone": True}, "freeze_backbone"),
+    ],
+)
+def test_bad_options_are_parameter_errors(options, message):
+    with pytest.raises(ParameterError, match=message):
+        TrainConfig(**options)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    lrs = [get_lr(step, peak=1.0, warmup_steps=4, total_steps=20) for step in range(21)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lrs[12] == pytest.approx(0.5)
+    assert lrs[20] == pytest.approx(0.0, abs=1e-12)
