@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Lay out the Free Spoken Digit Dataset for specnet (standard library only).
+
+    python recipes/fsdd/prepare.py OUT [--data ../shared/data/fsdd] [--copy]
+
+Reads DATA/recordings/{digit}_{speaker}_{take}.wav (never changes it) and
+writes to OUT (a folder outside the repository, e.g. /tmp/fsdd):
+
+- train/<digit>/*.wav  official training takes (5-49), symlinks (or copies);
+- test/<digit>/*.wav   official test takes (0-4);
+- official.csv         path,label,fold: fold 0 = test takes, fold 1 = training
+                       takes (train with --manifest official.csv --val-fold 0);
+- loso.csv             path,label,fold,speaker: fold K = speaker K (1..6, in
+                       sorted speaker order, printed below) for
+                       leave-one-speaker-out (--manifest loso.csv --val-fold K).
+
+Paths in the CSVs are relative to OUT, so OUT can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+TEST_TAKES = range(0, 5)  # takes 0-4 inclusive are the official test set
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="output folder (created; must not be inside the input)")
+    parser.add_argument("--data", default=str(here.parents[2] / "shared" / "data" / "fsdd"),
+                        help="FSDD folder holding recordings/ (default: %(default)s)")
+    parser.add_argument("--copy", action="store_true", help="copy the WAV files instead of symlinking them")
+    parser.add_argument("--force", action="store_true", help="replace train/, test/ and the CSVs in OUT if present")
+    args = parser.parse_args(argv)
+
+    recordings = Path(args.data) / "recordings"
+    if not recordings.is_dir():
+        parser.error(f"{recordings}: folder not found (pass --data DIR, the folder holding recordings/)")
+    out = Path(args.out).resolve()
+    if out == recordings.resolve() or recordings.resolve() in out.parents:
+        parser.error(f"{out}: must not be inside the input folder")
+
+    files = []
+    for path in sorted(recordings.iterdir()):
+        match = NAME.match(path.name)
+        if match:
+            digit, speaker, take = match.group(1), match.group(2), int(match.group(3))
+            files.append((path.resolve(), digit, speaker, take))
+        elif path.suffix.lower() == ".wav":
+            print(f"warning: skipping {path.name}: name is not digit_speaker_take.wav", file=sys.stderr)
+    if not files:
+        parser.error(f"{recordings}: no digit_speaker_take.wav files")
+
+    targets = [out / "train", out / "test", out / "official.csv", out / "loso.csv"]
+    present = [t for t in targets if t.exists()]
+    if present and not args.force:
+        parser.error(f"{present[0]}: already exists; pass --force to replace it")
+    for t in present:
+        shutil.rmtree(t) if t.is_dir() and not t.is_symlink() else t.unlink()
+
+    speakers = sorted({speaker for _, _, speaker, _ in files})
+    speaker_fold = {name: i for i, name in enumerate(speakers, start=1)}
+    official, loso = [], []
+    for src, digit, speaker, take in files:
+        split = "test" if take in TEST_TAKES else "train"
+        rel = Path(split) / digit / src.name
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if args.copy:
+            shutil.copy2(src, dest)
+        else:
+            os.symlink(src, dest)
+        official.append((rel.as_posix(), digit, 0 if split == "test" else 1))
+        loso.append((rel.as_posix(), digit, speaker_fold[speaker], speaker))
+
+    with open(out / "official.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "label", "fold"])
+        writer.writerows(official)
+    with open(out / "loso.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "label", "fold", "speaker"])
+        writer.writerows(loso)
+
+    n_test = sum(1 for row in official if row[2] == 0)
+    print(f"{len(files)} recordings, {len(speakers)} speakers, {len(official) - n_test} train / {n_test} test "
+          f"({'copied' if args.copy else 'linked'} into {out})")
+    print("loso.csv folds: " + ", ".join(f"{k}={name}" for name, k in speaker_fold.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
