@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ParameterError, SpecnetError
-from .features import LogMelSpectrogram
+from .features import LogMelSpectrogram, mel_to_db
 from .fileio import atomic_write, check_output_path
 from .network import SpecNet
 
@@ -74,7 +74,7 @@ class ConvLogMel(nn.Module):
         if cfg.power == 1.0:
             power = power.sqrt()
         mel = torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
-        return 10.0 * torch.log10(torch.clamp(mel, min=cfg.log_floor))
+        return mel_to_db(mel, cfg)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """``n_fft // 2`` samples of ``pad_mode`` padding on both sides of ``(B, T)``, as torch.stft pads.

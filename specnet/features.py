@@ -36,6 +36,10 @@ class FeatureConfig:
     center : pad so frame t is centred on sample t * hop_length.
     pad_mode : padding used when centring ("reflect", "constant", ...).
     log_floor : > 0, power floor before ``10 * log10``.
+    ref_peak : give dB relative to each clip's loudest cell (librosa's
+        ``power_to_db(ref=np.max)``), so a clip's level does not matter.
+    top_db : > 0 or None; clamp dB to at most this far below the clip's peak,
+        which hides differences in the recordings' noise floors.
     """
 
     sample_rate: int = 16000
@@ -49,6 +53,8 @@ class FeatureConfig:
     center: bool = True
     pad_mode: str = "reflect"
     log_floor: float = 1e-10
+    ref_peak: bool = False
+    top_db: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
@@ -77,6 +83,8 @@ class FeatureConfig:
             raise ParameterError(f"pad_mode={self.pad_mode!r} must be one of {', '.join(PAD_MODES)}")
         if not self.log_floor > 0:
             raise ParameterError(f"log_floor={self.log_floor!r} must be positive")
+        if self.top_db is not None and not self.top_db > 0:
+            raise ParameterError(f"top_db={self.top_db!r} must be positive or None")
 
     @property
     def window_length(self) -> int:
@@ -169,12 +177,24 @@ class MelSpectrogram(nn.Module):
         return mel.reshape(*batch_shape, *mel.shape[-2:])
 
 
+def mel_to_db(mel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """``10 * log10(max(mel, log_floor))`` of ``(..., n_mels, frames)``, then, as
+    configured, relative to each clip's peak and clamped ``top_db`` below it."""
+    db = 10.0 * torch.log10(torch.clamp(mel, min=config.log_floor))
+    if config.ref_peak or config.top_db is not None:
+        peak = db.amax(dim=(-2, -1), keepdim=True)
+        if config.top_db is not None:
+            db = torch.maximum(db, peak - config.top_db)
+        if config.ref_peak:
+            db = db - peak
+    return db
+
+
 class LogMelSpectrogram(MelSpectrogram):
-    """Log-mel in dB: ``10 * log10(max(mel, log_floor))``, ``(..., n_mels, frames)``."""
+    """Log-mel in dB (see :func:`mel_to_db`), ``(..., n_mels, frames)``."""
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        mel = super().forward(waveform)
-        return 10.0 * torch.log10(torch.clamp(mel, min=self.config.log_floor))
+        return mel_to_db(super().forward(waveform), self.config)
 
 
 class Standardize(nn.Module):

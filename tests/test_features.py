@@ -242,3 +242,21 @@ def test_standardize_per_channel_and_min_std():
 def test_standardize_needs_two_values():
     with pytest.raises(ParameterError, match="fewer than 2"):
         Standardize((1, 4, 1)).fit([])
+
+
+def test_peak_reference_and_top_db_match_librosa_power_to_db():
+    cfg = FeatureConfig(ref_peak=True, top_db=80.0)
+    rng = np.random.default_rng(3)
+    clips = np.stack([rng.standard_normal(8000), 1e-3 * rng.standard_normal(8000)]).astype(np.float32)
+    clips[1, :4000] = 0.0  # digital silence below the 80 dB range
+    with torch.no_grad():
+        mel = MelSpectrogram(cfg)(torch.from_numpy(clips)).numpy()
+        db = LogMelSpectrogram(cfg)(torch.from_numpy(clips)).numpy()
+    for i in range(2):
+        expected = librosa.power_to_db(mel[i], ref=np.max, amin=1e-10, top_db=80.0)
+        assert np.abs(db[i] - expected).max() < 1e-3
+        assert db[i].max() == pytest.approx(0.0, abs=1e-6) and db[i].min() >= -80.0 - 1e-4
+    # A clip's level no longer matters: 40 dB quieter gives the same picture.
+    with torch.no_grad():
+        quiet = LogMelSpectrogram(cfg)(torch.from_numpy(clips[:1] * 0.01)).numpy()
+    assert np.abs(quiet[0] - db[0]).max() < 1e-3
