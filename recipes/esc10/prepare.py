@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Prepare ESC-10 for specnet: a 5-fold manifest and a folder of class links.
+
+    python recipes/esc10/prepare.py OUT_DIR [--data ../shared/data/esc10]
+
+Writes, in OUT_DIR (which should be outside the repository):
+
+- ``folds.csv``: ``path,label,fold`` for the 400 clips, from ``meta.csv``;
+  paths are absolute, so the manifest can live anywhere.
+- ``all/<class>/<file>.wav``: symbolic links to every clip, one folder per
+  class, for training the shipped model on all 400 clips.
+
+The dataset folder is only read, never changed. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "esc10"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="output folder (created; e.g. /tmp/esc10)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the ESC-10 folder holding meta.csv and audio/ (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    data = args.data.resolve()
+    meta = data / "meta.csv"
+    if not meta.is_file():
+        parser.error(f"{meta}: not found; pass --data /path/to/esc10")
+    with open(meta, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+
+    out = args.out.resolve()
+    if out == data or data in out.parents:
+        parser.error(f"{out}: the output folder must not be inside the dataset")
+    all_dir = out / "all"
+    all_dir.mkdir(parents=True, exist_ok=True)
+
+    manifest, missing = [], []
+    for row in rows:
+        label, name, fold = row["category"], row["filename"], int(row["fold"])
+        source = data / "audio" / label / name
+        if not source.is_file():
+            missing.append(str(source))
+            continue
+        manifest.append((str(source), label, fold))
+        link = all_dir / label / name
+        link.parent.mkdir(exist_ok=True)
+        if link.is_symlink() or link.exists():
+            if link.is_symlink() and Path(os.readlink(link)) == source:
+                continue
+            link.unlink()
+        link.symlink_to(source)
+    if missing:
+        print(f"error: {len(missing)} clips listed in {meta} are missing, e.g. {missing[0]}", file=sys.stderr)
+        return 1
+
+    manifest.sort(key=lambda r: (r[2], r[1], r[0]))
+    tmp = out / "folds.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "label", "fold"])
+        writer.writerows(manifest)
+    os.replace(tmp, out / "folds.csv")
+
+    folds = Counter(f for _, _, f in manifest)
+    classes = sorted({label for _, label, _ in manifest})
+    print(f"{len(manifest)} clips, {len(classes)} classes, folds " + ", ".join(f"{k}: {folds[k]}" for k in sorted(folds)))
+    print(f"wrote {out / 'folds.csv'} and {all_dir}/<class>/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
