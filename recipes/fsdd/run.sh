@@ -61,7 +61,7 @@ fi
 if has bundle; then
   acc=$(python -c "import json,sys; print(f\"{100 * json.load(open(sys.argv[1]))['accuracy']:.2f} %\")" \
     "$evals/official/metrics.json")
-  { cat "$cfg"; echo "test_accuracy = \"$acc on the official test split (takes 0-4, 300 files)\""; } > "$work/bundle.toml"
+  { cat "$cfg"; echo "accuracy = \"$acc on the official test split (takes 0-4, 300 files)\""; } > "$work/bundle.toml"
   specnet train --config "$work/bundle.toml" --manifest "$work/official.csv" --val-fold 0 --out "$runs/bundle" --overwrite
   specnet evaluate "$runs/bundle/model.safetensors" "$work/test" --out "$evals/bundle" --overwrite
   cp "$runs/bundle/model.safetensors" specnet/bundled/fsdd.safetensors
