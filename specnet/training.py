@@ -35,7 +35,7 @@ from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig
 from .fileio import RunLock, atomic_write
 from .image import load_image
-from .metrics import Scores, score
+from .metrics import Scores
 from .modelfile import load_model_file, save_model_file
 from .network import ModelSpec, SpecNet
 from .windows import cut_windows

@@ -8,6 +8,21 @@ import pytest
 from helpers import make_tone
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Run torch on one intra-op thread for the whole suite.
+
+    The test models are tiny: two OpenMP threads mostly wait for each other,
+    and on a busy 2-core machine they make training 10-20 times slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tone_wav(tmp_path: Path) -> Path:
     """1 s of a 440 Hz sine at 16 kHz, mono 16-bit WAV, amplitude 0.5."""

@@ -11,10 +11,9 @@ frequency axis a tone lies, so two tones an octave apart are a hard problem.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from helpers import write_audio
@@ -136,23 +135,6 @@ def event_recording(path: Path, *, seconds: float = 30.0, event: tuple[float, fl
     return write_audio(path, y, SR)
 
 
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch ops on one thread inside the block.
-
-    These models are tiny: on a shared, busy CPU two intra-op threads mostly wait
-    for each other, and training runs 10-20 times slower than on one.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # Subprocesses get the same setting through the environment.
 SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -180,7 +162,6 @@ def audio_run(tmp_path_factory: Any) -> Run:
 
         base = tmp_path_factory.mktemp("audio_run")
         data = make_audio_dataset(base / "data")
-        with one_torch_thread():  # session fixtures are set up before the modules' thread setting
-            best = specnet.train(data, base / "run", epochs=AUDIO_EPOCHS, val_split=0.25, **FAST)
+        best = specnet.train(data, base / "run", epochs=AUDIO_EPOCHS, val_split=0.25, **FAST)
         _RUNS["audio"] = Run(data, base / "run", best)
     return _RUNS["audio"]

@@ -9,15 +9,6 @@ from specnet.augment import NO_AUGMENT, AugmentConfig, mixup, random_gain, rando
 from specnet.errors import ParameterError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on two shared cores, OpenMP hand-offs dominate; one thread is far faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

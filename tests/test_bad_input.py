@@ -38,17 +38,6 @@ SCORE_ATOL = 1e-6
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a loaded machine two spinning OpenMP threads make a tiny CNN 100x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     return {c.name: c for c in make_corpus(tmp_path_factory.mktemp("corpus"))}

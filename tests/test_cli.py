@@ -24,12 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with S.one_torch_thread():
-        yield
-
-
 @pytest.fixture(autouse=True)
 def _no_debug(monkeypatch):
     # `--debug` sets SPECNET_DEBUG for the process; setting it here makes monkeypatch undo that.

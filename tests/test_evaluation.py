@@ -16,12 +16,6 @@ from specnet.errors import DataError, SpecnetError
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with S.one_torch_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def audio_run(tmp_path_factory):
     return S.audio_run(tmp_path_factory)

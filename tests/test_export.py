@@ -23,15 +23,6 @@ SR = 16000
 CLASSES = ("bark", "rain", "siren")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors on two shared cores: OpenMP hand-offs cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomize(net: SpecNet, *, seed: int) -> SpecNet:
     """Give an untrained network non-trivial statistics, so its logits are O(1) and differ per input."""
     gen = torch.Generator().manual_seed(seed)

@@ -11,16 +11,6 @@ from specnet.errors import ParameterError
 from specnet.features import FeatureConfig, LogMelSpectrogram, MelSpectrogram, Standardize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with other jobs on the two cores, OpenMP thread hand-offs
-    # cost ~0.2 s per call; one thread runs these tests 100x faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
     # torch.testing.assert_close costs ~2 s on its first call (lazy imports).
     assert actual.shape == expected.shape and actual.dtype == expected.dtype

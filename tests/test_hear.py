@@ -24,15 +24,6 @@ HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
 LENGTHS = [1 / SR, 0.01, 0.05, 0.5, 1.0, 1.07, 1.98, 2.74, 4.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors on two shared cores: OpenMP hand-offs cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _net(*, input_kind: str = "audio", seed: int = 0) -> SpecNet:
     spec = ModelSpec(
         arch="cnn_tiny", arch_args={}, input_kind=input_kind, classes=("a", "b", "c"),

@@ -19,12 +19,6 @@ from specnet.inference import Failure, Prediction
 EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with S.one_torch_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def audio_run(tmp_path_factory):
     return S.audio_run(tmp_path_factory)

@@ -166,14 +166,6 @@ DRIVER = textwrap.dedent(
 POINTS = ("epoch", "checkpoint", "validation")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "train", str(data), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "3", "--batch-size", "2",

@@ -25,15 +25,6 @@ from specnet.modelfile import (
 from specnet.network import ModelSpec, SpecNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models: on two shared cores, OpenMP hand-offs dominate; one thread is far faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _spec(arch: str = "cnn_tiny", **extra) -> ModelSpec:
     return ModelSpec(arch=arch, arch_args={}, input_kind="audio", classes=("a", "b"),
                      features=FeatureConfig(), clip_seconds=1.0, extra=extra)

@@ -12,15 +12,6 @@ from specnet.features import FeatureConfig, LogMelSpectrogram
 from specnet.network import ModelSpec, SpecNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models: on two shared cores, OpenMP hand-offs dominate; one thread is far faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _audio_spec(**changes) -> ModelSpec:
     values = dict(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b", "c"),
                   features=FeatureConfig(), clip_seconds=1.0)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from helpers import make_class_folders, make_tone, write_audio

@@ -23,12 +23,6 @@ from specnet.training import TrainConfig, get_lr
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with S.one_torch_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def audio_run(tmp_path_factory):
     return S.audio_run(tmp_path_factory)

@@ -28,14 +28,6 @@ from specnet.errors import ModelFileError
 from specnet.modelfile import METADATA_KEY, load_model_file, read_metadata
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     return tiny_audio_model(tmp_path_factory)
