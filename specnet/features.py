@@ -157,6 +157,21 @@ class MelSpectrogram(nn.Module):
                 f"a clip of {flat.shape[-1]} samples is shorter than n_fft={cfg.n_fft}; "
                 "use center=True or a longer clip"
             )
+        # Frame-batching on CPU: the spectra of a whole batch (64 x 5 s: ~100 MB of frames
+        # and complex bins) spill out of the caches; chunks of ~2**19 bins stay in them,
+        # 2.5-3x faster, and the transient memory stays ~10 MB. Same values either way.
+        # Batches under 2**21 bins (32 x 1 s at 8 kHz) gained nothing and stay whole.
+        bins = max(1, cfg.num_frames(flat.shape[-1]) * (cfg.n_fft // 2 + 1))
+        step = max(1, (1 << 19) // bins)
+        if flat.device.type == "cpu" and flat.shape[0] * bins > (1 << 21):
+            mel = torch.cat([self._mel(part, pad_mode) for part in flat.split(step)])
+        else:
+            mel = self._mel(flat, pad_mode)
+        return mel.reshape(*batch_shape, *mel.shape[-2:])
+
+    def _mel(self, flat: torch.Tensor, pad_mode: str) -> torch.Tensor:
+        """``(B, time)`` -> ``(B, n_mels, frames)`` mel power (or magnitude)."""
+        cfg = self.config
         stft = torch.stft(
             flat.float(),
             n_fft=cfg.n_fft,
@@ -173,8 +188,7 @@ class MelSpectrogram(nn.Module):
         power = stft.real.square() + stft.imag.square()
         if cfg.power == 1.0:
             power = power.sqrt()
-        mel = torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
-        return mel.reshape(*batch_shape, *mel.shape[-2:])
+        return torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
 
 
 def mel_to_db(mel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:

@@ -149,9 +149,12 @@ class Model:
             spec = self.config
             image = load_image(path, channels=spec.in_chans, size=spec.image_size)
             return _Item(index, path, image.unsqueeze(0))
-        if _is_long(path):
-            return _Item(index, path, None)  # streamed later, in order
-        samples, _ = load_audio(path, sample_rate=self.sample_rate)
+        # Read at most STREAM_SECONDS + 1 s: a longer file is streamed later, in order. One
+        # open per file (a header read first cost a third of decoding a short file), and no
+        # more memory than a file just under STREAM_SECONDS, which is decoded whole anyway.
+        samples, _ = load_audio(path, sample_rate=self.sample_rate, duration=STREAM_SECONDS + 1.0)
+        if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
+            return _Item(index, path, None)
         windows, starts = cut_windows(samples, window, hop)
         return _Item(index, path, windows, starts, len(samples) / self.sample_rate)
 
