@@ -38,7 +38,7 @@ from .image import load_image
 from .metrics import Scores
 from .modelfile import load_model_file, save_model_file
 from .network import ModelSpec, SpecNet
-from .windows import cut_windows
+from .windows import cut_windows, fit_length
 
 log = logging.getLogger("specnet")
 
@@ -551,7 +551,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint.get("scaler", {})) if use_amp and checkpoint.get("scaler") else None
+        if use_amp and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = int(checkpoint["epoch"]) + 1
         best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
         history = json.loads(checkpoint["history"])
@@ -641,14 +642,8 @@ def _stat_batches(model: SpecNet, split: Split, clip: int | None, batch_size: in
             if model.frontend is None:
                 yield split.items[start : start + batch_size]
             else:
-                waves = np.stack([_centre(w, clip) for w in split.items[start : start + batch_size]])
+                waves = np.stack([fit_length(w, clip) for w in split.items[start : start + batch_size]])
                 yield model.frontend(torch.from_numpy(waves)).unsqueeze(1)
-
-
-def _centre(wave: np.ndarray, length: int) -> np.ndarray:
-    from .windows import fit_length
-
-    return fit_length(wave, length)
 
 
 def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, use_amp, progress) -> tuple[float, float]:
