@@ -269,6 +269,7 @@ def get_lr(step: int, *, peak: float, warmup_steps: int, total_steps: int) -> fl
 class Dist:
     rank: int = 0
     world_size: int = 1
+    owns_group: bool = False  # this run joined the process group, so it must leave it
 
     @property
     def is_main(self) -> bool:
@@ -305,10 +306,11 @@ def setup_distributed(device: torch.device) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    if not torch.distributed.is_initialized():
+    owns_group = not torch.distributed.is_initialized()
+    if owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend)
-    return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), owns_group)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -465,10 +467,17 @@ def train(
     try:
         if dist.is_main:
             files.prepare(resume=resume, overwrite=overwrite)
-        return _run(data_dir, files, config, device, dist, use_amp, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
+        best = _run(data_dir, files, config, device, dist, use_amp, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
+        if dist.world_size > 1:
+            torch.distributed.barrier()  # leave together: rank 0 still writes the curves
+        return best
     finally:
         if lock:
             lock.release()
+        if dist.owns_group:
+            # Leave the group before exit: a gloo group still alive at interpreter
+            # shutdown can abort the process ("terminate called without an active exception").
+            torch.distributed.destroy_process_group()
 
 
 def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, use_amp: bool, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:

@@ -38,7 +38,7 @@ DRIVER = textwrap.dedent(
         states[row["epoch"]] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     best = specnet.train(data, out if rank == 0 else f"{out}-rank{rank}", on_epoch_end=record, **options)
-    world = torch.distributed.get_world_size()
+    world = int(os.environ["WORLD_SIZE"])  # train() has left the process group it joined
     torch.save({"best": best, "states": states, "world": world}, os.path.join(dump, f"rank{rank}.pt"))
     """
 )
