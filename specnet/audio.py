@@ -22,14 +22,15 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, Union
+from typing import NamedTuple
 
 import audioread
 import numpy as np
 import soundfile as sf
 import soxr
 
-from specnet.errors import AudioError, ParameterError, SpecnetError
+from specnet.errors import AudioError, ParameterError
+from specnet.paths import PathLike, display_name, open_for_reading
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -42,7 +43,6 @@ __all__ = [
     "resample",
 ]
 
-PathLike = Union[str, bytes, os.PathLike]
 
 # Suffixes libsndfile decodes by itself.
 _SOUNDFILE_EXTENSIONS = frozenset(
@@ -151,7 +151,7 @@ def load_audio(
     ):
         raise ParameterError(f"duration={duration!r} must be a positive number of seconds or None")
 
-    name = _display_name(path)
+    name = display_name(path)
     with _open(path, name) as f:
         if f is None:
             frames, native_sr = _decode_with_audioread(path, name)
@@ -191,7 +191,7 @@ def audio_info(path: PathLike) -> AudioInfo:
     AudioError
         As for :func:`load_audio`.
     """
-    name = _display_name(path)
+    name = display_name(path)
     with _open(path, name) as f:
         if f is not None:
             return AudioInfo(sample_rate=f.samplerate, channels=f.channels, frames=f.frames)
@@ -296,7 +296,7 @@ def iter_audio_blocks(
 def _iter_blocks(
     path: PathLike, *, block_samples: int, hop_samples: int, sample_rate: int | None, mono: bool
 ) -> Iterator[AudioBlock]:
-    name = _display_name(path)
+    name = display_name(path)
     with _open(path, name) as f:
         if f is None:
             y, _ = load_audio(path, sample_rate=sample_rate, mono=mono)
@@ -381,37 +381,8 @@ def _suffix(path: PathLike) -> str:
     return Path(os.fsdecode(path)).suffix.lower()
 
 
-def _display_name(path: PathLike) -> str:
-    """``path`` as printable text: bytes that are not UTF-8 show as ``\\xNN``."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
-
-
 def _supported_formats() -> str:
     return ", ".join(sorted(AUDIO_EXTENSIONS))
-
-
-def _open_binary(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:
-    """Open ``path`` for reading, turning OS errors into ``error`` naming the file.
-
-    Opening it ourselves (rather than handing the name to a decoder) gives
-    precise messages and works for any name the OS accepts, UTF-8 or not.
-    """
-    try:
-        fh = open(path, "rb")  # the caller closes it
-    except FileNotFoundError:
-        broken_link = " (broken symbolic link)" if os.path.islink(path) else ""
-        raise error(f"{name}: file not found{broken_link}") from None
-    except IsADirectoryError:
-        raise error(f"{name}: is a directory, not {what}") from None
-    except PermissionError:
-        raise error(f"{name}: permission denied") from None
-    except OSError as exc:
-        raise error(f"{name}: cannot open ({exc.strerror or exc})") from None
-    if os.fstat(fh.fileno()).st_size == 0:
-        fh.close()
-        raise error(f"{name}: file is empty (0 bytes)")
-    return fh
 
 
 @contextlib.contextmanager
@@ -419,7 +390,7 @@ def _open(path: PathLike, name: str) -> Iterator[sf.SoundFile | None]:
     """Open ``path`` with soundfile; yield None for a suffix only audioread decodes
     (the caller then uses :func:`_decode_with_audioread`).
     """
-    with _open_binary(path, name, AudioError, "an audio file") as fh:
+    with open_for_reading(path, name, AudioError, "an audio file") as fh:
         try:
             f = sf.SoundFile(fh)
         except sf.LibsndfileError as exc:

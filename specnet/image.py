@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from specnet.audio import PathLike, _display_name, _open_binary
+from specnet.paths import PathLike, display_name, open_for_reading
 from specnet.errors import ImageError, ParameterError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "load_image"]
@@ -82,8 +82,8 @@ def load_image(
     ):
         raise ParameterError(f"size={size!r} must be a (height, width) pair of positive integers")
 
-    name = _display_name(path)
-    with _open_binary(path, name, ImageError, "an image") as fh:
+    name = display_name(path)
+    with open_for_reading(path, name, ImageError, "an image") as fh:
         try:
             with Image.open(fh) as img:
                 img.load()  # decode now, so truncated data fails inside this try

@@ -21,7 +21,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import _display_name, audio_info, iter_audio_blocks, load_audio, resample
+from .audio import audio_info, iter_audio_blocks, load_audio, resample
+from .paths import display_name
 from .devices import resolve_device
 from .errors import ModelFileError, ParameterError, SpecnetError
 from .image import load_image
@@ -370,7 +371,7 @@ def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:
 def _raise_first_failure(results: list) -> list:
     for result in results:
         if isinstance(result, Failure):
-            shown = _display_name(result.path)  # how the decoder's message names it
+            shown = display_name(result.path)  # how the decoder's message names it
             # Same class as the original error, so `except ParameterError` (a ValueError) still works.
             raise result.error(result.reason if result.reason.startswith(shown) else f"{shown}: {result.reason}")
     return results

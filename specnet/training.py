@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
-from .audio import _display_name, load_audio
+from .audio import load_audio
+from .paths import display_name
 from .devices import resolve_device
 from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
@@ -176,7 +177,7 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
 
     items, failures = decode_all(files.paths, decode, num_workers=num_workers, progress=progress, desc=desc)
     for path, reason in failures:
-        shown = _display_name(path)  # as the decoder's message names it (non-UTF-8 bytes as \xNN)
+        shown = display_name(path)  # as the decoder's message names it (non-UTF-8 bytes as \xNN)
         log.warning("skipping %s", reason if reason.startswith(shown) else f"{shown}: {reason}")
     keep = [i for i, item in enumerate(items) if item is not None]
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)

@@ -229,7 +229,7 @@ def deny_reads(monkeypatch, paths) -> None:
         return
     import builtins
 
-    import specnet.audio
+    import specnet.paths
     import specnet.modelfile
 
     denied = {os.fsencode(os.path.abspath(os.fsdecode(p))) for p in paths}
@@ -241,7 +241,7 @@ def deny_reads(monkeypatch, paths) -> None:
                 raise PermissionError(13, "Permission denied", os.fsdecode(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(specnet.audio, "open", guarded_open, raising=False)
+    monkeypatch.setattr(specnet.paths, "open", guarded_open, raising=False)
     monkeypatch.setattr(specnet.modelfile, "open", guarded_open, raising=False)
 
 

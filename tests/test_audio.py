@@ -14,6 +14,7 @@ import soxr
 from helpers import make_noise, make_tone, peak_frequency, sine, write_audio
 
 import specnet.audio as audio
+import specnet.paths
 from specnet.audio import (
     AUDIO_EXTENSIONS,
     AudioBlock,
@@ -357,7 +358,7 @@ def test_permission_denied(tmp_path, tone_wav, monkeypatch):
     if os.access(tone_wav, os.R_OK):  # root reads anything: make open() refuse instead
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(audio, "open", refuse, raising=False)
+        monkeypatch.setattr(specnet.paths, "open", refuse, raising=False)
     with pytest.raises(AudioError) as excinfo:
         load_audio(tone_wav)
     assert _message(excinfo) == f"{tone_wav}: permission denied"

@@ -10,7 +10,7 @@ import torch
 from helpers import make_image
 from PIL import Image
 
-import specnet.audio
+import specnet.paths
 from specnet.errors import ImageError, ParameterError
 from specnet.image import IMAGE_EXTENSIONS, is_image_file, load_image
 
@@ -203,7 +203,7 @@ def test_permission_denied(tmp_path, monkeypatch):
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
         # image.py opens files through specnet.audio's helper
-        monkeypatch.setattr(specnet.audio, "open", refuse, raising=False)
+        monkeypatch.setattr(specnet.paths, "open", refuse, raising=False)
     with pytest.raises(ImageError) as excinfo:
         load_image(path)
     assert str(excinfo.value) == f"{path}: permission denied"

@@ -1,0 +1,39 @@
+"""File names as users give them: str, bytes or os.PathLike, UTF-8 or not."""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO, Union
+
+from .errors import SpecnetError
+
+PathLike = Union[str, bytes, os.PathLike]
+
+
+def display_name(path: PathLike) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 show as ``\\xNN``."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:
+    """Open ``path`` for reading, turning OS errors into ``error`` naming the file.
+
+    Opening it ourselves (rather than handing the name to a decoder) gives
+    precise messages and works for any name the OS accepts, UTF-8 or not.
+    """
+    try:
+        fh = open(path, "rb")  # the caller closes it
+    except FileNotFoundError:
+        broken_link = " (broken symbolic link)" if os.path.islink(path) else ""
+        raise error(f"{name}: file not found{broken_link}") from None
+    except IsADirectoryError:
+        raise error(f"{name}: is a directory, not {what}") from None
+    except PermissionError:
+        raise error(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise error(f"{name}: cannot open ({exc.strerror or exc})") from None
+    if os.fstat(fh.fileno()).st_size == 0:
+        fh.close()
+        raise error(f"{name}: file is empty (0 bytes)")
+    return fh
