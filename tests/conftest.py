@@ -33,3 +33,12 @@ def tone_wav(tmp_path: Path) -> Path:
 def stereo_wav(tmp_path: Path) -> Path:
     """0.5 s stereo 16-bit WAV at 16 kHz: 440 Hz left, 880 Hz right, amplitude 0.5."""
     return make_tone(tmp_path / "stereo.wav", 440.0, 0.5, 16000, channels=2)
+
+
+@pytest.fixture(scope="session")
+def audio_run(tmp_path_factory):
+    """One small model trained once per session on synthetic audio (see ``synthetic.py``)."""
+    import synthetic
+
+    return synthetic.audio_run(tmp_path_factory)
+

@@ -30,11 +30,6 @@ def _no_debug(monkeypatch):
     monkeypatch.setenv("SPECNET_DEBUG", "")
 
 
-@pytest.fixture(scope="session")
-def audio_run(tmp_path_factory):
-    return S.audio_run(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def model_file(audio_run) -> str:
     return str(audio_run.model)

@@ -16,11 +16,6 @@ from specnet.errors import DataError, SpecnetError
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="session")
-def audio_run(tmp_path_factory):
-    return S.audio_run(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def test_data(tmp_path_factory) -> Path:
     """4 unseen clips per class, the first of each a second long (scored over windows)."""

@@ -19,11 +19,6 @@ from specnet.inference import Failure, Prediction
 EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
 
 
-@pytest.fixture(scope="session")
-def audio_run(tmp_path_factory):
-    return S.audio_run(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def model(audio_run):
     return specnet.load_model(audio_run.model, device="cpu")

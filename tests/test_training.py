@@ -23,11 +23,6 @@ from specnet.training import TrainConfig, get_lr
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="session")
-def audio_run(tmp_path_factory):
-    return S.audio_run(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     """12 clips, 4 per class: enough to run the loop, not to learn well."""
