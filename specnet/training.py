@@ -690,6 +690,7 @@ def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfi
             if model.frontend is not None:
                 logmel = model.frontend(inputs)  # (B, F, T) dB, float32 outside autocast
                 logmel = aug.random_gain(logmel, augment.gain_db, generator)
+                logmel = aug.random_noise(logmel, augment.noise_snr_db, generator)
                 logmel = aug.random_warp(logmel, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
                 images = model.logmel_to_images(logmel)
             else:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from specnet.augment import NO_AUGMENT, AugmentConfig, mixup, random_gain, random_warp, spec_augment
+from specnet.augment import (
+    NO_AUGMENT,
+    AugmentConfig,
+    mixup,
+    random_gain,
+    random_noise,
+    random_warp,
+    spec_augment,
+)
 from specnet.errors import ParameterError
 
 
@@ -22,6 +30,7 @@ def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
     """The training order on a fixed batch, every draw from one generator."""
     gen = _gen(seed)
     x = random_gain(_logmel(), config.gain_db, gen)
+    x = random_noise(x, config.noise_snr_db, gen)
     x = random_warp(x, time_stretch=config.time_stretch, pitch_shift=config.pitch_shift, generator=gen)
     images = spec_augment(x.unsqueeze(1), config, gen)
     targets = torch.eye(4)[torch.tensor([0, 1, 2, 3])]
@@ -29,7 +38,7 @@ def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def test_same_seed_same_result_different_seed_different():
-    config = AugmentConfig()
+    config = AugmentConfig(noise_snr_db=(10.0, 40.0))
     a_images, a_targets = _pipeline(config, seed=1)
     b_images, b_targets = _pipeline(config, seed=1)
     assert torch.equal(a_images, b_images) and torch.equal(a_targets, b_targets)
@@ -47,6 +56,7 @@ def test_no_augment_is_identity_and_draws_nothing():
     gen = _gen(0)
     state = gen.get_state()
     random_gain(x, NO_AUGMENT.gain_db, gen)
+    random_noise(x, NO_AUGMENT.noise_snr_db, gen)
     random_warp(x, time_stretch=0.0, pitch_shift=0.0, generator=gen)
     spec_augment(x.unsqueeze(1), NO_AUGMENT, gen)
     mixup(x.unsqueeze(1), torch.eye(4), NO_AUGMENT.mixup_alpha, gen)
@@ -193,9 +203,36 @@ def test_random_gain_shifts_each_clip_by_at_most_gain_db():
         (dict(freq_masks=-1), "freq_masks=-1"),
         (dict(freq_mask_width=2.5), "freq_mask_width=2.5"),
         (dict(mixup_alpha=-0.2), "mixup_alpha=-0.2"),
+        (dict(noise_snr_db=(40.0, 10.0)), "noise_snr_db=(40.0, 10.0)"),
+        (dict(noise_snr_db=(10.0,)), "noise_snr_db=(10.0,)"),
     ],
 )
 def test_config_validation_names_the_value(settings, named):
     with pytest.raises(ParameterError) as err:
         AugmentConfig(**settings)
     assert named in str(err.value)
+
+
+def test_noise_floor_sits_at_the_drawn_snr_below_each_peak():
+    # A silent clip (-100 dB everywhere) but one cell at 0 dB: after the noise,
+    # the quiet cells read the noise floor, which is 20-30 dB below the peak
+    # (+-10 dB tilt across bands, ~1.3 dB per-cell jitter).
+    logmel = torch.full((64, 40, 200), -100.0)
+    logmel[:, 0, 0] = 0.0
+    noisy = random_noise(logmel, (20.0, 30.0), _gen(0))
+    floor = noisy[:, :, 1:]
+    assert noisy[:, 0, 0].sub(0.0).abs().max() < 0.5  # the peak barely moves
+    band_means = floor.mean(dim=2)  # (B, F): the floor per band
+    assert band_means.mean(dim=1).min() > -31 and band_means.mean(dim=1).max() < -19
+    assert floor.std(dim=2).mean().item() == pytest.approx(1.3, abs=0.3)
+    tilt = band_means[:, -1] - band_means[:, 0]
+    assert tilt.abs().max() <= 10.5 and tilt.std() > 3  # a different tilt per clip
+
+
+def test_noise_only_raises_values_and_follows_the_clip_level():
+    x = _logmel(seed=3)
+    loud = random_noise(x + 30, (10.0, 10.0), _gen(1))
+    quiet = random_noise(x, (10.0, 10.0), _gen(1))
+    assert torch.all(quiet >= x) and torch.all(loud >= x + 30)
+    # The floor is relative to each clip's peak, so a louder clip gets the same picture, shifted.
+    torch.testing.assert_close(loud - 30, quiet, atol=1e-4, rtol=0)
