@@ -161,7 +161,7 @@ def model_file(name: str, tmpdir: Path) -> tuple[Path, str]:
     out = tmpdir / f"{name}.safetensors"
     if not out.exists():
         from specnet.modelfile import save_model_file
-        from specnet.training import TrainConfig, build_model
+        from specnet.training import build_model
 
         config = train_config(name)
         classes = [str(d) for d in range(10)] if name == "fsdd" else [f"class{i}" for i in range(10)]

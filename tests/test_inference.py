@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from helpers import write_audio
 import specnet
 from specnet import inference
 from specnet.errors import ModelFileError, ParameterError, SpecnetError
-from specnet.inference import Failure, Prediction
+from specnet.inference import Failure, Model, Prediction
 
 EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
 
@@ -146,6 +147,25 @@ def test_bad_inputs_are_failures_and_the_rest_still_classified(model, clips, tmp
         model.predict([good[0], str(broken)])
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["decode-in-threads", "decode-in-caller"])
+def test_both_decoding_modes_give_the_same_results_in_order(model, clips, tmp_path, monkeypatch, overlap):
+    # Worker threads decode ahead when there are cores to spare; otherwise the calling
+    # thread decodes each file between batches. Order, failures and numbers must not differ.
+    good = [str(path) for path, _ in clips.values()] * 30  # > PREFETCH_FILES (64) inputs
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEjunk")
+    inputs = good[:70] + [str(broken)] + good[70:]
+    expected = probabilities(model.predict(good[: len(clips)]))
+    threads_before = threading.active_count()
+    monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: overlap)
+    results = list(model.predict_iter(inputs, batch_size=16))
+    assert [r.path for r in results] == inputs
+    assert isinstance(results[70], Failure) and "broken.wav" in results[70].reason
+    predicted = [r for r in results if isinstance(r, Prediction)]
+    np.testing.assert_allclose(probabilities(predicted), np.tile(expected, (30, 1)), atol=1e-5, rtol=0)
+    assert threading.active_count() == threads_before  # no decoding thread outlives the call
+
+
 @pytest.mark.parametrize(
     ("samples", "kwargs", "message"),
     [
@@ -265,3 +285,10 @@ def test_streamed_long_file_matches_in_memory(model, recording, monkeypatch):
         (s["start"], s["end"], s["label"]) for s in whole.segments
     ]
     np.testing.assert_allclose(model.embed(str(recording)), whole_embedding, atol=1e-5, rtol=0)
+
+
+def test_decoding_overlaps_the_network_only_with_cores_to_spare(model, monkeypatch):
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 4)
+    for threads, overlaps in ((4, False), (8, False), (2, True)):
+        monkeypatch.setattr(inference.torch, "get_num_threads", lambda: threads)
+        assert model._decode_overlaps_network() is overlaps
