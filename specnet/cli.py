@@ -319,6 +319,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--hop-length", type=click.IntRange(min=1), default=None)
 @click.option("--f-min", type=float, default=None)
 @click.option("--f-max", type=float, default=None)
+@click.option("--top-db", type=click.FloatRange(min=0), default=None, help="Log-mel in dB relative to each clip's peak, floored this far below it (0: absolute dB, no floor).  [default: 60]")
 @click.option("--image-size", type=(int, int), default=(128, 128), show_default=True, help="Height and width images are resized to.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup.")
 @click.option("--mixup", type=click.FloatRange(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
@@ -345,6 +346,9 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         if name in feature_keys:
             if value is not None:
                 features[name] = value
+        elif name == "top_db":
+            if value is not None:
+                features.update(ref_peak=value > 0, top_db=value or None)
         elif name == "arch_args":
             if value:
                 options["arch_args"] = {**options.get("arch_args", {}), **_parse_arch_args(value)}

@@ -354,6 +354,19 @@ FAST_FLAGS = [
 ]
 
 
+def test_train_top_db_sets_the_front_ends_reference_and_floor(capsys, tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=2)
+    cases = {"default": ([], (True, 60.0)), "35": (["--top-db", "35"], (True, 35.0)), "0": (["--top-db", "0"], (False, None))}
+    for name, (flag, (ref_peak, top_db)) in cases.items():
+        out = tmp_path / name
+        code, _, err = run(capsys, "train", str(data), "--val-split", "0", "--out", str(out), *FAST_FLAGS, *flag)
+        assert code == 0, (name, err)
+        features = specnet.load_model(out / "model.safetensors").config.features
+        assert (features.ref_peak, features.top_db) == (ref_peak, top_db), name
+    code, _, err = run(capsys, "train", str(data), "--top-db", "-3", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--top-db" in err
+
+
 def test_train_validation_flags(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     manifest = tmp_path / "folds.csv"
