@@ -124,7 +124,7 @@ def _fail_line(path: str, reason: str) -> str:
 @click.option("--timeline", is_flag=True, help="Also give the top label of every window.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=1), help="Threads decoding files ahead of the network.")
+@click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=1), help="Threads decoding files ahead of the network, when it leaves cores to spare (GPU, or more cores than torch threads).")
 def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, device, num_workers) -> None:
     """Print the top labels of audio files, folders or glob patterns."""
     from .inference import Failure, load_model
