@@ -382,7 +382,7 @@ class _InlineExecutor:
         future: Future = Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as exc:  # handed on like a worker's exception, by .result()
+        except Exception as exc:  # handed on like a worker's exception, by .result()
             future.set_exception(exc)
         return future
 
