@@ -33,6 +33,10 @@ from .windows import cut_windows
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
 PREFETCH_FILES = 64
+#: Most log-mel cells (windows x mel bands x frames) in one forward pass: it bounds the
+#: activation memory (64 bytes per cell for each 16-channel float32 layer output)
+#: whatever the window length, e.g. 20 windows of 4 s at 10 ms frames and 64 bands.
+MAX_BATCH_CELLS = 2**19
 
 
 def bundled_models() -> dict[str, Path]:
@@ -230,7 +234,9 @@ class Model:
 
         def run_batch() -> None:
             rows = [item.windows for item in batch]
-            outputs = self._run(np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows), embed=embed)
+            windows = np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows)
+            # A file with many windows is still run batch_size windows at a time.
+            outputs = torch.cat([self._run(windows[i : i + batch_size], embed=embed) for i in range(0, len(windows), batch_size)])
             offset = 0
             for item in batch:
                 item.outputs = outputs[offset : offset + len(item.windows)]
@@ -269,9 +275,18 @@ class Model:
         item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate)
         return item, torch.cat(outputs)
 
+    def _windows_per_batch(self, batch_size: int, window: int) -> int:
+        """``batch_size``, lowered so one batch of ``window``-sample windows stays within MAX_BATCH_CELLS."""
+        features = self.config.features
+        if features is None:
+            return batch_size
+        cells = features.n_mels * features.num_frames(window)
+        return max(1, min(batch_size, MAX_BATCH_CELLS // cells))
+
     def _outputs(self, inputs: Any, *, sample_rate, window, hop, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
         """Per input in order: ``(item, window outputs)``, or a :class:`Failure`."""
         window_n, hop_n = (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
+        batch_size = self._windows_per_batch(batch_size, window_n)
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
         for item in self._window_outputs(items, batch_size=batch_size, embed=embed):
             if isinstance(item, Failure):

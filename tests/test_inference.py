@@ -292,3 +292,20 @@ def test_decoding_overlaps_the_network_only_with_cores_to_spare(model, monkeypat
     for threads, overlaps in ((4, False), (8, False), (2, True)):
         monkeypatch.setattr(inference.torch, "get_num_threads", lambda: threads)
         assert model._decode_overlaps_network() is overlaps
+
+
+def test_batches_are_capped_by_log_mel_cells_and_results_do_not_change(model, clips, recording, monkeypatch):
+    # Short clips and one long recording (many windows): no forward pass may exceed the cap.
+    inputs = [str(path) for path, _ in clips.values()] * 3 + [str(recording)]
+    sizes: list[int] = []
+    run = Model._run
+    monkeypatch.setattr(Model, "_run", lambda self, batch, **kw: sizes.append(len(batch)) or run(self, batch, **kw))
+    expected = probabilities(model.predict(inputs, batch_size=64))
+    windows = sum(sizes)
+    assert max(sizes) == 64 and windows > 64
+    features = model.config.features
+    cells = features.n_mels * features.num_frames(model.config.clip_samples)
+    monkeypatch.setattr(inference, "MAX_BATCH_CELLS", 3 * cells + 1)  # room for 3 windows
+    sizes.clear()
+    np.testing.assert_allclose(probabilities(model.predict(inputs, batch_size=64)), expected, atol=1e-5, rtol=0)
+    assert max(sizes) == 3 and sum(sizes) == windows
