@@ -35,30 +35,26 @@ for stage in $stages; do
     done
     ;;
   summary)
-    # Two numbers per fold: the model specnet keeps (the epoch with the best
-    # accuracy on the held-out fold, so chosen by the test data: optimistic)
-    # and the last epoch's accuracy on the same fold (no selection: the
-    # unbiased estimate). Also sums the five confusion matrices.
+    # Per-fold accuracy of each fold's saved model (config.toml keeps the last
+    # epoch, so nothing is chosen on the test fold), the mean, and the five
+    # confusion matrices summed.
     python - "$WORK" <<'PY'
 import json, sys
 from pathlib import Path
 import numpy as np
 work = Path(sys.argv[1])
-kept, last, confusion = [], [], None
+accuracies, confusion = [], None
 for k in range(1, 6):
-    run = work / "runs" / f"fold{k}"
-    m = json.loads((run / "eval" / "metrics.json").read_text())
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
-    kept.append(m["accuracy"]); last.append(rows[-1]["val_accuracy"])
+    m = json.loads((work / "runs" / f"fold{k}" / "eval" / "metrics.json").read_text())
+    accuracies.append(m["accuracy"])
     confusion = np.array(m["confusion"]) if confusion is None else confusion + np.array(m["confusion"])
     classes = m["classes"]
-    print(f"fold {k}: kept epoch {best['epoch'] + 1:3d} accuracy {m['accuracy']:.4f}   last epoch {rows[-1]['epoch'] + 1:3d} accuracy {rows[-1]['val_accuracy']:.4f}")
-print(f"mean  : kept {np.mean(kept):.4f}   last {np.mean(last):.4f}")
-(work / "summary.json").write_text(json.dumps({"kept": kept, "last": last, "mean_kept": float(np.mean(kept)),
-    "mean_last": float(np.mean(last)), "classes": classes, "confusion": confusion.tolist()}, indent=2))
+    print(f"fold {k}: accuracy {m['accuracy']:.4f}")
+print(f"mean  : {np.mean(accuracies):.4f}")
+(work / "summary.json").write_text(json.dumps({"accuracy": accuracies, "mean": float(np.mean(accuracies)),
+    "classes": classes, "confusion": confusion.tolist()}, indent=2))
 from specnet.plots import plot_confusion
-plot_confusion(confusion, classes, work / "confusion_5folds.png", title="ESC-10, 5 folds (kept models), 400 clips")
+plot_confusion(confusion, classes, work / "confusion_5folds.png", title="ESC-10, 5 folds, 400 test clips")
 print(f"wrote {work / 'summary.json'} and {work / 'confusion_5folds.png'}")
 PY
     ;;
