@@ -224,37 +224,55 @@ class Model:
         return self.net(inputs).float().softmax(-1).cpu()
 
     def _window_outputs(self, items: Iterable[_Item | Failure], *, batch_size: int, embed: str | None) -> Iterator[_Item | Failure]:
-        """The items again, in order, with ``outputs`` set: windows are batched across inputs.
+        """The items again, in order, with ``outputs`` set.
 
-        Items without windows (long files, streamed later) and failures pass through.
+        Windows are queued across inputs and run exactly ``batch_size`` at a time
+        (only the last batch is smaller), so every forward pass has one shape and
+        a bounded size; a file's windows may span two batches. Items without
+        windows (long files, streamed later) and failures pass through.
         """
-        pending: list[_Item | Failure] = []  # in input order, not yet handed on
-        batch: list[_Item] = []  # items whose windows wait for the network
-        filled = 0
+        pending: deque[_Item | Failure] = deque()  # in input order, not yet handed on
+        queue: deque[list] = deque()  # [item, first window not yet run], in input order
+        parts: dict[int, list[torch.Tensor]] = {}  # item index -> outputs of its windows so far
+        queued = 0
 
-        def run_batch() -> None:
-            rows = [item.windows for item in batch]
-            windows = np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows)
-            # A file with many windows is still run batch_size windows at a time.
-            outputs = torch.cat([self._run(windows[i : i + batch_size], embed=embed) for i in range(0, len(windows), batch_size)])
+        def run(count: int) -> None:
+            """Run the first ``count`` queued windows; completes the items they finish."""
+            taken = []
+            while count:
+                entry = queue[0]
+                item, first = entry
+                last = min(len(item.windows), first + count)
+                taken.append((item, item.windows[first:last]))
+                count -= last - first
+                entry[1] = last
+                if last == len(item.windows):
+                    queue.popleft()
+            rows = [windows for _, windows in taken]
+            outputs = self._run(np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows), embed=embed)
             offset = 0
-            for item in batch:
-                item.outputs = outputs[offset : offset + len(item.windows)]
-                offset += len(item.windows)
-            batch.clear()
+            for item, windows in taken:
+                parts.setdefault(item.index, []).append(outputs[offset : offset + len(windows)])
+                offset += len(windows)
+                if item is not (queue[0][0] if queue else None):  # all its windows have run
+                    done = parts.pop(item.index)
+                    item.outputs = done[0] if len(done) == 1 else torch.cat(done)
+
+        def finished() -> Iterator[_Item | Failure]:
+            while pending and not (isinstance(pending[0], _Item) and pending[0].windows is not None and pending[0].outputs is None):
+                yield pending.popleft()
 
         for item in items:
             pending.append(item)
             if isinstance(item, _Item) and item.windows is not None:
-                batch.append(item)
-                filled += len(item.windows)
-                if filled >= batch_size:
-                    run_batch()
-                    filled = 0
-                    yield from pending
-                    pending.clear()
-        if batch:
-            run_batch()
+                queue.append([item, 0])
+                queued += len(item.windows)
+                while queued >= batch_size:
+                    run(batch_size)
+                    queued -= batch_size
+                yield from finished()
+        if queued:
+            run(queued)
         yield from pending
 
     def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
