@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import audio_info, iter_audio_blocks, load_audio, resample
+from .audio import iter_audio_blocks, load_audio, resample
 from .paths import display_name
 from .devices import resolve_device
 from .errors import ModelFileError, ParameterError, SpecnetError
@@ -233,7 +233,7 @@ class Model:
         """
         pending: deque[_Item | Failure] = deque()  # in input order, not yet handed on
         queue: deque[list] = deque()  # [item, first window not yet run], in input order
-        parts: dict[int, list[torch.Tensor]] = {}  # item index -> outputs of its windows so far
+        head_outputs: list[torch.Tensor] = []  # outputs so far of the queue's first item, run in part
         queued = 0
 
         def run(count: int) -> None:
@@ -252,11 +252,12 @@ class Model:
             outputs = self._run(np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows), embed=embed)
             offset = 0
             for item, windows in taken:
-                parts.setdefault(item.index, []).append(outputs[offset : offset + len(windows)])
+                head_outputs.append(outputs[offset : offset + len(windows)])
                 offset += len(windows)
-                if item is not (queue[0][0] if queue else None):  # all its windows have run
-                    done = parts.pop(item.index)
-                    item.outputs = done[0] if len(done) == 1 else torch.cat(done)
+                if queue and queue[0][0] is item:
+                    break  # only the last item taken can still have windows to run
+                item.outputs = head_outputs[0] if len(head_outputs) == 1 else torch.cat(head_outputs)
+                head_outputs.clear()
 
         def finished() -> Iterator[_Item | Failure]:
             while pending and not (isinstance(pending[0], _Item) and pending[0].windows is not None and pending[0].outputs is None):
@@ -443,13 +444,6 @@ def _raise_first_failure(results: list) -> list:
             # Same class as the original error, so `except ParameterError` (a ValueError) still works.
             raise result.error(result.reason if result.reason.startswith(shown) else f"{shown}: {result.reason}")
     return results
-
-
-def _is_long(path: str) -> bool:
-    try:
-        return audio_info(path).duration > STREAM_SECONDS
-    except SpecnetError:
-        return False  # let the full decode report the problem
 
 
 def _as_entries(inputs: Any, *, kind: str) -> list[Any]:
