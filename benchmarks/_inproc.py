@@ -231,6 +231,7 @@ def bench_train(quick: bool, tmp: Path) -> list[Metric]:
 
     from specnet.training import train as specnet_train
     from specnet.audio import load_audio
+    from specnet.devices import autocast_dtype
     from specnet.training import build_model
     from specnet.windows import fit_length
 
@@ -240,12 +241,12 @@ def bench_train(quick: bool, tmp: Path) -> list[Metric]:
     classes = [str(d) for d in range(10)]
     targets = torch.tensor([int(f.name.split("_")[0]) for f in files])
 
-    def specnet_epoch(augment: bool) -> float:
-        overrides = {"epochs": 1, "val_split": 0.0, "manifest": str(manifest), "device": "cpu", "seed": 0}
+    def specnet_epoch(augment: bool, amp: bool | None = None) -> float:
+        overrides = {"epochs": 1, "val_split": 0.0, "manifest": str(manifest), "device": "cpu", "seed": 0, "amp": amp}
         if not augment:
             overrides |= {"augment": False, "mixup": 0.0}
         config = train_config("fsdd", **overrides)
-        out = tmp / ("train_aug" if augment else "train_noaug")
+        out = tmp / f"train_{'aug' if augment else 'noaug'}_{amp}"
         specnet_train(None, out, config=config, overwrite=True, quiet=True)
         seconds = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["seconds"]
         return float(seconds)
@@ -263,6 +264,8 @@ def bench_train(quick: bool, tmp: Path) -> list[Metric]:
     net = model.backbone.to(memory_format=torch.channels_last)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     batch_size = config.batch_size
+    # The bare loop runs in the precision specnet chooses by default (bfloat16 on a CPU with AMX).
+    amp_dtype = autocast_dtype(torch.device("cpu"))
 
     def bare_epoch(with_frontend: bool = False, steps: int | None = None) -> float:
         net.load_state_dict(initial)
@@ -281,26 +284,30 @@ def bench_train(quick: bool, tmp: Path) -> list[Metric]:
                     x = model.images(waves[idx]).contiguous(memory_format=torch.channels_last)
             else:
                 x = images[idx].contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(net(x), targets[idx], label_smoothing=config.label_smoothing)
+            with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), targets[idx], label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         return clock() - start
 
-    log(f"train: {len(files)} FSDD files, batch {batch_size}, {config.arch}, clip {config.clip_seconds} s")
+    log(f"train: {len(files)} FSDD files, batch {batch_size}, {config.arch}, clip {config.clip_seconds} s, "
+        f"{amp_dtype or torch.float32}")
     bare_epoch(steps=3)  # warm-up
     rounds = 2
-    t_spec, t_bare, t_noaug, t_bare_fe = [], [], [], []
+    t_spec, t_bare, t_noaug, t_bare_fe, t_fp32 = [], [], [], [], []
     for r in range(rounds):
         # bare, specnet (augmented), specnet (no augmentation), bare with front-end, bare again:
         # the reference is the mean of the two bare runs that bracket the specnet runs.
         first = bare_epoch()
         t_spec.append(specnet_epoch(augment=True))
         t_noaug.append(specnet_epoch(augment=False))
+        t_fp32.append(specnet_epoch(augment=True, amp=False))
         t_bare_fe.append(bare_epoch(with_frontend=True))
         t_bare.append((first + bare_epoch()) / 2)
         log(f"round {r + 1}: epoch seconds: specnet {t_spec[-1]:.2f}, specnet --no-augment {t_noaug[-1]:.2f}, "
-            f"bare {t_bare[-1]:.2f}, bare + front-end {t_bare_fe[-1]:.2f}")
+            f"specnet --no-amp {t_fp32[-1]:.2f}, bare {t_bare[-1]:.2f}, bare + front-end {t_bare_fe[-1]:.2f}")
     n = len(files)
     return [
         Metric("train_epoch_vs_bare", [s / b for s, b in zip(t_spec, t_bare)], "x", 1.15, "lower",
@@ -309,6 +316,8 @@ def bench_train(quick: bool, tmp: Path) -> list[Metric]:
                note="specnet epoch with --no-augment (and no mixup) / the same bare loop"),
         Metric("train_bare_with_frontend_vs_bare", [s / b for s, b in zip(t_bare_fe, t_bare)], "x", headline=False,
                note="bare loop that computes the log-mel of each batch / bare loop on precomputed inputs"),
+        Metric("train_epoch_vs_no_amp", [s / f for s, f in zip(t_spec, t_fp32)], "x", headline=False,
+               note=f"specnet epoch in its default precision ({amp_dtype or torch.float32}) / the same with --no-amp"),
         Metric("train_specnet_clips_per_s", [n / t for t in t_spec], "clips/s", headline=False),
         Metric("train_bare_clips_per_s", [n / t for t in t_bare], "clips/s", headline=False),
     ]

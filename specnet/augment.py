@@ -1,8 +1,9 @@
 """Training-time augmentation, applied to a whole batch on the training device.
 
-The order in training is: log-mel ``(B, F, T)`` in dB -> :func:`random_gain`
--> :func:`random_noise` -> :func:`random_warp` (speed and pitch) -> standardise
--> :func:`spec_augment` -> :func:`mixup`. Every random draw comes from the ``generator`` passed in
+The order in training is: log-mel ``(B, F, T)`` in absolute dB -> :func:`random_gain`
+-> :func:`random_eq` -> :func:`random_noise` -> :func:`random_warp` (speed and pitch)
+-> clamp to the peak (``features.clamp_to_peak``) -> standardise -> :func:`spec_augment`
+-> :func:`mixup`. Every random draw comes from the ``generator`` passed in
 (a CPU ``torch.Generator``), so a run is reproducible and resumable.
 """
 
@@ -22,6 +23,8 @@ class AugmentConfig:
     """How strongly to augment; zero turns a step off.
 
     gain_db : loudness change, uniform in [-gain_db, +gain_db] dB per clip.
+    eq_db : a smooth random equaliser curve over the mel bands, within
+        [-eq_db, +eq_db] dB (see :func:`random_eq`), for other microphones and rooms.
     time_stretch : speed change, factor uniform in [1 - s, 1 + s].
     pitch_shift : frequency-axis scaling, factor uniform in [1 - p, 1 + p]
         (0.06 is about one semitone).
@@ -36,6 +39,7 @@ class AugmentConfig:
     """
 
     gain_db: float = 6.0
+    eq_db: float = 0.0
     time_stretch: float = 0.1
     pitch_shift: float = 0.06
     freq_masks: int = 2
@@ -51,7 +55,7 @@ class AugmentConfig:
             if len(snr) != 2 or not all(isinstance(v, (int, float)) for v in snr) or not snr[0] <= snr[1]:
                 raise ParameterError(f"noise_snr_db={snr!r} must be a pair [low, high] of dB values with low <= high")
             object.__setattr__(self, "noise_snr_db", (float(snr[0]), float(snr[1])))
-        for name in ("gain_db", "mixup_alpha", "time_mask_fraction"):
+        for name in ("gain_db", "eq_db", "mixup_alpha", "time_mask_fraction"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"{name}={getattr(self, name)} must be >= 0")
         for name in ("time_stretch", "pitch_shift"):
@@ -63,7 +67,10 @@ class AugmentConfig:
                 raise ParameterError(f"{name}={value!r} must be a non-negative integer")
 
 
-NO_AUGMENT = AugmentConfig(0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0.0)
+NO_AUGMENT = AugmentConfig(
+    gain_db=0.0, eq_db=0.0, time_stretch=0.0, pitch_shift=0.0, freq_masks=0, freq_mask_width=0,
+    time_masks=0, time_mask_fraction=0.0, mixup_alpha=0.0,
+)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -76,6 +83,26 @@ def random_gain(logmel: torch.Tensor, gain_db: float, generator: torch.Generator
         return logmel
     gain = _uniform(logmel.shape[0], -gain_db, gain_db, generator).to(logmel.device)
     return logmel + gain.view(-1, 1, 1)
+
+
+#: Control points of :func:`random_eq`'s curve, spread evenly from the lowest
+#: to the highest mel band: enough for a tilt and a bump or a notch.
+EQ_POINTS = 5
+
+
+def random_eq(logmel: torch.Tensor, eq_db: float, generator: torch.Generator) -> torch.Tensor:
+    """Add a smooth random equaliser curve to ``logmel`` (B, F, T) in dB, per clip.
+
+    The curve runs linearly between :data:`EQ_POINTS` gains uniform in
+    ``[-eq_db, +eq_db]`` dB: a microphone's or a room's frequency response,
+    which shifts each band of a log spectrum by a constant.
+    """
+    if eq_db <= 0:
+        return logmel
+    batch, n_mels, _ = logmel.shape
+    points = _uniform(batch * EQ_POINTS, -eq_db, eq_db, generator).view(batch, 1, EQ_POINTS)
+    curve = F.interpolate(points, size=n_mels, mode="linear", align_corners=True)  # (B, 1, F)
+    return logmel + curve.transpose(1, 2).to(logmel.device, logmel.dtype)
 
 
 def random_noise(

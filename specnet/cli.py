@@ -324,7 +324,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup.")
 @click.option("--mixup", type=click.FloatRange(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on with CUDA).")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision: float16 on CUDA, bfloat16 on the CPU (default: on with CUDA and on CPUs with AMX, where it is faster).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")

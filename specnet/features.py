@@ -191,10 +191,14 @@ class MelSpectrogram(nn.Module):
         return torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
 
 
-def mel_to_db(mel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
-    """``10 * log10(max(mel, log_floor))`` of ``(..., n_mels, frames)``, then, as
-    configured, relative to each clip's peak and clamped ``top_db`` below it."""
-    db = 10.0 * torch.log10(torch.clamp(mel, min=config.log_floor))
+def power_to_db(mel: torch.Tensor, *, log_floor: float) -> torch.Tensor:
+    """``10 * log10(max(mel, log_floor))``: mel power ``(..., n_mels, frames)`` in absolute dB."""
+    return 10.0 * torch.log10(torch.clamp(mel, min=log_floor))
+
+
+def clamp_to_peak(db: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """As ``config`` asks, make dB ``(..., n_mels, frames)`` relative to each
+    clip's loudest cell (``ref_peak``) and clamp it ``top_db`` below that peak."""
     if config.ref_peak or config.top_db is not None:
         peak = db.amax(dim=(-2, -1), keepdim=True)
         if config.top_db is not None:
@@ -204,11 +208,22 @@ def mel_to_db(mel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     return db
 
 
+def mel_to_db(mel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """Mel power ``(..., n_mels, frames)`` to the front-end's dB: :func:`power_to_db`,
+    then :func:`clamp_to_peak`."""
+    return clamp_to_peak(power_to_db(mel, log_floor=config.log_floor), config)
+
+
 class LogMelSpectrogram(MelSpectrogram):
     """Log-mel in dB (see :func:`mel_to_db`), ``(..., n_mels, frames)``."""
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return mel_to_db(super().forward(waveform), self.config)
+        return clamp_to_peak(self.absolute_db(waveform), self.config)
+
+    def absolute_db(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Log-mel in absolute dB, before :func:`clamp_to_peak`: training augments
+        here, so a loudness or EQ change moves the peak and the floor follows it."""
+        return power_to_db(super().forward(waveform), log_floor=self.config.log_floor)
 
 
 class Standardize(nn.Module):

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from . import augment as aug
 from .audio import load_audio
 from .paths import display_name
-from .devices import resolve_device
+from .devices import autocast_dtype, resolve_device
 from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
-from .features import FeatureConfig
+from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write
 from .image import load_image
 from .metrics import Scores
@@ -464,7 +464,7 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
         torch.cuda.set_device(device)
     quiet = quiet or not dist.is_main
-    use_amp = device.type == "cuda" if config.amp is None else (config.amp and device.type == "cuda")
+    amp_dtype = autocast_dtype(device, config.amp)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
 
@@ -478,7 +478,7 @@ def train(
     try:
         if dist.is_main:
             files.prepare(resume=resume, overwrite=overwrite)
-        best = _run(data_dir, files, config, device, dist, use_amp, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
+        best = _run(data_dir, files, config, device, dist, amp_dtype, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
         if dist.world_size > 1:
             torch.distributed.barrier()  # leave together: rank 0 still writes the curves
         return best
@@ -491,7 +491,7 @@ def train(
             torch.distributed.destroy_process_group()
 
 
-def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, use_amp: bool, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
+def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
     progress = not quiet and sys.stderr.isatty()
     train_files, val_files = load_dataset(str(data_dir) if data_dir else None, config)
     kind = train_files.kind
@@ -560,7 +560,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     net = model.backbone
     if dist.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(model.backbone, device_ids=[device.index] if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard
     total_steps = steps_per_epoch * config.epochs
@@ -571,7 +572,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        if use_amp and checkpoint.get("scaler"):
+        if scaler.is_enabled() and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = int(checkpoint["epoch"]) + 1
         best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
@@ -594,7 +595,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         train_loss, lr = _train_epoch(
             model, net, optimizer, scaler, train_split, config, augment, device, dist,
             epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
-            use_amp=use_amp, progress=progress,
+            amp_dtype=amp_dtype, progress=progress,
         )
         dist.sync_buffers(model)
         row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
@@ -625,7 +626,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             atomic_write(files.metrics, "".join(json.dumps(r) + "\n" for r in history))
             _save_checkpoint(files.checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if use_amp else {}, "epoch": epoch,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "epoch": epoch,
                 "best": json.dumps(best), "history": json.dumps(history), "config": json.dumps(resolved, default=str),
             })
         validation = (
@@ -666,7 +667,7 @@ def _stat_batches(model: SpecNet, split: Split, clip: int | None, batch_size: in
                 yield model.frontend(torch.from_numpy(waves)).unsqueeze(1)
 
 
-def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, use_amp, progress) -> tuple[float, float]:
+def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, amp_dtype, progress) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, last learning rate)."""
     from tqdm.auto import tqdm
 
@@ -698,11 +699,14 @@ def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfi
 
         with torch.no_grad():
             if model.frontend is not None:
-                logmel = model.frontend(inputs)  # (B, F, T) dB, float32 outside autocast
-                logmel = aug.random_gain(logmel, augment.gain_db, generator)
-                logmel = aug.random_noise(logmel, augment.noise_snr_db, generator)
-                logmel = aug.random_warp(logmel, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
-                images = model.logmel_to_images(logmel)
+                # Augment absolute dB, then clamp to the peak, as the front-end would
+                # have done had the clip been recorded louder or through another microphone.
+                db = model.frontend.absolute_db(inputs)  # (B, F, T), float32 outside autocast
+                db = aug.random_gain(db, augment.gain_db, generator)
+                db = aug.random_eq(db, augment.eq_db, generator)
+                db = aug.random_noise(db, augment.noise_snr_db, generator)
+                db = aug.random_warp(db, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
+                images = model.logmel_to_images(clamp_to_peak(db, model.spec.features))
             else:
                 images = model.standardize(inputs)
             images = aug.spec_augment(images, augment, generator)
@@ -714,7 +718,7 @@ def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfi
         lr = get_lr(step, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = net(images)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)

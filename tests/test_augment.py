@@ -9,6 +9,7 @@ from specnet.augment import (
     NO_AUGMENT,
     AugmentConfig,
     mixup,
+    random_eq,
     random_gain,
     random_noise,
     random_warp,
@@ -30,6 +31,7 @@ def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
     """The training order on a fixed batch, every draw from one generator."""
     gen = _gen(seed)
     x = random_gain(_logmel(), config.gain_db, gen)
+    x = random_eq(x, config.eq_db, gen)
     x = random_noise(x, config.noise_snr_db, gen)
     x = random_warp(x, time_stretch=config.time_stretch, pitch_shift=config.pitch_shift, generator=gen)
     images = spec_augment(x.unsqueeze(1), config, gen)
@@ -38,7 +40,7 @@ def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def test_same_seed_same_result_different_seed_different():
-    config = AugmentConfig(noise_snr_db=(10.0, 40.0))
+    config = AugmentConfig(eq_db=6.0, noise_snr_db=(10.0, 40.0))
     a_images, a_targets = _pipeline(config, seed=1)
     b_images, b_targets = _pipeline(config, seed=1)
     assert torch.equal(a_images, b_images) and torch.equal(a_targets, b_targets)
@@ -56,6 +58,7 @@ def test_no_augment_is_identity_and_draws_nothing():
     gen = _gen(0)
     state = gen.get_state()
     random_gain(x, NO_AUGMENT.gain_db, gen)
+    random_eq(x, NO_AUGMENT.eq_db, gen)
     random_noise(x, NO_AUGMENT.noise_snr_db, gen)
     random_warp(x, time_stretch=0.0, pitch_shift=0.0, generator=gen)
     spec_augment(x.unsqueeze(1), NO_AUGMENT, gen)
@@ -194,10 +197,30 @@ def test_random_gain_shifts_each_clip_by_at_most_gain_db():
     assert torch.equal(random_gain(x, 0.0, _gen(4)), x)
 
 
+def test_random_eq_adds_one_smooth_bounded_curve_per_clip():
+    x = _logmel(batch=64, n_mels=41)
+    out = random_eq(x, 6.0, _gen(5))
+    shift = out - x  # (B, F, T)
+    curve = shift[:, :, :1]
+    assert (shift - curve).abs().max() < 1e-4  # one gain per band, the same in every frame
+    curve = curve.squeeze(2)  # (B, F)
+    assert curve.abs().max() <= 6.0 + 1e-4
+    # Linear between 5 points over 41 bands (10 bands a segment): neighbours differ by
+    # at most 12 dB / 10, and the slope only changes at the control points.
+    steps = curve.diff(dim=1)
+    assert steps.abs().max() <= 1.2 + 1e-4
+    segment_slopes = steps.view(64, 4, 10)
+    assert (segment_slopes - segment_slopes[:, :, :1]).abs().max() < 1e-4
+    assert curve.std(dim=1).mean() > 1.0  # not a flat gain: the bands really move apart
+    assert (curve[:, 0] - curve[0, 0]).abs().max() > 3.0  # a new curve for every clip
+    assert torch.equal(random_eq(x, 0.0, _gen(5)), x)
+
+
 @pytest.mark.parametrize(
     ("settings", "named"),
     [
         (dict(gain_db=-1.0), "gain_db=-1.0"),
+        (dict(eq_db=-3.0), "eq_db=-3.0"),
         (dict(time_stretch=0.5), "time_stretch=0.5"),
         (dict(pitch_shift=-0.1), "pitch_shift=-0.1"),
         (dict(freq_masks=-1), "freq_masks=-1"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from specnet.errors import ParameterError
-from specnet.features import FeatureConfig, LogMelSpectrogram, MelSpectrogram, Standardize
+from specnet.features import FeatureConfig, LogMelSpectrogram, MelSpectrogram, Standardize, clamp_to_peak
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
@@ -250,3 +250,25 @@ def test_peak_reference_and_top_db_match_librosa_power_to_db():
     with torch.no_grad():
         quiet = LogMelSpectrogram(cfg)(torch.from_numpy(clips[:1] * 0.01)).numpy()
     assert np.abs(quiet[0] - db[0]).max() < 1e-3
+
+
+def test_absolute_db_then_clamp_is_the_front_end_and_a_gain_before_the_clamp_cancels():
+    cfg = FeatureConfig(ref_peak=True, top_db=40.0)
+    frontend = LogMelSpectrogram(cfg)
+    clip = torch.from_numpy(_signal(16000, seed=4)).unsqueeze(0)
+    with torch.no_grad():
+        absolute = frontend.absolute_db(clip)
+        mel = MelSpectrogram(cfg)(clip)
+    _assert_close(absolute, 10 * torch.log10(mel.clamp(min=cfg.log_floor)), atol=1e-4)
+    _assert_close(clamp_to_peak(absolute, cfg), frontend(clip), atol=0.0)
+    # Training augments absolute dB: a louder clip gives the same clamped picture.
+    _assert_close(clamp_to_peak(absolute + 17.0, cfg), frontend(clip), atol=1e-4)
+    # A boost of the top bands lifts them above the old floor; the floor follows the new peak.
+    boosted = absolute.clone()
+    boosted[:, -8:] += 20.0
+    out = clamp_to_peak(boosted, cfg)
+    assert out.max().item() == 0.0 and out.min().item() >= -40.0 - 1e-4
+    assert out[:, -8:].mean() > clamp_to_peak(absolute, cfg)[:, -8:].mean()
+    # Absolute dB is the whole story when neither option is set.
+    plain = FeatureConfig()
+    _assert_close(clamp_to_peak(absolute, plain), absolute, atol=0.0)

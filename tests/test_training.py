@@ -206,6 +206,18 @@ def test_resume_after_interruption_matches_uninterrupted_run(four_epochs, tiny_d
     assert (out / "curves.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_cpu_bfloat16_training_is_reproducible_and_saves_float32(tiny_data, tmp_path):
+    runs = {}
+    for name, amp in (("bf16", True), ("bf16_again", True), ("fp32", False)):
+        specnet.train(tiny_data, tmp_path / name, epochs=2, **{**S.FAST, "amp": amp})
+        runs[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    weights = [k for k in runs["fp32"] if k.endswith("conv1.weight")]
+    assert weights and all(runs["bf16"][k].dtype == torch.float32 for k in runs["bf16"] if k in weights)
+    assert all(torch.equal(runs["bf16"][k], runs["bf16_again"][k]) for k in runs["bf16"])
+    # bfloat16 really ran: its rounding moves the weights away from the float32 run's.
+    assert any(not torch.equal(runs["bf16"][k], runs["fp32"][k]) for k in weights)
+
+
 def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)

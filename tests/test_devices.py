@@ -1,0 +1,39 @@
+"""Tests for specnet/devices.py: device names and the training precision per device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specnet import devices
+from specnet.devices import autocast_dtype, resolve_device
+from specnet.errors import ParameterError
+
+
+def test_cpu_and_auto_resolve_and_bad_names_are_refused():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ParameterError, match="device='gpu'"):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize("has_amx", [True, False])
+def test_cpu_trains_in_bfloat16_by_default_only_with_amx(monkeypatch, has_amx):
+    monkeypatch.setattr(devices, "_cpu_has_amx", lambda: has_amx)
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu) == (torch.bfloat16 if has_amx else None)
+    assert autocast_dtype(cpu, True) == torch.bfloat16  # asked for: wherever it runs
+    assert autocast_dtype(cpu, False) is None
+
+
+def test_cuda_uses_float16_and_other_devices_float32():
+    # A device object needs no GPU; only the choice is tested here.
+    assert autocast_dtype(torch.device("cuda")) == torch.float16
+    assert autocast_dtype(torch.device("cuda", 1), True) == torch.float16
+    assert autocast_dtype(torch.device("cuda"), False) is None
+    assert autocast_dtype(torch.device("mps")) is None
+    assert autocast_dtype(torch.device("mps"), True) is None
+
+
+def test_amx_probe_answers_a_bool():
+    assert isinstance(devices._cpu_has_amx(), bool)
