@@ -699,14 +699,15 @@ def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfi
 
         with torch.no_grad():
             if model.frontend is not None:
-                # Augment absolute dB, then clamp to the peak, as the front-end would
-                # have done had the clip been recorded louder or through another microphone.
+                # Equalise, add noise and warp in absolute dB, then clamp to the peak, as the
+                # front-end would have done for a clip recorded through another microphone.
                 db = model.frontend.absolute_db(inputs)  # (B, F, T), float32 outside autocast
-                db = aug.random_gain(db, augment.gain_db, generator)
                 db = aug.random_eq(db, augment.eq_db, generator)
                 db = aug.random_noise(db, augment.noise_snr_db, generator)
                 db = aug.random_warp(db, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
-                images = model.logmel_to_images(clamp_to_peak(db, model.spec.features))
+                logmel = clamp_to_peak(db, model.spec.features)
+                logmel = aug.random_gain(logmel, augment.gain_db, generator)  # after the clamp: see random_gain
+                images = model.logmel_to_images(logmel)
             else:
                 images = model.standardize(inputs)
             images = aug.spec_augment(images, augment, generator)

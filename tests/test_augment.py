@@ -30,10 +30,10 @@ def _logmel(batch: int = 4, n_mels: int = 32, frames: int = 50, seed: int = 0) -
 def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The training order on a fixed batch, every draw from one generator."""
     gen = _gen(seed)
-    x = random_gain(_logmel(), config.gain_db, gen)
-    x = random_eq(x, config.eq_db, gen)
+    x = random_eq(_logmel(), config.eq_db, gen)
     x = random_noise(x, config.noise_snr_db, gen)
     x = random_warp(x, time_stretch=config.time_stretch, pitch_shift=config.pitch_shift, generator=gen)
+    x = random_gain(x, config.gain_db, gen)
     images = spec_augment(x.unsqueeze(1), config, gen)
     targets = torch.eye(4)[torch.tensor([0, 1, 2, 3])]
     return mixup(images, targets, config.mixup_alpha, gen)

@@ -40,9 +40,9 @@ def _randomize(net: SpecNet, *, seed: int) -> SpecNet:
     return net.eval()
 
 
-def _audio_net(features: FeatureConfig | None = None, *, seed: int = 0, in_chans: int = 1) -> SpecNet:
+def _audio_net(features: FeatureConfig | None = None, *, seed: int = 0, in_chans: int = 1, **arch_args) -> SpecNet:
     spec = ModelSpec(
-        arch="cnn_tiny", arch_args={}, input_kind="audio", classes=CLASSES, in_chans=in_chans,
+        arch="cnn_tiny", arch_args=arch_args, input_kind="audio", classes=CLASSES, in_chans=in_chans,
         features=features or FeatureConfig(), clip_seconds=1.0,
     )
     torch.manual_seed(seed)
@@ -160,6 +160,18 @@ def test_three_channel_audio_model_exports(tmp_path):
         expected = net(audio).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert np.abs(sess.run(None, {"samples": audio.numpy()})[0] - expected).max() <= 1e-4
+
+
+def test_frequency_band_pooling_exports_for_any_length(tmp_path):
+    # 64 mels pool to 4 rows; 3 bands split them unevenly (rows 0-1, 1-3, 2-4), as adaptive pooling would.
+    net = _audio_net(seed=6, freq_bands=3)
+    path = export_onnx(net, tmp_path / "bands.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seconds in (0.4, 1.0, 2.7):
+        audio = _audio(2, seconds, seed=7)
+        with torch.no_grad():
+            expected = net(audio).numpy()
+        assert np.abs(sess.run(None, {"samples": audio.numpy()})[0] - expected).max() <= 1e-4
 
 
 def test_image_model_exports_with_image_input(tmp_path):

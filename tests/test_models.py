@@ -104,6 +104,39 @@ def test_global_pool_values():
         GlobalPool("sum")
 
 
+def test_global_pool_keeps_frequency_bands_apart():
+    # (1, 2, 4, 3): channel 0 lives in the low rows, channel 1 in the high rows.
+    x = torch.zeros(1, 2, 4, 3)
+    x[0, 0, :2] = torch.tensor([1.0, 2.0, 6.0])
+    x[0, 1, 2:] = torch.tensor([4.0, 0.0, 2.0])
+    # Two bands of two rows each, channel-major: [c0 low, c0 high, c1 low, c1 high].
+    assert GlobalPool("avgmax", freq_bands=2)(x).tolist() == [[6.0 + 3.0, 0.0, 0.0, 4.0 + 2.0]]
+    assert GlobalPool("avg", freq_bands=2)(x).tolist() == [[3.0, 0.0, 0.0, 2.0]]
+    assert GlobalPool("max", freq_bands=2)(x).tolist() == [[6.0, 0.0, 0.0, 4.0]]
+    # Moving a pattern to other bands changes the vector; one band cannot tell.
+    flipped = x.flip(2)
+    assert not torch.equal(GlobalPool("avgmax", freq_bands=2)(flipped), GlobalPool("avgmax", freq_bands=2)(x))
+    assert torch.equal(GlobalPool("avgmax")(flipped), GlobalPool("avgmax")(x))
+    # Fewer rows than bands still gives freq_bands values per channel.
+    assert GlobalPool("avgmax", freq_bands=4)(torch.randn(3, 5, 2, 7)).shape == (3, 20)
+    with pytest.raises(ParameterError, match="freq_bands=0"):
+        GlobalPool("avg", freq_bands=0)
+
+
+def test_cnn_with_frequency_bands_widens_the_embedding_and_rebuilds():
+    model = create_model("cnn_tiny", num_classes=3, freq_bands=3).eval()
+    assert model.num_features == 64 * 3 and model.arch_args["freq_bands"] == 3
+    x = torch.randn(2, 1, 40, 81)
+    assert model(x).shape == (2, 3)
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 192)
+    clone = create_model(model.arch, **json.loads(json.dumps(model.arch_args))).eval()
+    clone.load_state_dict(model.state_dict())
+    torch.testing.assert_close(clone(x), model(x))
+    # Model files written before freq_bands existed rebuild with one band.
+    old_args = {k: v for k, v in create_model("cnn_tiny", num_classes=3).arch_args.items() if k != "freq_bands"}
+    assert create_model("cnn_tiny", **old_args).num_features == 64
+
+
 def test_frame_pool():
     feats = torch.randn(2, 5, 3, 7)  # (B, C, H', W')
     frames = frame_pool(feats)

@@ -55,6 +55,8 @@ class CNN(SpectrogramModel):
         Kernel and stride of that pool.
     global_pool : {"avgmax", "avg", "max"}
         See :class:`GlobalPool`.
+    freq_bands : int > 0
+        Frequency bands the global pooling keeps apart (1: pool all of them).
     drop_rate : float in [0, 1)
         Dropout in the head.
     hidden_dim : int, sequence of int, or None
@@ -77,6 +79,7 @@ class CNN(SpectrogramModel):
         pool: str | None = "avg",
         pool_size: int = 2,
         global_pool: str = "avgmax",
+        freq_bands: int = 1,
         drop_rate: float = 0.3,
         hidden_dim: int | Sequence[int] | None = None,
         include_top: bool = True,
@@ -104,7 +107,8 @@ class CNN(SpectrogramModel):
             prev = chans
         self.features = torch.nn.Sequential(*blocks)
         self.head = ClassifierHead(
-            prev, num_classes, global_pool=global_pool, drop_rate=drop_rate, hidden_dim=hidden or None
+            prev, num_classes, global_pool=global_pool, freq_bands=freq_bands, drop_rate=drop_rate,
+            hidden_dim=hidden or None,
         )
         init_weights(self)
 
@@ -119,6 +123,7 @@ class CNN(SpectrogramModel):
             "pool": pool,
             "pool_size": pool_size,
             "global_pool": global_pool,
+            "freq_bands": freq_bands,
             "drop_rate": drop_rate,
             "hidden_dim": hidden or None,
         }

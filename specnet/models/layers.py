@@ -146,7 +146,7 @@ class ConvBlock(nn.Sequential):
 
 
 class GlobalPool(nn.Module):
-    """Pool a feature map ``(B, C, H, W)`` to one vector per item ``(B, C)``.
+    """Pool a feature map ``(B, C, H, W)`` to one vector per item ``(B, C * freq_bands)``.
 
     Parameters
     ----------
@@ -155,24 +155,47 @@ class GlobalPool(nn.Module):
         over frequency (``H``), then max plus mean over time (``W``); the max
         picks the loudest event, the mean keeps the background, which suits
         spectrograms best.
+    freq_bands : int > 0
+        Keep this many frequency bands apart instead of pooling all of ``H``
+        into one (adaptive average pooling of ``H`` to ``freq_bands`` rows):
+        a convolutional trunk is blind to where on the frequency axis a
+        pattern lies, and a vowel's formants or a rotor's hum are told apart
+        by exactly that. The vector is channel-major: ``C`` blocks of
+        ``freq_bands`` values, lowest band first.
     """
 
-    def __init__(self, kind: str = "avg") -> None:
+    def __init__(self, kind: str = "avg", *, freq_bands: int = 1) -> None:
         super().__init__()
         if kind not in GLOBAL_POOLS:
             raise ParameterError(f"global_pool={kind!r} must be one of {', '.join(GLOBAL_POOLS)}")
         self.kind = kind
+        self.freq_bands = check_int("freq_bands", freq_bands, minimum=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "avg":
-            return x.mean(dim=(2, 3))
+        bands = self._pool_bands(x)  # (B, C, freq_bands, W)
         if self.kind == "max":
-            return x.amax(dim=(2, 3))
-        x = x.mean(dim=2)  # (B, C, W)
-        return x.amax(dim=-1) + x.mean(dim=-1)
+            return bands.amax(dim=3).flatten(1)
+        if self.kind == "avg":
+            return bands.mean(dim=3).flatten(1)
+        per_band = bands.flatten(1, 2)  # (B, C * freq_bands, W)
+        return per_band.amax(dim=-1) + per_band.mean(dim=-1)
+
+    def _pool_bands(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean (max for ``kind="max"``) of ``x`` over each band's rows: ``(B, C, freq_bands, W)``.
+
+        Band ``i`` holds rows ``floor(i H / k)`` to ``ceil((i + 1) H / k)``, as
+        adaptive pooling would, but written as slices: the ONNX exporter cannot
+        write an adaptive pool over a time axis of unknown length.
+        """
+        reduce = torch.amax if self.kind == "max" else torch.mean
+        height, k = x.shape[2], self.freq_bands
+        if k == 1:
+            return reduce(x, dim=2, keepdim=True)
+        edges = [(i * height // k, ((i + 1) * height + k - 1) // k) for i in range(k)]  # floor, ceil
+        return torch.stack([reduce(x[:, :, lo:hi], dim=2) for lo, hi in edges], dim=2)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return f"kind={self.kind!r}" + (f", freq_bands={self.freq_bands}" if self.freq_bands > 1 else "")
 
 
 def frame_pool(feats: torch.Tensor) -> torch.Tensor:
@@ -211,6 +234,9 @@ class ClassifierHead(nn.Module):
         Number of classes; 0 for no final layer.
     global_pool : {"avg", "max", "avgmax"}
         See :class:`GlobalPool`.
+    freq_bands : int > 0
+        Frequency bands the pooling keeps apart (see :class:`GlobalPool`);
+        the pooled vector has ``in_features * freq_bands`` values.
     drop_rate : float in [0, 1)
         Dropout after pooling and after each hidden layer.
     hidden_dim : int > 0, sequence of int, or None
@@ -223,14 +249,15 @@ class ClassifierHead(nn.Module):
         num_classes: int,
         *,
         global_pool: str = "avg",
+        freq_bands: int = 1,
         drop_rate: float = 0.0,
         hidden_dim: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.global_pool = GlobalPool(global_pool)
+        self.global_pool = GlobalPool(global_pool, freq_bands=freq_bands)
         self.drop = nn.Dropout(check_drop_rate(drop_rate))
         self.hidden = nn.Sequential()
-        width = in_features
+        width = in_features * freq_bands
         for dim in normalize_hidden_dim(hidden_dim):
             self.hidden.extend([nn.Linear(width, dim), nn.ReLU(), nn.Dropout(drop_rate)])
             width = dim
