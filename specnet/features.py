@@ -33,6 +33,11 @@ class FeatureConfig:
     f_min, f_max : Hz, 0 <= f_min < f_max <= sample_rate / 2; f_max None means
         sample_rate / 2.
     power : 1.0 (magnitude) or 2.0 (power).
+    preemphasis : in [0, 1); the first-order high-pass ``y[n] = x[n] - a x[n-1]``
+        of speech front-ends (``librosa.effects.preemphasis``), applied as its
+        frequency response folded into the mel filterbank, so it costs nothing:
+        0.97 lifts 4 kHz by about 27 dB against 100 Hz, which keeps a quiet
+        fricative (the /s/ of "six") above a ``top_db`` floor set by a vowel.
     center : pad so frame t is centred on sample t * hop_length.
     pad_mode : padding used when centring ("reflect", "constant", ...).
     log_floor : > 0, power floor before ``10 * log10``.
@@ -50,6 +55,7 @@ class FeatureConfig:
     f_min: float = 50.0
     f_max: float | None = 8000.0
     power: float = 2.0
+    preemphasis: float = 0.0
     center: bool = True
     pad_mode: str = "reflect"
     log_floor: float = 1e-10
@@ -79,6 +85,8 @@ class FeatureConfig:
             )
         if self.power not in (1.0, 2.0):
             raise ParameterError(f"power={self.power!r} must be 1.0 or 2.0")
+        if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) or not 0 <= self.preemphasis < 1:
+            raise ParameterError(f"preemphasis={self.preemphasis!r} must be a number in [0, 1)")
         if self.pad_mode not in PAD_MODES:
             raise ParameterError(f"pad_mode={self.pad_mode!r} must be one of {', '.join(PAD_MODES)}")
         if not self.log_floor > 0:
@@ -139,6 +147,8 @@ class MelSpectrogram(nn.Module):
             norm="slaney",
             mel_scale="slaney",
         )  # (n_freqs, n_mels)
+        if config.preemphasis:
+            filterbank = filterbank * preemphasis_response(config).unsqueeze(1)
         self.register_buffer("filterbank", filterbank.T.contiguous(), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -189,6 +199,15 @@ class MelSpectrogram(nn.Module):
         if cfg.power == 1.0:
             power = power.sqrt()
         return torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
+
+
+def preemphasis_response(config: FeatureConfig) -> torch.Tensor:
+    """``(n_fft // 2 + 1,)`` gain of the pre-emphasis filter at each FFT bin, on
+    power (``|1 - a e^{-iw}|^2``) or on magnitude (its square root) as ``config.power`` is."""
+    omega = torch.linspace(0, torch.pi, config.n_fft // 2 + 1, dtype=torch.float64)
+    a = config.preemphasis
+    gain = 1 - 2 * a * torch.cos(omega) + a * a
+    return (gain if config.power == 2.0 else gain.sqrt()).float()
 
 
 def power_to_db(mel: torch.Tensor, *, log_floor: float) -> torch.Tensor:

@@ -63,7 +63,9 @@ class TrainConfig:
     Shapes and units: ``clip_seconds`` in seconds (None: the 90th percentile
     of the training clips' durations, at most 10 s); ``image_size`` is
     (height, width) in pixels; ``lr`` is the peak learning rate reached after
-    ``warmup_epochs``, then decayed to zero with a cosine.
+    ``warmup_epochs``, then decayed to zero with a cosine. ``ema_epochs`` > 0
+    validates and saves an exponential moving average of the weights (and
+    batch-norm statistics) that forgets with a time constant of that many epochs.
     """
 
     arch: str = "cnn"
@@ -78,6 +80,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    ema_epochs: float = 0.0
     grad_clip: float = 5.0
     patience: int | None = None
     keep: str = "best"
@@ -108,6 +111,8 @@ class TrainConfig:
             raise ParameterError(f"clip_seconds={self.clip_seconds} must be positive")
         if self.keep not in ("best", "last"):
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
+        if not self.ema_epochs >= 0:
+            raise ParameterError(f"ema_epochs={self.ema_epochs} must be >= 0 (0: no weight average)")
         if self.patience is not None and self.patience < 1:
             raise ParameterError(f"patience={self.patience} must be at least 1")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
@@ -567,10 +572,15 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     augment = config.augment_config()
+    # The averaged weights are the ones validated and saved; model keeps training.
+    ema = _weight_average(model, config.ema_epochs * steps_per_epoch) if config.ema_epochs else None
+    scored = ema.module if ema is not None else model
 
     start_epoch, best, history = 0, None, []
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scaler.is_enabled() and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
@@ -593,14 +603,15 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             break
         started = time.perf_counter()
         train_loss, lr = _train_epoch(
-            model, net, optimizer, scaler, train_split, config, augment, device, dist,
+            model, net, optimizer, scaler, ema, train_split, config, augment, device, dist,
             epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
             amp_dtype=amp_dtype, progress=progress,
         )
         dist.sync_buffers(model)
+        dist.sync_buffers(scored)
         row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
         if validate:
-            scores, val_loss = evaluate_split(model, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
+            scores, val_loss = evaluate_split(scored, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
             row |= {"val_loss": val_loss, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1}
             improved = config.keep == "last" or best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
         else:
@@ -617,15 +628,16 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
                 if validate:
                     metrics |= {"val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_files": scores.n}
                 model_spec = spec.with_extra(metrics=metrics, training=_training_summary(config, resolved), dataset=config.dataset or None)
-                model.spec = model_spec
-                save_model_file(model, files.model)
-                model.spec = spec
+                scored.spec = model_spec
+                save_model_file(scored, files.model)
+                scored.spec = spec
         else:
             epochs_since_best += 1
         if dist.is_main:
             atomic_write(files.metrics, "".join(json.dumps(r) + "\n" for r in history))
             _save_checkpoint(files.checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict() if ema is not None else {},
                 "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "epoch": epoch,
                 "best": json.dumps(best), "history": json.dumps(history), "config": json.dumps(resolved, default=str),
             })
@@ -667,7 +679,15 @@ def _stat_batches(model: SpecNet, split: Split, clip: int | None, batch_size: in
                 yield model.frontend(torch.from_numpy(waves)).unsqueeze(1)
 
 
-def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, amp_dtype, progress) -> tuple[float, float]:
+def _weight_average(model: SpecNet, time_constant_steps: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s parameters and buffers, updated every step."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = max(0.0, 1.0 - 1.0 / max(1.0, time_constant_steps))
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, amp_dtype, progress) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, last learning rate)."""
     from tqdm.auto import tqdm
 
@@ -729,6 +749,8 @@ def _train_epoch(model, net, optimizer, scaler, split: Split, config: TrainConfi
             torch.nn.utils.clip_grad_norm_(model.backbone.parameters(), config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
         total_loss += loss.item() * len(idx)
         seen += len(idx)
         bar.update(len(idx))

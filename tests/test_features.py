@@ -272,3 +272,25 @@ def test_absolute_db_then_clamp_is_the_front_end_and_a_gain_before_the_clamp_can
     # Absolute dB is the whole story when neither option is set.
     plain = FeatureConfig()
     _assert_close(clamp_to_peak(absolute, plain), absolute, atol=0.0)
+
+
+def test_preemphasis_matches_librosa_for_broadband_sound_and_lifts_the_top():
+    sr = 8000
+    noise = (0.1 * np.random.default_rng(5).standard_normal(sr)).astype(np.float32)
+    settings = dict(sample_rate=sr, n_fft=512, win_length=256, hop_length=80, n_mels=40, f_min=20.0, f_max=4000.0)
+    cfg = FeatureConfig(**settings, preemphasis=0.97)
+    with torch.no_grad():
+        ours = MelSpectrogram(cfg)(torch.from_numpy(noise)).numpy()
+        flat = MelSpectrogram(FeatureConfig(**settings))(torch.from_numpy(noise)).numpy()
+    # librosa filters the samples; specnet weights each FFT bin by the filter's response.
+    expected = librosa.feature.melspectrogram(
+        y=librosa.effects.preemphasis(noise, coef=0.97), sr=sr, n_fft=512, win_length=256, hop_length=80,
+        n_mels=40, fmin=20.0, fmax=4000.0, pad_mode="reflect",
+    )
+    inner = slice(5, -5)  # the edge frames see the filter's start-up
+    band_db = 10 * np.log10(ours[:, inner].mean(axis=1) / expected[:, inner].mean(axis=1))
+    assert np.abs(band_db).max() < 0.3
+    lift = 10 * np.log10(ours.mean(axis=1) / flat.mean(axis=1))  # per band, dB
+    assert lift[-1] > 5.0 and lift[0] < -20.0 and np.all(np.diff(lift) > 0)
+    with pytest.raises(ParameterError, match="preemphasis=1.0"):
+        FeatureConfig(preemphasis=1.0)

@@ -218,6 +218,30 @@ def test_cpu_bfloat16_training_is_reproducible_and_saves_float32(tiny_data, tmp_
     assert any(not torch.equal(runs["bf16"][k], runs["fp32"][k]) for k in weights)
 
 
+def test_weight_average_is_what_is_validated_saved_and_resumed(tiny_data, tmp_path):
+    options = {**S.FAST, "ema_epochs": 1.0, "keep": "last"}
+    reference = specnet.train(tiny_data, tmp_path / "whole", epochs=4, **options)
+    checkpoint = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    saved = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    averaged = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k.startswith("module.")}
+    key = "backbone.features.0.conv1.weight"
+    assert torch.equal(saved[key], averaged[key])  # the model file holds the average ...
+    assert not torch.equal(saved[key], checkpoint["model"][key])  # ... not the last step's weights
+    assert int(checkpoint["ema"]["n_averaged"]) == 4 * 3  # every step: 9 training clips, batch 4
+
+    def stop_after_second_epoch(row, model):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(tiny_data, tmp_path / "resumed", epochs=4, on_epoch_end=stop_after_second_epoch, **options)
+    resumed = specnet.train(tiny_data, tmp_path / "resumed", epochs=4, resume=True, **options)
+    assert resumed == pytest.approx(reference, abs=1e-6)
+    again = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for name, value in saved.items():
+        torch.testing.assert_close(again[name], value, atol=1e-6, rtol=0, msg=name)
+
+
 def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)
