@@ -298,7 +298,7 @@ def bench_train(quick: bool, tmp: Path) -> list[Metric]:
     rounds = 2
     t_spec, t_bare, t_noaug, t_bare_fe, t_fp32 = [], [], [], [], []
     for r in range(rounds):
-        # bare, specnet (augmented), specnet (no augmentation), bare with front-end, bare again:
+        # bare, specnet (augmented), specnet (no augmentation), specnet (float32), bare with front-end, bare again:
         # the reference is the mean of the two bare runs that bracket the specnet runs.
         first = bare_epoch()
         t_spec.append(specnet_epoch(augment=True))

@@ -24,8 +24,6 @@ class AugmentConfig:
 
     gain_db : level offset, uniform in [-gain_db, +gain_db] dB per clip, of the
         clamped log-mel (see :func:`random_gain`).
-    eq_db : a smooth random equaliser curve over the mel bands, within
-        [-eq_db, +eq_db] dB (see :func:`random_eq`), for other microphones and rooms.
     time_stretch : speed change, factor uniform in [1 - s, 1 + s].
     pitch_shift : frequency-axis scaling, factor uniform in [1 - p, 1 + p]
         (0.06 is about one semitone).
@@ -37,10 +35,11 @@ class AugmentConfig:
     noise_snr_db : (low, high) or None; adds a background-noise floor at a
         signal-to-noise ratio uniform in [low, high] dB below each clip's
         loudest mel cell, with a random spectral tilt (see :func:`random_noise`).
+    eq_db : a smooth random equaliser curve over the mel bands, within
+        [-eq_db, +eq_db] dB (see :func:`random_eq`), for other microphones and rooms.
     """
 
     gain_db: float = 6.0
-    eq_db: float = 0.0
     time_stretch: float = 0.1
     pitch_shift: float = 0.06
     freq_masks: int = 2
@@ -49,6 +48,7 @@ class AugmentConfig:
     time_mask_fraction: float = 0.1
     mixup_alpha: float = 0.2
     noise_snr_db: tuple[float, float] | None = None
+    eq_db: float = 0.0
 
     def __post_init__(self) -> None:
         if self.noise_snr_db is not None:
@@ -57,8 +57,9 @@ class AugmentConfig:
                 raise ParameterError(f"noise_snr_db={snr!r} must be a pair [low, high] of dB values with low <= high")
             object.__setattr__(self, "noise_snr_db", (float(snr[0]), float(snr[1])))
         for name in ("gain_db", "eq_db", "mixup_alpha", "time_mask_fraction"):
-            if getattr(self, name) < 0:
-                raise ParameterError(f"{name}={getattr(self, name)} must be >= 0")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:  # NaN fails too
+                raise ParameterError(f"{name}={value!r} must be a number >= 0")
         for name in ("time_stretch", "pitch_shift"):
             if not 0 <= getattr(self, name) < 0.5:
                 raise ParameterError(f"{name}={getattr(self, name)} must be in [0, 0.5)")

@@ -13,8 +13,9 @@ def autocast_dtype(device: torch.device, amp: bool | None = None) -> torch.dtype
     ``amp=None`` chooses: float16 on CUDA; bfloat16 on a CPU with AMX tiles,
     whose bfloat16 matrix units trained the small CNNs 2-2.7 times faster than
     float32 here (``benchmarks/README.md``); float32 elsewhere, where bfloat16
-    is emulated and slower. ``amp=True`` asks for it wherever it runs (CPU
-    bfloat16 without AMX is slow but works); ``False`` turns it off.
+    is emulated and slower. ``amp=True`` asks for it on any CPU or CUDA device
+    (CPU bfloat16 without AMX is slow but works); other devices (MPS) always
+    train in float32. ``False`` turns it off.
     """
     if amp is False or device.type not in ("cuda", "cpu"):
         return None

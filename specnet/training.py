@@ -111,8 +111,8 @@ class TrainConfig:
             raise ParameterError(f"clip_seconds={self.clip_seconds} must be positive")
         if self.keep not in ("best", "last"):
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
-        if not self.ema_epochs >= 0:
-            raise ParameterError(f"ema_epochs={self.ema_epochs} must be >= 0 (0: no weight average)")
+        if isinstance(self.ema_epochs, bool) or not isinstance(self.ema_epochs, (int, float)) or not 0 <= self.ema_epochs < math.inf:
+            raise ParameterError(f"ema_epochs={self.ema_epochs!r} must be a finite number >= 0 (0: no weight average)")
         if self.patience is not None and self.patience < 1:
             raise ParameterError(f"patience={self.patience} must be at least 1")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
@@ -431,7 +431,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The options that must match for a run to be resumed."""
-    ignore = {"epochs", "device", "num_workers", "patience", "amp"}
+    ignore = {"epochs", "device", "num_workers", "patience", "amp", "precision"}
     return {k: v for k, v in config.items() if k not in ignore}
 
 
@@ -458,8 +458,9 @@ def train(
     Writes ``model.safetensors`` (best model), ``checkpoint.pt`` (resume),
     ``config.json``, ``metrics.jsonl`` and ``curves.png``, each atomically.
     ``on_epoch_end(row, model)`` is called on every rank after each epoch's
-    checkpoint, with that epoch's metrics row and the (unwrapped) model; an
-    exception it raises stops the run, which ``resume=True`` continues.
+    checkpoint, with that epoch's metrics row and the model they describe (the
+    unwrapped model, or its weight average with ``ema_epochs``); an exception
+    it raises stops the run, which ``resume=True`` continues.
     """
     config = config or TrainConfig(**options)
     torch.manual_seed(config.seed)
@@ -525,7 +526,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     spec = model.spec
     clip = spec.clip_samples
 
-    resolved = config.to_dict() | {"clip_seconds": clip_seconds, "classes": list(spec.classes), "input_kind": kind}
+    resolved = config.to_dict() | {"clip_seconds": clip_seconds, "classes": list(spec.classes), "input_kind": kind,
+                                   "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
@@ -537,11 +539,18 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     # Resume: the checkpoint must come from the same configuration.
     checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
     if checkpoint is not None:
-        saved = json.loads(checkpoint["config"])
+        # Options this version added read as their defaults in a checkpoint written before them.
+        defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
+        saved = defaults | json.loads(checkpoint["config"])
         current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
         if _comparable(saved) != _comparable(current):
             changed = sorted(k for k in set(_comparable(saved)) | set(_comparable(current)) if saved.get(k) != current.get(k))
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
+        if saved.get("precision", current["precision"]) != current["precision"]:
+            log.warning(
+                "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "
+                "exactly; --amp/--no-amp choose the precision", saved["precision"], current["precision"],
+            )
     if dist.is_main:
         atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
 
@@ -608,7 +617,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             amp_dtype=amp_dtype, progress=progress,
         )
         dist.sync_buffers(model)
-        dist.sync_buffers(scored)
+        if ema is not None:
+            dist.sync_buffers(ema.module)
         row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
         if validate:
             scores, val_loss = evaluate_split(scored, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
@@ -650,7 +660,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             quiet=quiet,
         )
         if on_epoch_end:
-            on_epoch_end(dict(row), model)
+            on_epoch_end(dict(row), scored)
     if dist.is_main and history:
         from .plots import plot_curves
 
@@ -663,8 +673,13 @@ def _training_summary(config: TrainConfig, resolved: dict[str, Any]) -> dict[str
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
         "augment": config.augment, "mixup": config.augment_config().mixup_alpha,
         "init": config.init, "pretrained": bool(config.pretrained or config.weights),
-        "freeze_backbone": config.freeze_backbone, "data": {k: v for k, v in resolved["data"].items() if k != "skipped_files"},
+        "freeze_backbone": config.freeze_backbone, "ema_epochs": config.ema_epochs, "precision": resolved["precision"],
+        "data": {k: v for k, v in resolved["data"].items() if k != "skipped_files"},
     }
+
+
+def _precision_name(amp_dtype: torch.dtype | None) -> str:
+    return str(amp_dtype or torch.float32).removeprefix("torch.")
 
 
 def _stat_batches(model: SpecNet, split: Split, clip: int | None, batch_size: int) -> Iterator[torch.Tensor]:
@@ -683,7 +698,7 @@ def _weight_average(model: SpecNet, time_constant_steps: float) -> torch.optim.s
     """An exponential moving average of ``model``'s parameters and buffers, updated every step."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    decay = max(0.0, 1.0 - 1.0 / max(1.0, time_constant_steps))
+    decay = 1.0 - 1.0 / max(1.0, time_constant_steps)
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 

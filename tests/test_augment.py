@@ -28,7 +28,8 @@ def _logmel(batch: int = 4, n_mels: int = 32, frames: int = 50, seed: int = 0) -
 
 
 def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training order on a fixed batch, every draw from one generator."""
+    """The training order on a fixed batch, every draw from one generator (the
+    front-end's clamp, which draws nothing, left out)."""
     gen = _gen(seed)
     x = random_eq(_logmel(), config.eq_db, gen)
     x = random_noise(x, config.noise_snr_db, gen)
@@ -221,6 +222,8 @@ def test_random_eq_adds_one_smooth_bounded_curve_per_clip():
     [
         (dict(gain_db=-1.0), "gain_db=-1.0"),
         (dict(eq_db=-3.0), "eq_db=-3.0"),
+        (dict(eq_db=float("nan")), "eq_db=nan"),
+        (dict(gain_db="6"), "gain_db='6'"),
         (dict(time_stretch=0.5), "time_stretch=0.5"),
         (dict(pitch_shift=-0.1), "pitch_shift=-0.1"),
         (dict(freq_masks=-1), "freq_masks=-1"),

@@ -212,22 +212,31 @@ def test_cpu_bfloat16_training_is_reproducible_and_saves_float32(tiny_data, tmp_
         specnet.train(tiny_data, tmp_path / name, epochs=2, **{**S.FAST, "amp": amp})
         runs[name] = load_file(str(tmp_path / name / "model.safetensors"))
     weights = [k for k in runs["fp32"] if k.endswith("conv1.weight")]
-    assert weights and all(runs["bf16"][k].dtype == torch.float32 for k in runs["bf16"] if k in weights)
+    floats = [k for k, v in runs["bf16"].items() if v.is_floating_point()]
+    assert weights and floats and all(runs["bf16"][k].dtype == torch.float32 for k in floats)
+    assert read_config(tmp_path / "bf16")["precision"] == "bfloat16"
     assert all(torch.equal(runs["bf16"][k], runs["bf16_again"][k]) for k in runs["bf16"])
     # bfloat16 really ran: its rounding moves the weights away from the float32 run's.
     assert any(not torch.equal(runs["bf16"][k], runs["fp32"][k]) for k in weights)
 
 
 def test_weight_average_is_what_is_validated_saved_and_resumed(tiny_data, tmp_path):
-    options = {**S.FAST, "ema_epochs": 1.0, "keep": "last"}
-    reference = specnet.train(tiny_data, tmp_path / "whole", epochs=4, **options)
+    # Validate on the training folder itself (val_dir), so the validation set is known here.
+    options = {**S.FAST, "ema_epochs": 1.0, "keep": "last", "val_dir": str(tiny_data)}
+    handed = []
+    reference = specnet.train(tiny_data, tmp_path / "whole", epochs=4, on_epoch_end=lambda row, m: handed.append(m), **options)
     checkpoint = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     saved = load_file(str(tmp_path / "whole" / "model.safetensors"))
     averaged = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k.startswith("module.")}
     key = "backbone.features.0.conv1.weight"
     assert torch.equal(saved[key], averaged[key])  # the model file holds the average ...
     assert not torch.equal(saved[key], checkpoint["model"][key])  # ... not the last step's weights
-    assert int(checkpoint["ema"]["n_averaged"]) == 4 * 3  # every step: 9 training clips, batch 4
+    assert torch.equal(handed[-1].state_dict()[key], saved[key])  # and so does the callback's model
+    assert int(checkpoint["ema"]["n_averaged"]) == 4 * 3  # every step: 12 clips, batch 4
+    # The validation row scored the average: scoring the saved file again gives its loss.
+    rescored = specnet.evaluate(tmp_path / "whole" / "model.safetensors", tiny_data, device="cpu")
+    assert metric_rows(tmp_path / "whole")[-1]["val_loss"] == pytest.approx(rescored["loss"], abs=1e-5)
+    assert read_config(tmp_path / "whole")["precision"] == "float32"
 
     def stop_after_second_epoch(row, model):
         if row["epoch"] == 1:
@@ -240,6 +249,18 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(tiny_data, tmp_pa
     again = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     for name, value in saved.items():
         torch.testing.assert_close(again[name], value, atol=1e-6, rtol=0, msg=name)
+
+
+def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epochs, tiny_data, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(four_epochs[0], out)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    config = json.loads(checkpoint["config"])
+    for newer in ("ema_epochs", "precision"):  # options this version added
+        del config[newer]
+    torch.save({**checkpoint, "config": json.dumps(config)}, out / "checkpoint.pt")
+    best = specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
 
 
 def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
@@ -374,6 +395,9 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"clip_seconds": 0}, "clip_seconds=0"),
         ({"patience": 0}, "patience=0"),
         ({"freeze_backbone": True}, "freeze_backbone"),
+        ({"ema_epochs": -1}, "ema_epochs=-1"),
+        ({"ema_epochs": float("inf")}, "ema_epochs=inf"),
+        ({"ema_epochs": "5"}, "ema_epochs='5'"),
     ],
 )
 def test_bad_options_are_parameter_errors(options, message):

@@ -63,7 +63,7 @@ class CNN(SpectrogramModel):
         Hidden dense layers between pooling and the final layer.
     include_top : bool
         False drops the hidden layers and the classifier, so ``forward``
-        returns the pooled ``(B, channels[-1])`` descriptor (``num_classes``
+        returns the pooled ``(B, channels[-1] * freq_bands)`` descriptor (``num_classes``
         becomes 0, ``hidden_dim`` None).
     """
 

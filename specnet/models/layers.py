@@ -157,7 +157,8 @@ class GlobalPool(nn.Module):
         spectrograms best.
     freq_bands : int > 0
         Keep this many frequency bands apart instead of pooling all of ``H``
-        into one (adaptive average pooling of ``H`` to ``freq_bands`` rows):
+        into one (adaptive pooling of ``H`` to ``freq_bands`` rows, by mean or,
+        for ``kind="max"``, by max):
         a convolutional trunk is blind to where on the frequency axis a
         pattern lies, and a vowel's formants or a rotor's hum are told apart
         by exactly that. The vector is channel-major: ``C`` blocks of
