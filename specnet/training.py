@@ -55,6 +55,14 @@ CURVES_FILE = "curves.png"
 #: nor room noise is a cue. Measured gains are in recipes/esc10 and recipes/fsdd.
 TRAIN_FEATURES = {"ref_peak": True, "top_db": 60.0}
 
+#: Epochs when none are given: DEFAULT_EPOCHS, or more on a small training set, so that
+#: training takes at least MIN_STEPS optimiser steps (at most MAX_DEFAULT_EPOCHS epochs).
+#: ESC-10's 320 training clips are 10 steps an epoch: 60 epochs scored 90.00 % in 5-fold
+#: cross-validation, 120 epochs 92.75 % (recipes/esc10).
+DEFAULT_EPOCHS = 30
+MIN_STEPS = 1200
+MAX_DEFAULT_EPOCHS = 300
+
 
 @dataclass
 class TrainConfig:
@@ -63,7 +71,8 @@ class TrainConfig:
     Shapes and units: ``clip_seconds`` in seconds (None: the 90th percentile
     of the training clips' durations, at most 10 s); ``image_size`` is
     (height, width) in pixels; ``lr`` is the peak learning rate reached after
-    ``warmup_epochs``, then decayed to zero with a cosine. ``ema_epochs`` > 0
+    ``warmup_epochs``, then decayed to zero with a cosine over ``epochs`` (None:
+    :func:`default_epochs` of the training set's size). ``ema_epochs`` > 0
     validates and saves an exponential moving average of the weights (and
     batch-norm statistics) that forgets with a time constant of that many epochs.
     """
@@ -74,7 +83,7 @@ class TrainConfig:
     weights: str | None = None
     init: str | None = None
     freeze_backbone: bool = False
-    epochs: int = 30
+    epochs: int | None = None
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -103,8 +112,9 @@ class TrainConfig:
     dataset: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
-        for name, value in positive.items():
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1):
+            raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
+        for name, value in {"batch_size": self.batch_size, "lr": self.lr}.items():
             if not value > 0:
                 raise ParameterError(f"{name}={value} must be positive")
         if self.clip_seconds is not None and not self.clip_seconds > 0:
@@ -526,8 +536,10 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     spec = model.spec
     clip = spec.clip_samples
 
-    resolved = config.to_dict() | {"clip_seconds": clip_seconds, "classes": list(spec.classes), "input_kind": kind,
-                                   "precision": _precision_name(amp_dtype)}
+    steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard
+    epochs = config.epochs or default_epochs(steps_per_epoch)
+    resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "classes": list(spec.classes),
+                                   "input_kind": kind, "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
@@ -577,8 +589,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = steps_per_epoch * epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     augment = config.augment_config()
     # The averaged weights are the ones validated and saved; model keeps training.
@@ -606,7 +617,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, epochs):
         if config.patience is not None and best is not None and epochs_since_best >= config.patience:
             _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
             break
@@ -655,7 +666,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             f"  val_loss {val_loss:.4f}  val_acc {scores.accuracy:.4f}  val_f1 {scores.macro_f1:.4f}" if validate else ""
         )
         _print(
-            f"epoch {epoch + 1:3d}/{config.epochs}  train_loss {train_loss:.4f}{validation}  lr {lr:.2e}  "
+            f"epoch {epoch + 1:3d}/{epochs}  train_loss {train_loss:.4f}{validation}  lr {lr:.2e}  "
             f"{row['seconds']:.1f}s" + ("  *" if improved and validate else ""),
             quiet=quiet,
         )
@@ -668,9 +679,18 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     return dict(best or {})
 
 
+def default_epochs(steps_per_epoch: int) -> int:
+    """Epochs when ``TrainConfig.epochs`` is None, for ``steps_per_epoch`` optimiser steps an epoch.
+
+    DEFAULT_EPOCHS, or on a small training set enough epochs for MIN_STEPS
+    steps, at most MAX_DEFAULT_EPOCHS: 320 clips in batches of 32 get 120.
+    """
+    return max(DEFAULT_EPOCHS, min(MAX_DEFAULT_EPOCHS, math.ceil(MIN_STEPS / max(1, steps_per_epoch))))
+
+
 def _training_summary(config: TrainConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     return {
-        "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
+        "epochs": resolved["epochs"], "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
         "augment": config.augment, "mixup": config.augment_config().mixup_alpha,
         "init": config.init, "pretrained": bool(config.pretrained or config.weights),
         "freeze_backbone": config.freeze_backbone, "ema_epochs": config.ema_epochs, "precision": resolved["precision"],

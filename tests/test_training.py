@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import specnet
 from specnet.errors import DataError, ParameterError, SpecnetError
-from specnet.training import TrainConfig, get_lr
+from specnet.training import TrainConfig, default_epochs, get_lr
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -391,6 +391,8 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
     ("options", "message"),
     [
         ({"epochs": 0}, "epochs=0"),
+        ({"epochs": 2.5}, "epochs=2.5"),
+        ({"epochs": True}, "epochs=True"),
         ({"batch_size": -1}, "batch_size=-1"),
         ({"clip_seconds": 0}, "clip_seconds=0"),
         ({"patience": 0}, "patience=0"),
@@ -403,6 +405,28 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
 def test_bad_options_are_parameter_errors(options, message):
     with pytest.raises(ParameterError, match=message):
         TrainConfig(**options)
+
+
+def test_default_epochs_give_a_small_training_set_enough_steps():
+    assert default_epochs(10) == 120  # ESC-10's 320 training clips in batches of 32: 1,200 steps
+    assert default_epochs(13) == 93
+    assert default_epochs(40) == 30 and default_epochs(78) == 30  # large enough: 30 epochs
+    assert default_epochs(1) == 300  # capped
+
+
+def test_unset_epochs_are_chosen_from_the_training_set_and_recorded(tiny_data, tmp_path, capsys):
+    class Stop(Exception):
+        pass
+
+    def stop(row, model):
+        raise Stop
+
+    out = tmp_path / "run"
+    with pytest.raises(Stop):  # one epoch is enough to see the choice
+        specnet.train(tiny_data, out, on_epoch_end=stop, **{**S.FAST, "val_split": 0, "quiet": False})
+    steps = -(-12 // S.FAST["batch_size"])  # 12 clips, all for training
+    assert json.loads((out / "config.json").read_text())["epochs"] == default_epochs(steps) == 300
+    assert "epoch   1/300" in capsys.readouterr().out
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
