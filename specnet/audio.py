@@ -16,9 +16,11 @@ message starts with the file name; bad argument values raise
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ import soxr
 
 from specnet.errors import AudioError, ParameterError
 from specnet.paths import PathLike, display_name, open_for_reading
+
+log = logging.getLogger("specnet")
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -423,7 +427,34 @@ def _open(path: PathLike, name: str) -> Iterator[sf.SoundFile | None]:
                 f"(supported: {_supported_formats()})"
             )
         with f:
+            _warn_if_truncated(f, name)
             yield f
+
+
+# libsndfile reads what a WAV file holds and notes a shorter data chunk in its log.
+_DATA_CHUNK_LOG = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # what streaming writers leave in a header they cannot rewrite
+
+
+def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
+    """Log a warning when a WAV file holds less audio than its header declares.
+
+    An interrupted copy or download still decodes, to its first part only; the
+    file is used as it is, but the user hears of it.
+    """
+    if f.format not in ("WAV", "WAVEX", "RF64") or not f.frames:
+        return
+    match = _DATA_CHUNK_LOG.search(f.extra_info)
+    if match is None:
+        return
+    declared, held = (int(n) for n in match.groups())
+    if declared in _UNKNOWN_SIZES or held >= declared:
+        return
+    seconds = f.frames / f.samplerate
+    log.warning(
+        "%s: truncated: the header declares %.2f s of audio, the file holds %.3f s; using what is there",
+        name, seconds * declared / held, seconds,
+    )
 
 
 def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:

@@ -138,6 +138,26 @@ def test_load_audio_odd_file_matches_its_header(cases, name):
     assert (not y.any()) if expect.get("silent") else y.any()
 
 
+def test_a_truncated_wav_is_used_with_a_warning(cases, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        y, _ = load_audio(cases["truncated_wav"].path)
+    assert len(y) == 1000
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"{cases['truncated_wav'].display}: truncated: the header declares 1.00 s of audio, "
+        "the file holds 0.062 s; using what is there"
+    )
+    caplog.clear()
+    tone = np.round(sine(440.0, 0.1, 16000) * 32767)
+    intact = tmp_path / "intact.wav"
+    intact.write_bytes(wav_bytes(tone, 16000))
+    streamed = tmp_path / "streamed.wav"  # a writer that could not go back to fill in the size
+    streamed.write_bytes(wav_bytes(tone, 16000, data_size=0xFFFFFFFF))
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        assert len(load_audio(intact)[0]) == len(load_audio(streamed)[0]) == 1600
+    assert caplog.records == []
+
+
 def test_odd_files_hold_the_right_samples(cases):
     scale = 1 / 32768  # 16-bit PCM -> [-1, 1)
     tone_16k = np.round(sine(440.0, 1.0, 16000) * 32767) * scale
@@ -262,7 +282,9 @@ def test_classify_batch_reports_bad_files_and_keeps_good_results(capsys, model_f
                              *[c.str_path for c in files])
     assert code == 1 and "Traceback" not in err
     bad = [c for c in files if c.kind == "bad"]
-    lines = err.splitlines()
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {cases['truncated_wav'].display}: truncated: ")
+    lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
     assert lines[-1] == f"{len(bad)} of {len(files)} inputs failed"
     assert len(lines) == len(bad) + 1
     for case, line in zip(bad, lines):  # in input order, one line each
