@@ -433,7 +433,7 @@ def _open(path: PathLike, name: str) -> Iterator[sf.SoundFile | None]:
 
 # libsndfile reads what a WAV file holds and notes a shorter data chunk in its log.
 _DATA_CHUNK_LOG = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
-_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # what streaming writers leave in a header they cannot rewrite
+_UNKNOWN_SIZE = 0x7FFFF000  # from here up: sizes streaming writers leave in a header they cannot rewrite
 
 
 def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
@@ -442,13 +442,13 @@ def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
     An interrupted copy or download still decodes, to its first part only; the
     file is used as it is, but the user hears of it.
     """
-    if f.format not in ("WAV", "WAVEX", "RF64") or not f.frames:
+    if f.format not in ("WAV", "WAVEX") or not f.frames:
         return
     match = _DATA_CHUNK_LOG.search(f.extra_info)
     if match is None:
         return
     declared, held = (int(n) for n in match.groups())
-    if declared in _UNKNOWN_SIZES or held >= declared:
+    if declared >= _UNKNOWN_SIZE or held >= declared:
         return
     seconds = f.frames / f.samplerate
     log.warning(

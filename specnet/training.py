@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 import time
@@ -112,7 +113,7 @@ class TrainConfig:
     dataset: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1):
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 1):
             raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
         for name, value in {"batch_size": self.batch_size, "lr": self.lr}.items():
             if not value > 0:
@@ -537,7 +538,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     clip = spec.clip_samples
 
     steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard
-    epochs = config.epochs or default_epochs(steps_per_epoch)
+    # Counted as one process would, so a run takes as many epochs on one GPU as on several.
+    epochs = int(config.epochs or default_epochs(math.ceil(len(train_split.targets) / config.batch_size)))
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
@@ -563,6 +565,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
                 "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "
                 "exactly; --amp/--no-amp choose the precision", saved["precision"], current["precision"],
             )
+        if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
+            epochs = resolved["epochs"] = int(saved["epochs"])
     if dist.is_main:
         atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
 
@@ -684,6 +688,8 @@ def default_epochs(steps_per_epoch: int) -> int:
 
     DEFAULT_EPOCHS, or on a small training set enough epochs for MIN_STEPS
     steps, at most MAX_DEFAULT_EPOCHS: 320 clips in batches of 32 get 120.
+    Steps are counted as one process takes them, so several GPUs train as
+    many epochs as one.
     """
     return max(DEFAULT_EPOCHS, min(MAX_DEFAULT_EPOCHS, math.ceil(MIN_STEPS / max(1, steps_per_epoch))))
 

@@ -151,10 +151,11 @@ def test_a_truncated_wav_is_used_with_a_warning(cases, tmp_path, caplog):
     tone = np.round(sine(440.0, 0.1, 16000) * 32767)
     intact = tmp_path / "intact.wav"
     intact.write_bytes(wav_bytes(tone, 16000))
-    streamed = tmp_path / "streamed.wav"  # a writer that could not go back to fill in the size
-    streamed.write_bytes(wav_bytes(tone, 16000, data_size=0xFFFFFFFF))
+    streamed = [tmp_path / f"streamed{i}.wav" for i in range(2)]  # writers that could not fill in the size
+    streamed[0].write_bytes(wav_bytes(tone, 16000, data_size=0xFFFFFFFF))
+    streamed[1].write_bytes(wav_bytes(tone, 16000, data_size=0x7FFFFFFF))
     with caplog.at_level(logging.WARNING, logger="specnet"):
-        assert len(load_audio(intact)[0]) == len(load_audio(streamed)[0]) == 1600
+        assert [len(load_audio(path)[0]) for path in (intact, *streamed)] == [1600] * 3
     assert caplog.records == []
 
 

@@ -187,7 +187,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(four_epochs, tiny_d
 
     with pytest.raises(SpecnetError, match="--resume"):  # the run is there: neither resumed nor overwritten
         specnet.train(tiny_data, out, epochs=4, **S.FAST)
-    resumed = specnet.train(tiny_data, out, epochs=4, resume=True, **S.FAST)
+    # No --epochs on resume: the run keeps its own 4, not the default for this data (300).
+    resumed = specnet.train(tiny_data, out, resume=True, **S.FAST)
 
     assert resumed.keys() == best.keys()
     for key in best:
@@ -412,6 +413,7 @@ def test_default_epochs_give_a_small_training_set_enough_steps():
     assert default_epochs(13) == 93
     assert default_epochs(40) == 30 and default_epochs(78) == 30  # large enough: 30 epochs
     assert default_epochs(1) == 300  # capped
+    assert TrainConfig(epochs=np.int64(5)).epochs == 5  # any integer type
 
 
 def test_unset_epochs_are_chosen_from_the_training_set_and_recorded(tiny_data, tmp_path, capsys):
