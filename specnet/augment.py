@@ -9,6 +9,7 @@ The order in training is: log-mel ``(B, F, T)`` in absolute dB -> :func:`random_
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +59,7 @@ class AugmentConfig:
             object.__setattr__(self, "noise_snr_db", (float(snr[0]), float(snr[1])))
         for name in ("gain_db", "eq_db", "mixup_alpha", "time_mask_fraction"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:  # NaN fails too
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:  # NaN fails too
                 raise ParameterError(f"{name}={value!r} must be a number >= 0")
         for name in ("time_stretch", "pitch_shift"):
             if not 0 <= getattr(self, name) < 0.5:

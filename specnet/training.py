@@ -122,7 +122,7 @@ class TrainConfig:
             raise ParameterError(f"clip_seconds={self.clip_seconds} must be positive")
         if self.keep not in ("best", "last"):
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
-        if isinstance(self.ema_epochs, bool) or not isinstance(self.ema_epochs, (int, float)) or not 0 <= self.ema_epochs < math.inf:
+        if isinstance(self.ema_epochs, bool) or not isinstance(self.ema_epochs, numbers.Real) or not 0 <= self.ema_epochs < math.inf:
             raise ParameterError(f"ema_epochs={self.ema_epochs!r} must be a finite number >= 0 (0: no weight average)")
         if self.patience is not None and self.patience < 1:
             raise ParameterError(f"patience={self.patience} must be at least 1")

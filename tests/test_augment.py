@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -237,6 +238,11 @@ def test_config_validation_names_the_value(settings, named):
     with pytest.raises(ParameterError) as err:
         AugmentConfig(**settings)
     assert named in str(err.value)
+
+
+def test_config_takes_numpy_numbers():
+    config = AugmentConfig(gain_db=np.int64(3), eq_db=np.float32(2.5))
+    assert (config.gain_db, config.eq_db) == (3, 2.5)
 
 
 def test_noise_floor_sits_at_the_drawn_snr_below_each_peak():

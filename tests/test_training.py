@@ -414,6 +414,7 @@ def test_default_epochs_give_a_small_training_set_enough_steps():
     assert default_epochs(40) == 30 and default_epochs(78) == 30  # large enough: 30 epochs
     assert default_epochs(1) == 300  # capped
     assert TrainConfig(epochs=np.int64(5)).epochs == 5  # any integer type
+    assert TrainConfig(ema_epochs=np.int64(3)).ema_epochs == 3
 
 
 def test_unset_epochs_are_chosen_from_the_training_set_and_recorded(tiny_data, tmp_path, capsys):
