@@ -248,6 +248,7 @@ def iter_audio_blocks(
     hop_samples: int | None = None,
     sample_rate: int | None = None,
     mono: bool = True,
+    warn_truncated: bool = True,
 ) -> Iterator[AudioBlock]:
     """Stream a file as fixed-length, possibly overlapping windows.
 
@@ -275,6 +276,10 @@ def iter_audio_blocks(
         Resample to this rate; None keeps the file's rate.
     mono : bool
         Average the channels into one.
+    warn_truncated : bool
+        Log a warning when a WAV file holds less audio than its header
+        declares, as :func:`load_audio` does; False for a caller that has
+        already read the file's start and so reported it once.
 
     Yields
     ------
@@ -297,14 +302,15 @@ def iter_audio_blocks(
     hop = block_samples if hop_samples is None else hop_samples
     # A separate generator, so bad arguments raise at the call, not at first next().
     return _iter_blocks(path, block_samples=int(block_samples), hop_samples=int(hop),
-                        sample_rate=sample_rate, mono=mono)
+                        sample_rate=sample_rate, mono=mono, warn_truncated=warn_truncated)
 
 
 def _iter_blocks(
-    path: PathLike, *, block_samples: int, hop_samples: int, sample_rate: int | None, mono: bool
+    path: PathLike, *, block_samples: int, hop_samples: int, sample_rate: int | None, mono: bool,
+    warn_truncated: bool,
 ) -> Iterator[AudioBlock]:
     name = display_name(path)
-    with _open(path, name) as f:
+    with _open(path, name, warn_truncated=warn_truncated) as f:
         if f is None:
             y, _ = load_audio(path, sample_rate=sample_rate, mono=mono)
             chunks: Iterable[np.ndarray] = [y]
@@ -393,7 +399,7 @@ def _supported_formats() -> str:
 
 
 @contextlib.contextmanager
-def _open(path: PathLike, name: str) -> Iterator[sf.SoundFile | None]:
+def _open(path: PathLike, name: str, *, warn_truncated: bool = True) -> Iterator[sf.SoundFile | None]:
     """Open ``path`` with soundfile; yield None for a suffix only audioread decodes
     (the caller then uses :func:`_decode_with_audioread`).
     """
@@ -427,7 +433,8 @@ def _open(path: PathLike, name: str) -> Iterator[sf.SoundFile | None]:
                 f"(supported: {_supported_formats()})"
             )
         with f:
-            _warn_if_truncated(f, name)
+            if warn_truncated:
+                _warn_if_truncated(f, name)
             yield f
 
 

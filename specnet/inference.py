@@ -280,7 +280,10 @@ class Model:
         """Window outputs of a long file read block by block (memory independent of its length)."""
         outputs, starts, batch, batch_starts = [], [], [], []
         total = 0
-        for block in iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate):
+        # The file's start was decoded (and a cut-short file reported) by _decode_path.
+        blocks = iter_audio_blocks(path, block_samples=window, hop_samples=hop,
+                                   sample_rate=self.sample_rate, warn_truncated=False)
+        for block in blocks:
             batch.append(block.samples)
             batch_starts.append(block.start)
             total = block.start + block.n_valid

@@ -24,7 +24,7 @@ from corpus import BAD_AUDIO, BAD_IMAGE, ODD_AUDIO, deny_reads, make_corpus, tin
 from helpers import make_class_folders, make_image, make_tone, peak_frequency, sine
 
 import specnet
-from specnet.audio import audio_info, load_audio
+from specnet.audio import audio_info, iter_audio_blocks, load_audio
 from specnet.cli import main
 from specnet.errors import AudioError, ImageError, SpecnetError
 
@@ -148,6 +148,13 @@ def test_a_truncated_wav_is_used_with_a_warning(cases, tmp_path, caplog):
         "the file holds 0.062 s; using what is there"
     )
     caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="specnet"):  # streaming reports it the same way ...
+        assert sum(b.n_valid for b in iter_audio_blocks(cases["truncated_wav"].path, block_samples=400)) == 1000
+        assert [r.getMessage() for r in caplog.records] == [record.getMessage()]
+        caplog.clear()  # ... unless the caller has already done so
+        assert sum(b.n_valid for b in iter_audio_blocks(cases["truncated_wav"].path, block_samples=400,
+                                                        warn_truncated=False)) == 1000
+    assert caplog.records == []
     tone = np.round(sine(440.0, 0.1, 16000) * 32767)
     intact = tmp_path / "intact.wav"
     intact.write_bytes(wav_bytes(tone, 16000))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from pathlib import Path
@@ -285,6 +286,18 @@ def test_streamed_long_file_matches_in_memory(model, recording, monkeypatch):
         (s["start"], s["end"], s["label"]) for s in whole.segments
     ]
     np.testing.assert_allclose(model.embed(str(recording)), whole_embedding, atol=1e-5, rtol=0)
+
+
+def test_a_cut_short_long_file_is_streamed_with_one_warning(model, recording, tmp_path, monkeypatch, caplog):
+    data = recording.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # the header still declares 30 s
+    monkeypatch.setattr(inference, "STREAM_SECONDS", 10.0)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        [result] = model.predict([str(cut)], timeline=True)
+    assert 19.0 < result.duration < 20.5  # two thirds of the samples, streamed to the end
+    [record] = caplog.records  # the first read reports it; the stream that follows does not
+    assert record.getMessage().startswith(f"{cut}: truncated: the header declares 30.00 s of audio")
 
 
 def test_decoding_overlaps_the_network_only_with_cores_to_spare(model, monkeypatch):
