@@ -305,7 +305,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local ImageNet weight file for offline machines.")
 @click.option("--init", type=click.Path(dir_okay=False), help="Start from a specnet model file; the head is replaced for the new classes.")
 @click.option("--freeze-backbone", is_flag=True, help="Train the head only (transfer learning).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the training set.  [default: 30, more on a small training set: at least 1,200 optimiser steps, at most 300 epochs]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the training set.  [default: 30, more on a small training set: at least 2,400 optimiser steps, at most 300 epochs]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (AdamW, warm-up then cosine).")
 @click.option("--weight-decay", type=float, default=1e-2, show_default=True)

@@ -409,9 +409,10 @@ def test_bad_options_are_parameter_errors(options, message):
 
 
 def test_default_epochs_give_a_small_training_set_enough_steps():
-    assert default_epochs(10) == 120  # ESC-10's 320 training clips in batches of 32: 1,200 steps
-    assert default_epochs(13) == 93
-    assert default_epochs(40) == 30 and default_epochs(78) == 30  # large enough: 30 epochs
+    assert default_epochs(10) == 240  # ESC-10's 320 training clips in batches of 32: 2,400 steps
+    assert default_epochs(13) == 185
+    assert default_epochs(40) == 60 and default_epochs(79) == 31
+    assert default_epochs(80) == 30 and default_epochs(1000) == 30  # large enough: 30 epochs
     assert default_epochs(1) == 300  # capped
     assert TrainConfig(epochs=np.int64(5)).epochs == 5  # any integer type
     assert TrainConfig(ema_epochs=np.int64(3)).ema_epochs == 3
