@@ -1,4 +1,5 @@
-"""Every command and the Python example in README.md run, so the README cannot rot.
+"""Every command and the Python example in README.md run, and the output README shows for
+the shipped examples is what the bundled models print, so the README cannot rot.
 
 The commands run in order, as a user would type them, in a scratch folder
 holding what they name: the shipped examples, small class folders of
@@ -112,3 +113,32 @@ def test_readme_python_example_runs(workspace: Path):
     result = subprocess.run([sys.executable, "-c", code], cwd=workspace, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "'label'" in result.stdout
+
+
+def readme_outputs() -> dict[str, str]:
+    """README's console commands that show their output: ``{command: the lines printed under it}``."""
+    shown = {}
+    for block in readme_blocks("console"):
+        for command, output in re.findall(r"^\$ (.+)\n((?:(?!\$ ).*\n)+)", block, flags=re.M):
+            shown[command.strip()] = output
+    return shown
+
+
+_NUMBER = re.compile(r"-?\d+\.\d+")
+
+
+@pytest.mark.skipif(not (BUNDLED / "esc10.safetensors").exists(), reason="bundled models not built (recipes/)")
+@pytest.mark.parametrize("command", [
+    "specnet classify examples/dog.wav",
+    "specnet models",
+    "specnet classify --model fsdd --format json --top-k 2 examples/seven.wav",
+])
+def test_readme_shows_what_the_bundled_models_print(command, workspace: Path):
+    shown = readme_outputs()[command]
+    result = _run(command, workspace)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The same text; numbers equal up to the last digit README prints (another BLAS may round differently).
+    assert _NUMBER.sub("#", result.stdout) == _NUMBER.sub("#", shown), result.stdout
+    for printed, expected in zip(_NUMBER.findall(result.stdout), _NUMBER.findall(shown)):
+        decimals = len(expected.split(".")[1])
+        assert abs(float(printed) - float(expected)) <= 1.5 * 10.0 ** -min(decimals, 4), (printed, expected)
