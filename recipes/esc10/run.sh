@@ -4,11 +4,12 @@
 #   bash recipes/esc10/run.sh                 # everything (from the repository root)
 #   bash recipes/esc10/run.sh folds summary   # only some stages: prepare folds summary final
 #
-# On two cores, two single-threaded lanes are faster than one two-threaded run:
+# On two cores, two single-threaded lanes are faster than one two-threaded run
+# for the folds; the shipped model was trained on two threads (the default):
 #   bash recipes/esc10/run.sh prepare
 #   FOLDS="1 3 5" THREADS=1 bash recipes/esc10/run.sh folds &
-#   FOLDS="2 4" THREADS=1 bash recipes/esc10/run.sh folds final; wait
-#   bash recipes/esc10/run.sh summary
+#   FOLDS="2 4" THREADS=1 bash recipes/esc10/run.sh folds; wait
+#   bash recipes/esc10/run.sh summary final
 #
 # WORK (default /tmp/esc10) receives the manifest, the links and every run;
 # DATA (default ../shared/data/esc10) is only read. THREADS (default 2) sets
