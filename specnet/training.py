@@ -113,6 +113,8 @@ class TrainConfig:
     dataset: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in (f.name for f in dataclasses.fields(self)):  # numpy numbers pass the checks below
+            setattr(self, name, _python_scalars(getattr(self, name)))  # but must not reach config.json
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 1):
             raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
         for name, value in {"batch_size": self.batch_size, "lr": self.lr}.items():
@@ -681,6 +683,17 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
         plot_curves(history, files.curves, title=f"{spec.arch} on {Path(str(data_dir or config.manifest)).name}")
     return dict(best or {})
+
+
+def _python_scalars(value: Any) -> Any:
+    """``value`` with numpy scalars (also inside dicts, lists and tuples) replaced by Python ones."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _python_scalars(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_python_scalars(item) for item in value)
+    return value
 
 
 def default_epochs(steps_per_epoch: int) -> int:

@@ -418,6 +418,15 @@ def test_default_epochs_give_a_small_training_set_enough_steps():
     assert TrainConfig(ema_epochs=np.int64(3)).ema_epochs == 3
 
 
+def test_numpy_numbers_in_options_are_saved_as_plain_json_numbers():
+    config = TrainConfig(epochs=np.int64(5), ema_epochs=np.int64(3), lr=np.float32(0.5),
+                         augment_args={"gain_db": np.int64(6)}, arch_args={"freq_bands": np.int64(4)})
+    saved = json.loads(json.dumps(config.to_dict()))  # no default=: every value is JSON-native
+    assert (saved["epochs"], saved["ema_epochs"], saved["lr"]) == (5, 3, 0.5)
+    assert saved["augment_args"] == {"gain_db": 6} and saved["arch_args"] == {"freq_bands": 4}
+    assert type(config.augment_config().gain_db) is int
+
+
 def test_unset_epochs_are_chosen_from_the_training_set_and_recorded(tiny_data, tmp_path, capsys):
     class Stop(Exception):
         pass
