@@ -135,8 +135,9 @@ SHOWN_OUTPUTS = [  # README's commands whose output it shows: all on shipped fil
 @pytest.mark.skipif(not (BUNDLED / "esc10.safetensors").exists(), reason="bundled models not built (recipes/)")
 @pytest.mark.parametrize("command", SHOWN_OUTPUTS)
 def test_readme_shows_what_the_bundled_models_print(command, workspace: Path):
-    assert set(readme_outputs()) == set(SHOWN_OUTPUTS)  # a new output block gets checked here too
-    shown = readme_outputs()[command]
+    outputs = readme_outputs()
+    assert set(outputs) == set(SHOWN_OUTPUTS)  # a new output block gets checked here too
+    shown = outputs[command]
     result = _run(command, workspace)
     assert result.returncode == 0, result.stderr[-2000:]
     # The same text; numbers within 1.5 units of the last digit README prints, at most 1e-4 apart
