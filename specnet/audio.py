@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import numbers
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -31,6 +30,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from specnet.checks import is_finite_number, is_integer
 from specnet.errors import AudioError, ParameterError
 from specnet.paths import PathLike, display_name, open_for_reading
 
@@ -148,11 +148,9 @@ def load_audio(
         ``sample_rate``, ``offset`` or ``duration`` is out of range.
     """
     _check_sample_rate("sample_rate", sample_rate, allow_none=True)
-    if not (isinstance(offset, numbers.Real) and math.isfinite(offset) and offset >= 0):
+    if not (is_finite_number(offset) and offset >= 0):
         raise ParameterError(f"offset={offset!r} must be a finite number of seconds >= 0")
-    if duration is not None and not (
-        isinstance(duration, numbers.Real) and math.isfinite(duration) and duration > 0
-    ):
+    if duration is not None and not (is_finite_number(duration) and duration > 0):
         raise ParameterError(f"duration={duration!r} must be a positive number of seconds or None")
 
     name = display_name(path)
@@ -381,7 +379,7 @@ def _cut_blocks(
 
 
 def _check_positive_int(arg: str, value: object, *, unit: str = "") -> None:
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0):
+    if not (is_integer(value) and value > 0):
         raise ParameterError(f"{arg}={value!r} must be a positive integer{unit}")
 
 

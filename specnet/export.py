@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import is_integer
 from .errors import ParameterError, SpecnetError
 from .features import LogMelSpectrogram, mel_to_db
 from .fileio import atomic_write, check_output_path
@@ -145,7 +146,7 @@ def export_onnx(
     from .modelfile import load_model_file, spec_to_metadata
 
     opset = DEFAULT_OPSET if opset is None else opset
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
+    if not (is_integer(opset) and opset >= 13):
         raise ParameterError(f"opset={opset!r} must be an integer >= 13")
     output = check_output_path(output, overwrite=overwrite)
     if isinstance(model_file_or_name, SpecNet):

@@ -16,6 +16,7 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
+from .checks import is_finite_number, is_integer, python_scalars
 from .errors import ParameterError
 
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
@@ -63,18 +64,22 @@ class FeatureConfig:
     top_db: float | None = None
 
     def __post_init__(self) -> None:
+        for name in (f.name for f in dataclasses.fields(self)):  # numpy numbers pass the checks
+            object.__setattr__(self, name, python_scalars(getattr(self, name)))  # but not into JSON
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not (is_integer(value) and value > 0):
                 raise ParameterError(f"{name}={value!r} must be a positive integer")
-        if self.win_length is not None and (
-            isinstance(self.win_length, bool)
-            or not isinstance(self.win_length, int)
-            or not 0 < self.win_length <= self.n_fft
-        ):
+        if self.win_length is not None and not (is_integer(self.win_length) and 0 < self.win_length <= self.n_fft):
             raise ParameterError(
                 f"win_length={self.win_length!r} must be an integer in (0, n_fft={self.n_fft}]"
             )
+        if not is_finite_number(self.f_min):
+            raise ParameterError(f"f_min={self.f_min!r} must be a number of Hz")
+        for name in ("f_max", "top_db"):
+            value = getattr(self, name)
+            if value is not None and not is_finite_number(value):
+                raise ParameterError(f"{name}={value!r} must be a number or None")
         nyquist = self.sample_rate / 2
         f_max = nyquist if self.f_max is None else self.f_max
         if not 0 <= self.f_min < f_max:
@@ -83,13 +88,13 @@ class FeatureConfig:
             raise ParameterError(
                 f"f_max={f_max} must be <= sample_rate / 2 = {nyquist:g} Hz"
             )
-        if self.power not in (1.0, 2.0):
+        if not (is_finite_number(self.power) and self.power in (1.0, 2.0)):
             raise ParameterError(f"power={self.power!r} must be 1.0 or 2.0")
-        if isinstance(self.preemphasis, bool) or not isinstance(self.preemphasis, (int, float)) or not 0 <= self.preemphasis < 1:
+        if not (is_finite_number(self.preemphasis) and 0 <= self.preemphasis < 1):
             raise ParameterError(f"preemphasis={self.preemphasis!r} must be a number in [0, 1)")
         if self.pad_mode not in PAD_MODES:
             raise ParameterError(f"pad_mode={self.pad_mode!r} must be one of {', '.join(PAD_MODES)}")
-        if not self.log_floor > 0:
+        if not (is_finite_number(self.log_floor) and self.log_floor > 0):
             raise ParameterError(f"log_floor={self.log_floor!r} must be positive")
         if self.top_db is not None and not self.top_db > 0:
             raise ParameterError(f"top_db={self.top_db!r} must be positive or None")

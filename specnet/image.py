@@ -7,7 +7,6 @@ layout the models take. Every problem with a file raises
 
 from __future__ import annotations
 
-import numbers
 import os
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from specnet.paths import PathLike, display_name, open_for_reading
+from specnet.checks import is_integer
 from specnet.errors import ImageError, ParameterError
+from specnet.paths import PathLike, display_name, open_for_reading
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_file", "load_image"]
 
@@ -78,7 +78,7 @@ def load_image(
         raise ParameterError(f"channels={channels!r} must be 1, 3 or None")
     if size is not None and not (
         isinstance(size, (tuple, list)) and len(size) == 2
-        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in size)
+        and all(is_integer(s) and s > 0 for s in size)
     ):
         raise ParameterError(f"size={size!r} must be a (height, width) pair of positive integers")
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ._version import __version__
+from .checks import is_finite_number, is_integer
 from .errors import ModelFileError, SpecnetError
 from .features import FeatureConfig
 from .fileio import atomic_write
@@ -77,17 +78,15 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
     if len(set(classes)) != len(classes):
         raise ModelFileError(f"{source}: 'classes' names a class twice")
     in_chans = meta.get("in_chans", 1)
-    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+    if not (is_integer(in_chans) and in_chans >= 1):
         raise ModelFileError(f"{source}: in_chans={in_chans!r} must be a positive integer")
     clip_seconds = meta.get("clip_seconds")
-    if clip_seconds is not None and (
-        isinstance(clip_seconds, bool) or not isinstance(clip_seconds, (int, float)) or not 0 < clip_seconds < float("inf")
-    ):
+    if clip_seconds is not None and not (is_finite_number(clip_seconds) and clip_seconds > 0):
         raise ModelFileError(f"{source}: clip_seconds={clip_seconds!r} must be a positive number of seconds or null")
     image_size = meta.get("image_size")
     if image_size is not None and not (
         isinstance(image_size, list) and len(image_size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in image_size)
+        and all(is_integer(s) and s > 0 for s in image_size)
     ):
         raise ModelFileError(f"{source}: image_size={image_size!r} must be [height, width] in pixels or null")
     return ModelSpec(

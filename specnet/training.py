@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import numbers
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ from . import augment as aug
 from .audio import load_audio
 from .paths import display_name
 from .devices import autocast_dtype, resolve_device
+from .checks import is_finite_number, is_integer, python_scalars
 from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig, clamp_to_peak
@@ -114,20 +114,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in (f.name for f in dataclasses.fields(self)):  # numpy numbers pass the checks below
-            setattr(self, name, _python_scalars(getattr(self, name)))  # but must not reach config.json
-        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 1):
+            setattr(self, name, python_scalars(getattr(self, name)))  # but must not reach config.json
+        if self.epochs is not None and not (is_integer(self.epochs) and self.epochs >= 1):
             raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
-        for name, value in {"batch_size": self.batch_size, "lr": self.lr}.items():
-            if not value > 0:
-                raise ParameterError(f"{name}={value} must be positive")
-        if self.clip_seconds is not None and not self.clip_seconds > 0:
-            raise ParameterError(f"clip_seconds={self.clip_seconds} must be positive")
+        if not (is_integer(self.batch_size) and self.batch_size > 0):
+            raise ParameterError(f"batch_size={self.batch_size!r} must be a positive integer")
+        if not (is_finite_number(self.lr) and self.lr > 0):
+            raise ParameterError(f"lr={self.lr!r} must be a positive number")
+        if self.clip_seconds is not None and not (is_finite_number(self.clip_seconds) and self.clip_seconds > 0):
+            raise ParameterError(f"clip_seconds={self.clip_seconds!r} must be a positive number of seconds")
         if self.keep not in ("best", "last"):
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
-        if isinstance(self.ema_epochs, bool) or not isinstance(self.ema_epochs, numbers.Real) or not 0 <= self.ema_epochs < math.inf:
+        if not (is_finite_number(self.ema_epochs) and self.ema_epochs >= 0):
             raise ParameterError(f"ema_epochs={self.ema_epochs!r} must be a finite number >= 0 (0: no weight average)")
-        if self.patience is not None and self.patience < 1:
-            raise ParameterError(f"patience={self.patience} must be at least 1")
+        if self.patience is not None and not (is_integer(self.patience) and self.patience >= 1):
+            raise ParameterError(f"patience={self.patience!r} must be a positive integer")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
             raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained, weights or init")
         self.image_size = tuple(self.image_size)
@@ -683,17 +684,6 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
         plot_curves(history, files.curves, title=f"{spec.arch} on {Path(str(data_dir or config.manifest)).name}")
     return dict(best or {})
-
-
-def _python_scalars(value: Any) -> Any:
-    """``value`` with numpy scalars (also inside dicts, lists and tuples) replaced by Python ones."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {key: _python_scalars(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_python_scalars(item) for item in value)
-    return value
 
 
 def default_epochs(steps_per_epoch: int) -> int:

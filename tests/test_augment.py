@@ -232,6 +232,10 @@ def test_random_eq_adds_one_smooth_bounded_curve_per_clip():
         (dict(mixup_alpha=-0.2), "mixup_alpha=-0.2"),
         (dict(noise_snr_db=(40.0, 10.0)), "noise_snr_db=(40.0, 10.0)"),
         (dict(noise_snr_db=(10.0,)), "noise_snr_db=(10.0,)"),
+        (dict(noise_snr_db=10.0), "noise_snr_db=10.0"),
+        (dict(gain_db=float("inf")), "gain_db=inf"),
+        (dict(time_stretch="0.1"), "time_stretch='0.1'"),
+        (dict(time_masks=True), "time_masks=True"),
     ],
 )
 def test_config_validation_names_the_value(settings, named):
@@ -241,8 +245,9 @@ def test_config_validation_names_the_value(settings, named):
 
 
 def test_config_takes_numpy_numbers():
-    config = AugmentConfig(gain_db=np.int64(3), eq_db=np.float32(2.5))
-    assert (config.gain_db, config.eq_db) == (3, 2.5)
+    config = AugmentConfig(gain_db=np.int64(3), eq_db=np.float32(2.5), time_masks=np.int64(1), noise_snr_db=(np.float64(10), np.int64(20)))
+    assert (config.gain_db, config.eq_db, config.time_masks, config.noise_snr_db) == (3, 2.5, 1, (10.0, 20.0))
+    assert type(config.time_masks) is int
 
 
 def test_noise_floor_sits_at_the_drawn_snr_below_each_peak():

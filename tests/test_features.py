@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import librosa
 import numpy as np
 import pytest
@@ -126,12 +128,24 @@ def test_cuda_agrees_with_cpu():
         (dict(win_length=0), "win_length=0"),
         (dict(power=3.0), "power=3.0"),
         (dict(log_floor=0.0), "log_floor=0.0"),
+        (dict(f_min="50"), "f_min='50'"),
+        (dict(f_max=float("inf")), "f_max=inf"),
+        (dict(top_db="35"), "top_db='35'"),
+        (dict(preemphasis=True), "preemphasis=True"),
+        (dict(power=True), "power=True"),
     ],
 )
 def test_config_validation_names_the_value(settings, named):
     with pytest.raises(ParameterError) as err:
         FeatureConfig(**settings)
     assert named in str(err.value)
+
+
+def test_config_takes_numpy_numbers_and_keeps_python_ones():
+    cfg = FeatureConfig(sample_rate=np.int64(8000), n_mels=np.int32(40), f_max=np.float64(4000.0), top_db=np.float32(35.0))
+    assert cfg == FeatureConfig(sample_rate=8000, n_mels=40, f_max=4000.0, top_db=35.0)
+    assert all(type(v) in (int, float, bool, str, type(None)) for v in cfg.to_dict().values())
+    json.dumps(cfg.to_dict())  # a model file's metadata holds them
 
 
 def test_config_defaults_and_derived_values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -312,6 +313,9 @@ def test_registry_errors():
         ("cnn", {"num_classes": 2, "drop_rate": 1.0}, "drop_rate=1.0"),
         ("cnn", {"num_classes": 2, "global_pool": "sum"}, "global_pool='sum'"),
         ("cnn", {"num_classes": 2, "hidden_dim": 0}, "hidden_dim=0"),
+        ("cnn", {"num_classes": 2, "hidden_dim": True}, "hidden_dim=True"),
+        ("cnn", {"num_classes": True}, "num_classes=True"),
+        ("cnn", {"num_classes": 2, "drop_rate": "0.1"}, "drop_rate='0.1'"),
         ("vgg11", {"num_classes": 2, "head": "fancy"}, "head='fancy'"),
         ("vgg11", {"num_classes": 2, "depth": 12}, "depth=12"),
     ],
@@ -319,6 +323,12 @@ def test_registry_errors():
 def test_bad_values(name, kwargs, match):
     with pytest.raises(ParameterError, match=match):
         create_model(name, **kwargs)
+
+
+def test_numpy_integers_build_the_same_model():
+    model = create_model("cnn_small", num_classes=np.int64(3), in_chans=np.int64(1), hidden_dim=[np.int64(32)])
+    assert (model.num_classes, model.in_chans, type(model.num_classes)) == (3, 1, int)
+    assert model(torch.randn(2, 1, 32, 40)).shape == (2, 3)
 
 
 def test_list_models():

@@ -89,8 +89,8 @@ class CNN(SpectrogramModel):
             num_classes, hidden_dim = 0, None
         if num_classes is None:
             raise ParameterError("num_classes is required unless include_top=False")
-        check_int("num_classes", num_classes, minimum=0)
-        check_int("in_chans", in_chans, minimum=1)
+        num_classes = check_int("num_classes", num_classes, minimum=0)
+        in_chans = check_int("in_chans", in_chans, minimum=1)
         channels = [check_int("channels", c, minimum=1) for c in channels]
         if not channels:
             raise ParameterError("channels=() must name at least one block")

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..checks import is_finite_number, is_integer
 from ..errors import ParameterError
 
 __all__ = [
@@ -47,15 +48,15 @@ _LOCAL_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 def check_int(name: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` if it is an integer ``>= minimum``, else raise ParameterError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """``value`` as a Python int if it is an integer ``>= minimum``, else raise ParameterError."""
+    if not (is_integer(value) and value >= minimum):
         raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
-    return value
+    return int(value)
 
 
 def check_drop_rate(drop_rate: float) -> float:
     """Return ``drop_rate`` if it lies in ``[0, 1)``, else raise ParameterError."""
-    if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
+    if not (is_finite_number(drop_rate) and 0.0 <= drop_rate < 1.0):
         raise ParameterError(f"drop_rate={drop_rate!r} must be a number in [0, 1)")
     return float(drop_rate)
 
@@ -128,9 +129,9 @@ class ConvBlock(nn.Sequential):
         pool_size: int = 2,
     ) -> None:
         super().__init__()
-        check_int("in_chans", in_chans, minimum=1)
-        check_int("out_chans", out_chans, minimum=1)
-        check_int("n_convs", n_convs, minimum=1)
+        in_chans = check_int("in_chans", in_chans, minimum=1)
+        out_chans = check_int("out_chans", out_chans, minimum=1)
+        n_convs = check_int("n_convs", n_convs, minimum=1)
         self.pool_size = check_int("pool_size", pool_size, minimum=1) if pool is not None else 1
         chans = in_chans
         for i in range(1, n_convs + 1):
@@ -267,7 +268,7 @@ class ClassifierHead(nn.Module):
 
     def reset(self, num_classes: int) -> None:
         """Replace the final layer with a freshly initialised one for ``num_classes``."""
-        check_int("num_classes", num_classes, minimum=0)
+        num_classes = check_int("num_classes", num_classes, minimum=0)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             nn.init.normal_(self.fc.weight, 0.0, 0.01)
@@ -282,10 +283,8 @@ def normalize_hidden_dim(hidden_dim: int | Sequence[int] | None) -> list[int]:
     """Return ``hidden_dim`` as a list of widths (empty for None), validated."""
     if hidden_dim is None:
         return []
-    dims = [hidden_dim] if isinstance(hidden_dim, int) else list(hidden_dim)
-    for dim in dims:
-        check_int("hidden_dim", dim, minimum=1)
-    return dims
+    dims = list(hidden_dim) if isinstance(hidden_dim, Sequence) and not isinstance(hidden_dim, str) else [hidden_dim]
+    return [check_int("hidden_dim", dim, minimum=1) for dim in dims]
 
 
 def init_weights(module: nn.Module) -> None:

@@ -144,8 +144,8 @@ class VGG(SpectrogramModel):
             num_classes, head, hidden_dim = 0, "global", None
         if num_classes is None:
             raise ParameterError("num_classes is required unless include_top=False")
-        check_int("num_classes", num_classes, minimum=0)
-        check_int("in_chans", in_chans, minimum=1)
+        num_classes = check_int("num_classes", num_classes, minimum=0)
+        in_chans = check_int("in_chans", in_chans, minimum=1)
         check_drop_rate(drop_rate)
         hidden = normalize_hidden_dim(hidden_dim)
 
@@ -192,7 +192,7 @@ class VGG(SpectrogramModel):
         self.time_stride = 2 ** cfg.count("M")
 
     def _reset_imagenet_fc(self, num_classes: int) -> None:
-        check_int("num_classes", num_classes, minimum=0)
+        num_classes = check_int("num_classes", num_classes, minimum=0)
         fc: nn.Module = nn.Identity()
         if num_classes > 0:
             fc = nn.Linear(_IMAGENET_HIDDEN, num_classes)
