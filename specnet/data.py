@@ -18,6 +18,7 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
+from .checks import is_finite_number
 from .errors import DataError, SpecnetError
 from .image import IMAGE_EXTENSIONS
 
@@ -153,7 +154,7 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledFiles:
 def stratified_split(targets: Sequence[int], *, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices ``(train, val)`` with ``fraction`` of each class in val (at least one
     per class with two or more files), shuffled with ``seed``."""
-    if not 0 <= fraction < 1:
+    if not (is_finite_number(fraction) and 0 <= fraction < 1):
         raise DataError(f"val_split={fraction} must be between 0 and 1")
     rng = np.random.default_rng(seed)
     targets = np.asarray(targets)

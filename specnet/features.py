@@ -16,7 +16,7 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from .checks import is_finite_number, is_integer, python_scalars
+from .checks import check_known_names, is_finite_number, is_integer, python_scalars
 from .errors import ParameterError
 
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
@@ -121,12 +121,7 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
         """Build from a dict, refusing names this version does not know."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ParameterError(
-                f"unknown feature setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
+        check_known_names(values, cls, "feature setting(s)")
         return cls(**values)
 
 

@@ -74,7 +74,7 @@ def load_image(
     ParameterError
         ``channels`` or ``size`` is invalid.
     """
-    if channels not in (None, 1, 3):
+    if not (channels is None or (is_integer(channels) and channels in (1, 3))):
         raise ParameterError(f"channels={channels!r} must be 1, 3 or None")
     if size is not None and not (
         isinstance(size, (tuple, list)) and len(size) == 2

@@ -23,6 +23,7 @@ import torch
 
 from .audio import iter_audio_blocks, load_audio, resample
 from .paths import display_name
+from .checks import is_finite_number, is_integer
 from .devices import resolve_device
 from .errors import ModelFileError, ParameterError, SpecnetError
 from .image import load_image
@@ -140,11 +141,11 @@ class Model:
     def _window_samples(self, window: float | None, hop: float | None) -> tuple[int, int]:
         rate = self.sample_rate
         window_s = window if window is not None else self.config.clip_seconds
-        if window_s is None or window_s <= 0:
-            raise ParameterError(f"window={window_s} must be a positive number of seconds")
+        if not (is_finite_number(window_s) and window_s > 0):
+            raise ParameterError(f"window={window_s!r} must be a positive number of seconds")
         hop_s = hop if hop is not None else window_s / 2
-        if hop_s <= 0:
-            raise ParameterError(f"hop={hop_s} must be a positive number of seconds")
+        if not (is_finite_number(hop_s) and hop_s > 0):
+            raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
         return max(1, int(round(window_s * rate))), max(1, int(round(hop_s * rate)))
 
     # ---------------------------------------------------------- decoding
@@ -307,6 +308,9 @@ class Model:
 
     def _outputs(self, inputs: Any, *, sample_rate, window, hop, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
         """Per input in order: ``(item, window outputs)``, or a :class:`Failure`."""
+        for name, value, minimum in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if not (is_integer(value) and value >= minimum):
+                raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
         window_n, hop_n = (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
         batch_size = self._windows_per_batch(batch_size, window_n)
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
@@ -328,8 +332,8 @@ class Model:
         hop: float | None = None, timeline: bool = False, batch_size: int = 64, num_workers: int = 2,
     ) -> Iterator[Prediction | Failure]:
         """Like :meth:`predict`, one result at a time and in input order; bad inputs give a :class:`Failure`."""
-        if top_k < 1:
-            raise ParameterError(f"top_k={top_k} must be at least 1")
+        if not (is_integer(top_k) and top_k >= 1):
+            raise ParameterError(f"top_k={top_k!r} must be an integer >= 1")
         for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed=None):
             if isinstance(result, Failure):
                 yield result

@@ -52,7 +52,7 @@ _CORE_KEYS = {
 def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
     """Validate a metadata document and turn it into a :class:`ModelSpec`."""
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if not is_integer(version):
         raise ModelFileError(f"{source}: specnet metadata has no integer format_version")
     if version > FORMAT_VERSION:
         raise ModelFileError(

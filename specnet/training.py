@@ -31,7 +31,7 @@ from . import augment as aug
 from .audio import load_audio
 from .paths import display_name
 from .devices import autocast_dtype, resolve_device
-from .checks import is_finite_number, is_integer, python_scalars
+from .checks import check_known_names, is_finite_number, is_integer, python_scalars
 from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig, clamp_to_peak
@@ -121,6 +121,23 @@ class TrainConfig:
             raise ParameterError(f"batch_size={self.batch_size!r} must be a positive integer")
         if not (is_finite_number(self.lr) and self.lr > 0):
             raise ParameterError(f"lr={self.lr!r} must be a positive number")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+            value = getattr(self, name)
+            if not (is_finite_number(value) and value >= 0):
+                raise ParameterError(f"{name}={value!r} must be a finite number >= 0")
+        for name in ("label_smoothing", "val_split"):
+            value = getattr(self, name)
+            if not (is_finite_number(value) and 0 <= value < 1):
+                raise ParameterError(f"{name}={value!r} must be a number in [0, 1)")
+        for name, minimum in (("seed", 0), ("num_workers", 0), ("in_chans", 1)):
+            value = getattr(self, name)
+            if not (is_integer(value) and value >= minimum) and not (name == "in_chans" and value is None):
+                raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
+        if not (
+            isinstance(self.image_size, (tuple, list)) and len(self.image_size) == 2
+            and all(is_integer(s) and s > 0 for s in self.image_size)
+        ):
+            raise ParameterError(f"image_size={self.image_size!r} must be a (height, width) pair of positive integers")
         if self.clip_seconds is not None and not (is_finite_number(self.clip_seconds) and self.clip_seconds > 0):
             raise ParameterError(f"clip_seconds={self.clip_seconds!r} must be a positive number of seconds")
         if self.keep not in ("best", "last"):
@@ -132,15 +149,17 @@ class TrainConfig:
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
             raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained, weights or init")
         self.image_size = tuple(self.image_size)
+        self.feature_config(), self.augment_config()  # their own checks, before any file is decoded
 
     def feature_config(self) -> FeatureConfig:
         """The front-end: :data:`TRAIN_FEATURES`, then ``features`` on top."""
-        return FeatureConfig(**{**TRAIN_FEATURES, **self.features})
+        return FeatureConfig.from_dict({**TRAIN_FEATURES, **self.features})
 
     def augment_config(self) -> aug.AugmentConfig:
         if not self.augment:
             base = aug.NO_AUGMENT
         else:
+            check_known_names(self.augment_args, aug.AugmentConfig, "augmentation setting(s)")
             base = aug.AugmentConfig(**self.augment_args)
         if self.mixup is not None:
             base = dataclasses.replace(base, mixup_alpha=self.mixup)

@@ -170,6 +170,8 @@ def test_offset_and_duration_select_a_slice(tone_wav):
         ({"sample_rate": True}, "sample_rate=True"),
         ({"offset": -1.0}, "offset=-1.0"),
         ({"offset": float("nan")}, "offset=nan"),
+        ({"offset": True}, "offset=True"),
+        ({"duration": "1"}, "duration='1'"),
         ({"duration": 0}, "duration=0"),
         ({"offset": 5.0}, "past the end"),
     ],

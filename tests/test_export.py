@@ -228,6 +228,8 @@ def test_missing_onnx_package_is_a_clear_error(model_file, tmp_path, monkeypatch
 def test_bad_opset_and_missing_model(model_file, tmp_path):
     with pytest.raises(ParameterError, match="opset=7"):
         export_onnx(model_file, tmp_path / "m.onnx", opset=7)
+    with pytest.raises(ParameterError, match="opset=True"):
+        export_onnx(model_file, tmp_path / "m.onnx", opset=True)
     with pytest.raises(SpecnetError, match="not found"):
         export_onnx(tmp_path / "nope.safetensors", tmp_path / "m.onnx")
 

@@ -273,6 +273,21 @@ def test_bad_window_or_hop(model, recording):
         model.predict(str(recording), window=0)
     with pytest.raises(ParameterError, match="hop=-1"):
         model.predict(str(recording), hop=-1)
+    with pytest.raises(ParameterError, match="window=nan"):
+        model.predict(str(recording), window=float("nan"))
+    with pytest.raises(ParameterError, match="hop='0.1'"):
+        model.predict(str(recording), hop="0.1")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"top_k": True}, "top_k=True"),
+    ({"top_k": 1.5}, "top_k=1.5"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"batch_size": -4}, "batch_size=-4"),
+])
+def test_bad_counts_are_parameter_errors(model, recording, options, message):
+    with pytest.raises(ParameterError, match=message):
+        model.predict(str(recording), **options)
 
 
 def test_streamed_long_file_matches_in_memory(model, recording, monkeypatch):

@@ -325,10 +325,20 @@ def test_bad_values(name, kwargs, match):
         create_model(name, **kwargs)
 
 
-def test_numpy_integers_build_the_same_model():
-    model = create_model("cnn_small", num_classes=np.int64(3), in_chans=np.int64(1), hidden_dim=[np.int64(32)])
-    assert (model.num_classes, model.in_chans, type(model.num_classes)) == (3, 1, int)
+def test_numpy_numbers_build_a_model_whose_arch_args_are_json():
+    model = create_model(
+        "cnn_small", num_classes=np.int64(3), in_chans=np.int64(1), hidden_dim=[np.int64(32)],
+        n_convs=np.int64(1), pool_size=np.int64(2), freq_bands=np.int64(2), drop_rate=np.float32(0.25),
+    )
+    assert (model.num_classes, model.in_chans, type(model.num_classes), type(model.num_features)) == (3, 1, int, int)
     assert model(torch.randn(2, 1, 32, 40)).shape == (2, 3)
+    model.reset_classifier(np.int64(4))
+    assert json.loads(json.dumps(model.arch_args))["num_classes"] == 4 and type(model.num_classes) is int
+    vgg = create_model("vgg11", num_classes=2, drop_rate=np.float64(0.1), hidden_dim=None)
+    vgg.reset_classifier(np.int64(5))
+    assert json.loads(json.dumps(vgg.arch_args))["num_classes"] == 5
+    with pytest.raises(ParameterError, match="depth=11.0"):
+        VGG(depth=11.0, num_classes=2)
 
 
 def test_list_models():

@@ -401,11 +401,38 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"ema_epochs": -1}, "ema_epochs=-1"),
         ({"ema_epochs": float("inf")}, "ema_epochs=inf"),
         ({"ema_epochs": "5"}, "ema_epochs='5'"),
+        ({"batch_size": 2.5}, "batch_size=2.5"),
+        ({"batch_size": True}, "batch_size=True"),
+        ({"patience": 1.5}, "patience=1.5"),
+        ({"lr": "1e-3"}, "lr='1e-3'"),  # YAML reads 1e-3 as a string
+        ({"lr": float("nan")}, "lr=nan"),
+        ({"clip_seconds": "1"}, "clip_seconds='1'"),
+        ({"weight_decay": "1e-2"}, "weight_decay='1e-2'"),
+        ({"warmup_epochs": "1"}, "warmup_epochs='1'"),
+        ({"grad_clip": float("nan")}, "grad_clip=nan"),
+        ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+        ({"val_split": "0.1"}, "val_split='0.1'"),
+        ({"seed": -1}, "seed=-1"),
+        ({"num_workers": 1.5}, "num_workers=1.5"),
+        ({"in_chans": 0}, "in_chans=0"),
+        ({"image_size": (64,)}, r"image_size=\(64,\)"),
+        ({"image_size": (64, 0)}, r"image_size=\(64, 0\)"),
+        # the front-end's and augmentation's own checks, before any file is decoded
+        ({"features": {"n_melz": 40}}, "unknown feature setting.*n_melz"),
+        ({"features": {"sample_rate": 8000}}, "f_max=8000.0"),
+        ({"augment_args": {"gain": 3}}, "unknown augmentation setting.*gain"),
+        ({"augment_args": {"eq_db": -1}}, "eq_db=-1"),
+        ({"mixup": -0.5}, "mixup_alpha=-0.5"),
     ],
 )
 def test_bad_options_are_parameter_errors(options, message):
     with pytest.raises(ParameterError, match=message):
         TrainConfig(**options)
+
+
+def test_numpy_image_size_becomes_a_tuple_of_python_ints():
+    config = TrainConfig(image_size=np.array([64, 48]))
+    assert config.image_size == (64, 48) and all(type(s) is int for s in config.image_size)
 
 
 def test_default_epochs_give_a_small_training_set_enough_steps():

@@ -17,6 +17,7 @@ from .layers import (
     ClassifierHead,
     ConvBlock,
     SpectrogramModel,
+    check_drop_rate,
     check_int,
     init_weights,
     normalize_hidden_dim,
@@ -94,6 +95,11 @@ class CNN(SpectrogramModel):
         channels = [check_int("channels", c, minimum=1) for c in channels]
         if not channels:
             raise ParameterError("channels=() must name at least one block")
+        n_convs = check_int("n_convs", n_convs, minimum=1)
+        if pool is not None:
+            pool_size = check_int("pool_size", pool_size, minimum=1)
+        freq_bands = check_int("freq_bands", freq_bands, minimum=1)
+        drop_rate = check_drop_rate(drop_rate)
         hidden = normalize_hidden_dim(hidden_dim)
 
         blocks = []
@@ -142,6 +148,7 @@ class CNN(SpectrogramModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer with a new one for ``num_classes`` classes (0: none)."""
+        num_classes = check_int("num_classes", num_classes, minimum=0)
         self.head.reset(num_classes)
         self.num_classes = num_classes
         self.arch_args["num_classes"] = num_classes

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import is_integer
 from ..errors import ParameterError
 from .layers import (
     ClassifierHead,
@@ -136,7 +137,7 @@ class VGG(SpectrogramModel):
         include_top: bool = True,
     ) -> None:
         super().__init__()
-        if depth not in CFGS:
+        if not (is_integer(depth) and depth in CFGS):
             raise ParameterError(f"depth={depth!r} must be one of {', '.join(map(str, CFGS))}")
         if head not in HEADS:
             raise ParameterError(f"head={head!r} must be one of {', '.join(HEADS)}")
@@ -146,7 +147,8 @@ class VGG(SpectrogramModel):
             raise ParameterError("num_classes is required unless include_top=False")
         num_classes = check_int("num_classes", num_classes, minimum=0)
         in_chans = check_int("in_chans", in_chans, minimum=1)
-        check_drop_rate(drop_rate)
+        depth = int(depth)
+        drop_rate = check_drop_rate(drop_rate)
         hidden = normalize_hidden_dim(hidden_dim)
 
         cfg = CFGS[depth]
@@ -214,6 +216,7 @@ class VGG(SpectrogramModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final layer with a new one for ``num_classes`` classes (0: none)."""
+        num_classes = check_int("num_classes", num_classes, minimum=0)
         if self.head_kind == "global":
             self.head.reset(num_classes)
         else:
