@@ -121,7 +121,7 @@ def _fail_line(path: str, reason: str) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds between windows (default: half a window).")
-@click.option("--timeline", is_flag=True, help="Also give the top label of every window.")
+@click.option("--timeline", is_flag=True, help="Also give the top label of every window (with --format csv: one row per window instead of the top labels).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=1), help="Threads decoding files ahead of the network, when it leaves cores to spare (GPU, or more cores than torch threads).")
@@ -150,7 +150,7 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
     if fmt == "json":
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     elif fmt == "csv":
-        click.echo(_csv_rows(results), nl=False)
+        click.echo(_csv_timeline_rows(results) if timeline else _csv_rows(results), nl=False)
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed", err=True)
@@ -163,24 +163,42 @@ def _table_block(result, model_name: str) -> str:
         head += f"  ({result.duration:.2f} s, model {model_name})"
     else:
         head += f"  (model {model_name})"
-    width = max(len(p["label"]) for p in result.predictions)
+    segments = result.segments or []
+    width = max(len(p["label"]) for p in [*result.predictions, *segments])
     lines = [head] + [f"  {p['label']:<{width}}  {p['score']:7.2%}" for p in result.predictions]
-    for seg in result.segments or []:
-        lines.append(f"    {seg['start']:8.2f}-{seg['end']:8.2f} s  {seg['label']:<{width}}  {seg['score']:7.2%}")
+    if segments:
+        digits = len(f"{segments[-1]['end']:.2f}")
+        lines.append("  top label of each window:")
+        for seg in segments:
+            lines.append(f"    {seg['start']:>{digits}.2f} - {seg['end']:>{digits}.2f} s  {seg['label']:<{width}}  {seg['score']:7.2%}")
     return "\n".join(lines)
 
 
-def _csv_rows(results) -> str:
+def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "rank", "label", "score", "duration"])
-    for r in results:
-        for rank, p in enumerate(r.predictions, start=1):
-            writer.writerow([_shown(r.path), rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"])
+    writer.writerow(header)
+    writer.writerows(rows)
     return buffer.getvalue()
+
+
+def _csv_rows(results) -> str:
+    """One row per input and rank: its top labels."""
+    return _csv_text(["path", "rank", "label", "score", "duration"], (
+        [_shown(r.path), rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"]
+        for r in results for rank, p in enumerate(r.predictions, start=1)
+    ))
+
+
+def _csv_timeline_rows(results) -> str:
+    """One row per window of every input: its start and end in seconds and its top label."""
+    return _csv_text(["path", "start", "end", "label", "score"], (
+        [_shown(r.path), f"{s['start']:.3f}", f"{s['end']:.3f}", s["label"], f"{s['score']:.6f}"]
+        for r in results for s in r.segments or []
+    ))
 
 
 # ------------------------------------------------------------------ embed
@@ -195,7 +213,8 @@ def _csv_rows(results) -> str:
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def embed(paths, output, level, model_name, batch_size, device, overwrite) -> None:
-    """Write embeddings of audio files to an .npz (arrays: embeddings, paths[, timestamps])."""
+    """Write embeddings of audio files to an .npz: embeddings, paths; with --level frame also
+    timestamps (s) and frames (each file's frame count: shorter files are zero-padded)."""
     import io
 
     import numpy as np
@@ -235,13 +254,18 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
         padded = np.zeros((len(frames), longest, frames[0].shape[-1] if frames else 0), np.float32)
         for row, f in zip(padded, frames):
             row[: len(f)] = f
-        arrays = {"embeddings": padded, "timestamps": stamps if stamps is not None else np.zeros(0)}
+        arrays = {
+            "embeddings": padded,
+            "timestamps": stamps if stamps is not None else np.zeros(0),
+            "frames": np.array([len(f) for f in frames], dtype=np.int64),
+        }
     bar.close()
     if good_paths:
         buffer = io.BytesIO()
         np.savez(buffer, paths=np.array(good_paths), **arrays)
         atomic_write(output, buffer.getvalue(), overwrite=overwrite)
-        click.echo(f"wrote {len(good_paths)} {level} embeddings of size {arrays['embeddings'].shape[-1]} to {output}", err=True)
+        count = len(good_paths)
+        click.echo(f"wrote {count} {level} embedding{'' if count == 1 else 's'} of size {arrays['embeddings'].shape[-1]} to {output}", err=True)
     if failures:
         sys.exit(1)
 
@@ -319,7 +343,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--hop-length", type=click.IntRange(min=1), default=None)
 @click.option("--f-min", type=float, default=None)
 @click.option("--f-max", type=float, default=None)
-@click.option("--top-db", type=click.FloatRange(min=0), default=None, help="Log-mel in dB relative to each clip's peak, floored this far below it (0: absolute dB, no floor).  [default: 60]")
+@click.option("--top-db", type=click.FloatRange(min=0), default=None, help="Log-mel in dB relative to the peak of each clip the model sees (a training crop, one window of a long file), floored this far below it (0: absolute dB, no floor).  [default: 60]")
 @click.option("--image-size", type=(int, int), default=(128, 128), show_default=True, help="Height and width images are resized to.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup.")
 @click.option("--mixup", type=click.FloatRange(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
@@ -373,7 +397,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
 
 
 @cli.command()
-@click.argument("model_file")
+@click.argument("model_file", metavar="MODEL")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold].")
 @click.option("--fold", type=int, default=None, help="Evaluate on this fold of the manifest only.")
@@ -383,7 +407,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace files in --out.")
 def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device, overwrite) -> None:
-    """Accuracy, macro-F1, per-class scores and a confusion matrix of MODEL_FILE on labelled data."""
+    """Accuracy, macro-F1, per-class scores and a confusion matrix of MODEL (a bundled name or a model file) on labelled data."""
     from .evaluation import evaluate as run_evaluation
 
     # Skipped files were already reported, one warning line each, as they were decoded.
@@ -391,11 +415,13 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
-    width = max(len(c) for c in result["classes"])
+    width = max(len("class"), *(len(c) for c in result["classes"]))
     click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {result['model']}")
     click.echo(f"{'class':<{width}}  precision  recall      f1  support")
     for name, row in result["per_class"].items():
-        click.echo(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  {row['support']:7d}")
+        # A class with no examples here has no recall or F1 (macro-F1 leaves it out).
+        recall, f1 = (f"{row['recall']:6.4f}", f"{row['f1']:6.4f}") if row["support"] else ("-", "-")
+        click.echo(f"{name:<{width}}  {row['precision']:9.4f}  {recall:>6}  {f1:>6}  {row['support']:7d}")
     if out:
         click.echo(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'confusion.png'}")
 
@@ -406,19 +432,21 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--in-chans", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--no-top", is_flag=True, help="Without the classifier: the convolutional descriptor (include_top=False).")
+@click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk and its global pooling, one descriptor vector per input.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--input-size", type=(int, int), default=None, help="Height and width (default: 224 224 for VGG, 64 101 otherwise).")
 @click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
 def summary(name, in_chans, no_top, num_classes, input_size, list_all) -> None:
-    """Keras-style layer table (output shapes, parameter counts) of an architecture or model file."""
+    """Keras-style layer table (output shapes, parameter counts) of NAME: an architecture
+    (see --list; also what a bare `specnet summary` prints), a bundled model or a model file."""
+    from .inference import bundled_models
     from .models import create_model, list_models
     from .models import summary as layer_summary
 
     if list_all or not name:
         click.echo("\n".join(list_models()))
         return
-    if name.endswith(".safetensors") or os.path.exists(name):
+    if name in bundled_models() or name.endswith(".safetensors") or os.path.exists(name):
         from .inference import load_model
 
         model = load_model(name, device="cpu")
@@ -456,10 +484,10 @@ def models() -> None:
 
 
 @cli.command()
-@click.argument("model_file")
+@click.argument("model_file", metavar="MODEL")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def info(model_file, fmt) -> None:
-    """Classes, architecture, feature settings, training data and metrics of a model file."""
+    """Classes, architecture, feature settings, training data and metrics of MODEL (a bundled name or a model file)."""
     from .inference import model_metadata
 
     meta = model_metadata(model_file)
@@ -482,11 +510,11 @@ def info(model_file, fmt) -> None:
 
 @cli.command()
 @click.argument("path")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The PNG file to write.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The picture to write: .jpg, .svg or .pdf by its suffix, else PNG.")
 @click.option("--model", "-m", "model_name", default=None, help="Use this model's feature settings (default: specnet's defaults).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def spectrogram(path, output, model_name, overwrite) -> None:
-    """Draw the log-mel spectrogram of an audio file as a PNG."""
+    """Draw the log-mel spectrogram of an audio file as a picture (JPEG, SVG or PDF by OUTPUT's suffix, else PNG)."""
     import torch
 
     from .audio import load_audio
@@ -512,12 +540,12 @@ def spectrogram(path, output, model_name, overwrite) -> None:
 
 
 @cli.command()
-@click.argument("model_file")
+@click.argument("model_file", metavar="MODEL")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def export(model_file, fmt, output, overwrite) -> None:
-    """Export a model, log-mel front-end included, to ONNX (input: raw samples)."""
+    """Export MODEL (a bundled name or a model file), log-mel front-end included, to ONNX (input: raw samples)."""
     from .export import export_onnx
 
     export_onnx(model_file, output, overwrite=overwrite)

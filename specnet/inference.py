@@ -10,6 +10,7 @@ their length.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,11 @@ PREFETCH_FILES = 64
 #: activation memory (64 bytes per cell for each 16-channel float32 layer output)
 #: whatever the window length, e.g. 20 windows of 4 s at 10 ms frames and 64 bands.
 MAX_BATCH_CELLS = 2**19
+#: A decoded input whose loudest sample is below this (-90 dBFS, one step of 16-bit audio)
+#: is silence: the front-end would only magnify rounding noise, so its labels are warned about.
+SILENT_PEAK = 10 ** (-90 / 20)
+
+log = logging.getLogger("specnet")
 
 
 def bundled_models() -> dict[str, Path]:
@@ -49,6 +55,12 @@ def bundled_models() -> dict[str, Path]:
     except (FileNotFoundError, NotADirectoryError):
         return {}
     return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".safetensors")}
+
+
+def _warn_if_silent(samples: np.ndarray, name: str) -> None:
+    """Warn when ``samples`` (any shape, float in [-1, 1]) hold nothing above :data:`SILENT_PEAK`."""
+    if not np.abs(samples).max() >= SILENT_PEAK:
+        log.warning("%s: silent (no sample above -90 dBFS): its labels mean nothing", name)
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
@@ -146,6 +158,8 @@ class Model:
         hop_s = hop if hop is not None else window_s / 2
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
+        if hop_s > window_s:
+            log.warning("hop=%g s is longer than window=%g s: the audio between the windows is skipped", hop_s, window_s)
         return max(1, int(round(window_s * rate))), max(1, int(round(hop_s * rate)))
 
     # ---------------------------------------------------------- decoding
@@ -161,6 +175,7 @@ class Model:
         samples, _ = load_audio(path, sample_rate=self.sample_rate, duration=STREAM_SECONDS + 1.0)
         if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
             return _Item(index, path, None)
+        _warn_if_silent(samples, display_name(path))
         windows, starts = cut_windows(samples, window, hop)
         return _Item(index, path, windows, starts, len(samples) / self.sample_rate)
 
@@ -177,6 +192,7 @@ class Model:
         if not np.isfinite(y).all():
             raise ParameterError("samples contain NaN or infinite values")
         y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
+        _warn_if_silent(y, f"input {index}")
         windows, starts = cut_windows(y, window, hop)
         return _Item(index, None, windows, starts, len(y) / self.sample_rate)
 

@@ -121,7 +121,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except Exception as exc:  # safetensors raises its own untyped errors
-        raise ModelFileError(f"{path}: not a valid safetensors file ({exc})") from None
+        raise ModelFileError(f"{path}: not a valid safetensors file: truncated, or another format ({exc})") from None
     if METADATA_KEY not in metadata:
         raise ModelFileError(f"{path}: safetensors file has no specnet metadata (not a specnet model file)")
     try:

@@ -26,9 +26,16 @@ def _pyplot():
     return plt
 
 
+PICTURE_FORMATS = ("png", "jpg", "jpeg", "svg", "pdf")
+
+
 def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``fig`` atomically, in the format its suffix names if it is one of
+    :data:`PICTURE_FORMATS`, else as PNG."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    fmt = suffix if suffix in PICTURE_FORMATS else "png"
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    fig.savefig(buffer, format=fmt, dpi=FIGURE_DPI, bbox_inches="tight")
     fig.clf()
     _pyplot().close(fig)
     return atomic_write(path, buffer.getvalue(), overwrite=overwrite)
@@ -88,16 +95,20 @@ def plot_spectrogram(
     title: str = "",
     overwrite: bool = True,
 ) -> Path:
-    """A log-mel spectrogram (n_mels, frames) in dB as a PNG: time in s, mel axis labelled in Hz."""
+    """A log-mel spectrogram (n_mels, frames) in dB as a picture: time in s, mel axis labelled in Hz.
+
+    The colours span the picture's own range, at most 80 dB below its peak, so a
+    spectrogram floored by ``top_db`` uses the whole colour map."""
     import librosa
 
     plt = _pyplot()
     n_mels, frames = logmel.shape
     seconds = frames * hop_length / sample_rate
+    peak = float(logmel.max())
     fig, ax = plt.subplots(figsize=(min(14.0, 3 + 1.2 * seconds), 3.6))
     image = ax.imshow(
         logmel, origin="lower", aspect="auto", cmap=COLORMAP,
-        extent=(0, seconds, 0, n_mels), vmin=float(logmel.max()) - 80, vmax=float(logmel.max()),
+        extent=(0, seconds, 0, n_mels), vmin=min(max(float(logmel.min()), peak - 80), peak - 1), vmax=peak,
     )
     edges = librosa.mel_frequencies(n_mels=n_mels, fmin=f_min, fmax=f_max)
     ticks = np.linspace(0, n_mels - 1, 6).round().astype(int)

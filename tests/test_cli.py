@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import synthetic as S
-from helpers import write_audio
+from helpers import make_tone, write_audio
 
 import specnet
 from specnet._version import __version__
@@ -178,6 +178,18 @@ def test_classify_timeline_in_json(capsys, model_file, tmp_path):
     assert len(segments) == 11
     assert {s["label"] for s in segments if s["start"] >= 2.2 and s["end"] <= 4.2} == {"tone"}
 
+    # CSV: one row per window; the table: a line per window under the top labels.
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(recording), "--timeline", "--window", "1", "--hop", "0.5",
+                       "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and list(rows[0]) == ["path", "start", "end", "label", "score"]
+    assert [(float(r["start"]), float(r["end"]), r["label"]) for r in rows] == [(s["start"], s["end"], s["label"]) for s in segments]
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(recording), "--timeline", "--window", "1", "--hop", "0.5")
+    lines = out.splitlines()
+    windows = lines[lines.index("  top label of each window:") + 1:]
+    assert code == 0 and len(windows) == 11
+    assert windows[0].split()[:4] == ["0.00", "-", "1.00", "s"] and windows[-1].split()[:3] == ["5.00", "-", "6.00"]
+
 
 def test_classify_good_and_bad_files(model_file, clips, tmp_path):
     good = clip_paths(clips)[:2]
@@ -253,13 +265,19 @@ def test_embed_clip_and_frame_npz(capsys, model_file, clips, tmp_path):
 
     code, _, err = run(capsys, "embed", "-m", model_file, *paths, "-o", str(out))
     assert code == 1 and "already exists" in err and "--overwrite" in err
-    code, _, _ = run(capsys, "embed", "-m", model_file, *paths, "-o", str(out), "--level", "frame", "--overwrite")
-    assert code == 0
+    longer = make_tone(tmp_path / "longer.wav", 440.0, 3.0, 16000)  # more frames than the others, which are padded
+    code, _, err = run(capsys, "embed", "-m", model_file, *paths, str(longer), "-o", str(out), "--level", "frame", "--overwrite")
+    assert code == 0 and "wrote 4 frame embeddings" in err
     with np.load(out) as saved:
-        assert sorted(saved.files) == ["embeddings", "paths", "timestamps"]
-        embeddings, stamps = saved["embeddings"], saved["timestamps"]
-        assert embeddings.shape[:2] == (3, len(stamps)) and len(stamps) > 1
+        assert sorted(saved.files) == ["embeddings", "frames", "paths", "timestamps"]
+        embeddings, stamps, counts = saved["embeddings"], saved["timestamps"], saved["frames"]
+        assert embeddings.shape[:2] == (4, len(stamps)) and len(stamps) > 1
         assert (np.diff(stamps) > 0).all()
+        model = specnet.load_model(model_file)
+        assert counts.tolist() == [model.embed_frames(p)[0].shape[1] for p in [*paths, str(longer)]]
+        assert counts[0] < counts[-1] == len(stamps) and not embeddings[0, counts[0]:].any()
+    code, _, err = run(capsys, "embed", "-m", model_file, paths[0], "-o", str(out), "--overwrite")
+    assert code == 0 and "wrote 1 clip embedding of size" in err
 
 
 def test_embed_skips_bad_files(capsys, model_file, clips, tmp_path):
@@ -286,6 +304,13 @@ def test_summary_list_and_model_file(capsys, model_file):
     assert code == 0 and {"cnn_tiny", "vgg16"} <= set(out.split())
     code, out, _ = run(capsys, "summary", model_file)
     assert code == 0 and "features.0.conv1" in out and "Total params:" in out
+    assert run(capsys, "summary")[1] == run(capsys, "summary", "--list")[1]
+
+
+@pytest.mark.skipif(not (Path(specnet.__file__).parent / "bundled" / "fsdd.safetensors").exists(), reason="bundled models not built (recipes/)")
+def test_summary_of_a_bundled_model(capsys):
+    code, out, _ = run(capsys, "summary", "fsdd")
+    assert code == 0 and "Total params: 298,842" in out
 
 
 def test_spectrogram_png(capsys, clips, model_file, tmp_path):
@@ -297,6 +322,13 @@ def test_spectrogram_png(capsys, clips, model_file, tmp_path):
     assert code == 1 and "already exists" in err
     code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out), "--model", model_file, "--overwrite")
     assert code == 0 and out.read_bytes().startswith(PNG_MAGIC)
+    # The suffix names the format; any other suffix gets a PNG.
+    code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.jpg"))
+    assert code == 0 and (tmp_path / "out.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.svg"))
+    assert code == 0 and b"<svg" in (tmp_path / "out.svg").read_bytes()[:1000]
+    code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.xyz"))
+    assert code == 0 and (tmp_path / "out.xyz").read_bytes().startswith(PNG_MAGIC)
 
 
 # ------------------------------------------------------------------ train and evaluate
@@ -416,6 +448,19 @@ def test_evaluate_table_json_and_out(capsys, model_file, clips, tmp_path):
     assert (report / "confusion.png").read_bytes().startswith(PNG_MAGIC)
     code, _, err = run(capsys, "evaluate", model_file, str(clips), "--out", str(report))
     assert code == 1 and "already exists" in err
+
+
+def test_evaluate_table_aligns_and_leaves_absent_classes_blank(capsys, model_file, clips, tmp_path):
+    manifest = tmp_path / "no_hiss.csv"
+    manifest.write_text("path,label\n" + "".join(f"{next((clips / c).iterdir())},{c}\n" for c in ("click", "tone")))
+    code, out, _ = run(capsys, "evaluate", model_file, "--manifest", str(manifest))
+    assert code == 0
+    header, *rows = out.splitlines()[1:]
+    assert header.split() == ["class", "precision", "recall", "f1", "support"]
+    assert all(len(row) == len(header) for row in rows)  # numbers end under their headings
+    by_class = {row.split()[0]: row.split()[1:] for row in rows}
+    assert by_class["hiss"][1:] == ["-", "-", "0"]
+    assert by_class["click"][-1] == by_class["tone"][-1] == "1" and "-" not in by_class["tone"]
 
 
 def test_evaluate_class_mismatch_is_a_clear_error(capsys, model_file, tmp_path):

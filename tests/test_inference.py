@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import synthetic as S
 import torch
 from helpers import write_audio
@@ -279,6 +280,13 @@ def test_bad_window_or_hop(model, recording):
         model.predict(str(recording), hop="0.1")
 
 
+def test_a_hop_longer_than_the_window_warns(model, recording, caplog):
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        [result] = model.predict(str(recording), window=1.0, hop=3.0, timeline=True)
+    assert [r.getMessage() for r in caplog.records] == ["hop=3 s is longer than window=1 s: the audio between the windows is skipped"]
+    assert [s["start"] for s in result.segments][:3] == [0.0, 3.0, 6.0]
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"top_k": True}, "top_k=True"),
     ({"top_k": 1.5}, "top_k=1.5"),
@@ -313,6 +321,21 @@ def test_a_cut_short_long_file_is_streamed_with_one_warning(model, recording, tm
     assert 19.0 < result.duration < 20.5  # two thirds of the samples, streamed to the end
     [record] = caplog.records  # the first read reports it; the stream that follows does not
     assert record.getMessage().startswith(f"{cut}: truncated: the header declares 30.00 s of audio")
+
+
+def test_silence_is_classified_with_a_warning(model, tmp_path, caplog):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    quiet = tmp_path / "quiet.wav"  # -80 dBFS noise: quiet, but a real recording the front-end can read
+    sf.write(quiet, np.random.default_rng(0).normal(0, 1e-4, 16000).astype(np.float32), 16000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        results = model.predict([str(silent), str(quiet)])
+        model.predict(np.zeros(8000, np.float32), sample_rate=8000)
+    assert len(results) == 2  # classified all the same: silence is valid audio
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{silent}: silent (no sample above -90 dBFS): its labels mean nothing",
+        "input 0: silent (no sample above -90 dBFS): its labels mean nothing",
+    ]
 
 
 def test_decoding_overlaps_the_network_only_with_cores_to_spare(model, monkeypatch):

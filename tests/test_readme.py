@@ -112,7 +112,13 @@ def test_readme_python_example_runs(workspace: Path):
     (code,) = readme_blocks("python")
     result = subprocess.run([sys.executable, "-c", code], cwd=workspace, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "'label'" in result.stdout
+    # The example's last line shows what it prints: the same labels, scores to the digits shown.
+    shown = code.strip().splitlines()[-1]
+    assert shown.startswith("# [")
+    label = re.compile(r"'label': '([^']+)'")
+    assert label.findall(result.stdout) == label.findall(shown)
+    scores = [float(s) for s in re.findall(r"'score': ([\d.e-]+)", result.stdout)]
+    assert scores == pytest.approx([float(s) for s in re.findall(r"'score': (\d\.\d+)\.\.\.", shown)], abs=1.5e-3)
 
 
 def readme_outputs() -> dict[str, str]:
