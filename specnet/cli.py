@@ -60,7 +60,7 @@ def cli(debug: bool) -> None:
 def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     """Files from paths, folders (searched recursively for ``kind`` files) and glob patterns, in order.
 
-    Names that match nothing are kept, so loading them reports "file not found".
+    Names and patterns that match nothing are kept, so each is reported as a failed input.
     """
     from .audio import is_audio_file
     from .image import is_image_file
@@ -107,6 +107,8 @@ def _shown(path: str) -> str:
 
 
 def _fail_line(path: str, reason: str) -> str:
+    if not os.path.lexists(path) and glob.has_magic(path):  # kept by expand_inputs: it matched nothing
+        return f"{_shown(path)}: no files match this pattern"
     path = _shown(path)
     return reason if reason.startswith(path) else f"{path}: {reason}"
 

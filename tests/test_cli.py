@@ -167,6 +167,10 @@ def test_classify_folders_and_globs(capsys, model_file, clips):
     assert [r["path"] for r in json.loads(out)] == expected
     code, out, _ = run(capsys, "classify", "-m", model_file, str(clips / "t*" / "*.wav"), "--format", "json")
     assert [r["path"] for r in json.loads(out)] == [str(clips / "tone" / "tone.wav")]
+    # A pattern that matches nothing is one failed input, said as such; the others still run.
+    code, out, err = run(capsys, "classify", "-m", model_file, str(clips / "t*" / "*.wav"), str(clips / "nomatch*.wav"), "--format", "json")
+    assert code == 1 and len(json.loads(out)) == 1
+    assert err.splitlines() == [f"error: {clips / 'nomatch*.wav'}: no files match this pattern", "1 of 2 inputs failed"]
 
 
 def test_classify_timeline_in_json(capsys, model_file, tmp_path):
