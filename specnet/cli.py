@@ -66,15 +66,18 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     from .image import is_image_file
 
     wanted = is_audio_file if kind == "audio" else is_image_file
+
+    def in_folder(folder: str) -> list[str]:
+        return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and wanted(p) and not p.name.startswith("."))
+
     found: list[str] = []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            found.extend(
-                sorted(str(p) for p in Path(pattern).rglob("*") if p.is_file() and wanted(p) and not p.name.startswith("."))
-            )
+            found.extend(in_folder(pattern))
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            found.extend(m for m in matches if not os.path.isdir(m)) if matches else found.append(pattern)
+            # A matched folder is searched like a folder argument.
+            matches = [f for m in sorted(glob.glob(pattern, recursive=True)) for f in (in_folder(m) if os.path.isdir(m) else [m])]
+            found.extend(matches or [pattern])
         else:
             found.append(pattern)
     return found
@@ -132,6 +135,8 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
     from .inference import Failure, load_model
 
     model = load_model(model_name, device=device)
+    if timeline and model.input_kind != "audio":
+        raise click.UsageError(f"--timeline needs an audio model; {model.name} takes images")
     files = expand_inputs(paths, kind=model.input_kind)
     if not files:
         raise SpecnetError(f"no {model.input_kind} files found in {', '.join(paths)}")
@@ -198,7 +203,7 @@ def _csv_rows(results) -> str:
 def _csv_timeline_rows(results) -> str:
     """One row per window of every input: its start and end in seconds and its top label."""
     return _csv_text(["path", "start", "end", "label", "score"], (
-        [_shown(r.path), f"{s['start']:.3f}", f"{s['end']:.3f}", s["label"], f"{s['score']:.6f}"]
+        [_shown(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"], f"{s['score']:.6f}"]
         for r in results for s in r.segments or []
     ))
 
@@ -216,7 +221,8 @@ def _csv_timeline_rows(results) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def embed(paths, output, level, model_name, batch_size, device, overwrite) -> None:
     """Write embeddings of audio files to an .npz: embeddings, paths; with --level frame also
-    timestamps (s) and frames (each file's frame count: shorter files are zero-padded)."""
+    timestamps (s) and frames (how many of each file's frames are centred inside its audio;
+    the rest pad it to the longest file and at least the model's clip length)."""
     import io
 
     import numpy as np
@@ -240,17 +246,21 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
                 vectors.append(result)
         arrays = {"embeddings": np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)}
     else:
-        frames, stamps = [], None
+        from .audio import audio_info
+
+        frames, stamps, counts = [], None, []
         for path in files:
             bar.update(1)
             try:
                 emb, stamps_i = model.embed_frames(path)
+                seconds = audio_info(path).duration
             except SpecnetError as exc:
                 failures += 1
                 click.echo(f"error: {_fail_line(path, str(exc))}", err=True)
                 continue
             good_paths.append(path)
             frames.append(emb[0])
+            counts.append(int(np.searchsorted(stamps_i, seconds)))  # frames centred inside the audio
             stamps = stamps_i if stamps is None or len(stamps_i) > len(stamps) else stamps
         longest = max((len(f) for f in frames), default=0)
         padded = np.zeros((len(frames), longest, frames[0].shape[-1] if frames else 0), np.float32)
@@ -259,7 +269,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
         arrays = {
             "embeddings": padded,
             "timestamps": stamps if stamps is not None else np.zeros(0),
-            "frames": np.array([len(f) for f in frames], dtype=np.int64),
+            "frames": np.array(counts, dtype=np.int64),
         }
     bar.close()
     if good_paths:

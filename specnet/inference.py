@@ -57,10 +57,15 @@ def bundled_models() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".safetensors")}
 
 
-def _warn_if_silent(samples: np.ndarray, name: str) -> None:
-    """Warn when ``samples`` (any shape, float in [-1, 1]) hold nothing above :data:`SILENT_PEAK`."""
-    if not np.abs(samples).max() >= SILENT_PEAK:
-        log.warning("%s: silent (no sample above -90 dBFS): its labels mean nothing", name)
+def _warn_if_silent(peak: float, name: str) -> None:
+    """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`."""
+    if not peak >= SILENT_PEAK:
+        log.warning("%s: silent (no sample above -90 dBFS): what the model makes of it means nothing", name)
+
+
+def _peak(samples: np.ndarray) -> float:
+    """The largest absolute sample of ``samples`` (any shape; 0 for none)."""
+    return float(np.abs(samples).max(initial=0.0))
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
@@ -175,7 +180,7 @@ class Model:
         samples, _ = load_audio(path, sample_rate=self.sample_rate, duration=STREAM_SECONDS + 1.0)
         if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
             return _Item(index, path, None)
-        _warn_if_silent(samples, display_name(path))
+        _warn_if_silent(_peak(samples), display_name(path))
         windows, starts = cut_windows(samples, window, hop)
         return _Item(index, path, windows, starts, len(samples) / self.sample_rate)
 
@@ -192,7 +197,7 @@ class Model:
         if not np.isfinite(y).all():
             raise ParameterError("samples contain NaN or infinite values")
         y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
-        _warn_if_silent(y, f"input {index}")
+        _warn_if_silent(_peak(y), f"input {index}")
         windows, starts = cut_windows(y, window, hop)
         return _Item(index, None, windows, starts, len(y) / self.sample_rate)
 
@@ -296,7 +301,7 @@ class Model:
     def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
         """Window outputs of a long file read block by block (memory independent of its length)."""
         outputs, starts, batch, batch_starts = [], [], [], []
-        total = 0
+        total, peak = 0, 0.0
         # The file's start was decoded (and a cut-short file reported) by _decode_path.
         blocks = iter_audio_blocks(path, block_samples=window, hop_samples=hop,
                                    sample_rate=self.sample_rate, warn_truncated=False)
@@ -304,6 +309,7 @@ class Model:
             batch.append(block.samples)
             batch_starts.append(block.start)
             total = block.start + block.n_valid
+            peak = max(peak, _peak(block.samples))
             if len(batch) == batch_size:
                 outputs.append(self._run(np.stack(batch), embed=embed))
                 starts.extend(batch_starts)
@@ -311,6 +317,7 @@ class Model:
         if batch:
             outputs.append(self._run(np.stack(batch), embed=embed))
             starts.extend(batch_starts)
+        _warn_if_silent(peak, display_name(path))
         item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate)
         return item, torch.cat(outputs)
 
@@ -417,11 +424,12 @@ class Model:
         if self.input_kind != "audio":
             raise ParameterError("frame-level embeddings need an audio model")
         clips = []
-        for entry in _as_entries(inputs, kind="audio"):
+        for index, entry in enumerate(_as_entries(inputs, kind="audio")):
             if isinstance(entry, (str, bytes, os.PathLike)):
                 clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
+                _warn_if_silent(_peak(clips[-1]), display_name(entry))
             else:
-                item = self._from_samples(0, entry, sample_rate, 1, 1)
+                item = self._from_samples(index, entry, sample_rate, 1, 1)
                 clips.append(item.windows.reshape(-1))
         length = max([len(c) for c in clips] + [self.config.clip_samples or 1])
         batch = np.zeros((len(clips), length), dtype=np.float32)

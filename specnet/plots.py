@@ -27,6 +27,7 @@ def _pyplot():
 
 
 PICTURE_FORMATS = ("png", "jpg", "jpeg", "svg", "pdf")
+MIN_SPAN_DB = 20.0  # the least a spectrogram's colour bar spans
 
 
 def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
@@ -97,18 +98,19 @@ def plot_spectrogram(
 ) -> Path:
     """A log-mel spectrogram (n_mels, frames) in dB as a picture: time in s, mel axis labelled in Hz.
 
-    The colours span the picture's own range, at most 80 dB below its peak, so a
-    spectrogram floored by ``top_db`` uses the whole colour map."""
+    The colours span the picture's own range, at most 80 dB below its peak and at
+    least MIN_SPAN_DB, so a spectrogram floored by ``top_db`` uses the whole colour map."""
     import librosa
 
     plt = _pyplot()
     n_mels, frames = logmel.shape
     seconds = frames * hop_length / sample_rate
     peak = float(logmel.max())
+    low = max(float(logmel.min()), peak - 80)  # a flat picture (silence) is drawn dark
     fig, ax = plt.subplots(figsize=(min(14.0, 3 + 1.2 * seconds), 3.6))
     image = ax.imshow(
         logmel, origin="lower", aspect="auto", cmap=COLORMAP,
-        extent=(0, seconds, 0, n_mels), vmin=min(max(float(logmel.min()), peak - 80), peak - 1), vmax=peak,
+        extent=(0, seconds, 0, n_mels), vmin=low, vmax=low + max(peak - low, MIN_SPAN_DB),
     )
     edges = librosa.mel_frequencies(n_mels=n_mels, fmin=f_min, fmax=f_max)
     ticks = np.linspace(0, n_mels - 1, 6).round().astype(int)

@@ -167,6 +167,9 @@ def test_classify_folders_and_globs(capsys, model_file, clips):
     assert [r["path"] for r in json.loads(out)] == expected
     code, out, _ = run(capsys, "classify", "-m", model_file, str(clips / "t*" / "*.wav"), "--format", "json")
     assert [r["path"] for r in json.loads(out)] == [str(clips / "tone" / "tone.wav")]
+    # A folder a pattern matches is searched like a folder argument.
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(clips / "t*"), "--format", "json")
+    assert code == 0 and [r["path"] for r in json.loads(out)] == [str(clips / "tone" / "tone.wav")]
     # A pattern that matches nothing is one failed input, said as such; the others still run.
     code, out, err = run(capsys, "classify", "-m", model_file, str(clips / "t*" / "*.wav"), str(clips / "nomatch*.wav"), "--format", "json")
     assert code == 1 and len(json.loads(out)) == 1
@@ -277,9 +280,13 @@ def test_embed_clip_and_frame_npz(capsys, model_file, clips, tmp_path):
         embeddings, stamps, counts = saved["embeddings"], saved["timestamps"], saved["frames"]
         assert embeddings.shape[:2] == (4, len(stamps)) and len(stamps) > 1
         assert (np.diff(stamps) > 0).all()
-        model = specnet.load_model(model_file)
-        assert counts.tolist() == [model.embed_frames(p)[0].shape[1] for p in [*paths, str(longer)]]
-        assert counts[0] < counts[-1] == len(stamps) and not embeddings[0, counts[0]:].any()
+        # Each count: the frames centred inside the file (3.0 s for the longer one); the others pad.
+        seconds = [specnet.audio.audio_info(p).duration for p in [*paths, str(longer)]]
+        for count, duration in zip(counts, seconds):
+            assert 0 < count and stamps[count - 1] < duration and (count == len(stamps) or stamps[count] >= duration)
+        assert counts[-1] == len(stamps) and counts[0] < counts[-1]
+        own = specnet.load_model(model_file).embed_frames(paths[0])[0].shape[1]  # padded to the clip length
+        assert counts[0] <= own < len(stamps) and not embeddings[0, own:].any()  # then zeros to the longest
     code, _, err = run(capsys, "embed", "-m", model_file, paths[0], "-o", str(out), "--overwrite")
     assert code == 0 and "wrote 1 clip embedding of size" in err
 

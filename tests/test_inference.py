@@ -323,18 +323,26 @@ def test_a_cut_short_long_file_is_streamed_with_one_warning(model, recording, tm
     assert record.getMessage().startswith(f"{cut}: truncated: the header declares 30.00 s of audio")
 
 
-def test_silence_is_classified_with_a_warning(model, tmp_path, caplog):
+SILENT = "silent (no sample above -90 dBFS): what the model makes of it means nothing"
+
+
+def test_silence_is_classified_with_a_warning(model, tmp_path, caplog, monkeypatch):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000, np.float32), 16000)
     quiet = tmp_path / "quiet.wav"  # -80 dBFS noise: quiet, but a real recording the front-end can read
     sf.write(quiet, np.random.default_rng(0).normal(0, 1e-4, 16000).astype(np.float32), 16000, subtype="FLOAT")
+    long_silent = tmp_path / "long_silent.wav"  # streamed: silence anywhere in it is heard
+    sf.write(long_silent, np.zeros(12 * 16000, np.float32), 16000)
+    monkeypatch.setattr(inference, "STREAM_SECONDS", 10.0)
     with caplog.at_level(logging.WARNING, logger="specnet"):
-        results = model.predict([str(silent), str(quiet)])
+        results = model.predict([str(silent), str(quiet), str(long_silent)])
         model.predict(np.zeros(8000, np.float32), sample_rate=8000)
-    assert len(results) == 2  # classified all the same: silence is valid audio
+        model.predict(np.full(1, 0.5, np.float32), sample_rate=48000)  # resampled to no samples at all
+        model.embed_frames([np.ones(8000, np.float32) * 0.1, np.zeros(8000, np.float32), str(silent)], sample_rate=8000)
+    assert len(results) == 3 and results[2].duration == 12.0  # classified all the same: silence is valid audio
     assert [r.getMessage() for r in caplog.records] == [
-        f"{silent}: silent (no sample above -90 dBFS): its labels mean nothing",
-        "input 0: silent (no sample above -90 dBFS): its labels mean nothing",
+        f"{silent}: {SILENT}", f"{long_silent}: {SILENT}", f"input 0: {SILENT}", f"input 0: {SILENT}",
+        f"input 1: {SILENT}", f"{silent}: {SILENT}",
     ]
 
 
