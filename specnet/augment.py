@@ -9,14 +9,13 @@ The order in training is: log-mel ``(B, F, T)`` in absolute dB -> :func:`random_
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checks import is_finite_number, is_integer, python_scalars
+from .checks import check_int, check_number, is_finite_number, python_fields
 from .errors import ParameterError
 
 
@@ -53,25 +52,18 @@ class AugmentConfig:
     eq_db: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in (f.name for f in dataclasses.fields(self)):  # numpy numbers pass the checks
-            object.__setattr__(self, name, python_scalars(getattr(self, name)))  # but not into JSON
+        python_fields(self)
         if self.noise_snr_db is not None:
             snr = self.noise_snr_db
             if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(map(is_finite_number, snr)) and snr[0] <= snr[1]):
                 raise ParameterError(f"noise_snr_db={snr!r} must be a pair [low, high] of dB values with low <= high")
             object.__setattr__(self, "noise_snr_db", (float(snr[0]), float(snr[1])))
         for name in ("gain_db", "eq_db", "mixup_alpha", "time_mask_fraction"):
-            value = getattr(self, name)
-            if not (is_finite_number(value) and value >= 0):
-                raise ParameterError(f"{name}={value!r} must be a finite number >= 0")
+            check_number(name, getattr(self, name), minimum=0)
         for name in ("time_stretch", "pitch_shift"):
-            value = getattr(self, name)
-            if not (is_finite_number(value) and 0 <= value < 0.5):
-                raise ParameterError(f"{name}={value!r} must be a number in [0, 0.5)")
+            check_number(name, getattr(self, name), minimum=0, below=0.5)
         for name in ("freq_masks", "freq_mask_width", "time_masks"):
-            value = getattr(self, name)
-            if not (is_integer(value) and value >= 0):
-                raise ParameterError(f"{name}={value!r} must be a non-negative integer")
+            check_int(name, getattr(self, name), minimum=0)
 
 
 NO_AUGMENT = AugmentConfig(

@@ -33,6 +33,27 @@ def is_finite_number(value: object) -> bool:
         return False
 
 
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """``value`` as a Python int if it is an integer ``>= minimum``, else raise ParameterError."""
+    if not (is_integer(value) and value >= minimum):
+        raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
+    return int(value)
+
+
+def check_number(name: str, value: object, *, minimum: float, below: float | None = None) -> None:
+    """Raise ParameterError unless ``value`` is a finite number ``>= minimum`` (and ``< below``)."""
+    if not (is_finite_number(value) and value >= minimum and (below is None or value < below)):
+        bounds = f">= {minimum:g}" if below is None else f"in [{minimum:g}, {below:g})"
+        raise ParameterError(f"{name}={value!r} must be a finite number {bounds}")
+
+
+def python_fields(options: Any) -> None:
+    """Turn the numpy numbers in the fields of the dataclass instance ``options`` (frozen or
+    not) into Python ones: numpy numbers pass the checks, but must not reach JSON."""
+    for f in dataclasses.fields(options):
+        object.__setattr__(options, f.name, python_scalars(getattr(options, f.name)))
+
+
 def check_known_names(values: dict[str, Any], options: type, what: str) -> None:
     """Raise ParameterError naming the keys of ``values`` that are not fields of the dataclass ``options``."""
     known = {f.name for f in dataclasses.fields(options)}

@@ -16,7 +16,7 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from .checks import check_known_names, is_finite_number, is_integer, python_scalars
+from .checks import check_int, check_known_names, is_finite_number, is_integer, python_fields
 from .errors import ParameterError
 
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
@@ -64,12 +64,9 @@ class FeatureConfig:
     top_db: float | None = None
 
     def __post_init__(self) -> None:
-        for name in (f.name for f in dataclasses.fields(self)):  # numpy numbers pass the checks
-            object.__setattr__(self, name, python_scalars(getattr(self, name)))  # but not into JSON
+        python_fields(self)
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
-            value = getattr(self, name)
-            if not (is_integer(value) and value > 0):
-                raise ParameterError(f"{name}={value!r} must be a positive integer")
+            check_int(name, getattr(self, name), minimum=1)
         if self.win_length is not None and not (is_integer(self.win_length) and 0 < self.win_length <= self.n_fft):
             raise ParameterError(
                 f"win_length={self.win_length!r} must be an integer in (0, n_fft={self.n_fft}]"

@@ -24,7 +24,7 @@ import torch
 
 from .audio import iter_audio_blocks, load_audio, resample
 from .paths import display_name
-from .checks import is_finite_number, is_integer
+from .checks import check_int, is_finite_number
 from .devices import resolve_device
 from .errors import ModelFileError, ParameterError, SpecnetError
 from .image import load_image
@@ -331,9 +331,8 @@ class Model:
 
     def _outputs(self, inputs: Any, *, sample_rate, window, hop, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
         """Per input in order: ``(item, window outputs)``, or a :class:`Failure`."""
-        for name, value, minimum in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
-            if not (is_integer(value) and value >= minimum):
-                raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("num_workers", num_workers, minimum=0)
         window_n, hop_n = (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
         batch_size = self._windows_per_batch(batch_size, window_n)
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
@@ -355,8 +354,7 @@ class Model:
         hop: float | None = None, timeline: bool = False, batch_size: int = 64, num_workers: int = 2,
     ) -> Iterator[Prediction | Failure]:
         """Like :meth:`predict`, one result at a time and in input order; bad inputs give a :class:`Failure`."""
-        if not (is_integer(top_k) and top_k >= 1):
-            raise ParameterError(f"top_k={top_k!r} must be an integer >= 1")
+        check_int("top_k", top_k, minimum=1)
         for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed=None):
             if isinstance(result, Failure):
                 yield result

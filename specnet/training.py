@@ -31,7 +31,7 @@ from . import augment as aug
 from .audio import load_audio
 from .paths import display_name
 from .devices import autocast_dtype, resolve_device
-from .checks import check_known_names, is_finite_number, is_integer, python_scalars
+from .checks import check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig, clamp_to_peak
@@ -113,26 +113,20 @@ class TrainConfig:
     dataset: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in (f.name for f in dataclasses.fields(self)):  # numpy numbers pass the checks below
-            setattr(self, name, python_scalars(getattr(self, name)))  # but must not reach config.json
+        python_fields(self)
         if self.epochs is not None and not (is_integer(self.epochs) and self.epochs >= 1):
             raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
-        if not (is_integer(self.batch_size) and self.batch_size > 0):
-            raise ParameterError(f"batch_size={self.batch_size!r} must be a positive integer")
+        for name, minimum in (("batch_size", 1), ("seed", 0), ("num_workers", 0)):
+            check_int(name, getattr(self, name), minimum=minimum)
+        for name in ("in_chans", "patience"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=1)
         if not (is_finite_number(self.lr) and self.lr > 0):
             raise ParameterError(f"lr={self.lr!r} must be a positive number")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
-            value = getattr(self, name)
-            if not (is_finite_number(value) and value >= 0):
-                raise ParameterError(f"{name}={value!r} must be a finite number >= 0")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "ema_epochs"):  # ema_epochs 0: no weight average
+            check_number(name, getattr(self, name), minimum=0)
         for name in ("label_smoothing", "val_split"):
-            value = getattr(self, name)
-            if not (is_finite_number(value) and 0 <= value < 1):
-                raise ParameterError(f"{name}={value!r} must be a number in [0, 1)")
-        for name, minimum in (("seed", 0), ("num_workers", 0), ("in_chans", 1)):
-            value = getattr(self, name)
-            if not (is_integer(value) and value >= minimum) and not (name == "in_chans" and value is None):
-                raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
+            check_number(name, getattr(self, name), minimum=0, below=1)
         if not (
             isinstance(self.image_size, (tuple, list)) and len(self.image_size) == 2
             and all(is_integer(s) and s > 0 for s in self.image_size)
@@ -142,10 +136,6 @@ class TrainConfig:
             raise ParameterError(f"clip_seconds={self.clip_seconds!r} must be a positive number of seconds")
         if self.keep not in ("best", "last"):
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
-        if not (is_finite_number(self.ema_epochs) and self.ema_epochs >= 0):
-            raise ParameterError(f"ema_epochs={self.ema_epochs!r} must be a finite number >= 0 (0: no weight average)")
-        if self.patience is not None and not (is_integer(self.patience) and self.patience >= 1):
-            raise ParameterError(f"patience={self.patience!r} must be a positive integer")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
             raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained, weights or init")
         self.image_size = tuple(self.image_size)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
-from specnet.checks import check_known_names, is_finite_number, is_integer, python_scalars
+from specnet.checks import (
+    check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields, python_scalars,
+)
 from specnet.errors import ParameterError
 
 
@@ -49,3 +52,31 @@ def test_unknown_names_are_listed_with_the_known_ones():
     check_known_names({"width": 2}, Options, "option(s)")
     with pytest.raises(ParameterError, match=r"unknown option\(s\) depth, widht; known: height, width"):
         check_known_names({"widht": 2, "depth": 3}, Options, "option(s)")
+
+
+def test_check_int_returns_a_python_int_or_names_the_value():
+    assert check_int("n", np.int64(3), minimum=1) == 3 and type(check_int("n", np.int64(3), minimum=1)) is int
+    for bad in (0, True, 2.0, "3"):
+        with pytest.raises(ParameterError, match=rf"^n={bad!r} must be an integer >= 1$"):
+            check_int("n", bad, minimum=1)
+
+
+def test_check_number_bounds():
+    check_number("x", 0, minimum=0)
+    check_number("x", np.float32(0.25), minimum=0, below=0.5)
+    with pytest.raises(ParameterError, match=r"^x=0\.5 must be a finite number in \[0, 0\.5\)$"):
+        check_number("x", 0.5, minimum=0, below=0.5)
+    for bad in (-1, float("inf"), "1", True):
+        with pytest.raises(ParameterError, match=r"must be a finite number >= 0$"):
+            check_number("x", bad, minimum=0)
+
+
+def test_python_fields_reach_frozen_dataclasses():
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        width: Any = 1
+        sizes: Any = ()
+
+    options = Options(width=np.int64(2), sizes=(np.float32(0.5),))
+    python_fields(options)
+    assert (type(options.width), type(options.sizes[0])) == (int, float)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..checks import is_finite_number, is_integer
+from ..checks import check_int, is_finite_number  # check_int: also for the model families
 from ..errors import ParameterError
 
 __all__ = [
@@ -45,13 +45,6 @@ ACTIVATIONS = {
 
 GLOBAL_POOLS = ("avg", "max", "avgmax")
 _LOCAL_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
-
-
-def check_int(name: str, value: object, *, minimum: int) -> int:
-    """``value`` as a Python int if it is an integer ``>= minimum``, else raise ParameterError."""
-    if not (is_integer(value) and value >= minimum):
-        raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
-    return int(value)
 
 
 def check_drop_rate(drop_rate: float) -> float:
