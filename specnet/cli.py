@@ -431,9 +431,9 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {result['model']}")
     click.echo(f"{'class':<{width}}  precision  recall      f1  support")
     for name, row in result["per_class"].items():
-        # A class with no examples here has no recall or F1 (macro-F1 leaves it out).
-        recall, f1 = (f"{row['recall']:6.4f}", f"{row['f1']:6.4f}") if row["support"] else ("-", "-")
-        click.echo(f"{name:<{width}}  {row['precision']:9.4f}  {recall:>6}  {f1:>6}  {row['support']:7d}")
+        # None (shown "-"): no file predicted as the class (precision), no file of it (recall, F1).
+        precision, recall, f1 = ("-" if row[key] is None else f"{row[key]:.4f}" for key in ("precision", "recall", "f1"))
+        click.echo(f"{name:<{width}}  {precision:>9}  {recall:>6}  {f1:>6}  {row['support']:7d}")
     if out:
         click.echo(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'confusion.png'}")
 

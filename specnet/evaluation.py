@@ -32,7 +32,8 @@ def evaluate(
     The data's class names must all be classes of the model; they are matched
     by name. Long clips are windowed as ``specnet classify`` does. With ``out``,
     writes ``metrics.json`` and ``confusion.png`` there. Returns the metrics
-    dict (accuracy, macro_f1, n, per_class, confusion, classes, skipped).
+    dict (accuracy, macro_f1, n, per_class, confusion, classes, skipped); a
+    per-class score whose denominator is zero is None.
     """
     loaded = load_model(model, device=device)
     net = loaded.net

@@ -55,15 +55,18 @@ class Scores:
         return float(self.f1[present].mean()) if present.any() else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain Python values for JSON. A score whose denominator is zero is None (JSON null):
+        precision of a class nothing was predicted as, recall and F1 of a class with no examples."""
+        predicted = self.confusion.sum(axis=0)
         return {
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
             "n": self.n,
             "per_class": {
                 name: {
-                    "precision": float(self.precision[i]),
-                    "recall": float(self.recall[i]),
-                    "f1": float(self.f1[i]),
+                    "precision": float(self.precision[i]) if predicted[i] else None,
+                    "recall": float(self.recall[i]) if self.support[i] else None,
+                    "f1": float(self.f1[i]) if self.support[i] else None,
                     "support": int(self.support[i]),
                 }
                 for i, name in enumerate(self.classes)

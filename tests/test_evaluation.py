@@ -39,12 +39,15 @@ def check_consistent(result: dict, n: int) -> None:
         row = result["per_class"][name]
         tp, support, predicted = confusion[i, i], confusion[i].sum(), confusion[:, i].sum()
         assert row["support"] == support
-        assert row["recall"] == pytest.approx(tp / support if support else 0.0)
-        assert row["precision"] == pytest.approx(tp / predicted if predicted else 0.0)
-        p, r = row["precision"], row["recall"]
+        # Undefined scores (a zero denominator) are None, so JSON says null rather than a false 0.
+        assert row["precision"] == (pytest.approx(tp / predicted) if predicted else None)
+        if not support:
+            assert row["recall"] is None and row["f1"] is None
+            continue
+        assert row["recall"] == pytest.approx(tp / support)
+        p, r = row["precision"] or 0.0, row["recall"]
         assert row["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
-        if support:
-            f1s.append(row["f1"])
+        f1s.append(row["f1"])
     assert result["macro_f1"] == pytest.approx(np.mean(f1s))
 
 

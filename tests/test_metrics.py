@@ -77,3 +77,12 @@ def test_to_dict():
     assert d["per_class"]["a"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
     assert d["per_class"]["b"]["recall"] == pytest.approx(2 / 3)
     assert type(d["per_class"]["b"]["support"]) is int
+
+
+def test_to_dict_gives_none_for_undefined_scores():
+    # "c" never occurs and is never predicted; "b" occurs but is never predicted.
+    d = score([0, 0, 1], [0, 0, 0], ["a", "b", "c"]).to_dict()
+    assert d["per_class"]["c"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert d["per_class"]["b"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert d["per_class"]["a"]["precision"] == pytest.approx(2 / 3)
+    assert d["macro_f1"] == pytest.approx((0.8 + 0.0) / 2)  # "c" is left out
