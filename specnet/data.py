@@ -124,23 +124,26 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledFiles:
     """A CSV with columns ``path,label`` and optionally ``fold``; paths relative to the CSV."""
     csv_path = Path(csv_path)
     try:
-        with open(csv_path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        # utf-8-sig: spreadsheet programs start their UTF-8 CSVs with a byte-order mark.
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = [(reader.line_num, row) for row in reader]  # line_num counts blank lines too
     except FileNotFoundError:
         raise DataError(f"{csv_path}: manifest not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read manifest ({exc})") from None
-    if not rows or not {"path", "label"} <= set(rows[0]):
+    if not rows or not {"path", "label"} <= set(reader.fieldnames or ()):
         raise DataError(f"{csv_path}: manifest needs a header with columns path,label[,fold] and at least one row")
-    has_fold = "fold" in rows[0]
-    classes = sorted({row["label"] for row in rows})
+    has_fold = "fold" in reader.fieldnames
+    for line, row in rows:
+        if not row["path"] or not row["label"]:  # None: the row is shorter than the header
+            raise DataError(f"{csv_path}:{line}: empty path or label")
+    classes = sorted({row["label"] for _, row in rows})
     if len(classes) < 2:
         raise DataError(f"{csv_path}: lists only one class; at least two are needed")
     index = {name: i for i, name in enumerate(classes)}
     samples, folds = [], []
-    for line, row in enumerate(rows, start=2):
-        if not row["path"] or not row["label"]:
-            raise DataError(f"{csv_path}:{line}: empty path or label")
+    for line, row in rows:
         samples.append(((csv_path.parent / row["path"]), index[row["label"]]))
         if has_fold:
             try:

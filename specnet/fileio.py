@@ -67,6 +67,11 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+# Lock files this process holds, so that one naming this process's pid but not held by it
+# (left by a killed run whose pid was reused, as in containers where every run is pid 1) is stale.
+_HELD_HERE: set[Path] = set()
+
+
 class RunLock:
     """An exclusive lock file in a run folder, naming the process that holds it.
 
@@ -75,6 +80,7 @@ class RunLock:
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.path = Path(directory) / ".lock"
+        self._key = self.path.absolute()  # the same lock whatever the working directory
         self._held = False
 
     def acquire(self) -> None:
@@ -89,6 +95,8 @@ class RunLock:
                 if not isinstance(exc, FileExistsError):
                     raise SpecnetError(f"{self.path.parent}: cannot lock the run folder ({exc.strerror or exc})") from None
                 owner = self._owner()
+                if owner == os.getpid() and self._key not in _HELD_HERE:
+                    owner = None  # this pid, but not this process's lock: a reused pid
                 if owner is not None and _process_alive(owner):
                     raise SpecnetError(
                         f"{self.path.parent}: another specnet process (pid {owner}) is using this run folder"
@@ -98,11 +106,13 @@ class RunLock:
             with os.fdopen(fd, "w") as handle:
                 handle.write(str(os.getpid()))
             self._held = True
+            _HELD_HERE.add(self._key)
             return
         raise SpecnetError(f"{self.path.parent}: cannot lock the run folder")
 
     def release(self) -> None:
         if self._held:
+            _HELD_HERE.discard(self._key)
             _remove_quietly(str(self.path))
             self._held = False
 

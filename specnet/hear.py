@@ -43,7 +43,7 @@ class HearModel(nn.Module):
         super().__init__()
         if net.spec.input_kind != "audio":
             raise ParameterError(f"HEAR needs an audio model; {net.spec.arch!r} is an {net.spec.input_kind} model")
-        self.net = net.eval()
+        self.net = net
         self.sample_rate = int(net.spec.sample_rate)
         features = net.spec.features
         # The shortest input the network takes: the training clip, or one full FFT frame.
@@ -52,6 +52,7 @@ class HearModel(nn.Module):
             probe = torch.zeros(1, self.min_samples, device=_device_of(net))
             self.scene_embedding_size = int(net.embed(probe, level="clip").shape[-1])
             self.timestamp_embedding_size = int(net.embed(probe, level="frame").shape[-1])
+        self.eval()
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Logits ``(n_sounds, num_classes)`` for audio ``(n_sounds, n_samples)``."""
@@ -135,12 +136,15 @@ def _embed(audio: torch.Tensor, model: HearModel, *, level: str) -> torch.Tensor
     """``SpecNet.embed`` on the model's device, in row chunks; float32 on the audio's device."""
     device = _device_of(model.net)
     rows = max(1, CHUNK_SAMPLES // audio.shape[1])
-    was_training = model.training
-    model.eval()  # a caller's .train() must not switch on dropout or batch statistics
+    # A caller's .train() must not switch on dropout or batch statistics here, and each
+    # module's own mode comes back afterwards (model.train(flag) would set them all alike).
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
     try:
         parts = [model.net.embed(chunk.to(device), level=level) for chunk in audio.split(rows)]
     finally:
-        model.train(was_training)
+        for module, mode in modes:
+            module.training = mode
     return torch.cat(parts).float().to(audio.device)
 
 

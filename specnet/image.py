@@ -70,7 +70,8 @@ def load_image(
     ------
     ImageError
         The file is missing, empty, a directory, unreadable, truncated or
-        corrupt, not an image, or too large (Pillow's decompression-bomb limit).
+        corrupt, not an image, too large (Pillow's decompression-bomb limit),
+        or a float or 32-bit grey image with values outside 0-1 or 0-65535.
     ParameterError
         ``channels`` or ``size`` is invalid.
     """
@@ -88,6 +89,8 @@ def load_image(
             with Image.open(fh) as img:
                 img.load()  # decode now, so truncated data fails inside this try
                 x = _to_array(img, channels)
+        except _PixelRangeError as exc:
+            raise ImageError(f"{name}: {exc}") from None
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not a readable image file (format not recognised)") from None
         except Image.DecompressionBombError as exc:
@@ -103,6 +106,10 @@ def load_image(
     return image
 
 
+class _PixelRangeError(Exception):
+    """Wide grey pixels outside the range their mode is scaled from (or not finite)."""
+
+
 def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
     """Pixels of ``img`` as float32 [shape=(H, W, channels)] in [0, 1]."""
     grey = img.mode in _GREY_MODES
@@ -110,8 +117,14 @@ def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
         channels = 1 if grey else 3
     if img.mode in _WIDE_GREY_SCALE:
         x = np.asarray(img, dtype=np.float32) / _WIDE_GREY_SCALE[img.mode]
-        x = np.clip(x, 0.0, 1.0)[..., None]
-        return np.repeat(x, channels, axis=-1)
+        if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+            # Clipping would make a float image in dB, say, one flat grey without a word.
+            raw = np.asarray(img, dtype=np.float64)
+            raise _PixelRangeError(
+                f"pixel values {np.nanmin(raw):g} to {np.nanmax(raw):g} (mode {img.mode}) are not all within "
+                f"0 to {_WIDE_GREY_SCALE[img.mode]:g}; scale them to that range or save 8- or 16-bit pixels"
+            )
+        return np.repeat(x[..., None], channels, axis=-1)
     if img.mode == "P" and "transparency" in img.info:
         # Pillow warns when converting such palettes straight to RGB or L.
         img = img.convert("RGBA")

@@ -11,6 +11,7 @@ repeats exactly what the uninterrupted run would have done.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -500,6 +501,7 @@ def train(
     files = RunFiles(out)
     if files.dir.exists() and not files.dir.is_dir():
         raise SpecnetError(f"{files.dir}: exists and is not a folder")
+    created = not files.dir.exists()  # a run that fails before writing anything leaves no empty folder
     # Lock first: --overwrite must not delete the files of a run another process is writing.
     lock = RunLock(files.dir) if dist.is_main else None
     if lock:
@@ -514,6 +516,9 @@ def train(
     finally:
         if lock:
             lock.release()
+            if created:
+                with contextlib.suppress(OSError):  # not empty: the run wrote something
+                    files.dir.rmdir()
         if dist.owns_group:
             # Leave the group before exit: a gloo group still alive at interpreter
             # shutdown can abort the process ("terminate called without an active exception").

@@ -440,6 +440,16 @@ def test_train_data_error_is_one_line(capsys, tmp_path):
     code, out, err = run(capsys, "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"))
     assert code == 1
     assert err.startswith("error: ") and err.count("\n") == 1 and "two classes" in err
+    assert not (tmp_path / "run").exists()  # the failed run left no empty folder behind
+
+
+def test_train_manifest_error_names_the_line_and_keeps_an_existing_folder(capsys, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na.wav,dog\nb.wav\nc.wav,cat\n")
+    (tmp_path / "run").mkdir()  # the user's folder, made before the run: it stays
+    code, _, err = run(capsys, "train", "--manifest", str(manifest), "--out", str(tmp_path / "run"))
+    assert code == 1 and err == f"error: {manifest}:3: empty path or label\n"
+    assert (tmp_path / "run").is_dir() and not any((tmp_path / "run").iterdir())
 
 
 def test_evaluate_table_json_and_out(capsys, model_file, clips, tmp_path):

@@ -174,6 +174,20 @@ def test_read_manifest_other_errors(tmp_path):
         read_manifest(_manifest(tmp_path / "mixed.csv", "path,label\nx.wav,a\ny.png,b\n"))
 
 
+def test_read_manifest_names_the_line_of_a_short_row(tmp_path):
+    # A row without its label column, after a blank line: the error names the file's own line 4.
+    with pytest.raises(DataError, match=r"short\.csv:4: empty path or label"):
+        read_manifest(_manifest(tmp_path / "short.csv", "path,label\nx.wav,dog\n\nb.wav\ny.wav,cat\n"))
+
+
+def test_read_manifest_accepts_a_byte_order_mark(tmp_path):
+    # Spreadsheet programs write UTF-8 CSVs with a byte-order mark before the header.
+    csv_path = tmp_path / "excel.csv"
+    csv_path.write_bytes("path,label\nx.wav,dog\ny.wav,cat\n".encode("utf-8-sig"))
+    data = read_manifest(csv_path)
+    assert data.classes == ["cat", "dog"] and data.paths == [tmp_path / "x.wav", tmp_path / "y.wav"]
+
+
 # --- splits ----------------------------------------------------------------------
 
 

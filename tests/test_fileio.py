@@ -101,6 +101,15 @@ def test_run_lock_takes_over_a_stale_lock(tmp_path):
     assert not lock_path.exists()
 
 
+def test_run_lock_with_this_pid_but_not_held_here_is_stale(tmp_path):
+    # A killed run's lock whose pid the new process happens to have (containers: pid 1).
+    (tmp_path / ".lock").write_text(str(os.getpid()))
+    with RunLock(tmp_path) as lock:
+        assert lock.path.read_text() == str(os.getpid())
+        with pytest.raises(SpecnetError, match=f"pid {os.getpid()}"):
+            RunLock(tmp_path).acquire()  # now it is held here: refused
+
+
 def test_run_lock_unreadable_owner_is_stale(tmp_path):
     (tmp_path / ".lock").write_text("not a pid")
     with RunLock(tmp_path) as lock:

@@ -141,8 +141,22 @@ def test_train_mode_does_not_change_embeddings(model):
     try:
         assert torch.equal(hear.get_scene_embeddings(audio, model), expected)
         assert model.training  # left as the caller set it
+        assert model.net.training and all(m.training for m in model.net.modules())
     finally:
         model.eval()
+
+
+def test_embedding_leaves_the_model_in_eval_mode(model_file):
+    # A fresh model is in eval mode, and embedding must not switch it (or its network) to
+    # training: that would turn on dropout and overwrite the batch-norm statistics.
+    fresh = hear.load_model(str(model_file))
+    assert not fresh.training and not any(m.training for m in fresh.modules())
+    audio = _noise(2, 1.0, seed=5)
+    logits = fresh(audio)
+    hear.get_scene_embeddings(audio, fresh)
+    hear.get_timestamp_embeddings(audio, fresh)
+    assert not any(m.training for m in fresh.modules())
+    assert torch.equal(fresh(audio), logits)
 
 
 def test_float64_audio_gives_float32(model):

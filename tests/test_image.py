@@ -89,6 +89,25 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     assert load_image(tmp_path / "deep.png", channels=3).shape == (3, 1, 4)
 
 
+def test_float_grey_in_range_loads_as_is(tmp_path):
+    values = np.array([[0.0, 0.25, 0.5, 1.0]], dtype=np.float32)
+    Image.fromarray(values).save(tmp_path / "unit.tif")
+    np.testing.assert_allclose(load_image(tmp_path / "unit.tif")[0, 0].numpy(), values[0])
+
+
+@pytest.mark.parametrize("values, fragment", [
+    (np.linspace(-80, 0, 8, dtype=np.float32), "-80 to 0 (mode F)"),  # a spectrogram in dB
+    (np.linspace(0, 255, 8, dtype=np.float32), "0 to 255 (mode F)"),
+    (np.array([0.5, np.nan], dtype=np.float32), "(mode F)"),
+])
+def test_float_grey_out_of_range_is_an_error_not_a_flat_image(tmp_path, values, fragment):
+    Image.fromarray(values.reshape(1, -1)).save(tmp_path / "db.tif")
+    with pytest.raises(ImageError) as error:
+        load_image(tmp_path / "db.tif")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'db.tif'}: pixel values") and fragment in message and "0 to 1" in message
+
+
 def test_palette_with_transparency(tmp_path):
     img = Image.new("P", (5, 4))
     img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
