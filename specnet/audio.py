@@ -247,6 +247,7 @@ def iter_audio_blocks(
     sample_rate: int | None = None,
     mono: bool = True,
     warn_truncated: bool = True,
+    align_last: bool = False,
 ) -> Iterator[AudioBlock]:
     """Stream a file as fixed-length, possibly overlapping windows.
 
@@ -259,7 +260,9 @@ def iter_audio_blocks(
     first one that reaches the end of the file; that last one is zero-padded
     to ``block_samples``. A file of ``n`` samples (at ``sample_rate``) gives
     ``1 + max(0, ceil((n - block_samples) / hop_samples))`` windows when
-    ``hop_samples <= block_samples``.
+    ``hop_samples <= block_samples``. With ``align_last``, a file of at least
+    ``block_samples`` ends instead with a full window ending at its last sample,
+    as :func:`specnet.windows.window_starts` places windows in memory.
 
     Parameters
     ----------
@@ -278,6 +281,9 @@ def iter_audio_blocks(
         Log a warning when a WAV file holds less audio than its header
         declares, as :func:`load_audio` does; False for a caller that has
         already read the file's start and so reported it once.
+    align_last : bool
+        End on a full window aligned to the file's end rather than a
+        zero-padded one (for files at least ``block_samples`` long).
 
     Yields
     ------
@@ -300,12 +306,12 @@ def iter_audio_blocks(
     hop = block_samples if hop_samples is None else hop_samples
     # A separate generator, so bad arguments raise at the call, not at first next().
     return _iter_blocks(path, block_samples=int(block_samples), hop_samples=int(hop),
-                        sample_rate=sample_rate, mono=mono, warn_truncated=warn_truncated)
+                        sample_rate=sample_rate, mono=mono, warn_truncated=warn_truncated, align_last=align_last)
 
 
 def _iter_blocks(
     path: PathLike, *, block_samples: int, hop_samples: int, sample_rate: int | None, mono: bool,
-    warn_truncated: bool,
+    warn_truncated: bool, align_last: bool,
 ) -> Iterator[AudioBlock]:
     name = display_name(path)
     with _open(path, name, warn_truncated=warn_truncated) as f:
@@ -314,7 +320,7 @@ def _iter_blocks(
             chunks: Iterable[np.ndarray] = [y]
         else:
             chunks = _stream_chunks(f, name, sample_rate=sample_rate, mono=mono)
-        yield from _cut_blocks(chunks, block_samples=block_samples, hop_samples=hop_samples)
+        yield from _cut_blocks(chunks, block_samples=block_samples, hop_samples=hop_samples, align_last=align_last)
 
 
 def _stream_chunks(
@@ -349,13 +355,14 @@ def _stream_chunks(
 
 
 def _cut_blocks(
-    chunks: Iterable[np.ndarray], *, block_samples: int, hop_samples: int
+    chunks: Iterable[np.ndarray], *, block_samples: int, hop_samples: int, align_last: bool = False
 ) -> Iterator[AudioBlock]:
     """Cut a stream of (..., n) chunks into windows; see :func:`iter_audio_blocks`."""
     buf: np.ndarray | None = None  # samples from buf_start on that a window may still need
     buf_start = 0
     next_start = 0
     total = 0
+    keep = block_samples if align_last else 0  # the last window, should the file end here
     for chunk in chunks:
         total += chunk.shape[-1]
         buf = chunk if buf is None else np.concatenate([buf, chunk], axis=-1)
@@ -363,12 +370,17 @@ def _cut_blocks(
             i = next_start - buf_start
             yield AudioBlock(next_start, buf[..., i:i + block_samples].copy(), block_samples)
             next_start += hop_samples
-        drop = min(next_start - buf_start, buf.shape[-1])
+        drop = min(next_start - buf_start, max(buf.shape[-1] - keep, 0))
         buf, buf_start = buf[..., drop:], buf_start + drop
     if buf is None:
         return
-    # The tail: zero-padded windows, until one reaches the end of the file.
     covered = next_start - hop_samples + block_samples if next_start else 0
+    if align_last and block_samples <= total:
+        if covered < total:  # one full window ending at the file's end
+            i = total - block_samples - buf_start
+            yield AudioBlock(total - block_samples, buf[..., i:i + block_samples].copy(), block_samples)
+        return
+    # The tail: zero-padded windows, until one reaches the end of the file.
     while next_start < total and covered < total:
         valid = buf[..., next_start - buf_start:]
         block = np.zeros((*buf.shape[:-1], block_samples), dtype=np.float32)

@@ -20,6 +20,7 @@ import click
 
 from ._version import __version__
 from .errors import SpecnetError
+from .paths import display_name, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 
@@ -68,16 +69,18 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     wanted = is_audio_file if kind == "audio" else is_image_file
 
     def in_folder(folder: str) -> list[str]:
-        return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and wanted(p) and not p.name.startswith("."))
+        return [f for f in walk_files(folder) if wanted(f)]
 
     found: list[str] = []
     for pattern in patterns:
         if os.path.isdir(pattern):
             found.extend(in_folder(pattern))
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):
-            # A matched folder is searched like a folder argument.
+            # A matched folder is searched like a folder argument; "dir/**" matches dir and
+            # everything in it, so a file a pattern reaches twice is listed once.
             matches = [f for m in sorted(glob.glob(pattern, recursive=True)) for f in (in_folder(m) if os.path.isdir(m) else [m])]
-            found.extend(matches or [pattern])
+            unique = {os.path.normpath(f): f for f in reversed(matches)}  # first spelling of each file
+            found.extend(sorted(unique.values(), key=matches.index) or [pattern])
         else:
             found.append(pattern)
     return found
@@ -104,15 +107,10 @@ def _progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=total < 20 or not sys.stderr.isatty(), leave=False)
 
 
-def _shown(path: str) -> str:
-    """``path`` as printable text, the way error messages name files (non-UTF-8 bytes as ``\\xNN``)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def _fail_line(path: str, reason: str) -> str:
     if not os.path.lexists(path) and glob.has_magic(path):  # kept by expand_inputs: it matched nothing
-        return f"{_shown(path)}: no files match this pattern"
-    path = _shown(path)
+        return f"{display_name(path)}: no files match this pattern"
+    path = display_name(path)
     return reason if reason.startswith(path) else f"{path}: {reason}"
 
 
@@ -165,7 +163,7 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
 
 
 def _table_block(result, model_name: str) -> str:
-    head = _shown(result.path)
+    head = display_name(result.path)
     if result.duration is not None:
         head += f"  ({result.duration:.2f} s, model {model_name})"
     else:
@@ -195,7 +193,7 @@ def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
 def _csv_rows(results) -> str:
     """One row per input and rank: its top labels."""
     return _csv_text(["path", "rank", "label", "score", "duration"], (
-        [_shown(r.path), rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"]
+        [display_name(r.path), rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"]
         for r in results for rank, p in enumerate(r.predictions, start=1)
     ))
 
@@ -203,7 +201,7 @@ def _csv_rows(results) -> str:
 def _csv_timeline_rows(results) -> str:
     """One row per window of every input: its start and end in seconds and its top label."""
     return _csv_text(["path", "start", "end", "label", "score"], (
-        [_shown(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"], f"{s['score']:.6f}"]
+        [display_name(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"], f"{s['score']:.6f}"]
         for r in results for s in r.segments or []
     ))
 
@@ -233,6 +231,8 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     check_output_path(output, overwrite=overwrite)
     model = load_model(model_name, device=device)
     files = expand_inputs(paths, kind=model.input_kind)
+    if not files:
+        raise SpecnetError(f"no {model.input_kind} files found in {', '.join(paths)}")
     good_paths, vectors, failures = [], [], 0
     bar = _progress_bar(len(files), "embedding")
     if level == "clip":
@@ -274,11 +274,13 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     bar.close()
     if good_paths:
         buffer = io.BytesIO()
-        np.savez(buffer, paths=np.array(good_paths), **arrays)
+        np.savez(buffer, paths=np.array([display_name(p) for p in good_paths]), **arrays)
         atomic_write(output, buffer.getvalue(), overwrite=overwrite)
         count = len(good_paths)
         click.echo(f"wrote {count} {level} embedding{'' if count == 1 else 's'} of size {arrays['embeddings'].shape[-1]} to {output}", err=True)
     if failures:
+        if len(files) > 1:
+            click.echo(f"{failures} of {len(files)} inputs failed", err=True)
         sys.exit(1)
 
 
@@ -426,7 +428,16 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     result = run_evaluation(model_file, data_dir, manifest=manifest, fold=fold, out=out, batch_size=batch_size, device=device, overwrite=overwrite)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
-        return
+    else:
+        _print_evaluation(result)
+    if out:
+        click.echo(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'confusion.png'}", err=fmt == "json")
+    if result["skipped"]:  # each was reported as it was decoded; the scores leave them out
+        click.echo(f"{len(result['skipped'])} of {result['n'] + len(result['skipped'])} files skipped", err=True)
+        sys.exit(1)
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
     width = max(len("class"), *(len(c) for c in result["classes"]))
     click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {result['model']}")
     click.echo(f"{'class':<{width}}  precision  recall      f1  support")
@@ -434,8 +445,6 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
         # None (shown "-"): no file predicted as the class (precision), no file of it (recall, F1).
         precision, recall, f1 = ("-" if row[key] is None else f"{row[key]:.4f}" for key in ("precision", "recall", "f1"))
         click.echo(f"{name:<{width}}  {precision:>9}  {recall:>6}  {f1:>6}  {row['support']:7d}")
-    if out:
-        click.echo(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'confusion.png'}")
 
 
 # ------------------------------------------------------------------ look at models
@@ -446,7 +455,7 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
 @click.option("--in-chans", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk and its global pooling, one descriptor vector per input.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--input-size", type=(int, int), default=None, help="Height and width (default: 224 224 for VGG, 64 101 otherwise).")
+@click.option("--input-size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, help="Height and width (default: 224 224 for VGG, 64 101 otherwise).")
 @click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
 def summary(name, in_chans, no_top, num_classes, input_size, list_all) -> None:
     """Keras-style layer table (output shapes, parameter counts) of NAME: an architecture
@@ -546,7 +555,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         logmel = LogMelSpectrogram(features)(torch.from_numpy(samples)).numpy()
     plot_spectrogram(
         logmel, output, sample_rate=features.sample_rate, hop_length=features.hop_length,
-        f_min=features.f_min, f_max=features.max_frequency, title=_shown(Path(path).name), overwrite=overwrite,
+        f_min=features.f_min, f_max=features.max_frequency, title=display_name(Path(path).name), overwrite=overwrite,
     )
     click.echo(f"wrote {output}")
 

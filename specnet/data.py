@@ -21,6 +21,7 @@ from .audio import AUDIO_EXTENSIONS
 from .checks import is_finite_number
 from .errors import DataError, SpecnetError
 from .image import IMAGE_EXTENSIONS
+from .paths import walk_files
 
 T = TypeVar("T")
 
@@ -85,11 +86,13 @@ def _single_kind(paths: Sequence[Path], source: str) -> str:
     return kinds.pop()
 
 
-def find_class_folders(root: str | os.PathLike) -> LabelledFiles:
-    """One subfolder per class under ``root``, files found recursively in each.
+def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> LabelledFiles:
+    """One subfolder per class under ``root``, files found recursively in each
+    (following links to folders; see :func:`~specnet.paths.walk_files`).
 
     Hidden files and files of other types are ignored. Raises ``DataError`` for
-    a missing or empty root, fewer than two classes, or classes without files.
+    a missing or empty root, fewer than ``min_classes`` classes (training needs
+    two), or classes without files.
     """
     root = Path(root)
     if not root.is_dir():
@@ -100,12 +103,7 @@ def find_class_folders(root: str | os.PathLike) -> LabelledFiles:
     samples: list[tuple[Path, int]] = []
     empty = []
     for target, name in enumerate(classes):
-        files = sorted(
-            p for p in (root / name).rglob("*")
-            # Skip hidden files and anything under a hidden folder (.git, .ipynb_checkpoints).
-            if not any(part.startswith(".") for part in p.relative_to(root / name).parts)
-            and file_kind(p) is not None and not p.is_dir()
-        )
+        files = [Path(f) for f in walk_files(root / name) if file_kind(f) is not None]
         if not files:
             empty.append(name)
         samples.extend((p, target) for p in files)
@@ -114,14 +112,18 @@ def find_class_folders(root: str | os.PathLike) -> LabelledFiles:
             f"{root}: class folder(s) {', '.join(empty)} hold no audio or image files "
             f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(f"{root}: found only class {classes[0]!r}; at least two classes are needed")
     kind = _single_kind([p for p, _ in samples], str(root))
     return LabelledFiles(classes=classes, samples=samples, kind=kind)
 
 
-def read_manifest(csv_path: str | os.PathLike) -> LabelledFiles:
-    """A CSV with columns ``path,label`` and optionally ``fold``; paths relative to the CSV."""
+def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> LabelledFiles:
+    """A CSV with columns ``path,label`` and optionally ``fold``; paths relative to the CSV.
+
+    Raises ``DataError`` for a missing or unreadable file, a missing column, an
+    empty field, a fold that is not an integer or fewer than ``min_classes`` labels.
+    """
     csv_path = Path(csv_path)
     try:
         # utf-8-sig: spreadsheet programs start their UTF-8 CSVs with a byte-order mark.
@@ -139,7 +141,7 @@ def read_manifest(csv_path: str | os.PathLike) -> LabelledFiles:
         if not row["path"] or not row["label"]:  # None: the row is shorter than the header
             raise DataError(f"{csv_path}:{line}: empty path or label")
     classes = sorted({row["label"] for _, row in rows})
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(f"{csv_path}: lists only one class; at least two are needed")
     index = {name: i for i, name in enumerate(classes)}
     samples, folds = [], []

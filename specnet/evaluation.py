@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from .data import LabelledFiles, find_class_folders, read_manifest, split_by_fold
-from .errors import DataError
-from .fileio import atomic_write
+from .errors import DataError, SpecnetError
+from .fileio import atomic_write, check_output_path
 from .inference import load_model
 from .metrics import Scores
+from .paths import display_name
 from .training import decode_split, evaluate_split
 
 
@@ -35,6 +36,8 @@ def evaluate(
     dict (accuracy, macro_f1, n, per_class, confusion, classes, skipped); a
     per-class score whose denominator is zero is None.
     """
+    if out is not None:  # before any work: an existing report must not cost a whole evaluation
+        _report_paths(Path(out), overwrite=overwrite)
     loaded = load_model(model, device=device)
     net = loaded.net
     files = _load_files(data_dir, manifest, fold)
@@ -53,28 +56,39 @@ def evaluate(
     if len(split.targets) == 0:
         raise DataError("no usable file to evaluate on")
     scores, loss = evaluate_split(net, split, batch_size=batch_size, device=loaded.device)
-    result = scores.to_dict() | {"loss": loss, "model": loaded.name, "skipped": [{"path": p, "reason": r} for p, r in failures]}
+    skipped = [{"path": display_name(p), "reason": r} for p, r in failures]
+    result = scores.to_dict() | {"loss": loss, "model": loaded.name, "skipped": skipped}
     if out is not None:
         write_report(scores, result, Path(out), overwrite=overwrite)
     return result
 
 
 def _load_files(data_dir, manifest, fold) -> LabelledFiles:
+    # One class is enough to score a model on (its recall); training needs two.
     if manifest:
-        files = read_manifest(manifest)
+        files = read_manifest(manifest, min_classes=1)
         return split_by_fold(files, fold)[1] if fold is not None else files
     if fold is not None:
         raise DataError("--fold needs --manifest")
     if data_dir is None:
         raise DataError("give a data folder or --manifest FILE.csv")
-    return find_class_folders(data_dir)
+    return find_class_folders(data_dir, min_classes=1)
 
 
 def write_report(scores: Scores, result: dict[str, Any], out: Path, *, overwrite: bool) -> None:
     """``metrics.json`` and ``confusion.png`` in ``out``."""
     from .plots import plot_confusion
 
+    metrics, picture = _report_paths(out, overwrite=overwrite)  # both, so neither is written alone
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "metrics.json", json.dumps(result, indent=2), overwrite=overwrite)
+    atomic_write(metrics, json.dumps(result, indent=2), overwrite=overwrite)
     title = f"{result['model']}: accuracy {100 * scores.accuracy:.1f} % on {scores.n} files"
-    plot_confusion(scores.confusion, scores.classes, out / "confusion.png", title=title, overwrite=overwrite)
+    plot_confusion(scores.confusion, scores.classes, picture, title=title, overwrite=overwrite)
+
+
+def _report_paths(out: Path, *, overwrite: bool) -> tuple[Path, Path]:
+    """``out/metrics.json`` and ``out/confusion.png``, refused if either exists (unless ``overwrite``)."""
+    if out.exists() and not out.is_dir():
+        raise SpecnetError(f"{out}: exists and is not a folder")
+    return (check_output_path(out / "metrics.json", overwrite=overwrite),
+            check_output_path(out / "confusion.png", overwrite=overwrite))

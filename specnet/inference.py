@@ -98,7 +98,9 @@ class Prediction:
     segments: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "predictions": self.predictions, "duration": self.duration}
+        """Plain values for JSON; ``path`` as printable text (see :func:`~specnet.paths.display_name`)."""
+        path = None if self.path is None else display_name(self.path)
+        out: dict[str, Any] = {"path": path, "predictions": self.predictions, "duration": self.duration}
         if self.segments is not None:
             out["segments"] = self.segments
         return out
@@ -158,8 +160,8 @@ class Model:
     def _window_samples(self, window: float | None, hop: float | None) -> tuple[int, int]:
         rate = self.sample_rate
         window_s = window if window is not None else self.config.clip_seconds
-        if not (is_finite_number(window_s) and window_s > 0):
-            raise ParameterError(f"window={window_s!r} must be a positive number of seconds")
+        if not (is_finite_number(window_s) and 0 < window_s <= STREAM_SECONDS):
+            raise ParameterError(f"window={window_s!r} must be a positive number of seconds, at most {STREAM_SECONDS:g}")
         hop_s = hop if hop is not None else window_s / 2
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
@@ -303,8 +305,8 @@ class Model:
         outputs, starts, batch, batch_starts = [], [], [], []
         total, peak = 0, 0.0
         # The file's start was decoded (and a cut-short file reported) by _decode_path.
-        blocks = iter_audio_blocks(path, block_samples=window, hop_samples=hop,
-                                   sample_rate=self.sample_rate, warn_truncated=False)
+        blocks = iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate,
+                                   warn_truncated=False, align_last=True)  # windows as cut_windows places them
         for block in blocks:
             batch.append(block.samples)
             batch_starts.append(block.start)

@@ -11,9 +11,29 @@ PathLike = Union[str, bytes, os.PathLike]
 
 
 def display_name(path: PathLike) -> str:
-    """``path`` as printable text: bytes that are not UTF-8 show as ``\\xNN``."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
+    """``path`` as one line of printable text: bytes that are not UTF-8 show as ``\\xNN``,
+    control characters (a newline, a terminal escape) as ``\\n``, ``\\x1b``."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def walk_files(folder: PathLike) -> list[str]:
+    """Every file under ``folder``, sorted, following symbolic links to folders (each real
+    folder once, so a link loop ends). Hidden files and everything under a hidden folder
+    (``.git``, ``.ipynb_checkpoints``) are left out."""
+    files: list[str] = []
+    seen: set[str] = set()
+    for parent, folders, names in os.walk(os.fsdecode(folder), followlinks=True):
+        real = os.path.realpath(parent)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [d for d in folders if not d.startswith(".")]
+        files.extend(os.path.join(parent, n) for n in names if not n.startswith(".") and os.path.isfile(os.path.join(parent, n)))
+    return sorted(files)
 
 
 def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:

@@ -112,9 +112,10 @@ def plot_spectrogram(
         logmel, origin="lower", aspect="auto", cmap=COLORMAP,
         extent=(0, seconds, 0, n_mels), vmin=low, vmax=low + max(peak - low, MIN_SPAN_DB),
     )
-    edges = librosa.mel_frequencies(n_mels=n_mels, fmin=f_min, fmax=f_max)
+    # Band i's triangle peaks at the (i + 1)-th of n_mels + 2 points equally spaced in (Slaney) mel.
+    centres = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=f_min, fmax=f_max)[1:-1]
     ticks = np.linspace(0, n_mels - 1, 6).round().astype(int)
-    ax.set_yticks(ticks + 0.5, [f"{edges[t]:.0f}" for t in ticks])
+    ax.set_yticks(ticks + 0.5, [f"{centres[t]:.0f}" for t in ticks])
     ax.set(xlabel="time (s)", ylabel="frequency (Hz, mel scale)", title=title)
     fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01)
     return _save(fig, path, overwrite=overwrite)

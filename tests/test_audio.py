@@ -25,6 +25,7 @@ from specnet.audio import (
     resample,
 )
 from specnet.errors import AudioError, ParameterError
+from specnet.windows import window_starts
 
 RATES = [8000, 16000, 44100, 48000]
 # Largest error a round trip may show, per subtype: half a quantisation step
@@ -452,6 +453,26 @@ def test_stream_equals_whole_file(tmp_path, monkeypatch, orig_sr, target_sr, blo
     last = blocks[-1]
     assert last.start + block >= n  # the whole file is covered ...
     assert step > block or len(blocks) == 1 or blocks[-2].start + block < n  # ... only once
+
+
+@pytest.mark.parametrize(("block", "hop"), [(4000, None), (4000, 1000), (3000, 4500), (32000, 8000), (1999, 7)])
+def test_stream_align_last_places_windows_as_in_memory(tmp_path, monkeypatch, block, hop):
+    # Streaming (long files) and cut_windows (the rest) must give a file the same windows.
+    monkeypatch.setattr(audio, "_READ_FRAMES", 1021)
+    path = make_noise(tmp_path / "noise.wav", 2.0, 16000, subtype="FLOAT")
+    whole, _ = load_audio(path)
+    blocks = list(iter_audio_blocks(path, block_samples=block, hop_samples=hop, align_last=True))
+    np.testing.assert_array_equal([b.start for b in blocks], window_starts(len(whole), block, hop or block))
+    for b in blocks:
+        assert b.n_valid == block
+        np.testing.assert_array_equal(b.samples, whole[b.start:b.start + block])
+    assert blocks[-1].start + block == len(whole)
+
+
+def test_stream_align_last_pads_a_file_shorter_than_a_block(tmp_path):
+    path = make_noise(tmp_path / "short.wav", 0.1, 16000, subtype="FLOAT")
+    (only,) = iter_audio_blocks(path, block_samples=4000, align_last=True)
+    assert only.start == 0 and only.n_valid == 1600 and not only.samples[1600:].any()
 
 
 def test_stream_without_resampling_is_exact(tone_wav):

@@ -300,9 +300,12 @@ def test_classify_batch_reports_bad_files_and_keeps_good_results(capsys, model_f
     for case, line in zip(bad, lines):  # in input order, one line each
         assert line.startswith(f"error: {case.display}: ") and case.expected in line, line
     results = json.loads(out)
-    assert [r["path"] for r in results] == [c.str_path for c in files if c.kind == "odd"]
-    for result in results:
-        single = alone[result["path"]]
+    # JSON names files as the errors and the table do: a non-UTF-8 name as \xNN, not lone surrogates.
+    odd = [c for c in files if c.kind == "odd"]
+    assert [r["path"] for r in results] == [c.display for c in odd]
+    json.dumps(results, ensure_ascii=False).encode("utf-8")  # no lone surrogates anywhere
+    for case, result in zip(odd, results):
+        single = alone[case.str_path]
         assert [p["label"] for p in result["predictions"]] == [p["label"] for p in single.predictions]
         np.testing.assert_allclose([p["score"] for p in result["predictions"]],
                                    [p["score"] for p in single.predictions], atol=SCORE_ATOL)
@@ -427,8 +430,10 @@ def test_evaluate_skips_bad_files_once_each(capsys, model_file, dirty_dataset, m
     root, bad_paths, n_good = dirty_dataset
     deny_reads(monkeypatch, [p for p in bad_paths if p.endswith("locked.wav")])
     code, out, err = run_cli(capsys, "evaluate", model_file, root, "--format", "json")
-    assert code == 0 and "Traceback" not in err
-    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in err.splitlines())
+    assert code == 1 and "Traceback" not in err  # scores of the rest, but not a clean run
+    *lines, summary = err.splitlines()
+    assert summary == f"{len(bad_paths)} of {n_good + len(bad_paths)} files skipped"
+    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in lines)
     assert warned == bad_paths  # each bad file exactly once
     result = json.loads(out)
     assert result["n"] == n_good

@@ -176,6 +176,32 @@ def test_classify_folders_and_globs(capsys, model_file, clips):
     assert err.splitlines() == [f"error: {clips / 'nomatch*.wav'}: no files match this pattern", "1 of 2 inputs failed"]
 
 
+def test_classify_double_star_glob_and_linked_folders_list_each_file_once(capsys, model_file, clips, tmp_path):
+    expected = sorted(clip_paths(clips))
+    # "clips/**" matches the folder itself and everything under it: each file still comes once.
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(clips) + "/**", "--format", "json")
+    assert code == 0 and [r["path"] for r in json.loads(out)] == expected
+    # A link to a folder inside a folder argument is followed (and a link loop ends).
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "clips").symlink_to(clips, target_is_directory=True)
+    (tmp_path / "linked" / "loop").symlink_to(tmp_path / "linked", target_is_directory=True)
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(tmp_path / "linked"), "--format", "json")
+    assert code == 0
+    assert [r["path"] for r in json.loads(out)] == [str(tmp_path / "linked" / "clips" / c / f"{c}.wav") for c in S.AUDIO_CLASSES]
+
+
+def test_control_characters_in_names_stay_on_one_line(capsys, model_file, tmp_path):
+    bad = tmp_path / "two\nlines.wav"
+    bad.write_bytes(b"not audio at all")
+    code, _, err = run(capsys, "classify", "-m", model_file, str(bad))
+    assert code == 1 and err.count("\n") == 1 and err.startswith(f"error: {tmp_path}/two\\nlines.wav: ")
+
+
+def test_window_longer_than_streaming_limit_is_refused(capsys, model_file, clips):
+    code, _, err = run(capsys, "classify", "-m", model_file, "--window", "1e9", clip_paths(clips)[0])
+    assert code == 1 and err.count("\n") == 1 and "window=1000000000.0" in err and "at most 300" in err
+
+
 def test_classify_timeline_in_json(capsys, model_file, tmp_path):
     recording = S.event_recording(tmp_path / "event.wav", seconds=6.0, event=(2.2, 4.2))
     code, out, _ = run(capsys, "classify", "-m", model_file, str(recording), "--timeline", "--window", "1", "--hop", "0.5",
@@ -301,6 +327,19 @@ def test_embed_skips_bad_files(capsys, model_file, clips, tmp_path):
     assert len([line for line in err.splitlines() if "broken.wav" in line]) == 1
     with np.load(out) as saved:
         assert saved["paths"].tolist() == [paths[0]]
+
+
+def test_embed_folder_without_audio_is_an_error(capsys, model_file, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no audio here")
+    code, _, err = run(capsys, "embed", "-m", model_file, str(tmp_path / "empty"), "-o", str(tmp_path / "e.npz"))
+    assert code == 1 and err == f"error: no audio files found in {tmp_path / 'empty'}\n"
+    assert not (tmp_path / "e.npz").exists()
+
+
+def test_summary_of_too_small_an_input_is_one_line(capsys):
+    code, _, err = run(capsys, "summary", "vgg11", "--input-size", "0", "8")
+    assert code == 2 and "0 is not in the range" in err
 
 
 def test_summary_vgg16_without_top(capsys):
@@ -469,6 +508,38 @@ def test_evaluate_table_json_and_out(capsys, model_file, clips, tmp_path):
     assert (report / "confusion.png").read_bytes().startswith(PNG_MAGIC)
     code, _, err = run(capsys, "evaluate", model_file, str(clips), "--out", str(report))
     assert code == 1 and "already exists" in err
+
+
+def test_evaluate_out_is_checked_before_any_work_and_never_half_written(capsys, model_file, clips, tmp_path, monkeypatch):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "confusion.png").write_bytes(b"the user's own picture")
+    import specnet.evaluation
+
+    monkeypatch.setattr(specnet.evaluation, "load_model", lambda *a, **k: pytest.fail("loaded the model first"))
+    code, _, err = run(capsys, "evaluate", model_file, str(clips), "--out", str(report))
+    assert code == 1 and err == f"error: {report / 'confusion.png'}: already exists; pass --overwrite to replace it\n"
+    assert sorted(p.name for p in report.iterdir()) == ["confusion.png"]  # no metrics.json on its own
+    assert (report / "confusion.png").read_bytes() == b"the user's own picture"
+
+
+def test_evaluate_one_class_and_skipped_files(capsys, model_file, clips, tmp_path):
+    # Scoring on one class's files is allowed; a file that cannot be decoded is skipped, said, and
+    # makes the exit code 1 after the scores of the rest are printed.
+    data = tmp_path / "data"
+    (data / "tone").mkdir(parents=True)
+    write_audio(data / "tone" / "a.wav", S.class_clip("tone", 31), S.SR)
+    write_audio(data / "tone" / "b.wav", S.class_clip("tone", 32), S.SR)
+    (data / "tone" / "broken.wav").write_bytes(b"\x00" * 100)
+    code, out, err = run(capsys, "evaluate", model_file, str(data), "--format", "json")
+    assert code == 1
+    result = json.loads(out)
+    assert result["n"] == 2 and result["per_class"]["tone"]["support"] == 2
+    assert [s["path"] for s in result["skipped"]] == [str(data / "tone" / "broken.wav")]
+    assert err.splitlines()[-1] == "1 of 3 files skipped"
+    (data / "tone" / "broken.wav").unlink()
+    code, out, _ = run(capsys, "evaluate", model_file, str(data))
+    assert code == 0 and out.startswith("accuracy ")
 
 
 def test_evaluate_table_aligns_and_leaves_absent_classes_blank(capsys, model_file, clips, tmp_path):

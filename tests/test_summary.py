@@ -61,3 +61,17 @@ def test_cnn_rows_use_module_paths_and_freeze_counts():
     total = sum(p.numel() for p in model.parameters())
     assert totals == {"Total": total, "Trainable": 650, "Non-trainable": total - 650}
     assert sum(r[2] for r in rows.values()) == total
+
+
+def test_an_input_the_model_cannot_take_is_a_parameter_error_and_modes_come_back():
+    from torch import nn
+
+    from specnet.errors import ParameterError
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 5), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    net[2].eval()  # a caller's mixed modes: the summary must leave them as they were
+    with pytest.raises(ParameterError, match=r"input size \(1, 3, 3\) does not fit this model"):
+        summary(net, (1, 3, 3))
+    assert [m.training for m in net.modules()] == [True, True, True, False]
+    summary(net, (1, 8, 8))
+    assert [m.training for m in net.modules()] == [True, True, True, False]

@@ -8,6 +8,8 @@ from typing import TextIO
 import torch
 from torch import nn
 
+from ..errors import ParameterError
+
 __all__ = ["summary"]
 
 
@@ -67,13 +69,16 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
         device=first.device if first is not None else None,
         dtype=first.dtype if first is not None else None,
     )
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()  # batch norm over one item would fail in training mode
     try:
         with torch.no_grad():
             model(x)
+    except RuntimeError as exc:  # e.g. pooled down to nothing
+        raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({str(exc).splitlines()[0]})") from None
     finally:
-        model.train(was_training)
+        for module, mode in modes:  # each module's own mode back, as the caller had it
+            module.training = mode
         for handle in handles:
             handle.remove()
 

@@ -1,0 +1,29 @@
+"""Tests for specnet/plots.py: what the pictures say, not how they look."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchaudio.functional as AF
+
+from specnet import plots
+
+
+def test_spectrogram_frequency_ticks_name_the_band_centres(tmp_path, monkeypatch):
+    # Each tick labels a band; its number must be the frequency where that band's filter peaks.
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite=True: figures.append(fig))
+    n_mels, f_min, f_max, rate = 64, 50.0, 8000.0, 16000
+    plots.plot_spectrogram(np.zeros((n_mels, 100)), tmp_path / "s.png", sample_rate=rate, hop_length=160,
+                           f_min=f_min, f_max=f_max)
+    ax = figures[0].axes[0]
+    bands = (ax.get_yticks() - 0.5).round().astype(int)
+    labels = [float(t.get_text()) for t in ax.get_yticklabels()]
+    assert bands[0] == 0 and bands[-1] == n_mels - 1
+
+    n_fft = 8192  # a fine grid, so each filter's peak is found to within 2 Hz
+    filters = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, rate, norm="slaney", mel_scale="slaney")
+    peaks = torch.linspace(0, rate / 2, n_fft // 2 + 1)[filters.argmax(0)].numpy()
+    np.testing.assert_allclose(labels, peaks[bands], atol=2.0)
+    assert labels[0] == pytest.approx(96, abs=1) and labels[-1] == pytest.approx(7632, abs=1)
