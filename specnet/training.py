@@ -57,6 +57,9 @@ CURVES_FILE = "curves.png"
 #: nor room noise is a cue. Measured gains are in recipes/esc10 and recipes/fsdd.
 TRAIN_FEATURES = {"ref_peak": True, "top_db": 60.0}
 
+#: Model arguments that training sets itself, so ``arch_args`` may not.
+RESERVED_ARCH_ARGS = frozenset({"num_classes", "in_chans", "include_top", "pretrained", "weights"})
+
 #: Epochs when none are given: DEFAULT_EPOCHS, or more on a small training set, so that
 #: training takes at least MIN_STEPS optimiser steps (at most MAX_DEFAULT_EPOCHS epochs).
 #: ESC-10's 320 training clips are 10 steps an epoch: 60 epochs scored 90.00 % in 5-fold
@@ -139,12 +142,34 @@ class TrainConfig:
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
             raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained, weights or init")
+        if self.init and (self.pretrained or self.weights):
+            raise ParameterError("init starts from a specnet model; pretrained and weights start from ImageNet: give one of them")
+        if self.patience is not None and self.keep == "last":
+            # keep="last" treats the validation data as a test set: nothing may be chosen on it.
+            raise ParameterError("patience stops at the best validation epoch, which keep='last' never looks for; use keep='best'")
+        reserved = sorted(set(self.arch_args) & RESERVED_ARCH_ARGS)
+        if reserved:
+            raise ParameterError(
+                f"arch_args cannot set {', '.join(reserved)}: the classes come from the data, in_chans from in_chans, "
+                "ImageNet weights from pretrained/weights, and a classifier is always trained"
+            )
         self.image_size = tuple(self.image_size)
         self.feature_config(), self.augment_config()  # their own checks, before any file is decoded
 
     def feature_config(self) -> FeatureConfig:
-        """The front-end: :data:`TRAIN_FEATURES`, then ``features`` on top."""
-        return FeatureConfig.from_dict({**TRAIN_FEATURES, **self.features})
+        """The front-end: :data:`TRAIN_FEATURES`, then ``features`` on top.
+
+        ``top_db = 0`` means absolute dB without a floor, as ``--top-db 0`` does; without
+        ``f_max``, a sample rate whose Nyquist frequency is below the default 8 kHz top
+        takes the filterbank up to its Nyquist frequency."""
+        values = {**TRAIN_FEATURES, **self.features}
+        if is_finite_number(values.get("top_db")) and values["top_db"] == 0:
+            values["top_db"] = None
+            values["ref_peak"] = self.features.get("ref_peak", False)
+        rate = values.get("sample_rate", FeatureConfig.sample_rate)
+        if "f_max" not in values and is_integer(rate) and rate / 2 < FeatureConfig.f_max:
+            values["f_max"] = None
+        return FeatureConfig.from_dict(values)
 
     def augment_config(self) -> aug.AugmentConfig:
         if not self.augment:
@@ -262,10 +287,18 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
         base = load_model_file(config.init)
         if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model but the data holds {kind} files")
+        conflicts = _init_conflicts(config, base.spec)
+        if conflicts:
+            raise ParameterError(
+                f"{config.init}: a model started from init keeps its architecture and front-end, but "
+                f"{'; '.join(conflicts)}: leave these options out, or train from scratch"
+            )
         spec = dataclasses.replace(base.spec, classes=tuple(classes), clip_seconds=clip_seconds or base.spec.clip_seconds, extra={})
         model = SpecNet(spec)
         state = {k: v for k, v in base.state_dict().items() if not _is_classifier_key(model, k, v)}
         model.load_state_dict(state, strict=False)
+        if tuple(classes) != base.spec.classes:  # a new final layer for new classes, even as many
+            model.backbone.reset_classifier(len(classes))
         return model
     in_chans = config.in_chans or (3 if kind == "image" else 1)
     features = config.feature_config() if kind == "audio" else None
@@ -280,6 +313,24 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
         image_size=tuple(config.image_size) if kind == "image" else None,
     )
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
+
+
+def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
+    """The options ``config`` sets that the ``init`` model's spec contradicts, one phrase each."""
+    given: dict[str, tuple[Any, Any]] = {}
+    if config.arch != TrainConfig.arch and config.arch != base.arch:
+        given["arch"] = (config.arch, base.arch)
+    for name, value in config.arch_args.items():
+        if base.arch_args.get(name) != value:
+            given[f"arch_args.{name}"] = (value, base.arch_args.get(name))
+    if config.in_chans is not None and config.in_chans != base.in_chans:
+        given["in_chans"] = (config.in_chans, base.in_chans)
+    if base.features is not None and config.features:
+        mine, theirs = config.feature_config().to_dict(), base.features.to_dict()
+        given |= {f"features.{k}": (mine[k], theirs[k]) for k in config.features if k in mine and mine[k] != theirs[k]}
+    if base.image_size is not None and tuple(config.image_size) not in (TrainConfig.image_size, tuple(base.image_size)):
+        given["image_size"] = (tuple(config.image_size), tuple(base.image_size))
+    return [f"{name} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
 
 
 def _is_classifier_key(model: SpecNet, key: str, value: torch.Tensor) -> bool:
@@ -414,6 +465,7 @@ class RunFiles:
 
     def __init__(self, out: str | os.PathLike) -> None:
         self.dir = Path(out)
+        self._replace = False  # set by prepare(overwrite=True): clear_previous() removes the old run
         self.model = self.dir / MODEL_FILE
         self.checkpoint = self.dir / CHECKPOINT_FILE
         self.config = self.dir / CONFIG_FILE
@@ -429,15 +481,26 @@ class RunFiles:
                 f"{self.dir}: already holds a run ({previous[0].name}); pass --resume to continue it "
                 "or --overwrite to start again"
             )
-        if overwrite and not resume:
-            for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
-                p.unlink(missing_ok=True)
+        if previous and resume and not overwrite and not self.checkpoint.exists():
+            raise SpecnetError(
+                f"{self.dir}: holds a run ({previous[0].name}) but no {self.checkpoint.name} to resume from; "
+                "pass --overwrite to start again"
+            )
+        # The previous run's files go only once the new run has its data and model (clear_previous).
+        self._replace = overwrite and not resume
         self.dir.mkdir(parents=True, exist_ok=True)
         # Temporary files of atomic writes a killed run left behind (a checkpoint's can be
         # hundreds of MB); the caller holds the run's lock, so no live process owns them.
         for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
             for leftover in self.dir.glob(f".{p.name}.*.tmp"):
                 leftover.unlink(missing_ok=True)
+
+    def clear_previous(self) -> None:
+        """With --overwrite, remove the previous run's files: called when the new run is
+        about to write its own, so a run that fails before that leaves the old one whole."""
+        if self._replace:
+            for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
+                p.unlink(missing_ok=True)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -450,7 +513,11 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses anything but tensors and plain data
-        raise ModelFileError(f"{path}: cannot load checkpoint safely ({str(exc).splitlines()[0]})") from None
+        # Not torch's message: it suggests weights_only=False, which would run whatever the file holds.
+        raise ModelFileError(
+            f"{path}: not a checkpoint specnet can load safely (it holds more than tensors and plain data, "
+            f"or is damaged: {type(exc).__name__}); pass --overwrite to start the run again"
+        ) from None
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -560,6 +627,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
+        "source": os.path.abspath(config.manifest or data_dir),  # a resumed run must read the same data
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
         "skipped": len(train_failures) + len(val_failures),
@@ -574,6 +642,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
         saved = defaults | json.loads(checkpoint["config"])
         current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
+        saved["data"].setdefault("source", current["data"]["source"])  # not recorded before this version
         if _comparable(saved) != _comparable(current):
             changed = sorted(k for k in set(_comparable(saved)) | set(_comparable(current)) if saved.get(k) != current.get(k))
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
@@ -585,6 +654,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
     if dist.is_main:
+        files.clear_previous()
         atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
 
     # Normalisation statistics from the training data (deterministic centred crops).

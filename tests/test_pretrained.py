@@ -162,6 +162,17 @@ def test_unreadable_and_wrong_files(tmp_path):
         load_imagenet_weights(model, arch="vgg11", weights=unrelated)
 
 
+def test_file_for_another_depth_is_refused(tmp_path):
+    # VGG13's trunk shares its first layers' shapes with VGG11's: a partial fit is still a wrong file.
+    other = tmp_path / "vgg13.safetensors"
+    save_file(create_model("vgg13", in_chans=3, include_top=False).state_dict(), str(other))
+    model = create_model("vgg11", include_top=False, in_chans=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ModelFileError, match=r"vgg13\.safetensors: fills only \d+ of vgg11's 16 convolutional tensors"):
+        load_imagenet_weights(model, arch="vgg11", weights=other)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing half-loaded
+
+
 def test_no_file_and_no_network_is_explained():
     with pytest.raises(ModelFileError) as err:
         create_model("vgg16", include_top=False, pretrained=True)

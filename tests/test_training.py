@@ -150,6 +150,30 @@ def test_init_fine_tunes_onto_new_classes(audio_run, tmp_path):
     assert best["n"] == 4 and best["accuracy"] >= 0.75
 
 
+def test_init_refuses_options_the_base_model_contradicts(audio_run, tmp_path):
+    data = S.make_chirp_dataset(tmp_path / "chirps")
+    with pytest.raises(ParameterError) as error:
+        specnet.train(data, tmp_path / "run", init=str(audio_run.model), epochs=1,
+                      **{**S.FAST, "arch": "vgg11", "features": {**S.FAST.get("features", {}), "n_mels": 16}})
+    message = str(error.value)
+    assert "arch is 'vgg11' here" in message and "features.n_mels is 16 here" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_gives_new_classes_a_new_final_layer_even_when_as_many(audio_run, tmp_path):
+    # Three new classes on a three-class model: old class i must not become new class i.
+    base = specnet.load_model(audio_run.model, device="cpu")
+    data = S.make_audio_dataset(tmp_path / "renamed", per_class=2)
+    for old, new in zip(base.classes, ("x_" + c for c in base.classes)):
+        (data / old).rename(data / new)
+    out = tmp_path / "run"
+    specnet.train(data, out, init=str(audio_run.model), epochs=1, **{**S.FAST, "lr": 1e-12})
+    after, before = load_file(str(out / "model.safetensors")), load_file(str(audio_run.model))
+    assert not torch.equal(after["backbone.head.fc.weight"], before["backbone.head.fc.weight"])
+    # With lr 1e-12 the trunk is the base model's (to float precision): only the head was reset.
+    torch.testing.assert_close(after["backbone.features.0.conv1.weight"], before["backbone.features.0.conv1.weight"])
+
+
 # ------------------------------------------------------------------ determinism and resuming
 
 
@@ -269,6 +293,34 @@ def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
     shutil.copytree(four_epochs[0], out)
     with pytest.raises(SpecnetError, match="lr"):
         specnet.train(tiny_data, out, resume=True, epochs=5, **{**S.FAST, "lr": 1e-3})
+
+
+def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)  # the same classes and counts, another folder
+    with pytest.raises(SpecnetError, match=r"different options \(data\)"):
+        specnet.train(other, out, resume=True, epochs=5, **S.FAST)
+
+
+def test_resume_without_checkpoint_does_not_start_over(four_epochs, tiny_data, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    (out / "checkpoint.pt").unlink()
+    model_bytes = (out / "model.safetensors").read_bytes()
+    with pytest.raises(SpecnetError, match="no checkpoint.pt to resume from; pass --overwrite"):
+        specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
+    assert (out / "model.safetensors").read_bytes() == model_bytes and len(metric_rows(out)) == 4
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_its_data(four_epochs, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(DataError, match="folder not found"):
+        specnet.train(tmp_path / "typo", out, epochs=1, overwrite=True, **S.FAST)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_existing_run_is_refused_unless_overwrite(four_epochs, tiny_data, tmp_path):
@@ -419,7 +471,11 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"image_size": (64, 0)}, r"image_size=\(64, 0\)"),
         # the front-end's and augmentation's own checks, before any file is decoded
         ({"features": {"n_melz": 40}}, "unknown feature setting.*n_melz"),
-        ({"features": {"sample_rate": 8000}}, "f_max=8000.0"),
+        ({"features": {"sample_rate": 8000, "f_max": 8000.0}}, "f_max=8000.0"),  # given, so not lowered
+        ({"patience": 3, "keep": "last"}, "patience stops at the best validation epoch"),
+        ({"arch_args": {"num_classes": 3}}, "arch_args cannot set num_classes"),
+        ({"arch_args": {"in_chans": 3, "include_top": False}}, "arch_args cannot set in_chans, include_top"),
+        ({"init": "m.safetensors", "pretrained": True}, "give one of them"),
         ({"augment_args": {"gain": 3}}, "unknown augmentation setting.*gain"),
         ({"augment_args": {"eq_db": -1}}, "eq_db=-1"),
         ({"mixup": -0.5}, "mixup_alpha=-0.5"),
@@ -428,6 +484,15 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
 def test_bad_options_are_parameter_errors(options, message):
     with pytest.raises(ParameterError, match=message):
         TrainConfig(**options)
+
+
+def test_front_end_defaults_follow_the_sample_rate_and_top_db_zero_turns_the_floor_off():
+    low_rate = TrainConfig(features={"sample_rate": 8000}).feature_config()
+    assert low_rate.f_max is None and low_rate.max_frequency == 4000  # 8 kHz audio: up to 4 kHz
+    assert TrainConfig().feature_config().max_frequency == 8000  # 16 kHz: the default 8 kHz top
+    plain = TrainConfig(features={"top_db": 0}).feature_config()  # what --top-db 0 means
+    assert plain.top_db is None and plain.ref_peak is False
+    assert TrainConfig(features={"top_db": 0, "ref_peak": True}).feature_config().ref_peak is True
 
 
 def test_numpy_image_size_becomes_a_tuple_of_python_ints():

@@ -146,7 +146,8 @@ def test_malicious_checkpoint_on_resume_is_refused(capsys, tmp_path, marker):
         code, out, err = run_cli(capsys, "train", data, "-o", run, "--resume", "--arch", "cnn_tiny",
                                  "--epochs", "1", "--n-mels", "32", "--num-workers", "1")
         line = error_line(code, err)
-        assert line.startswith(f"error: {run / 'checkpoint.pt'}: cannot load checkpoint safely"), line
+        assert line.startswith(f"error: {run / 'checkpoint.pt'}: not a checkpoint specnet can load safely"), line
+        assert "weights_only" not in line and "--overwrite" in line  # no advice to load it unsafely
         assert not marker.exists()
         assert not (run / "model.safetensors").exists()
         assert not (run / ".lock").exists()

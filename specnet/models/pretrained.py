@@ -201,7 +201,8 @@ def load_imagenet_weights(
     channels with :func:`adapt_input_conv`; keys whose shapes differ (the
     classifier when ``num_classes`` differs) or that ``model`` lacks (the
     classifier of a ``head="global"`` model) are dropped. Dropped and missing
-    keys are logged as warnings on the ``specnet`` logger.
+    keys are logged as warnings on the ``specnet`` logger; a file that leaves
+    any convolutional (``features.*``) tensor unfilled is refused.
 
     Parameters
     ----------
@@ -234,6 +235,15 @@ def load_imagenet_weights(
     loaded = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
     if not loaded:
         raise ModelFileError(f"no weight in {path} fits this model; is it the file for {arch}?")
+    # The convolutional trunk is what the weights are for: all of it, or the file is for another
+    # model (VGG16's file fits a few of VGG11's layers by chance) and a frozen backbone would be random.
+    trunk = [k for k in target if k.startswith("features.") and not k.endswith("num_batches_tracked")]
+    unfilled = [k for k in trunk if k not in loaded]
+    if unfilled:
+        raise ModelFileError(
+            f"{path}: fills only {len(trunk) - len(unfilled)} of {arch}'s {len(trunk)} convolutional tensors "
+            f"({unfilled[0]} is missing or of another shape); is it the file for {arch}?"
+        )
     model.load_state_dict(loaded, strict=False)
 
     mismatched = [k for k in state if k in target and k not in loaded]
