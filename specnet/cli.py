@@ -61,7 +61,7 @@ def cli(debug: bool) -> None:
 def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     """Files from paths, folders (searched recursively for ``kind`` files) and glob patterns, in order.
 
-    Names and patterns that match nothing are kept, so each is reported as a failed input.
+    Names, patterns and folders that give no file are kept, so each is reported as a failed input.
     """
     from .audio import is_audio_file
     from .image import is_image_file
@@ -74,7 +74,7 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     found: list[str] = []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            found.extend(in_folder(pattern))
+            found.extend(in_folder(pattern) or [pattern])
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):
             # A matched folder is searched like a folder argument; "dir/**" matches dir and
             # everything in it, so a file a pattern reaches twice is listed once.
@@ -107,9 +107,12 @@ def _progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=total < 20 or not sys.stderr.isatty(), leave=False)
 
 
-def _fail_line(path: str, reason: str) -> str:
-    if not os.path.lexists(path) and glob.has_magic(path):  # kept by expand_inputs: it matched nothing
+def _fail_line(path: str, reason: str, kind: str) -> str:
+    # A pattern or folder kept by expand_inputs: it gave no file.
+    if not os.path.lexists(path) and glob.has_magic(path):
         return f"{display_name(path)}: no files match this pattern"
+    if os.path.isdir(path):
+        return f"{display_name(path)}: no {kind} files in this folder"
     path = display_name(path)
     return reason if reason.startswith(path) else f"{path}: {reason}"
 
@@ -136,8 +139,6 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
     if timeline and model.input_kind != "audio":
         raise click.UsageError(f"--timeline needs an audio model; {model.name} takes images")
     files = expand_inputs(paths, kind=model.input_kind)
-    if not files:
-        raise SpecnetError(f"no {model.input_kind} files found in {', '.join(paths)}")
     results, failures = [], 0
     bar = _progress_bar(len(files), "classifying")
     for result in model.predict_iter(files, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size, num_workers=num_workers):
@@ -145,7 +146,7 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
         if isinstance(result, Failure):
             failures += 1
             bar.clear()
-            click.echo(f"error: {_fail_line(result.path, result.reason)}", err=True)
+            click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
             continue
         results.append(result)
         if fmt == "table":
@@ -231,8 +232,6 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     check_output_path(output, overwrite=overwrite)
     model = load_model(model_name, device=device)
     files = expand_inputs(paths, kind=model.input_kind)
-    if not files:
-        raise SpecnetError(f"no {model.input_kind} files found in {', '.join(paths)}")
     good_paths, vectors, failures = [], [], 0
     bar = _progress_bar(len(files), "embedding")
     if level == "clip":
@@ -240,7 +239,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
             bar.update(1)
             if isinstance(result, Failure):
                 failures += 1
-                click.echo(f"error: {_fail_line(result.path, result.reason)}", err=True)
+                click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
             else:
                 good_paths.append(path)
                 vectors.append(result)
@@ -256,7 +255,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
                 seconds = audio_info(path).duration
             except SpecnetError as exc:
                 failures += 1
-                click.echo(f"error: {_fail_line(path, str(exc))}", err=True)
+                click.echo(f"error: {_fail_line(path, str(exc), model.input_kind)}", err=True)
                 continue
             good_paths.append(path)
             frames.append(emb[0])

@@ -279,7 +279,7 @@ def test_classify_bad_file_one_line(capsys, model_file, cases, denied, name):
     code, out, err = run_cli(capsys, "classify", "-m", model_file, case.str_path)
     assert out == ""
     # A folder argument is searched for audio files, even one named x.wav.
-    says = "no audio files found in" if name == "directory" else case.expected
+    says = "no audio files in this folder" if name == "directory" else case.expected
     assert_one_error_line(code, err, names=case.display, says=says)
     assert err.count(case.display) == 1
 

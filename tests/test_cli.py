@@ -329,12 +329,16 @@ def test_embed_skips_bad_files(capsys, model_file, clips, tmp_path):
         assert saved["paths"].tolist() == [paths[0]]
 
 
-def test_embed_folder_without_audio_is_an_error(capsys, model_file, tmp_path):
+def test_a_folder_without_audio_is_a_failed_input(capsys, model_file, clips, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no audio here")
     code, _, err = run(capsys, "embed", "-m", model_file, str(tmp_path / "empty"), "-o", str(tmp_path / "e.npz"))
-    assert code == 1 and err == f"error: no audio files found in {tmp_path / 'empty'}\n"
+    assert code == 1 and err == f"error: {tmp_path / 'empty'}: no audio files in this folder\n"
     assert not (tmp_path / "e.npz").exists()
+    # Beside other inputs it is reported, not silently dropped, and the others still run.
+    code, out, err = run(capsys, "classify", "-m", model_file, str(tmp_path / "empty"), clip_paths(clips)[0], "--format", "json")
+    assert code == 1 and len(json.loads(out)) == 1
+    assert err.splitlines() == [f"error: {tmp_path / 'empty'}: no audio files in this folder", "1 of 2 inputs failed"]
 
 
 def test_summary_of_too_small_an_input_is_one_line(capsys):
