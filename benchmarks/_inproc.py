@@ -172,7 +172,7 @@ def bench_batch(quick: bool, tmp: Path) -> list[Metric]:
     files = [str(f) for f in fsdd_files(count)]
     path, how = model_file("fsdd", tmp)
     batch_size = 64  # specnet classify's default
-    argv = ["classify", "--model", str(path), "--batch-size", str(batch_size), *files]
+    argv = ["classify", "--model", str(path), "--batch-size", str(batch_size), "--device", "cpu", *files]  # as the reference
 
     def run_cli() -> tuple[float, float]:
         sink = io.StringIO()

@@ -33,6 +33,7 @@ _LAZY = {
     "train": "training",
     "TrainConfig": "training",
     "evaluate": "evaluation",
+    "plot_confusion": "plots",
     "SpecNet": "network",
     "ModelSpec": "network",
 }

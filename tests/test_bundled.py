@@ -39,6 +39,14 @@ def test_bundled_metadata_credits_the_data(name):
     assert (bundled_models()[name]).stat().st_size <= 5 * 1024 * 1024
 
 
+def test_esc10_per_clip_credits_are_installed_beside_the_model():
+    # The esc10 credit points to ATTRIBUTION.txt: it must be there, crediting every ESC-10 clip.
+    assert "ATTRIBUTION.txt" in model_metadata("esc10")["dataset"]["credit"]
+    credits = (bundled_models()["esc10"].parent / "ATTRIBUTION.txt").read_text(encoding="utf-8")
+    lines = [line for line in credits.splitlines() if line.startswith("- [")]
+    assert len(lines) == 400 and all("freesound.org" in line for line in lines)
+
+
 @pytest.mark.skipif(not FSDD.is_dir(), reason="../shared/data/fsdd is not here")
 def test_fsdd_model_reaches_the_test_accuracy_its_metadata_claims():
     test_files = sorted(p for p in FSDD.glob("*.wav") if int(p.stem.split("_")[2]) <= 4)

@@ -27,3 +27,14 @@ def test_spectrogram_frequency_ticks_name_the_band_centres(tmp_path, monkeypatch
     peaks = torch.linspace(0, rate / 2, n_fft // 2 + 1)[filters.argmax(0)].numpy()
     np.testing.assert_allclose(labels, peaks[bands], atol=2.0)
     assert labels[0] == pytest.approx(96, abs=1) and labels[-1] == pytest.approx(7632, abs=1)
+
+
+def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
+    import specnet
+    from specnet.errors import SpecnetError
+
+    path = tmp_path / "folds.png"
+    specnet.plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"], path, title="two folds")
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(SpecnetError, match="already exists"):
+        specnet.plot_confusion(np.eye(2, dtype=int), ["a", "b"], path, overwrite=False)

@@ -54,10 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         manifest.append((str(source), label, fold))
         link = all_dir / label / name
         link.parent.mkdir(exist_ok=True)
-        if link.is_symlink() or link.exists():
-            if link.is_symlink() and Path(os.readlink(link)) == source:
+        # A class folder that is itself a link into the dataset would make `link` a dataset file.
+        if data == link.parent.resolve() or data in link.parent.resolve().parents:
+            parser.error(f"{link.parent}: leads into the dataset; give an output folder of its own")
+        if link.is_symlink():
+            if Path(os.readlink(link)) == source:
                 continue
-            link.unlink()
+            link.unlink()  # only ever a link this script made, never a file
+        elif link.exists():
+            parser.error(f"{link}: exists and is not a link; give an empty output folder")
         link.symlink_to(source)
     if missing:
         print(f"error: {len(missing)} clips listed in {meta} are missing, e.g. {missing[0]}", file=sys.stderr)

@@ -54,7 +54,7 @@ for k in range(1, 6):
 print(f"mean  : {np.mean(accuracies):.4f}")
 (work / "summary.json").write_text(json.dumps({"accuracy": accuracies, "mean": float(np.mean(accuracies)),
     "classes": classes, "confusion": confusion.tolist()}, indent=2))
-from specnet.plots import plot_confusion
+from specnet import plot_confusion
 plot_confusion(confusion, classes, work / "confusion_5folds.png", title="ESC-10, 5 folds, 400 test clips")
 print(f"wrote {work / 'summary.json'} and {work / 'confusion_5folds.png'}")
 PY
@@ -63,6 +63,7 @@ PY
     specnet train "$WORK/all" --val-split 0 --config "$config" --out "$WORK/runs/all" --overwrite
     ls -l "$WORK/runs/all/model.safetensors"
     echo "to ship: cp $WORK/runs/all/model.safetensors specnet/bundled/esc10.safetensors"
+    echo "     and cp $DATA/ATTRIBUTION.txt specnet/bundled/ATTRIBUTION.txt   # the per-clip credits"
     ;;
   *)
     echo "unknown stage $stage (prepare folds summary final)" >&2; exit 2

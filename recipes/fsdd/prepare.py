@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if not recordings.is_dir():
         parser.error(f"{recordings}: folder not found (pass --data DIR, the folder holding recordings/)")
     out = Path(args.out).resolve()
-    if out == recordings.resolve() or recordings.resolve() in out.parents:
-        parser.error(f"{out}: must not be inside the input folder")
+    data = Path(args.data).resolve()
+    if out == data or data in out.parents:  # --force would delete train/ and test/ there
+        parser.error(f"{out}: must not be the input folder or inside it")
 
     files = []
     for path in sorted(recordings.iterdir()):

@@ -4,13 +4,13 @@
 #   bash recipes/fsdd/run.sh [WORK]        # WORK defaults to /tmp/fsdd (outside the repo)
 #
 # DATA=/path/to/fsdd overrides the input folder (default ../shared/data/fsdd).
-# STEPS="prepare official loso bundle" picks steps (default: all of them).
+# STEPS="prepare official loso bundle figures" picks steps (default: all of them).
 # JOBS=N runs N leave-one-speaker-out trainings at a time (default 1).
 set -euo pipefail
 
 work=${1:-/tmp/fsdd}
 data=${DATA:-../shared/data/fsdd}
-steps=${STEPS:-prepare official loso bundle}
+steps=${STEPS:-prepare official loso bundle figures}
 jobs=${JOBS:-1}
 cfg=recipes/fsdd/config.toml
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # small model: one thread per run is the efficient choice on a busy CPU
@@ -68,4 +68,9 @@ if has bundle; then
   cp "$evals/bundle/confusion.png" recipes/fsdd/confusion_official.png
   specnet classify --model fsdd examples/seven.wav --top-k 3
   specnet evaluate fsdd "$work/test"
+fi
+
+# 4. The README's picture of george's "three", drawn with the bundled model's front-end.
+if has figures; then
+  python recipes/fsdd/plot_three.py --data "$data"
 fi

@@ -1,0 +1,111 @@
+"""Tests for the recipes' prepare scripts, on small stand-in datasets the tests make:
+the layout and folds they write, and that they never change (or write into) the dataset."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import make_tone
+
+REPO = Path(__file__).resolve().parents[1]
+SPEAKERS = ("george", "jackson", "lucas")
+
+
+def prepare(recipe: str, *args: object) -> subprocess.CompletedProcess:
+    script = REPO / "recipes" / recipe / "prepare.py"
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (links not followed) and a hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture
+def fsdd(tmp_path) -> Path:
+    """``fsdd/recordings/{digit}_{speaker}_{take}.wav``: two digits, three speakers, takes 0-6."""
+    recordings = tmp_path / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    for digit in (0, 1):
+        for speaker in SPEAKERS:
+            for take in range(7):
+                make_tone(recordings / f"{digit}_{speaker}_{take}.wav", 300 + 100 * digit, 0.05, 8000)
+    return tmp_path / "fsdd"
+
+
+@pytest.fixture
+def esc10(tmp_path) -> Path:
+    """``esc10/meta.csv`` and ``audio/<class>/<file>.wav``: two classes, two clips in each of folds 1-2."""
+    root = tmp_path / "esc10"
+    rows = []
+    for label in ("dog", "rain"):
+        (root / "audio" / label).mkdir(parents=True)
+        for fold in (1, 2):
+            for take in "AB":
+                name = f"{fold}-{label}{take}-{take}-0.wav"
+                make_tone(root / "audio" / label / name, 440, 0.05, 16000)
+                rows.append({"filename": name, "fold": fold, "category": label, "src_file": "1", "take": take})
+    with open(root / "meta.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fsdd_official_split_and_speaker_folds(fsdd, tmp_path):
+    before = fingerprint(fsdd)
+    result = prepare("fsdd", tmp_path / "out", "--data", fsdd)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    official = read_rows(out / "official.csv")
+    assert len(official) == 2 * 3 * 7
+    for row in official:  # takes 0-4 are the test fold 0, the rest train (fold 1)
+        take = int(Path(row["path"]).stem.split("_")[2])
+        assert row["fold"] == ("0" if take <= 4 else "1") and row["label"] == Path(row["path"]).name[0]
+        assert (out / row["path"]).resolve() == fsdd.resolve() / "recordings" / Path(row["path"]).name
+    loso = read_rows(out / "loso.csv")
+    assert {(r["speaker"], r["fold"]) for r in loso} == {("george", "1"), ("jackson", "2"), ("lucas", "3")}
+    assert fingerprint(fsdd) == before
+
+
+def test_fsdd_refuses_to_write_into_the_dataset(fsdd):
+    before = fingerprint(fsdd)
+    for out in (fsdd, fsdd / "recordings", fsdd / "inside"):
+        result = prepare("fsdd", out, "--data", fsdd, "--force")
+        assert result.returncode == 2 and "must not be the input folder or inside it" in result.stderr
+    assert fingerprint(fsdd) == before and sorted(p.name for p in fsdd.iterdir()) == ["recordings"]
+
+
+def test_esc10_manifest_links_and_rerun(esc10, tmp_path):
+    before = fingerprint(esc10)
+    for _ in range(2):  # a second run finds its own links and keeps them
+        result = prepare("esc10", tmp_path / "out", "--data", esc10)
+        assert result.returncode == 0, result.stderr
+    rows = read_rows(tmp_path / "out" / "folds.csv")
+    assert [(Path(r["path"]).name, r["label"], r["fold"]) for r in rows] == [
+        (f"{fold}-{label}{take}-{take}-0.wav", label, str(fold)) for fold in (1, 2) for label in ("dog", "rain") for take in "AB"
+    ]
+    link = tmp_path / "out" / "all" / "dog" / "1-dogA-A-0.wav"
+    assert link.is_symlink() and link.resolve() == (esc10 / "audio" / "dog" / "1-dogA-A-0.wav").resolve()
+    assert fingerprint(esc10) == before
+
+
+def test_esc10_never_replaces_a_dataset_file_through_a_linked_class_folder(esc10, tmp_path):
+    before = fingerprint(esc10)
+    (tmp_path / "out" / "all").mkdir(parents=True)
+    (tmp_path / "out" / "all" / "dog").symlink_to(esc10 / "audio" / "dog", target_is_directory=True)
+    result = prepare("esc10", tmp_path / "out", "--data", esc10)
+    assert result.returncode == 2 and "leads into the dataset" in result.stderr
+    assert fingerprint(esc10) == before
+    assert not any(p.is_symlink() for p in (esc10 / "audio").rglob("*"))
