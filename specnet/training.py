@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ from .image import load_image
 from .metrics import Scores
 from .modelfile import load_model_file, save_model_file
 from .network import ModelSpec, SpecNet
-from .windows import cut_windows, fit_length
+from .windows import fit_length, window_starts
 
 log = logging.getLogger("specnet")
 
@@ -426,20 +427,18 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
             probs[start : start + len(chunk)] = model(chunk).float().softmax(-1).cpu()
         return probs, torch.tensor(indices, dtype=torch.long)
     clip = model.spec.clip_samples
-    windows, owners = [], []
-    for row, i in enumerate(indices):
-        cut, _ = cut_windows(split.items[i], clip, max(1, clip // 2))
-        windows.append(cut)
-        owners.extend([row] * len(cut))
-    all_windows = np.concatenate(windows)
-    owner = torch.tensor(owners)
+    hop = max(1, clip // 2)
+    # Windows are copied into one batch at a time: memory stays O(batch), however long the clips.
+    windows = ((row, fit_length(split.items[i][start : start + clip], clip))
+               for row, i in enumerate(indices) for start in window_starts(len(split.items[i]), clip, hop))
     sums = torch.zeros(len(indices), len(model.classes))
-    for start in range(0, len(all_windows), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(all_windows[start : start + batch_size])).to(device)
-        p = model(batch).float().softmax(-1).cpu()
-        sums.index_add_(0, owner[start : start + len(p)], p)
-    counts = torch.bincount(owner, minlength=len(indices)).clamp(min=1)
-    return sums / counts.unsqueeze(1), torch.tensor(indices, dtype=torch.long)
+    counts = torch.zeros(len(indices))
+    while chunk := list(itertools.islice(windows, batch_size)):
+        owner = torch.tensor([row for row, _ in chunk])
+        batch = torch.from_numpy(np.stack([w for _, w in chunk])).to(device)
+        sums.index_add_(0, owner, model(batch).float().softmax(-1).cpu())
+        counts.index_add_(0, owner, torch.ones(len(chunk)))
+    return sums / counts.clamp(min=1).unsqueeze(1), torch.tensor(indices, dtype=torch.long)
 
 
 def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: torch.device, dist: Dist = Dist()) -> tuple[Scores, float]:
