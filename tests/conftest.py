@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def restore_specnet_logging():
+    """Undo what ``specnet.cli.main`` does to the process: it gives the "specnet" logger a
+    one-line handler and stops it propagating (which hides warnings from caplog under
+    pytest 8), and ``--debug`` sets SPECNET_DEBUG. Every test starts without SPECNET_DEBUG
+    (whatever the shell has) and ends with the logger and environment as they were."""
+    # Not monkeypatch: a test calling monkeypatch.undo() would undo this too, mid-test.
+    debug = os.environ.pop("SPECNET_DEBUG", None)
+    logger = logging.getLogger("specnet")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+    if debug is None:
+        os.environ.pop("SPECNET_DEBUG", None)
+    else:
+        os.environ["SPECNET_DEBUG"] = debug
 
 
 @pytest.fixture

@@ -323,7 +323,8 @@ FILE_ERRORS = [
     (_text_as_wav, "not a readable audio file (format not recognised)"),
     (_broken_symlink, "file not found"),
     (_unsupported_suffix, "unsupported audio format '.xyz'"),
-    (_unknown_m4a, ""),  # the wording depends on whether ffmpeg is installed
+    # Without ffmpeg or GStreamer no decoder is found; with one, the junk fails to decode.
+    (_unknown_m4a, ("no installed decoder reads this file", "not a readable audio file", "truncated or corrupt audio data")),
     (_nan_float_wav, "contains NaN or infinite samples"),
     (_inf_double_wav, "contains NaN or infinite samples"),
 ]
@@ -345,7 +346,7 @@ def test_file_errors_name_the_file(tmp_path, make, fragment):
         with pytest.raises(AudioError) as excinfo:
             read(path)
         assert _message(excinfo).startswith(f"{path}: ")
-        assert fragment in _message(excinfo)
+        assert any(f in _message(excinfo) for f in (fragment if isinstance(fragment, tuple) else (fragment,)))
         assert excinfo.value.__cause__ is None  # no raw decoder exception chained
 
 

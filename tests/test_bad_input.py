@@ -66,23 +66,14 @@ def denied(cases, monkeypatch):
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """``specnet ARGS`` in this process through ``main()``: (exit code, stdout, stderr)."""
-    logger = logging.getLogger("specnet")
-    saved = (list(logger.handlers), logger.level, logger.propagate, os.environ.get("SPECNET_DEBUG"))
+    """``specnet ARGS`` in this process through ``main()``: (exit code, stdout, stderr).
+    (conftest's restore_specnet_logging undoes what main() does to the process.)"""
     capsys.readouterr()
     try:
         main([os.fsdecode(a) if isinstance(a, (bytes, Path)) else str(a) for a in args])
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        # main() configures the "specnet" logger and --debug sets SPECNET_DEBUG: undo both,
-        # so other tests (caplog, one-line errors) see the process as it was.
-        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-        if saved[3] is None:
-            os.environ.pop("SPECNET_DEBUG", None)
-        else:
-            os.environ["SPECNET_DEBUG"] = saved[3]
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -339,8 +330,9 @@ def test_debug_shows_the_traceback_in_process(capsys, cases, monkeypatch, tmp_pa
     case = cases["empty"]
     with pytest.raises(SpecnetError, match="file is empty"):  # main() re-raises for the traceback
         run_cli(capsys, "--debug", "spectrogram", case.path, "-o", tmp_path / "x.png")
-    assert "SPECNET_DEBUG" not in os.environ
-    monkeypatch.setenv("SPECNET_DEBUG", "1")
+    monkeypatch.delenv("SPECNET_DEBUG")  # what --debug set: without it, one line and exit code 1
+    assert run_cli(capsys, "info", case.path)[0] == 1
+    monkeypatch.setenv("SPECNET_DEBUG", "1")  # the variable alone does what --debug does
     with pytest.raises(SpecnetError, match="file is too short to be a model file"):
         run_cli(capsys, "info", case.path)
 

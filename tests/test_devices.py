@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -35,5 +37,13 @@ def test_cuda_uses_float16_and_other_devices_float32():
     assert autocast_dtype(torch.device("mps"), True) is None
 
 
-def test_amx_probe_answers_a_bool():
-    assert isinstance(devices._cpu_has_amx(), bool)
+def test_amx_probe_agrees_with_the_cpu_flags():
+    # torch's probe is private, so a rename would silently turn bfloat16-by-default off: on
+    # Linux the kernel's CPU flags say what the answer must be.
+    has_amx = devices._cpu_has_amx()
+    assert isinstance(has_amx, bool)
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare with (not Linux)")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), [])
+    assert has_amx == ("amx_tile" in flags)

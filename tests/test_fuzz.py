@@ -91,11 +91,20 @@ def test_seeds_are_valid_audio(work):
         assert sum(b.n_valid for b in iter_audio_blocks(path, block_samples=256)) == audio_info(path).frames
 
 
-def test_only_specnet_errors_escape(work):
-    # The property's own guard: a non-SpecnetError from a reader fails check_file.
+def test_only_specnet_errors_escape(work, monkeypatch):
+    # The property's own guard: a SpecnetError is an allowed outcome ...
     path = work / "empty.wav"
     path.write_bytes(b"")
     with pytest.raises(AudioError):
         load_audio(path)
-    fuzz_audio.check_file(path)  # raises nothing: SpecnetError is the allowed outcome
+    fuzz_audio.check_file(path)
     assert issubclass(AudioError, SpecnetError)
+    # ... and any other exception from any of the three readers fails check_file.
+    def crash(*args, **kwargs):
+        raise ValueError("a reader bug")
+
+    for reader in ("audio_info", "load_audio", "iter_audio_blocks"):
+        with monkeypatch.context() as patch:
+            patch.setattr(fuzz_audio, reader, crash)
+            with pytest.raises(ValueError, match="a reader bug"):
+                fuzz_audio.check_file(path)

@@ -75,10 +75,11 @@ def test_channel_conversion(tmp_path):
     grey = load_image(tmp_path / "c.png", channels=1)
     assert grey.shape == (1, 6, 7)
     np.testing.assert_allclose(grey[0].numpy(), _grey(rgb.astype(float)), atol=1 / 255 + 1e-6)
-    make_image(tmp_path / "l.png", "L", (6, 7))
+    grey_pixels = make_image(tmp_path / "l.png", "L", (6, 7))
     as_rgb = load_image(tmp_path / "l.png", channels=3)
     assert as_rgb.shape == (3, 6, 7)
-    torch.testing.assert_close(as_rgb[0], as_rgb[2])
+    for channel in as_rgb:  # each channel is the grey picture itself
+        np.testing.assert_allclose(channel.numpy(), grey_pixels / 255, atol=1e-6)
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
@@ -86,7 +87,9 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     Image.fromarray(values).save(tmp_path / "deep.png")
     x = load_image(tmp_path / "deep.png")
     np.testing.assert_allclose(x[0, 0].numpy(), values[0] / 65535, atol=1e-6)
-    assert load_image(tmp_path / "deep.png", channels=3).shape == (3, 1, 4)
+    as_rgb = load_image(tmp_path / "deep.png", channels=3)
+    assert as_rgb.shape == (3, 1, 4)
+    np.testing.assert_allclose(as_rgb[:, 0].numpy(), np.repeat(values / 65535, 3, axis=0), atol=1e-6)
 
 
 def test_float_grey_in_range_loads_as_is(tmp_path):

@@ -252,11 +252,8 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
 
 def _run_main(args: list[str]) -> tuple[int, str]:
     import io
-    import logging
     from contextlib import redirect_stderr, redirect_stdout
 
-    logger = logging.getLogger("specnet")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
     err = io.StringIO()
     try:
         with redirect_stderr(err), redirect_stdout(io.StringIO()):
@@ -264,8 +261,6 @@ def _run_main(args: list[str]) -> tuple[int, str]:
         return 0, err.getvalue()
     except SystemExit as exc:
         return int(exc.code), err.getvalue()
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture

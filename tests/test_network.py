@@ -58,6 +58,24 @@ def test_embed_clip_level():
     assert torch.isfinite(emb).all()
 
 
+@pytest.mark.parametrize("arch, arch_args, final", [
+    ("cnn_tiny", {"hidden_dim": 16, "freq_bands": 2}, lambda b: b.head.fc),
+    ("vgg11", {}, lambda b: b.head.fc),
+    ("vgg11", {"head": "imagenet"}, lambda b: b.classifier[6]),
+])
+def test_clip_embedding_is_what_the_final_layer_reads(arch, arch_args, final):
+    # The embedding is the pre-logits vector: the final linear layer of it gives the logits,
+    # and it depends on the whole clip, not on one corner of the feature map.
+    net = _net(_audio_spec(arch=arch, arch_args=arch_args))
+    x = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
+    with torch.no_grad():
+        emb = net.embed(x)
+        torch.testing.assert_close(final(net.backbone)(emb), net(x))
+        late = x.clone()
+        late[:, 12000:] = torch.randn(2, 4000, generator=torch.Generator().manual_seed(2))  # the last 0.25 s only
+        assert not torch.allclose(net.embed(late), emb)
+
+
 @pytest.mark.parametrize("num_samples", [16000, 8000, 12345, 3000])
 def test_embed_frame_level(num_samples):
     net = _net(_audio_spec())

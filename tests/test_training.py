@@ -390,15 +390,17 @@ def test_single_class_and_empty_folders_are_data_errors(tmp_path):
 
 
 def write_manifest(data: Path, csv_path: Path) -> dict[int, int]:
-    """``path,label,fold`` for every file of ``data`` (fold = index % 2); returns files per fold."""
+    """``path,label,fold`` for every file of ``data``: each class's first file in fold 1, the
+    rest in fold 0 (folds of different sizes, so a swapped fold shows); returns files per fold."""
     counts = {0: 0, 1: 0}
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "fold"])
         for label in sorted(p.name for p in data.iterdir()):
             for i, path in enumerate(sorted((data / label).iterdir())):
-                writer.writerow([path.relative_to(csv_path.parent).as_posix(), label, i % 2])
-                counts[i % 2] += 1
+                fold = 1 if i == 0 else 0
+                writer.writerow([path.relative_to(csv_path.parent).as_posix(), label, fold])
+                counts[fold] += 1
     return counts
 
 
@@ -407,9 +409,9 @@ def test_manifest_with_val_fold(tiny_data, tmp_path):
     counts = write_manifest(tiny_data, manifest)
     best = specnet.train(None, tmp_path / "run", manifest=str(manifest), val_fold=1, epochs=1, **S.FAST)
     config = read_config(tmp_path / "run")
-    assert config["data"]["train_files"] == counts[0] == 6
-    assert config["data"]["val_files"] == counts[1] == 6
-    assert best["n"] == 6
+    assert config["data"]["train_files"] == counts[0] == 9
+    assert config["data"]["val_files"] == counts[1] == 3
+    assert best["n"] == 3
     with pytest.raises(DataError, match="fold 7"):
         specnet.train(None, tmp_path / "run7", manifest=str(manifest), val_fold=7, epochs=1, **S.FAST)
 
