@@ -113,6 +113,8 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
         return f"{display_name(path)}: no files match this pattern"
     if os.path.isdir(path):
         return f"{display_name(path)}: no {kind} files in this folder"
+    if path == "-" and not os.path.lexists(path):
+        return "-: reading standard input is not supported; give files, folders or glob patterns"
     path = display_name(path)
     return reason if reason.startswith(path) else f"{path}: {reason}"
 

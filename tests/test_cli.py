@@ -191,6 +191,11 @@ def test_control_characters_in_names_stay_on_one_line(capsys, model_file, tmp_pa
     assert code == 1 and err.count("\n") == 1 and err.startswith(f"error: {tmp_path}/two\\nlines.wav: ")
 
 
+def test_dash_says_standard_input_is_not_read(capsys, model_file):
+    code, _, err = run(capsys, "classify", "-m", model_file, "-")
+    assert code == 1 and err == "error: -: reading standard input is not supported; give files, folders or glob patterns\n"
+
+
 def test_window_longer_than_streaming_limit_is_refused(capsys, model_file, clips):
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "1e9", clip_paths(clips)[0])
     assert code == 1 and err.count("\n") == 1 and "window=1000000000.0" in err and "at most 300" in err
