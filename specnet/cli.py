@@ -79,8 +79,10 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
             # A matched folder is searched like a folder argument; "dir/**" matches dir and
             # everything in it, so a file a pattern reaches twice is listed once.
             matches = [f for m in sorted(glob.glob(pattern, recursive=True)) for f in (in_folder(m) if os.path.isdir(m) else [m])]
-            unique = {os.path.normpath(f): f for f in reversed(matches)}  # first spelling of each file
-            found.extend(sorted(unique.values(), key=matches.index) or [pattern])
+            unique: dict[str, str] = {}
+            for f in matches:
+                unique.setdefault(os.path.normpath(f), f)  # the first spelling of each file
+            found.extend(list(unique.values()) or [pattern])
         else:
             found.append(pattern)
     return found

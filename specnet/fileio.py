@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -94,9 +95,14 @@ class RunLock:
             except OSError as exc:
                 if not isinstance(exc, FileExistsError):
                     raise SpecnetError(f"{self.path.parent}: cannot lock the run folder ({exc.strerror or exc})") from None
-                owner = self._owner()
+                owner, host = self._owner()
+                if host is not None and host != socket.gethostname():  # its pid means nothing here
+                    raise SpecnetError(
+                        f"{self.path.parent}: locked by specnet process {owner} on host {host}; "
+                        f"if that run has ended, delete {self.path}"
+                    ) from None
                 if owner == os.getpid() and self._key not in _HELD_HERE:
-                    owner = None  # this pid, but not this process's lock: a reused pid
+                    owner = None  # this pid on this host, but not this process's lock: a reused pid
                 if owner is not None and _process_alive(owner):
                     raise SpecnetError(
                         f"{self.path.parent}: another specnet process (pid {owner}) is using this run folder"
@@ -104,7 +110,7 @@ class RunLock:
                 _remove_quietly(str(self.path))  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
+                handle.write(f"{os.getpid()}\n{socket.gethostname()}\n")
             self._held = True
             _HELD_HERE.add(self._key)
             return
@@ -116,11 +122,13 @@ class RunLock:
             _remove_quietly(str(self.path))
             self._held = False
 
-    def _owner(self) -> int | None:
+    def _owner(self) -> tuple[int | None, str | None]:
+        """The pid and host the lock file names (host None: a lock written without one)."""
         try:
-            return int(self.path.read_text().strip())
+            pid, *host = self.path.read_text().split()
+            return int(pid), (host[0] if host else None)
         except (OSError, ValueError):
-            return None
+            return None, None
 
     def __enter__(self) -> "RunLock":
         self.acquire()

@@ -44,6 +44,7 @@ class HearModel(nn.Module):
         if net.spec.input_kind != "audio":
             raise ParameterError(f"HEAR needs an audio model; {net.spec.arch!r} is an {net.spec.input_kind} model")
         self.net = net
+        self.eval()  # before the probes below: batch norm in training mode would learn from them
         self.sample_rate = int(net.spec.sample_rate)
         features = net.spec.features
         # The shortest input the network takes: the training clip, or one full FFT frame.
@@ -52,7 +53,6 @@ class HearModel(nn.Module):
             probe = torch.zeros(1, self.min_samples, device=_device_of(net))
             self.scene_embedding_size = int(net.embed(probe, level="clip").shape[-1])
             self.timestamp_embedding_size = int(net.embed(probe, level="frame").shape[-1])
-        self.eval()
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Logits ``(n_sounds, num_classes)`` for audio ``(n_sounds, n_samples)``."""

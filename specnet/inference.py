@@ -159,9 +159,9 @@ class Model:
 
     def _window_samples(self, window: float | None, hop: float | None) -> tuple[int, int]:
         rate = self.sample_rate
-        window_s = window if window is not None else self.config.clip_seconds
-        if not (is_finite_number(window_s) and 0 < window_s <= STREAM_SECONDS):
-            raise ParameterError(f"window={window_s!r} must be a positive number of seconds, at most {STREAM_SECONDS:g}")
+        if window is not None and not (is_finite_number(window) and 0 < window <= STREAM_SECONDS):
+            raise ParameterError(f"window={window!r} must be a positive number of seconds, at most {STREAM_SECONDS:g}")
+        window_s = window if window is not None else self.config.clip_seconds  # the model's own, whatever its length
         hop_s = hop if hop is not None else window_s / 2
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import os
+import unicodedata
+from pathlib import Path
 from typing import BinaryIO, Union
 
 from .errors import SpecnetError
 
 PathLike = Union[str, bytes, os.PathLike]
 
+# Unicode categories display_name escapes: control characters, line and paragraph separators.
+_ESCAPED = frozenset({"Cc", "Zl", "Zp"})
+
 
 def display_name(path: PathLike) -> str:
-    """``path`` as one line of printable text: bytes that are not UTF-8 show as ``\\xNN``,
-    control characters (a newline, a terminal escape) as ``\\n``, ``\\x1b``."""
+    """``path`` as one line of text: bytes that are not UTF-8 show as ``\\xNN``, control
+    characters and line breaks (a newline, a terminal escape) as ``\\n``, ``\\x1b``; every
+    other character, a no-break space or an emoji, as it is."""
     text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED else c for c in text)
 
 
 def walk_files(folder: PathLike) -> list[str]:
-    """Every file under ``folder``, sorted, following symbolic links to folders (each real
-    folder once, so a link loop ends). Hidden files and everything under a hidden folder
-    (``.git``, ``.ipynb_checkpoints``) are left out."""
+    """Every file under ``folder``, in path order, following symbolic links to folders (each
+    real folder once, so a link loop ends). A broken link is listed too, so that reading it
+    reports it. Hidden files and everything under a hidden folder (``.git``,
+    ``.ipynb_checkpoints``) are left out."""
     files: list[str] = []
     seen: set[str] = set()
     for parent, folders, names in os.walk(os.fsdecode(folder), followlinks=True):
@@ -32,8 +37,11 @@ def walk_files(folder: PathLike) -> list[str]:
             continue
         seen.add(real)
         folders[:] = [d for d in folders if not d.startswith(".")]
-        files.extend(os.path.join(parent, n) for n in names if not n.startswith(".") and os.path.isfile(os.path.join(parent, n)))
-    return sorted(files)
+        for name in names:
+            path = os.path.join(parent, name)
+            if not name.startswith(".") and (os.path.isfile(path) or os.path.islink(path)):
+                files.append(path)
+    return sorted(files, key=Path)  # component by component: "take/1.wav" before "take-2/1.wav"
 
 
 def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:

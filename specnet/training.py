@@ -327,8 +327,12 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
     if config.in_chans is not None and config.in_chans != base.in_chans:
         given["in_chans"] = (config.in_chans, base.in_chans)
     if base.features is not None and config.features:
-        mine, theirs = config.feature_config().to_dict(), base.features.to_dict()
-        given |= {f"features.{k}": (mine[k], theirs[k]) for k in config.features if k in mine and mine[k] != theirs[k]}
+        mine, theirs = config.feature_config(), base.features
+        for key in config.features:
+            # f_max None means the Nyquist frequency: compare the frequency it stands for.
+            attribute = "max_frequency" if key == "f_max" else key
+            if getattr(mine, attribute, None) != getattr(theirs, attribute, None):
+                given[f"features.{key}"] = (getattr(mine, attribute, None), getattr(theirs, attribute, None))
     if base.image_size is not None and tuple(config.image_size) not in (TrainConfig.image_size, tuple(base.image_size)):
         given["image_size"] = (tuple(config.image_size), tuple(base.image_size))
     return [f"{name} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
@@ -480,9 +484,10 @@ class RunFiles:
                 f"{self.dir}: already holds a run ({previous[0].name}); pass --resume to continue it "
                 "or --overwrite to start again"
             )
-        if previous and resume and not overwrite and not self.checkpoint.exists():
+        trained = [p for p in (self.model, self.metrics) if p.exists()]  # a run killed in its first epoch has neither
+        if trained and resume and not overwrite and not self.checkpoint.exists():
             raise SpecnetError(
-                f"{self.dir}: holds a run ({previous[0].name}) but no {self.checkpoint.name} to resume from; "
+                f"{self.dir}: holds a run ({trained[0].name}) but no {self.checkpoint.name} to resume from; "
                 "pass --overwrite to start again"
             )
         # The previous run's files go only once the new run has its data and model (clear_previous).
@@ -517,6 +522,18 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: not a checkpoint specnet can load safely (it holds more than tensors and plain data, "
             f"or is damaged: {type(exc).__name__}); pass --overwrite to start the run again"
         ) from None
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Names of the entries that differ, ``data.source`` style for nested tables."""
+    names = []
+    for key in set(saved) | set(current):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            names += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            names.append(prefix + key)
+    return names
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -626,7 +643,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
-        "source": os.path.abspath(config.manifest or data_dir),  # a resumed run must read the same data
+        "source": os.path.realpath(config.manifest or data_dir),  # a resumed run must read the same data
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
         "skipped": len(train_failures) + len(val_failures),
@@ -643,7 +660,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
         saved["data"].setdefault("source", current["data"]["source"])  # not recorded before this version
         if _comparable(saved) != _comparable(current):
-            changed = sorted(k for k in set(_comparable(saved)) | set(_comparable(current)) if saved.get(k) != current.get(k))
+            changed = sorted(_differences(_comparable(saved), _comparable(current)))
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(

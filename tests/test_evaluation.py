@@ -100,8 +100,12 @@ def test_unreadable_file_is_skipped_and_reported(audio_run, test_data, tmp_path)
         for path in (test_data / label).iterdir():
             (root / label / path.name).write_bytes(path.read_bytes())
     (root / "hiss" / "broken.wav").write_bytes(b"RIFF but not really a wave file" * 20)
+    (root / "tone" / "moved.wav").symlink_to(tmp_path / "gone.wav")  # a link whose file was moved
     result = specnet.evaluate(audio_run.model, root, device="cpu")
-    assert len(result["skipped"]) == 1 and result["skipped"][0]["path"].endswith("broken.wav")
+    assert {Path(s["path"]).name: s["reason"].removeprefix(f"{s['path']}: ") for s in result["skipped"]} == {
+        "broken.wav": "not a readable audio file (format not recognised)",
+        "moved.wav": "file not found (broken symbolic link)",
+    }
     check_consistent(result, 12)
 
 

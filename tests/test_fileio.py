@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ import pytest
 from specnet import fileio
 from specnet.errors import SpecnetError
 from specnet.fileio import RunLock, atomic_write, check_output_path
+
+OURS = f"{os.getpid()}\n{socket.gethostname()}\n"  # what a lock this process holds says
 
 
 def test_atomic_write_bytes_and_text(tmp_path):
@@ -79,7 +82,7 @@ def test_check_output_path(tmp_path):
 
 def test_run_lock_second_acquire_names_the_pid(tmp_path):
     with RunLock(tmp_path / "run") as lock:
-        assert lock.path.read_text() == str(os.getpid())
+        assert lock.path.read_text() == OURS
         with pytest.raises(SpecnetError) as err:
             RunLock(tmp_path / "run").acquire()
         assert f"pid {os.getpid()}" in str(err.value) and str(tmp_path / "run") in str(err.value)
@@ -96,7 +99,7 @@ def test_run_lock_takes_over_a_stale_lock(tmp_path):
     lock_path.write_text(str(child.pid))
     lock = RunLock(tmp_path)
     lock.acquire()
-    assert lock_path.read_text() == str(os.getpid())
+    assert lock_path.read_text() == OURS
     lock.release()
     assert not lock_path.exists()
 
@@ -105,15 +108,23 @@ def test_run_lock_with_this_pid_but_not_held_here_is_stale(tmp_path):
     # A killed run's lock whose pid the new process happens to have (containers: pid 1).
     (tmp_path / ".lock").write_text(str(os.getpid()))
     with RunLock(tmp_path) as lock:
-        assert lock.path.read_text() == str(os.getpid())
+        assert lock.path.read_text() == OURS
         with pytest.raises(SpecnetError, match=f"pid {os.getpid()}"):
             RunLock(tmp_path).acquire()  # now it is held here: refused
+
+
+def test_run_lock_of_another_host_is_never_taken_over(tmp_path):
+    # A shared run folder: the pid of a process on another machine says nothing about it here.
+    (tmp_path / ".lock").write_text("1\nother-machine\n")
+    with pytest.raises(SpecnetError, match=f"locked by specnet process 1 on host other-machine; if that run has ended, delete {tmp_path / '.lock'}"):
+        RunLock(tmp_path).acquire()
+    assert (tmp_path / ".lock").read_text() == "1\nother-machine\n"
 
 
 def test_run_lock_unreadable_owner_is_stale(tmp_path):
     (tmp_path / ".lock").write_text("not a pid")
     with RunLock(tmp_path) as lock:
-        assert lock.path.read_text() == str(os.getpid())
+        assert lock.path.read_text() == OURS
 
 
 def test_release_only_removes_a_lock_it_holds(tmp_path):

@@ -146,6 +146,16 @@ def test_train_mode_does_not_change_embeddings(model):
         model.eval()
 
 
+def test_wrapping_a_network_in_training_mode_leaves_its_statistics_alone(model_file):
+    import specnet
+
+    net = specnet.load_model(str(model_file), device="cpu").net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    wrapped = hear.HearModel(net)  # probes its sizes with a silent clip
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert not wrapped.training and not net.training
+
+
 def test_embedding_leaves_the_model_in_eval_mode(model_file):
     # A fresh model is in eval mode, and embedding must not switch it (or its network) to
     # training: that would turn on dropout and overwrite the batch-norm statistics.

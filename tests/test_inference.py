@@ -71,6 +71,17 @@ def test_load_model_errors_name_the_file(tmp_path):
 # ------------------------------------------------------------------ predict
 
 
+def test_window_cap_applies_to_a_given_window_not_to_the_models_own(audio_run):
+    import dataclasses
+
+    long = specnet.load_model(audio_run.model, device="cpu")
+    long.net.spec = dataclasses.replace(long.net.spec, clip_seconds=320.0)  # trained on 320 s clips
+    rate = long.sample_rate
+    assert long._window_samples(None, None) == (320 * rate, 160 * rate)
+    with pytest.raises(ParameterError, match="window=301 must be a positive number of seconds, at most 300"):
+        long._window_samples(301, None)
+
+
 def test_predicts_the_class_of_unseen_clips(model, clips):
     results = model.predict([str(path) for path, _ in clips.values()])
     assert [r.predictions[0]["label"] for r in results] == list(clips)

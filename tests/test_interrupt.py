@@ -223,7 +223,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
         run = tmp_path / point
         _check_whole(run)
         assert (run / "checkpoint.pt").exists() and (run / "model.safetensors").exists()
-        assert int((run / ".lock").read_text()) > 0  # left behind by the dead process: stale
+        assert int((run / ".lock").read_text().split()[0]) > 0  # left behind by the dead process: stale
         leftovers = list(run.glob(".checkpoint.pt.*.tmp"))
         if point == "checkpoint":  # the kill really came half-way through the write
             assert len(leftovers) == 1

@@ -173,6 +173,13 @@ def test_file_for_another_depth_is_refused(tmp_path):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing half-loaded
 
 
+def test_trunk_check_counts_only_what_imagenet_files_hold(imagenet_file):
+    # A PReLU between the convolutions has weights no ImageNet file holds: still a full trunk.
+    path, state = imagenet_file
+    model = create_model("vgg11", num_classes=4, in_chans=3, act="prelu", weights=path)
+    assert torch.equal(model.features[0].weight, state["features.0.weight"])
+
+
 def test_no_file_and_no_network_is_explained():
     with pytest.raises(ModelFileError) as err:
         create_model("vgg16", include_top=False, pretrained=True)

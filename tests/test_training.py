@@ -300,8 +300,34 @@ def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
     shutil.copytree(four_epochs[0], out)
     other = tmp_path / "other"
     shutil.copytree(tiny_data, other)  # the same classes and counts, another folder
-    with pytest.raises(SpecnetError, match=r"different options \(data\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.source\)"):
         specnet.train(other, out, resume=True, epochs=5, **S.FAST)
+    # The same folder by another name (a link to it) is the same data.
+    (tmp_path / "alias").symlink_to(tiny_data, target_is_directory=True)
+    specnet.train(tmp_path / "alias", out, resume=True, epochs=5, **S.FAST)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
+
+
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(tiny_data, tmp_path):
+    # Only config.json was written: nothing to resume, nothing to lose, so --resume trains.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
+    assert len(metric_rows(out)) == 1 and (out / "checkpoint.pt").exists()
+
+
+def test_init_compares_the_frequency_f_max_stands_for():
+    from specnet.features import FeatureConfig
+    from specnet.network import ModelSpec
+    from specnet.training import _init_conflicts
+
+    base = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"),
+                     features=FeatureConfig(sample_rate=8000, f_max=None), clip_seconds=1.0)
+    same = TrainConfig(features={"sample_rate": 8000, "f_max": 4000.0})  # None at 8 kHz is 4 kHz
+    assert _init_conflicts(same, base) == []
+    lower = TrainConfig(features={"sample_rate": 8000, "f_max": 3000.0})
+    assert _init_conflicts(lower, base) == ["features.f_max is 3000.0 here and 4000.0 in the model"]
 
 
 def test_resume_without_checkpoint_does_not_start_over(four_epochs, tiny_data, tmp_path):

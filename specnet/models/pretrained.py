@@ -202,7 +202,7 @@ def load_imagenet_weights(
     classifier when ``num_classes`` differs) or that ``model`` lacks (the
     classifier of a ``head="global"`` model) are dropped. Dropped and missing
     keys are logged as warnings on the ``specnet`` logger; a file that leaves
-    any convolutional (``features.*``) tensor unfilled is refused.
+    any convolution or batch-norm tensor of the trunk unfilled is refused.
 
     Parameters
     ----------
@@ -237,7 +237,11 @@ def load_imagenet_weights(
         raise ModelFileError(f"no weight in {path} fits this model; is it the file for {arch}?")
     # The convolutional trunk is what the weights are for: all of it, or the file is for another
     # model (VGG16's file fits a few of VGG11's layers by chance) and a frozen backbone would be random.
-    trunk = [k for k in target if k.startswith("features.") and not k.endswith("num_batches_tracked")]
+    trunk = [
+        f"features.{name}.{key}"
+        for name, module in model.features.named_modules() if isinstance(module, (nn.Conv2d, nn.BatchNorm2d))
+        for key in module.state_dict() if key != "num_batches_tracked"
+    ]  # what ImageNet files hold: not, say, the weights of a PReLU between the convolutions
     unfilled = [k for k in trunk if k not in loaded]
     if unfilled:
         raise ModelFileError(
