@@ -129,7 +129,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
 @click.option("--model", "-m", "model_name", default=None, help="Bundled model name (esc10, fsdd) or a model file. Default: esc10.")
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="Labels to show per input.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
+@click.option("--window", type=click.FloatRange(min=0, max=300, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds between windows (default: half a window).")
 @click.option("--timeline", is_flag=True, help="Also give the top label of every window (with --format csv: one row per window instead of the top labels).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
@@ -479,6 +479,11 @@ def summary(name, in_chans, no_top, num_classes, input_size, list_all) -> None:
         size = input_size or ((spec.features.n_mels, spec.features.num_frames(spec.clip_samples)) if spec.features else spec.image_size)
         click.echo(layer_summary(net, (spec.in_chans, *size)).rstrip("\n"))
         return
+    if name not in list_models():
+        raise SpecnetError(
+            f"{name}: not an architecture ({', '.join(list_models())}), "
+            f"a bundled model ({', '.join(bundled_models())}) or a model file"
+        )
     kwargs: dict[str, Any] = {"include_top": False} if no_top else {}
     net = create_model(name, num_classes=0 if no_top else num_classes, in_chans=in_chans, **kwargs)
     size = input_size or ((224, 224) if name.startswith("vgg") else (64, 101))
@@ -544,7 +549,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
     from .audio import load_audio
     from .features import FeatureConfig, LogMelSpectrogram
     from .fileio import check_output_path
-    from .plots import plot_spectrogram
+    from .plots import PICTURE_FORMATS, plot_spectrogram
 
     check_output_path(output, overwrite=overwrite)
     if model_name:
@@ -560,7 +565,8 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         logmel, output, sample_rate=features.sample_rate, hop_length=features.hop_length,
         f_min=features.f_min, f_max=features.max_frequency, title=display_name(Path(path).name), overwrite=overwrite,
     )
-    click.echo(f"wrote {output}")
+    suffix = Path(output).suffix.lower().lstrip(".")
+    click.echo(f"wrote {output}" + ("" if suffix in PICTURE_FORMATS else f" (a PNG: .{suffix or '(none)'} is not one of {', '.join(PICTURE_FORMATS)})"))
 
 
 @cli.command()

@@ -9,6 +9,8 @@ filterbank once as buffers, so ``.to(device)`` moves them; ``forward`` takes
 from __future__ import annotations
 
 import dataclasses
+import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -18,6 +20,8 @@ from torch import nn
 
 from .checks import check_int, check_known_names, is_finite_number, is_integer, python_fields
 from .errors import ParameterError
+
+log = logging.getLogger(__name__)
 
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
@@ -80,7 +84,8 @@ class FeatureConfig:
         nyquist = self.sample_rate / 2
         f_max = nyquist if self.f_max is None else self.f_max
         if not 0 <= self.f_min < f_max:
-            raise ParameterError(f"f_min={self.f_min} must be >= 0 and below f_max={f_max}")
+            top = "" if self.f_max is not None else f" (half the sample rate of {self.sample_rate} Hz)"
+            raise ParameterError(f"f_min={self.f_min} must be >= 0 and below f_max={f_max:g}{top}")
         if f_max > nyquist:
             raise ParameterError(
                 f"f_max={f_max} must be <= sample_rate / 2 = {nyquist:g} Hz"
@@ -135,15 +140,23 @@ class MelSpectrogram(nn.Module):
         self.register_buffer(
             "window", torch.hann_window(config.window_length, periodic=True), persistent=False
         )
-        filterbank = AF.melscale_fbanks(
-            n_freqs=config.n_fft // 2 + 1,
-            f_min=config.f_min,
-            f_max=config.max_frequency,
-            n_mels=config.n_mels,
-            sample_rate=config.sample_rate,
-            norm="slaney",
-            mel_scale="slaney",
-        )  # (n_freqs, n_mels)
+        with warnings.catch_warnings():  # torchaudio's own warning names none of our options: ours below
+            warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+            filterbank = AF.melscale_fbanks(
+                n_freqs=config.n_fft // 2 + 1,
+                f_min=config.f_min,
+                f_max=config.max_frequency,
+                n_mels=config.n_mels,
+                sample_rate=config.sample_rate,
+                norm="slaney",
+                mel_scale="slaney",
+            )  # (n_freqs, n_mels)
+        empty = int((filterbank.amax(dim=0) == 0).sum())
+        if empty:
+            log.warning(
+                "n_mels=%d with n_fft=%d: %d mel bands are narrower than one FFT bin and stay empty; "
+                "use fewer mel bands or a larger n_fft", config.n_mels, config.n_fft, empty,
+            )
         if config.preemphasis:
             filterbank = filterbank * preemphasis_response(config).unsqueeze(1)
         self.register_buffer("filterbank", filterbank.T.contiguous(), persistent=False)

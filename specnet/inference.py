@@ -167,6 +167,10 @@ class Model:
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
         if hop_s > window_s:
             log.warning("hop=%g s is longer than window=%g s: the audio between the windows is skipped", hop_s, window_s)
+        features = self.config.features
+        if window_s * rate < features.window_length:
+            log.warning("window=%g s is shorter than one of the model's FFT frames (%g s): the scores say little",
+                        window_s, features.window_length / rate)
         return max(1, int(round(window_s * rate))), max(1, int(round(hop_s * rate)))
 
     # ---------------------------------------------------------- decoding

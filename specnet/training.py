@@ -542,6 +542,11 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ignore}
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _print(message: str, *, quiet: bool) -> None:
     if not quiet:
         print(message, flush=True)
@@ -720,10 +725,12 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     _print(
         f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
         f"validating on {len(val_split.targets)}; {n_params:,} trainable parameters; device {device}"
-        + (f"; {len(train_failures) + len(val_failures)} files skipped" if train_failures or val_failures else ""),
+        + (f"; {_count(len(train_failures) + len(val_failures), 'file')} skipped" if train_failures or val_failures else ""),
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
+    if start_epoch >= epochs:
+        _print(f"nothing to train: the run already has {_count(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
     for epoch in range(start_epoch, epochs):
         if config.patience is not None and best is not None and epochs_since_best >= config.patience:
             _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)

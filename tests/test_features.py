@@ -308,3 +308,23 @@ def test_preemphasis_matches_librosa_for_broadband_sound_and_lifts_the_top():
     assert lift[-1] > 5.0 and lift[0] < -20.0 and np.all(np.diff(lift) > 0)
     with pytest.raises(ParameterError, match="preemphasis=1.0"):
         FeatureConfig(preemphasis=1.0)
+
+
+def test_empty_mel_bands_are_one_warning_naming_the_options(caplog):
+    import logging
+    import warnings as w
+
+    with caplog.at_level(logging.WARNING, logger="specnet"), w.catch_warnings():
+        w.simplefilter("error")  # torchaudio's own warning must not get through
+        LogMelSpectrogram(FeatureConfig(n_mels=1000))
+    [record] = caplog.records
+    assert record.getMessage().startswith("n_mels=1000 with n_fft=512: ") and "mel bands are narrower than one FFT bin" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        LogMelSpectrogram(FeatureConfig())
+    assert caplog.records == []
+
+
+def test_a_sample_rate_too_low_for_the_default_f_min_says_so():
+    with pytest.raises(ParameterError, match=r"f_min=50.0 must be >= 0 and below f_max=50 \(half the sample rate of 100 Hz\)"):
+        FeatureConfig(sample_rate=100, f_max=None)

@@ -290,7 +290,7 @@ def test_imagenet_head():
 
 
 def test_registry_errors():
-    with pytest.raises(ParameterError, match="unknown model 'resnet50'") as err:
+    with pytest.raises(ParameterError, match="unknown architecture 'resnet50'") as err:
         create_model("resnet50", num_classes=2)
     for name in list_models():
         assert name in str(err.value)

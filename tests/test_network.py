@@ -142,5 +142,5 @@ def test_bad_specs_are_parameter_errors():
         SpecNet(_audio_spec(input_kind="video"))
     with pytest.raises(ParameterError, match="needs features"):
         SpecNet(_audio_spec(features=None))
-    with pytest.raises(ParameterError, match="unknown model 'nope'"):
+    with pytest.raises(ParameterError, match="unknown architecture 'nope'"):
         SpecNet(_audio_spec(arch="nope"))

@@ -288,6 +288,14 @@ def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epoch
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
 
 
+def test_resume_past_the_asked_epochs_says_there_is_nothing_to_train(four_epochs, tiny_data, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    specnet.train(tiny_data, out, resume=True, epochs=2, **{**S.FAST, "quiet": False})
+    assert "nothing to train: the run already has 4 epochs of the 2 asked for" in capsys.readouterr().out
+    assert len(metric_rows(out)) == 4
+
+
 def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)

@@ -96,7 +96,7 @@ def create_model(
     """
     fn = _MODELS.get(name)
     if fn is None:
-        raise ParameterError(f"unknown model {name!r}; valid names are {', '.join(list_models())}")
+        raise ParameterError(f"unknown architecture {name!r}; valid names are {', '.join(list_models())}")
     _check_kwargs(name, fn, {"num_classes": num_classes, "in_chans": in_chans, **kwargs})
     if (pretrained or weights is not None) and name not in IMAGENET_FILES:
         raise ParameterError(
