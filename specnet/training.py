@@ -294,13 +294,10 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
                 f"{config.init}: a model started from init keeps its architecture and front-end, but "
                 f"{'; '.join(conflicts)}: leave these options out, or train from scratch"
             )
-        spec = dataclasses.replace(base.spec, classes=tuple(classes), clip_seconds=clip_seconds or base.spec.clip_seconds, extra={})
-        model = SpecNet(spec)
-        state = {k: v for k, v in base.state_dict().items() if not _is_classifier_key(model, k, v)}
-        model.load_state_dict(state, strict=False)
         if tuple(classes) != base.spec.classes:  # a new final layer for new classes, even as many
-            model.backbone.reset_classifier(len(classes))
-        return model
+            base.backbone.reset_classifier(len(classes))
+        base.spec = dataclasses.replace(base.spec, classes=tuple(classes), clip_seconds=clip_seconds or base.spec.clip_seconds, extra={})
+        return base
     in_chans = config.in_chans or (3 if kind == "image" else 1)
     features = config.feature_config() if kind == "audio" else None
     spec = ModelSpec(
@@ -336,11 +333,6 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
     if base.image_size is not None and tuple(config.image_size) not in (TrainConfig.image_size, tuple(base.image_size)):
         given["image_size"] = (tuple(config.image_size), tuple(base.image_size))
     return [f"{name} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
-
-
-def _is_classifier_key(model: SpecNet, key: str, value: torch.Tensor) -> bool:
-    own = model.state_dict().get(key)
-    return own is None or own.shape != value.shape
 
 
 def head_parameters(model: SpecNet) -> list[torch.nn.Parameter]:
