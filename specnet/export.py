@@ -31,6 +31,7 @@ from .checks import is_integer
 from .errors import ParameterError, SpecnetError
 from .features import LogMelSpectrogram, mel_to_db
 from .fileio import atomic_write, check_output_path
+from .models.layers import eval_mode
 from .network import SpecNet
 
 DEFAULT_OPSET = 17
@@ -174,26 +175,27 @@ def export_onnx(
         input_doc = f"{input_name}: float32 (batch, {spec.in_chans}, {size}), pixels in [0, 1]"
 
     # Export on CPU in eval mode (dropout off, batch-norm running statistics); leave the caller's model as it was.
-    was_training, device = net.training, next(net.parameters()).device
+    device = next(net.parameters()).device
     buffer = io.BytesIO()
     try:
-        wrapper = ExportableSpecNet(net.cpu().eval()).eval()
-        _check_adaptive_pools(wrapper, example, source=source, dynamic_time=spec.input_kind == "audio")
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            # dynamo=False: the TorchScript exporter needs no onnxscript and handles the dynamic time axis.
-            torch.onnx.export(
-                wrapper, (example,), buffer, dynamo=False, opset_version=opset,
-                input_names=[input_name], output_names=[OUTPUT_NAME], dynamic_axes=dynamic,
-                do_constant_folding=True,
-            )
+        wrapper = ExportableSpecNet(net.cpu())
+        with eval_mode(wrapper):
+            _check_adaptive_pools(wrapper, example, source=source, dynamic_time=spec.input_kind == "audio")
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+                # dynamo=False: the TorchScript exporter needs no onnxscript and handles the dynamic time axis.
+                torch.onnx.export(
+                    wrapper, (example,), buffer, dynamo=False, opset_version=opset,
+                    input_names=[input_name], output_names=[OUTPUT_NAME], dynamic_axes=dynamic,
+                    do_constant_folding=True,
+                )
     except SpecnetError:
         raise
     except Exception as exc:  # the exporter raises many untyped errors; keep their first line
         reason = str(exc).split(" [Caused by", 1)[0].strip().splitlines()[0]
         raise SpecnetError(f"{source}: ONNX export of {spec.arch!r} failed (opset {opset}): {reason}") from None
     finally:
-        net.to(device).train(was_training)
+        net.to(device)
 
     proto = onnx.load_from_string(buffer.getvalue())
     meta = spec_to_metadata(spec)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import ParameterError
+from .models.layers import eval_mode
 from .network import SpecNet
 
 # Rows are embedded in chunks of at most this many samples (about 8 minutes at
@@ -136,15 +137,8 @@ def _embed(audio: torch.Tensor, model: HearModel, *, level: str) -> torch.Tensor
     """``SpecNet.embed`` on the model's device, in row chunks; float32 on the audio's device."""
     device = _device_of(model.net)
     rows = max(1, CHUNK_SAMPLES // audio.shape[1])
-    # A caller's .train() must not switch on dropout or batch statistics here, and each
-    # module's own mode comes back afterwards (model.train(flag) would set them all alike).
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):  # a caller's .train() must not switch on dropout or batch statistics here
         parts = [model.net.embed(chunk.to(device), level=level) for chunk in audio.split(rows)]
-    finally:
-        for module, mode in modes:
-            module.training = mode
     return torch.cat(parts).float().to(audio.device)
 
 

@@ -1,5 +1,6 @@
 """Building blocks shared by the model families: activations, conv blocks,
-global pooling, the classifier head and the common model interface.
+global pooling, the classifier head, the common model interface, and running
+any module in eval mode for a while.
 
 Tensors follow the image layout ``(B, C, H, W)``; for a spectrogram ``H`` is
 frequency (mel bands) and ``W`` is time (frames).
@@ -7,6 +8,7 @@ frequency (mel bands) and ``W`` is time (frames).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -24,6 +26,7 @@ __all__ = [
     "SpectrogramModel",
     "check_drop_rate",
     "check_int",
+    "eval_mode",
     "frame_pool",
     "get_activation",
     "init_weights",
@@ -191,6 +194,20 @@ class GlobalPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}" + (f", freq_bands={self.freq_bands}" if self.freq_bands > 1 else "")
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (dropout off, batch-norm running statistics) inside the block;
+    afterwards every submodule has its own mode back, as the caller had it (a frozen
+    backbone in eval under a training head, say), which ``module.train(flag)`` would not do."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def frame_pool(feats: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ParameterError
+from .layers import eval_mode
 
 __all__ = ["summary"]
 
@@ -69,16 +70,12 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
         device=first.device if first is not None else None,
         dtype=first.dtype if first is not None else None,
     )
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()  # batch norm over one item would fail in training mode
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():  # batch norm over one item would fail in training mode
             model(x)
     except RuntimeError as exc:  # e.g. pooled down to nothing
         raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({str(exc).splitlines()[0]})") from None
     finally:
-        for module, mode in modes:  # each module's own mode back, as the caller had it
-            module.training = mode
         for handle in handles:
             handle.remove()
 
