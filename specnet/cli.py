@@ -249,14 +249,11 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
                 vectors.append(result)
         arrays = {"embeddings": np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)}
     else:
-        from .audio import audio_info
-
         frames, stamps, counts = [], None, []
         for path in files:
             bar.update(1)
             try:
-                emb, stamps_i = model.embed_frames(path)
-                seconds = audio_info(path).duration
+                emb, stamps_i, (seconds,) = model._frame_embeddings(path)
             except SpecnetError as exc:
                 failures += 1
                 click.echo(f"error: {_fail_line(path, str(exc), model.input_kind)}", err=True)

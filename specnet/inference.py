@@ -418,13 +418,18 @@ class Model:
         for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed="clip"):
             yield result if isinstance(result, Failure) else result[1].mean(0).numpy()
 
-    @torch.no_grad()
     def embed_frames(self, inputs: Any, *, sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frame-level embeddings of whole clips: ``((n, frames, dim), timestamps (frames,) s)``.
 
         Clips are zero-padded at the end to the longest input (and at least
         the model's clip length), so every row has the same frames.
         """
+        frames, timestamps, _ = self._frame_embeddings(inputs, sample_rate=sample_rate)
+        return frames, timestamps
+
+    @torch.no_grad()
+    def _frame_embeddings(self, inputs: Any, *, sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`embed_frames` and each clip's duration in s ``(n,)``, from the one decoding."""
         if self.input_kind != "audio":
             raise ParameterError("frame-level embeddings need an audio model")
         clips = []
@@ -441,7 +446,7 @@ class Model:
             row[: len(clip)] = clip
         frames = self.net.embed(torch.from_numpy(batch).to(self.device), level="frame").float().cpu().numpy()
         timestamps = self.net.frame_times(frames.shape[1])
-        return frames, timestamps
+        return frames, timestamps, np.array([len(c) / self.sample_rate for c in clips])
 
 
 class _InlineExecutor:
