@@ -116,15 +116,14 @@ def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
     if channels is None:
         channels = 1 if grey else 3
     if img.mode in _WIDE_GREY_SCALE:
-        x = np.asarray(img, dtype=np.float32) / _WIDE_GREY_SCALE[img.mode]
-        if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+        raw, top = np.asarray(img, dtype=np.float32), _WIDE_GREY_SCALE[img.mode]
+        if raw.size and not (np.isfinite(raw).all() and raw.min() >= 0.0 and raw.max() <= top):
             # Clipping would make a float image in dB, say, one flat grey without a word.
-            raw = np.asarray(img, dtype=np.float64)
             raise _PixelRangeError(
                 f"pixel values {np.nanmin(raw):g} to {np.nanmax(raw):g} (mode {img.mode}) are not all within "
-                f"0 to {_WIDE_GREY_SCALE[img.mode]:g}; scale them to that range or save 8- or 16-bit pixels"
+                f"0 to {top:g}; scale them to that range or save 8- or 16-bit pixels"
             )
-        return np.repeat(x[..., None], channels, axis=-1)
+        return np.repeat((raw / top)[..., None], channels, axis=-1)
     if img.mode == "P" and "transparency" in img.info:
         # Pillow warns when converting such palettes straight to RGB or L.
         img = img.convert("RGBA")
