@@ -23,6 +23,8 @@ from .errors import SpecnetError
 from .paths import display_name, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+#: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
+MAX_WINDOW_SECONDS = 300.0
 
 
 def _debug_enabled() -> bool:
@@ -129,7 +131,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
 @click.option("--model", "-m", "model_name", default=None, help="Bundled model name (esc10, fsdd) or a model file. Default: esc10.")
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="Labels to show per input.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--window", type=click.FloatRange(min=0, max=300, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
+@click.option("--window", type=click.FloatRange(min=0, max=MAX_WINDOW_SECONDS, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds between windows (default: half a window).")
 @click.option("--timeline", is_flag=True, help="Also give the top label of every window (with --format csv: one row per window instead of the top labels).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))

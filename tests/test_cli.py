@@ -196,6 +196,12 @@ def test_dash_says_standard_input_is_not_read(capsys, model_file):
     assert code == 1 and err == "error: -: reading standard input is not supported; give files, folders or glob patterns\n"
 
 
+def test_window_limit_is_the_streaming_limit():
+    from specnet import cli, inference
+
+    assert cli.MAX_WINDOW_SECONDS == inference.STREAM_SECONDS
+
+
 def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, clips):
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "1e9", clip_paths(clips)[0])
     assert code == 2 and "0<x<=300" in err  # a usage error; --help shows the range
