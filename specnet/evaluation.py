@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .data import LabelledFiles, find_class_folders, read_manifest, split_by_fold
 from .errors import DataError, SpecnetError
 from .fileio import atomic_write, check_output_path
-from .inference import load_model
-from .metrics import Scores
+from .inference import Failure, load_model
+from .metrics import Scores, log_loss_sum, score
 from .paths import display_name
-from .training import decode_split, evaluate_split
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -46,17 +50,22 @@ def evaluate(
         raise DataError(f"the data has class(es) {', '.join(unknown)} that the model does not know (it knows {', '.join(net.classes)})")
     if files.kind != net.spec.input_kind:
         raise DataError(f"the data holds {files.kind} files but the model takes {net.spec.input_kind}")
-    model_index = {name: i for i, name in enumerate(net.classes)}
-    files = LabelledFiles(
-        classes=list(net.classes),
-        samples=[(p, model_index[files.classes[t]]) for p, t in files.samples],
-        kind=files.kind,
-    )
-    split, failures = decode_split(files, net.spec, num_workers=num_workers, progress=False, desc="decoding")
-    if len(split.targets) == 0:
+    model_index = {name: i for i, name in enumerate(net.classes)}  # the data's classes, by name
+    # Through Model.predict_iter, as `specnet classify` runs: the same windows and scores,
+    # and only a few files' audio in memory at a time, however large the data.
+    probabilities, targets, skipped = [], [], []
+    results = loaded.predict_iter(files.paths, top_k=1, batch_size=batch_size, num_workers=num_workers)
+    for (path, target), result in zip(files.samples, results):
+        if isinstance(result, Failure):
+            log.warning("skipping %s", result.message)
+            skipped.append({"path": display_name(path), "reason": result.reason})
+        else:
+            probabilities.append(result.probabilities)
+            targets.append(model_index[files.classes[target]])
+    if not targets:
         raise DataError("no usable file to evaluate on")
-    scores, loss = evaluate_split(net, split, batch_size=batch_size, device=loaded.device)
-    skipped = [{"path": display_name(p), "reason": r} for p, r in failures]
+    scores = score(targets, np.argmax(probabilities, axis=1), net.classes)
+    loss = log_loss_sum(np.stack(probabilities), targets) / len(targets)
     result = scores.to_dict() | {"loss": loss, "model": loaded.name, "skipped": skipped}
     if out is not None:
         write_report(scores, result, Path(out), overwrite=overwrite)

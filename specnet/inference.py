@@ -114,6 +114,12 @@ class Failure:
     reason: str
     error: type[SpecnetError] = field(default=SpecnetError, repr=False)  # what predict() raises for it
 
+    @property
+    def message(self) -> str:
+        """``reason`` as one line that names the input (the decoder's own messages already do)."""
+        shown = display_name(self.path)
+        return self.reason if self.reason.startswith(shown) else f"{shown}: {self.reason}"
+
 
 @dataclass
 class _Item:
@@ -480,9 +486,8 @@ def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:
 def _raise_first_failure(results: list) -> list:
     for result in results:
         if isinstance(result, Failure):
-            shown = display_name(result.path)  # how the decoder's message names it
             # Same class as the original error, so `except ParameterError` (a ValueError) still works.
-            raise result.error(result.reason if result.reason.startswith(shown) else f"{shown}: {result.reason}")
+            raise result.error(result.message)
     return results
 
 

@@ -1,4 +1,4 @@
-"""Classification scores from true and predicted class indices."""
+"""Classification scores from true and predicted class indices, and the log loss of probabilities."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_cla
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(targets, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
     return matrix
+
+
+def log_loss_sum(probabilities: np.ndarray, targets: Sequence[int]) -> float:
+    """Summed cross-entropy (nats) of ``probabilities`` (N, K) against class indices ``targets`` (N,);
+    a probability under 1e-8 counts as 1e-8, so one confident mistake cannot make it infinite."""
+    picked = np.asarray(probabilities, dtype=np.float64)[np.arange(len(targets)), np.asarray(targets, dtype=np.int64)]
+    return float(-np.log(np.maximum(picked, 1e-8)).sum())
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write
 from .image import load_image
-from .metrics import Scores
+from .metrics import Scores, confusion_matrix, log_loss_sum
 from .modelfile import load_model_file, save_model_file
 from .network import ModelSpec, SpecNet
 from .windows import fit_length, window_starts
@@ -440,12 +440,9 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
 def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: torch.device, dist: Dist = Dist()) -> tuple[Scores, float]:
     """Scores and mean cross-entropy loss over ``split`` (reduced across ranks)."""
     probs, indices = predict_split(model, split, batch_size=batch_size, device=device, dist=dist)
-    targets = split.targets[indices]
-    k = len(model.classes)
-    confusion = torch.zeros(k, k, dtype=torch.float64)
-    if len(targets):
-        confusion.index_put_((targets, probs.argmax(-1)), torch.ones(len(targets), dtype=torch.float64), accumulate=True)
-    loss_sum = torch.tensor([F.nll_loss(probs.clamp_min(1e-8).log(), targets, reduction="sum").item() if len(targets) else 0.0], dtype=torch.float64)
+    targets = split.targets[indices].numpy()
+    confusion = torch.from_numpy(confusion_matrix(targets, probs.argmax(-1).numpy(), len(model.classes))).double()
+    loss_sum = torch.tensor([log_loss_sum(probs.numpy(), targets)], dtype=torch.float64)
     dist.all_sum(confusion)
     dist.all_sum(loss_sum)
     scores = Scores(tuple(model.classes), confusion.long().numpy())

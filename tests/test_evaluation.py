@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import synthetic as S
 from helpers import write_audio
 
 import specnet
+from specnet import inference
 from specnet.errors import DataError, SpecnetError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -59,6 +61,38 @@ def test_scores_are_consistent_and_high(audio_run, test_data):
     assert result["skipped"] == []
     assert result["model"] == str(audio_run.model)
     assert result["loss"] > 0 and np.isfinite(result["loss"])
+
+
+def test_scores_are_classifys_file_by_file_even_for_a_streamed_file(audio_run, test_data, tmp_path, monkeypatch):
+    # evaluate runs the files as `specnet classify` does, so its confusion matrix is
+    # classify's top labels counted; a file over STREAM_SECONDS is streamed, never held whole.
+    root = tmp_path / "data"
+    shutil.copytree(test_data, root)
+    long_clip = np.concatenate([S.class_clip("hiss", 50 + i, seconds=1.0) for i in range(4)])
+    write_audio(root / "hiss" / "long.wav", long_clip, S.SR)
+    monkeypatch.setattr(inference, "STREAM_SECONDS", 2.0)
+    model = specnet.load_model(audio_run.model, device="cpu")
+    predicted = {Path(p.path).name: p for p in model.predict(sorted(map(str, root.rglob("*.wav"))))}
+    assert predicted["long.wav"].duration == pytest.approx(4.0)
+    decoded = {}  # file name -> samples decoded in one piece
+    real_load_audio = inference.load_audio
+
+    def load_audio(path, **kwargs):
+        samples, rate = real_load_audio(path, **kwargs)
+        decoded[Path(path).name] = samples.shape[-1]
+        return samples, rate
+
+    monkeypatch.setattr(inference, "load_audio", load_audio)
+    result = specnet.evaluate(audio_run.model, root, device="cpu")
+    assert len(decoded) == 13 and max(decoded.values()) <= (inference.STREAM_SECONDS + 1) * S.SR
+    expected = np.zeros((3, 3), dtype=int)
+    for path in root.rglob("*.wav"):
+        label = predicted[path.name].predictions[0]["label"]
+        expected[S.AUDIO_CLASSES.index(path.parent.name), S.AUDIO_CLASSES.index(label)] += 1
+    np.testing.assert_array_equal(result["confusion"], expected)
+    true_probability = [predicted[p.name].probabilities[S.AUDIO_CLASSES.index(p.parent.name)] for p in root.rglob("*.wav")]
+    assert result["loss"] == pytest.approx(-np.mean(np.log(true_probability)), rel=1e-6)
+    check_consistent(result, 13)
 
 
 def test_classes_are_matched_by_name(audio_run, tmp_path):
