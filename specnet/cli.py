@@ -33,7 +33,11 @@ def _debug_enabled() -> bool:
 
 class _OneLineWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"warning: {record.getMessage()}", err=True)
+        from tqdm import tqdm
+
+        # tqdm.write lifts a progress bar on stderr off its line, prints, and redraws it, so
+        # a warning raised while files decode starts a line of its own instead of ending the bar's.
+        tqdm.write(f"warning: {record.getMessage()}", file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -427,7 +431,8 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     from .evaluation import evaluate as run_evaluation
 
     # Skipped files were already reported, one warning line each, as they were decoded.
-    result = run_evaluation(model_file, data_dir, manifest=manifest, fold=fold, out=out, batch_size=batch_size, device=device, overwrite=overwrite)
+    result = run_evaluation(model_file, data_dir, manifest=manifest, fold=fold, out=out, batch_size=batch_size, device=device,
+                            overwrite=overwrite, progress=sys.stderr.isatty())
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:

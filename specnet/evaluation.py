@@ -31,12 +31,14 @@ def evaluate(
     device: str = "auto",
     num_workers: int = 2,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Score ``model`` (a file or bundled name) on class folders or a manifest (one ``fold`` of it).
 
     The data's class names must all be classes of the model; they are matched
     by name. Long clips are windowed as ``specnet classify`` does. With ``out``,
-    writes ``metrics.json`` and ``confusion.png`` there. Returns the metrics
+    writes ``metrics.json`` and ``confusion.png`` there. ``progress`` shows a
+    bar of files scored on standard error. Returns the metrics
     dict (accuracy, macro_f1, n, per_class, confusion, classes, skipped); a
     per-class score whose denominator is zero is None.
     """
@@ -54,8 +56,11 @@ def evaluate(
     # Through Model.predict_iter, as `specnet classify` runs: the same windows and scores,
     # and only a few files' audio in memory at a time, however large the data.
     probabilities, targets, skipped = [], [], []
+    from tqdm.auto import tqdm
+
     results = loaded.predict_iter(files.paths, top_k=1, batch_size=batch_size, num_workers=num_workers)
-    for (path, target), result in zip(files.samples, results):
+    bar = tqdm(results, total=len(files.samples), desc="evaluating", unit="file", disable=not progress, leave=False)
+    for (path, target), result in zip(files.samples, bar):
         if isinstance(result, Failure):
             log.warning("skipping %s", result.message)
             skipped.append({"path": display_name(path), "reason": result.reason})

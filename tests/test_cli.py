@@ -196,6 +196,25 @@ def test_dash_says_standard_input_is_not_read(capsys, model_file):
     assert code == 1 and err == "error: -: reading standard input is not supported; give files, folders or glob patterns\n"
 
 
+def test_a_warning_under_a_progress_bar_gets_its_own_line(capsys):
+    import logging
+
+    from tqdm import tqdm
+
+    from specnet.cli import _OneLineWarnings
+
+    handler = _OneLineWarnings()
+    bar = tqdm(total=40, desc="decoding", file=sys.stderr)
+    bar.update(10)
+    capsys.readouterr()
+    handler.emit(logging.LogRecord("specnet", logging.WARNING, __file__, 1, "x.wav: silent", None, None))
+    err = capsys.readouterr().err
+    bar.close()
+    before, line, after = err.partition("warning: x.wav: silent\n")
+    assert line and before.endswith("\r") and "decoding" not in before  # the bar was cleared first ...
+    assert "decoding" in after and "10/40" in after  # ... and drawn again below the warning
+
+
 def test_window_limit_is_the_streaming_limit():
     from specnet import cli, inference
 

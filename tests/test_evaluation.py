@@ -95,6 +95,15 @@ def test_scores_are_classifys_file_by_file_even_for_a_streamed_file(audio_run, t
     check_consistent(result, 13)
 
 
+def test_progress_bar_goes_to_stderr_and_changes_nothing(audio_run, test_data, capsys):
+    quiet = specnet.evaluate(audio_run.model, test_data, device="cpu")
+    assert capsys.readouterr().err == ""
+    shown = specnet.evaluate(audio_run.model, test_data, device="cpu", progress=True)
+    captured = capsys.readouterr()
+    assert "evaluating:" in captured.err and "/12 [" in captured.err and captured.out == ""
+    assert shown == quiet
+
+
 def test_classes_are_matched_by_name(audio_run, tmp_path):
     # Only two of the model's three classes: folder index 0 is "tone" here but 2 in the model.
     root = tmp_path / "subset"
