@@ -20,7 +20,7 @@ import click
 
 from ._version import __version__
 from .errors import SpecnetError
-from .paths import display_name, walk_files
+from .paths import display_name, text_name, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
@@ -204,7 +204,7 @@ def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
 def _csv_rows(results) -> str:
     """One row per input and rank: its top labels."""
     return _csv_text(["path", "rank", "label", "score", "duration"], (
-        [display_name(r.path), rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"]
+        [text_name(r.path), rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"]
         for r in results for rank, p in enumerate(r.predictions, start=1)
     ))
 
@@ -212,7 +212,7 @@ def _csv_rows(results) -> str:
 def _csv_timeline_rows(results) -> str:
     """One row per window of every input: its start and end in seconds and its top label."""
     return _csv_text(["path", "start", "end", "label", "score"], (
-        [display_name(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"], f"{s['score']:.6f}"]
+        [text_name(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"], f"{s['score']:.6f}"]
         for r in results for s in r.segments or []
     ))
 
@@ -231,7 +231,7 @@ def _csv_timeline_rows(results) -> str:
 def embed(paths, output, level, model_name, batch_size, device, overwrite) -> None:
     """Write embeddings of audio files to an .npz: embeddings, paths; with --level frame also
     timestamps (s) and frames (how many of each file's frames are centred inside its audio;
-    the rest pad it to the longest file and at least the model's clip length)."""
+    the rest of its row, up to the longest file's frames, is NaN)."""
     import io
 
     import numpy as np
@@ -255,32 +255,27 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
                 vectors.append(result)
         arrays = {"embeddings": np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)}
     else:
-        frames, stamps, counts = [], None, []
+        frames, stamps, counts = [], np.zeros(0), []
         for path in files:
             bar.update(1)
             try:
-                emb, stamps_i, (seconds,) = model._frame_embeddings(path)
+                emb, stamps_i, (count,) = model._frame_embeddings(path)
             except SpecnetError as exc:
                 failures += 1
                 click.echo(f"error: {_fail_line(path, str(exc), model.input_kind)}", err=True)
                 continue
             good_paths.append(path)
             frames.append(emb[0])
-            counts.append(int(np.searchsorted(stamps_i, seconds)))  # frames centred inside the audio
-            stamps = stamps_i if stamps is None or len(stamps_i) > len(stamps) else stamps
-        longest = max((len(f) for f in frames), default=0)
-        padded = np.zeros((len(frames), longest, frames[0].shape[-1] if frames else 0), np.float32)
+            counts.append(int(count))  # frames centred inside the audio; NaN after them
+            stamps = stamps_i if len(stamps_i) > len(stamps) else stamps
+        padded = np.full((len(frames), len(stamps), frames[0].shape[-1] if frames else 0), np.nan, np.float32)
         for row, f in zip(padded, frames):
             row[: len(f)] = f
-        arrays = {
-            "embeddings": padded,
-            "timestamps": stamps if stamps is not None else np.zeros(0),
-            "frames": np.array(counts, dtype=np.int64),
-        }
+        arrays = {"embeddings": padded, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
     bar.close()
     if good_paths:
         buffer = io.BytesIO()
-        np.savez(buffer, paths=np.array([display_name(p) for p in good_paths]), **arrays)
+        np.savez(buffer, paths=np.array([text_name(p) for p in good_paths]), **arrays)
         atomic_write(output, buffer.getvalue(), overwrite=overwrite)
         count = len(good_paths)
         click.echo(f"wrote {count} {level} embedding{'' if count == 1 else 's'} of size {arrays['embeddings'].shape[-1]} to {output}", err=True)
@@ -342,7 +337,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold] instead of DATA_DIR.")
 @click.option("--val-dir", type=click.Path(file_okay=False), help="Validation class folders.")
 @click.option("--val-fold", type=int, help="Validate on this fold of the manifest, train on the rest.")
-@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True, help="Stratified share held out for validation (0: train on everything, keep the last epoch).")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=None, help="Stratified share held out for validation (0: train on everything, keep the last epoch).  [default: 0.1 without --val-dir or --val-fold]")
 @click.option("--arch", default="cnn", show_default=True, help="Registered model name (see 'specnet summary --list').")
 @click.option("--arch-arg", "arch_args", multiple=True, help="Extra model argument, name=value (JSON value), repeatable.")
 @click.option("--pretrained", is_flag=True, help="Start a VGG from ImageNet weights (downloads once).")
@@ -379,7 +374,15 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
     from .training import TrainConfig, train as run_training
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     options = _read_config_file(config_file) if config_file else {}
+    # A flag wins over the file's choice of the same thing, under whichever name the file made it.
+    given = {**flags, "data_dir": data_dir}
+    for group in (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split")):
+        if any(given[name] is not None for name in group):
+            for name in group:
+                options.pop(name, None)
     feature_keys = ("sample_rate", "n_mels", "n_fft", "hop_length", "f_min", "f_max")
     features = dict(options.pop("features", {}) or {})
     for key in feature_keys:
@@ -400,11 +403,11 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
             options[name] = value
     options["features"] = features
     data_dir = data_dir or options.pop("data_dir", None)
-    options.pop("data_dir", None)
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(options) - known)
-    if unknown:
-        raise SpecnetError(f"unknown training option(s): {', '.join(unknown)}")
+    if unknown:  # only a config file can name one
+        names = sorted(known | {"data_dir", *feature_keys})
+        raise SpecnetError(f"{config_file}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(names)}")
     if options.get("weights"):
         options["pretrained"] = True
     best = run_training(data_dir, out, config=TrainConfig(**options), resume=resume, overwrite=overwrite, quiet=quiet)
@@ -464,7 +467,8 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--input-size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, help="Height and width (default: 224 224 for VGG, 64 101 otherwise).")
 @click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
-def summary(name, in_chans, no_top, num_classes, input_size, list_all) -> None:
+@click.pass_context
+def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size, list_all) -> None:
     """Keras-style layer table (output shapes, parameter counts) of NAME: an architecture
     (see --list; also what a bare `specnet summary` prints), a bundled model or a model file."""
     from .inference import bundled_models
@@ -477,6 +481,10 @@ def summary(name, in_chans, no_top, num_classes, input_size, list_all) -> None:
     if name in bundled_models() or name.endswith(".safetensors") or os.path.exists(name):
         from .inference import load_model
 
+        built = [f"--{p.replace('_', '-')}" for p in ("in_chans", "no_top", "num_classes")
+                 if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT]
+        if built:
+            raise click.UsageError(f"{', '.join(built)}: for an architecture name only; {name} is a model, which has its own")
         model = load_model(name, device="cpu")
         net = model.net.backbone
         spec = model.config
@@ -559,7 +567,10 @@ def spectrogram(path, output, model_name, overwrite) -> None:
     if model_name:
         from .inference import model_metadata
 
-        features = FeatureConfig.from_dict(model_metadata(model_name)["features"] or {})
+        settings = model_metadata(model_name)["features"]
+        if settings is None:
+            raise SpecnetError(f"{model_name}: an image model, with no audio feature settings to draw with")
+        features = FeatureConfig.from_dict(settings)
     else:
         features = FeatureConfig()
     samples, _ = load_audio(path, sample_rate=features.sample_rate)

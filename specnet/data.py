@@ -21,7 +21,7 @@ from .audio import AUDIO_EXTENSIONS
 from .checks import is_finite_number
 from .errors import DataError, SpecnetError
 from .image import IMAGE_EXTENSIONS
-from .paths import walk_files
+from .paths import display_name, walk_files
 
 T = TypeVar("T")
 
@@ -173,10 +173,16 @@ def stratified_split(targets: Sequence[int], *, fraction: float, seed: int) -> t
     return sorted(train), sorted(val)
 
 
+def check_one_source(data_dir: str | os.PathLike | None, manifest: str | os.PathLike | None) -> None:
+    """Refuse both a class-folder tree and a manifest: one of them would be silently left out."""
+    if data_dir and manifest:
+        raise DataError(f"give a data folder or a manifest, not both ({display_name(data_dir)}, {display_name(manifest)})")
+
+
 def split_by_fold(data: LabelledFiles, fold: int) -> tuple[LabelledFiles, LabelledFiles]:
     """``(train, held-out)``: the samples of every other fold, and those of ``fold``."""
     if data.folds is None:
-        raise DataError("--val-fold needs a manifest with a 'fold' column")
+        raise DataError(f"fold {fold}: the data has no folds (a manifest with a 'fold' column gives them)")
     if fold not in set(data.folds):
         raise DataError(f"fold {fold} is not in the manifest (folds: {sorted(set(data.folds))})")
     held = [i for i, f in enumerate(data.folds) if f == fold]

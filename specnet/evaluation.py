@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from .data import LabelledFiles, find_class_folders, read_manifest, split_by_fold
+from .data import LabelledFiles, check_one_source, find_class_folders, read_manifest, split_by_fold
 from .errors import DataError, SpecnetError
 from .fileio import atomic_write, check_output_path
 from .inference import Failure, load_model
 from .metrics import Scores, log_loss_sum, score
-from .paths import display_name
+from .paths import text_name
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def evaluate(
     for (path, target), result in zip(files.samples, bar):
         if isinstance(result, Failure):
             log.warning("skipping %s", result.message)
-            skipped.append({"path": display_name(path), "reason": result.reason})
+            skipped.append({"path": text_name(path), "reason": result.reason})
         else:
             probabilities.append(result.probabilities)
             targets.append(model_index[files.classes[target]])
@@ -79,6 +79,7 @@ def evaluate(
 
 def _load_files(data_dir, manifest, fold) -> LabelledFiles:
     # One class is enough to score a model on (its recall); training needs two.
+    check_one_source(data_dir, manifest)
     if manifest:
         files = read_manifest(manifest, min_classes=1)
         return split_by_fold(files, fold)[1] if fold is not None else files

@@ -22,15 +22,15 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import iter_audio_blocks, load_audio, resample
-from .paths import display_name
+from .audio import is_audio_file, iter_audio_blocks, load_audio, resample
+from .paths import display_name, text_name
 from .checks import check_int, is_finite_number
 from .devices import resolve_device
-from .errors import ModelFileError, ParameterError, SpecnetError
-from .image import load_image
+from .errors import DataError, ModelFileError, ParameterError, SpecnetError
+from .image import is_image_file, load_image
 from .modelfile import load_model_file, read_metadata
 from .network import SpecNet
-from .windows import cut_windows
+from .windows import cut_windows, fit_length
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -98,8 +98,8 @@ class Prediction:
     segments: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values for JSON; ``path`` as printable text (see :func:`~specnet.paths.display_name`)."""
-        path = None if self.path is None else display_name(self.path)
+        """Plain values for JSON; ``path`` as text (see :func:`~specnet.paths.text_name`)."""
+        path = None if self.path is None else text_name(self.path)
         out: dict[str, Any] = {"path": path, "predictions": self.predictions, "duration": self.duration}
         if self.segments is not None:
             out["segments"] = self.segments
@@ -172,7 +172,9 @@ class Model:
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
         if hop_s > window_s:
-            log.warning("hop=%g s is longer than window=%g s: the audio between the windows is skipped", hop_s, window_s)
+            # The first and the end-aligned last window cover a file up to twice the window; beyond that, gaps.
+            log.warning("hop=%g s is longer than window=%g s: in files longer than %g s, the audio between the windows "
+                        "is skipped", hop_s, window_s, 2 * window_s)
         features = self.config.features
         if window_s * rate < features.window_length:
             log.warning("window=%g s is shorter than one of the model's FFT frames (%g s): the scores say little",
@@ -181,7 +183,15 @@ class Model:
 
     # ---------------------------------------------------------- decoding
 
+    def _check_kind(self, path: str) -> None:
+        """Refuse a file whose suffix names the other kind of input than the model's."""
+        other = "image" if self.input_kind == "audio" else "audio"
+        if (is_image_file if other == "image" else is_audio_file)(path):
+            takes = "images" if self.input_kind == "image" else "audio"
+            raise DataError(f"{display_name(path)}: an {other} file, and the model ({self.name}) takes {takes}")
+
     def _decode_path(self, index: int, path: str, window: int, hop: int) -> _Item:
+        self._check_kind(path)
         if self.input_kind == "image":
             spec = self.config
             image = load_image(path, channels=spec.in_chans, size=spec.image_size)
@@ -409,12 +419,12 @@ class Model:
         """Pre-logit embeddings.
 
         level="clip": ``(n, dim)`` array, the mean over each input's windows.
-        level="frame": ``(embeddings (n, frames, dim), timestamps (frames,) in s)``;
-        inputs are padded to the longest so frames line up (requires audio).
+        level="frame": ``(embeddings (n, frames, dim), timestamps (frames,) in s)``, as
+        :meth:`embed_frames` gives them (requires audio).
         """
         if level == "clip":
-            results = list(self.embed_iter(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size))
-            return np.stack(_raise_first_failure(results))
+            results = _raise_first_failure(list(self.embed_iter(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size)))
+            return np.stack(results) if results else np.zeros((0, self.net.backbone.num_features), np.float32)
         if level != "frame":
             raise ParameterError(f"level={level!r} must be 'clip' or 'frame'")
         return self.embed_frames(inputs, sample_rate=sample_rate)
@@ -427,32 +437,38 @@ class Model:
     def embed_frames(self, inputs: Any, *, sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frame-level embeddings of whole clips: ``((n, frames, dim), timestamps (frames,) s)``.
 
-        Clips are zero-padded at the end to the longest input (and at least
-        the model's clip length), so every row has the same frames.
+        Each clip is embedded on its own (zero-padded to at least the model's clip
+        length), so its frames do not depend on the other inputs. A clip keeps the
+        frames centred inside its audio (at least one); the rest of its row, up to
+        the longest clip's frames, is NaN.
         """
         frames, timestamps, _ = self._frame_embeddings(inputs, sample_rate=sample_rate)
         return frames, timestamps
 
     @torch.no_grad()
     def _frame_embeddings(self, inputs: Any, *, sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`embed_frames` and each clip's duration in s ``(n,)``, from the one decoding."""
+        """:meth:`embed_frames` and how many frames of each clip are real ``(n,)``, from the one decoding."""
         if self.input_kind != "audio":
             raise ParameterError("frame-level embeddings need an audio model")
-        clips = []
+        rows, counts = [], []
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
             if isinstance(entry, (str, bytes, os.PathLike)):
-                clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
-                _warn_if_silent(_peak(clips[-1]), display_name(entry))
+                self._check_kind(os.fsdecode(entry))
+                clip = load_audio(entry, sample_rate=self.sample_rate)[0]
+                _warn_if_silent(_peak(clip), display_name(entry))
             else:
-                item = self._from_samples(index, entry, sample_rate, 1, 1)
-                clips.append(item.windows.reshape(-1))
-        length = max([len(c) for c in clips] + [self.config.clip_samples or 1])
-        batch = np.zeros((len(clips), length), dtype=np.float32)
-        for row, clip in zip(batch, clips):
-            row[: len(clip)] = clip
-        frames = self.net.embed(torch.from_numpy(batch).to(self.device), level="frame").float().cpu().numpy()
-        timestamps = self.net.frame_times(frames.shape[1])
-        return frames, timestamps, np.array([len(c) / self.sample_rate for c in clips])
+                clip = self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1)
+            padded = fit_length(clip, max(len(clip), self.config.clip_samples or 1), offset=0)
+            row = self.net.embed(torch.from_numpy(padded)[None].to(self.device), level="frame").float().cpu().numpy()[0]
+            centres = self.net.frame_times(len(row))
+            counts.append(max(1, int(np.searchsorted(centres, len(clip) / self.sample_rate))))
+            rows.append(row)
+        longest = max((len(row) for row in rows), default=0)
+        dim = rows[0].shape[-1] if rows else 0  # frame embeddings average any frequency bands the clip's keep apart
+        frames = np.full((len(rows), longest, dim), np.nan, dtype=np.float32)
+        for out, row, count in zip(frames, rows, counts):
+            out[:count] = row[:count]
+        return frames, self.net.frame_times(longest), np.array(counts, dtype=np.int64)
 
 
 class _InlineExecutor:

@@ -19,8 +19,14 @@ def display_name(path: PathLike) -> str:
     """``path`` as one line of text: bytes that are not UTF-8 show as ``\\xNN``, control
     characters and line breaks (a newline, a terminal escape) as ``\\n``, ``\\x1b``; every
     other character, a no-break space or an emoji, as it is."""
-    text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED else c for c in text)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED else c for c in text_name(path))
+
+
+def text_name(path: PathLike) -> str:
+    """``path`` as text for data (JSON, CSV, npz): every character as it is, a newline
+    too, so the name survives; only bytes that are not UTF-8, which no text holds, show
+    as ``\\xNN`` (as :func:`display_name` shows them)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def walk_files(folder: PathLike) -> list[str]:

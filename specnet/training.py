@@ -34,7 +34,7 @@ from .audio import load_audio
 from .paths import display_name
 from .devices import autocast_dtype, resolve_device
 from .checks import check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
-from .data import LabelledFiles, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
+from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write
@@ -69,6 +69,9 @@ DEFAULT_EPOCHS = 30
 MIN_STEPS = 2400
 MAX_DEFAULT_EPOCHS = 300
 
+#: Share of the training data held out for validation when no other validation data is named.
+DEFAULT_VAL_SPLIT = 0.1
+
 
 @dataclass
 class TrainConfig:
@@ -81,6 +84,10 @@ class TrainConfig:
     :func:`default_epochs` of the training set's size). ``ema_epochs`` > 0
     validates and saves an exponential moving average of the weights (and
     batch-norm statistics) that forgets with a time constant of that many epochs.
+    The validation data is one of ``val_dir`` (class folders), ``val_fold`` (that
+    fold of the manifest) or ``val_split`` (a stratified share of the training data;
+    0: none, train on everything); with none of them, ``val_split`` is
+    :data:`DEFAULT_VAL_SPLIT`.
     """
 
     arch: str = "cnn"
@@ -106,7 +113,7 @@ class TrainConfig:
     mixup: float | None = None
     image_size: tuple[int, int] = (128, 128)
     in_chans: int | None = None
-    val_split: float = 0.1
+    val_split: float | None = None
     val_fold: int | None = None
     val_dir: str | None = None
     manifest: str | None = None
@@ -130,8 +137,12 @@ class TrainConfig:
             raise ParameterError(f"lr={self.lr!r} must be a positive number")
         for name in ("weight_decay", "warmup_epochs", "grad_clip", "ema_epochs"):  # ema_epochs 0: no weight average
             check_number(name, getattr(self, name), minimum=0)
-        for name in ("label_smoothing", "val_split"):
-            check_number(name, getattr(self, name), minimum=0, below=1)
+        check_number("label_smoothing", self.label_smoothing, minimum=0, below=1)
+        if self.val_split is not None:
+            check_number("val_split", self.val_split, minimum=0, below=1)
+        chosen = [name for name in ("val_dir", "val_fold", "val_split") if getattr(self, name) is not None]
+        if len(chosen) > 1:
+            raise ParameterError(f"{' and '.join(chosen)} each choose the validation data: give one of them")
         if not (
             isinstance(self.image_size, (tuple, list)) and len(self.image_size) == 2
             and all(is_integer(s) and s > 0 for s in self.image_size)
@@ -148,6 +159,8 @@ class TrainConfig:
         if self.patience is not None and self.keep == "last":
             # keep="last" treats the validation data as a test set: nothing may be chosen on it.
             raise ParameterError("patience stops at the best validation epoch, which keep='last' never looks for; use keep='best'")
+        if self.patience is not None and self.val_split == 0:
+            raise ParameterError("patience watches the validation accuracy, and val_split=0 leaves no validation data")
         reserved = sorted(set(self.arch_args) & RESERVED_ARCH_ARGS)
         if reserved:
             raise ParameterError(
@@ -200,6 +213,7 @@ class Split:
 
 def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFiles, LabelledFiles]:
     """``(train, val)`` files from class folders or a manifest, split as configured."""
+    check_one_source(data_dir, config.manifest)
     if config.manifest:
         data = read_manifest(config.manifest)
     elif data_dir:
@@ -224,7 +238,8 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
         return split_by_fold(data, config.val_fold)
     if config.val_split == 0:  # train on everything; the last epoch's model is kept
         return data, data.subset([])
-    train_idx, val_idx = stratified_split(data.targets, fraction=config.val_split, seed=config.seed)
+    share = DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split
+    train_idx, val_idx = stratified_split(data.targets, fraction=share, seed=config.seed)
     return data.subset(train_idx), data.subset(val_idx)
 
 
@@ -563,6 +578,8 @@ def train(
     unwrapped model, or its weight average with ``ema_epochs``); an exception
     it raises stops the run, which ``resume=True`` continues.
     """
+    if resume and overwrite:
+        raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
     config = config or TrainConfig(**options)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -663,6 +680,13 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             )
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
+        elif epochs != int(saved["epochs"]):
+            log.warning(
+                "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
+                "so the result is not what an uninterrupted %d-epoch run gives", int(saved["epochs"]), epochs, epochs,
+            )
+    elif resume:
+        log.warning("%s: no checkpoint to resume from; starting a new run", display_name(files.dir))
     if dist.is_main:
         files.clear_previous()
         atomic_write(files.config, json.dumps(resolved, indent=2, default=str))

@@ -314,6 +314,15 @@ def test_classify_odd_files_table_and_csv(capsys, model_file, cases):
     assert code == 0 and "(600.00 s" in out
 
 
+def test_options_a_model_cannot_use_are_refused(capsys, tmp_path_factory, model_file, cases, tmp_path):
+    image_model = tiny_image_model(tmp_path_factory)
+    code, out, err = run_cli(capsys, "spectrogram", cases["8bit_unsigned"].path, "-o", str(tmp_path / "s.png"), "-m", image_model)
+    assert_one_error_line(code, err, names=str(image_model), says="an image model, with no audio feature settings to draw with")
+    assert not (tmp_path / "s.png").exists()
+    code, out, err = run_cli(capsys, "summary", model_file, "--num-classes", "5", "--no-top")
+    assert code == 2 and out == "" and f"--no-top, --num-classes: for an architecture name only; {model_file} is a model" in err
+
+
 def test_timeline_needs_an_audio_model(capsys, tmp_path_factory, cases):
     code, out, err = run_cli(capsys, "classify", "-m", tiny_image_model(tmp_path_factory), "--timeline", "--format", "csv",
                              cases["corrupt_png"].path)
@@ -384,7 +393,9 @@ def test_embed_frame_level_skips_bad_files(capsys, model_file, cases, tmp_path):
     assert err.splitlines()[0] == f"error: {cases['header_only'].path}: contains no audio samples"
     with np.load(tmp_path / "f.npz") as saved:
         assert list(saved["paths"]) == [cases["one_sample"].path, cases["96k_8ch_24bit"].path]
-        assert saved["embeddings"].shape[0] == 2 and np.isfinite(saved["embeddings"]).all()
+        assert saved["embeddings"].shape[0] == 2 and list(saved["frames"]) == [1, np.searchsorted(saved["timestamps"], 0.25)]
+        for row, count in zip(saved["embeddings"], saved["frames"]):  # the frames in the file, then NaN
+            assert np.isfinite(row[:count]).all() and np.isnan(row[count:]).all()
 
 
 def test_embed_only_bad_files_writes_nothing(capsys, model_file, cases, tmp_path):

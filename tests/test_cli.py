@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,6 +190,18 @@ def test_control_characters_in_names_stay_on_one_line(capsys, model_file, tmp_pa
     bad.write_bytes(b"not audio at all")
     code, _, err = run(capsys, "classify", "-m", model_file, str(bad))
     assert code == 1 and err.count("\n") == 1 and err.startswith(f"error: {tmp_path}/two\\nlines.wav: ")
+    # Data output keeps the name as it is: JSON and CSV can hold a newline.
+    good = tmp_path / "tab\there.wav"
+    write_audio(good, S.class_clip("tone", 1), S.SR)
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(good), "--format", "json")
+    assert code == 0 and json.loads(out)[0]["path"] == str(good)
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(good), "--format", "csv", "-k", "1")
+    assert code == 0 and list(csv.reader(io.StringIO(out)))[1][0] == str(good)
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(good))
+    assert code == 0 and out.startswith(f"{tmp_path}/tab\\there.wav  (")
+    code, _, _ = run(capsys, "embed", "-m", model_file, str(good), "-o", str(tmp_path / "e.npz"))
+    with np.load(tmp_path / "e.npz") as saved:
+        assert code == 0 and saved["paths"].tolist() == [str(good)]
 
 
 def test_dash_says_standard_input_is_not_read(capsys, model_file):
@@ -338,8 +351,9 @@ def test_embed_clip_and_frame_npz(capsys, model_file, clips, tmp_path):
         for count, duration in zip(counts, seconds):
             assert 0 < count and stamps[count - 1] < duration and (count == len(stamps) or stamps[count] >= duration)
         assert counts[-1] == len(stamps) and counts[0] < counts[-1]
-        own = specnet.load_model(model_file).embed_frames(paths[0])[0].shape[1]  # padded to the clip length
-        assert counts[0] <= own < len(stamps) and not embeddings[0, own:].any()  # then zeros to the longest
+        own = specnet.load_model(model_file).embed_frames(paths[0])[0][0]  # alone: its own frames, the same values
+        np.testing.assert_allclose(embeddings[0, : len(own)], own, atol=1e-5, rtol=0)
+        assert np.isfinite(embeddings[0, : counts[0]]).all() and np.isnan(embeddings[0, counts[0] :]).all()
     code, _, err = run(capsys, "embed", "-m", model_file, paths[0], "-o", str(out), "--overwrite")
     assert code == 0 and "wrote 1 clip embedding of size" in err
 
@@ -460,11 +474,25 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
 
     code, _, err = run(capsys, "train", str(data), "--out", str(out), "--config", str(config))
     assert code == 1 and "--resume" in err and "--overwrite" in err
+    code, _, err = run(capsys, "train", str(data), "--out", str(out), "--config", str(config), "--resume", "--overwrite")
+    assert code == 2 and "--resume continues the run in --out and --overwrite replaces it: give one of them" in err
+
+    # A validation flag replaces the file's val_split; two validation flags are refused.
+    val = tmp_path / "val"
+    shutil.copytree(data, val)
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run3"), "--config", str(config), "--val-dir", str(val))
+    assert code == 0, err
+    resolved = json.loads((tmp_path / "run3" / "config.json").read_text())
+    assert resolved["val_dir"] == str(val) and resolved["val_split"] is None
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run4"), "--config", str(config), "--val-dir", str(val),
+                       "--val-split", "0.3")
+    assert code == 1 and err == "error: val_dir and val_split each choose the validation data: give one of them\n"
 
     bad = tmp_path / "bad.toml"
-    bad.write_text("epochs = 2\nnot_an_option = 1\n")
+    bad.write_text("epochs = 2\nepoch = 1\n")
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run2"), "--config", str(bad))
-    assert code == 1 and "not_an_option" in err
+    assert code == 1 and err.startswith(f"error: {bad}: unknown training option(s) epoch; known: ")
+    assert ", epochs, " in err and ", sample_rate, " in err and ", data_dir, " in err
 
 
 FAST_FLAGS = [

@@ -243,7 +243,7 @@ def test_split_by_fold_errors():
     with pytest.raises(DataError, match=r"fold 4 is not in the manifest \(folds: \[1, 2, 3\]\)"):
         split_by_fold(_with_folds(), 4)
     no_folds = LabelledFiles(classes=["a", "b"], samples=[(Path("x.wav"), 0)], kind="audio")
-    with pytest.raises(DataError, match="'fold' column"):
+    with pytest.raises(DataError, match="fold 1: the data has no folds"):
         split_by_fold(no_folds, 1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from helpers import write_audio
 
 import specnet
 from specnet import inference
-from specnet.errors import ModelFileError, ParameterError, SpecnetError
+from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError
 from specnet.inference import Failure, Model, Prediction
 
 EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
@@ -231,6 +232,18 @@ def test_frame_embeddings_shape_and_timestamps(model, clips, tmp_path):
     np.testing.assert_array_equal(array_stamps, path_stamps)
     np.testing.assert_allclose(from_array, from_path, atol=1e-5, rtol=0)
     assert from_path.shape[1] == math.ceil((1 + round(S.CLIP_SECONDS * S.SR) // hop) / stride)
+    # A clip's frames are its own, whatever else is embedded with it: the frames centred in
+    # its audio, then NaN up to the longest clip's frames.
+    short = S.CLIP_SECONDS / 2
+    alone, _ = model.embed(clips["hiss"][1][: round(short * S.SR)], sample_rate=S.SR, level="frame")
+    count = int(np.searchsorted(stamps, short))
+    assert 0 < count < alone.shape[1] and np.isnan(alone[0, count:]).all() and np.isfinite(alone[0, :count]).all()
+    together, _ = model.embed([clips["hiss"][1][: round(short * S.SR)], np.asarray(sf.read(longer)[0], np.float32)],
+                              sample_rate=S.SR, level="frame")
+    np.testing.assert_array_equal(together[0, : alone.shape[1]], alone[0])
+    assert np.isnan(together[0, alone.shape[1]:]).all()
+    np.testing.assert_allclose(together[1], model.embed(str(longer), level="frame")[0][0], atol=1e-5, rtol=0)
+    assert model.embed([]).shape == (0, model.net.backbone.num_features)
     with pytest.raises(ParameterError, match="level"):
         model.embed(str(longer), level="window")
 
@@ -291,10 +304,20 @@ def test_bad_window_or_hop(model, recording):
         model.predict(str(recording), hop="0.1")
 
 
+def test_an_image_file_for_an_audio_model_says_so(model, tmp_path):
+    picture = tmp_path / "spectrogram.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    expected = rf"^{picture}: an image file, and the model \(.*\) takes audio$"
+    [failure] = model.predict_iter([str(picture)])
+    assert isinstance(failure, inference.Failure) and re.match(expected, failure.message)
+    with pytest.raises(DataError, match=expected):
+        model.embed(str(picture), level="frame")
+
+
 def test_a_hop_longer_than_the_window_warns(model, recording, caplog):
     with caplog.at_level(logging.WARNING, logger="specnet"):
         [result] = model.predict(str(recording), window=1.0, hop=3.0, timeline=True)
-    assert [r.getMessage() for r in caplog.records] == ["hop=3 s is longer than window=1 s: the audio between the windows is skipped"]
+    assert [r.getMessage() for r in caplog.records] == ["hop=3 s is longer than window=1 s: in files longer than 2 s, the audio between the windows is skipped"]
     assert [s["start"] for s in result.segments][:3] == [0.0, 3.0, 6.0]
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from specnet.paths import display_name, walk_files
+from specnet.paths import display_name, text_name, walk_files
 
 
 def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
@@ -32,3 +33,9 @@ def test_walk_files_order_hidden_links_and_loops(tmp_path):
     # Path order, component by component ("take" before "take-2"), as sorted(Path) gives;
     # the link to a folder followed, the loop walked once, the broken link listed so it is reported.
     assert found == ["b.wav", "broken.wav", "linked/o.wav", "take/1.wav", "take-2/1.wav", "take.4/1.wav"]
+
+
+def test_text_name_keeps_every_character_but_bytes_that_are_not_utf8():
+    assert text_name("two\nlines\t.wav") == "two\nlines\t.wav"
+    assert text_name(b"caf\xe9.wav") == text_name(os.fsdecode(b"caf\xe9.wav")) == "caf\\xe9.wav"
+    assert text_name(Path("d") / "é.wav") == "d/é.wav"

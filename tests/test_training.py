@@ -119,6 +119,9 @@ def test_learns_synthetic_images(tmp_path):
     assert model.config.image_size == (32, 32) and model.config.in_chans == 3
     probs = model.predict(str(data / "vertical" / "vertical_0.png"), top_k=3)[0]
     assert probs.predictions[0]["label"] == "vertical"
+    clip = make_tone(tmp_path / "clip.wav", 440.0, 0.5, 16000)
+    with pytest.raises(DataError, match=rf"^{clip}: an audio file, and the model \({tmp_path / 'run' / 'model.safetensors'}\) takes images$"):
+        model.predict(str(clip))
 
 
 def test_freeze_backbone_leaves_backbone_bit_identical(audio_run, tmp_path):
@@ -317,13 +320,55 @@ def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
 
 
-def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(tiny_data, tmp_path):
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(tiny_data, tmp_path, caplog):
     # Only config.json was written: nothing to resume, nothing to lose, so --resume trains.
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text("{}")
-    specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
     assert len(metric_rows(out)) == 1 and (out / "checkpoint.pt").exists()
+    assert [r.getMessage() for r in caplog.records] == [f"{out}: no checkpoint to resume from; starting a new run"]
+
+
+def test_resume_of_a_folder_that_is_not_there_warns_and_starts(tiny_data, tmp_path, caplog):
+    out = tmp_path / "typo"
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
+    assert [r.getMessage() for r in caplog.records] == [f"{out}: no checkpoint to resume from; starting a new run"]
+    assert len(metric_rows(out)) == 1
+
+
+def test_resume_with_other_epochs_warns_that_the_schedule_changes(four_epochs, tiny_data, tmp_path, caplog):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
+    assert [r.getMessage() for r in caplog.records] == [
+        "resuming a 4-epoch run as a 5-epoch one: the learning rate follows the new length from here, "
+        "so the result is not what an uninterrupted 5-epoch run gives"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)  # its own length now: nothing to warn of
+    assert caplog.records == [] and len(metric_rows(out)) == 5
+
+
+def test_resume_and_overwrite_together_are_refused(four_epochs, tiny_data, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ParameterError, match="give one of them"):
+        specnet.train(tiny_data, out, resume=True, overwrite=True, epochs=5, **S.FAST)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_data_folder_and_a_manifest_together_are_refused(tiny_data, tmp_path):
+    manifest = tmp_path / "files.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(tiny_data.rglob("*.wav"))))
+    with pytest.raises(DataError, match="give a data folder or a manifest, not both"):
+        specnet.train(tiny_data, tmp_path / "run", manifest=str(manifest), epochs=1, **S.FAST)
+    assert not (tmp_path / "run").exists()
 
 
 def test_init_compares_the_frequency_f_max_stands_for():
@@ -516,6 +561,11 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"augment_args": {"gain": 3}}, "unknown augmentation setting.*gain"),
         ({"augment_args": {"eq_db": -1}}, "eq_db=-1"),
         ({"mixup": -0.5}, "mixup_alpha=-0.5"),
+        # one source of validation data, and patience only with one
+        ({"val_dir": "v", "val_split": 0.3}, "val_dir and val_split each choose the validation data"),
+        ({"val_fold": 1, "val_dir": "v"}, "val_dir and val_fold each choose"),
+        ({"val_fold": 1, "val_split": 0.0}, "val_fold and val_split each choose"),
+        ({"patience": 2, "val_split": 0}, "val_split=0 leaves no validation data"),
     ],
 )
 def test_bad_options_are_parameter_errors(options, message):

@@ -38,6 +38,17 @@ def test_windows_cover_the_clip_and_end_at_its_end(num_samples, window, hop):
     assert covered.all()
 
 
+@pytest.mark.parametrize("hop", [101, 150, 400])
+def test_a_hop_longer_than_the_window_leaves_gaps_only_past_twice_the_window(hop):
+    # What the inference warning promises: files up to 2 x window are still covered.
+    window = 100
+    for num_samples in range(1, 700, 7):
+        covered = np.zeros(num_samples, dtype=bool)
+        for start in window_starts(num_samples, window, hop):
+            covered[start : start + window] = True
+        assert covered.all() == (num_samples <= 2 * window), num_samples
+
+
 def test_cut_windows_values_equal_slices():
     samples = np.arange(1030, dtype=np.float32) * 0.5
     windows, starts = cut_windows(samples, 200, 150)
