@@ -167,6 +167,8 @@ def load_audio(
             if start:
                 _call(name, f.seek, start)
             frames = _read(f, name, count)
+            expected = f.frames - start if count < 0 else min(count, f.frames - start)
+            _warn_if_cut_short(name, frames.shape[0], expected, native_sr)
 
     if frames.shape[0] == 0:
         raise AudioError(f"{name}: contains no audio samples")
@@ -347,6 +349,7 @@ def _stream_chunks(
             break
     if n_in == 0:
         raise AudioError(f"{name}: contains no audio samples")
+    _warn_if_cut_short(name, n_in, f.frames, f.samplerate)
     if n_out == 0:
         raise AudioError(
             f"{name}: too short to resample ({n_in} samples at {f.samplerate} Hz "
@@ -472,6 +475,21 @@ def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
         "%s: truncated: the header declares %.2f s of audio, the file holds %.3f s; using what is there",
         name, seconds * declared / held, seconds,
     )
+
+
+def _warn_if_cut_short(name: str, decoded: int, expected: int, sample_rate: int) -> None:
+    """Log a warning when decoding ended well before the frames the file declares.
+
+    A damaged MP3 or Ogg stream makes the decoder stop at the first bad frame (libmpg123
+    prints its own lines to stderr, naming no file): this names the file and says how
+    much of it was used. Shortfalls under 0.1 s and 2 % (encoder padding) pass.
+    """
+    missing = expected - decoded
+    if decoded > 0 and missing > max(sample_rate // 10, expected // 50):
+        log.warning(
+            "%s: decoding stopped after %.2f s of the %.2f s the file declares (damaged data?); using what was decoded",
+            name, decoded / sample_rate, expected / sample_rate,
+        )
 
 
 def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:

@@ -133,6 +133,25 @@ def test_truncated_wav_reads_what_is_there(tmp_path, tone_wav):
     np.testing.assert_allclose(y, sine(440.0, 1.0, 16000)[: len(y)], atol=1e-4)
 
 
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile cannot write MP3")
+def test_an_mp3_that_stops_early_is_named_in_a_warning(tmp_path, caplog):
+    # The decoder stops at the first bad frame (here: the file's end, halfway through what its
+    # header declares) and libmpg123 says so without a file name; specnet names the file.
+    whole = tmp_path / "whole.mp3"
+    sf.write(whole, sine(440.0, 3.0, 16000).astype(np.float32) * 0.3, 16000, format="MP3")
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="specnet"):
+        assert len(load_audio(whole)[0]) == 48000
+        assert caplog.records == []
+        y, sr = load_audio(cut, sample_rate=8000)
+        blocks = list(audio.iter_audio_blocks(cut, block_samples=4000))
+    assert 0.5 < len(y) / sr < 2.5 and sum(b.n_valid for b in blocks) == pytest.approx(len(y) * 2, abs=2)
+    seconds = f"{len(y) / sr:.2f}"
+    message = f"{cut}: decoding stopped after {seconds} s of the 3.00 s the file declares (damaged data?); using what was decoded"
+    assert [r.getMessage() for r in caplog.records] == [message, message]  # decoded whole, and streamed
+
+
 # --- channels, offset, duration ---------------------------------------------
 
 def test_stereo_mixes_down_to_mean_of_channels(stereo_wav):
