@@ -427,47 +427,59 @@ class Model:
             return np.stack(results) if results else np.zeros((0, self.net.backbone.num_features), np.float32)
         if level != "frame":
             raise ParameterError(f"level={level!r} must be 'clip' or 'frame'")
-        return self.embed_frames(inputs, sample_rate=sample_rate)
+        return self.embed_frames(inputs, sample_rate=sample_rate, batch_size=batch_size)
 
     def embed_iter(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None, batch_size: int = 64, num_workers: int = 2) -> Iterator[np.ndarray | Failure]:
         """Clip-level embeddings ``(dim,)`` one input at a time; bad inputs give a :class:`Failure`."""
         for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed="clip"):
             yield result if isinstance(result, Failure) else result[1].mean(0).numpy()
 
-    def embed_frames(self, inputs: Any, *, sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def embed_frames(self, inputs: Any, *, sample_rate: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Frame-level embeddings of whole clips: ``((n, frames, dim), timestamps (frames,) s)``.
 
-        Each clip is embedded on its own (zero-padded to at least the model's clip
-        length), so its frames do not depend on the other inputs. A clip keeps the
-        frames centred inside its audio (at least one); the rest of its row, up to
-        the longest clip's frames, is NaN.
+        Each clip is zero-padded to at least the model's clip length with zeros of its
+        own, so its frames do not depend on the other inputs, and keeps the frames
+        centred inside its audio (at least one); ``frames`` is the most any clip keeps,
+        and a shorter clip's row ends in NaN.
         """
-        frames, timestamps, _ = self._frame_embeddings(inputs, sample_rate=sample_rate)
+        check_int("batch_size", batch_size, minimum=1)
+        frames, timestamps, _ = self._frame_embeddings(inputs, sample_rate=sample_rate, batch_size=batch_size)
         return frames, timestamps
 
     @torch.no_grad()
-    def _frame_embeddings(self, inputs: Any, *, sample_rate: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _frame_embeddings(self, inputs: Any, *, sample_rate: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`embed_frames` and how many frames of each clip are real ``(n,)``, from the one decoding."""
         if self.input_kind != "audio":
             raise ParameterError("frame-level embeddings need an audio model")
-        rows, counts = [], []
+        clips = []
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
             if isinstance(entry, (str, bytes, os.PathLike)):
                 self._check_kind(os.fsdecode(entry))
-                clip = load_audio(entry, sample_rate=self.sample_rate)[0]
-                _warn_if_silent(_peak(clip), display_name(entry))
+                clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
+                _warn_if_silent(_peak(clips[-1]), display_name(entry))
             else:
-                clip = self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1)
-            padded = fit_length(clip, max(len(clip), self.config.clip_samples or 1), offset=0)
-            row = self.net.embed(torch.from_numpy(padded)[None].to(self.device), level="frame").float().cpu().numpy()[0]
-            centres = self.net.frame_times(len(row))
-            counts.append(max(1, int(np.searchsorted(centres, len(clip) / self.sample_rate))))
-            rows.append(row)
-        longest = max((len(row) for row in rows), default=0)
+                clips.append(self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1))
+        # Clips padded to the same length run in one batch; in eval mode its rows are independent.
+        by_length: dict[int, list[int]] = {}
+        for i, clip in enumerate(clips):
+            by_length.setdefault(max(len(clip), self.config.clip_samples or 1), []).append(i)
+        rows: list[np.ndarray] = [np.empty(0)] * len(clips)
+        for length, members in by_length.items():
+            step = self._windows_per_batch(batch_size, length)
+            for first in range(0, len(members), step):
+                chunk = members[first : first + step]
+                batch = np.stack([fit_length(clips[i], length, offset=0) for i in chunk])
+                out = self.net.embed(torch.from_numpy(batch).to(self.device), level="frame").float().cpu().numpy()
+                for i, row in zip(chunk, out):
+                    rows[i] = row
+        # Frames centred inside the audio, as hear.get_timestamp_embeddings keeps them.
+        counts = [max(1, int(np.searchsorted(self.net.frame_times(len(row)), len(clip) / self.sample_rate, side="right")))
+                  for row, clip in zip(rows, clips)]
+        longest = max(counts, default=0)
         dim = rows[0].shape[-1] if rows else 0  # frame embeddings average any frequency bands the clip's keep apart
         frames = np.full((len(rows), longest, dim), np.nan, dtype=np.float32)
-        for out, row, count in zip(frames, rows, counts):
-            out[:count] = row[:count]
+        for out_row, row, count in zip(frames, rows, counts):
+            out_row[:count] = row[:count]
         return frames, self.net.frame_times(longest), np.array(counts, dtype=np.int64)
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .audio import load_audio
-from .paths import display_name
+from .paths import display_name, text_name
 from .devices import autocast_dtype, resolve_device
 from .checks import check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
@@ -489,13 +489,13 @@ class RunFiles:
                 "or --overwrite to start again"
             )
         trained = [p for p in (self.model, self.metrics) if p.exists()]  # a run killed in its first epoch has neither
-        if trained and resume and not overwrite and not self.checkpoint.exists():
+        if trained and resume and not self.checkpoint.exists():
             raise SpecnetError(
                 f"{self.dir}: holds a run ({trained[0].name}) but no {self.checkpoint.name} to resume from; "
                 "pass --overwrite to start again"
             )
         # The previous run's files go only once the new run has its data and model (clear_previous).
-        self._replace = overwrite and not resume
+        self._replace = overwrite
         self.dir.mkdir(parents=True, exist_ok=True)
         # Temporary files of atomic writes a killed run left behind (a checkpoint's can be
         # hundreds of MB); the caller holds the run's lock, so no live process owns them.
@@ -541,9 +541,16 @@ def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The options that must match for a run to be resumed."""
+    """The options that must match for a run to be resumed, ``val_split`` as the share it
+    held out: None beside ``val_dir`` or ``val_fold``, and the default's value when unset
+    (checkpoints written before ``val_split`` could be None hold 0.1)."""
     ignore = {"epochs", "device", "num_workers", "patience", "amp", "precision"}
-    return {k: v for k, v in config.items() if k not in ignore}
+    values = {k: v for k, v in config.items() if k not in ignore}
+    if values.get("val_dir") is not None or values.get("val_fold") is not None:
+        values["val_split"] = None
+    elif values.get("val_split") is None:
+        values["val_split"] = DEFAULT_VAL_SPLIT
+    return values
 
 
 def _count(n: int, noun: str) -> str:
@@ -654,11 +661,11 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
-        "source": os.path.realpath(config.manifest or data_dir),  # a resumed run must read the same data
+        "source": text_name(os.path.realpath(config.manifest or data_dir)),  # a resumed run must read the same data
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
         "skipped": len(train_failures) + len(val_failures),
-        "skipped_files": [{"path": p, "reason": r} for p, r in train_failures + val_failures],
+        "skipped_files": [{"path": text_name(p), "reason": r} for p, r in train_failures + val_failures],
         "class_counts": {name: int(n) for name, n in zip(spec.classes, np.bincount(train_split.targets.numpy(), minlength=len(spec.classes)))},
     }
 
@@ -680,12 +687,12 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             )
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
-        elif epochs != int(saved["epochs"]):
+        elif epochs != int(saved["epochs"]) and dist.is_main:
             log.warning(
                 "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
                 "so the result is not what an uninterrupted %d-epoch run gives", int(saved["epochs"]), epochs, epochs,
             )
-    elif resume:
+    elif resume and dist.is_main:
         log.warning("%s: no checkpoint to resume from; starting a new run", display_name(files.dir))
     if dist.is_main:
         files.clear_previous()

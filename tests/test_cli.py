@@ -234,6 +234,14 @@ def test_window_limit_is_the_streaming_limit():
     assert cli.MAX_WINDOW_SECONDS == inference.STREAM_SECONDS
 
 
+def test_the_val_split_default_in_help_is_trainings(capsys):
+    from specnet import cli, training
+
+    assert cli.DEFAULT_VAL_SPLIT == training.DEFAULT_VAL_SPLIT
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0 and f"[default: {training.DEFAULT_VAL_SPLIT:g} without --val-dir or" in " ".join(out.split())
+
+
 def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, clips):
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "1e9", clip_paths(clips)[0])
     assert code == 2 and "0<x<=300" in err  # a usage error; --help shows the range

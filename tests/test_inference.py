@@ -220,7 +220,9 @@ def test_frame_embeddings_shape_and_timestamps(model, clips, tmp_path):
     frames, stamps = model.embed([str(clips["hiss"][0]), str(longer)], level="frame")
     hop = S.FEATURES["hop_length"]
     stride = model.net.backbone.time_stride
-    expected = math.ceil((1 + round(1.3 * S.SR) // hop) / stride)  # padded to the longest clip
+    columns = math.ceil((1 + round(1.3 * S.SR) // hop) / stride)  # what the network gives for the longest clip ...
+    expected = sum((stride - 1) / 2 * hop / S.SR + j * stride * hop / S.SR <= 1.3 for j in range(columns))  # ... centred in it
+    assert expected == columns - 1  # here the last column is centred past the end, so it is left out
     assert frames.shape == (2, expected, model.net.backbone.num_features)
     assert stamps.shape == (expected,)
     steps = np.diff(stamps)
@@ -231,13 +233,13 @@ def test_frame_embeddings_shape_and_timestamps(model, clips, tmp_path):
     from_path, path_stamps = model.embed(str(clips["hiss"][0]), level="frame")
     np.testing.assert_array_equal(array_stamps, path_stamps)
     np.testing.assert_allclose(from_array, from_path, atol=1e-5, rtol=0)
-    assert from_path.shape[1] == math.ceil((1 + round(S.CLIP_SECONDS * S.SR) // hop) / stride)
+    assert from_path.shape[1] == sum(path_stamps <= S.CLIP_SECONDS) == len(path_stamps)
     # A clip's frames are its own, whatever else is embedded with it: the frames centred in
     # its audio, then NaN up to the longest clip's frames.
     short = S.CLIP_SECONDS / 2
-    alone, _ = model.embed(clips["hiss"][1][: round(short * S.SR)], sample_rate=S.SR, level="frame")
-    count = int(np.searchsorted(stamps, short))
-    assert 0 < count < alone.shape[1] and np.isnan(alone[0, count:]).all() and np.isfinite(alone[0, :count]).all()
+    alone, alone_stamps = model.embed(clips["hiss"][1][: round(short * S.SR)], sample_rate=S.SR, level="frame")
+    count = int(np.searchsorted(stamps, short, side="right"))
+    assert alone.shape[1] == len(alone_stamps) == count > 0 and np.isfinite(alone).all()  # no frame past its end
     together, _ = model.embed([clips["hiss"][1][: round(short * S.SR)], np.asarray(sf.read(longer)[0], np.float32)],
                               sample_rate=S.SR, level="frame")
     np.testing.assert_array_equal(together[0, : alone.shape[1]], alone[0])
@@ -302,6 +304,19 @@ def test_bad_window_or_hop(model, recording):
         model.predict(str(recording), window=float("nan"))
     with pytest.raises(ParameterError, match="hop='0.1'"):
         model.predict(str(recording), hop="0.1")
+
+
+def test_frame_embeddings_in_batches_equal_one_at_a_time(model, clips):
+    arrays = [clips[label][1] for label in S.AUDIO_CLASSES] * 3  # nine clips of one length, in batches of 4
+    same, _ = model.embed(arrays, sample_rate=S.SR, level="frame", batch_size=4)
+    assert np.isfinite(same).all()  # none ends early, so no row has a NaN tail
+    arrays.append(np.concatenate([arrays[0], arrays[1], arrays[2]]))  # a longer one, in a batch of its own
+    batched, _ = model.embed(arrays, sample_rate=S.SR, level="frame", batch_size=4)
+    np.testing.assert_array_equal(batched[:9, : same.shape[1]], same)
+    for row, y in zip(batched, arrays):
+        alone, _ = model.embed(y, sample_rate=S.SR, level="frame")
+        np.testing.assert_allclose(row[: alone.shape[1]], alone[0], atol=1e-5, rtol=0)
+        assert np.isnan(row[alone.shape[1] :]).all()
 
 
 def test_an_image_file_for_an_audio_model_says_so(model, tmp_path):

@@ -287,6 +287,8 @@ def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epoch
     config = json.loads(checkpoint["config"])
     for newer in ("ema_epochs", "precision"):  # options this version added
         del config[newer]
+    assert config["val_split"] is None  # the default: hold out DEFAULT_VAL_SPLIT
+    config["val_split"] = 0.1  # how checkpoints wrote the default before it could be None
     torch.save({**checkpoint, "config": json.dumps(config)}, out / "checkpoint.pt")
     best = specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
