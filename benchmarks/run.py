@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Run every specnet benchmark and print a table (or, with --json, one JSON line last).
 
-    python benchmarks/run.py            # full run (several minutes on 2 cores)
-    python benchmarks/run.py --quick    # smaller inputs, fewer rounds: under 3 minutes on 2 cores
+    python benchmarks/run.py            # full run: about 3.5 minutes on 2 quiet cores
+    python benchmarks/run.py --quick    # smaller inputs, fewer rounds: about 70 s on 2 quiet cores
     python benchmarks/run.py --json     # ... and a last line {"metric": value, ...}
     python benchmarks/run.py --only help_seconds,classify_vs_import_torch
 
@@ -219,7 +219,7 @@ def print_table(metrics: list[Metric], failures: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller inputs and fewer rounds (under 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs and fewer rounds (about 70 s on 2 quiet cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object of the headline metrics last")
     parser.add_argument("--only", default="", help=f"comma-separated benchmarks: {', '.join(GROUPS)}")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (models, the 1-hour file)")

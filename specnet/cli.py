@@ -33,13 +33,17 @@ def _debug_enabled() -> bool:
     return os.environ.get("SPECNET_DEBUG", "") not in ("", "0")
 
 
-class _OneLineWarnings(logging.Handler):
+class _OneLineMessages(logging.Handler):
+    """specnet's log records on stderr, one line each: ``warning: ...``, or ``note: ...`` for
+    information (what a command does on the user's behalf, such as adapting RGB weights)."""
+
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
+        prefix = "warning" if record.levelno >= logging.WARNING else "note"
         # tqdm.write lifts a progress bar on stderr off its line, prints, and redraws it, so
         # a warning raised while files decode starts a line of its own instead of ending the bar's.
-        tqdm.write(f"warning: {record.getMessage()}", file=sys.stderr)
+        tqdm.write(f"{prefix}: {record.getMessage()}", file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -57,8 +61,8 @@ def cli(debug: bool) -> None:
     if debug:
         os.environ["SPECNET_DEBUG"] = "1"
     logger = logging.getLogger("specnet")
-    if not any(isinstance(h, _OneLineWarnings) for h in logger.handlers):
-        logger.addHandler(_OneLineWarnings())
+    if not any(isinstance(h, _OneLineMessages) for h in logger.handlers):
+        logger.addHandler(_OneLineMessages())
         logger.setLevel(logging.INFO)
         logger.propagate = False
 
@@ -344,7 +348,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--arch-arg", "arch_args", multiple=True, help="Extra model argument, name=value (JSON value), repeatable.")
 @click.option("--pretrained", is_flag=True, help="Start a VGG from ImageNet weights (downloads once).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local ImageNet weight file for offline machines.")
-@click.option("--init", type=click.Path(dir_okay=False), help="Start from a specnet model file; the head is replaced for the new classes.")
+@click.option("--init", help="Start from a specnet model (a file or a bundled name); the head is replaced for new classes.")
 @click.option("--freeze-backbone", is_flag=True, help="Train the head only (transfer learning).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the training set.  [default: 30, more on a small training set: at least 2,400 optimiser steps, at most 300 epochs]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)

@@ -164,6 +164,12 @@ def export_onnx(
         input_name = INPUT_NAME
         dynamic = {input_name: {0: "batch", 1: "time"}, OUTPUT_NAME: {0: "batch"}}
         input_doc = f"{input_name}: float32 (batch, time), mono samples at {rate} Hz"
+        if spec.clip_seconds:
+            input_doc += (
+                f"; specnet classify scores a clip as one {spec.clip_seconds:g} s window (a shorter clip centred "
+                f"in zeros) or, if longer, as the mean softmax of such windows every {spec.clip_seconds / 2:g} s, "
+                "the last ending at the clip's end"
+            )
     else:
         height, width = spec.image_size or (224, 224)
         example = torch.zeros(2, spec.in_chans, height, width)

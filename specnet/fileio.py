@@ -1,4 +1,4 @@
-"""Writing files safely: atomic replace, no silent overwrite, run-folder locks."""
+"""Files handled safely: atomic replace, no silent overwrite, run-folder locks, torch files loaded without unpickling code."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from .errors import SpecnetError
+from .errors import ModelFileError, SpecnetError
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> Path:
@@ -146,3 +147,24 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def torch_load_safely(path: str | os.PathLike, *, what: str, hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only,
+    so nothing in the file runs. Any failure (damaged data, Python objects, a pickle that
+    torch's safe unpickler does not read) is one ModelFileError saying the file is not
+    ``what`` specnet can load safely, then ``hint``; torch's warnings and its advice to
+    pass weights_only=False (which would run the file's code) are not shown."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses anything but tensors and plain data
+        raise ModelFileError(
+            f"{path}: not {what} specnet can load safely (it holds more than tensors and plain "
+            f"containers, or is damaged: {type(exc).__name__}){hint}"
+        ) from None

@@ -185,3 +185,4 @@ def _check_is_safetensors(path: Path) -> None:
             "(they can run code) and loads only .safetensors"
         )
     raise ModelFileError(f"{path}: not a safetensors model file")
+

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import ParameterError
 from .fileio import atomic_write
 
 FIGURE_DPI = 120
@@ -65,9 +66,14 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *,
 
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os.PathLike, *, title: str = "", overwrite: bool = True) -> Path:
-    """A (K, K) confusion matrix (rows true, columns predicted) with counts, as a PNG."""
-    plt = _pyplot()
+    """A (K, K) confusion matrix (rows true, columns predicted) with counts, as a PNG.
+
+    ``confusion`` may be any array-like, such as the nested lists of a ``metrics.json``."""
+    confusion = np.asarray(confusion)
     k = len(classes)
+    if confusion.shape != (k, k):
+        raise ParameterError(f"a confusion matrix of shape {confusion.shape} does not fit {k} classes (it needs ({k}, {k}))")
+    plt = _pyplot()
     size = max(4.0, 0.5 * k + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     row_sums = confusion.sum(axis=1, keepdims=True)

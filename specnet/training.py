@@ -37,9 +37,10 @@ from .checks import check_int, check_known_names, check_number, is_finite_number
 from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig, clamp_to_peak
-from .fileio import RunLock, atomic_write
+from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
 from .metrics import Scores, confusion_matrix, log_loss_sum
+from .inference import resolve_model
 from .modelfile import load_model_file, save_model_file
 from .network import ModelSpec, SpecNet
 from .windows import fit_length, window_starts
@@ -300,7 +301,7 @@ def clip_seconds_for(durations: Sequence[float]) -> float:
 def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_seconds: float | None) -> SpecNet:
     """A new :class:`SpecNet` for ``classes``, from scratch, ImageNet weights or ``config.init``."""
     if config.init:
-        base = load_model_file(config.init)
+        base = load_model_file(resolve_model(config.init)[1])
         if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model but the data holds {kind} files")
         conflicts = _init_conflicts(config, base.spec)
@@ -518,14 +519,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses anything but tensors and plain data
-        # Not torch's message: it suggests weights_only=False, which would run whatever the file holds.
-        raise ModelFileError(
-            f"{path}: not a checkpoint specnet can load safely (it holds more than tensors and plain data, "
-            f"or is damaged: {type(exc).__name__}); pass --overwrite to start the run again"
-        ) from None
+    return torch_load_safely(path, what="a checkpoint", hint="; pass --overwrite to start the run again")
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -639,7 +633,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         image_size=tuple(config.image_size),
     )
     if config.init:
-        probe = dataclasses.replace(load_model_file(config.init).spec, classes=probe.classes)
+        probe = dataclasses.replace(load_model_file(resolve_model(config.init)[1]).spec, classes=probe.classes)
     train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding train")
     val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
     check_classes(train_split, train_files.classes, "training data")

@@ -214,9 +214,9 @@ def test_a_warning_under_a_progress_bar_gets_its_own_line(capsys):
 
     from tqdm import tqdm
 
-    from specnet.cli import _OneLineWarnings
+    from specnet.cli import _OneLineMessages
 
-    handler = _OneLineWarnings()
+    handler = _OneLineMessages()
     bar = tqdm(total=40, desc="decoding", file=sys.stderr)
     bar.update(10)
     capsys.readouterr()
@@ -226,6 +226,9 @@ def test_a_warning_under_a_progress_bar_gets_its_own_line(capsys):
     before, line, after = err.partition("warning: x.wav: silent\n")
     assert line and before.endswith("\r") and "decoding" not in before  # the bar was cleared first ...
     assert "decoding" in after and "10/40" in after  # ... and drawn again below the warning
+    capsys.readouterr()  # what closing the bar wrote
+    handler.emit(logging.LogRecord("specnet", logging.INFO, __file__, 1, "adapting weights", None, None))
+    assert capsys.readouterr().err == "note: adapting weights\n"  # information is not called a warning
 
 
 def test_window_limit_is_the_streaming_limit():

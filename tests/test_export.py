@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import specnet
 from specnet.errors import ParameterError, SpecnetError
 from specnet.export import ConvLogMel, _check_adaptive_pools, export_onnx
 from specnet.features import FeatureConfig, LogMelSpectrogram
@@ -113,6 +114,29 @@ def test_onnx_graph_has_dynamic_axes_and_metadata(exported):
     meta = json.loads(props["specnet"])
     assert meta["arch"] == "cnn_tiny" and meta["clip_seconds"] == 1.0
     assert not any(node.op_type == "STFT" for node in model.graph.node)
+
+
+@pytest.mark.parametrize("seconds", [0.43, 1.0, 3.7])
+def test_the_documented_windowing_gives_classifys_probabilities(model_file, exported, session, seconds):
+    # What the "input" metadata tells an ONNX user to do, in plain NumPy, against specnet's own scores.
+    props = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    assert "mean softmax of such windows every 0.5 s, the last ending at the clip's end" in props["input"]
+    clip = round(json.loads(props["specnet"])["clip_seconds"] * SR)
+    samples = _audio(1, seconds, seed=7)[0].numpy()
+    if len(samples) <= clip:
+        start = (clip - len(samples)) // 2
+        windows = np.zeros((1, clip), np.float32)
+        windows[0, start : start + len(samples)] = samples
+    else:
+        starts = list(range(0, len(samples) - clip + 1, clip // 2))
+        if starts[-1] + clip < len(samples):
+            starts.append(len(samples) - clip)
+        windows = np.stack([samples[s : s + clip] for s in starts])
+    (logits,) = session.run(None, {"samples": windows})
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    onnx_scores = (softmax / softmax.sum(1, keepdims=True)).mean(0)
+    [prediction] = specnet.load_model(model_file, device="cpu").predict(samples, sample_rate=SR)
+    np.testing.assert_allclose(onnx_scores, prediction.probabilities, atol=1e-5)
 
 
 @pytest.mark.parametrize(

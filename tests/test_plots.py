@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -38,3 +40,10 @@ def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(SpecnetError, match="already exists"):
         specnet.plot_confusion(np.eye(2, dtype=int), ["a", "b"], path, overwrite=False)
+    # The matrix as metrics.json holds it (nested lists), summed over folds as README shows.
+    folds = [json.loads(json.dumps({"confusion": [[3, 1], [0, 4]]}))["confusion"], [[2, 0], [1, 5]]]
+    specnet.plot_confusion(sum(np.asarray(m) for m in folds), ["a", "b"], tmp_path / "sum.png")
+    specnet.plot_confusion(folds[0], ["a", "b"], tmp_path / "lists.png")
+    assert (tmp_path / "lists.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(SpecnetError, match=r"shape \(2, 2\) does not fit 3 classes"):
+        specnet.plot_confusion(folds[0], ["a", "b", "c"], tmp_path / "three.png")

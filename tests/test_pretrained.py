@@ -139,7 +139,7 @@ def test_malicious_pickle_is_refused(tmp_path, trunk_state):
     torch.save({**trunk_state, "extra": _Payload(marker)}, evil)
     assert not marker.exists()
     model = create_model("vgg11", include_top=False)
-    with pytest.raises(ModelFileError, match="arbitrary code"):
+    with pytest.raises(ModelFileError, match="not a weight file specnet can load safely .it holds more than tensors"):
         load_imagenet_weights(model, arch="vgg11", weights=evil)
     assert not marker.exists()
 
@@ -150,8 +150,12 @@ def test_unreadable_and_wrong_files(tmp_path):
         load_imagenet_weights(model, arch="vgg11", weights=tmp_path / "missing.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a weight file")
-    with pytest.raises(ModelFileError, match="junk.pth"):
+    with pytest.raises(ModelFileError, match="junk.pth: not a weight file specnet can load safely"):
         load_imagenet_weights(model, arch="vgg11", weights=junk)
+    text = tmp_path / "text.pth"
+    text.write_text("hello\n")  # torch's unpickler fails with a bare KeyError on it
+    with pytest.raises(ModelFileError, match=r"text.pth: not a weight file specnet can load safely .* \(.pth\) or a .safetensors file$"):
+        load_imagenet_weights(model, arch="vgg11", weights=text)
     listing = tmp_path / "list.pth"
     torch.save([1, 2, 3], listing)
     with pytest.raises(ModelFileError, match="state dict"):

@@ -154,6 +154,17 @@ def test_init_fine_tunes_onto_new_classes(audio_run, tmp_path):
     assert best["n"] == 4 and best["accuracy"] >= 0.75
 
 
+@pytest.mark.skipif(not (Path(specnet.__file__).parent / "bundled" / "fsdd.safetensors").exists(), reason="bundled models not built (recipes/)")
+def test_init_takes_a_bundled_model_by_name(tmp_path, monkeypatch):
+    data = S.make_chirp_dataset(tmp_path / "chirps")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fsdd").mkdir()  # a folder of that name does not hide the bundled model
+    best = specnet.train(data, tmp_path / "run", init="fsdd", epochs=1, val_split=0, num_workers=1, batch_size=4)
+    model = specnet.load_model(tmp_path / "run" / "model.safetensors", device="cpu")
+    assert model.classes == ("down", "up") and best["epoch"] == 0
+    assert model.config.features == specnet.load_model("fsdd").config.features  # the bundled model's 8 kHz front-end
+
+
 def test_init_refuses_options_the_base_model_contradicts(audio_run, tmp_path):
     data = S.make_chirp_dataset(tmp_path / "chirps")
     with pytest.raises(ParameterError) as error:

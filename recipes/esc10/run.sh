@@ -45,6 +45,10 @@ from pathlib import Path
 import numpy as np
 work = Path(sys.argv[1])
 accuracies, confusion = [], None
+missing = [k for k in range(1, 6) if not (work / "runs" / f"fold{k}" / "eval" / "metrics.json").exists()]
+if missing:
+    sys.exit(f"summary: no results yet for fold(s) {' '.join(map(str, missing))} in {work / 'runs'}; "
+             "run the folds stage for them first (FOLDS=...)")
 for k in range(1, 6):
     m = json.loads((work / "runs" / f"fold{k}" / "eval" / "metrics.json").read_text())
     accuracies.append(m["accuracy"])

@@ -18,7 +18,6 @@ import hashlib
 import logging
 import math
 import os
-import pickle
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ModelFileError, ParameterError
+from ..fileio import torch_load_safely
 
 __all__ = [
     "IMAGENET_FILES",
@@ -152,16 +152,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as err:
             raise ModelFileError(f"{path} is not a readable safetensors file ({err})") from err
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ModelFileError(
-            f"refusing to load {path}: it holds Python objects other than tensors, and unpickling "
-            "them could run arbitrary code. Only plain state dicts (weights_only=True) or "
-            ".safetensors files are accepted"
-        ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ModelFileError(f"{path} is not a readable PyTorch weight file ({err})") from err
+    state = torch_load_safely(path, what="a weight file", hint="; give a plain state dict (.pth) or a .safetensors file")
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
