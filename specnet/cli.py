@@ -73,15 +73,23 @@ def cli(debug: bool) -> None:
 def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     """Files from paths, folders (searched recursively for ``kind`` files) and glob patterns, in order.
 
-    Names, patterns and folders that give no file are kept, so each is reported as a failed input.
+    Names, patterns and folders that give no file are kept, so each is reported as a failed input;
+    a folder's files of the other kind are left out with one warning.
     """
     from .audio import is_audio_file
     from .image import is_image_file
 
-    wanted = is_audio_file if kind == "audio" else is_image_file
+    wanted, other, other_kind = (is_audio_file, is_image_file, "image") if kind == "audio" else (is_image_file, is_audio_file, "audio")
 
     def in_folder(folder: str) -> list[str]:
-        return [f for f in walk_files(folder) if wanted(f)]
+        files = walk_files(folder)
+        left_out = sum(map(other, files))
+        if left_out:  # said once, not one line per file
+            logging.getLogger("specnet").warning(
+                "%s: %d %s file%s left out (the model takes %s)", display_name(folder), left_out, other_kind,
+                "" if left_out == 1 else "s", "images" if kind == "image" else "audio",
+            )
+        return [f for f in files if wanted(f)]
 
     found: list[str] = []
     for pattern in patterns:
@@ -148,12 +156,13 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=1), help="Threads decoding files ahead of the network, when it leaves cores to spare (GPU, or more cores than torch threads).")
 def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, device, num_workers) -> None:
-    """Print the top labels of audio files, folders or glob patterns."""
+    """Print the top labels of audio (or image) files, folders or glob patterns."""
     from .inference import Failure, load_model
 
     model = load_model(model_name, device=device)
-    if timeline and model.input_kind != "audio":
-        raise click.UsageError(f"--timeline needs an audio model; {model.name} takes images")
+    audio_only = [flag for flag, value in (("--timeline", timeline), ("--window", window), ("--hop", hop)) if value]
+    if audio_only and model.input_kind != "audio":
+        raise click.UsageError(f"{', '.join(audio_only)} need{'s' if len(audio_only) == 1 else ''} an audio model; {model.name} takes images")
     files = expand_inputs(paths, kind=model.input_kind)
     results, failures = [], 0
     bar = _progress_bar(len(files), "classifying")
@@ -235,9 +244,9 @@ def _csv_timeline_rows(results) -> str:
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def embed(paths, output, level, model_name, batch_size, device, overwrite) -> None:
-    """Write embeddings of audio files to an .npz: embeddings, paths; with --level frame also
-    timestamps (s) and frames (how many of each file's frames are centred inside its audio;
-    the rest of its row, up to the longest file's frames, is NaN)."""
+    """Write embeddings of audio (or image) files to an .npz: embeddings, paths; with --level frame
+    (audio models) also timestamps (s) and frames (how many of each file's frames are centred
+    inside its audio; the rest of its row, up to the longest file's frames, is NaN)."""
     import io
 
     import numpy as np
@@ -247,6 +256,8 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
 
     check_output_path(output, overwrite=overwrite)
     model = load_model(model_name, device=device)
+    if level == "frame" and model.input_kind != "audio":
+        raise click.UsageError(f"--level frame needs an audio model; {model.name} takes images")
     files = expand_inputs(paths, kind=model.input_kind)
     good_paths, vectors, failures = [], [], 0
     bar = _progress_bar(len(files), "embedding")
@@ -542,7 +553,9 @@ def info(model_file, fmt) -> None:
         click.echo(json.dumps(meta, indent=2))
         return
     click.echo(f"architecture: {meta['arch']} {json.dumps(meta.get('arch_args', {}))}, in_chans {meta.get('in_chans', 1)}")
-    click.echo(f"input:        {meta['input_kind']}" + (f", {meta['clip_seconds']} s clips" if meta.get("clip_seconds") else ""))
+    size = meta.get("image_size")
+    click.echo(f"input:        {meta['input_kind']}" + (f", {meta['clip_seconds']} s clips" if meta.get("clip_seconds") else "")
+               + (f", resized to {size[0]} x {size[1]} pixels (height x width)" if size else ""))
     click.echo(f"classes:      {', '.join(meta['classes'])}")
     if meta.get("features"):
         click.echo("features:     " + ", ".join(f"{k}={v}" for k, v in meta["features"].items()))
@@ -596,7 +609,8 @@ def spectrogram(path, output, model_name, overwrite) -> None:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def export(model_file, fmt, output, overwrite) -> None:
-    """Export MODEL (a bundled name or a model file), log-mel front-end included, to ONNX (input: raw samples)."""
+    """Export MODEL (a bundled name or a model file) to ONNX: an audio model with its log-mel front-end
+    (input: raw samples), an image model taking images (batch, channels, height, width) in [0, 1]."""
     from .export import export_onnx
 
     export_onnx(model_file, output, overwrite=overwrite)

@@ -47,11 +47,12 @@ def evaluate(
     loaded = load_model(model, device=device)
     net = loaded.net
     files = _load_files(data_dir, manifest, fold)
+    if files.kind != net.spec.input_kind:  # before the class names, which then cannot match anyway
+        takes = "images" if net.spec.input_kind == "image" else "audio"
+        raise DataError(f"the data holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
     unknown = sorted(set(files.classes) - set(net.classes))
     if unknown:
         raise DataError(f"the data has class(es) {', '.join(unknown)} that the model does not know (it knows {', '.join(net.classes)})")
-    if files.kind != net.spec.input_kind:
-        raise DataError(f"the data holds {files.kind} files but the model takes {net.spec.input_kind}")
     model_index = {name: i for i, name in enumerate(net.classes)}  # the data's classes, by name
     # Through Model.predict_iter, as `specnet classify` runs: the same windows and scores,
     # and only a few files' audio in memory at a time, however large the data.

@@ -76,7 +76,10 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
     device = kwargs.pop("device", "cpu")
     if kwargs:
         raise ParameterError(f"load_model got unknown option(s) {', '.join(sorted(kwargs))}; known: device")
-    return HearModel(load_specnet(model_file_path or None, device=device).net)
+    loaded = load_specnet(model_file_path or None, device=device)
+    if loaded.input_kind != "audio":  # named by the file, not the architecture
+        raise ParameterError(f"HEAR needs an audio model; {loaded.name} takes images")
+    return HearModel(loaded.net)
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:

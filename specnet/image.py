@@ -8,7 +8,9 @@ layout the models take. Every problem with a file raises
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ from specnet.checks import is_integer
 from specnet.errors import ImageError, ParameterError
 from specnet.paths import PathLike, display_name, open_for_reading
 
-__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "load_image"]
+__all__ = ["IMAGE_EXTENSIONS", "image_from_array", "is_image_file", "load_image"]
 
 #: Lower-case file suffixes specnet treats as images.
 IMAGE_EXTENSIONS = frozenset(
@@ -86,24 +88,74 @@ def load_image(
     name = display_name(path)
     with open_for_reading(path, name, ImageError, "an image") as fh:
         try:
-            with Image.open(fh) as img:
-                img.load()  # decode now, so truncated data fails inside this try
-                x = _to_array(img, channels)
+            with warnings.catch_warnings():
+                # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too (one
+                # line, and no multi-GB decode for a picture the model shrinks to a few pixels).
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(fh) as img:
+                    img.load()  # decode now, so truncated data fails inside this try
+                    x = _to_array(img, channels)
         except _PixelRangeError as exc:
             raise ImageError(f"{name}: {exc}") from None
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not a readable image file (format not recognised)") from None
-        except Image.DecompressionBombError as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(f"{name}: image too large to load safely ({exc})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             # Pillow signals bad data with all of these (SyntaxError: "broken PNG file").
             raise ImageError(f"{name}: truncated or corrupt image data ({exc})") from None
 
     image = torch.from_numpy(x).permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
-    if size is not None and tuple(size) != tuple(image.shape[1:]):
-        image = F.interpolate(image[None], size=tuple(size), mode="bilinear",
-                              align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
-    return image
+    return _resized(image, size)
+
+
+def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """An image held in memory, made what :func:`load_image` makes of a file.
+
+    pixels : array or tensor ``(C, height, width)``, C = 1 or 3; uint8 values are
+        scaled by 1/255 and uint16 by 1/65535, float values must lie in [0, 1].
+    channels : 1 or 3; grey is repeated to RGB, RGB is made grey with the ITU-R
+        601 weights Pillow uses for files.
+    size : (height, width) to resize to, bilinear and antialiased as for files.
+
+    Returns float32 ``(channels, height, width)`` in [0, 1]; raises ParameterError
+    for any other shape, scale or a value that is not finite.
+    """
+    raw = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    shape = tuple(raw.shape)
+    if raw.ndim != 3 or shape[0] not in (1, 3) or 0 in shape:
+        looks_hwc = raw.ndim == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3)
+        raise ParameterError(
+            f"an image array must be (channels, height, width) with 1 or 3 channels, got shape {shape}"
+            + ("; that looks like (height, width, channels): transpose it" if looks_hwc else "")
+        )
+    if raw.dtype == np.uint8 or raw.dtype == np.uint16:
+        x = raw.astype(np.float32) / float(np.iinfo(raw.dtype).max)
+    elif np.issubdtype(raw.dtype, np.floating):
+        x = raw.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise ParameterError("image pixels contain NaN or infinite values")
+        if x.min() < 0.0 or x.max() > 1.0:
+            raise ParameterError(
+                f"float image pixels must lie in [0, 1], got {x.min():g} to {x.max():g}; scale them, or pass uint8"
+            )
+    else:
+        raise ParameterError(f"image pixels must be uint8, uint16 or float in [0, 1], got {raw.dtype}")
+    image = torch.from_numpy(np.ascontiguousarray(x))
+    if image.shape[0] != channels:
+        image = image.expand(3, -1, -1) if channels == 3 else (_LUMA.view(3, 1, 1) * image).sum(0, keepdim=True)
+    return _resized(image.contiguous(), size)
+
+
+#: Pillow's RGB -> L weights (ITU-R 601-2 luma), for arrays as for files.
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def _resized(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """``image`` (C, H, W) resized to ``size`` (bilinear, antialiased when shrinking), values kept in [0, 1]."""
+    if size is None or tuple(size) == tuple(image.shape[1:]):
+        return image
+    return F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
 
 
 class _PixelRangeError(Exception):

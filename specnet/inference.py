@@ -27,7 +27,7 @@ from .paths import display_name, text_name
 from .checks import check_int, is_finite_number
 from .devices import resolve_device
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
-from .image import is_image_file, load_image
+from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata
 from .network import SpecNet
 from .windows import cut_windows, fit_length
@@ -208,8 +208,8 @@ class Model:
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
         if self.input_kind == "image":
-            image = torch.as_tensor(samples, dtype=torch.float32)
-            return _Item(index, None, image.unsqueeze(0) if image.dim() == 3 else image)
+            spec = self.config
+            return _Item(index, None, image_from_array(samples, channels=spec.in_chans, size=spec.image_size).unsqueeze(0))
         if sample_rate is None:
             raise ParameterError("raw samples need sample_rate= (Hz)")
         y = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples)
@@ -409,7 +409,8 @@ class Model:
         """Top-k labels with probabilities for each input.
 
         inputs : a path, a list of paths, samples ``(n,)`` or a batch ``(B, n)`` /
-            list of arrays with ``sample_rate=`` (Hz), or images ``(C, H, W)``.
+            list of arrays with ``sample_rate=`` (Hz), or images ``(C, H, W)`` (uint8, or float
+            in [0, 1]; made what a file would be, see :func:`specnet.image.image_from_array`).
         Raises the first input's :class:`SpecnetError` if any input fails.
         """
         results = list(self.predict_iter(inputs, sample_rate=sample_rate, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size))

@@ -301,9 +301,7 @@ def clip_seconds_for(durations: Sequence[float]) -> float:
 def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_seconds: float | None) -> SpecNet:
     """A new :class:`SpecNet` for ``classes``, from scratch, ImageNet weights or ``config.init``."""
     if config.init:
-        base = load_model_file(resolve_model(config.init)[1])
-        if base.spec.input_kind != kind:
-            raise DataError(f"{config.init}: is an {base.spec.input_kind} model but the data holds {kind} files")
+        base = load_model_file(resolve_model(config.init)[1])  # of the data's kind: _run checked
         conflicts = _init_conflicts(config, base.spec)
         if conflicts:
             raise ParameterError(
@@ -632,8 +630,14 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         features=config.feature_config() if kind == "audio" else None,
         image_size=tuple(config.image_size),
     )
+    if kind == "image" and (config.features or config.clip_seconds is not None):
+        given = [*config.features, *(["clip_seconds"] if config.clip_seconds is not None else [])]
+        raise DataError(f"the data holds image files, and {', '.join(given)} apply to audio: leave them out")
     if config.init:
-        probe = dataclasses.replace(load_model_file(resolve_model(config.init)[1]).spec, classes=probe.classes)
+        base = load_model_file(resolve_model(config.init)[1]).spec
+        if base.input_kind != kind:
+            raise DataError(f"{config.init}: is an {base.input_kind} model, and the data holds {kind} files")
+        probe = dataclasses.replace(base, classes=probe.classes)
     train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding train")
     val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
     check_classes(train_split, train_files.classes, "training data")

@@ -26,7 +26,7 @@ from helpers import make_class_folders, make_image, make_tone, peak_frequency, s
 import specnet
 from specnet.audio import audio_info, iter_audio_blocks, load_audio
 from specnet.cli import main
-from specnet.errors import AudioError, ImageError, SpecnetError
+from specnet.errors import AudioError, ImageError, ParameterError, SpecnetError
 
 REPO = Path(__file__).resolve().parents[1]
 # Scores of a file in a batch match its scores alone to float32 rounding: the
@@ -327,6 +327,34 @@ def test_timeline_needs_an_audio_model(capsys, tmp_path_factory, cases):
     code, out, err = run_cli(capsys, "classify", "-m", tiny_image_model(tmp_path_factory), "--timeline", "--format", "csv",
                              cases["corrupt_png"].path)
     assert code == 2 and out == "" and "--timeline needs an audio model" in err
+
+
+def test_audio_options_need_an_audio_model(capsys, tmp_path_factory, cases, tmp_path):
+    image_model = tiny_image_model(tmp_path_factory)
+    make_image(tmp_path / "p.png", "RGB", (16, 16))
+    picture = str(tmp_path / "p.png")
+    code, out, err = run_cli(capsys, "classify", "-m", image_model, "--window", "0.5", "--hop", "2", picture)
+    assert code == 2 and out == "" and f"--window, --hop need an audio model; {image_model} takes images" in err
+    code, out, err = run_cli(capsys, "embed", "-m", image_model, "--level", "frame", "-o", str(tmp_path / "e.npz"), picture)
+    assert code == 2 and f"--level frame needs an audio model; {image_model} takes images" in err
+    assert not (tmp_path / "e.npz").exists()
+    code, out, err = run_cli(capsys, "info", image_model)
+    assert code == 0 and "input:        image, resized to 16 x 16 pixels (height x width)" in out
+    from specnet import hear
+
+    with pytest.raises(ParameterError, match=f"^HEAR needs an audio model; {image_model} takes images$"):
+        hear.load_model(str(image_model))
+
+
+def test_a_folder_mixing_kinds_says_what_it_left_out(capsys, model_file, cases, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(cases["8bit_unsigned"].path, folder / "a.wav")
+    for i in range(3):
+        make_image(folder / f"p{i}.png", "RGB", (8, 8))
+    code, out, err = run_cli(capsys, "classify", "-m", model_file, str(folder))
+    assert code == 0 and out.startswith(f"{folder / 'a.wav'}  (")
+    assert err == f"warning: {folder}: 3 image files left out (the model takes audio)\n"
 
 
 def test_classify_corrupt_png_with_image_model(capsys, tmp_path_factory, cases):

@@ -12,7 +12,7 @@ from PIL import Image
 
 import specnet.paths
 from specnet.errors import ImageError, ParameterError
-from specnet.image import IMAGE_EXTENSIONS, is_image_file, load_image
+from specnet.image import IMAGE_EXTENSIONS, image_from_array, is_image_file, load_image
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -215,6 +215,40 @@ def test_decompression_bomb_is_an_image_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10 000 pixels is over twice this
     with pytest.raises(ImageError, match="too large"):
         load_image(tmp_path / "big.png")
+    # Between the limit and twice it Pillow only warns: refused the same way, in one line.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)
+    with pytest.raises(ImageError, match=r"big.png: image too large to load safely \(Image size \(10000 pixels\) exceeds limit"):
+        load_image(tmp_path / "big.png")
+
+
+def test_an_array_becomes_what_its_file_becomes(tmp_path):
+    pixels = make_image(tmp_path / "a.png", "RGB", (12, 20))  # (H, W, 3) uint8
+    chw = np.moveaxis(pixels, -1, 0)
+    for channels, size in ((3, None), (3, (8, 8)), (1, (5, 30))):
+        from_file = load_image(tmp_path / "a.png", channels=channels, size=size)
+        for array in (chw, torch.from_numpy(chw), chw.astype(np.float32) / 255):
+            np.testing.assert_allclose(image_from_array(array, channels=channels, size=size), from_file, atol=1 / 255 + 1e-6)
+    grey = make_image(tmp_path / "g.png", "L", (6, 7))
+    torch.testing.assert_close(image_from_array(grey[None], channels=3), load_image(tmp_path / "g.png", channels=3))
+    sixteen = (np.arange(42, dtype=np.uint16) * 1500).reshape(1, 6, 7)
+    np.testing.assert_allclose(image_from_array(sixteen, channels=1)[0], sixteen[0] / 65535, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "fragment"),
+    [
+        (np.zeros((32, 32, 3), np.uint8), r"got shape \(32, 32, 3\); that looks like \(height, width, channels\): transpose it"),
+        (np.zeros((4, 8, 8), np.uint8), r"with 1 or 3 channels, got shape \(4, 8, 8\)$"),
+        (np.zeros((3, 0, 0)), r"got shape \(3, 0, 0\)"),
+        (np.zeros((8, 8)), r"got shape \(8, 8\)"),
+        (np.full((3, 4, 4), np.nan), "NaN or infinite"),
+        (np.full((3, 4, 4), 255.0), r"must lie in \[0, 1\], got 255 to 255; scale them, or pass uint8"),
+        (np.zeros((3, 4, 4), np.int64), "must be uint8, uint16 or float"),
+    ],
+)
+def test_bad_image_arrays_are_parameter_errors(pixels, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        image_from_array(pixels, channels=3)
 
 
 def test_permission_denied(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 import synthetic as S
 import torch
 from helpers import make_tone
+from PIL import Image
 from safetensors.torch import load_file
 
 import specnet
@@ -119,9 +120,21 @@ def test_learns_synthetic_images(tmp_path):
     assert model.config.image_size == (32, 32) and model.config.in_chans == 3
     probs = model.predict(str(data / "vertical" / "vertical_0.png"), top_k=3)[0]
     assert probs.predictions[0]["label"] == "vertical"
+    # The same picture as an array (uint8, channels first, its own size) gets the file's scores.
+    pixels = np.moveaxis(np.asarray(Image.open(data / "vertical" / "vertical_0.png").convert("RGB")), -1, 0)
+    np.testing.assert_allclose(model.predict(pixels)[0].probabilities, probs.probabilities, atol=1e-5)
     clip = make_tone(tmp_path / "clip.wav", 440.0, 0.5, 16000)
     with pytest.raises(DataError, match=rf"^{clip}: an audio file, and the model \({tmp_path / 'run' / 'model.safetensors'}\) takes images$"):
         model.predict(str(clip))
+
+
+def test_image_data_refuses_audio_options_and_an_audio_model_to_start_from(audio_run, tmp_path):
+    data = S.make_image_dataset(tmp_path / "images", per_class=2)
+    with pytest.raises(DataError, match="^the data holds image files, and n_mels, clip_seconds apply to audio: leave them out$"):
+        specnet.train(data, tmp_path / "r1", features={"n_mels": 40}, clip_seconds=2.0, epochs=1, num_workers=1)
+    with pytest.raises(DataError, match=f"^{audio_run.model}: is an audio model, and the data holds image files$"):
+        specnet.train(data, tmp_path / "r2", init=str(audio_run.model), epochs=1, num_workers=1)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
 def test_freeze_backbone_leaves_backbone_bit_identical(audio_run, tmp_path):
