@@ -152,6 +152,17 @@ def test_an_mp3_that_stops_early_is_named_in_a_warning(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [message, message]  # decoded whole, and streamed
 
 
+def test_cut_short_warning_threshold_and_partial_reads(tone_wav, caplog):
+    with caplog.at_level("WARNING", logger="specnet"):
+        audio._warn_if_cut_short("x.mp3", 15000, 16000, 16000)  # 1000 frames short: under 0.1 s, padding
+        y, _ = load_audio(tone_wav, offset=0.25, duration=0.5)  # asked for less than the file holds
+        assert caplog.records == [] and len(y) == 8000
+        audio._warn_if_cut_short("x.mp3", 14000, 16000, 16000)
+    assert [r.getMessage() for r in caplog.records] == [
+        "x.mp3: decoding stopped after 0.88 s of the 1.00 s the file declares (damaged data?); using what was decoded"
+    ]
+
+
 # --- channels, offset, duration ---------------------------------------------
 
 def test_stereo_mixes_down_to_mean_of_channels(stereo_wav):

@@ -197,6 +197,8 @@ def test_control_characters_in_names_stay_on_one_line(capsys, model_file, tmp_pa
     assert code == 0 and json.loads(out)[0]["path"] == str(good)
     code, out, _ = run(capsys, "classify", "-m", model_file, str(good), "--format", "csv", "-k", "1")
     assert code == 0 and list(csv.reader(io.StringIO(out)))[1][0] == str(good)
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(good), "--timeline", "--format", "csv")
+    assert code == 0 and list(csv.reader(io.StringIO(out)))[1][0] == str(good)
     code, out, _ = run(capsys, "classify", "-m", model_file, str(good))
     assert code == 0 and out.startswith(f"{tmp_path}/tab\\there.wav  (")
     code, _, _ = run(capsys, "embed", "-m", model_file, str(good), "-o", str(tmp_path / "e.npz"))

@@ -150,6 +150,9 @@ def test_unreadable_file_is_skipped_and_reported(audio_run, test_data, tmp_path)
         "moved.wav": "file not found (broken symbolic link)",
     }
     check_consistent(result, 12)
+    bad = root / "tone" / "two\nlines.wav"  # JSON keeps the name as it is
+    bad.write_bytes(b"not audio")
+    assert str(bad) in [s["path"] for s in specnet.evaluate(audio_run.model, root, device="cpu")["skipped"]]
 
 
 def test_manifest_fold_and_errors(audio_run, test_data, tmp_path):

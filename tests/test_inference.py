@@ -319,6 +319,26 @@ def test_frame_embeddings_in_batches_equal_one_at_a_time(model, clips):
         assert np.isnan(row[alone.shape[1] :]).all()
 
 
+def test_frame_embeddings_batch_by_length_and_pad_short_clips_at_their_end(model, monkeypatch):
+    sizes, network_embed = [], model.net.embed
+    monkeypatch.setattr(model.net, "embed", lambda x, **kw: sizes.append(len(x)) or network_embed(x, **kw))
+    model.embed([S.class_clip("hiss", i).astype(np.float32) for i in range(9)], sample_rate=S.SR, level="frame", batch_size=4)
+    assert sizes == [4, 4, 1]  # nine clips of one padded length, batch_size at a time
+    with pytest.raises(ParameterError, match="batch_size=0"):
+        model.embed_frames(np.zeros(4000, np.float32), sample_rate=S.SR, batch_size=0)
+    # A short clip is padded at its end: its frames are those of the clip followed by silence.
+    y = S.class_clip("hiss", 1)[: round(0.3 * S.SR)].astype(np.float32)
+    padded = np.zeros(round(S.CLIP_SECONDS * S.SR), np.float32)
+    padded[: len(y)] = y
+    short, stamps = model.embed(y, sample_rate=S.SR, level="frame")
+    whole, _ = model.embed(padded, sample_rate=S.SR, level="frame")
+    np.testing.assert_allclose(short[0], whole[0, : short.shape[1]], atol=1e-5, rtol=0)
+    # A frame centred exactly on the clip's last sample is inside it.
+    end = round(stamps[1] * S.SR)
+    assert end == stamps[1] * S.SR
+    assert model.embed(y[:end] if end <= len(y) else padded[:end], sample_rate=S.SR, level="frame")[0].shape[1] == 2
+
+
 def test_an_image_file_for_an_audio_model_says_so(model, tmp_path):
     picture = tmp_path / "spectrogram.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))

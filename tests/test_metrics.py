@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specnet.metrics import Scores, confusion_matrix, score
+from specnet.metrics import Scores, confusion_matrix, log_loss_sum, score
 
 # 10 clips, 3 classes:
 #   true a (0): predicted a, a, a, b      -> 3 right
@@ -86,3 +86,8 @@ def test_to_dict_gives_none_for_undefined_scores():
     assert d["per_class"]["b"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 1}
     assert d["per_class"]["a"]["precision"] == pytest.approx(2 / 3)
     assert d["macro_f1"] == pytest.approx((0.8 + 0.0) / 2)  # "c" is left out
+
+
+def test_log_loss_sums_nats_and_clamps_a_zero_probability():
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [1.0, 0.0]])
+    assert log_loss_sum(probabilities, [0, 1, 1]) == pytest.approx(-np.log(0.9) - np.log(0.2) - np.log(1e-8))

@@ -47,3 +47,5 @@ def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
     assert (tmp_path / "lists.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(SpecnetError, match=r"shape \(2, 2\) does not fit 3 classes"):
         specnet.plot_confusion(folds[0], ["a", "b", "c"], tmp_path / "three.png")
+    with pytest.raises(SpecnetError, match=r"shape \(2, 3\) does not fit 2 classes"):
+        specnet.plot_confusion(np.ones((2, 3), int), ["a", "b"], tmp_path / "wide.png")

@@ -380,6 +380,41 @@ def test_resume_with_other_epochs_warns_that_the_schedule_changes(four_epochs, t
     assert caplog.records == [] and len(metric_rows(out)) == 5
 
 
+def test_resume_of_a_val_dir_run_ignores_the_val_split_its_checkpoint_wrote(tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    val = S.make_audio_dataset(tmp_path / "val", per_class=1)
+    out = tmp_path / "run"
+    specnet.train(data, out, epochs=1, val_dir=str(val), **S.FAST)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    config = json.loads(checkpoint["config"])
+    config["val_split"] = 0.3  # earlier versions kept a val_split beside val_dir, unused
+    torch.save({**checkpoint, "config": json.dumps(config)}, out / "checkpoint.pt")
+    specnet.train(data, out, resume=True, epochs=2, val_dir=str(val), **S.FAST)
+    assert len(metric_rows(out)) == 2
+
+
+def test_evaluate_split_counts_true_classes_in_rows(monkeypatch):
+    from types import SimpleNamespace
+
+    from specnet import training
+
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
+    monkeypatch.setattr(training, "predict_split", lambda *args, **kwargs: (probs, torch.arange(3)))
+    split = SimpleNamespace(targets=torch.tensor([0, 1, 1]))
+    scores, loss = training.evaluate_split(SimpleNamespace(classes=["a", "b"]), split, batch_size=2, device=torch.device("cpu"))
+    assert scores.confusion.tolist() == [[1, 0], [1, 1]]  # the second file, a "b", read as "a"
+    assert loss == pytest.approx(-(np.log(0.9) + np.log(0.2) + np.log(0.7)) / 3)
+
+
+def test_config_json_keeps_the_names_of_skipped_files(tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    bad = data / S.AUDIO_CLASSES[0] / "two\nlines.wav"
+    bad.write_bytes(b"not audio")
+    specnet.train(data, tmp_path / "run", epochs=1, val_split=0, **S.FAST)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [f["path"] for f in saved["data"]["skipped_files"]] == [str(bad)]
+
+
 def test_resume_and_overwrite_together_are_refused(four_epochs, tiny_data, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)
