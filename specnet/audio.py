@@ -480,9 +480,9 @@ def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
 def _warn_if_cut_short(name: str, decoded: int, expected: int, sample_rate: int) -> None:
     """Log a warning when decoding ended well before the frames the file declares.
 
-    A damaged MP3 or Ogg stream makes the decoder stop at the first bad frame (libmpg123
-    prints its own lines to stderr, naming no file): this names the file and says how
-    much of it was used. Shortfalls under 0.1 s and 2 % (encoder padding) pass.
+    A damaged or cut MP3 makes the decoder stop at the first bad frame (libmpg123 prints
+    its own lines to stderr, naming no file): this names the file and says how much of it
+    was used. (libsndfile refuses a damaged Ogg file outright.) Shortfalls under 0.1 s and 2 % (encoder padding) pass.
     """
     missing = expected - decoded
     if decoded > 0 and missing > max(sample_rate // 10, expected // 50):

@@ -15,7 +15,7 @@ from .errors import DataError, SpecnetError
 from .fileio import atomic_write, check_output_path
 from .inference import Failure, load_model
 from .metrics import Scores, log_loss_sum, score
-from .paths import text_name
+from .paths import display_name, text_name
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def evaluate(
     for (path, target), result in zip(files.samples, bar):
         if isinstance(result, Failure):
             log.warning("skipping %s", result.message)
-            skipped.append({"path": text_name(path), "reason": result.reason})
+            # The name once, exactly; the reason without the one-line form of it in front.
+            skipped.append({"path": text_name(path), "reason": result.reason.removeprefix(f"{display_name(path)}: ")})
         else:
             probabilities.append(result.probabilities)
             targets.append(model_index[files.classes[target]])

@@ -477,7 +477,12 @@ class Model:
         counts = [max(1, int(np.searchsorted(self.net.frame_times(len(row)), len(clip) / self.sample_rate, side="right")))
                   for row, clip in zip(rows, clips)]
         longest = max(counts, default=0)
-        dim = rows[0].shape[-1] if rows else 0  # frame embeddings average any frequency bands the clip's keep apart
+        # The width of a frame embedding (the clip embedding's, unless frequency bands are kept
+        # apart there: frames average them), also for no input, so that results concatenate.
+        if rows:
+            dim = rows[0].shape[-1]
+        else:
+            dim = self.net.embed(torch.zeros(1, self.config.clip_samples or 1, device=self.device), level="frame").shape[-1]
         frames = np.full((len(rows), longest, dim), np.nan, dtype=np.float32)
         for out_row, row, count in zip(frames, rows, counts):
             out_row[:count] = row[:count]

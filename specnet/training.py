@@ -663,7 +663,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
         "skipped": len(train_failures) + len(val_failures),
-        "skipped_files": [{"path": text_name(p), "reason": r} for p, r in train_failures + val_failures],
+        "skipped_files": [{"path": text_name(p), "reason": r.removeprefix(f"{display_name(p)}: ")}  # the name once
+                          for p, r in train_failures + val_failures],
         "class_counts": {name: int(n) for name, n in zip(spec.classes, np.bincount(train_split.targets.numpy(), minlength=len(spec.classes)))},
     }
 

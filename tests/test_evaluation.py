@@ -145,7 +145,7 @@ def test_unreadable_file_is_skipped_and_reported(audio_run, test_data, tmp_path)
     (root / "hiss" / "broken.wav").write_bytes(b"RIFF but not really a wave file" * 20)
     (root / "tone" / "moved.wav").symlink_to(tmp_path / "gone.wav")  # a link whose file was moved
     result = specnet.evaluate(audio_run.model, root, device="cpu")
-    assert {Path(s["path"]).name: s["reason"].removeprefix(f"{s['path']}: ") for s in result["skipped"]} == {
+    assert {Path(s["path"]).name: s["reason"] for s in result["skipped"]} == {  # the name once, in "path"
         "broken.wav": "not a readable audio file (format not recognised)",
         "moved.wav": "file not found (broken symbolic link)",
     }

@@ -246,6 +246,7 @@ def test_frame_embeddings_shape_and_timestamps(model, clips, tmp_path):
     assert np.isnan(together[0, alone.shape[1]:]).all()
     np.testing.assert_allclose(together[1], model.embed(str(longer), level="frame")[0][0], atol=1e-5, rtol=0)
     assert model.embed([]).shape == (0, model.net.backbone.num_features)
+    assert model.embed([], level="frame")[0].shape == (0, 0, frames.shape[-1])
     with pytest.raises(ParameterError, match="level"):
         model.embed(str(longer), level="window")
 

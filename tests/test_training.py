@@ -412,7 +412,7 @@ def test_config_json_keeps_the_names_of_skipped_files(tmp_path):
     bad.write_bytes(b"not audio")
     specnet.train(data, tmp_path / "run", epochs=1, val_split=0, **S.FAST)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert [f["path"] for f in saved["data"]["skipped_files"]] == [str(bad)]
+    assert saved["data"]["skipped_files"] == [{"path": str(bad), "reason": "not a readable audio file (format not recognised)"}]
 
 
 def test_resume_and_overwrite_together_are_refused(four_epochs, tiny_data, tmp_path):
