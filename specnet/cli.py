@@ -20,7 +20,7 @@ import click
 
 from ._version import __version__
 from .errors import SpecnetError
-from .paths import display_name, text_name, walk_files
+from .paths import display_name, naming, text_name, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
@@ -137,8 +137,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
         return f"{display_name(path)}: no {kind} files in this folder"
     if path == "-" and not os.path.lexists(path):
         return "-: reading standard input is not supported; give files, folders or glob patterns"
-    path = display_name(path)
-    return reason if reason.startswith(path) else f"{path}: {reason}"
+    return naming(path, reason)
 
 
 # ------------------------------------------------------------------ classify

@@ -15,7 +15,7 @@ from .errors import DataError, SpecnetError
 from .fileio import atomic_write, check_output_path
 from .inference import Failure, load_model
 from .metrics import Scores, log_loss_sum, score
-from .paths import display_name, text_name
+from .paths import text_name, unnamed
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def evaluate(
     for (path, target), result in zip(files.samples, bar):
         if isinstance(result, Failure):
             log.warning("skipping %s", result.message)
-            # The name once, exactly; the reason without the one-line form of it in front.
-            skipped.append({"path": text_name(path), "reason": result.reason.removeprefix(f"{display_name(path)}: ")})
+            skipped.append({"path": text_name(path), "reason": unnamed(path, result.reason)})  # the name once, exactly
         else:
             probabilities.append(result.probabilities)
             targets.append(model_index[files.classes[target]])

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .audio import is_audio_file, iter_audio_blocks, load_audio, resample
-from .paths import display_name, text_name
+from .paths import display_name, naming, text_name
 from .checks import check_int, is_finite_number
 from .devices import resolve_device
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
@@ -117,8 +117,7 @@ class Failure:
     @property
     def message(self) -> str:
         """``reason`` as one line that names the input (the decoder's own messages already do)."""
-        shown = display_name(self.path)
-        return self.reason if self.reason.startswith(shown) else f"{shown}: {self.reason}"
+        return naming(self.path, self.reason)
 
 
 @dataclass

@@ -29,6 +29,18 @@ def text_name(path: PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def naming(path: PathLike, reason: str) -> str:
+    """``reason`` as one line that names ``path``: as it is when it starts with the name
+    already (the decoders' messages do), else ``name: reason``."""
+    shown = display_name(path)
+    return reason if reason.startswith(shown) else f"{shown}: {reason}"
+
+
+def unnamed(path: PathLike, reason: str) -> str:
+    """``reason`` without ``path``'s name in front, for data that gives the name beside it."""
+    return reason.removeprefix(f"{display_name(path)}: ")
+
+
 def walk_files(folder: PathLike) -> list[str]:
     """Every file under ``folder``, in path order, following symbolic links to folders (each
     real folder once, so a link loop ends). A broken link is listed too, so that reading it

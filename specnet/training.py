@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .audio import load_audio
-from .paths import display_name, text_name
+from .paths import display_name, naming, text_name, unnamed
 from .devices import autocast_dtype, resolve_device
 from .checks import check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
@@ -258,8 +258,7 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
 
     items, failures = decode_all(files.paths, decode, num_workers=num_workers, progress=progress, desc=desc)
     for path, reason in failures:
-        shown = display_name(path)  # as the decoder's message names it (non-UTF-8 bytes as \xNN)
-        log.warning("skipping %s", reason if reason.startswith(shown) else f"{shown}: {reason}")
+        log.warning("skipping %s", naming(path, reason))
     keep = [i for i, item in enumerate(items) if item is not None]
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
     kept_items = [items[i] for i in keep]
@@ -298,10 +297,11 @@ def clip_seconds_for(durations: Sequence[float]) -> float:
     return float(min(10.0, max(0.1, math.ceil(seconds * 10) / 10)))
 
 
-def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_seconds: float | None) -> SpecNet:
-    """A new :class:`SpecNet` for ``classes``, from scratch, ImageNet weights or ``config.init``."""
-    if config.init:
-        base = load_model_file(resolve_model(config.init)[1])  # of the data's kind: _run checked
+def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_seconds: float | None,
+                base: SpecNet | None = None) -> SpecNet:
+    """A new :class:`SpecNet` for ``classes``, from scratch or ImageNet weights; with ``config.init``,
+    ``base`` (that model, loaded and checked to take ``kind``) made into one for ``classes``."""
+    if base is not None:
         conflicts = _init_conflicts(config, base.spec)
         if conflicts:
             raise ParameterError(
@@ -633,11 +633,11 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if kind == "image" and (config.features or config.clip_seconds is not None):
         given = [*config.features, *(["clip_seconds"] if config.clip_seconds is not None else [])]
         raise DataError(f"the data holds image files, and {', '.join(given)} apply to audio: leave them out")
-    if config.init:
-        base = load_model_file(resolve_model(config.init)[1]).spec
-        if base.input_kind != kind:
-            raise DataError(f"{config.init}: is an {base.input_kind} model, and the data holds {kind} files")
-        probe = dataclasses.replace(base, classes=probe.classes)
+    base = load_model_file(resolve_model(config.init)[1]) if config.init else None  # loaded once, used twice
+    if base is not None:
+        if base.spec.input_kind != kind:
+            raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
+        probe = dataclasses.replace(base.spec, classes=probe.classes)
     train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding train")
     val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
     check_classes(train_split, train_files.classes, "training data")
@@ -649,7 +649,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if kind == "audio":
         rate = probe.features.sample_rate
         clip_seconds = config.clip_seconds or clip_seconds_for([len(w) / rate for w in train_split.items])
-    model = build_model(config, train_files.classes, kind, clip_seconds)
+    model = build_model(config, train_files.classes, kind, clip_seconds, base)
     spec = model.spec
     clip = spec.clip_samples
 
@@ -663,8 +663,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
         "skipped": len(train_failures) + len(val_failures),
-        "skipped_files": [{"path": text_name(p), "reason": r.removeprefix(f"{display_name(p)}: ")}  # the name once
-                          for p, r in train_failures + val_failures],
+        "skipped_files": [{"path": text_name(p), "reason": unnamed(p, r)} for p, r in train_failures + val_failures],
         "class_counts": {name: int(n) for name, n in zip(spec.classes, np.bincount(train_split.targets.numpy(), minlength=len(spec.classes)))},
     }
 
