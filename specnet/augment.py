@@ -26,8 +26,10 @@ class AugmentConfig:
     gain_db : level offset, uniform in [-gain_db, +gain_db] dB per clip, of the
         clamped log-mel (see :func:`random_gain`).
     time_stretch : speed change, factor uniform in [1 - s, 1 + s].
-    pitch_shift : frequency-axis scaling, factor uniform in [1 - p, 1 + p]
-        (0.06 is about one semitone).
+    pitch_shift : mel-axis scaling, factor uniform in [1 - p, 1 + p]: below
+        1 kHz (where the Slaney mel scale is linear) a pitch change by that
+        factor (0.06 is about one semitone); above it a larger one (a factor
+        of 1.12 moves 2 kHz to about 2.45 kHz). See :func:`random_warp`.
     freq_masks, freq_mask_width : SpecAugment masks on the mel axis, each up to
         ``freq_mask_width`` bins.
     time_masks, time_mask_fraction : masks on the time axis, each up to this
@@ -141,6 +143,10 @@ def random_warp(
 
     Time is resampled about the clip's centre (a speed change), the mel axis
     about its bottom edge (a pitch change); both by linear interpolation.
+    Scaling the mel axis is not scaling every frequency by one factor: the
+    mel scale is logarithmic above 1 kHz, so the upper formants move further
+    than the lower ones. A warp that moves every frequency by the same factor
+    was tried on the FSDD recipe and did no better (recipes/fsdd/README.md).
     """
     if time_stretch <= 0 and pitch_shift <= 0:
         return logmel
