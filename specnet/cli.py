@@ -353,7 +353,7 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold] instead of DATA_DIR.")
 @click.option("--val-dir", type=click.Path(file_okay=False), help="Validation class folders.")
 @click.option("--val-fold", type=int, help="Validate on this fold of the manifest, train on the rest.")
-@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=None, help=f"Stratified share held out for validation (0: train on everything, keep the last epoch).  [default: {DEFAULT_VAL_SPLIT:g} without --val-dir or --val-fold]")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=None, help=f"Stratified share of the readable files held out for validation (0: train on everything, keep the last epoch).  [default: {DEFAULT_VAL_SPLIT:g} without --val-dir or --val-fold]")
 @click.option("--arch", default="cnn", show_default=True, help="Registered model name (see 'specnet summary --list').")
 @click.option("--arch-arg", "arch_args", multiple=True, help="Extra model argument, name=value (JSON value), repeatable.")
 @click.option("--pretrained", is_flag=True, help="Start a VGG from ImageNet weights (downloads once).")

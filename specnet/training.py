@@ -86,8 +86,8 @@ class TrainConfig:
     validates and saves an exponential moving average of the weights (and
     batch-norm statistics) that forgets with a time constant of that many epochs.
     The validation data is one of ``val_dir`` (class folders), ``val_fold`` (that
-    fold of the manifest) or ``val_split`` (a stratified share of the training data;
-    0: none, train on everything); with none of them, ``val_split`` is
+    fold of the manifest) or ``val_split`` (a stratified share of the training files
+    that decode; 0: none, train on everything); with none of them, ``val_split`` is
     :data:`DEFAULT_VAL_SPLIT`.
     """
 
@@ -211,9 +211,18 @@ class Split:
     targets: torch.Tensor
     paths: list[str]
 
+    def subset(self, indices: Sequence[int]) -> "Split":
+        index = torch.as_tensor(indices, dtype=torch.long)
+        items = self.items[index] if isinstance(self.items, torch.Tensor) else [self.items[i] for i in indices]
+        return Split(items, self.targets[index], [self.paths[i] for i in indices])
 
-def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFiles, LabelledFiles]:
-    """``(train, val)`` files from class folders or a manifest, split as configured."""
+
+def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFiles, LabelledFiles | None]:
+    """``(train, val)`` files from class folders or a manifest, split as configured.
+
+    ``val`` is None when validation is a share of the training files: :func:`hold_out`
+    takes it after decoding, so a file that cannot be read never takes a validation place.
+    """
     check_one_source(data_dir, config.manifest)
     if config.manifest:
         data = read_manifest(config.manifest)
@@ -239,9 +248,14 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
         return split_by_fold(data, config.val_fold)
     if config.val_split == 0:  # train on everything; the last epoch's model is kept
         return data, data.subset([])
+    return data, None
+
+
+def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
+    """``(train, val)``: a stratified ``val_split`` share of the decoded ``split``, drawn with the run's seed."""
     share = DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split
-    train_idx, val_idx = stratified_split(data.targets, fraction=share, seed=config.seed)
-    return data.subset(train_idx), data.subset(val_idx)
+    train_idx, val_idx = stratified_split(split.targets.tolist(), fraction=share, seed=config.seed)
+    return split.subset(train_idx), split.subset(val_idx)
 
 
 def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, progress: bool, desc: str) -> tuple[Split, list]:
@@ -638,10 +652,14 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
         probe = dataclasses.replace(base.spec, classes=probe.classes)
-    train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding train")
-    val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
+    desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
+    train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc=desc)
+    if val_files is None:
+        (train_split, val_split), val_failures = hold_out(train_split, config), []
+    else:
+        val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
     check_classes(train_split, train_files.classes, "training data")
-    validate = len(val_files.samples) > 0
+    validate = val_files is None or len(val_files.samples) > 0
     if validate and len(val_split.targets) == 0:
         raise DataError("no usable validation file: add files or change --val-split/--val-fold/--val-dir")
 

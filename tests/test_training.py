@@ -689,3 +689,21 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
     assert lrs[12] == pytest.approx(0.5)
     assert lrs[20] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_validation_share_is_held_out_from_the_files_that_decode(tmp_path):
+    # A class of one readable and one broken file: the readable one trains, whichever way the
+    # seed falls. Holding out before decoding could put the good file in validation and leave
+    # no training file for the class.
+    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    sparse = data / S.AUDIO_CLASSES[0]
+    for extra in sorted(sparse.iterdir())[1:]:
+        extra.unlink()
+    (sparse / "broken.wav").write_bytes(b"not audio")
+    for seed in range(4):
+        run = tmp_path / f"run{seed}"
+        specnet.train(data, run, epochs=1, seed=seed, **S.FAST)
+        counts = read_config(run)["data"]
+        assert counts["skipped"] == 1
+        assert counts["class_counts"][S.AUDIO_CLASSES[0]] == 1
+        assert counts["train_files"] + counts["val_files"] == 9
