@@ -482,7 +482,8 @@ def _warn_if_cut_short(name: str, decoded: int, expected: int, sample_rate: int)
 
     A damaged or cut MP3 makes the decoder stop at the first bad frame (libmpg123 prints
     its own lines to stderr, naming no file): this names the file and says how much of it
-    was used. (libsndfile refuses a damaged Ogg file outright.) Shortfalls under 0.1 s and 2 % (encoder padding) pass.
+    was used (libsndfile refuses a damaged Ogg file outright). Shortfalls under 0.1 s and
+    2 % (encoder padding) pass.
     """
     missing = expected - decoded
     if decoded > 0 and missing > max(sample_rate // 10, expected // 50):

@@ -174,7 +174,7 @@ def cnn_small(**kwargs: Any) -> CNN:
 @register_model
 def cnn(**kwargs: Any) -> CNN:
     """Alias of :func:`cnn_small`."""
-    return _cnn((16, 32, 64, 128), kwargs)
+    return cnn_small(**kwargs)
 
 
 @register_model
