@@ -146,7 +146,8 @@ def random_warp(
     Scaling the mel axis is not scaling every frequency by one factor: the
     mel scale is logarithmic above 1 kHz, so the upper formants move further
     than the lower ones. A warp that moves every frequency by the same factor
-    was tried on the FSDD recipe and did no better (recipes/fsdd/README.md).
+    was tried on the FSDD recipe and did no better in three runs
+    (recipes/fsdd/README.md).
     """
     if time_stretch <= 0 and pitch_shift <= 0:
         return logmel
