@@ -51,6 +51,22 @@ def test_readme_opens_with_the_two_setup_commands():
     assert 'pip install -e ".[test]" && pytest' in ci
 
 
+DOCS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for pattern in ("README.md", "*/README.md", "*/*/README.md")
+    for p in ROOT.glob(pattern)
+    if not p.relative_to(ROOT).parts[0].startswith(".")
+)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_markdown_tables_end_before_the_next_paragraph(doc: str):
+    """Text right under a table's last row renders as another row of the table."""
+    lines = (ROOT / doc).read_text().splitlines()
+    glued = [n + 2 for n, (row, after) in enumerate(zip(lines, lines[1:])) if row.startswith("|") and after.strip() and not after.startswith("|")]
+    assert glued == [], f"{doc}: line(s) {glued} follow a table row without a blank line"
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("readme")
