@@ -25,16 +25,25 @@ log = logging.getLogger(__name__)
 
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
+# Upper limits, so that a damaged or crafted model file cannot make the front-end
+# allocate gigabytes or run for hours: the window and the filterbank are built
+# from these numbers before any audio is seen. Each is far above real use.
+MAX_SAMPLE_RATE = 768_000  # Hz: the fastest audio interfaces and ultrasonic (bat) recorders
+MAX_N_FFT = 65_536  # samples: 85 ms even at MAX_SAMPLE_RATE, 4 s at 16 kHz
+# Not n_fft // 2 + 1: more bands than FFT bins is allowed (the empty ones are
+# logged), so the mel limit is a fixed count, 8x the 128 of music front-ends.
+MAX_N_MELS = 1024
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
     """Every setting of the log-mel front-end, with the PANNs 16 kHz defaults.
 
-    sample_rate : int > 0, Hz. Audio is resampled to this rate before features.
-    n_fft : int > 0, samples per FFT.
+    sample_rate : int in [1, 768000], Hz. Audio is resampled to this rate before features.
+    n_fft : int in [1, 65536], samples per FFT.
     win_length : int in (0, n_fft], or None for ``n_fft``. Hann window length.
-    hop_length : int > 0, samples between frames (160 = 10 ms at 16 kHz).
-    n_mels : int > 0, mel bands (Slaney scale, Slaney area normalisation).
+    hop_length : int in [1, n_fft], samples between frames (160 = 10 ms at 16 kHz).
+    n_mels : int in [1, 1024], mel bands (Slaney scale, Slaney area normalisation).
     f_min, f_max : Hz, 0 <= f_min < f_max <= sample_rate / 2; f_max None means
         sample_rate / 2.
     power : 1.0 (magnitude) or 2.0 (power).
@@ -71,6 +80,14 @@ class FeatureConfig:
         python_fields(self)
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
             check_int(name, getattr(self, name), minimum=1)
+        for name, maximum in (("sample_rate", MAX_SAMPLE_RATE), ("n_fft", MAX_N_FFT), ("n_mels", MAX_N_MELS)):
+            if getattr(self, name) > maximum:
+                raise ParameterError(f"{name}={getattr(self, name)!r} must be an integer in [1, {maximum}]")
+        if self.hop_length > self.n_fft:
+            raise ParameterError(
+                f"hop_length={self.hop_length!r} must be an integer in [1, n_fft={self.n_fft}]: "
+                "a longer hop skips the audio between frames"
+            )
         if self.win_length is not None and not (is_integer(self.win_length) and 0 < self.win_length <= self.n_fft):
             raise ParameterError(
                 f"win_length={self.win_length!r} must be an integer in (0, n_fft={self.n_fft}]"

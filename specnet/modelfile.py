@@ -25,6 +25,15 @@ FORMAT_VERSION = 1
 METADATA_KEY = "specnet"
 _PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip
 
+# Upper limits on what a model file may declare: the network is built from the
+# metadata before its weights are read, so without them a damaged or crafted
+# file could make loading (or every window of `classify`) allocate gigabytes or
+# hang. The feature settings have theirs in FeatureConfig. Each is far above real use.
+MAX_CLIP_SECONDS = 300.0  # per window: the longest `specnet classify --window` takes
+MAX_IMAGE_SIDE = 4096  # pixels, height and width
+MAX_IN_CHANS = 64
+MAX_CLASSES = 100_000
+
 
 def spec_to_metadata(spec: ModelSpec) -> dict[str, Any]:
     """The JSON document stored in a model file."""
@@ -65,6 +74,8 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
     classes = meta["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise ModelFileError(f"{source}: 'classes' must be a non-empty list of names")
+    if len(classes) > MAX_CLASSES:
+        raise ModelFileError(f"{source}: 'classes' names {len(classes)} classes; a model may have at most {MAX_CLASSES}")
     if meta["input_kind"] not in INPUT_KINDS:
         raise ModelFileError(f"{source}: input_kind {meta['input_kind']!r} is not one of {INPUT_KINDS}")
     if not isinstance(meta["arch_args"], dict):
@@ -78,17 +89,22 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
     if len(set(classes)) != len(classes):
         raise ModelFileError(f"{source}: 'classes' names a class twice")
     in_chans = meta.get("in_chans", 1)
-    if not (is_integer(in_chans) and in_chans >= 1):
-        raise ModelFileError(f"{source}: in_chans={in_chans!r} must be a positive integer")
+    if not (is_integer(in_chans) and 1 <= in_chans <= MAX_IN_CHANS):
+        raise ModelFileError(f"{source}: in_chans={in_chans!r} must be a positive integer, at most {MAX_IN_CHANS}")
     clip_seconds = meta.get("clip_seconds")
-    if clip_seconds is not None and not (is_finite_number(clip_seconds) and clip_seconds > 0):
-        raise ModelFileError(f"{source}: clip_seconds={clip_seconds!r} must be a positive number of seconds or null")
+    if clip_seconds is not None:
+        _check_clip_seconds(clip_seconds, features, source=source)
+    elif meta["input_kind"] == "audio":
+        raise ModelFileError(f"{source}: an audio model needs clip_seconds (the length of the windows it classifies)")
     image_size = meta.get("image_size")
     if image_size is not None and not (
         isinstance(image_size, list) and len(image_size) == 2
-        and all(is_integer(s) and s > 0 for s in image_size)
+        and all(is_integer(s) and 0 < s <= MAX_IMAGE_SIDE for s in image_size)
     ):
-        raise ModelFileError(f"{source}: image_size={image_size!r} must be [height, width] in pixels or null")
+        raise ModelFileError(
+            f"{source}: image_size={image_size!r} must be [height, width] in pixels "
+            f"(each at most {MAX_IMAGE_SIDE}) or null"
+        )
     return ModelSpec(
         arch=meta["arch"],
         arch_args=meta["arch_args"],
@@ -100,6 +116,25 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
         image_size=tuple(image_size) if image_size else None,
         extra={k: v for k, v in meta.items() if k not in _CORE_KEYS},
     )
+
+
+def _check_clip_seconds(clip_seconds: object, features: FeatureConfig | None, *, source: str) -> None:
+    """Refuse a clip length that is not a number of seconds in [one FFT window, MAX_CLIP_SECONDS]:
+    `classify` cuts audio into windows this long, so a tiny one means millions of windows."""
+    if not (is_finite_number(clip_seconds) and clip_seconds > 0):
+        raise ModelFileError(f"{source}: clip_seconds={clip_seconds!r} must be a positive number of seconds or null")
+    if clip_seconds > MAX_CLIP_SECONDS:
+        raise ModelFileError(f"{source}: clip_seconds={clip_seconds!r} must be at most {MAX_CLIP_SECONDS:g} s")
+    if features is None:
+        return
+    # Without centring a frame needs n_fft samples (MelSpectrogram refuses fewer); with it, a
+    # window shorter than the Hann window would be mostly padding.
+    minimum = features.window_length if features.center else features.n_fft
+    if round(clip_seconds * features.sample_rate) < minimum:
+        raise ModelFileError(
+            f"{source}: clip_seconds={clip_seconds!r} is shorter than one FFT window "
+            f"({minimum} samples = {minimum / features.sample_rate:g} s at {features.sample_rate} Hz)"
+        )
 
 
 def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool = True) -> Path:

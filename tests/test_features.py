@@ -133,12 +133,28 @@ def test_cuda_agrees_with_cpu():
         (dict(top_db="35"), "top_db='35'"),
         (dict(preemphasis=True), "preemphasis=True"),
         (dict(power=True), "power=True"),
+        # Upper limits: a model file is untrusted, and these size the window and filterbank.
+        (dict(sample_rate=768_001), "sample_rate=768001 must be an integer in [1, 768000]"),
+        (dict(n_fft=65_537, hop_length=160), "n_fft=65537 must be an integer in [1, 65536]"),
+        (dict(n_fft=2**30), "n_fft=1073741824 must be an integer in [1, 65536]"),
+        (dict(n_mels=1025), "n_mels=1025 must be an integer in [1, 1024]"),
+        (dict(n_mels=10**9), "n_mels=1000000000 must be an integer in [1, 1024]"),
+        (dict(hop_length=513), "hop_length=513 must be an integer in [1, n_fft=512]"),
+        (dict(n_fft=256, win_length=200, hop_length=257), "hop_length=257 must be an integer in [1, n_fft=256]"),
     ],
 )
 def test_config_validation_names_the_value(settings, named):
     with pytest.raises(ParameterError) as err:
         FeatureConfig(**settings)
     assert named in str(err.value)
+
+
+def test_config_takes_values_up_to_the_limits():
+    cfg = FeatureConfig(sample_rate=768_000, n_fft=65_536, win_length=65_536, hop_length=65_536, n_mels=1024,
+                        f_min=0.0, f_max=None)
+    assert cfg.max_frequency == 384_000.0 and cfg.window_length == cfg.hop_length == 65_536
+    # More mel bands than FFT bins stays allowed (logged as empty bands; see the warning test).
+    assert FeatureConfig(n_fft=64, hop_length=64, n_mels=1024).n_mels == 1024
 
 
 def test_config_takes_numpy_numbers_and_keeps_python_ones():

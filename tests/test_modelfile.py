@@ -233,3 +233,96 @@ def test_refuses_garbage_and_truncated_safetensors(tmp_path):
     (tmp_path / "header.safetensors").write_bytes(good[: 8 + header_len // 2])
     with pytest.raises(ModelFileError, match="not a valid safetensors file"):
         load_model_file(tmp_path / "header.safetensors")
+
+
+# ---------------------------------------------------------------- sanity limits on the metadata
+
+_F = FeatureConfig().to_dict()  # 16 kHz, n_fft 512, hop 160, 64 mels
+
+
+def _absurd_file(tmp_path: Path, name: str, change: dict) -> Path:
+    """A real model file whose metadata has ``change`` applied (image models for image_size)."""
+    spec = _spec()
+    if "image_size" in change:
+        spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="image", classes=("a", "b"), in_chans=3,
+                         image_size=(32, 32))
+    model = SpecNet(spec)
+    meta = {**spec_to_metadata(spec), **change}
+    return _write_with_metadata(tmp_path / f"{name}.safetensors", model, meta)
+
+
+ABSURD = [
+    # Before the limits each of the first four allocated gigabytes or hung while loading.
+    pytest.param({"features": {**_F, "n_mels": 10**9}}, "bad feature settings: n_mels=1000000000 must be an integer in [1, 1024]", id="n_mels-1e9"),
+    pytest.param({"features": {**_F, "n_fft": 2**30}}, "bad feature settings: n_fft=1073741824 must be an integer in [1, 65536]", id="n_fft-2^30"),
+    pytest.param({"clip_seconds": 1e-9}, "clip_seconds=1e-09 is shorter than one FFT window (512 samples = 0.032 s at 16000 Hz)", id="clip-1e-9"),
+    pytest.param({"classes": [f"c{i}" for i in range(100_001)]}, "'classes' names 100001 classes; a model may have at most 100000", id="classes"),
+    pytest.param({"features": {**_F, "n_mels": 1025}}, "bad feature settings: n_mels=1025 must be an integer in [1, 1024]", id="n_mels"),
+    pytest.param({"features": {**_F, "n_fft": 65537, "hop_length": 160}}, "bad feature settings: n_fft=65537 must be an integer in [1, 65536]", id="n_fft"),
+    pytest.param({"features": {**_F, "sample_rate": 768_001}}, "bad feature settings: sample_rate=768001 must be an integer in [1, 768000]", id="sample_rate"),
+    pytest.param({"features": {**_F, "sample_rate": 10**12}}, "bad feature settings: sample_rate=1000000000000 must be", id="sample_rate-1e12"),
+    pytest.param({"features": {**_F, "hop_length": 513}}, "bad feature settings: hop_length=513 must be an integer in [1, n_fft=512]", id="hop_length"),
+    pytest.param({"features": {**_F, "hop_length": 10**15}}, "bad feature settings: hop_length=1000000000000000 must be", id="hop_length-1e15"),
+    pytest.param({"features": {**_F, "win_length": 513}}, "bad feature settings: win_length=513 must be an integer in (0, n_fft=512]", id="win_length"),
+    pytest.param({"clip_seconds": 511 / 16000}, "clip_seconds=0.0319375 is shorter than one FFT window", id="clip-one-sample-short"),
+    pytest.param({"features": {**_F, "win_length": 256, "center": False}, "clip_seconds": 300 / 16000},
+                 "clip_seconds=0.01875 is shorter than one FFT window (512 samples", id="clip-uncentred-needs-n_fft"),
+    pytest.param({"clip_seconds": 300.5}, "clip_seconds=300.5 must be at most 300 s", id="clip-long"),
+    pytest.param({"clip_seconds": 1e300}, "clip_seconds=1e+300 must be at most 300 s", id="clip-1e300"),
+    pytest.param({"clip_seconds": None}, "an audio model needs clip_seconds", id="clip-null"),
+    pytest.param({"in_chans": 65}, "in_chans=65 must be a positive integer, at most 64", id="in_chans"),
+    pytest.param({"in_chans": 10**9}, "in_chans=1000000000 must be a positive integer, at most 64", id="in_chans-1e9"),
+    pytest.param({"image_size": [4097, 32]}, "image_size=[4097, 32] must be [height, width] in pixels (each at most 4096)", id="image_height"),
+    pytest.param({"image_size": [32, 10**9]}, "image_size=[32, 1000000000] must be [height, width] in pixels (each at most 4096)", id="image_width"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), ABSURD)
+def test_absurd_metadata_is_one_line_naming_file_and_field_and_prompt(tmp_path, change, message):
+    path = _absurd_file(tmp_path, "absurd", change)
+    with pytest.raises(ModelFileError) as err:  # refused before anything is built from the numbers
+        load_model_file(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+
+
+def test_absurd_metadata_is_one_line_from_the_cli(tmp_path, capsys):
+    from helpers import make_tone
+
+    from specnet.cli import main
+
+    clip = make_tone(tmp_path / "clip.wav", 440.0, 0.3, 16000)
+    for name, change, named in [("mels", {"features": {**_F, "n_mels": 10**9}}, "n_mels=1000000000"),
+                                 ("fft", {"features": {**_F, "n_fft": 2**30}}, "n_fft=1073741824"),
+                                 ("clip", {"clip_seconds": 1e-9}, "clip_seconds=1e-09")]:
+        path = _absurd_file(tmp_path, name, change)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["classify", "-m", str(path), str(clip)])
+        assert exit_.value.code == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {path}: ") and named in err, err
+
+
+def test_largest_legitimate_values_still_load(tmp_path):
+    # Audio at every feature limit at once: 768 kHz, n_fft = hop = 65536, 1024 mels, one-hour clips.
+    # The weights of a 1024-mel model at the default FFT size fit (the filterbank is not saved).
+    biggest = {"sample_rate": 768_000, "n_fft": 65_536, "win_length": 65_536, "hop_length": 65_536, "n_mels": 1024,
+               "f_min": 0.0, "f_max": None}
+    small = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"),
+                      features=FeatureConfig(n_mels=1024), clip_seconds=1.0)
+    meta = {**spec_to_metadata(small), "features": {**_F, **biggest}, "clip_seconds": 300}
+    loaded = load_model_file(_write_with_metadata(tmp_path / "audio.safetensors", SpecNet(small), meta))
+    assert loaded.spec.features == FeatureConfig(**biggest) and loaded.spec.clip_seconds == 300
+    assert loaded.frontend.filterbank.shape == (1024, 65_536 // 2 + 1)
+    # The shortest clip: exactly one FFT window (512 samples at 16 kHz; 256 with a 256-sample Hann window).
+    for features, seconds in [(_F, 512 / 16000), ({**_F, "win_length": 256}, 256 / 16000),
+                              ({**_F, "win_length": 256, "center": False}, 512 / 16000)]:
+        meta = {**spec_to_metadata(_spec()), "features": features, "clip_seconds": seconds}
+        path = _write_with_metadata(tmp_path / "short.safetensors", SpecNet(_spec()), meta)
+        assert load_model_file(path).spec.clip_samples == round(seconds * 16000)
+    # Images: 100000 classes, 64 channels, 4096 x 4096 pixels.
+    spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="image", classes=tuple(f"c{i}" for i in range(100_000)),
+                     in_chans=64, image_size=(4096, 4096))
+    loaded = load_model_file(save_model_file(SpecNet(spec), tmp_path / "image.safetensors"))
+    assert loaded.spec == spec
