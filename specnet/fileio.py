@@ -10,17 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelFileError, SpecnetError
+from .paths import display_name
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     A reader (or a crash) sees the old file or the new one, never half of one.
-    With ``overwrite=False`` an existing file is an error.
+    With ``overwrite=False`` an existing file is an error, even one that appears while
+    the data is written.
     """
     path = Path(path)
-    if not overwrite and path.exists():
-        raise SpecnetError(f"{path}: already exists; pass --overwrite to replace it")
+    if not overwrite and os.path.lexists(path):  # fail before the work; _publish checks again
+        raise _exists_error(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = path.parent if str(path.parent) else Path(".")
@@ -28,37 +30,87 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool 
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise SpecnetError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+        raise SpecnetError(f"{display_name(path)}: cannot write here ({exc.strerror or exc})") from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a user's file gets the usual mode
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a user's file gets the usual mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite=overwrite)
     except OSError as exc:
         _remove_quietly(tmp)
         reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise SpecnetError(f"{path}: cannot write ({reason}); earlier contents are unchanged") from None
+        raise SpecnetError(
+            f"{display_name(path)}: cannot write ({reason}); earlier contents are unchanged"
+        ) from None
     except BaseException:
         _remove_quietly(tmp)
         raise
     return path
 
 
-def _umask() -> int:
+# Errors of os.link that mean the file system has no hard links (FAT, some network and FUSE
+# mounts), rather than that the name is taken.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
+
+
+def _publish(tmp: str, path: Path, *, overwrite: bool) -> None:
+    """Give the finished temporary file ``tmp`` the name ``path``, in one step.
+
+    With ``overwrite`` a rename replaces any file there. Without it a hard link, which
+    the OS refuses if the name exists (even if it appeared a moment ago): then a
+    SpecnetError, ``path`` untouched and ``tmp`` left to the caller. Where the file system
+    has no hard links, a check then a rename (a file appearing between the two is lost).
+    """
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise _exists_error(path) from None
+        os.replace(tmp, path)
+        return
+    _remove_quietly(tmp)  # the data is published under path; only the extra name goes
+
+
+def _exists_error(path: Path) -> SpecnetError:
+    """The error for an output that exists when ``overwrite`` was not given."""
+    return SpecnetError(f"{display_name(path)}: already exists; pass --overwrite to replace it")
+
+
+def _process_umask() -> int:
+    """The process's file-creation mask (reading it means setting it and setting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+# Read once, at import, before any decoding thread runs: a file another thread created
+# while the mask was 0 would get mode 0666.
+_UMASK = _process_umask()
+
+
 def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Refuse an existing output file unless ``overwrite``; return it as a Path."""
+    """Refuse, before any work, an output that cannot be written: an existing file unless
+    ``overwrite``, a folder, or a name under a file; return it as a Path. Missing folders
+    are fine (:func:`atomic_write` makes them)."""
     path = Path(path)
-    if path.is_dir():
-        raise SpecnetError(f"{path}: is a directory; give a file name")
-    if path.exists() and not overwrite:
-        raise SpecnetError(f"{path}: already exists; pass --overwrite to replace it")
+    if os.path.isdir(path):
+        raise SpecnetError(f"{display_name(path)}: is a directory; give a file name")
+    for folder in path.parents:  # the nearest one that exists must be a folder
+        if os.path.lexists(folder):
+            if not os.path.isdir(folder):
+                raise SpecnetError(f"{display_name(path)}: cannot write here ({display_name(folder)} is not a folder)")
+            break
+    if os.path.lexists(path) and not overwrite:
+        raise _exists_error(path)
     return path
 
 

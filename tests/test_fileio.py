@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import socket
+import stat
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -57,11 +61,76 @@ def test_atomic_write_interrupted_keeps_old_contents(tmp_path, monkeypatch):
 def test_atomic_write_overwrite_false(tmp_path):
     path = tmp_path / "f.txt"
     atomic_write(path, "first", overwrite=False)
-    with pytest.raises(SpecnetError, match="already exists; pass --overwrite"):
+    assert os.listdir(tmp_path) == ["f.txt"]  # published by a link: the temporary name is gone
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~fileio._UMASK
+    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass --overwrite to replace it$"):
         atomic_write(path, "second", overwrite=False)
     assert path.read_text() == "first"
     atomic_write(path, "third")
     assert path.read_text() == "third"
+
+
+def test_atomic_write_never_replaces_a_file_that_appears_while_writing(tmp_path, monkeypatch):
+    # Another process creates the output after the early check, while the data is written.
+    path = tmp_path / "out.npz"
+    real_mkstemp = fileio.tempfile.mkstemp
+
+    def mkstemp_then_another_writer(**kwargs):
+        path.write_text("theirs")
+        return real_mkstemp(**kwargs)
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp_then_another_writer)
+    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass --overwrite to replace it$"):
+        atomic_write(path, "ours", overwrite=False)
+    assert path.read_text() == "theirs"
+    assert os.listdir(tmp_path) == ["out.npz"]  # the temporary file was removed
+
+
+def test_publish_without_overwrite_refuses_an_existing_name(tmp_path):
+    tmp, path = tmp_path / ".new.tmp", tmp_path / "taken.txt"
+    tmp.write_text("new")
+    path.write_text("old")
+    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass --overwrite to replace it$"):
+        fileio._publish(str(tmp), path, overwrite=False)
+    assert path.read_text() == "old" and tmp.read_text() == "new"  # tmp is the caller's to remove
+    fileio._publish(str(tmp), path, overwrite=True)
+    assert path.read_text() == "new" and not tmp.exists()
+
+
+def test_publish_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "link", no_links)
+    path = atomic_write(tmp_path / "f.txt", "first", overwrite=False)  # falls back to a rename
+    assert path.read_text() == "first" and os.listdir(tmp_path) == ["f.txt"]
+    tmp = tmp_path / ".g.tmp"
+    tmp.write_text("second")
+    with pytest.raises(SpecnetError, match="already exists"):
+        fileio._publish(str(tmp), path, overwrite=False)
+    assert path.read_text() == "first"
+
+
+def test_atomic_write_leaves_the_umask_alone(tmp_path, monkeypatch):
+    # Setting the umask to read it, even for a moment, gives files other threads create mode 0666.
+    def umask(mask):
+        raise AssertionError(f"os.umask({mask:#o}) called while writing")
+
+    monkeypatch.setattr(fileio.os, "umask", umask)
+    path = atomic_write(tmp_path / "a.txt", "x", overwrite=False)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~fileio._UMASK
+
+
+def test_files_get_the_mode_the_process_umask_gives(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, stat
+        os.umask(0o027)
+        from specnet.fileio import atomic_write
+        path = atomic_write({str(tmp_path / "f.txt")!r}, "x", overwrite=False)
+        print(oct(stat.S_IMODE(os.stat(path).st_mode)), oct(os.umask(0o027)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0o640", "0o27"]  # the mode the umask gives; the umask unchanged
 
 
 def test_atomic_write_where_no_folder_can_be_made(tmp_path):
@@ -78,6 +147,16 @@ def test_check_output_path(tmp_path):
     assert check_output_path(tmp_path / "old.csv", overwrite=True) == tmp_path / "old.csv"
     with pytest.raises(SpecnetError, match="is a directory"):
         check_output_path(tmp_path, overwrite=True)
+
+
+def test_check_output_path_under_a_file(tmp_path):
+    audio = tmp_path / "some_file.wav"
+    audio.write_bytes(b"RIFF")
+    for output in (audio / "x.npz", audio / "sub" / "x.npz"):
+        with pytest.raises(SpecnetError, match=f"^{re.escape(f'{output}: cannot write here ({audio} is not a folder)')}$"):
+            check_output_path(output, overwrite=True)
+    # A missing folder is fine: atomic_write makes it.
+    assert check_output_path(tmp_path / "new" / "x.npz", overwrite=False) == tmp_path / "new" / "x.npz"
 
 
 def test_run_lock_second_acquire_names_the_pid(tmp_path):

@@ -1,11 +1,15 @@
-"""Tests for specnet/paths.py: how file names are shown, and how folders are walked."""
+"""Tests for specnet/paths.py: how file names are shown, how folders are walked, how files are opened."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
-from specnet.paths import display_name, text_name, walk_files
+import pytest
+
+from specnet.errors import AudioError
+from specnet.paths import display_name, open_for_reading, text_name, walk_files
 
 
 def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
@@ -39,3 +43,51 @@ def test_text_name_keeps_every_character_but_bytes_that_are_not_utf8():
     assert text_name("two\nlines\t.wav") == "two\nlines\t.wav"
     assert text_name(b"caf\xe9.wav") == text_name(os.fsdecode(b"caf\xe9.wav")) == "caf\\xe9.wav"
     assert text_name(Path("d") / "é.wav") == "d/é.wav"
+
+
+def _open_within(path, seconds=10.0):
+    """open_for_reading(path) in a thread: the error it raises (None if it opened the file);
+    fails if it is still waiting after ``seconds``."""
+    outcome = []
+
+    def target():
+        try:
+            open_for_reading(path, display_name(path), AudioError, "an audio file").close()
+            outcome.append(None)
+        except AudioError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if os.path.exists(path):  # a writer lets a blocked open() of a named pipe return
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(seconds)
+        pytest.fail(f"open_for_reading({path!r}) still waiting after {seconds} s")
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_open_for_reading_refuses_a_named_pipe_without_waiting(tmp_path):
+    fifo = tmp_path / "take.wav"
+    os.mkfifo(fifo)
+    assert str(_open_within(fifo)) == f"{fifo}: not a regular file (a named pipe)"
+    (tmp_path / "link.wav").symlink_to(fifo)  # by a link too: stat follows it
+    assert str(_open_within(tmp_path / "link.wav")) == f"{tmp_path / 'link.wav'}: not a regular file (a named pipe)"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="no /dev/null here")
+def test_open_for_reading_refuses_a_device():
+    assert str(_open_within("/dev/null")) == "/dev/null: not a regular file (a character device)"
+
+
+def test_open_for_reading_keeps_its_other_messages(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "broken.wav").symlink_to(tmp_path / "gone.wav")
+    assert str(_open_within(tmp_path / "missing.wav")) == f"{tmp_path / 'missing.wav'}: file not found"
+    assert str(_open_within(tmp_path / "broken.wav")) == f"{tmp_path / 'broken.wav'}: file not found (broken symbolic link)"
+    assert str(_open_within(tmp_path)) == f"{tmp_path}: is a directory, not an audio file"
+    assert str(_open_within(tmp_path / "empty.wav")) == f"{tmp_path / 'empty.wav'}: file is empty (0 bytes)"
+    (tmp_path / "ok.wav").write_bytes(b"RIFF")
+    assert _open_within(tmp_path / "ok.wav") is None
