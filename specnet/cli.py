@@ -20,7 +20,7 @@ import click
 
 from ._version import __version__
 from .errors import SpecnetError
-from .paths import display_name, naming, text_name, walk_files
+from .paths import display_name, naming, one_line, text_name, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
@@ -43,7 +43,7 @@ class _OneLineMessages(logging.Handler):
         prefix = "warning" if record.levelno >= logging.WARNING else "note"
         # tqdm.write lifts a progress bar on stderr off its line, prints, and redraws it, so
         # a warning raised while files decode starts a line of its own instead of ending the bar's.
-        tqdm.write(f"{prefix}: {record.getMessage()}", file=sys.stderr)
+        tqdm.write(f"{prefix}: {one_line(record.getMessage())}", file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -137,7 +137,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
         return f"{display_name(path)}: no {kind} files in this folder"
     if path == "-" and not os.path.lexists(path):
         return "-: reading standard input is not supported; give files, folders or glob patterns"
-    return naming(path, reason)
+    return one_line(naming(path, reason))
 
 
 # ------------------------------------------------------------------ classify
@@ -187,6 +187,10 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
         sys.exit(1)
 
 
+#: What the table shows for a timeline window of digital silence (no label: its vote means nothing).
+SILENCE = "(silence)"
+
+
 def _table_block(result, model_name: str) -> str:
     head = display_name(result.path)
     if result.duration is not None:
@@ -194,13 +198,14 @@ def _table_block(result, model_name: str) -> str:
     else:
         head += f"  (model {model_name})"
     segments = result.segments or []
-    width = max(len(p["label"]) for p in [*result.predictions, *segments])
+    width = max(len(p["label"] or SILENCE) for p in [*result.predictions, *segments])
     lines = [head] + [f"  {p['label']:<{width}}  {p['score']:7.2%}" for p in result.predictions]
     if segments:
         digits = len(f"{segments[-1]['end']:.2f}")
         lines.append("  top label of each window:")
         for seg in segments:
-            lines.append(f"    {seg['start']:>{digits}.2f} - {seg['end']:>{digits}.2f} s  {seg['label']:<{width}}  {seg['score']:7.2%}")
+            label = f"{seg['label']:<{width}}  {seg['score']:7.2%}" if seg["label"] is not None else SILENCE
+            lines.append(f"    {seg['start']:>{digits}.2f} - {seg['end']:>{digits}.2f} s  {label}")
     return "\n".join(lines)
 
 
@@ -224,9 +229,10 @@ def _csv_rows(results) -> str:
 
 
 def _csv_timeline_rows(results) -> str:
-    """One row per window of every input: its start and end in seconds and its top label."""
+    """One row per window of every input: its start and end in seconds and its top label
+    (empty label and score for a window of digital silence)."""
     return _csv_text(["path", "start", "end", "label", "score"], (
-        [text_name(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"], f"{s['score']:.6f}"]
+        [text_name(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"] or "", "" if s["score"] is None else f"{s['score']:.6f}"]
         for r in results for s in r.segments or []
     ))
 
@@ -294,7 +300,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
         np.savez(buffer, paths=np.array([text_name(p) for p in good_paths]), **arrays)
         atomic_write(output, buffer.getvalue(), overwrite=overwrite)
         count = len(good_paths)
-        click.echo(f"wrote {count} {level} embedding{'' if count == 1 else 's'} of size {arrays['embeddings'].shape[-1]} to {output}", err=True)
+        click.echo(f"wrote {count} {level} embedding{'' if count == 1 else 's'} of size {arrays['embeddings'].shape[-1]} to {display_name(output)}", err=True)
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed", err=True)
@@ -344,6 +350,16 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _floor_settings(top_db: Any, config_file: str | None) -> dict[str, Any]:
+    """``--top-db`` (or a config file's top-level ``top_db``) as feature settings: dB below each
+    clip's peak, 0 for absolute dB without a floor."""
+    from .checks import is_finite_number
+
+    if not (is_finite_number(top_db) and top_db >= 0):
+        raise SpecnetError(f"{config_file}: top_db={top_db!r} must be a number of dB >= 0 (0: absolute dB, no floor)")
+    return {"ref_peak": top_db > 0, "top_db": top_db or None}
 
 
 @cli.command()
@@ -404,6 +420,8 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     for key in feature_keys:
         if key in options:
             features[key] = options.pop(key)
+    if "top_db" in options:  # as --top-db says it; [features] takes ref_peak and top_db apart
+        features.update(_floor_settings(options.pop("top_db"), config_file))
     for name, value in flags.items():
         explicit = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
         if name in feature_keys:
@@ -411,7 +429,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
                 features[name] = value
         elif name == "top_db":
             if value is not None:
-                features.update(ref_peak=value > 0, top_db=value or None)
+                features.update(_floor_settings(value, config_file))
         elif name == "arch_args":
             if value:
                 options["arch_args"] = {**options.get("arch_args", {}), **_parse_arch_args(value)}
@@ -422,7 +440,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:  # only a config file can name one
-        names = sorted(known | {"data_dir", *feature_keys})
+        names = sorted(known | {"data_dir", "top_db", *feature_keys})
         raise SpecnetError(f"{config_file}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(names)}")
     if options.get("weights"):
         options["pretrained"] = True
@@ -457,7 +475,7 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     else:
         _print_evaluation(result)
     if out:
-        click.echo(f"wrote {Path(out) / 'metrics.json'} and {Path(out) / 'confusion.png'}", err=fmt == "json")
+        click.echo(f"wrote {display_name(Path(out) / 'metrics.json')} and {display_name(Path(out) / 'confusion.png')}", err=fmt == "json")
     if result["skipped"]:  # each was reported as it was decoded; the scores leave them out
         click.echo(f"{len(result['skipped'])} of {result['n'] + len(result['skipped'])} files skipped", err=True)
         sys.exit(1)
@@ -599,7 +617,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         f_min=features.f_min, f_max=features.max_frequency, title=display_name(Path(path).name), overwrite=overwrite,
     )
     suffix = Path(output).suffix.lower().lstrip(".")
-    click.echo(f"wrote {output}" + ("" if suffix in PICTURE_FORMATS else f" (a PNG: .{suffix or '(none)'} is not one of {', '.join(PICTURE_FORMATS)})"))
+    click.echo(f"wrote {display_name(output)}" + ("" if suffix in PICTURE_FORMATS else f" (a PNG: .{suffix or '(none)'} is not one of {', '.join(PICTURE_FORMATS)})"))
 
 
 @cli.command()
@@ -613,7 +631,7 @@ def export(model_file, fmt, output, overwrite) -> None:
     from .export import export_onnx
 
     export_onnx(model_file, output, overwrite=overwrite)
-    click.echo(f"wrote {output}")
+    click.echo(f"wrote {display_name(output)}")
 
 
 # ------------------------------------------------------------------ entry point
@@ -636,7 +654,7 @@ def main(argv: list[str] | None = None) -> None:
     except SpecnetError as exc:
         if _debug_enabled():
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -644,5 +662,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: keep it to one line unless asked for more
         if _debug_enabled():
             raise
-        click.echo(f"error: internal error {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        click.echo(f"error: internal error {type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)

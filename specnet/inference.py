@@ -3,7 +3,10 @@
 A clip longer than the model's training clip is cut into windows (``window``
 seconds, every ``hop`` seconds; by default the model's clip length and half
 of it). The clip's probabilities are the mean of its windows'; its clip-level
-embedding the mean of its windows' embeddings. Files longer than
+embedding the mean of its windows' embeddings. Windows of digital silence
+(no sample above :data:`SILENT_PEAK`) are left out of both means unless the
+whole clip is silent: each window's dB are relative to its own peak, so the
+network would see rounding noise magnified into a confident, meaningless vote. Files longer than
 :data:`STREAM_SECONDS` are read as a stream, so memory does not grow with
 their length.
 """
@@ -30,7 +33,7 @@ from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata
 from .network import SpecNet
-from .windows import cut_windows, fit_length
+from .windows import SILENT_PEAK, clip_mean, cut_windows, fit_length, silent_windows
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -39,9 +42,6 @@ PREFETCH_FILES = 64
 #: activation memory (64 bytes per cell for each 16-channel float32 layer output)
 #: whatever the window length, e.g. 20 windows of 4 s at 10 ms frames and 64 bands.
 MAX_BATCH_CELLS = 2**19
-#: A decoded input whose loudest sample is below this (-90 dBFS, one step of 16-bit audio)
-#: is silence: the front-end would only magnify rounding noise, so its labels are warned about.
-SILENT_PEAK = 10 ** (-90 / 20)
 
 log = logging.getLogger("specnet")
 
@@ -88,7 +88,8 @@ class Prediction:
     predictions : top-k ``{"label", "score"}``, scores are softmax probabilities, descending.
     probabilities : (K,) probabilities of every class, in ``classes`` order.
     duration : seconds of audio (None for images).
-    segments : per-window ``{"start", "end", "label", "score"}`` (seconds) when asked for.
+    segments : per-window ``{"start", "end", "label", "score"}`` (seconds) when asked for;
+        a window of digital silence has ``label`` and ``score`` None.
     """
 
     path: str | None
@@ -129,6 +130,7 @@ class _Item:
     windows: np.ndarray | torch.Tensor
     starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     duration: float | None = None
+    silent: np.ndarray | None = None  # (n,) bool: windows of digital silence (audio only)
     outputs: torch.Tensor | None = None  # (n, K) probabilities or (n, D) embeddings, once run
 
 
@@ -203,7 +205,7 @@ class Model:
             return _Item(index, path, None)
         _warn_if_silent(_peak(samples), display_name(path))
         windows, starts = cut_windows(samples, window, hop)
-        return _Item(index, path, windows, starts, len(samples) / self.sample_rate)
+        return _Item(index, path, windows, starts, len(samples) / self.sample_rate, silent=silent_windows(windows))
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
         if self.input_kind == "image":
@@ -220,7 +222,7 @@ class Model:
         y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
         _warn_if_silent(_peak(y), f"input {index}")
         windows, starts = cut_windows(y, window, hop)
-        return _Item(index, None, windows, starts, len(y) / self.sample_rate)
+        return _Item(index, None, windows, starts, len(y) / self.sample_rate, silent=silent_windows(windows))
 
     def _decode_overlaps_network(self) -> bool:
         """Whether files are decoded in worker threads while the network runs.
@@ -321,8 +323,8 @@ class Model:
 
     def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
         """Window outputs of a long file read block by block (memory independent of its length)."""
-        outputs, starts, batch, batch_starts = [], [], [], []
-        total, peak = 0, 0.0
+        outputs, starts, batch, batch_starts, peaks = [], [], [], [], []
+        total = 0
         # The file's start was decoded (and a cut-short file reported) by _decode_path.
         blocks = iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate,
                                    warn_truncated=False, align_last=True)  # windows as cut_windows places them
@@ -330,7 +332,7 @@ class Model:
             batch.append(block.samples)
             batch_starts.append(block.start)
             total = block.start + block.n_valid
-            peak = max(peak, _peak(block.samples))
+            peaks.append(_peak(block.samples))
             if len(batch) == batch_size:
                 outputs.append(self._run(np.stack(batch), embed=embed))
                 starts.extend(batch_starts)
@@ -338,8 +340,9 @@ class Model:
         if batch:
             outputs.append(self._run(np.stack(batch), embed=embed))
             starts.extend(batch_starts)
-        _warn_if_silent(peak, display_name(path))
-        item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate)
+        _warn_if_silent(max(peaks, default=0.0), display_name(path))
+        silent = ~(np.asarray(peaks) >= SILENT_PEAK)
+        item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate, silent=silent)
         return item, torch.cat(outputs)
 
     def _windows_per_batch(self, batch_size: int, window: int) -> int:
@@ -350,11 +353,15 @@ class Model:
         cells = features.n_mels * features.num_frames(window)
         return max(1, min(batch_size, MAX_BATCH_CELLS // cells))
 
-    def _outputs(self, inputs: Any, *, sample_rate, window, hop, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
-        """Per input in order: ``(item, window outputs)``, or a :class:`Failure`."""
+    def _window_sizes(self, window: float | None, hop: float | None) -> tuple[int, int]:
+        """``(window, hop)`` in samples for audio models (said once per call: it may warn); ``(0, 0)`` for images."""
+        return (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
+
+    def _outputs(self, inputs: Any, *, sample_rate, window_n, hop_n, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
+        """Per input in order: ``(item, window outputs)``, or a :class:`Failure`; windows of
+        ``window_n`` samples every ``hop_n`` (from :meth:`_window_sizes`)."""
         check_int("batch_size", batch_size, minimum=1)
         check_int("num_workers", num_workers, minimum=0)
-        window_n, hop_n = (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
         batch_size = self._windows_per_batch(batch_size, window_n)
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
         for item in self._window_outputs(items, batch_size=batch_size, embed=embed):
@@ -376,26 +383,28 @@ class Model:
     ) -> Iterator[Prediction | Failure]:
         """Like :meth:`predict`, one result at a time and in input order; bad inputs give a :class:`Failure`."""
         check_int("top_k", top_k, minimum=1)
-        for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed=None):
+        window_n, hop_n = self._window_sizes(window, hop)
+        for result in self._outputs(inputs, sample_rate=sample_rate, window_n=window_n, hop_n=hop_n, batch_size=batch_size, num_workers=num_workers, embed=None):
             if isinstance(result, Failure):
                 yield result
                 continue
             item, probs = result
-            yield self._prediction(item, probs, top_k=top_k, timeline=timeline, window=window)
+            yield self._prediction(item, probs, top_k=top_k, timeline=timeline, window_n=window_n)
 
-    def _prediction(self, item: _Item, window_probs: torch.Tensor, *, top_k: int, timeline: bool, window: float | None) -> Prediction:
+    def _prediction(self, item: _Item, window_probs: torch.Tensor, *, top_k: int, timeline: bool, window_n: int) -> Prediction:
         rows = window_probs.numpy()
-        probs = rows[0] if len(rows) == 1 else rows.mean(0)  # NumPy: ~10x less overhead than torch per input
+        probs = clip_mean(rows, item.silent)
         order = np.argsort(-probs, kind="stable")[:top_k]
         segments = None
         if timeline and self.input_kind == "audio":
             segments = []
-            window_s = self._window_samples(window, None)[0] / self.sample_rate
-            for start, p in zip(item.starts, window_probs):
-                best = int(p.argmax())
+            for start, p, silent in zip(item.starts, rows, item.silent):
                 begin = float(start) / self.sample_rate
-                end = min(item.duration, begin + window_s)
-                segments.append({"start": round(begin, 4), "end": round(end, 4), "label": self.classes[best], "score": float(p[best])})
+                end = min(item.duration, begin + window_n / self.sample_rate)
+                best = None if silent else int(p.argmax())  # a silent window's vote means nothing
+                segments.append({"start": round(begin, 4), "end": round(end, 4),
+                                 "label": None if best is None else self.classes[best],
+                                 "score": None if best is None else float(p[best])})
         return Prediction(
             path=item.path,
             predictions=[{"label": self.classes[i], "score": float(probs[i])} for i in order],
@@ -431,8 +440,9 @@ class Model:
 
     def embed_iter(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None, batch_size: int = 64, num_workers: int = 2) -> Iterator[np.ndarray | Failure]:
         """Clip-level embeddings ``(dim,)`` one input at a time; bad inputs give a :class:`Failure`."""
-        for result in self._outputs(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size, num_workers=num_workers, embed="clip"):
-            yield result if isinstance(result, Failure) else result[1].mean(0).numpy()
+        window_n, hop_n = self._window_sizes(window, hop)
+        for result in self._outputs(inputs, sample_rate=sample_rate, window_n=window_n, hop_n=hop_n, batch_size=batch_size, num_workers=num_workers, embed="clip"):
+            yield result if isinstance(result, Failure) else clip_mean(result[1].numpy(), result[0].silent)
 
     def embed_frames(self, inputs: Any, *, sample_rate: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Frame-level embeddings of whole clips: ``((n, frames, dim), timestamps (frames,) s)``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -19,7 +20,13 @@ def display_name(path: PathLike) -> str:
     """``path`` as one line of text: bytes that are not UTF-8 show as ``\\xNN``, control
     characters and line breaks (a newline, a terminal escape) as ``\\n``, ``\\x1b``; every
     other character, a no-break space or an emoji, as it is."""
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED else c for c in text_name(path))
+    return one_line(text_name(path))
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters and line breaks escaped (``\\n``, ``\\x1b``), as
+    :func:`display_name` shows a name: for a message built from names and other user text."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED else c for c in text)
 
 
 def text_name(path: PathLike) -> str:
@@ -67,7 +74,15 @@ def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what:
 
     Opening it ourselves (rather than handing the name to a decoder) gives
     precise messages and works for any name the OS accepts, UTF-8 or not.
+    A named pipe, socket or device is refused before opening, where open() could
+    wait forever for a writer.
     """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # open() below says why: missing, a broken link, permission denied
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise error(f"{name}: not a regular file ({_special_kind(mode)})")
     try:
         fh = open(path, "rb")  # the caller closes it
     except FileNotFoundError:
@@ -83,3 +98,16 @@ def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what:
         fh.close()
         raise error(f"{name}: file is empty (0 bytes)")
     return fh
+
+
+def _special_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, from its ``st_mode``."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"

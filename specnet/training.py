@@ -43,7 +43,7 @@ from .metrics import Scores, confusion_matrix, log_loss_sum
 from .inference import resolve_model
 from .modelfile import load_model_file, save_model_file
 from .network import ModelSpec, SpecNet
-from .windows import fit_length, window_starts
+from .windows import fit_length, silent_windows, window_starts
 
 log = logging.getLogger("specnet")
 
@@ -437,7 +437,8 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
     """Class probabilities (N, K) of every item, and the indices they belong to.
 
     Audio clips longer than the model's clip are cut into windows (hop = half a
-    clip) whose probabilities are averaged, as ``specnet classify`` does.
+    clip) whose probabilities are averaged, as ``specnet classify`` does: over the
+    windows that are not digital silence, unless all of them are.
     With several ranks each rank scores every ``world_size``-th item.
     """
     model.eval()
@@ -455,13 +456,17 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
     # Windows are copied into one batch at a time: memory stays O(batch), however long the clips.
     windows = ((row, fit_length(split.items[i][start : start + clip], clip))
                for row, i in enumerate(indices) for start in window_starts(len(split.items[i]), clip, hop))
+    # A silent window counts only in a clip that is silent throughout (clip_mean's rule).
+    all_silent = [bool(silent_windows(split.items[i][None])[0]) for i in indices]
     sums = torch.zeros(len(indices), len(model.classes))
     counts = torch.zeros(len(indices))
     while chunk := list(itertools.islice(windows, batch_size)):
         owner = torch.tensor([row for row, _ in chunk])
-        batch = torch.from_numpy(np.stack([w for _, w in chunk])).to(device)
-        sums.index_add_(0, owner, model(batch).float().softmax(-1).cpu())
-        counts.index_add_(0, owner, torch.ones(len(chunk)))
+        batch = np.stack([w for _, w in chunk])
+        weight = torch.from_numpy(~silent_windows(batch) | np.array([all_silent[row] for row, _ in chunk])).float()
+        probs = model(torch.from_numpy(batch).to(device)).float().softmax(-1).cpu()
+        sums.index_add_(0, owner, probs * weight[:, None])
+        counts.index_add_(0, owner, weight)
     return sums / counts.clamp(min=1).unsqueeze(1), torch.tensor(indices, dtype=torch.long)
 
 

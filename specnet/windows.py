@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+#: A decoded input or window whose loudest sample is below this (-90 dBFS, one step of 16-bit
+#: audio) is silence: the front-end would only magnify rounding noise, so a silent input's
+#: labels are warned about and a silent window is left out of its clip's mean.
+SILENT_PEAK = 10 ** (-90 / 20)
+
 
 def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
     """Start samples of windows covering ``num_samples`` samples.
@@ -48,3 +53,16 @@ def cut_windows(samples: np.ndarray, window: int, hop: int) -> tuple[np.ndarray,
         return fit_length(samples, window)[None, :], starts
     view = np.lib.stride_tricks.sliding_window_view(samples, window)
     return view[starts], starts
+
+
+def silent_windows(windows: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: which of ``windows`` ``(n, samples)`` hold no sample above :data:`SILENT_PEAK`."""
+    return ~(np.abs(windows).max(axis=1, initial=0.0) >= SILENT_PEAK)
+
+
+def clip_mean(rows: np.ndarray, silent: np.ndarray | None) -> np.ndarray:
+    """Mean of per-window ``rows`` ``(n, D)`` over the windows that are not ``silent`` ``(n,)``;
+    over all of them when every window is silent (or ``silent`` is None, for images)."""
+    if silent is not None and silent.any() and not silent.all():
+        rows = rows[~silent]
+    return rows[0] if len(rows) == 1 else rows.mean(0)  # NumPy: ~10x less overhead than torch per input

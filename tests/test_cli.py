@@ -277,6 +277,40 @@ def test_classify_timeline_in_json(capsys, model_file, tmp_path):
     assert windows[0].split()[:4] == ["0.00", "-", "1.00", "s"] and windows[-1].split()[:3] == ["5.00", "-", "6.00"]
 
 
+def test_messages_stay_one_line_when_names_hold_a_newline(capsys, model_file, clips, tmp_path):
+    clip = clip_paths(clips)[0]
+    output = tmp_path / "two\nlines.npz"
+    code, _, err = run(capsys, "embed", "-m", model_file, clip, "-o", str(output))
+    assert code == 0 and err == f"wrote 1 clip embedding of size {err.split()[-3]} to {tmp_path}/two\\nlines.npz\n"
+    code, _, err = run(capsys, "embed", "-m", model_file, clip, "-o", str(output))
+    assert code == 1 and err == f"error: {tmp_path}/two\\nlines.npz: already exists; pass --overwrite to replace it\n"
+    code, _, err = run(capsys, "classify", "-m", str(tmp_path / "no\nmodel.safetensors"), clip)
+    assert code == 1 and err == f"error: {tmp_path}/no\\nmodel.safetensors: model file not found\n"
+    data = tmp_path / "data" / "odd\nclass"
+    data.mkdir(parents=True)
+    shutil.copy(clip, data)
+    code, _, err = run(capsys, "evaluate", model_file, str(tmp_path / "data"))
+    assert code == 1 and err.count("\n") == 1 and "class(es) odd\\nclass that the model does not know" in err
+
+
+def test_classify_timeline_marks_silent_windows(capsys, model_file, tmp_path):
+    tone = S.class_clip("tone", 5, 1.0).astype(np.float32)
+    recording = write_audio(tmp_path / "tone_then_silence.wav", np.concatenate([tone, np.zeros(2 * S.SR, np.float32)]), S.SR)
+    options = ("classify", "-m", model_file, str(recording), "--timeline", "--window", "1", "--hop", "1")
+    code, out, _ = run(capsys, *options, "--format", "json")
+    assert code == 0
+    segments = json.loads(out)[0]["segments"]
+    assert [(s["start"], s["label"] is None, s["score"] is None) for s in segments] == [
+        (0.0, False, False), (1.0, True, True), (2.0, True, True)]
+    code, out, _ = run(capsys, *options, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["label"], r["score"]) for r in rows[1:]] == [("", ""), ("", "")] and rows[0]["label"]
+    code, out, _ = run(capsys, *options)
+    windows = out.splitlines()[-3:]
+    assert [w.split()[4:] for w in windows[1:]] == [["(silence)"], ["(silence)"]]
+    assert windows[0].split()[4] == segments[0]["label"]
+
+
 def test_classify_good_and_bad_files(model_file, clips, tmp_path):
     good = clip_paths(clips)[:2]
     broken = tmp_path / "broken.wav"
@@ -449,6 +483,15 @@ def test_spectrogram_png(capsys, clips, model_file, tmp_path):
 # ------------------------------------------------------------------ train and evaluate
 
 
+@pytest.mark.parametrize(("value", "shown"), [('"loud"', "'loud'"), ("-3", "-3")])
+def test_train_config_top_db_must_be_a_floor(capsys, tmp_path, value, shown):
+    config = tmp_path / "train.toml"
+    config.write_text(f"top_db = {value}\n")
+    code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config))
+    assert code == 1
+    assert err == f"error: {config}: top_db={shown} must be a number of dB >= 0 (0: absolute dB, no floor)\n"
+
+
 def test_train_with_config_file_flags_win(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"
@@ -465,6 +508,7 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
                 f"clip_seconds = {S.CLIP_SECONDS}",
                 "val_split = 0.25",
                 f"sample_rate = {S.SR}",
+                "top_db = 35",  # as --top-db gives it: 35 dB below each clip's peak
                 "[features]",
                 *(f"{k} = {v}" for k, v in S.FEATURES.items() if k != "sample_rate"),
             ]
@@ -482,6 +526,7 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     assert resolved["features"]["n_mels"] == 16  # the flag
     assert resolved["features"]["sample_rate"] == S.SR and resolved["features"]["n_fft"] == 256  # the file
     assert resolved["val_split"] == 0.25
+    assert resolved["features"]["ref_peak"] is True and resolved["features"]["top_db"] == 35  # the file
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert specnet.load_model(out / "model.safetensors").config.features.n_mels == 16
 

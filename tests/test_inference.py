@@ -416,6 +416,46 @@ def test_silence_is_classified_with_a_warning(model, tmp_path, caplog, monkeypat
     ]
 
 
+@pytest.fixture(scope="module")
+def tone_then_silence(clips, tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A 0.5 s tone, then 3 s of digital silence: 13 windows of the 0.5 s model (0.25 s apart), 11 silent."""
+    samples = np.concatenate([clips["tone"][1], np.zeros(3 * S.SR, np.float32)])
+    return write_audio(tmp_path_factory.mktemp("silence") / "tone_then_silence.wav", samples, S.SR, subtype="FLOAT"), samples
+
+
+def window_rows(model, samples: np.ndarray, *, embed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's probabilities (or embedding) run as an input of its own, and which are silent."""
+    window, hop = int(S.CLIP_SECONDS * S.SR), int(S.CLIP_SECONDS * S.SR) // 2
+    windows, _ = inference.cut_windows(samples, window, hop)
+    rows = model.embed(list(windows), sample_rate=S.SR) if embed else probabilities(model.predict(list(windows), sample_rate=S.SR))
+    return rows, np.abs(windows).max(axis=1) == 0
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_silent_windows_are_left_out_of_a_clips_mean(model, tone_then_silence, monkeypatch, streamed):
+    path, samples = tone_then_silence
+    if streamed:
+        monkeypatch.setattr(inference, "STREAM_SECONDS", 2.0)
+    rows, silent = window_rows(model, samples)
+    assert silent.tolist() == [False] * 2 + [True] * 11  # the second window holds the tone's end
+    result = model.predict(str(path), timeline=True)[0]
+    np.testing.assert_allclose(result.probabilities, rows[~silent].mean(0), atol=1e-5, rtol=0)
+    assert np.abs(rows.mean(0) - rows[~silent].mean(0)).max() > 0.01  # the silent windows would have moved it
+    assert [s["label"] is None and s["score"] is None for s in result.segments] == silent.tolist()
+    assert result.segments[0]["label"] == "tone"
+    embeddings, _ = window_rows(model, samples, embed=True)
+    np.testing.assert_allclose(model.embed(str(path))[0], embeddings[~silent].mean(0), atol=1e-5, rtol=0)
+
+
+def test_a_silent_clip_is_the_mean_of_all_its_windows(model):
+    samples = np.zeros(2 * S.SR, np.float32)
+    rows, silent = window_rows(model, samples)
+    assert silent.all()
+    [result] = model.predict(samples, sample_rate=S.SR, timeline=True)
+    np.testing.assert_allclose(result.probabilities, rows.mean(0), atol=1e-5, rtol=0)
+    assert all(s["label"] is None for s in result.segments)
+
+
 def test_decoding_overlaps_the_network_only_with_cores_to_spare(model, monkeypatch):
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 4)
     for threads, overlaps in ((4, False), (8, False), (2, True)):

@@ -406,6 +406,26 @@ def test_evaluate_split_counts_true_classes_in_rows(monkeypatch):
     assert loss == pytest.approx(-(np.log(0.9) + np.log(0.2) + np.log(0.7)) / 3)
 
 
+def test_validation_scores_clips_with_silence_as_classify_does(audio_run):
+    """predict_split (validation) and Model.predict agree on long clips, silent windows included."""
+    from specnet import training
+    from specnet.inference import load_model
+
+    model = load_model(audio_run.model, device="cpu")
+    tone = S.class_clip("tone", 3).astype(np.float32)
+    clips = [
+        np.concatenate([tone, np.zeros(3 * S.SR, np.float32)]),  # most windows silent: left out
+        np.concatenate([np.zeros(S.SR, np.float32), S.class_clip("hiss", 4, 2.0).astype(np.float32)]),
+        np.zeros(S.SR, np.float32),  # silent throughout: the mean of all its windows
+        tone,  # one window
+    ]
+    split = training.Split(clips, torch.tensor([2, 1, 0, 2]), ["a", "b", "c", "d"])
+    probs, indices = training.predict_split(model.net, split, batch_size=5, device=torch.device("cpu"))
+    assert indices.tolist() == [0, 1, 2, 3]
+    expected = np.stack([p.probabilities for p in model.predict(clips, sample_rate=S.SR)])
+    np.testing.assert_allclose(probs.numpy(), expected, atol=1e-5, rtol=0)
+
+
 def test_config_json_keeps_the_names_of_skipped_files(tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     bad = data / S.AUDIO_CLASSES[0] / "two\nlines.wav"
