@@ -57,6 +57,7 @@ def cli(debug: bool) -> None:
     specnet classify --model fsdd digits/     spoken digits, a whole folder
     specnet train DATA_DIR --out runs/mine    one subfolder per class
     specnet evaluate runs/mine/model.safetensors TEST_DIR
+    specnet adapt fsdd my_voice/ -o mine.safetensors   no labels needed
     """
     if debug:
         os.environ["SPECNET_DEBUG"] = "1"
@@ -304,6 +305,40 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed", err=True)
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------ adapt
+
+
+@cli.command()
+@click.argument("model_file", metavar="MODEL")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The adapted model file to write.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
+    """Adapt MODEL (a bundled name or a model file) to new recordings without their labels.
+
+    Re-measures the network's batch-norm statistics on PATHS (files, folders or glob patterns
+    recorded the way the audio to classify is: a microphone, a room, a voice, with its classes
+    mixed as they will be) and writes the adapted model to OUTPUT; the weights stay as they are.
+    """
+    from .fileio import check_output_path
+    from .inference import load_model
+
+    check_output_path(output, overwrite=overwrite)
+    model = load_model(model_file, device=device)
+    files = expand_inputs(paths, kind=model.input_kind)
+    result = model.adapt(files, batch_size=batch_size)
+    for failure in result.failures:
+        click.echo(f"error: {_fail_line(failure.path, failure.reason, model.input_kind)}", err=True)
+    model.save(output, overwrite=overwrite)
+    click.echo(f"adapted {model.name} to {result.windows} window{'' if result.windows == 1 else 's'} of "
+               f"{result.inputs} input{'' if result.inputs == 1 else 's'}; wrote {display_name(output)}", err=True)
+    if result.failures:
+        click.echo(f"{len(result.failures)} of {len(files)} inputs failed", err=True)
         sys.exit(1)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .audio import is_audio_file, iter_audio_blocks, load_audio, resample
 from .paths import display_name, naming, text_name
@@ -31,7 +32,7 @@ from .checks import check_int, is_finite_number
 from .devices import resolve_device
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .image import image_from_array, is_image_file, load_image
-from .modelfile import load_model_file, read_metadata
+from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
 from .windows import SILENT_PEAK, clip_mean, cut_windows, fit_length, silent_windows
 
@@ -42,6 +43,8 @@ PREFETCH_FILES = 64
 #: activation memory (64 bytes per cell for each 16-channel float32 layer output)
 #: whatever the window length, e.g. 20 windows of 4 s at 10 ms frames and 64 bands.
 MAX_BATCH_CELLS = 2**19
+#: Adapting to fewer windows than this gives a warning: the statistics are then noisy.
+FEW_WINDOWS = 100
 
 log = logging.getLogger("specnet")
 
@@ -496,6 +499,102 @@ class Model:
         for out_row, row, count in zip(frames, rows, counts):
             out_row[:count] = row[:count]
         return frames, self.net.frame_times(longest), np.array(counts, dtype=np.int64)
+
+
+    # ---------------------------------------------------------- adapting to new recordings
+
+    def adapt(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None,
+              batch_size: int = 64, num_workers: int = 2) -> Adaptation:
+        """Re-measure the network's batch-norm statistics on unlabelled ``inputs``, in place.
+
+        Each layer's channels are normalised with means and variances measured on the
+        training data; recordings from another microphone, room or voice reach every layer
+        shifted. Measuring them again on recordings of the new conditions (AdaBN, Li et al.
+        2016) moves the network to those conditions; the weights stay as they are. The
+        inputs should hold the classes about as the recordings to classify will: the
+        statistics of one class alone describe that class, not the conditions.
+
+        inputs : as for :meth:`predict`; windows are cut as it cuts them, and windows of
+            digital silence are left out. Every window counts equally, whatever its batch.
+        Bad inputs are skipped and listed in the result. Raises ParameterError for a model
+        without batch norm, DataError (the model unchanged) when no window is left.
+        """
+        check_int("batch_size", batch_size, minimum=1)
+        norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            raise ParameterError(f"{self.name}: has no batch-norm layers, so there are no statistics to adapt")
+        window_n, hop_n = self._window_sizes(window, hop)
+        batch_size = self._windows_per_batch(batch_size, window_n)
+        before = {name: value.clone() for name, value in self.net.state_dict().items()}
+        momenta = [m.momentum for m in norms]
+        result = Adaptation(inputs=0, windows=0, failures=[])
+        pending: list = []  # windows (n, samples) or images (1, C, H, W) not yet run
+
+        def run(batch: np.ndarray | torch.Tensor) -> None:
+            for m in norms:  # the running statistics become the mean over every window so far
+                m.momentum = len(batch) / (result.windows + len(batch))
+            self._run(batch)
+            result.windows += len(batch)
+
+        try:
+            for m in norms:
+                m.reset_running_stats()
+                m.train()
+            for item in self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers):
+                if isinstance(item, Failure):
+                    result.failures.append(item)
+                    continue
+                heard = 0
+                for rows in self._heard_windows(item, window_n, hop_n):
+                    pending.append(rows)
+                    heard += len(rows)
+                    while sum(map(len, pending)) >= batch_size:
+                        rows = np.concatenate(pending) if isinstance(pending[0], np.ndarray) else torch.cat(pending)
+                        run(rows[:batch_size])
+                        pending = [rows[batch_size:]] if len(rows) > batch_size else []
+                result.inputs += heard > 0
+            if pending:
+                run(np.concatenate(pending) if isinstance(pending[0], np.ndarray) else torch.cat(pending))
+            if not result.windows:
+                raise DataError("no window to adapt to: every input failed or was silent")
+        except BaseException:
+            self.net.load_state_dict(before)
+            raise
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+                m.eval()
+        if result.windows < FEW_WINDOWS:
+            log.warning("adapted to %d window%s: statistics from fewer than %d are noisy", result.windows,
+                        "" if result.windows == 1 else "s", FEW_WINDOWS)
+        self.net.spec = self.net.spec.with_extra(adapted={"inputs": result.inputs, "windows": result.windows, "from": self.name})
+        return result
+
+    def _heard_windows(self, item: _Item, window_n: int, hop_n: int) -> Iterator[np.ndarray | torch.Tensor]:
+        """An input's windows without the silent ones, in pieces: all at once, or a long file block by block."""
+        if item.windows is not None:
+            heard = item.windows if item.silent is None else item.windows[~item.silent]
+            if len(heard):
+                yield heard
+            return
+        blocks = iter_audio_blocks(item.path, block_samples=window_n, hop_samples=hop_n, sample_rate=self.sample_rate,
+                                   warn_truncated=False, align_last=True)
+        for block in blocks:
+            if _peak(block.samples) >= SILENT_PEAK:
+                yield block.samples[None]
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the model (an adapted one, say) to a model file, atomically; refuses an existing one unless ``overwrite``."""
+        return save_model_file(self.net, path, overwrite=overwrite)
+
+
+@dataclass
+class Adaptation:
+    """What :meth:`Model.adapt` measured on: inputs with a window heard, windows run, inputs skipped."""
+
+    inputs: int
+    windows: int
+    failures: list[Failure]
 
 
 class _InlineExecutor:

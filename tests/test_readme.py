@@ -83,6 +83,9 @@ def workspace(tmp_path_factory) -> Path:
     (work / "recordings").mkdir()
     make_tone(work / "recordings" / "a.wav", 440.0, 1.0, 16000)
     make_tone(work / "recordings" / "b.wav", 880.0, 1.5, 8000)
+    (work / "my_voice").mkdir()  # unlabelled recordings for `specnet adapt`
+    for i, freq in enumerate((220.0, 330.0, 440.0, 550.0)):
+        make_tone(work / "my_voice" / f"take{i}.wav", freq, 0.6, 8000)
     (work / "more").mkdir()
     make_tone(work / "more" / "c.flac", 660.0, 1.0, 22050)
     sr = 16000

@@ -4,19 +4,26 @@
 #   bash recipes/fsdd/run.sh [WORK]        # WORK defaults to /tmp/fsdd (outside the repo)
 #
 # DATA=/path/to/fsdd overrides the input folder (default ../shared/data/fsdd).
-# STEPS="prepare official loso bundle figures" picks steps (default: all of them).
+# STEPS="prepare official loso adapt bundle figures" picks steps (default: all of them).
 # JOBS=N runs N leave-one-speaker-out trainings at a time (default 1).
 set -euo pipefail
 
 work=${1:-/tmp/fsdd}
 data=${DATA:-../shared/data/fsdd}
-steps=${STEPS:-prepare official loso bundle figures}
+steps=${STEPS:-prepare official loso adapt bundle figures}
 jobs=${JOBS:-1}
 cfg=recipes/fsdd/config.toml
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # small model: one thread per run is the efficient choice on a busy CPU
 runs=$work/runs
 evals=$work/eval
 has() { [[ " $steps " == *" $1 "* ]]; }
+each_speaker() {   # runs "$1 K" for the six speaker folds K, JOBS at a time
+  for k in 1 2 3 4 5 6; do
+    "$1" "$k" &
+    while (( $(jobs -rp | wc -l) >= jobs )); do wait -n; done
+  done
+  wait
+}
 
 if has prepare; then
   python recipes/fsdd/prepare.py "$work" --data "$data" --force
@@ -40,11 +47,7 @@ if has loso; then
     head -n 1 "$evals/loso$k.txt" | sed "s/^/speaker fold $k: /"
   }
   mkdir -p "$runs" "$evals"
-  for k in 1 2 3 4 5 6; do
-    loso_fold "$k" &
-    while (( $(jobs -rp | wc -l) >= jobs )); do wait -n; done
-  done
-  wait
+  each_speaker loso_fold
   python - "$evals" <<'EOF'
 import json, sys
 names = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
@@ -52,6 +55,28 @@ accs = [json.load(open(f"{sys.argv[1]}/loso{k}/metrics.json"))["accuracy"] for k
 for name, acc in zip(names, accs):
     print(f"{name:<9} {100 * acc:6.2f} %")
 print(f"mean      {100 * sum(accs) / len(accs):6.2f} %")
+EOF
+fi
+
+# 2b. Each leave-one-speaker-out model adapted to its held-out speaker's 500 recordings without their
+#     labels (`specnet adapt`: batch-norm statistics measured again), then scored on the same recordings.
+if has adapt; then
+  speakers=(george jackson lucas nicolas theo yweweler)
+  adapt_fold() {
+    local k=$1 name=${speakers[$1 - 1]}
+    specnet adapt "$runs/loso$k/model.safetensors" "$work/*/*/*_${name}_*.wav" -o "$runs/loso$k/adapted.safetensors" \
+      --overwrite 2> "$runs/adapt$k.log"
+    specnet evaluate "$runs/loso$k/adapted.safetensors" --manifest "$work/loso.csv" --fold "$k" \
+      --out "$evals/adapted$k" --overwrite > "$evals/adapted$k.txt"
+    head -n 1 "$evals/adapted$k.txt" | sed "s/^/adapted to speaker $k: /"
+  }
+  each_speaker adapt_fold
+  python - "$evals" <<'EOF'
+import json, sys
+names = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+for name, k in zip(names, range(1, 7)):
+    before, after = (json.load(open(f"{sys.argv[1]}/{kind}{k}/metrics.json"))["accuracy"] for kind in ("loso", "adapted"))
+    print(f"{name:<9} {100 * before:6.2f} % -> {100 * after:6.2f} % adapted")
 EOF
 fi
 

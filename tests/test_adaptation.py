@@ -1,0 +1,175 @@
+"""Tests for Model.adapt (batch-norm statistics from unlabelled recordings), Model.save and `specnet adapt`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import synthetic as S
+import torch
+from helpers import write_audio
+
+import specnet
+from specnet import inference
+from specnet.cli import main
+from specnet.errors import DataError, ParameterError
+from specnet.features import FeatureConfig
+from specnet.inference import Model
+from specnet.network import ModelSpec, SpecNet
+from specnet.windows import cut_windows
+
+WINDOW = int(S.CLIP_SECONDS * S.SR)
+
+
+@pytest.fixture
+def model(audio_run) -> Model:
+    """A fresh copy for each test: adapting changes the model in place."""
+    return specnet.load_model(audio_run.model, device="cpu")
+
+
+def new_clips(count: int) -> list[np.ndarray]:
+    """``count`` unseen one-window clips, the classes in turn, louder and darker than training's."""
+    clips = []
+    for i in range(count):
+        y = S.class_clip(S.AUDIO_CLASSES[i % len(S.AUDIO_CLASSES)], 40 + i).astype(np.float32)
+        clips.append(np.convolve(y, np.ones(4, np.float32) / 2, mode="same"))  # a low-pass microphone
+    return clips
+
+
+def norms(model: Model) -> list[torch.nn.BatchNorm2d]:
+    return [m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def statistics(model: Model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.net.state_dict().items() if "running" in k}
+
+
+def assert_same_statistics(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def first_layer_output(model: Model, clips: list[np.ndarray]) -> torch.Tensor:
+    """What the first batch norm sees for ``clips``: (N, C, F, T)."""
+    with torch.no_grad():
+        return model.net.backbone.features[0].conv1(model.net.images(torch.from_numpy(np.stack(clips))))
+
+
+def test_first_layer_statistics_become_those_of_the_new_windows(model, audio_run):
+    clips = new_clips(12)
+    seen = first_layer_output(model, clips)
+    bn = norms(model)[0]
+    old_mean = bn.running_mean.clone()
+    result = model.adapt(clips, sample_rate=S.SR, batch_size=5)  # batches of 5, 5, 2: every window counts once
+    assert (result.inputs, result.windows, result.failures) == (12, 12, [])
+    torch.testing.assert_close(bn.running_mean, seen.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    assert (bn.running_mean - old_mean).abs().max() > 0.01  # the training statistics are gone
+    assert not model.net.training and all(m.momentum == 0.1 for m in norms(model))  # back to inference
+
+    one_batch = specnet.load_model(audio_run.model, device="cpu")
+    one_batch.adapt(clips, sample_rate=S.SR, batch_size=64)
+    bn = norms(one_batch)[0]
+    torch.testing.assert_close(bn.running_mean, seen.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(bn.running_var, seen.var((0, 2, 3)), atol=1e-5, rtol=1e-4)
+
+
+def test_silent_windows_and_bad_inputs_are_left_out(model, audio_run, tmp_path):
+    clips = new_clips(4)
+    with_silence = np.concatenate([clips[0], np.zeros(2 * S.SR, np.float32)])
+    path = write_audio(tmp_path / "then_silence.wav", with_silence, S.SR, subtype="FLOAT")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all\n" * 20)
+    result = model.adapt([str(path), str(broken), *map(str, [write_audio(tmp_path / f"{i}.wav", c, S.SR, subtype="FLOAT")
+                                                              for i, c in enumerate(clips[1:])])], batch_size=3)
+    windows, _ = cut_windows(with_silence, WINDOW, WINDOW // 2)
+    heard = [w for w in windows if np.abs(w).max() > 0]
+    assert len(heard) == 2 and len(windows) == 9  # the clip's own window and the one half over it
+    assert (result.inputs, result.windows) == (4, 2 + 3)
+    assert [f.path for f in result.failures] == [str(broken)]
+
+    expected = specnet.load_model(audio_run.model, device="cpu")
+    expected.adapt([*heard, *clips[1:]], sample_rate=S.SR, batch_size=3)
+    assert_same_statistics(statistics(model), statistics(expected))
+
+
+def test_a_long_file_is_streamed_with_the_same_result(model, audio_run, tmp_path, monkeypatch):
+    samples = np.concatenate(new_clips(12))
+    path = write_audio(tmp_path / "long.wav", samples, S.SR, subtype="FLOAT")
+    model.adapt(str(path), batch_size=7)
+    monkeypatch.setattr(inference, "STREAM_SECONDS", 2.0)
+    streamed = specnet.load_model(audio_run.model, device="cpu")
+    assert streamed.adapt([str(path)], batch_size=7).windows == 23  # 6 s in 0.5 s windows 0.25 s apart
+    assert_same_statistics(statistics(streamed), statistics(model))
+
+
+def test_no_window_to_adapt_to_leaves_the_model_unchanged(model, tmp_path):
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    probabilities = model.predict(new_clips(1), sample_rate=S.SR)[0].probabilities
+    with pytest.raises(DataError, match="no window to adapt to: every input failed or was silent"):
+        model.adapt([np.zeros(S.SR, np.float32), str(tmp_path / "missing.wav")], sample_rate=S.SR)
+    for key, value in model.net.state_dict().items():
+        torch.testing.assert_close(value, before[key], atol=0, rtol=0, msg=key)
+    assert not model.net.training and "adapted" not in model.net.spec.extra
+    np.testing.assert_array_equal(model.predict(new_clips(1), sample_rate=S.SR)[0].probabilities, probabilities)
+
+
+def test_a_model_without_batch_norm_says_so():
+    spec = ModelSpec(arch="cnn_tiny", arch_args={"batch_norm": False}, input_kind="audio", classes=("a", "b"),
+                     features=FeatureConfig(**S.FEATURES), clip_seconds=S.CLIP_SECONDS)
+    plain = Model(SpecNet(spec), name="plain", device=torch.device("cpu"))
+    with pytest.raises(ParameterError, match="^plain: has no batch-norm layers, so there are no statistics to adapt$"):
+        plain.adapt(new_clips(2), sample_rate=S.SR)
+
+
+def test_few_windows_give_a_warning(model, caplog):
+    model.adapt(new_clips(3), sample_rate=S.SR)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"adapted to 3 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy"]
+
+
+def test_an_adapted_model_saves_and_loads_as_it_classifies(model, audio_run, tmp_path):
+    clips = new_clips(6)
+    original = model.predict(clips, sample_rate=S.SR)
+    model.adapt(clips, sample_rate=S.SR)
+    adapted = model.predict(clips, sample_rate=S.SR)
+    assert max(np.abs(a.probabilities - o.probabilities).max() for a, o in zip(adapted, original)) > 1e-3
+    out = model.save(tmp_path / "adapted.safetensors")
+    loaded = specnet.load_model(out, device="cpu")
+    for a, b in zip(loaded.predict(clips, sample_rate=S.SR), adapted):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6, rtol=0)
+    assert loaded.config.extra["adapted"] == {"inputs": 6, "windows": 6, "from": str(audio_run.model)}
+    with pytest.raises(specnet.SpecnetError, match="already exists; pass --overwrite"):
+        model.save(out)
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_adapts_writes_and_reports_bad_files(capsys, audio_run, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i, clip in enumerate(new_clips(6)):
+        write_audio(folder / f"{i}.wav", clip, S.SR)
+    (folder / "broken.wav").write_bytes(b"not audio at all\n" * 20)
+    out = tmp_path / "adapted.safetensors"
+    code, stdout, err = run(capsys, "adapt", str(audio_run.model), str(folder), "-o", str(out))
+    assert code == 1 and stdout == ""
+    assert err.splitlines() == [
+        f"warning: adapted to 6 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
+        f"error: {folder / 'broken.wav'}: not a readable audio file (format not recognised)",
+        f"adapted {audio_run.model} to 6 windows of 6 inputs; wrote {out}",
+        "1 of 7 inputs failed",
+    ]
+    code, stdout, _ = run(capsys, "info", str(out), "--format", "json")
+    assert code == 0 and json.loads(stdout)["adapted"] == {"inputs": 6, "windows": 6, "from": str(audio_run.model)}
+    code, _, err = run(capsys, "adapt", str(audio_run.model), str(folder / "0.wav"), "-o", str(out))
+    assert code == 1 and err == f"error: {out}: already exists; pass --overwrite to replace it\n"
