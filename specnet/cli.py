@@ -694,6 +694,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # the machine, not a bug: a full disk under standard output, say
+        if _debug_enabled():
+            raise
+        name = f"{display_name(exc.filename)}: " if exc.filename else ""
+        click.echo(f"error: {name}{one_line(exc.strerror or str(exc))}", err=True)
+        sys.exit(1)
     except Exception as exc:  # a bug: keep it to one line unless asked for more
         if _debug_enabled():
             raise

@@ -293,6 +293,15 @@ def test_messages_stay_one_line_when_names_hold_a_newline(capsys, model_file, cl
     assert code == 1 and err.count("\n") == 1 and "class(es) odd\\nclass that the model does not know" in err
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_under_standard_output_is_one_line(model_file, clips):
+    with open("/dev/full", "w") as full:
+        env = dict(os.environ, PYTHONPATH=str(REPO), **S.SUBPROCESS_ENV)
+        result = subprocess.run([sys.executable, "-m", "specnet", "classify", "-m", model_file, *clip_paths(clips)],
+                                stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=180)
+    assert result.returncode == 1 and result.stderr == "error: No space left on device\n"
+
+
 def test_classify_timeline_marks_silent_windows(capsys, model_file, tmp_path):
     tone = S.class_clip("tone", 5, 1.0).astype(np.float32)
     recording = write_audio(tmp_path / "tone_then_silence.wav", np.concatenate([tone, np.zeros(2 * S.SR, np.float32)]), S.SR)
