@@ -124,6 +124,12 @@ class FeatureConfig:
         return self.win_length or self.n_fft
 
     @property
+    def min_clip_samples(self) -> int:
+        """The shortest clip worth a spectrogram, in samples: one Hann window (``n_fft`` without
+        ``center``, where MelSpectrogram refuses fewer)."""
+        return self.window_length if self.center else self.n_fft
+
+    @property
     def max_frequency(self) -> float:
         """The top edge of the mel filterbank in Hz."""
         return self.sample_rate / 2 if self.f_max is None else float(self.f_max)

@@ -16,7 +16,7 @@ import torch
 
 from ._version import __version__
 from .checks import is_finite_number, is_integer
-from .errors import ModelFileError, SpecnetError
+from .errors import ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig
 from .fileio import atomic_write
 from .network import INPUT_KINDS, ModelSpec, SpecNet
@@ -93,7 +93,10 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
         raise ModelFileError(f"{source}: in_chans={in_chans!r} must be a positive integer, at most {MAX_IN_CHANS}")
     clip_seconds = meta.get("clip_seconds")
     if clip_seconds is not None:
-        _check_clip_seconds(clip_seconds, features, source=source)
+        try:
+            check_clip_seconds(clip_seconds, features)
+        except ParameterError as exc:
+            raise ModelFileError(f"{source}: {exc}") from None
     elif meta["input_kind"] == "audio":
         raise ModelFileError(f"{source}: an audio model needs clip_seconds (the length of the windows it classifies)")
     image_size = meta.get("image_size")
@@ -118,21 +121,18 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
     )
 
 
-def _check_clip_seconds(clip_seconds: object, features: FeatureConfig | None, *, source: str) -> None:
-    """Refuse a clip length that is not a number of seconds in [one FFT window, MAX_CLIP_SECONDS]:
-    `classify` cuts audio into windows this long, so a tiny one means millions of windows."""
+def check_clip_seconds(clip_seconds: object, features: FeatureConfig | None) -> None:
+    """Refuse (ParameterError) a clip length that is not a number of seconds in [one FFT window,
+    MAX_CLIP_SECONDS]: `classify` cuts audio into windows this long, so a tiny one means millions of
+    windows. Training checks its clip length here too, so that it never saves a file this refuses."""
     if not (is_finite_number(clip_seconds) and clip_seconds > 0):
-        raise ModelFileError(f"{source}: clip_seconds={clip_seconds!r} must be a positive number of seconds or null")
+        raise ParameterError(f"clip_seconds={clip_seconds!r} must be a positive number of seconds")
     if clip_seconds > MAX_CLIP_SECONDS:
-        raise ModelFileError(f"{source}: clip_seconds={clip_seconds!r} must be at most {MAX_CLIP_SECONDS:g} s")
-    if features is None:
-        return
-    # Without centring a frame needs n_fft samples (MelSpectrogram refuses fewer); with it, a
-    # window shorter than the Hann window would be mostly padding.
-    minimum = features.window_length if features.center else features.n_fft
-    if round(clip_seconds * features.sample_rate) < minimum:
-        raise ModelFileError(
-            f"{source}: clip_seconds={clip_seconds!r} is shorter than one FFT window "
+        raise ParameterError(f"clip_seconds={clip_seconds!r} must be at most {MAX_CLIP_SECONDS:g} s")
+    if features is not None and round(clip_seconds * features.sample_rate) < features.min_clip_samples:
+        minimum = features.min_clip_samples
+        raise ParameterError(
+            f"clip_seconds={clip_seconds!r} is shorter than one FFT window "
             f"({minimum} samples = {minimum / features.sample_rate:g} s at {features.sample_rate} Hz)"
         )
 

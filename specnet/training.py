@@ -41,7 +41,7 @@ from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
 from .metrics import Scores, confusion_matrix, log_loss_sum
 from .inference import resolve_model
-from .modelfile import load_model_file, save_model_file
+from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds, load_model_file, save_model_file
 from .network import ModelSpec, SpecNet
 from .windows import fit_length, silent_windows, window_starts
 
@@ -134,6 +134,8 @@ class TrainConfig:
         for name in ("in_chans", "patience"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
+        if self.in_chans is not None and self.in_chans > MAX_IN_CHANS:  # what a model file may hold
+            raise ParameterError(f"in_chans={self.in_chans!r} must be an integer in [1, {MAX_IN_CHANS}]")
         if not (is_finite_number(self.lr) and self.lr > 0):
             raise ParameterError(f"lr={self.lr!r} must be a positive number")
         for name in ("weight_decay", "warmup_epochs", "grad_clip", "ema_epochs"):  # ema_epochs 0: no weight average
@@ -146,11 +148,12 @@ class TrainConfig:
             raise ParameterError(f"{' and '.join(chosen)} each choose the validation data: give one of them")
         if not (
             isinstance(self.image_size, (tuple, list)) and len(self.image_size) == 2
-            and all(is_integer(s) and s > 0 for s in self.image_size)
+            and all(is_integer(s) and 0 < s <= MAX_IMAGE_SIDE for s in self.image_size)
         ):
-            raise ParameterError(f"image_size={self.image_size!r} must be a (height, width) pair of positive integers")
-        if self.clip_seconds is not None and not (is_finite_number(self.clip_seconds) and self.clip_seconds > 0):
-            raise ParameterError(f"clip_seconds={self.clip_seconds!r} must be a positive number of seconds")
+            raise ParameterError(f"image_size={self.image_size!r} must be a (height, width) pair of positive integers, "
+                                 f"each at most {MAX_IMAGE_SIDE}")
+        if self.clip_seconds is not None:
+            check_clip_seconds(self.clip_seconds, None)  # against the front-end once it is known, in train()
         if self.keep not in ("best", "last"):
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
@@ -671,7 +674,12 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     clip_seconds = None
     if kind == "audio":
         rate = probe.features.sample_rate
-        clip_seconds = config.clip_seconds or clip_seconds_for([len(w) / rate for w in train_split.items])
+        if config.clip_seconds:
+            clip_seconds = config.clip_seconds
+            check_clip_seconds(clip_seconds, probe.features)
+        else:  # at least one FFT window, which a model file must hold
+            shortest = math.ceil(probe.features.min_clip_samples / rate * 10) / 10
+            clip_seconds = max(shortest, clip_seconds_for([len(w) / rate for w in train_split.items]))
     model = build_model(config, train_files.classes, kind, clip_seconds, base)
     spec = model.spec
     clip = spec.clip_samples

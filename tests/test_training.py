@@ -426,6 +426,28 @@ def test_validation_scores_clips_with_silence_as_classify_does(audio_run):
     np.testing.assert_allclose(probs.numpy(), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"clip_seconds": 300.5}, "clip_seconds=300.5 must be at most 300 s"),
+    ({"clip_seconds": -1.0}, "clip_seconds=-1.0 must be a positive number of seconds"),
+    ({"image_size": (4097, 64)}, "image_size=(4097, 64) must be a (height, width) pair of positive integers, each at most 4096"),
+    ({"in_chans": 65}, "in_chans=65 must be an integer in [1, 64]"),
+])
+def test_options_a_model_file_could_not_hold_are_refused(options, message):
+    with pytest.raises(ParameterError) as err:
+        TrainConfig(**options)
+    assert str(err.value) == message
+
+
+def test_the_clip_holds_at_least_one_fft_window(tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=3)  # 0.5 s clips
+    wide = {**S.FEATURES, "n_fft": 8192}  # 1.024 s at 8 kHz
+    options = {**S.FAST, "features": wide, "epochs": 1, "val_split": 0}
+    with pytest.raises(ParameterError, match=r"^clip_seconds=0.5 is shorter than one FFT window \(8192 samples = 1.024 s at 8000 Hz\)$"):
+        specnet.train(data, tmp_path / "given", **options)
+    specnet.train(data, tmp_path / "default", **{**options, "clip_seconds": None})
+    assert specnet.load_model(tmp_path / "default" / "model.safetensors").config.clip_seconds == 1.1  # not 0.5
+
+
 def test_config_json_keeps_the_names_of_skipped_files(tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     bad = data / S.AUDIO_CLASSES[0] / "two\nlines.wav"
