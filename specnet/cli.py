@@ -199,7 +199,7 @@ def _table_block(result, model_name: str) -> str:
     else:
         head += f"  (model {model_name})"
     segments = result.segments or []
-    width = max(len(p["label"] or SILENCE) for p in [*result.predictions, *segments])
+    width = max(len(p["label"] or "") for p in [*result.predictions, *segments])
     lines = [head] + [f"  {p['label']:<{width}}  {p['score']:7.2%}" for p in result.predictions]
     if segments:
         digits = len(f"{segments[-1]['end']:.2f}")
@@ -331,9 +331,10 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
     check_output_path(output, overwrite=overwrite)
     model = load_model(model_file, device=device)
     files = expand_inputs(paths, kind=model.input_kind)
-    result = model.adapt(files, batch_size=batch_size)
-    for failure in result.failures:
+    def report(failure) -> None:
         click.echo(f"error: {_fail_line(failure.path, failure.reason, model.input_kind)}", err=True)
+
+    result = model.adapt(files, batch_size=batch_size, on_failure=report)
     model.save(output, overwrite=overwrite)
     click.echo(f"adapted {model.name} to {result.windows} window{'' if result.windows == 1 else 's'} of "
                f"{result.inputs} input{'' if result.inputs == 1 else 's'}; wrote {display_name(output)}", err=True)
@@ -387,13 +388,13 @@ def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _floor_settings(top_db: Any, config_file: str | None) -> dict[str, Any]:
-    """``--top-db`` (or a config file's top-level ``top_db``) as feature settings: dB below each
-    clip's peak, 0 for absolute dB without a floor."""
+def _floor_settings(top_db: Any, source: str) -> dict[str, Any]:
+    """``--top-db`` (or a config file's top-level ``top_db``, ``source`` saying which) as feature
+    settings: dB below each clip's peak, 0 for absolute dB without a floor."""
     from .checks import is_finite_number
 
     if not (is_finite_number(top_db) and top_db >= 0):
-        raise SpecnetError(f"{config_file}: top_db={top_db!r} must be a number of dB >= 0 (0: absolute dB, no floor)")
+        raise SpecnetError(f"{source}: top_db={top_db!r} must be a number of dB >= 0 (0: absolute dB, no floor)")
     return {"ref_peak": top_db > 0, "top_db": top_db or None}
 
 
@@ -456,7 +457,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         if key in options:
             features[key] = options.pop(key)
     if "top_db" in options:  # as --top-db says it; [features] takes ref_peak and top_db apart
-        features.update(_floor_settings(options.pop("top_db"), config_file))
+        features.update(_floor_settings(options.pop("top_db"), config_file))  # only a file sets it here
     for name, value in flags.items():
         explicit = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
         if name in feature_keys:
@@ -464,7 +465,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
                 features[name] = value
         elif name == "top_db":
             if value is not None:
-                features.update(_floor_settings(value, config_file))
+                features.update(_floor_settings(value, "--top-db"))
         elif name == "arch_args":
             if value:
                 options["arch_args"] = {**options.get("arch_args", {}), **_parse_arch_args(value)}
@@ -611,7 +612,7 @@ def info(model_file, fmt) -> None:
     click.echo(f"classes:      {', '.join(meta['classes'])}")
     if meta.get("features"):
         click.echo("features:     " + ", ".join(f"{k}={v}" for k, v in meta["features"].items()))
-    for key in ("dataset", "training", "metrics"):
+    for key in ("dataset", "training", "metrics", "adapted"):
         if meta.get(key):
             click.echo(f"{key + ':':<13} {json.dumps(meta[key])}")
     click.echo(f"format:       {meta['format_version']} (specnet {meta.get('specnet_version', '?')})")

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -328,10 +328,7 @@ class Model:
         """Window outputs of a long file read block by block (memory independent of its length)."""
         outputs, starts, batch, batch_starts, peaks = [], [], [], [], []
         total = 0
-        # The file's start was decoded (and a cut-short file reported) by _decode_path.
-        blocks = iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate,
-                                   warn_truncated=False, align_last=True)  # windows as cut_windows places them
-        for block in blocks:
+        for block in self._blocks(path, window, hop):
             batch.append(block.samples)
             batch_starts.append(block.start)
             total = block.start + block.n_valid
@@ -344,9 +341,15 @@ class Model:
             outputs.append(self._run(np.stack(batch), embed=embed))
             starts.extend(batch_starts)
         _warn_if_silent(max(peaks, default=0.0), display_name(path))
-        silent = ~(np.asarray(peaks) >= SILENT_PEAK)
+        silent = silent_windows(np.asarray(peaks)[:, None])  # each block's peak, as a window of one sample
         item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate, silent=silent)
         return item, torch.cat(outputs)
+
+    def _blocks(self, path: str, window: int, hop: int) -> Iterator:
+        """A long file's windows, block by block, placed as :func:`cut_windows` places them. Its
+        start was decoded (and a cut-short file reported) by :meth:`_decode_path`."""
+        return iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate,
+                                 warn_truncated=False, align_last=True)
 
     def _windows_per_batch(self, batch_size: int, window: int) -> int:
         """``batch_size``, lowered so one batch of ``window``-sample windows stays within MAX_BATCH_CELLS."""
@@ -504,7 +507,7 @@ class Model:
     # ---------------------------------------------------------- adapting to new recordings
 
     def adapt(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None,
-              batch_size: int = 64, num_workers: int = 2) -> Adaptation:
+              batch_size: int = 64, num_workers: int = 2, on_failure: Callable[[Failure], None] | None = None) -> Adaptation:
         """Re-measure the network's batch-norm statistics on unlabelled ``inputs``, in place.
 
         Each layer's channels are normalised with means and variances measured on the
@@ -515,48 +518,73 @@ class Model:
         statistics of one class alone describe that class, not the conditions.
 
         inputs : as for :meth:`predict`; windows are cut as it cuts them, and windows of
-            digital silence are left out. Every window counts equally, whatever its batch.
-        Bad inputs are skipped and listed in the result. Raises ParameterError for a model
-        without batch norm, DataError (the model unchanged) when no window is left.
+            digital silence are left out. They run in batches of ``batch_size`` (at least 2,
+            so that a batch has a spread); every window counts equally in the means, and the
+            variances are the window-weighted mean of each batch's.
+        on_failure : called with each input skipped, as it is skipped (a long file that fails
+            part-way keeps the windows read before). The result lists them too.
+        Raises ParameterError for a model without batch norm, DataError (the model
+        unchanged) when fewer than 2 windows are left.
         """
         check_int("batch_size", batch_size, minimum=1)
+        check_int("num_workers", num_workers, minimum=0)
         norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             raise ParameterError(f"{self.name}: has no batch-norm layers, so there are no statistics to adapt")
         window_n, hop_n = self._window_sizes(window, hop)
-        batch_size = self._windows_per_batch(batch_size, window_n)
+        batch_size = max(2, self._windows_per_batch(batch_size, window_n))
         before = {name: value.clone() for name, value in self.net.state_dict().items()}
         momenta = [m.momentum for m in norms]
         result = Adaptation(inputs=0, windows=0, failures=[])
         pending: list = []  # windows (n, samples) or images (1, C, H, W) not yet run
 
+        def skip(failure: Failure) -> None:
+            result.failures.append(failure)
+            if on_failure is not None:
+                on_failure(failure)
+
         def run(batch: np.ndarray | torch.Tensor) -> None:
-            for m in norms:  # the running statistics become the mean over every window so far
+            for m in norms:  # the running means become the mean over every window so far
                 m.momentum = len(batch) / (result.windows + len(batch))
             self._run(batch)
             result.windows += len(batch)
+
+        def pending_rows() -> np.ndarray | torch.Tensor:
+            return np.concatenate(pending) if isinstance(pending[0], np.ndarray) else torch.cat(pending)
 
         try:
             for m in norms:
                 m.reset_running_stats()
                 m.train()
+            seen = 0
             for item in self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers):
+                seen += 1
                 if isinstance(item, Failure):
-                    result.failures.append(item)
+                    skip(item)
                     continue
                 heard = 0
-                for rows in self._heard_windows(item, window_n, hop_n):
-                    pending.append(rows)
-                    heard += len(rows)
-                    while sum(map(len, pending)) >= batch_size:
-                        rows = np.concatenate(pending) if isinstance(pending[0], np.ndarray) else torch.cat(pending)
-                        run(rows[:batch_size])
-                        pending = [rows[batch_size:]] if len(rows) > batch_size else []
+                try:
+                    for rows in self._heard_windows(item, window_n, hop_n):
+                        pending.append(rows)
+                        heard += len(rows)
+                        while sum(map(len, pending)) >= 2 * batch_size:  # a full batch always stays for the end
+                            rows = pending_rows()
+                            run(rows[:batch_size])
+                            pending = [rows[batch_size:]]
+                except SpecnetError as exc:  # a long file damaged part-way
+                    skip(Failure(item.path, str(exc), type(exc)))
                 result.inputs += heard > 0
-            if pending:
-                run(np.concatenate(pending) if isinstance(pending[0], np.ndarray) else torch.cat(pending))
-            if not result.windows:
-                raise DataError("no window to adapt to: every input failed or was silent")
+            rest = pending_rows() if pending else []
+            total = result.windows + len(rest)
+            if total < 2:
+                raise DataError("no input to adapt to" if not seen else
+                                f"too little to adapt to: {total} window{'' if total == 1 else 's'} of sound in {seen} "
+                                f"input{'' if seen == 1 else 's'}, and a spread needs 2 (failed inputs and silence are left out)")
+            if len(rest) - batch_size >= 2:  # never a batch of one window
+                run(rest[:batch_size])
+                rest = rest[batch_size:]
+            if len(rest):
+                run(rest)
         except BaseException:
             self.net.load_state_dict(before)
             raise
@@ -565,9 +593,9 @@ class Model:
                 m.momentum = momentum
                 m.eval()
         if result.windows < FEW_WINDOWS:
-            log.warning("adapted to %d window%s: statistics from fewer than %d are noisy", result.windows,
-                        "" if result.windows == 1 else "s", FEW_WINDOWS)
-        self.net.spec = self.net.spec.with_extra(adapted={"inputs": result.inputs, "windows": result.windows, "from": self.name})
+            log.warning("adapted to %d windows: statistics from fewer than %d are noisy", result.windows, FEW_WINDOWS)
+        first = (self.net.spec.extra.get("adapted") or {}).get("from") or Path(self.name).name  # adapting again: the same base
+        self.net.spec = self.net.spec.with_extra(adapted={"inputs": result.inputs, "windows": result.windows, "from": first})
         return result
 
     def _heard_windows(self, item: _Item, window_n: int, hop_n: int) -> Iterator[np.ndarray | torch.Tensor]:
@@ -577,10 +605,8 @@ class Model:
             if len(heard):
                 yield heard
             return
-        blocks = iter_audio_blocks(item.path, block_samples=window_n, hop_samples=hop_n, sample_rate=self.sample_rate,
-                                   warn_truncated=False, align_last=True)
-        for block in blocks:
-            if _peak(block.samples) >= SILENT_PEAK:
+        for block in self._blocks(item.path, window_n, hop_n):
+            if not silent_windows(block.samples[None])[0]:
                 yield block.samples[None]
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

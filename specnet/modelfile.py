@@ -19,6 +19,7 @@ from .checks import is_finite_number, is_integer
 from .errors import ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig
 from .fileio import atomic_write
+from .paths import display_name, refuse_special_file
 from .network import INPUT_KINDS, ModelSpec, SpecNet
 
 FORMAT_VERSION = 1
@@ -202,6 +203,7 @@ def _check_is_safetensors(path: Path) -> None:
         raise ModelFileError(f"{path}: model file not found")
     if path.is_dir():
         raise ModelFileError(f"{path}: is a directory, not a model file")
+    refuse_special_file(path, display_name(path), ModelFileError)  # a named pipe would block open()
     try:
         with open(path, "rb") as handle:
             head = handle.read(16)

@@ -77,12 +77,7 @@ def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what:
     A named pipe, socket or device is refused before opening, where open() could
     wait forever for a writer.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        mode = None  # open() below says why: missing, a broken link, permission denied
-    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise error(f"{name}: not a regular file ({_special_kind(mode)})")
+    refuse_special_file(path, name, error)
     try:
         fh = open(path, "rb")  # the caller closes it
     except FileNotFoundError:
@@ -98,6 +93,17 @@ def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what:
         fh.close()
         raise error(f"{name}: file is empty (0 bytes)")
     return fh
+
+
+def refuse_special_file(path: PathLike, name: str, error: type[SpecnetError]) -> None:
+    """Raise ``error`` if ``path`` is a named pipe, socket or device, which open() could wait on
+    forever; a regular file, a folder or a name that cannot be stat'ed (open() says why) pass."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise error(f"{name}: not a regular file ({_special_kind(mode)})")
 
 
 def _special_kind(mode: int) -> str:

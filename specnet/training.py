@@ -660,6 +660,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
         probe = dataclasses.replace(base.spec, classes=probe.classes)
+    if kind == "audio" and config.clip_seconds:  # before decoding: a model file must hold one FFT window
+        check_clip_seconds(config.clip_seconds, probe.features)
     desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
     train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc=desc)
     if val_files is None:
@@ -676,7 +678,6 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         rate = probe.features.sample_rate
         if config.clip_seconds:
             clip_seconds = config.clip_seconds
-            check_clip_seconds(clip_seconds, probe.features)
         else:  # at least one FFT window, which a model file must hold
             shortest = math.ceil(probe.features.min_clip_samples / rate * 10) / 10
             clip_seconds = max(shortest, clip_seconds_for([len(w) / rate for w in train_split.items]))

@@ -107,8 +107,12 @@ def test_a_long_file_is_streamed_with_the_same_result(model, audio_run, tmp_path
 def test_no_window_to_adapt_to_leaves_the_model_unchanged(model, tmp_path):
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
     probabilities = model.predict(new_clips(1), sample_rate=S.SR)[0].probabilities
-    with pytest.raises(DataError, match="no window to adapt to: every input failed or was silent"):
-        model.adapt([np.zeros(S.SR, np.float32), str(tmp_path / "missing.wav")], sample_rate=S.SR)
+    skipped = []
+    with pytest.raises(DataError, match=r"^too little to adapt to: 0 windows of sound in 2 inputs, and a spread needs 2 "):
+        model.adapt([np.zeros(S.SR, np.float32), str(tmp_path / "missing.wav")], sample_rate=S.SR, on_failure=skipped.append)
+    assert [f.message for f in skipped] == [f"{tmp_path / 'missing.wav'}: file not found"]
+    with pytest.raises(DataError, match="^no input to adapt to$"):
+        model.adapt([])
     for key, value in model.net.state_dict().items():
         torch.testing.assert_close(value, before[key], atol=0, rtol=0, msg=key)
     assert not model.net.training and "adapted" not in model.net.spec.extra
@@ -139,9 +143,41 @@ def test_an_adapted_model_saves_and_loads_as_it_classifies(model, audio_run, tmp
     loaded = specnet.load_model(out, device="cpu")
     for a, b in zip(loaded.predict(clips, sample_rate=S.SR), adapted):
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6, rtol=0)
-    assert loaded.config.extra["adapted"] == {"inputs": 6, "windows": 6, "from": str(audio_run.model)}
+    assert loaded.config.extra["adapted"] == {"inputs": 6, "windows": 6, "from": audio_run.model.name}  # no folders
     with pytest.raises(specnet.SpecnetError, match="already exists; pass --overwrite"):
         model.save(out)
+    loaded.adapt(clips[:4], sample_rate=S.SR)  # adapting again measures anew, from the same base model
+    assert loaded.config.extra["adapted"] == {"inputs": 4, "windows": 4, "from": audio_run.model.name}
+
+
+def test_a_long_file_that_fails_part_way_is_skipped_and_reported(model, tmp_path, monkeypatch):
+    long_path = write_audio(tmp_path / "long.wav", np.concatenate(new_clips(12)), S.SR, subtype="FLOAT")
+    short_path = write_audio(tmp_path / "short.wav", new_clips(3)[2], S.SR, subtype="FLOAT")
+    monkeypatch.setattr(inference, "STREAM_SECONDS", 2.0)
+
+    intact = inference.iter_audio_blocks
+
+    def damaged(*args, **kwargs):  # the stream breaks after two blocks, as at a damaged Ogg page
+        blocks = intact(*args, **kwargs)
+        yield next(blocks)
+        yield next(blocks)
+        raise specnet.AudioError(f"{long_path}: damaged data at 0.5 s")
+
+    monkeypatch.setattr(inference, "iter_audio_blocks", damaged)
+    result = model.adapt([str(long_path), str(short_path)])
+    assert [f.message for f in result.failures] == [f"{long_path}: damaged data at 0.5 s"]
+    assert (result.inputs, result.windows) == (2, 3)  # the two blocks read before the damage, and the short file
+
+
+def test_batches_never_hold_one_window(tmp_path):
+    """A batch of one has no spread: with 1 x 1 feature maps batch norm refuses it."""
+    spec = ModelSpec(arch="vgg11_bn", arch_args={}, input_kind="image", classes=("a", "b"), in_chans=3, image_size=(16, 16))
+    images = Model(SpecNet(spec), name="images", device=torch.device("cpu"))
+    pictures = [np.random.default_rng(i).integers(0, 255, (3, 16, 16), dtype=np.uint8) for i in range(5)]
+    assert images.adapt(pictures, batch_size=2).windows == 5  # batches of 2 and 3
+    assert images.adapt(pictures[:3], batch_size=1).windows == 3  # batch_size 1 runs as 2
+    with pytest.raises(DataError, match="^too little to adapt to: 1 window of sound in 1 input"):
+        images.adapt(pictures[:1])
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -164,12 +200,26 @@ def test_cli_adapts_writes_and_reports_bad_files(capsys, audio_run, tmp_path):
     code, stdout, err = run(capsys, "adapt", str(audio_run.model), str(folder), "-o", str(out))
     assert code == 1 and stdout == ""
     assert err.splitlines() == [
-        f"warning: adapted to 6 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
         f"error: {folder / 'broken.wav'}: not a readable audio file (format not recognised)",
+        f"warning: adapted to 6 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
         f"adapted {audio_run.model} to 6 windows of 6 inputs; wrote {out}",
         "1 of 7 inputs failed",
     ]
     code, stdout, _ = run(capsys, "info", str(out), "--format", "json")
-    assert code == 0 and json.loads(stdout)["adapted"] == {"inputs": 6, "windows": 6, "from": str(audio_run.model)}
+    assert code == 0 and json.loads(stdout)["adapted"] == {"inputs": 6, "windows": 6, "from": audio_run.model.name}
+    code, stdout, _ = run(capsys, "info", str(out))
+    assert code == 0 and f'adapted:      {{"inputs": 6, "windows": 6, "from": "{audio_run.model.name}"}}' in stdout.splitlines()
     code, _, err = run(capsys, "adapt", str(audio_run.model), str(folder / "0.wav"), "-o", str(out))
     assert code == 1 and err == f"error: {out}: already exists; pass --overwrite to replace it\n"
+
+
+def test_cli_names_every_bad_input_when_none_is_left(capsys, audio_run, tmp_path):
+    bad = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for path in bad:
+        path.write_bytes(b"not audio at all\n" * 20)
+    code, _, err = run(capsys, "adapt", str(audio_run.model), *map(str, bad), "-o", str(tmp_path / "out.safetensors"))
+    assert code == 1 and not (tmp_path / "out.safetensors").exists()
+    assert err.splitlines() == [
+        *(f"error: {path}: not a readable audio file (format not recognised)" for path in bad),
+        "error: too little to adapt to: 0 windows of sound in 2 inputs, and a spread needs 2 (failed inputs and silence are left out)",
+    ]

@@ -501,6 +501,11 @@ def test_train_config_top_db_must_be_a_floor(capsys, tmp_path, value, shown):
     assert err == f"error: {config}: top_db={shown} must be a number of dB >= 0 (0: absolute dB, no floor)\n"
 
 
+def test_train_top_db_flag_must_be_finite(capsys, tmp_path):
+    code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--top-db", "inf")
+    assert code == 1 and err == "error: --top-db: top_db=inf must be a number of dB >= 0 (0: absolute dB, no floor)\n"
+
+
 def test_train_with_config_file_flags_win(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"

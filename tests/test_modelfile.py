@@ -326,3 +326,28 @@ def test_largest_legitimate_values_still_load(tmp_path):
                      in_chans=64, image_size=(4096, 4096))
     loaded = load_model_file(save_model_file(SpecNet(spec), tmp_path / "image.safetensors"))
     assert loaded.spec == spec
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_as_model_file_is_refused_without_waiting(tmp_path):
+    import threading
+
+    pipe = tmp_path / "model.safetensors"
+    os.mkfifo(pipe)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(_error_of(read_metadata, pipe)), daemon=True)
+    reader.start()
+    reader.join(10)  # a hang guard, not a timing: open() on a pipe waits for a writer forever
+    if reader.is_alive():
+        with open(pipe, "wb"):  # let the stuck reader go
+            pass
+        pytest.fail("reading a named pipe as a model file blocked")
+    assert outcome == [f"{pipe}: not a regular file (a named pipe)"]
+
+
+def _error_of(function, *args) -> str | None:
+    try:
+        function(*args)
+    except ModelFileError as exc:
+        return str(exc)
+    return None
