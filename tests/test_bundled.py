@@ -79,7 +79,7 @@ def test_every_entry_point_uses_the_bundled_models(name, clip, tmp_path, capsys)
     assert f"model {name}" in out and "classes:" in out and "license" in out
     main(["embed", "-m", name, path, "-o", str(tmp_path / "e.npz")])
     assert np.load(tmp_path / "e.npz")["embeddings"].shape == (1, model.net.backbone.num_features)
-    main(["adapt", name, path, "-o", str(tmp_path / "adapted.safetensors")])
+    main(["adapt", name, path, path, "-o", str(tmp_path / "adapted.safetensors")])  # a spread needs 2 windows
     adapted = specnet.load_model(tmp_path / "adapted.safetensors", device="cpu")
     assert adapted.config.extra["adapted"]["from"] == name and adapted.config.extra["dataset"] == model.config.extra["dataset"]
     assert adapted.classes == model.classes
