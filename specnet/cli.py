@@ -331,6 +331,7 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
     check_output_path(output, overwrite=overwrite)
     model = load_model(model_file, device=device)
     files = expand_inputs(paths, kind=model.input_kind)
+
     def report(failure) -> None:
         click.echo(f"error: {_fail_line(failure.path, failure.reason, model.input_kind)}", err=True)
 

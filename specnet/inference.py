@@ -34,7 +34,7 @@ from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import SILENT_PEAK, clip_mean, cut_windows, fit_length, silent_windows
+from .windows import clip_mean, cut_windows, fit_length, is_silence, silent_windows, window_peaks
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -62,7 +62,7 @@ def bundled_models() -> dict[str, Path]:
 
 def _warn_if_silent(peak: float, name: str) -> None:
     """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`."""
-    if not peak >= SILENT_PEAK:
+    if is_silence(peak):
         log.warning("%s: silent (no sample above -90 dBFS): what the model makes of it means nothing", name)
 
 
@@ -206,9 +206,10 @@ class Model:
         samples, _ = load_audio(path, sample_rate=self.sample_rate, duration=STREAM_SECONDS + 1.0)
         if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
             return _Item(index, path, None)
-        _warn_if_silent(_peak(samples), display_name(path))
         windows, starts = cut_windows(samples, window, hop)
-        return _Item(index, path, windows, starts, len(samples) / self.sample_rate, silent=silent_windows(windows))
+        peaks = window_peaks(windows)  # the windows cover every sample: the clip's peak is theirs
+        _warn_if_silent(peaks.max(), display_name(path))
+        return _Item(index, path, windows, starts, len(samples) / self.sample_rate, silent=is_silence(peaks))
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
         if self.input_kind == "image":
@@ -223,9 +224,10 @@ class Model:
         if not np.isfinite(y).all():
             raise ParameterError("samples contain NaN or infinite values")
         y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
-        _warn_if_silent(_peak(y), f"input {index}")
         windows, starts = cut_windows(y, window, hop)
-        return _Item(index, None, windows, starts, len(y) / self.sample_rate, silent=silent_windows(windows))
+        peaks = window_peaks(windows)
+        _warn_if_silent(peaks.max(), f"input {index}")
+        return _Item(index, None, windows, starts, len(y) / self.sample_rate, silent=is_silence(peaks))
 
     def _decode_overlaps_network(self) -> bool:
         """Whether files are decoded in worker threads while the network runs.
@@ -341,7 +343,7 @@ class Model:
             outputs.append(self._run(np.stack(batch), embed=embed))
             starts.extend(batch_starts)
         _warn_if_silent(max(peaks, default=0.0), display_name(path))
-        silent = silent_windows(np.asarray(peaks)[:, None])  # each block's peak, as a window of one sample
+        silent = is_silence(np.asarray(peaks))
         item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate, silent=silent)
         return item, torch.cat(outputs)
 
@@ -503,7 +505,6 @@ class Model:
             out_row[:count] = row[:count]
         return frames, self.net.frame_times(longest), np.array(counts, dtype=np.int64)
 
-
     # ---------------------------------------------------------- adapting to new recordings
 
     def adapt(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None,
@@ -606,7 +607,7 @@ class Model:
                 yield heard
             return
         for block in self._blocks(item.path, window_n, hop_n):
-            if not silent_windows(block.samples[None])[0]:
+            if not is_silence(_peak(block.samples)):
                 yield block.samples[None]
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

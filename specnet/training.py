@@ -459,18 +459,20 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
     # Windows are copied into one batch at a time: memory stays O(batch), however long the clips.
     windows = ((row, fit_length(split.items[i][start : start + clip], clip))
                for row, i in enumerate(indices) for start in window_starts(len(split.items[i]), clip, hop))
-    # A silent window counts only in a clip that is silent throughout (clip_mean's rule).
-    all_silent = [bool(silent_windows(split.items[i][None])[0]) for i in indices]
-    sums = torch.zeros(len(indices), len(model.classes))
-    counts = torch.zeros(len(indices))
+    # clip_mean's rule: the mean over a clip's windows that are not silent, over all of them if none is.
+    sums, sums_all = torch.zeros(2, len(indices), len(model.classes))
+    counts, counts_all = torch.zeros(2, len(indices))
     while chunk := list(itertools.islice(windows, batch_size)):
         owner = torch.tensor([row for row, _ in chunk])
         batch = np.stack([w for _, w in chunk])
-        weight = torch.from_numpy(~silent_windows(batch) | np.array([all_silent[row] for row, _ in chunk])).float()
+        heard = torch.from_numpy(~silent_windows(batch)).float()
         probs = model(torch.from_numpy(batch).to(device)).float().softmax(-1).cpu()
-        sums.index_add_(0, owner, probs * weight[:, None])
-        counts.index_add_(0, owner, weight)
-    return sums / counts.clamp(min=1).unsqueeze(1), torch.tensor(indices, dtype=torch.long)
+        sums.index_add_(0, owner, probs * heard[:, None])
+        counts.index_add_(0, owner, heard)
+        sums_all.index_add_(0, owner, probs)
+        counts_all.index_add_(0, owner, torch.ones(len(chunk)))
+    means = torch.where((counts > 0)[:, None], sums / counts.clamp(min=1)[:, None], sums_all / counts_all.clamp(min=1)[:, None])
+    return means, torch.tensor(indices, dtype=torch.long)
 
 
 def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: torch.device, dist: Dist = Dist()) -> tuple[Scores, float]:

@@ -55,9 +55,19 @@ def cut_windows(samples: np.ndarray, window: int, hop: int) -> tuple[np.ndarray,
     return view[starts], starts
 
 
+def window_peaks(windows: np.ndarray) -> np.ndarray:
+    """``(n,)``: the loudest absolute sample of each of ``windows`` ``(n, samples)`` (0 for none)."""
+    return np.abs(windows).max(axis=1, initial=0.0)
+
+
+def is_silence(peak: float | np.ndarray) -> bool | np.ndarray:
+    """Whether a peak (or each of an array of them) is below :data:`SILENT_PEAK` (NaN too)."""
+    return ~(np.asarray(peak) >= SILENT_PEAK)
+
+
 def silent_windows(windows: np.ndarray) -> np.ndarray:
     """``(n,)`` bool: which of ``windows`` ``(n, samples)`` hold no sample above :data:`SILENT_PEAK`."""
-    return ~(np.abs(windows).max(axis=1, initial=0.0) >= SILENT_PEAK)
+    return is_silence(window_peaks(windows))
 
 
 def clip_mean(rows: np.ndarray, silent: np.ndarray | None) -> np.ndarray:
