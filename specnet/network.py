@@ -20,9 +20,14 @@ from torch import nn
 from .errors import ParameterError
 from .features import FeatureConfig, LogMelSpectrogram, Standardize
 from .models import create_model
-from .models.layers import frame_pool
+from .models.layers import frame_pool, time_reach
 
 INPUT_KINDS = ("audio", "image")
+
+#: Input columns (spectrogram frames: 41 s at a 10 ms hop) that :meth:`SpecNet.feature_map`
+#: runs through the backbone in one piece, besides the overlap each piece needs; it bounds
+#: the activations of a long recording (``cnn_small``'s first block: ~17 MB per 64 mel bands).
+COLUMNS_PER_PIECE = 4096
 
 
 @dataclass(frozen=True)
@@ -108,13 +113,42 @@ class SpecNet(nn.Module):
         return self.backbone(self.images(inputs))
 
     def embed(self, inputs: torch.Tensor, *, level: str = "clip") -> torch.Tensor:
-        """Pre-logit embeddings: clip level (B, D), frame level (B, frames', D)."""
+        """Pre-logit embeddings: clip level (B, D), frame level (B, frames', D).
+
+        A whole input at once, however long: the backbone runs over a long one in
+        pieces (:meth:`feature_map`), so its memory does not grow with the length.
+        """
         if level not in ("clip", "frame"):
             raise ParameterError(f"level={level!r} must be 'clip' or 'frame'")
-        features = self.backbone.forward_features(self.images(inputs))
+        features = self.feature_map(self.images(inputs))
         if level == "clip":
             return self.backbone.forward_head(features, pre_logits=True)
         return frame_pool(features)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """``backbone.forward_features(images)``: ``(B, C, F, W)`` -> ``(B, D, F', ceil(W / s))``,
+        ``s = time_stride``, with a long ``W`` run in pieces of :data:`COLUMNS_PER_PIECE` columns.
+
+        Each piece starts on a multiple of ``s`` (so every pooling grid lines up with the
+        whole input's) and takes :func:`~specnet.models.layers.time_reach` columns more on
+        each side, which its kept columns see instead of the zero padding at a cut: the same
+        values as one pass, with memory bounded by the piece. A backbone with a layer of
+        unknown reach runs in one pass.
+        """
+        stride, width = self.backbone.time_stride, images.shape[-1]
+        reach = time_reach(self.backbone.features)
+        step = max(stride, COLUMNS_PER_PIECE // stride * stride)
+        if reach is None or width <= step + 2 * reach:
+            return self.backbone.forward_features(images)
+        margin = -(-reach // stride) * stride  # reach rounded up to whole strides
+        pieces = []
+        for start in range(0, width, step):
+            first = max(0, start - margin)
+            out = self.backbone.forward_features(images[..., first : min(width, start + step + margin)])
+            skip = (start - first) // stride  # the margin's columns
+            keep = -(-min(step, width - start) // stride)  # ceil: the whole input's last column may be partial
+            pieces.append(out[..., skip : skip + keep])
+        return torch.cat(pieces, dim=-1)
 
     @property
     def frame_seconds(self) -> float | None:

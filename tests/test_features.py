@@ -52,6 +52,26 @@ def test_mel_matches_librosa(settings):
     assert np.abs(out - ref).max() <= 1e-4 * ref.max()
 
 
+@pytest.mark.parametrize("settings", LIBROSA_CASES)
+def test_a_long_recording_in_pieces_matches_librosa(monkeypatch, settings):
+    cfg = FeatureConfig(**settings)
+    seconds = 1.01 * (1 << 21) / (cfg.n_fft // 2 + 1) * cfg.hop_length / cfg.sample_rate  # over 2**21 bins
+    y = _signal(cfg.sample_rate, seconds)
+    ref = librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.window_length,
+        window="hann", center=cfg.center, pad_mode=cfg.pad_mode, power=cfg.power, n_mels=cfg.n_mels,
+        fmin=cfg.f_min, fmax=cfg.max_frequency, htk=False, norm="slaney",
+    )
+    module = MelSpectrogram(cfg)
+    pieces = []
+    in_pieces = module._mel_in_pieces
+    monkeypatch.setattr(module, "_mel_in_pieces", lambda row, mode: pieces.append(row.shape) or in_pieces(row, mode))
+    out = module(torch.from_numpy(y)).numpy()
+    assert pieces == [(len(y),)]
+    assert out.shape == ref.shape == (cfg.n_mels, cfg.num_frames(len(y)))
+    assert np.abs(out - ref).max() <= 1e-4 * ref.max()
+
+
 def test_log_mel_is_10_log10_of_clamped_mel():
     cfg = FeatureConfig()
     y = torch.from_numpy(_signal(16000))

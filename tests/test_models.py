@@ -21,7 +21,7 @@ from specnet.models import (
     get_activation,
     list_models,
 )
-from specnet.models.layers import ACTIVATIONS
+from specnet.models.layers import ACTIVATIONS, time_reach
 
 CNN_MODELS = list_models("cnn*")
 VGG_MODELS = list_models("vgg*")
@@ -143,6 +143,20 @@ def test_frame_pool():
     frames = frame_pool(feats)
     assert frames.shape == (2, 7, 5)
     torch.testing.assert_close(frames[1, 4], feats[1, :, :, 4].mean(dim=1))
+
+
+@pytest.mark.parametrize(("name", "reach"), [("cnn_tiny", 76), ("cnn_small", 76), ("vgg11", 150), ("vgg16", 212)])
+def test_time_reach_is_the_receptive_field(name, reach):
+    # vgg16's 212 pixels is the published receptive field of its last pool; cnn_*: four blocks
+    # of two 3x3 convs and a 2x2 pool, 1 + (2 + 2 + 1) * (1 + 2 + 4 + 8) = 76 frames.
+    assert time_reach(create_model(name, num_classes=2).features) == reach
+
+
+def test_time_reach_of_dilated_strided_and_unknown_layers():
+    trunk = nn.Sequential(nn.Conv2d(1, 2, (3, 5), stride=(1, 2), dilation=(1, 2)), nn.ReLU(),
+                          nn.MaxPool2d((2, 3)), nn.BatchNorm2d(2))
+    assert time_reach(trunk) == 1 + 4 * 2 + 2 * 2  # the pool's 3 columns are 2 input columns apart
+    assert time_reach(nn.Sequential(nn.Conv2d(1, 1, 3), nn.AdaptiveAvgPool2d(1))) is None  # sees everything
 
 
 # --- every registered model ---------------------------------------------------

@@ -9,6 +9,8 @@ import torch
 
 from specnet.errors import ParameterError
 from specnet.features import FeatureConfig, LogMelSpectrogram
+from specnet import network
+from specnet.models.layers import time_reach
 from specnet.network import ModelSpec, SpecNet
 
 
@@ -85,6 +87,41 @@ def test_embed_frame_level(num_samples):
     stride = net.backbone.time_stride
     assert stride == 16
     assert emb.shape == (2, math.ceil(frames / stride), net.backbone.num_features)
+
+
+@pytest.mark.parametrize("width", [1000, 1009])
+@pytest.mark.parametrize(("arch", "in_chans"), [("cnn_tiny", 1), ("vgg11_bn", 3)])
+def test_feature_map_of_a_long_input_in_pieces_is_one_pass(monkeypatch, arch, in_chans, width):
+    net = _net(_audio_spec(arch=arch, in_chans=in_chans))
+    images = torch.randn(2, in_chans, 64, width, generator=torch.Generator().manual_seed(1))
+    calls = []
+    forward_features = net.backbone.forward_features
+    monkeypatch.setattr(net.backbone, "forward_features", lambda x: calls.append(x.shape[-1]) or forward_features(x))
+    monkeypatch.setattr(network, "COLUMNS_PER_PIECE", 100)
+    with torch.no_grad():
+        pieces = net.feature_map(images)
+        whole = forward_features(images)
+    stride = net.backbone.time_stride
+    assert pieces.shape == whole.shape and whole.shape[-1] == math.ceil(width / stride)
+    assert (pieces - whole).abs().max().item() <= 1e-5 * whole.abs().max().item()
+    step = 100 // stride * stride
+    assert len(calls) == math.ceil(width / step) and max(calls) < width  # pieces, each with its overlap
+    calls.clear()
+    one_piece = step + 2 * time_reach(net.backbone.features)  # a piece and its overlaps: one pass
+    with torch.no_grad():
+        net.feature_map(images[..., :one_piece])
+    assert calls == [one_piece]
+
+
+def test_embeddings_of_a_long_recording_come_from_the_pieces(monkeypatch):
+    net = _net(_audio_spec())
+    x = torch.randn(1, 16000 * 3, generator=torch.Generator().manual_seed(2)) * 0.1  # 301 frames
+    with torch.no_grad():
+        whole = net.embed(x, level="frame"), net.embed(x, level="clip")
+        monkeypatch.setattr(network, "COLUMNS_PER_PIECE", 64)
+        pieces = net.embed(x, level="frame"), net.embed(x, level="clip")
+    for a, b in zip(pieces, whole):
+        assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-5 * b.abs().max().item()
 
 
 def test_embed_unknown_level():

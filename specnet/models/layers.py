@@ -31,6 +31,7 @@ __all__ = [
     "get_activation",
     "init_weights",
     "normalize_hidden_dim",
+    "time_reach",
 ]
 
 # Factories, not instances: every call must return a fresh module (PReLU has
@@ -225,6 +226,40 @@ def frame_pool(feats: torch.Tensor) -> torch.Tensor:
         ``j * model.time_stride``.
     """
     return feats.mean(dim=2).transpose(1, 2)
+
+
+#: Modules that map each position to itself (no reach along time); containers are walked into.
+_POINTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, *ACTIVATIONS.values())
+
+
+def time_reach(trunk: nn.Module) -> int | None:
+    """How far along time (input columns) any output column of ``trunk`` can see, or None
+    if ``trunk`` holds a layer whose reach is unknown.
+
+    The receptive field of its convolutions and local pools, applied in the order they
+    are registered (as a Sequential runs them): ``1 + sum((k_i - 1) * d_i * j_i)``, ``j_i``
+    the product of the earlier strides. Columns more than this far from a cut in the
+    input are computed exactly as without the cut, which lets a long spectrogram go
+    through the trunk in pieces (:meth:`specnet.network.SpecNet.feature_map`).
+    """
+    reach, jump = 1, 1
+    for module in trunk.modules():
+        if isinstance(module, nn.Conv2d):
+            reach += (module.kernel_size[1] - 1) * module.dilation[1] * jump
+            jump *= module.stride[1]
+        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+            kernel, stride = (_time_size(module.kernel_size), _time_size(module.stride or module.kernel_size))
+            dilation = _time_size(getattr(module, "dilation", 1))
+            reach += (kernel - 1) * dilation * jump
+            jump *= stride
+        elif not (isinstance(module, _POINTWISE) or len(module._modules) > 0):
+            return None
+    return reach
+
+
+def _time_size(value: int | Sequence[int]) -> int:
+    """The time (last) entry of a 2-d layer's size argument, which may be one int for both."""
+    return int(value[-1]) if isinstance(value, Sequence) else int(value)
 
 
 class ClassifierHead(nn.Module):
