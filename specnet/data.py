@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -40,7 +40,6 @@ class LabelledFiles:
     samples: list[tuple[Path, int]]
     kind: str
     folds: list[int] | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -119,17 +118,21 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
 
 
 def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> LabelledFiles:
-    """A CSV with columns ``path,label`` and optionally ``fold``; paths relative to the CSV.
+    """A CSV with columns ``path,label`` and optionally ``fold``; paths relative to the CSV,
+    spaces around a field ignored (``dog.wav, dog`` labels it ``dog``).
 
     Raises ``DataError`` for a missing or unreadable file, a missing column, an
-    empty field, a fold that is not an integer or fewer than ``min_classes`` labels.
+    empty field, a path that names neither an audio nor an image file, a fold that
+    is not an integer or fewer than ``min_classes`` labels.
     """
     csv_path = Path(csv_path)
     try:
         # utf-8-sig: spreadsheet programs start their UTF-8 CSVs with a byte-order mark.
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = [(reader.line_num, row) for row in reader]  # line_num counts blank lines too
+            reader = csv.DictReader(handle, skipinitialspace=True)
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+            rows = [(reader.line_num, {k: v.strip() if isinstance(v, str) else v for k, v in row.items()})
+                    for row in reader]  # line_num counts blank lines too
     except FileNotFoundError:
         raise DataError(f"{csv_path}: manifest not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -140,6 +143,11 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
     for line, row in rows:
         if not row["path"] or not row["label"]:  # None: the row is shorter than the header
             raise DataError(f"{csv_path}:{line}: empty path or label")
+        if file_kind(row["path"]) is None:  # class folders skip such files; a manifest names its files
+            raise DataError(
+                f"{csv_path}:{line}: {row['path']} is neither an audio nor an image file "
+                f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
     classes = sorted({row["label"] for _, row in rows})
     if len(classes) < min_classes:
         raise DataError(f"{csv_path}: lists only one class; at least two are needed")

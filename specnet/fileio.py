@@ -143,11 +143,7 @@ class RunLock:
         except OSError as exc:
             raise SpecnetError(f"{self.path.parent}: cannot create the run folder ({exc.strerror or exc})") from None
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except OSError as exc:
-                if not isinstance(exc, FileExistsError):
-                    raise SpecnetError(f"{self.path.parent}: cannot lock the run folder ({exc.strerror or exc})") from None
+            if not self._create():
                 owner, host = self._owner()
                 if host is not None and host != socket.gethostname():  # its pid means nothing here
                     raise SpecnetError(
@@ -162,8 +158,6 @@ class RunLock:
                     ) from None
                 _remove_quietly(str(self.path))  # stale: its process is gone
                 continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{os.getpid()}\n{socket.gethostname()}\n")
             self._held = True
             _HELD_HERE.add(self._key)
             return
@@ -174,6 +168,18 @@ class RunLock:
             _HELD_HERE.discard(self._key)
             _remove_quietly(str(self.path))
             self._held = False
+
+    def _create(self) -> bool:
+        """Create the lock file naming this process, in one step: a reader never finds it
+        empty (and takes it for a stale one). False if it exists."""
+        text = f"{os.getpid()}\n{socket.gethostname()}\n"
+        try:
+            atomic_write(self.path, text, overwrite=False)
+        except SpecnetError as exc:
+            if os.path.lexists(self.path):
+                return False
+            raise SpecnetError(f"{self.path.parent}: cannot lock the run folder ({exc})") from None
+        return True
 
     def _owner(self) -> tuple[int | None, str | None]:
         """The pid and host the lock file names (host None: a lock written without one)."""

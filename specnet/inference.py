@@ -34,7 +34,7 @@ from .errors import DataError, ModelFileError, ParameterError, SpecnetError
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import clip_mean, cut_windows, fit_length, is_silence, silent_windows, window_peaks
+from .windows import clip_mean, cut_windows, default_hop, fit_length, is_silence, silent_windows, window_peaks
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -172,7 +172,7 @@ class Model:
         if window is not None and not (is_finite_number(window) and 0 < window <= STREAM_SECONDS):
             raise ParameterError(f"window={window!r} must be a positive number of seconds, at most {STREAM_SECONDS:g}")
         window_s = window if window is not None else self.config.clip_seconds  # the model's own, whatever its length
-        hop_s = hop if hop is not None else window_s / 2
+        hop_s = hop if hop is not None else window_s / 2  # in samples: default_hop below
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
         if hop_s > window_s:
@@ -183,7 +183,8 @@ class Model:
         if window_s * rate < features.window_length:
             log.warning("window=%g s is shorter than one of the model's FFT frames (%g s): the scores say little",
                         window_s, features.window_length / rate)
-        return max(1, int(round(window_s * rate))), max(1, int(round(hop_s * rate)))
+        window_n = max(1, int(round(window_s * rate)))
+        return window_n, default_hop(window_n) if hop is None else max(1, int(round(hop_s * rate)))
 
     # ---------------------------------------------------------- decoding
 

@@ -19,8 +19,8 @@ from .checks import is_finite_number, is_integer
 from .errors import ModelFileError, ParameterError, SpecnetError
 from .features import FeatureConfig
 from .fileio import atomic_write
-from .paths import display_name, refuse_special_file
-from .network import INPUT_KINDS, ModelSpec, SpecNet
+from .paths import display_name, one_line, refuse_special_file
+from .network import INPUT_KINDS, RESERVED_ARCH_ARGS, ModelSpec, SpecNet, create_backbone
 
 FORMAT_VERSION = 1
 METADATA_KEY = "specnet"
@@ -79,8 +79,13 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
         raise ModelFileError(f"{source}: 'classes' names {len(classes)} classes; a model may have at most {MAX_CLASSES}")
     if meta["input_kind"] not in INPUT_KINDS:
         raise ModelFileError(f"{source}: input_kind {meta['input_kind']!r} is not one of {INPUT_KINDS}")
+    if not isinstance(meta["arch"], str):
+        raise ModelFileError(f"{source}: 'arch' must be the name of an architecture, got {meta['arch']!r}")
     if not isinstance(meta["arch_args"], dict):
         raise ModelFileError(f"{source}: 'arch_args' must be an object")
+    reserved = sorted(set(meta["arch_args"]) & RESERVED_ARCH_ARGS)
+    if reserved:  # e.g. "pretrained" would download ImageNet weights, "weights" read another file
+        raise ModelFileError(f"{source}: 'arch_args' may not set {', '.join(reserved)}")
     try:
         features = FeatureConfig.from_dict(meta["features"]) if meta.get("features") else None
     except (SpecnetError, TypeError) as exc:
@@ -170,20 +175,43 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpecNet:
-    """Rebuild a :class:`SpecNet` from a model file, in eval mode on ``device``."""
+    """Rebuild a :class:`SpecNet` from a model file, in eval mode on ``device``.
+
+    The declared backbone is first built without memory (on torch's ``meta`` device) and
+    its parameter shapes compared with the file's: a file cannot make loading allocate
+    more than the weights it holds, whatever its metadata says.
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
     spec = metadata_to_spec(read_metadata(path), source=str(path))
     try:
-        model = SpecNet(spec)
-    except SpecnetError as exc:
-        raise ModelFileError(f"{path}: cannot build {spec.arch!r}: {exc}") from None
-    state = load_file(str(path))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+        with torch.device("meta"):
+            skeleton = create_backbone(spec)
+    except (SpecnetError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot build {spec.arch!r}: {one_line(str(exc))}") from None
+    stored = _stored_shapes(path)
+    _check_shapes({f"backbone.{k}": v.shape for k, v in skeleton.state_dict().items()},
+                  {k: v for k, v in stored.items() if k.startswith("backbone.")}, path, spec.arch)
+    model = SpecNet(spec)
+    _check_shapes({k: v.shape for k, v in model.state_dict().items()}, stored, path, spec.arch)
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of each tensor in a safetensors file, from its header (no data read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+
+
+def _check_shapes(expected: dict[str, Any], stored: dict[str, tuple[int, ...]], path: Path, arch: str) -> None:
+    """ModelFileError naming what differs if the tensors ``stored`` in a file are not the ``expected`` ones."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(stored) & set(expected) if tuple(stored[k]) != tuple(expected[k]))
     if missing or unexpected or wrong:
         problems = []
         if missing:
@@ -192,10 +220,8 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
             problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
         if wrong:
             k = wrong[0]
-            problems.append(f"{k} has shape {tuple(state[k].shape)}, {spec.arch} needs {tuple(expected[k].shape)}")
+            problems.append(f"{k} has shape {tuple(stored[k])}, {arch} needs {tuple(expected[k])}")
         raise ModelFileError(f"{path}: weights do not match the declared architecture: {'; '.join(problems)}")
-    model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def _check_is_safetensors(path: Path) -> None:

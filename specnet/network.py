@@ -24,6 +24,10 @@ from .models.layers import frame_pool, time_reach
 
 INPUT_KINDS = ("audio", "image")
 
+#: Backbone arguments a :class:`SpecNet` sets itself (from its classes, channels and the
+#: weights it is asked to start from), so ``ModelSpec.arch_args`` may not hold them.
+RESERVED_ARCH_ARGS = frozenset({"num_classes", "in_chans", "include_top", "pretrained", "weights"})
+
 #: Input columns (spectrogram frames: 41 s at a 10 ms hop) that :meth:`SpecNet.feature_map`
 #: runs through the backbone in one piece, besides the overlap each piece needs; it bounds
 #: the activations of a long recording (``cnn_small``'s first block: ~17 MB per 64 mel bands).
@@ -68,6 +72,13 @@ class ModelSpec:
         return replace(self, extra={**self.extra, **values})
 
 
+def create_backbone(spec: ModelSpec, **weights: Any) -> nn.Module:
+    """The backbone ``spec`` describes: ``spec.arch`` with ``spec.arch_args``, one output per
+    class and ``spec.in_chans`` input channels; ``weights``: ``pretrained`` / ``weights`` to
+    start from ImageNet's."""
+    return create_model(spec.arch, num_classes=len(spec.classes), in_chans=spec.in_chans, **spec.arch_args, **weights)
+
+
 class SpecNet(nn.Module):
     """Raw samples or images in, logits out (see the module docstring)."""
 
@@ -81,9 +92,7 @@ class SpecNet(nn.Module):
         extra: dict[str, Any] = {}
         if pretrained or weights:
             extra = {"pretrained": pretrained, "weights": weights}
-        self.backbone = create_model(
-            spec.arch, num_classes=len(spec.classes), in_chans=spec.in_chans, **spec.arch_args, **extra
-        )
+        self.backbone = create_backbone(spec, **extra)
         if spec.input_kind == "audio":
             self.frontend: LogMelSpectrogram | None = LogMelSpectrogram(spec.features)
             self.standardize = Standardize((1, spec.features.n_mels, 1))

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .audio import load_audio
-from .paths import display_name, naming, text_name, unnamed
+from .paths import display_name, naming, one_line, text_name, unnamed
 from .devices import autocast_dtype, resolve_device
 from .checks import check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
@@ -42,8 +42,8 @@ from .image import load_image
 from .metrics import Scores, confusion_matrix, log_loss_sum
 from .inference import resolve_model
 from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds, load_model_file, save_model_file
-from .network import ModelSpec, SpecNet
-from .windows import fit_length, silent_windows, window_starts
+from .network import RESERVED_ARCH_ARGS, ModelSpec, SpecNet
+from .windows import default_hop, fit_length, silent_windows, window_starts
 
 log = logging.getLogger("specnet")
 
@@ -58,9 +58,6 @@ CURVES_FILE = "curves.png"
 #: dB relative to each clip's peak with a 60 dB floor, so neither recording level
 #: nor room noise is a cue. Measured gains are in recipes/esc10 and recipes/fsdd.
 TRAIN_FEATURES = {"ref_peak": True, "top_db": 60.0}
-
-#: Model arguments that training sets itself, so ``arch_args`` may not.
-RESERVED_ARCH_ARGS = frozenset({"num_classes", "in_chans", "include_top", "pretrained", "weights"})
 
 #: Epochs when none are given: DEFAULT_EPOCHS, or more on a small training set, so that
 #: training takes at least MIN_STEPS optimiser steps (at most MAX_DEFAULT_EPOCHS epochs).
@@ -455,7 +452,7 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
             probs[start : start + len(chunk)] = model(chunk).float().softmax(-1).cpu()
         return probs, torch.tensor(indices, dtype=torch.long)
     clip = model.spec.clip_samples
-    hop = max(1, clip // 2)
+    hop = default_hop(clip)
     # Windows are copied into one batch at a time: memory stays O(batch), however long the clips.
     windows = ((row, fit_length(split.items[i][start : start + clip], clip))
                for row, i in enumerate(indices) for start in window_starts(len(split.items[i]), clip, hop))
@@ -540,8 +537,28 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+#: What a checkpoint holds (``_save_checkpoint``) and the type of each entry, besides
+#: "ema" and "scaler" (state dicts, empty unless used) and "best" (JSON).
+_CHECKPOINT_ENTRIES = {"config": str, "model": dict, "optimizer": dict, "epoch": int, "history": str}
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch_load_safely(path, what="a checkpoint", hint="; pass --overwrite to start the run again")
+    """The checkpoint in ``path``; a ModelFileError (one line) if it is not one specnet wrote."""
+    hint = "; pass --overwrite to start the run again"
+    checkpoint = torch_load_safely(path, what="a checkpoint", hint=hint)
+    if not isinstance(checkpoint, dict):
+        raise ModelFileError(f"{path}: not a specnet checkpoint (it holds a {type(checkpoint).__name__}){hint}")
+    wrong = [key for key, kind in _CHECKPOINT_ENTRIES.items() if not isinstance(checkpoint.get(key), kind)]
+    if not wrong:
+        try:
+            config = json.loads(checkpoint["config"])  # the run's options, "data" among them
+        except ValueError:
+            config = None
+        if not (isinstance(config, dict) and isinstance(config.get("data"), dict)):
+            wrong = ["config"]
+    if wrong:
+        raise ModelFileError(f"{path}: not a specnet checkpoint (no valid {', '.join(wrong)}){hint}")
+    return checkpoint
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -592,7 +609,7 @@ def train(
 ) -> dict[str, Any]:
     """Train a classifier on labelled files and write the run to ``out``.
 
-    ``options`` are :class:`TrainConfig` fields (or pass ``config``). Returns
+    ``options`` are :class:`TrainConfig` fields; with ``config`` they replace its values. Returns
     the best epoch's validation metrics (accuracy, macro_f1, loss, epoch, ...).
     Writes ``model.safetensors`` (best model), ``checkpoint.pt`` (resume),
     ``config.json``, ``metrics.jsonl`` and ``curves.png``, each atomically.
@@ -603,7 +620,8 @@ def train(
     """
     if resume and overwrite:
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
-    config = config or TrainConfig(**options)
+    check_known_names(options, TrainConfig, "training option(s)")
+    config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     dist = setup_distributed(device)
@@ -762,15 +780,21 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     start_epoch, best, history = 0, None, []
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scaler.is_enabled() and checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch = int(checkpoint["epoch"]) + 1
-        best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
-        history = json.loads(checkpoint["history"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+            if ema is not None:
+                ema.load_state_dict(checkpoint["ema"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if scaler.is_enabled() and checkpoint.get("scaler"):
+                scaler.load_state_dict(checkpoint["scaler"])
+            best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
+            history = json.loads(checkpoint["history"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch's shape mismatches
+            raise ModelFileError(
+                f"{files.checkpoint}: damaged checkpoint ({type(exc).__name__}: {one_line(str(exc))[:200]}); "
+                "pass --overwrite to start the run again"
+            ) from None
+        start_epoch = checkpoint["epoch"] + 1
         _print(f"resuming {files.dir} after epoch {start_epoch}", quiet=quiet)
 
     n_params = sum(p.numel() for p in params)

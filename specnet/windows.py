@@ -10,6 +10,12 @@ import numpy as np
 SILENT_PEAK = 10 ** (-90 / 20)
 
 
+def default_hop(window: int) -> int:
+    """Samples between windows of ``window`` samples when no hop is given: half a window, as
+    validation and ``classify`` both cut clips (the same count for an odd ``window`` too)."""
+    return max(1, window // 2)
+
+
 def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
     """Start samples of windows covering ``num_samples`` samples.
 

@@ -174,6 +174,20 @@ def test_read_manifest_other_errors(tmp_path):
         read_manifest(_manifest(tmp_path / "mixed.csv", "path,label\nx.wav,a\ny.png,b\n"))
 
 
+def test_read_manifest_refuses_a_file_of_neither_kind_naming_its_line(tmp_path):
+    # Class folders skip such files; a manifest names each file it means, so one is a mistake.
+    with pytest.raises(DataError, match=r"notes\.csv:3: b\.txt is neither an audio nor an image file \(audio: .*\.wav.*; images: .*\.png"):
+        read_manifest(_manifest(tmp_path / "notes.csv", "path,label\na.wav,dog\nb.txt,cat\nc.wav,cat\n"))
+
+
+def test_read_manifest_ignores_spaces_around_fields(tmp_path):
+    # Written by hand: "a.wav, dog" used to give a class " dog" beside "dog".
+    csv_path = _manifest(tmp_path / "hand.csv", "path, label, fold\na.wav, dog, 1\nb.wav,dog ,2\n c.wav ,cat,1\n")
+    data = read_manifest(csv_path)
+    assert data.classes == ["cat", "dog"] and data.targets == [1, 1, 0] and data.folds == [1, 2, 1]
+    assert data.paths == [tmp_path / "a.wav", tmp_path / "b.wav", tmp_path / "c.wav"]
+
+
 def test_read_manifest_names_the_line_of_a_short_row(tmp_path):
     # A row without its label column, after a blank line: the error names the file's own line 4.
     with pytest.raises(DataError, match=r"short\.csv:4: empty path or label"):

@@ -200,6 +200,28 @@ def test_run_lock_of_another_host_is_never_taken_over(tmp_path):
     assert (tmp_path / ".lock").read_text() == "1\nother-machine\n"
 
 
+def test_run_lock_is_never_seen_without_its_owner(tmp_path, monkeypatch):
+    # A second run starting while the first is taking the lock: it used to find the lock file
+    # created but still empty, take it for a stale one, and both runs held the folder.
+    import specnet.fileio as fileio
+
+    real_hostname = socket.gethostname
+    second = RunLock(tmp_path)
+
+    def hostname_while_a_second_run_starts() -> str:
+        monkeypatch.setattr(fileio.socket, "gethostname", real_hostname)
+        second.acquire()
+        return real_hostname()
+
+    monkeypatch.setattr(fileio.socket, "gethostname", hostname_while_a_second_run_starts)
+    first = RunLock(tmp_path)
+    with pytest.raises(SpecnetError, match=f"another specnet process \\(pid {os.getpid()}\\)"):
+        first.acquire()
+    assert second._held and not first._held and (tmp_path / ".lock").read_text() == OURS
+    second.release()
+    assert os.listdir(tmp_path) == []  # no temporary file left
+
+
 def test_run_lock_unreadable_owner_is_stale(tmp_path):
     (tmp_path / ".lock").write_text("not a pid")
     with RunLock(tmp_path) as lock:

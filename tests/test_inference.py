@@ -19,6 +19,7 @@ import specnet
 from specnet import inference
 from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError
 from specnet.inference import Failure, Model, Prediction
+from specnet.windows import default_hop
 
 EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
 
@@ -81,6 +82,19 @@ def test_window_cap_applies_to_a_given_window_not_to_the_models_own(audio_run):
     assert long._window_samples(None, None) == (320 * rate, 160 * rate)
     with pytest.raises(ParameterError, match="window=301 must be a positive number of seconds, at most 300"):
         long._window_samples(301, None)
+
+
+def test_windows_of_an_odd_number_of_samples_hop_as_validation_does(audio_run):
+    import dataclasses
+
+    odd = specnet.load_model(audio_run.model, device="cpu")
+    rate = odd.sample_rate
+    odd.net.spec = dataclasses.replace(odd.net.spec, clip_seconds=2003 / rate)
+    # Validation (training.predict_split) hops default_hop(2003) = 1001 samples; classify hopped
+    # round(1001.5) = 1002, one sample off the windows validation scored.
+    assert odd._window_samples(None, None) == (2003, 1001) == (2003, default_hop(2003))
+    assert odd._window_samples(3003 / rate, None) == (3003, 1501)
+    assert odd._window_samples(None, 0.1) == (2003, round(0.1 * rate))  # a given hop is kept
 
 
 def test_predicts_the_class_of_unseen_clips(model, clips):

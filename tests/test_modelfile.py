@@ -274,6 +274,15 @@ ABSURD = [
     pytest.param({"in_chans": 10**9}, "in_chans=1000000000 must be a positive integer, at most 64", id="in_chans-1e9"),
     pytest.param({"image_size": [4097, 32]}, "image_size=[4097, 32] must be [height, width] in pixels (each at most 4096)", id="image_height"),
     pytest.param({"image_size": [32, 10**9]}, "image_size=[32, 1000000000] must be [height, width] in pixels (each at most 4096)", id="image_width"),
+    # Before these were checked: a TypeError ("internal error"), an ImageNet download, a torch.load of any path.
+    pytest.param({"arch": ["cnn"]}, "'arch' must be the name of an architecture, got ['cnn']", id="arch-list"),
+    pytest.param({"arch_args": {"num_classes": 5}}, "'arch_args' may not set num_classes", id="arch_args-num_classes"),
+    pytest.param({"arch": "vgg11", "arch_args": {"pretrained": True}}, "'arch_args' may not set pretrained", id="pretrained"),
+    pytest.param({"arch": "vgg11", "arch_args": {"weights": "/etc/passwd"}}, "'arch_args' may not set weights", id="weights"),
+    pytest.param({"arch_args": {"channels": "abc"}}, "cannot build 'cnn_tiny': channels='a' must be an integer >= 1", id="channels-str"),
+    pytest.param({"arch_args": {"hidden_dim": [0]}}, "cannot build 'cnn_tiny': hidden_dim=0 must be", id="hidden_dim-0"),
+    # 40000 channels: 58 GB of weights were allocated before the file's own were compared.
+    pytest.param({"arch_args": {"channels": [40_000]}}, "backbone.features.0.bn1.bias has shape (8,), cnn_tiny needs (40000,)", id="channels-huge"),
 ]
 
 
@@ -284,6 +293,18 @@ def test_absurd_metadata_is_one_line_naming_file_and_field_and_prompt(tmp_path, 
         load_model_file(path)
     text = str(err.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+
+
+def test_a_declared_network_larger_than_the_file_is_refused_before_it_is_allocated(tmp_path, monkeypatch):
+    # The declared backbone is built on the meta device first: nothing as big as it says is allocated.
+    path = _absurd_file(tmp_path, "huge", {"arch_args": {"channels": [40_000, 40_000]}})
+    import specnet.modelfile as modelfile
+
+    built = []
+    monkeypatch.setattr(modelfile, "SpecNet", lambda spec: built.append(spec) or SpecNet(spec))
+    with pytest.raises(ModelFileError, match="weights do not match the declared architecture"):
+        load_model_file(path)
+    assert built == []
 
 
 def test_absurd_metadata_is_one_line_from_the_cli(tmp_path, capsys):

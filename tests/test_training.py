@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import specnet
-from specnet.errors import DataError, ParameterError, SpecnetError
+from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError
 from specnet.training import TrainConfig, default_epochs, get_lr
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -214,6 +214,17 @@ def test_same_seed_gives_identical_metrics_and_weights(four_epochs, tiny_data, t
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_options_beside_a_config_replace_its_values(four_epochs, tiny_data, tmp_path):
+    reference, best = four_epochs
+    fast = {k: v for k, v in S.FAST.items() if k != "quiet"}
+    base = TrainConfig(epochs=1, **{**fast, "lr": 0.5})  # its epochs and lr give way to the options
+    again = specnet.train(tiny_data, tmp_path / "again", config=base, epochs=4, lr=fast["lr"], quiet=True)
+    assert again == best and len(metric_rows(tmp_path / "again")) == 4
+    with pytest.raises(ParameterError, match="unknown training option.* epoch;"):
+        specnet.train(tiny_data, tmp_path / "typo", config=base, epoch=4)
+    assert not (tmp_path / "typo").exists()
+
+
 def test_other_seed_gives_other_metrics(four_epochs, tiny_data, tmp_path):
     reference, _ = four_epochs
     specnet.train(tiny_data, tmp_path / "other", epochs=4, **{**S.FAST, "seed": 1})
@@ -331,6 +342,33 @@ def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
     shutil.copytree(four_epochs[0], out)
     with pytest.raises(SpecnetError, match="lr"):
         specnet.train(tiny_data, out, resume=True, epochs=5, **{**S.FAST, "lr": 1e-3})
+
+
+def _damaged(checkpoint: dict) -> list[tuple[str, dict]]:
+    """Loadable checkpoints that are not whole: an entry gone, of another type, or not fitting the model."""
+    weights = checkpoint["model"]
+    first = next(k for k, v in weights.items() if v.dim() > 1)
+    return [
+        ("no config", {k: v for k, v in checkpoint.items() if k != "config"}),
+        ("config not JSON", {**checkpoint, "config": "{not json"}),
+        ("config without data", {**checkpoint, "config": "{}"}),
+        ("epoch a string", {**checkpoint, "epoch": "3"}),
+        ("model weights of another shape", {**checkpoint, "model": {**weights, first: weights[first][:1]}}),
+        ("history not JSON", {**checkpoint, "history": "["}),
+    ]
+
+
+def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(four_epochs, tiny_data, tmp_path):
+    checkpoint = torch.load(four_epochs[0] / "checkpoint.pt", weights_only=True)
+    for what, damaged in [("a list", [1, 2]), *_damaged(checkpoint)]:
+        out = tmp_path / what.replace(" ", "_")
+        shutil.copytree(four_epochs[0], out)
+        torch.save(damaged, out / "checkpoint.pt")
+        with pytest.raises(ModelFileError) as err:
+            specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
+        text = str(err.value)
+        assert text.startswith(f"{out / 'checkpoint.pt'}: ") and "--overwrite" in text and "\n" not in text, (what, text)
+        assert len(metric_rows(out)) == 4, what  # the run as it was
 
 
 def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
