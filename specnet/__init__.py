@@ -15,7 +15,7 @@ from importlib import import_module
 from typing import Any
 
 from ._version import __version__
-from .errors import AudioError, DataError, ImageError, ModelFileError, ParameterError, SpecnetError
+from .errors import AudioError, DataError, ImageError, ModelFileError, ParameterError, SpecnetError, TrainingError
 
 _LAZY = {
     "load_audio": "audio",
@@ -39,7 +39,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "__version__", "SpecnetError", "AudioError", "DataError", "ImageError", "ModelFileError", "ParameterError",
+    "__version__", "SpecnetError", "AudioError", "DataError", "ImageError", "ModelFileError", "ParameterError", "TrainingError",
     *_LAZY,
 ]
 

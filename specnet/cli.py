@@ -483,7 +483,10 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         options["pretrained"] = True
     best = run_training(data_dir, out, config=TrainConfig(**options), resume=resume, overwrite=overwrite, quiet=quiet)
     if not quiet and best and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-        scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}" if "accuracy" in best else f"train loss {best['train_loss']:.4f}"
+        if "accuracy" in best:
+            scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}"
+        else:
+            scores = "train loss " + ("not measured (every step skipped)" if best["train_loss"] is None else f"{best['train_loss']:.4f}")
         click.echo(f"kept epoch {best['epoch'] + 1}: {scores}; model in {Path(out) / 'model.safetensors'}")
 
 

@@ -30,3 +30,7 @@ class ModelFileError(SpecnetError):
 
 class DataError(SpecnetError):
     """A dataset (class folders, manifest, folds) cannot be used as given."""
+
+
+class TrainingError(SpecnetError):
+    """Training cannot go on: its loss or gradients stopped being finite numbers."""

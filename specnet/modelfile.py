@@ -144,10 +144,16 @@ def check_clip_seconds(clip_seconds: object, features: FeatureConfig | None) -> 
 
 
 def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write ``model`` (weights + metadata) to ``path`` atomically."""
+    """Write ``model`` (weights + metadata) to ``path`` atomically.
+
+    A model with a NaN or infinite weight or statistic is refused: it could only ever answer NaN.
+    """
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    broken = _non_finite(state)
+    if broken:
+        raise ModelFileError(f"{path}: not saved: {broken} hold non-finite values (NaN or inf)")
     payload = save(state, metadata={METADATA_KEY: json.dumps(spec_to_metadata(model.spec))})
     return atomic_write(path, payload, overwrite=overwrite)
 
@@ -195,8 +201,17 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
                   {k: v for k, v in stored.items() if k.startswith("backbone.")}, path, spec.arch)
     model = SpecNet(spec)
     _check_shapes({k: v.shape for k, v in model.state_dict().items()}, stored, path, spec.arch)
-    model.load_state_dict(load_file(str(path)))
+    state = load_file(str(path))
+    broken = _non_finite(state)
+    if broken:
+        raise ModelFileError(f"{path}: {broken} hold non-finite values (NaN or inf); the model could only answer NaN")
+    model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def _non_finite(state: dict[str, torch.Tensor]) -> str:
+    """The names (at most three) of floating-point tensors in ``state`` holding NaN or inf; "" if none."""
+    return ", ".join([k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()][:3])
 
 
 def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,7 +49,8 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *,
     plt = _pyplot()
     epochs = [row["epoch"] + 1 for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], color=ACCENT[0], label="train")
+    train_loss = [math.nan if r["train_loss"] is None else r["train_loss"] for r in history]  # None: every step skipped
+    ax_loss.plot(epochs, train_loss, color=ACCENT[0], label="train")
     validated = all("val_loss" in r for r in history)
     if validated:
         ax_loss.plot(epochs, [r["val_loss"] for r in history], color=ACCENT[1], label="validation")

@@ -35,7 +35,7 @@ from .paths import display_name, naming, one_line, text_name, unnamed
 from .devices import autocast_dtype, resolve_device
 from .checks import check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
-from .errors import DataError, ModelFileError, ParameterError, SpecnetError
+from .errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
 from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
@@ -69,6 +69,9 @@ MAX_DEFAULT_EPOCHS = 300
 
 #: Share of the training data held out for validation when no other validation data is named.
 DEFAULT_VAL_SPLIT = 0.1
+
+#: Optimiser steps in a row with a non-finite loss or gradient after which training stops.
+MAX_SKIPPED_STEPS = 10
 
 
 @dataclass
@@ -591,6 +594,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _loss_text(loss: float | None) -> str:
+    return "skipped" if loss is None else f"{loss:.4f}"
+
+
 def _print(message: str, *, quiet: bool) -> None:
     if not quiet:
         print(message, flush=True)
@@ -807,22 +814,33 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
     if start_epoch >= epochs:
         _print(f"nothing to train: the run already has {_count(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
+    skipped = SkippedSteps()
     for epoch in range(start_epoch, epochs):
         if config.patience is not None and best is not None and epochs_since_best >= config.patience:
             _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
             break
         started = time.perf_counter()
+        skipped_before = skipped.total
         train_loss, lr = _train_epoch(
             model, net, optimizer, scaler, ema, train_split, config, augment, device, dist,
             epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
-            amp_dtype=amp_dtype, progress=progress,
+            amp_dtype=amp_dtype, progress=progress, skipped=skipped,
         )
+        skipped_in_epoch = skipped.total - skipped_before
         dist.sync_buffers(model)
         if ema is not None:
             dist.sync_buffers(ema.module)
         row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
+        if skipped_in_epoch:
+            row["skipped_steps"] = skipped_in_epoch
+            log.warning("epoch %d: skipped %s with a non-finite loss or gradient", epoch + 1, _count(skipped_in_epoch, "step"))
         if validate:
             scores, val_loss = evaluate_split(scored, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
+            if not math.isfinite(val_loss):
+                raise TrainingError(
+                    f"training diverged in epoch {epoch + 1}: the model's validation loss is {val_loss}; "
+                    "try a lower --lr, or --no-amp"
+                )
             row |= {"val_loss": val_loss, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1}
             improved = config.keep == "last" or best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
         else:
@@ -856,7 +874,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             f"  val_loss {val_loss:.4f}  val_acc {scores.accuracy:.4f}  val_f1 {scores.macro_f1:.4f}" if validate else ""
         )
         _print(
-            f"epoch {epoch + 1:3d}/{epochs}  train_loss {train_loss:.4f}{validation}  lr {lr:.2e}  "
+            f"epoch {epoch + 1:3d}/{epochs}  train_loss {_loss_text(train_loss)}{validation}  lr {lr:.2e}  "
             f"{row['seconds']:.1f}s" + ("  *" if improved and validate else ""),
             quiet=quiet,
         )
@@ -914,8 +932,36 @@ def _weight_average(model: SpecNet, time_constant_steps: float) -> torch.optim.s
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, amp_dtype, progress) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, last learning rate)."""
+class SkippedSteps:
+    """Counts optimiser steps skipped for a non-finite loss or gradient.
+
+    One now and then is survivable (the step changes nothing); ``MAX_SKIPPED_STEPS``
+    in a row means the run has diverged, and :class:`TrainingError` stops it before
+    a broken model can be saved.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.in_a_row = 0
+
+    def skip(self, epoch: int, loss: float) -> None:
+        self.total += 1
+        self.in_a_row += 1
+        if self.in_a_row >= MAX_SKIPPED_STEPS:
+            raise TrainingError(
+                f"training diverged in epoch {epoch + 1}: {MAX_SKIPPED_STEPS} steps in a row had a non-finite "
+                f"loss or gradient (last loss {loss:g}); try a lower --lr, or --no-amp"
+            )
+
+    def applied(self) -> None:
+        self.in_a_row = 0
+
+
+def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, amp_dtype, progress, skipped: SkippedSteps) -> tuple[float | None, float]:
+    """One pass over the training split.
+
+    Returns the mean loss of the steps applied (None if all were skipped) and the last learning rate.
+    """
     from tqdm.auto import tqdm
 
     model.train()
@@ -929,6 +975,7 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     num_classes = len(model.classes)
     clip = model.spec.clip_samples
     pin = device.type == "cuda"
+    trainable = [p for p in model.backbone.parameters() if p.requires_grad]
     total_loss, seen, lr = 0.0, 0, config.lr
     bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}", unit="file", disable=not progress, leave=False)
     for step_in_epoch in range(steps_per_epoch):
@@ -971,17 +1018,29 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if config.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.backbone.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        scaler.unscale_(optimizer)
+        # The norm is taken after DDP's all-reduce, so every rank makes the same choice.
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf)
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # skips a step whose float16 gradients overflowed, and lowers the scale
+            scaler.update()
+            applied = bool(torch.isfinite(loss))  # an overflow is routine for the scaler; a non-finite loss is not
+        else:
+            # A non-finite gradient would turn every weight into NaN: skip the step, as GradScaler
+            # does. CPU bfloat16 convolutions were seen to give one from a finite loss now and then.
+            applied = bool(torch.isfinite(grad_norm))
+            if applied:
+                optimizer.step()
+        bar.update(len(idx))
+        if not applied:
+            skipped.skip(epoch, loss.item())
+            continue
+        skipped.applied()
         if ema is not None:
             ema.update_parameters(model)
         total_loss += loss.item() * len(idx)
         seen += len(idx)
-        bar.update(len(idx))
         bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     sums = dist.all_sum(torch.tensor([total_loss, seen], dtype=torch.float64))
-    return float(sums[0] / max(1, sums[1])), lr
+    return (float(sums[0] / sums[1]) if sums[1] else None), lr

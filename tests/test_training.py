@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import specnet
-from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError
+from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
 from specnet.training import TrainConfig, default_epochs, get_lr
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -369,6 +369,53 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(four_epochs, tin
         text = str(err.value)
         assert text.startswith(f"{out / 'checkpoint.pt'}: ") and "--overwrite" in text and "\n" not in text, (what, text)
         assert len(metric_rows(out)) == 4, what  # the run as it was
+
+
+class NanGradients:
+    """``torch.nn.functional`` whose training loss keeps its value but has NaN gradients on chosen steps.
+
+    sqrt'(0) is infinite and inf * 0 is NaN: adding sqrt(0 * sum(logits)) changes no
+    loss value and makes every gradient NaN, as a faulty kernel can.
+    """
+
+    def __init__(self, steps):
+        self.steps, self.calls = steps, 0
+
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    def cross_entropy(self, logits, *args, **kwargs):
+        loss = torch.nn.functional.cross_entropy(logits, *args, **kwargs)
+        if torch.is_grad_enabled():  # a training step, not validation
+            self.calls += 1
+            if self.steps == "all" or self.calls in self.steps:
+                loss = loss + torch.sqrt(logits.sum() * 0)
+        return loss
+
+
+def test_a_step_with_nan_gradients_is_skipped_and_reported(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr("specnet.training.F", NanGradients({2, 5}))
+    with specnet_warnings() as warnings:
+        specnet.train(tiny_data, tmp_path / "run", epochs=3, **S.FAST)
+    rows = metric_rows(tmp_path / "run")
+    assert sum(r.get("skipped_steps", 0) for r in rows) == 2
+    assert warnings.count("epoch 1: skipped 1 step with a non-finite loss or gradient") == 1
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in rows)
+    weights = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_training_that_diverges_stops_with_one_line_and_saves_no_nan(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr("specnet.training.F", NanGradients("all"))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError) as err:
+        specnet.train(tiny_data, out, epochs=6, **S.FAST)  # 3 steps an epoch: the 10th is in epoch 4
+    text = str(err.value)
+    assert text.startswith("training diverged in epoch 4: 10 steps in a row had a non-finite loss or gradient")
+    assert "--lr" in text and "\n" not in text
+    # What was saved before it stopped is the untouched start, never NaN.
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
 def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
