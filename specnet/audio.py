@@ -63,6 +63,8 @@ _RESAMPLE_QUALITY = "HQ"
 # Frames read per soundfile call when streaming: big enough to amortise the
 # call overhead, small enough that memory stays O(block) for long files.
 _READ_FRAMES = 1 << 16
+#: libsndfile formats whose length is only known by decoding (the others' headers count their samples).
+_COMPRESSED_CONTAINERS = frozenset({"OGG", "FLAC", "MP3"})
 # libsndfile's SF_ERR_UNRECOGNISED_FORMAT and SF_ERR_UNSUPPORTED_ENCODING.
 _SF_UNRECOGNISED = 1
 _SF_UNSUPPORTED_ENCODING = 4
@@ -171,7 +173,7 @@ def load_audio(
             _warn_if_cut_short(name, frames.shape[0], expected, native_sr)
 
     if frames.shape[0] == 0:
-        raise AudioError(f"{name}: contains no audio samples")
+        raise _no_samples(name, None if f is None else f.format)
     if mono:
         y = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1)  # (samples,)
     else:
@@ -348,7 +350,7 @@ def _stream_chunks(
         if last:
             break
     if n_in == 0:
-        raise AudioError(f"{name}: contains no audio samples")
+        raise _no_samples(name, f.format)
     _warn_if_cut_short(name, n_in, f.frames, f.samplerate)
     if n_out == 0:
         raise AudioError(
@@ -454,6 +456,15 @@ def _open(path: PathLike, name: str, *, warn_truncated: bool = True) -> Iterator
 # libsndfile reads what a WAV file holds and notes a shorter data chunk in its log.
 _DATA_CHUNK_LOG = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
 _UNKNOWN_SIZE = 0x7FFFF000  # from here up: sizes streaming writers leave in a header they cannot rewrite
+
+
+def _no_samples(name: str, container: str | None) -> AudioError:
+    """The error for a file that decodes to no samples. An uncompressed file's header counts
+    its samples; a compressed one cut short before its first complete block of audio (an
+    Ogg page, say) decodes to nothing just as an empty one does."""
+    if container in _COMPRESSED_CONTAINERS or container is None:  # None: decoded by audioread
+        return AudioError(f"{name}: contains no audio samples that decode (empty, or truncated before its first complete block of audio)")
+    return AudioError(f"{name}: contains no audio samples")
 
 
 def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:

@@ -156,9 +156,11 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
     for line, row in rows:
         samples.append(((csv_path.parent / row["path"]), index[row["label"]]))
         if has_fold:
+            if not row["fold"]:  # None: the row is shorter than the header
+                raise DataError(f"{csv_path}:{line}: missing fold (the header has a fold column)")
             try:
                 folds.append(int(row["fold"]))
-            except (TypeError, ValueError):
+            except ValueError:
                 raise DataError(f"{csv_path}:{line}: fold {row['fold']!r} is not an integer") from None
     kind = _single_kind([p for p, _ in samples], str(csv_path))
     return LabelledFiles(classes=classes, samples=samples, kind=kind, folds=folds if has_fold else None)

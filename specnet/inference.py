@@ -578,9 +578,11 @@ class Model:
                 result.inputs += heard > 0
             rest = pending_rows() if pending else []
             total = result.windows + len(rest)
-            if total < 2:
+            if total < 2 and len(result.failures) == seen:
                 raise DataError("no input to adapt to" if not seen else
-                                f"too little to adapt to: {total} window{'' if total == 1 else 's'} of sound in {seen} "
+                                f"nothing to adapt to: {'the input' if seen == 1 else f'all {seen} inputs'} failed")
+            if total < 2:
+                raise DataError(f"too little to adapt to: {total} window{'' if total == 1 else 's'} of sound in {seen} "
                                 f"input{'' if seen == 1 else 's'}, and a spread needs 2 (failed inputs and silence are left out)")
             if len(rest) - batch_size >= 2:  # never a batch of one window
                 run(rest[:batch_size])

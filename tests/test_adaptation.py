@@ -221,5 +221,9 @@ def test_cli_names_every_bad_input_when_none_is_left(capsys, audio_run, tmp_path
     assert code == 1 and not (tmp_path / "out.safetensors").exists()
     assert err.splitlines() == [
         *(f"error: {path}: not a readable audio file (format not recognised)" for path in bad),
-        "error: too little to adapt to: 0 windows of sound in 2 inputs, and a spread needs 2 (failed inputs and silence are left out)",
+        "error: nothing to adapt to: all 2 inputs failed",
     ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "adapt", str(audio_run.model), str(empty), "-o", str(tmp_path / "out.safetensors"))
+    assert code == 1 and err.splitlines() == [f"error: {empty}: no audio files in this folder", "error: nothing to adapt to: the input failed"]

@@ -295,6 +295,16 @@ def _truncated_ogg(tmp_path):
     return _half_of(tmp_path, "trunc.ogg", "VORBIS")
 
 
+def _ogg_cut_in_its_first_audio_page(tmp_path):
+    # Vorbis headers fill the first pages ("OggS" starts each); the cut falls in the first audio page.
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * 16000)
+    data = write_audio(tmp_path / "whole.ogg", noise, 16000, subtype="VORBIS").read_bytes()
+    pages = [i for i in range(len(data)) if data.startswith(b"OggS", i)]
+    path = tmp_path / "cut.ogg"
+    path.write_bytes(data[: pages[2] + 100])
+    return path
+
+
 def _bad_wav_header(tmp_path):
     data = make_tone(tmp_path / "whole.wav", 440.0, 0.1, 16000).read_bytes()
     path = tmp_path / "badfmt.wav"
@@ -348,6 +358,7 @@ FILE_ERRORS = [
     (_header_only, "contains no audio samples"),
     (_truncated_flac, "truncated or corrupt audio data"),
     (_truncated_ogg, "truncated or corrupt audio data"),
+    (_ogg_cut_in_its_first_audio_page, "contains no audio samples that decode (empty, or truncated before its first"),
     (_bad_wav_header, "truncated or corrupt audio data"),
     (_random_bytes, "not a readable audio file (format not recognised)"),
     (_text_as_wav, "not a readable audio file (format not recognised)"),
@@ -359,7 +370,7 @@ FILE_ERRORS = [
     (_inf_double_wav, "contains NaN or infinite samples"),
 ]
 # Problems only decoding finds: audio_info reads the header alone.
-HEADER_IS_FINE = {_header_only, _truncated_flac, _nan_float_wav, _inf_double_wav}
+HEADER_IS_FINE = {_header_only, _truncated_flac, _ogg_cut_in_its_first_audio_page, _nan_float_wav, _inf_double_wav}
 
 
 # audioread's stdlib backend imports aifc/audioop/sunau, deprecated in Python 3.11+

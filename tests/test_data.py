@@ -155,6 +155,10 @@ def test_read_manifest_bad_fold(tmp_path):
     with pytest.raises(DataError) as err:
         read_manifest(csv_path)
     assert "m.csv:3" in str(err.value) and "'two' is not an integer" in str(err.value)
+    for rows in ("x.wav,a,1\ny.wav,b\n", "x.wav,a,1\ny.wav,b,\n"):  # a short row, an empty field
+        with pytest.raises(DataError) as err:
+            read_manifest(_manifest(tmp_path / "m.csv", "path,label,fold\n" + rows))
+        assert str(err.value) == f"{tmp_path / 'm.csv'}:3: missing fold (the header has a fold column)"
 
 
 @pytest.mark.parametrize("text", ["file,label\nx.wav,a\n", "path,class\nx.wav,a\n", "path,label\n", ""])
