@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .fileio import atomic_write
+from .paths import display_name
 
 FIGURE_DPI = 120
 COLORMAP = "magma"
@@ -32,11 +33,18 @@ PICTURE_FORMATS = ("png", "jpg", "jpeg", "svg", "pdf")
 MIN_SPAN_DB = 20.0  # the least a spectrogram's colour bar spans
 
 
-def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write ``fig`` atomically, in the format its suffix names if it is one of
-    :data:`PICTURE_FORMATS`, else as PNG."""
+def picture_format(path: str | os.PathLike) -> str:
+    """The format a picture at ``path`` is written in: its suffix, one of :data:`PICTURE_FORMATS`
+    (PNG for a name without one). Any other suffix is a ParameterError, raised before any work."""
     suffix = Path(path).suffix.lower().lstrip(".")
-    fmt = suffix if suffix in PICTURE_FORMATS else "png"
+    if suffix and suffix not in PICTURE_FORMATS:
+        raise ParameterError(f"{display_name(path)}: .{suffix} is not a picture format specnet writes ({', '.join(PICTURE_FORMATS)})")
+    return suffix or "png"
+
+
+def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``fig`` atomically, in the format :func:`picture_format` gives."""
+    fmt = picture_format(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=FIGURE_DPI, bbox_inches="tight")
     fig.clf()
@@ -107,8 +115,11 @@ def plot_spectrogram(
     """A log-mel spectrogram (n_mels, frames) in dB as a picture: time in s, mel axis labelled in Hz.
 
     The colours span the picture's own range, at most 80 dB below its peak and at
-    least MIN_SPAN_DB, so a spectrogram floored by ``top_db`` uses the whole colour map."""
+    least MIN_SPAN_DB, so a spectrogram floored by ``top_db`` uses the whole colour map.
+    The format follows ``path``'s suffix (:func:`picture_format`)."""
     import librosa
+
+    picture_format(path)
 
     plt = _pyplot()
     n_mels, frames = logmel.shape

@@ -31,6 +31,18 @@ def test_spectrogram_frequency_ticks_name_the_band_centres(tmp_path, monkeypatch
     assert labels[0] == pytest.approx(96, abs=1) and labels[-1] == pytest.approx(7632, abs=1)
 
 
+def test_a_picture_suffix_names_its_format_and_others_are_refused(tmp_path):
+    from specnet.errors import ParameterError
+
+    assert [plots.picture_format(f"a.{s}") for s in ("png", "JPG", "svg", "pdf")] == ["png", "jpg", "svg", "pdf"]
+    assert plots.picture_format(tmp_path / "no_suffix") == "png"
+    with pytest.raises(ParameterError, match=r"a\.gif: \.gif is not a picture format specnet writes \(png, jpg"):
+        plots.plot_spectrogram(np.zeros((8, 10)), tmp_path / "a.gif", sample_rate=8000, hop_length=80, f_min=0.0, f_max=4000.0)
+    assert not (tmp_path / "a.gif").exists()
+    plots.plot_confusion(np.eye(2, dtype=int), ["a", "b"], tmp_path / "m.pdf")
+    assert (tmp_path / "m.pdf").read_bytes().startswith(b"%PDF")
+
+
 def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
     import specnet
     from specnet.errors import SpecnetError

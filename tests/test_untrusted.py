@@ -259,7 +259,7 @@ def _outputs(model_file, clip, out):
 
 
 def test_outputs_never_overwrite_without_flag(capsys, model_file, clip, tmp_path):
-    out = tmp_path / "existing.out"
+    out = tmp_path / "existing_output"
     for name, args in _outputs(model_file, clip, out).items():
         out.write_bytes(b"earlier results")
         line = error_line(*run_cli(capsys, *args)[::2])
@@ -298,7 +298,7 @@ def test_failed_write_keeps_the_earlier_file(capsys, model_file, clip, tmp_path,
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    out = tmp_path / "kept.out"
+    out = tmp_path / "kept_output"
     for name, args in _outputs(model_file, clip, out).items():
         out.write_bytes(b"earlier results")
         monkeypatch.setattr(specnet.fileio.os, "replace", full)
@@ -317,7 +317,7 @@ def test_read_only_folder_is_one_line(capsys, model_file, clip, tmp_path, monkey
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    out = tmp_path / "ro" / "x.out"
+    out = tmp_path / "ro" / "x_output"
     out.parent.mkdir()
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     for name, args in _outputs(model_file, clip, out).items():
