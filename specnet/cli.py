@@ -11,10 +11,11 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import click
 
@@ -27,6 +28,25 @@ DEVICES = ["auto", "cpu", "cuda", "mps"]
 MAX_WINDOW_SECONDS = 300.0
 #: training.DEFAULT_VAL_SPLIT, for --help without importing torch (a test keeps the two equal).
 DEFAULT_VAL_SPLIT = 0.1
+#: FeatureConfig's defaults, for --help without importing torch (a test keeps them equal).
+FRONT_END_DEFAULTS = {"n_mels": 64, "n_fft": 512, "hop_length": 160, "f_min": 50.0}
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option (optionally in a range) that refuses nan and inf as usage errors, as it
+    refuses a value out of its range (click's own float and range types let nan through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str | None:
+        return "FLOAT" if self.min is None and self.max is None else super().get_metavar(*args, **kwargs)
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
 
 def _debug_enabled() -> bool:
@@ -74,20 +94,20 @@ def cli(debug: bool) -> None:
 def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     """Files from paths, folders (searched recursively for ``kind`` files) and glob patterns, in order.
 
-    Names, patterns and folders that give no file are kept, so each is reported as a failed input;
-    a folder's files of the other kind are left out with one warning.
+    A folder and a pattern both give their ``kind`` files: files of the other kind are left out
+    with one warning, other files silently. Names, patterns and folders that give no file are
+    kept, so each is reported as a failed input.
     """
     from .audio import is_audio_file
     from .image import is_image_file
 
     wanted, other, other_kind = (is_audio_file, is_image_file, "image") if kind == "audio" else (is_image_file, is_audio_file, "audio")
 
-    def in_folder(folder: str) -> list[str]:
-        files = walk_files(folder)
+    def of_kind(files: list[str], source: str) -> list[str]:
         left_out = sum(map(other, files))
         if left_out:  # said once, not one line per file
             logging.getLogger("specnet").warning(
-                "%s: %d %s file%s left out (the model takes %s)", display_name(folder), left_out, other_kind,
+                "%s: %d %s file%s left out (the model takes %s)", display_name(source), left_out, other_kind,
                 "" if left_out == 1 else "s", "images" if kind == "image" else "audio",
             )
         return [f for f in files if wanted(f)]
@@ -95,15 +115,15 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     found: list[str] = []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            found.extend(in_folder(pattern) or [pattern])
+            found.extend(of_kind(walk_files(pattern), pattern) or [pattern])
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):
             # A matched folder is searched like a folder argument; "dir/**" matches dir and
             # everything in it, so a file a pattern reaches twice is listed once.
-            matches = [f for m in sorted(glob.glob(pattern, recursive=True)) for f in (in_folder(m) if os.path.isdir(m) else [m])]
+            matches = [f for m in sorted(glob.glob(pattern, recursive=True)) for f in (walk_files(m) if os.path.isdir(m) else [m])]
             unique: dict[str, str] = {}
             for f in matches:
                 unique.setdefault(os.path.normpath(f), f)  # the first spelling of each file
-            found.extend(list(unique.values()) or [pattern])
+            found.extend(of_kind(list(unique.values()), pattern) or [pattern])
         else:
             found.append(pattern)
     return found
@@ -133,7 +153,7 @@ def _progress_bar(total: int, desc: str):
 def _fail_line(path: str, reason: str, kind: str) -> str:
     # A pattern or folder kept by expand_inputs: it gave no file.
     if not os.path.lexists(path) and glob.has_magic(path):
-        return f"{display_name(path)}: no files match this pattern"
+        return f"{display_name(path)}: no {kind} files match this pattern"
     if os.path.isdir(path):
         return f"{display_name(path)}: no {kind} files in this folder"
     if path == "-" and not os.path.lexists(path):
@@ -149,8 +169,8 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
 @click.option("--model", "-m", "model_name", default=None, help="Bundled model name (esc10, fsdd) or a model file. Default: esc10.")
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="Labels to show per input.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--window", type=click.FloatRange(min=0, max=MAX_WINDOW_SECONDS, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
-@click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds between windows (default: half a window).")
+@click.option("--window", type=FiniteFloat(min=0, max=MAX_WINDOW_SECONDS, min_open=True), default=None, help="Window length in seconds for long clips (default: the model's clip length).")
+@click.option("--hop", type=FiniteFloat(min=0, min_open=True), default=None, help="Seconds between windows (default: half a window).")
 @click.option("--timeline", is_flag=True, help="Also give the top label of every window (with --format csv: one row per window instead of the top labels).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
@@ -202,12 +222,22 @@ def _table_block(result, model_name: str) -> str:
     width = max(len(p["label"] or "") for p in [*result.predictions, *segments])
     lines = [head] + [f"  {p['label']:<{width}}  {p['score']:7.2%}" for p in result.predictions]
     if segments:
-        digits = len(f"{segments[-1]['end']:.2f}")
+        decimals = _distinct_decimals([seg["start"] for seg in segments])
+        digits = len(f"{segments[-1]['end']:.{decimals}f}")
         lines.append("  top label of each window:")
         for seg in segments:
             label = f"{seg['label']:<{width}}  {seg['score']:7.2%}" if seg["label"] is not None else SILENCE
-            lines.append(f"    {seg['start']:>{digits}.2f} - {seg['end']:>{digits}.2f} s  {label}")
+            lines.append(f"    {seg['start']:>{digits}.{decimals}f} - {seg['end']:>{digits}.{decimals}f} s  {label}")
     return "\n".join(lines)
+
+
+def _distinct_decimals(starts: Sequence[float]) -> int:
+    """Decimals (2 to 4) that print every window start (s) differently: the window that ends a
+    file can start a few milliseconds after the one before it."""
+    for decimals in (2, 3):
+        if len({f"{s:.{decimals}f}" for s in starts}) == len(starts):
+            return decimals
+    return 4
 
 
 def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
@@ -304,7 +334,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
         click.echo(f"wrote {count} {level} embedding{'' if count == 1 else 's'} of size {arrays['embeddings'].shape[-1]} to {display_name(output)}", err=True)
     if failures:
         if len(files) > 1:
-            click.echo(f"{failures} of {len(files)} inputs failed", err=True)
+            click.echo(f"{failures} of {len(files)} inputs failed" + ("" if good_paths else f"; {display_name(output)} not written"), err=True)
         sys.exit(1)
 
 
@@ -399,6 +429,29 @@ def _floor_settings(top_db: Any, source: str) -> dict[str, Any]:
     return {"ref_peak": top_db > 0, "top_db": top_db or None}
 
 
+def _said_as_given(message: str, ctx: click.Context, config_file: str | None, explicit: set[str], file_keys: set[str]) -> str:
+    """A training option's error as the user gave the options it names: a flag under its name
+    (``--val-split=2 must ...``), and naming the config file when the file set one of them."""
+    import re
+
+    flags = {p.name: p.opts[0] for p in ctx.command.params if p.opts[0].startswith("--")}
+    names = sorted(set(flags) | file_keys, key=len, reverse=True)
+    blamed_on_file = False
+
+    def as_given(match: re.Match) -> str:
+        nonlocal blamed_on_file
+        name = match.group(1)
+        if name in explicit:
+            return flags[name]
+        blamed_on_file |= name in file_keys
+        return name
+
+    said = re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", as_given, message)
+    if config_file and (blamed_on_file or said == message):
+        return f"{config_file}: {said}"
+    return said
+
+
 @cli.command()
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder for the model, checkpoint, metrics and curves.")
@@ -406,7 +459,7 @@ def _floor_settings(top_db: Any, source: str) -> dict[str, Any]:
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold] instead of DATA_DIR.")
 @click.option("--val-dir", type=click.Path(file_okay=False), help="Validation class folders.")
 @click.option("--val-fold", type=int, help="Validate on this fold of the manifest, train on the rest.")
-@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=None, help=f"Stratified share of the readable files held out for validation (0: train on everything, keep the last epoch).  [default: {DEFAULT_VAL_SPLIT:g} without --val-dir or --val-fold]")
+@click.option("--val-split", type=FiniteFloat(0, 1, max_open=True), default=None, help=f"Stratified share of the readable files held out for validation (0: train on everything, keep the last epoch).  [default: {DEFAULT_VAL_SPLIT:g} without --val-dir or --val-fold]")
 @click.option("--arch", default="cnn", show_default=True, help="Registered model name (see 'specnet summary --list').")
 @click.option("--arch-arg", "arch_args", multiple=True, help="Extra model argument, name=value (JSON value), repeatable.")
 @click.option("--pretrained", is_flag=True, help="Start a VGG from ImageNet weights (downloads once).")
@@ -415,22 +468,22 @@ def _floor_settings(top_db: Any, source: str) -> dict[str, Any]:
 @click.option("--freeze-backbone", is_flag=True, help="Train the head only (transfer learning).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the training set.  [default: 30, more on a small training set: at least 2,400 optimiser steps, at most 300 epochs]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (AdamW, warm-up then cosine).")
-@click.option("--weight-decay", type=float, default=1e-2, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--lr", type=FiniteFloat(), default=2e-3, show_default=True, help="Peak learning rate (AdamW, warm-up then cosine).")
+@click.option("--weight-decay", type=FiniteFloat(), default=1e-2, show_default=True)
+@click.option("--label-smoothing", type=FiniteFloat(), default=0.1, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without a better validation accuracy (needs --keep best).")
 @click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which epoch's model to save: best validation accuracy, or the last (for an unbiased test fold).")
-@click.option("--clip-seconds", type=click.FloatRange(min=0, min_open=True), default=None, help="Training crop length (default: 90th percentile of durations).")
+@click.option("--clip-seconds", type=FiniteFloat(min=0, min_open=True), default=None, help="Training crop length (default: 90th percentile of durations).")
 @click.option("--sample-rate", type=click.IntRange(min=1), default=None, help="Model sample rate in Hz (default 16000).")
-@click.option("--n-mels", type=click.IntRange(min=1), default=None)
-@click.option("--n-fft", type=click.IntRange(min=1), default=None)
-@click.option("--hop-length", type=click.IntRange(min=1), default=None)
-@click.option("--f-min", type=float, default=None)
-@click.option("--f-max", type=float, default=None, help="Top of the mel filterbank in Hz.  [default: 8000, or half the sample rate if lower]")
-@click.option("--top-db", type=click.FloatRange(min=0), default=None, help="Log-mel in dB relative to the peak of each clip the model sees (a training crop, one window of a long file), floored this far below it (0: absolute dB, no floor).  [default: 60]")
+@click.option("--n-mels", type=click.IntRange(min=1), default=None, help=f"Mel bands.  [default: {FRONT_END_DEFAULTS['n_mels']}]")
+@click.option("--n-fft", type=click.IntRange(min=1), default=None, help=f"FFT length in samples.  [default: {FRONT_END_DEFAULTS['n_fft']}]")
+@click.option("--hop-length", type=click.IntRange(min=1), default=None, help=f"Samples between frames.  [default: {FRONT_END_DEFAULTS['hop_length']}]")
+@click.option("--f-min", type=FiniteFloat(), default=None, help=f"Bottom of the mel filterbank in Hz.  [default: {FRONT_END_DEFAULTS['f_min']:g}]")
+@click.option("--f-max", type=FiniteFloat(), default=None, help="Top of the mel filterbank in Hz.  [default: 8000, or half the sample rate if lower]")
+@click.option("--top-db", type=FiniteFloat(min=0), default=None, help="Log-mel in dB relative to the peak of each clip the model sees (a training crop, one window of a long file), floored this far below it (0: absolute dB, no floor).  [default: 60]")
 @click.option("--image-size", type=(int, int), default=(128, 128), show_default=True, help="Height and width images are resized to.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup.")
-@click.option("--mixup", type=click.FloatRange(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
+@click.option("--mixup", type=FiniteFloat(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--amp/--no-amp", default=None, help="Mixed precision: float16 on CUDA, bfloat16 on the CPU (default: on with CUDA and on CPUs with AMX, where it is faster).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -446,6 +499,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     options = _read_config_file(config_file) if config_file else {}
+    file_keys = set(options) | set(options.get("features") or {})  # what an error may blame on the file
     # A flag wins over the file's choice of the same thing, under whichever name the file made it.
     given = {**flags, "data_dir": data_dir}
     for group in (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split")):
@@ -481,7 +535,12 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         raise SpecnetError(f"{config_file}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(names)}")
     if options.get("weights"):
         options["pretrained"] = True
-    best = run_training(data_dir, out, config=TrainConfig(**options), resume=resume, overwrite=overwrite, quiet=quiet)
+    explicit = {name for name in flags if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+    try:
+        config = TrainConfig(**options)
+    except SpecnetError as exc:
+        raise SpecnetError(_said_as_given(str(exc), ctx, config_file, explicit, file_keys)) from None
+    best = run_training(data_dir, out, config=config, resume=resume, overwrite=overwrite, quiet=quiet)
     if not quiet and best and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         if "accuracy" in best:
             scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}"
@@ -631,15 +690,16 @@ def info(model_file, fmt) -> None:
 @click.option("--model", "-m", "model_name", default=None, help="Use this model's feature settings (default: specnet's defaults).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def spectrogram(path, output, model_name, overwrite) -> None:
-    """Draw the log-mel spectrogram of an audio file as a picture (JPEG, SVG or PDF by OUTPUT's suffix, else PNG)."""
+    """Draw the log-mel spectrogram of an audio file as a picture: PNG, JPEG, SVG or PDF by OUTPUT's suffix (PNG without one)."""
     import torch
 
     from .audio import load_audio
     from .features import FeatureConfig, LogMelSpectrogram
     from .fileio import check_output_path
-    from .plots import PICTURE_FORMATS, plot_spectrogram
+    from .plots import picture_format, plot_spectrogram
 
     check_output_path(output, overwrite=overwrite)
+    picture_format(output)  # a suffix it cannot write is refused before the file is decoded
     if model_name:
         from .inference import model_metadata
 
@@ -656,8 +716,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         logmel, output, sample_rate=features.sample_rate, hop_length=features.hop_length,
         f_min=features.f_min, f_max=features.max_frequency, title=display_name(Path(path).name), overwrite=overwrite,
     )
-    suffix = Path(output).suffix.lower().lstrip(".")
-    click.echo(f"wrote {display_name(output)}" + ("" if suffix in PICTURE_FORMATS else f" (a PNG: .{suffix or '(none)'} is not one of {', '.join(PICTURE_FORMATS)})"))
+    click.echo(f"wrote {display_name(output)}" + ("" if Path(output).suffix else " (a PNG)"))
 
 
 @cli.command()

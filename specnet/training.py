@@ -254,9 +254,18 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
     return data, None
 
 
+def held_out_share(options: dict[str, Any]) -> float | None:
+    """The share of the training files a run with these options (``TrainConfig.to_dict()``,
+    or a checkpoint's) holds out for validation: None beside ``val_dir`` or ``val_fold``,
+    :data:`DEFAULT_VAL_SPLIT` when ``val_split`` is unset."""
+    if options.get("val_dir") is not None or options.get("val_fold") is not None:
+        return None
+    return DEFAULT_VAL_SPLIT if options.get("val_split") is None else options["val_split"]
+
+
 def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
     """``(train, val)``: a stratified ``val_split`` share of the decoded ``split``, drawn with the run's seed."""
-    share = DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split
+    share = held_out_share(config.to_dict())
     train_idx, val_idx = stratified_split(split.targets.tolist(), fraction=share, seed=config.seed)
     return split.subset(train_idx), split.subset(val_idx)
 
@@ -578,15 +587,9 @@ def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The options that must match for a run to be resumed, ``val_split`` as the share it
-    held out: None beside ``val_dir`` or ``val_fold``, and the default's value when unset
-    (checkpoints written before ``val_split`` could be None hold 0.1)."""
+    held out (some checkpoints hold None for the default, some its value)."""
     ignore = {"epochs", "device", "num_workers", "patience", "amp", "precision"}
-    values = {k: v for k, v in config.items() if k not in ignore}
-    if values.get("val_dir") is not None or values.get("val_fold") is not None:
-        values["val_split"] = None
-    elif values.get("val_split") is None:
-        values["val_split"] = DEFAULT_VAL_SPLIT
-    return values
+    return {k: v for k, v in config.items() if k not in ignore} | {"val_split": held_out_share(config)}
 
 
 def _count(n: int, noun: str) -> str:
@@ -715,7 +718,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard
     # Counted as one process would, so a run takes as many epochs on one GPU as on several.
     epochs = int(config.epochs or default_epochs(math.ceil(len(train_split.targets) / config.batch_size)))
-    resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "classes": list(spec.classes),
+    resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
         "source": text_name(os.path.realpath(config.manifest or data_dir)),  # a resumed run must read the same data

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 import synthetic as S
 from helpers import make_tone, write_audio
 
@@ -168,7 +169,19 @@ def test_classify_folders_and_globs(capsys, model_file, clips):
     # A pattern that matches nothing is one failed input, said as such; the others still run.
     code, out, err = run(capsys, "classify", "-m", model_file, str(clips / "t*" / "*.wav"), str(clips / "nomatch*.wav"), "--format", "json")
     assert code == 1 and len(json.loads(out)) == 1
-    assert err.splitlines() == [f"error: {clips / 'nomatch*.wav'}: no files match this pattern", "1 of 2 inputs failed"]
+    assert err.splitlines() == [f"error: {clips / 'nomatch*.wav'}: no audio files match this pattern", "1 of 2 inputs failed"]
+    # A pattern keeps what a folder keeps: its other files are left out, images with a warning.
+    (clips / "notes.txt").write_text("not audio")
+    Image.new("L", (8, 8)).save(clips / "cover.png")
+    try:
+        code, out, err = run(capsys, "classify", "-m", model_file, str(clips / "*"), "--format", "json")
+        assert code == 0 and [r["path"] for r in json.loads(out)] == expected
+        assert err == f"warning: {clips / '*'}: 1 image file left out (the model takes audio)\n"
+        code, out, err = run(capsys, "classify", "-m", model_file, str(clips / "*.txt"))
+        assert code == 1 and err.splitlines()[0] == f"error: {clips / '*.txt'}: no audio files match this pattern"
+    finally:
+        (clips / "notes.txt").unlink()
+        (clips / "cover.png").unlink()
 
 
 def test_classify_double_star_glob_and_linked_folders_list_each_file_once(capsys, model_file, clips, tmp_path):
@@ -239,17 +252,26 @@ def test_window_limit_is_the_streaming_limit():
     assert cli.MAX_WINDOW_SECONDS == inference.STREAM_SECONDS
 
 
-def test_the_val_split_default_in_help_is_trainings(capsys):
+def test_the_defaults_in_help_are_trainings(capsys):
     from specnet import cli, training
+    from specnet.features import FeatureConfig
 
     assert cli.DEFAULT_VAL_SPLIT == training.DEFAULT_VAL_SPLIT
+    assert cli.FRONT_END_DEFAULTS == {name: getattr(FeatureConfig, name) for name in cli.FRONT_END_DEFAULTS}
     code, out, _ = run(capsys, "train", "--help")
-    assert code == 0 and f"[default: {training.DEFAULT_VAL_SPLIT:g} without --val-dir or" in " ".join(out.split())
+    text = " ".join(out.split())
+    assert code == 0 and f"[default: {training.DEFAULT_VAL_SPLIT:g} without --val-dir or" in text
+    assert "--n-mels INTEGER RANGE Mel bands. [default: 64]" in text and "[default: 50]" in text
 
 
 def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, clips):
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "1e9", clip_paths(clips)[0])
     assert code == 2 and "0<x<=300" in err  # a usage error; --help shows the range
+    for flag, value in (("--window", "nan"), ("--hop", "inf"), ("--hop", "NaN")):
+        code, _, err = run(capsys, "classify", "-m", model_file, flag, value, clip_paths(clips)[0])
+        assert code == 2 and f"Invalid value for '{flag}': '{value}' is not a finite number." in err, (flag, value)
+    code, _, err = run(capsys, "train", str(clips), "--out", "never", "--lr", "nan")
+    assert code == 2 and "Invalid value for '--lr': 'nan' is not a finite number." in err
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.001", clip_paths(clips)[0])
     assert code == 0
     assert err == "warning: window=0.001 s is shorter than one of the model's FFT frames (0.032 s): the scores say little\n"
@@ -275,6 +297,16 @@ def test_classify_timeline_in_json(capsys, model_file, tmp_path):
     windows = lines[lines.index("  top label of each window:") + 1:]
     assert code == 0 and len(windows) == 11
     assert windows[0].split()[:4] == ["0.00", "-", "1.00", "s"] and windows[-1].split()[:3] == ["5.00", "-", "6.00"]
+
+
+def test_timeline_prints_a_window_that_ends_the_file_apart_from_the_one_before(capsys, model_file, tmp_path):
+    # 6.004 s: the window that ends the file starts 4 ms after the regular one at 5.00 s.
+    recording = write_audio(tmp_path / "long.wav", S.background(6.004, seed=1).astype(np.float32), S.SR)
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(recording), "--timeline", "--window", "1", "--hop", "0.5")
+    lines = out.splitlines()
+    windows = [line.split()[:3] for line in lines[lines.index("  top label of each window:") + 1:]]
+    assert code == 0 and windows[0] == ["0.000", "-", "1.000"]
+    assert windows[-2:] == [["5.000", "-", "6.000"], ["5.004", "-", "6.004"]]
 
 
 def test_messages_stay_one_line_when_names_hold_a_newline(capsys, model_file, clips, tmp_path):
@@ -436,6 +468,10 @@ def test_a_folder_without_audio_is_a_failed_input(capsys, model_file, clips, tmp
     code, out, err = run(capsys, "classify", "-m", model_file, str(tmp_path / "empty"), clip_paths(clips)[0], "--format", "json")
     assert code == 1 and len(json.loads(out)) == 1
     assert err.splitlines() == [f"error: {tmp_path / 'empty'}: no audio files in this folder", "1 of 2 inputs failed"]
+    # When every input fails, embed says its output was not written.
+    code, _, err = run(capsys, "embed", "-m", model_file, str(tmp_path / "empty"), str(tmp_path / "none.wav"), "-o", str(tmp_path / "e.npz"))
+    assert code == 1 and err.splitlines()[-1] == f"2 of 2 inputs failed; {tmp_path / 'e.npz'} not written"
+    assert not (tmp_path / "e.npz").exists()
 
 
 def test_summary_of_an_unknown_name_says_what_it_takes(capsys):
@@ -479,14 +515,17 @@ def test_spectrogram_png(capsys, clips, model_file, tmp_path):
     assert code == 1 and "already exists" in err
     code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out), "--model", model_file, "--overwrite")
     assert code == 0 and out.read_bytes().startswith(PNG_MAGIC)
-    # The suffix names the format; any other suffix gets a PNG.
+    # The suffix names the format; a name without one gets a PNG, another suffix is refused.
     code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.jpg"))
     assert code == 0 and (tmp_path / "out.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
     code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.svg"))
     assert code == 0 and b"<svg" in (tmp_path / "out.svg").read_bytes()[:1000]
-    code, stdout, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.webp"))
-    assert code == 0 and (tmp_path / "out.webp").read_bytes().startswith(PNG_MAGIC)
-    assert stdout == f"wrote {tmp_path / 'out.webp'} (a PNG: .webp is not one of png, jpg, jpeg, svg, pdf)\n"
+    code, stdout, err = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.webp"))
+    assert code == 1 and not (tmp_path / "out.webp").exists()
+    assert err == f"error: {tmp_path / 'out.webp'}: .webp is not a picture format specnet writes (png, jpg, jpeg, svg, pdf)\n"
+    code, stdout, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "picture"))
+    assert code == 0 and stdout == f"wrote {tmp_path / 'picture'} (a PNG)\n"
+    assert (tmp_path / "picture").read_bytes().startswith(PNG_MAGIC)
 
 
 # ------------------------------------------------------------------ train and evaluate
@@ -503,7 +542,7 @@ def test_train_config_top_db_must_be_a_floor(capsys, tmp_path, value, shown):
 
 def test_train_top_db_flag_must_be_finite(capsys, tmp_path):
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--top-db", "inf")
-    assert code == 1 and err == "error: --top-db: top_db=inf must be a number of dB >= 0 (0: absolute dB, no floor)\n"
+    assert code == 2 and "Invalid value for '--top-db': 'inf' is not a finite number." in err  # a usage error
 
 
 def test_train_with_config_file_flags_win(capsys, tmp_path):
@@ -558,13 +597,27 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     assert resolved["val_dir"] == str(val) and resolved["val_split"] is None
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run4"), "--config", str(config), "--val-dir", str(val),
                        "--val-split", "0.3")
-    assert code == 1 and err == "error: val_dir and val_split each choose the validation data: give one of them\n"
+    assert code == 1 and err == "error: --val-dir and --val-split each choose the validation data: give one of them\n"
 
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 2\nepoch = 1\n")
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run2"), "--config", str(bad))
     assert code == 1 and err.startswith(f"error: {bad}: unknown training option(s) epoch; known: ")
     assert ", epochs, " in err and ", sample_rate, " in err and ", data_dir, " in err
+
+    # A bad value is said as it was given: under its flag, or naming the file that set it.
+    run5 = str(tmp_path / "run5")
+    bad.write_text("lr = -1\npatience = 3\n\n[features]\nn_mels = 0\n")
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--n-mels", "8")
+    assert code == 1 and err == f"error: {bad}: lr=-1 must be a positive number\n"
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0.1")
+    assert code == 1 and err == f"error: {bad}: n_mels=0 must be an integer >= 1\n"
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0", "--n-mels", "8")
+    assert code == 1 and err == "error: --lr=0.0 must be a positive number\n"
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0.1", "--n-mels", "8", "--keep", "last")
+    assert code == 1 and err.startswith(f"error: {bad}: patience stops at the best validation epoch, which --keep='last' never")
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--patience", "2", "--keep", "last")
+    assert code == 1 and err.startswith("error: --patience stops at the best validation epoch, which --keep='last' never")
 
 
 FAST_FLAGS = [

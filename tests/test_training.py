@@ -322,8 +322,9 @@ def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epoch
     config = json.loads(checkpoint["config"])
     for newer in ("ema_epochs", "precision"):  # options this version added
         del config[newer]
-    assert config["val_split"] is None  # the default: hold out DEFAULT_VAL_SPLIT
-    config["val_split"] = 0.1  # how checkpoints wrote the default before it could be None
+    assert config["val_split"] == 0.1  # the share the default held out
+    assert read_config(out)["val_split"] == 0.1
+    config["val_split"] = None  # how checkpoints wrote the default for a while
     torch.save({**checkpoint, "config": json.dumps(config)}, out / "checkpoint.pt")
     best = specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
@@ -690,6 +691,8 @@ def test_val_dir(tiny_data, tmp_path):
     config = read_config(tmp_path / "run")
     assert config["data"]["train_files"] == 12 and config["data"]["val_files"] == 4
     assert best["n"] == 4
+    assert config["val_split"] is None  # nothing held out of the training folders
+    assert read_config(tmp_path / "run")["val_dir"] == str(val)
 
     odd = S.make_chirp_dataset(tmp_path / "odd", per_class=1)
     with pytest.raises(DataError, match="down, up"):
