@@ -122,8 +122,9 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
     spaces around a field ignored (``dog.wav, dog`` labels it ``dog``).
 
     Raises ``DataError`` for a missing or unreadable file, a missing column, an
-    empty field, a path that names neither an audio nor an image file, a fold that
-    is not an integer or fewer than ``min_classes`` labels.
+    empty field, a path that names neither an audio nor an image file, a file listed
+    twice (as spelled, up to ``.`` and ``..``), a missing fold or one that is not an
+    integer, or fewer than ``min_classes`` labels.
     """
     csv_path = Path(csv_path)
     try:
@@ -148,6 +149,11 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
                 f"{csv_path}:{line}: {row['path']} is neither an audio nor an image file "
                 f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
+    first_line: dict[str, int] = {}
+    for line, row in rows:  # a file listed twice would count twice, or sit in two folds at once
+        key = os.path.normpath(csv_path.parent / row["path"])
+        if first_line.setdefault(key, line) != line:
+            raise DataError(f"{csv_path}:{line}: {row['path']} is listed again (first on line {first_line[key]})")
     classes = sorted({row["label"] for _, row in rows})
     if len(classes) < min_classes:
         raise DataError(f"{csv_path}: lists only one class; at least two are needed")

@@ -150,6 +150,13 @@ def test_read_manifest_without_fold_column(tmp_path):
     assert data.folds is None and data.kind == "image" and data.targets == [0, 1]
 
 
+def test_read_manifest_refuses_a_file_listed_twice(tmp_path):
+    csv_path = _manifest(tmp_path / "m.csv", "path,label,fold\nx.wav,a,1\ny.wav,b,1\nsub/../x.wav,a,2\n")
+    with pytest.raises(DataError) as err:
+        read_manifest(csv_path)
+    assert str(err.value) == f"{csv_path}:4: sub/../x.wav is listed again (first on line 2)"
+
+
 def test_read_manifest_bad_fold(tmp_path):
     csv_path = _manifest(tmp_path / "m.csv", "path,label,fold\nx.wav,a,1\ny.wav,b,two\n")
     with pytest.raises(DataError) as err:
