@@ -587,9 +587,15 @@ def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The options that must match for a run to be resumed, ``val_split`` as the share it
-    held out (some checkpoints hold None for the default, some its value)."""
+    held out (some checkpoints hold None for the default, some its value), ``manifest`` and
+    ``val_dir`` as whether they were given: the folders and files they name are compared as
+    ``data.source`` and ``data.val_source``, real paths, so "./val" resumes a run given "val"."""
     ignore = {"epochs", "device", "num_workers", "patience", "amp", "precision"}
-    return {k: v for k, v in config.items() if k not in ignore} | {"val_split": held_out_share(config)}
+    return {k: v for k, v in config.items() if k not in ignore} | {
+        "val_split": held_out_share(config),
+        "manifest": config.get("manifest") is not None,
+        "val_dir": config.get("val_dir") is not None,
+    }
 
 
 def _count(n: int, noun: str) -> str:
@@ -721,7 +727,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype)}
     resolved["data"] = {
-        "source": text_name(os.path.realpath(config.manifest or data_dir)),  # a resumed run must read the same data
+        # A resumed run must read the same data, however its paths are spelled.
+        "source": text_name(os.path.realpath(config.manifest or data_dir)),
+        "val_source": text_name(os.path.realpath(config.val_dir)) if config.val_dir else None,
         "train_files": len(train_split.targets),
         "val_files": len(val_split.targets),
         "skipped": len(train_failures) + len(val_failures),
@@ -736,7 +744,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
         saved = defaults | json.loads(checkpoint["config"])
         current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
-        saved["data"].setdefault("source", current["data"]["source"])  # not recorded before this version
+        for key in ("source", "val_source"):  # not recorded by earlier versions
+            saved["data"].setdefault(key, current["data"][key])
         if _comparable(saved) != _comparable(current):
             changed = sorted(_differences(_comparable(saved), _comparable(current)))
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
@@ -907,7 +916,8 @@ def _training_summary(config: TrainConfig, resolved: dict[str, Any]) -> dict[str
         "augment": config.augment, "mixup": config.augment_config().mixup_alpha,
         "init": config.init, "pretrained": bool(config.pretrained or config.weights),
         "freeze_backbone": config.freeze_backbone, "ema_epochs": config.ema_epochs, "precision": resolved["precision"],
-        "data": {k: v for k, v in resolved["data"].items() if k != "skipped_files"},
+        # Counts only: a model file is shared, and this machine's paths are nobody else's business.
+        "data": {k: v for k, v in resolved["data"].items() if k not in ("skipped_files", "source", "val_source")},
     }
 
 

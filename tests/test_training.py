@@ -430,6 +430,28 @@ def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
     (tmp_path / "alias").symlink_to(tiny_data, target_is_directory=True)
     specnet.train(tmp_path / "alias", out, resume=True, epochs=5, **S.FAST)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
+    # The model file keeps counts, not this machine's paths.
+    assert set(specnet.load_model(out / "model.safetensors").config.extra["training"]["data"]) == {
+        "train_files", "val_files", "skipped", "class_counts"}
+
+
+def test_resume_reads_a_validation_folder_and_manifest_however_spelled(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_data, "val")
+    specnet.train(tiny_data, "run", val_dir="val", epochs=1, **S.FAST)
+    specnet.train(tiny_data, "run", val_dir=f"../{tmp_path.name}/./val", resume=True, epochs=2, **S.FAST)
+    assert len(metric_rows(Path("run"))) == 2
+    shutil.copytree("val", "other_val")
+    with pytest.raises(SpecnetError, match=r"different options \(data.val_source\)"):
+        specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
+    with pytest.raises(SpecnetError, match=r"data.val_files, data.val_source, val_dir, val_split\)"):
+        specnet.train(tiny_data, "run", resume=True, epochs=3, **S.FAST)
+    rows = [f"{p.relative_to(tiny_data)},{p.parent.name},{i % 2}" for i, p in enumerate(sorted(tiny_data.rglob("*.wav")))]
+    Path("data").symlink_to(tiny_data, target_is_directory=True)
+    Path("m.csv").write_text("path,label,fold\n" + "\n".join(f"data/{row}" for row in rows) + "\n")
+    specnet.train(None, "folds", manifest="m.csv", val_fold=0, epochs=1, **S.FAST)
+    specnet.train(None, "folds", manifest=str(tmp_path / "m.csv"), val_fold=0, resume=True, epochs=2, **S.FAST)
+    assert len(metric_rows(Path("folds"))) == 2
 
 
 def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(tiny_data, tmp_path, caplog):
