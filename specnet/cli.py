@@ -384,10 +384,8 @@ def _read_config_file(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise SpecnetError(f"{path}: cannot read config file ({exc.strerror})") from None
     if text_path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SpecnetError(f"{path}: YAML config needs PyYAML (pip install pyyaml), or use TOML") from None
+        import yaml
+
         try:
             values = yaml.safe_load(raw) or {}
         except yaml.YAMLError as exc:
