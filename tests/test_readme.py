@@ -51,6 +51,15 @@ def test_readme_opens_with_the_two_setup_commands():
     assert 'pip install -e ".[test]" && pytest' in ci
 
 
+def test_the_errors_readme_names_are_specnets():
+    import specnet
+
+    names = set(re.findall(r"`(\w+Error)`", README.read_text()))
+    assert {"SpecnetError", "TrainingError", "ParameterError"} <= names
+    for name in names - {"ValueError"}:
+        assert issubclass(getattr(specnet, name), specnet.SpecnetError), name
+
+
 DOCS = sorted(
     p.relative_to(ROOT).as_posix()
     for pattern in ("README.md", "*/README.md", "*/*/README.md")
