@@ -42,7 +42,7 @@ def picture_format(path: str | os.PathLike) -> str:
     return suffix or "png"
 
 
-def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Write ``fig`` atomically, in the format :func:`picture_format` gives."""
     fmt = picture_format(path)
     buffer = io.BytesIO()
@@ -72,11 +72,12 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *,
     ax_acc.set(xlabel="epoch", ylabel="%", title="validation")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, overwrite=True)  # the run's own picture: the run folder guards what was there
 
 
-def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os.PathLike, *, title: str = "", overwrite: bool = True) -> Path:
-    """A (K, K) confusion matrix (rows true, columns predicted) with counts, as a PNG.
+def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os.PathLike, *, title: str = "", overwrite: bool = False) -> Path:
+    """A (K, K) confusion matrix (rows true, columns predicted) with counts, as a picture
+    (:func:`picture_format`); an existing ``path`` is kept unless ``overwrite``.
 
     ``confusion`` may be any array-like, such as the nested lists of a ``metrics.json``."""
     confusion = np.asarray(confusion)
@@ -110,7 +111,7 @@ def plot_spectrogram(
     f_min: float,
     f_max: float,
     title: str = "",
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """A log-mel spectrogram (n_mels, frames) in dB as a picture: time in s, mel axis labelled in Hz.
 

@@ -50,8 +50,11 @@ def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
     path = tmp_path / "folds.png"
     specnet.plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"], path, title="two folds")
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    with pytest.raises(SpecnetError, match="already exists"):
-        specnet.plot_confusion(np.eye(2, dtype=int), ["a", "b"], path, overwrite=False)
+    with pytest.raises(SpecnetError, match="already exists"):  # kept unless overwrite=True
+        specnet.plot_confusion(np.eye(2, dtype=int), ["a", "b"], path)
+    before = path.read_bytes()
+    specnet.plot_confusion(np.eye(2, dtype=int), ["a", "b"], path, overwrite=True)
+    assert path.read_bytes() != before
     # The matrix as metrics.json holds it (nested lists), summed over folds as README shows.
     folds = [json.loads(json.dumps({"confusion": [[3, 1], [0, 4]]}))["confusion"], [[2, 0], [1, 5]]]
     specnet.plot_confusion(sum(np.asarray(m) for m in folds), ["a", "b"], tmp_path / "sum.png")

@@ -59,7 +59,7 @@ print(f"mean  : {np.mean(accuracies):.4f}")
 (work / "summary.json").write_text(json.dumps({"accuracy": accuracies, "mean": float(np.mean(accuracies)),
     "classes": classes, "confusion": confusion.tolist()}, indent=2))
 from specnet import plot_confusion
-plot_confusion(confusion, classes, work / "confusion_5folds.png", title="ESC-10, 5 folds, 400 test clips")
+plot_confusion(confusion, classes, work / "confusion_5folds.png", title="ESC-10, 5 folds, 400 test clips", overwrite=True)
 print(f"wrote {work / 'summary.json'} and {work / 'confusion_5folds.png'}")
 PY
     ;;
