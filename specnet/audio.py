@@ -212,6 +212,23 @@ def audio_info(path: PathLike) -> AudioInfo:
         )
 
 
+def float_samples(y: np.ndarray) -> np.ndarray:
+    """Samples ``y`` as float32, full scale at 1.0, the way soundfile reads PCM.
+
+    Integers are scaled by ``2 ** (bits - 1)`` (unsigned ones centred first, as 8-bit
+    WAV is), so an int16 array from ``soundfile.read(..., dtype="int16")`` gives what
+    the file gives; floats are kept as they are. Other dtypes are a ParameterError.
+    """
+    half = 2.0 ** (8 * y.dtype.itemsize - 1)
+    if y.dtype.kind == "f":
+        return y.astype(np.float32, copy=False)
+    if y.dtype.kind == "i":
+        return (y / half).astype(np.float32)
+    if y.dtype.kind == "u":
+        return ((y - half) / half).astype(np.float32)
+    raise ParameterError(f"samples of dtype {y.dtype} are not audio (floats, or integer PCM)")
+
+
 def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample along the last axis with soxr at "HQ" quality.
 

@@ -291,6 +291,8 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     from .inference import Failure, load_model
 
     check_output_path(output, overwrite=overwrite)
+    if Path(output).suffix.lower() != ".npz":  # refused before any work, as spectrogram refuses a suffix
+        raise SpecnetError(f"{display_name(output)}: embeddings are written as a NumPy .npz archive: name the output *.npz")
     model = load_model(model_name, device=device)
     if level == "frame" and model.input_kind != "audio":
         raise click.UsageError(f"--level frame needs an audio model; {model.name} takes images")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import is_audio_file, iter_audio_blocks, load_audio, resample
+from .audio import float_samples, is_audio_file, iter_audio_blocks, load_audio, resample
 from .paths import display_name, naming, text_name
 from .checks import check_int, is_finite_number
 from .devices import resolve_device
@@ -45,6 +45,8 @@ PREFETCH_FILES = 64
 MAX_BATCH_CELLS = 2**19
 #: Adapting to fewer windows than this gives a warning: the statistics are then noisy.
 FEW_WINDOWS = 100
+#: A 2-D audio array with at most this many columns and more rows is (time, channels), not a batch.
+MAX_CHANNELS = 8
 
 log = logging.getLogger("specnet")
 
@@ -74,6 +76,8 @@ def _peak(samples: np.ndarray) -> float:
 def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
     """``(display name, file)`` for a bundled model name, a model file, or None (the default)."""
     name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
+    if name == "":
+        raise ModelFileError(f"empty model name: give a model file or a bundled model ({', '.join(bundled_models())}), or None for {DEFAULT_MODEL}")
     bundled = bundled_models()
     if name in bundled:
         return name, bundled[name]
@@ -207,10 +211,18 @@ class Model:
         samples, _ = load_audio(path, sample_rate=self.sample_rate, duration=STREAM_SECONDS + 1.0)
         if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
             return _Item(index, path, None)
+        self._warn_if_shorter_than_a_frame(len(samples), display_name(path))
         windows, starts = cut_windows(samples, window, hop)
         peaks = window_peaks(windows)  # the windows cover every sample: the clip's peak is theirs
         _warn_if_silent(peaks.max(), display_name(path))
         return _Item(index, path, windows, starts, len(samples) / self.sample_rate, silent=is_silence(peaks))
+
+    def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str) -> None:
+        """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT frame."""
+        frame = self.config.features.window_length
+        if num_samples < frame:
+            log.warning("%s: %g s is shorter than one of the model's FFT frames (%g s): the scores say little",
+                        name, num_samples / self.sample_rate, frame / self.sample_rate)
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
         if self.input_kind == "image":
@@ -218,13 +230,13 @@ class Model:
             return _Item(index, None, image_from_array(samples, channels=spec.in_chans, size=spec.image_size).unsqueeze(0))
         if sample_rate is None:
             raise ParameterError("raw samples need sample_rate= (Hz)")
-        y = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples)
-        y = np.asarray(y, dtype=np.float32)
+        y = float_samples(samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples))
         if y.ndim != 1 or y.size == 0:
             raise ParameterError(f"expected a non-empty 1-D array of samples, got shape {y.shape}")
         if not np.isfinite(y).all():
             raise ParameterError("samples contain NaN or infinite values")
         y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
+        self._warn_if_shorter_than_a_frame(len(y), f"input {index}")
         windows, starts = cut_windows(y, window, hop)
         peaks = window_peaks(windows)
         _warn_if_silent(peaks.max(), f"input {index}")
@@ -247,6 +259,8 @@ class Model:
         PREFETCH_FILES files ahead while the caller runs the network; otherwise
         the calling thread decodes each file when it is needed, between batches.
         """
+        if sample_rate is not None:
+            check_int("sample_rate", sample_rate, minimum=1)
         entries = _as_entries(inputs, kind=self.input_kind)
         overlap = self._decode_overlaps_network()
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) if overlap else _InlineExecutor() as pool:
@@ -425,9 +439,11 @@ class Model:
     def predict(self, inputs: Any, *, sample_rate: int | None = None, top_k: int = 5, window: float | None = None, hop: float | None = None, timeline: bool = False, batch_size: int = 64) -> list[Prediction]:
         """Top-k labels with probabilities for each input.
 
-        inputs : a path, a list of paths, samples ``(n,)`` or a batch ``(B, n)`` /
-            list of arrays with ``sample_rate=`` (Hz), or images ``(C, H, W)`` (uint8, or float
-            in [0, 1]; made what a file would be, see :func:`specnet.image.image_from_array`).
+        inputs : a path, any iterable of paths, samples ``(n,)`` or a batch ``(B, n)`` /
+            list of arrays with ``sample_rate=`` (Hz; floats, or integer PCM scaled as
+            soundfile scales it; a ``(time, channels)`` array is refused: mix it down), or
+            images ``(C, H, W)`` (uint8, or float in [0, 1]; made what a file would be, see
+            :func:`specnet.image.image_from_array`).
         Raises the first input's :class:`SpecnetError` if any input fails.
         """
         results = list(self.predict_iter(inputs, sample_rate=sample_rate, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size))
@@ -438,13 +454,15 @@ class Model:
 
         level="clip": ``(n, dim)`` array, the mean over each input's windows.
         level="frame": ``(embeddings (n, frames, dim), timestamps (frames,) in s)``, as
-        :meth:`embed_frames` gives them (requires audio).
+        :meth:`embed_frames` gives them (requires audio; each clip whole, so no window or hop).
         """
         if level == "clip":
             results = _raise_first_failure(list(self.embed_iter(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size)))
             return np.stack(results) if results else np.zeros((0, self.net.backbone.num_features), np.float32)
         if level != "frame":
             raise ParameterError(f"level={level!r} must be 'clip' or 'frame'")
+        if window is not None or hop is not None:
+            raise ParameterError("window and hop cut clips for level='clip'; level='frame' embeds each clip whole")
         return self.embed_frames(inputs, sample_rate=sample_rate, batch_size=batch_size)
 
     def embed_iter(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None, batch_size: int = 64, num_workers: int = 2) -> Iterator[np.ndarray | Failure]:
@@ -470,11 +488,14 @@ class Model:
         """:meth:`embed_frames` and how many frames of each clip are real ``(n,)``, from the one decoding."""
         if self.input_kind != "audio":
             raise ParameterError("frame-level embeddings need an audio model")
+        if sample_rate is not None:
+            check_int("sample_rate", sample_rate, minimum=1)
         clips = []
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
             if isinstance(entry, (str, bytes, os.PathLike)):
                 self._check_kind(os.fsdecode(entry))
                 clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
+                self._warn_if_shorter_than_a_frame(len(clips[-1]), display_name(entry))
                 _warn_if_silent(_peak(clips[-1]), display_name(entry))
             else:
                 clips.append(self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1))
@@ -663,19 +684,27 @@ def _raise_first_failure(results: list) -> list:
     return results
 
 
-def _as_entries(inputs: Any, *, kind: str) -> list[Any]:
-    """A list of single inputs (paths, arrays or tensors) from whatever the user passed."""
+def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
+    """Single inputs (paths, arrays or tensors) from whatever the user passed: one of them,
+    a batch array, or any iterable of them (a generator is read as it is used)."""
     if isinstance(inputs, (str, bytes, os.PathLike)):
         return [inputs]
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "US":
+        return [str(p) for p in inputs.reshape(-1)]  # an array of paths
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
         single_dims = 1 if kind == "audio" else 3
         if inputs.ndim == single_dims:
             return [inputs]
+        if kind == "audio" and inputs.ndim == 2 and inputs.shape[1] <= MAX_CHANNELS < inputs.shape[0]:
+            raise ParameterError(
+                f"samples of shape {tuple(inputs.shape)} look like (time, channels), as soundfile.read gives "
+                "them: pass y.mean(axis=1) for mono; a batch of clips is (clips, time)"
+            )
         if inputs.ndim == single_dims + 1:
             return list(inputs)
         raise ParameterError(f"expected {single_dims}-D input or a batch of them, got shape {tuple(inputs.shape)}")
-    if isinstance(inputs, Sequence):
-        return list(inputs)
+    if isinstance(inputs, Iterable):
+        return inputs
     raise ParameterError(f"cannot use an input of type {type(inputs).__name__}")
 
 

@@ -284,7 +284,11 @@ def test_classify_batch_reports_bad_files_and_keeps_good_results(capsys, model_f
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     # Decoding threads may finish in either order.
     [truncated] = [w for w in warnings if w.startswith(f"warning: {cases['truncated_wav'].display}: truncated: ")]
-    assert sorted(warnings) == sorted([truncated, f"warning: {cases['silence'].display}: silent (no sample above -90 dBFS): what the model makes of it means nothing"])
+    assert sorted(warnings) == sorted([
+        truncated, f"warning: {cases['silence'].display}: silent (no sample above -90 dBFS): what the model makes of it means nothing",
+        *(f"warning: {cases[name].display}: {seconds} s is shorter than one of the model's FFT frames (0.032 s): the scores say little"
+          for name, seconds in (("one_sample", "6.25e-05"), ("10ms", "0.01"))),
+    ])
     lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
     assert lines[-1] == f"{len(bad)} of {len(files)} inputs failed"
     assert len(lines) == len(bad) + 1
@@ -418,7 +422,8 @@ def test_embed_frame_level_skips_bad_files(capsys, model_file, cases, tmp_path):
     code, out, err = run_cli(capsys, "embed", "-m", model_file, "--level", "frame", "-o", tmp_path / "f.npz",
                              *[c.path for c in files])
     assert code == 1
-    assert err.splitlines()[0] == f"error: {cases['header_only'].path}: contains no audio samples"
+    errors = [line for line in err.splitlines() if not line.startswith("warning: ")]  # one.wav is shorter than a frame
+    assert errors[0] == f"error: {cases['header_only'].path}: contains no audio samples"
     with np.load(tmp_path / "f.npz") as saved:
         assert list(saved["paths"]) == [cases["one_sample"].path, cases["96k_8ch_24bit"].path]
         assert saved["embeddings"].shape[0] == 2 and list(saved["frames"]) == [1, np.searchsorted(saved["timestamps"], 0.25)]
@@ -466,7 +471,9 @@ def test_evaluate_skips_bad_files_once_each(capsys, model_file, dirty_dataset, m
     assert summary == f"{len(bad_paths)} of {n_good + len(bad_paths)} files skipped"
     silent = [line for line in lines if "silent" in line]  # scored, as classify scores it, with a warning
     assert len(silent) == 1 and silent[0].startswith("warning: ") and "silence.wav" in silent[0]
-    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in lines if line not in silent)
+    short = [line for line in lines if "shorter than one of the model's FFT frames" in line]  # scored too
+    assert len(short) == 1 and short[0].startswith("warning: ") and "short.wav" in short[0]
+    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in lines if line not in silent + short)
     assert warned == bad_paths  # each bad file exactly once
     result = json.loads(out)
     assert result["n"] == n_good

@@ -68,6 +68,8 @@ def test_load_model_errors_name_the_file(tmp_path):
         specnet.load_model(tmp_path / "missing.safetensors")
     with pytest.raises(ModelFileError, match="no_such_model: neither a model file nor a bundled model"):
         specnet.load_model("no_such_model")
+    with pytest.raises(ModelFileError, match=r"^empty model name: give a model file or a bundled model \(esc10, fsdd\), or None for esc10$"):
+        specnet.load_model("")
 
 
 # ------------------------------------------------------------------ predict
@@ -118,10 +120,22 @@ def test_every_input_kind_gives_the_same_probabilities(model, clips):
         "tensor": [model.predict(torch.from_numpy(y), sample_rate=S.SR)[0] for y in arrays],
         "numpy batch (B, n)": model.predict(np.stack(arrays), sample_rate=S.SR),
         "tensor batch (B, n)": model.predict(torch.from_numpy(np.stack(arrays)), sample_rate=S.SR),
+        "a generator of paths": list(model.predict_iter(str(p) for p in paths)),
+        "an array of path strings": model.predict(np.array([str(p) for p in paths])),
     }
     for name, results in variants.items():
         np.testing.assert_allclose(probabilities(results), reference, atol=1e-5, rtol=0, err_msg=name)
         assert all(r.path is None for r in results) or all(r.path for r in results), name
+
+
+def test_integer_pcm_arrays_are_scaled_as_their_file_is(model, tmp_path):
+    path = write_audio(tmp_path / "pcm16.wav", S.class_clip("click", 5), S.SR, subtype="PCM_16")
+    reference = model.predict(str(path))[0].probabilities
+    for dtype in ("int16", "int32"):  # what soundfile.read(..., dtype=...) gives
+        pcm, rate = sf.read(path, dtype=dtype)
+        np.testing.assert_allclose(model.predict(pcm, sample_rate=rate)[0].probabilities, reference, atol=1e-6, err_msg=dtype)
+    unsigned = (sf.read(path, dtype="int16")[0].astype(np.int32) + 32768).astype(np.uint16)  # offset binary
+    np.testing.assert_allclose(model.predict(unsigned, sample_rate=S.SR)[0].probabilities, reference, atol=1e-6)
 
 
 def test_other_sample_rate_is_resampled(model, clips):
@@ -201,6 +215,12 @@ def test_both_decoding_modes_give_the_same_results_in_order(model, clips, tmp_pa
         (np.zeros((2, 3, 800), np.float32), {"sample_rate": S.SR}, "shape"),
         (np.array([0.0, np.nan] * 400, np.float32), {"sample_rate": S.SR}, "NaN"),
         (np.zeros(0, np.float32), {"sample_rate": S.SR}, "non-empty"),
+        (np.zeros((800, 2), np.float32), {"sample_rate": S.SR},
+         r"^samples of shape \(800, 2\) look like \(time, channels\), as soundfile.read gives them: pass y.mean\(axis=1\)"),
+        (np.zeros(800, np.float32), {"sample_rate": True}, r"^sample_rate=True must be an integer >= 1$"),
+        (np.zeros(800, np.float32), {"sample_rate": 8000.5}, r"^sample_rate=8000.5 must be an integer >= 1$"),
+        (np.zeros(800, np.float32), {"sample_rate": "8000"}, r"^sample_rate='8000' must be an integer >= 1$"),
+        (np.zeros(800, bool), {"sample_rate": S.SR}, r"^input 0: samples of dtype bool are not audio \(floats, or integer PCM\)$"),
     ],
 )
 def test_bad_raw_samples_are_parameter_errors(model, samples, kwargs, message):
@@ -261,8 +281,26 @@ def test_frame_embeddings_shape_and_timestamps(model, clips, tmp_path):
     np.testing.assert_allclose(together[1], model.embed(str(longer), level="frame")[0][0], atol=1e-5, rtol=0)
     assert model.embed([]).shape == (0, model.net.backbone.num_features)
     assert model.embed([], level="frame")[0].shape == (0, 0, frames.shape[-1])
+    with pytest.raises(ParameterError, match="^window and hop cut clips for level='clip'; level='frame' embeds each clip whole$"):
+        model.embed(str(longer), level="frame", window=0.5)
     with pytest.raises(ParameterError, match="level"):
         model.embed(str(longer), level="window")
+
+
+def test_an_input_shorter_than_an_fft_frame_warns(model, tmp_path, caplog):
+    frame = model.config.features.window_length  # samples
+    tiny = write_audio(tmp_path / "tiny.wav", S.class_clip("tone", 0, seconds=0.5)[: frame // 2], S.SR)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        model.predict(str(tiny))
+        model.predict(S.class_clip("tone", 0, seconds=0.5)[: frame // 2], sample_rate=S.SR)
+        model.embed(str(tiny), level="frame")
+        model.predict(S.class_clip("tone", 0, seconds=0.5)[:frame], sample_rate=S.SR)  # one whole frame: no warning
+    seconds = f"{frame / S.SR:g}"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tiny}: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the scores say little",
+        f"input 0: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the scores say little",
+        f"{tiny}: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the scores say little",
+    ]
 
 
 # ------------------------------------------------------------------ long recordings
@@ -425,7 +463,8 @@ def test_silence_is_classified_with_a_warning(model, tmp_path, caplog, monkeypat
         model.embed_frames([np.ones(8000, np.float32) * 0.1, np.zeros(8000, np.float32), str(silent)], sample_rate=8000)
     assert len(results) == 3 and results[2].duration == 12.0  # classified all the same: silence is valid audio
     assert [r.getMessage() for r in caplog.records] == [
-        f"{silent}: {SILENT}", f"{long_silent}: {SILENT}", f"input 0: {SILENT}", f"input 0: {SILENT}",
+        f"{silent}: {SILENT}", f"{long_silent}: {SILENT}", f"input 0: {SILENT}",
+        "input 0: 0 s is shorter than one of the model's FFT frames (0.032 s): the scores say little", f"input 0: {SILENT}",
         f"input 1: {SILENT}", f"{silent}: {SILENT}",
     ]
 

@@ -242,10 +242,14 @@ def clip(tmp_path) -> Path:
 
 
 def _outputs(model_file, clip, out):
-    """(command args writing ``out``) for embed, spectrogram and export."""
+    """Command name -> (its args, the file it writes) for embed, spectrogram and export: ``out``
+    with the suffix the command writes (a folder as it is)."""
+    def named(suffix):
+        return out if out.is_dir() else out.with_name(out.name + suffix)
+
     commands = {
-        "embed": ["embed", "-m", model_file, "-o", out, clip],
-        "spectrogram": ["spectrogram", clip, "-o", out],
+        "embed": (["embed", "-m", model_file, "-o", named(".npz"), clip], named(".npz")),
+        "spectrogram": (["spectrogram", clip, "-o", named(".png")], named(".png")),
     }
     try:
         import onnx  # noqa: F401
@@ -254,13 +258,12 @@ def _outputs(model_file, clip, out):
     except ImportError:
         pass
     else:
-        commands["export"] = ["export", model_file, "-o", out]
+        commands["export"] = (["export", model_file, "-o", named(".onnx")], named(".onnx"))
     return commands
 
 
 def test_outputs_never_overwrite_without_flag(capsys, model_file, clip, tmp_path):
-    out = tmp_path / "existing_output"
-    for name, args in _outputs(model_file, clip, out).items():
+    for name, (args, out) in _outputs(model_file, clip, tmp_path / "existing").items():
         out.write_bytes(b"earlier results")
         line = error_line(*run_cli(capsys, *args)[::2])
         assert line == f"error: {out}: already exists; pass --overwrite to replace it", name
@@ -274,15 +277,14 @@ def test_outputs_never_overwrite_without_flag(capsys, model_file, clip, tmp_path
 def test_output_under_a_regular_file_is_one_line(capsys, model_file, clip, tmp_path):
     blocker = tmp_path / "results"  # a file where a folder should be: as root, what a read-only place is to others
     blocker.write_text("earlier results")
-    out = blocker / "out.bin"
-    for name, args in _outputs(model_file, clip, out).items():
+    for name, (args, out) in _outputs(model_file, clip, blocker / "out").items():
         line = error_line(*run_cli(capsys, *args)[::2])
         assert line.startswith(f"error: {out}: cannot write"), (name, line)
         assert blocker.read_text() == "earlier results"
 
 
 def test_output_to_a_folder_is_one_line(capsys, model_file, clip, tmp_path):
-    for name, args in _outputs(model_file, clip, tmp_path).items():
+    for name, (args, _) in _outputs(model_file, clip, tmp_path).items():
         code, out, err = run_cli(capsys, *args)
         assert "Traceback" not in err and str(tmp_path) in err, name
         if code == 2:  # click refuses a folder for -o itself: usage, a blank line, one "Error:" line
@@ -298,8 +300,7 @@ def test_failed_write_keeps_the_earlier_file(capsys, model_file, clip, tmp_path,
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    out = tmp_path / "kept_output"
-    for name, args in _outputs(model_file, clip, out).items():
+    for name, (args, out) in _outputs(model_file, clip, tmp_path / "kept").items():
         out.write_bytes(b"earlier results")
         monkeypatch.setattr(specnet.fileio.os, "replace", full)
         code, _, err = run_cli(capsys, *args, "--overwrite")
@@ -317,13 +318,12 @@ def test_read_only_folder_is_one_line(capsys, model_file, clip, tmp_path, monkey
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    out = tmp_path / "ro" / "x_output"
-    out.parent.mkdir()
+    (tmp_path / "ro").mkdir()
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    for name, args in _outputs(model_file, clip, out).items():
+    for name, (args, out) in _outputs(model_file, clip, tmp_path / "ro" / "x").items():
         line = error_line(*run_cli(capsys, *args)[::2])
         assert line == f"error: {out}: cannot write here (Permission denied)", name
-    assert list(out.parent.iterdir()) == []
+    assert list((tmp_path / "ro").iterdir()) == []
 
 
 def test_evaluate_out_keeps_earlier_report(capsys, model_file, tmp_path):
