@@ -744,8 +744,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
         saved = defaults | json.loads(checkpoint["config"])
         current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
-        for key in ("source", "val_source"):  # not recorded by earlier versions
-            saved["data"].setdefault(key, current["data"][key])
+        # Not recorded by earlier versions: the data read now, and the validation folder they named.
+        saved["data"].setdefault("source", current["data"]["source"])
+        saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
         if _comparable(saved) != _comparable(current):
             changed = sorted(_differences(_comparable(saved), _comparable(current)))
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
@@ -948,9 +949,10 @@ def _weight_average(model: SpecNet, time_constant_steps: float) -> torch.optim.s
 class SkippedSteps:
     """Counts optimiser steps skipped for a non-finite loss or gradient.
 
-    One now and then is survivable (the step changes nothing); ``MAX_SKIPPED_STEPS``
-    in a row means the run has diverged, and :class:`TrainingError` stops it before
-    a broken model can be saved.
+    One now and then is survivable (the step changes nothing: neither the weights nor the
+    batch-norm statistics its forward pass measured); ``MAX_SKIPPED_STEPS`` in a row means
+    the run has diverged, and :class:`TrainingError` stops it before a broken model can be
+    saved. With float16, the loss scaler's own skips while it settles count too.
     """
 
     def __init__(self) -> None:
@@ -989,6 +991,8 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     clip = model.spec.clip_samples
     pin = device.type == "cuda"
     trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+    # What a forward pass in training mode changes besides the weights: kept to undo a skipped step.
+    statistics = [b for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
     total_loss, seen, lr = 0.0, 0, config.lr
     bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}", unit="file", disable=not progress, leave=False)
     for step_in_epoch in range(steps_per_epoch):
@@ -1026,26 +1030,28 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
         lr = get_lr(step, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        statistics_before = [b.clone() for b in statistics]
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = net(images)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        # The norm is taken after DDP's all-reduce, so every rank makes the same choice.
+        # A non-finite gradient would turn every weight into NaN: the step is skipped, as GradScaler
+        # skips a float16 overflow (CPU bfloat16 convolutions were seen to give a NaN gradient from a
+        # finite loss now and then). The norm is taken after DDP's all-reduce: every rank agrees.
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf)
+        applied = bool(torch.isfinite(grad_norm))
         if scaler.is_enabled():
-            scaler.step(optimizer)  # skips a step whose float16 gradients overflowed, and lowers the scale
+            scaler.step(optimizer)  # skips the step itself when applied is False, and lowers the scale
             scaler.update()
-            applied = bool(torch.isfinite(loss))  # an overflow is routine for the scaler; a non-finite loss is not
-        else:
-            # A non-finite gradient would turn every weight into NaN: skip the step, as GradScaler
-            # does. CPU bfloat16 convolutions were seen to give one from a finite loss now and then.
-            applied = bool(torch.isfinite(grad_norm))
-            if applied:
-                optimizer.step()
+        elif applied:
+            optimizer.step()
         bar.update(len(idx))
         if not applied:
+            with torch.no_grad():
+                for buffer, before in zip(statistics, statistics_before):
+                    buffer.copy_(before)
             skipped.skip(epoch, loss.item())
             continue
         skipped.applied()

@@ -419,6 +419,36 @@ def test_training_that_diverges_stops_with_one_line_and_saves_no_nan(tiny_data, 
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
+def test_a_skipped_step_leaves_the_batch_norm_statistics_as_they_were(tiny_data, tmp_path, monkeypatch):
+    # An infinite input (as a float16 overflow gives) poisons the running statistics in the forward pass.
+    from specnet import augment
+
+    calls = []
+
+    def spec_augment(images, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            images = images.clone()
+            images[0, 0, 0, 0] = float("inf")
+        return images
+
+    monkeypatch.setattr(augment, "spec_augment", spec_augment)
+    specnet.train(tiny_data, tmp_path / "run", epochs=2, **S.FAST)
+    rows = metric_rows(tmp_path / "run")
+    assert sum(r.get("skipped_steps", 0) for r in rows) == 1 and all(np.isfinite(r["val_loss"]) for r in rows)
+    weights = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_float16_loss_scaling_counts_its_skipped_steps_and_stops_a_diverged_run(tiny_data, tmp_path, monkeypatch):
+    # GradScaler skips every step with a NaN gradient itself; ten in a row still stop the run.
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real("cpu", enabled=True))
+    monkeypatch.setattr("specnet.training.F", NanGradients("all"))
+    with pytest.raises(TrainingError, match="^training diverged in epoch 4: 10 steps in a row"):
+        specnet.train(tiny_data, tmp_path / "run", epochs=6, **S.FAST)
+
+
 def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)
@@ -444,6 +474,14 @@ def test_resume_reads_a_validation_folder_and_manifest_however_spelled(tiny_data
     shutil.copytree("val", "other_val")
     with pytest.raises(SpecnetError, match=r"different options \(data.val_source\)"):
         specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
+    # A checkpoint written before data.val_source is compared by the val_dir it names.
+    checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
+    config = json.loads(checkpoint["config"])
+    del config["data"]["val_source"]
+    torch.save({**checkpoint, "config": json.dumps(config)}, "run/checkpoint.pt")
+    with pytest.raises(SpecnetError, match=r"different options \(data.val_source\)"):
+        specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
+    specnet.train(tiny_data, "run", val_dir="./val", resume=True, epochs=3, **S.FAST)
     with pytest.raises(SpecnetError, match=r"data.val_files, data.val_source, val_dir, val_split\)"):
         specnet.train(tiny_data, "run", resume=True, epochs=3, **S.FAST)
     rows = [f"{p.relative_to(tiny_data)},{p.parent.name},{i % 2}" for i, p in enumerate(sorted(tiny_data.rglob("*.wav")))]
