@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -61,7 +62,8 @@ def _publish(tmp: str, path: Path, *, overwrite: bool) -> None:
     With ``overwrite`` a rename replaces any file there. Without it a hard link, which
     the OS refuses if the name exists (even if it appeared a moment ago): then a
     SpecnetError, ``path`` untouched and ``tmp`` left to the caller. Where the file system
-    has no hard links, a check then a rename (a file appearing between the two is lost).
+    has no hard links, an exclusive create and a copy: the name is still never taken from
+    another writer, though a reader may see the file before its last byte.
     """
     if overwrite:
         os.replace(tmp, path)
@@ -73,11 +75,25 @@ def _publish(tmp: str, path: Path, *, overwrite: bool) -> None:
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINKS:
             raise
-        if os.path.lexists(path):
-            raise _exists_error(path) from None
-        os.replace(tmp, path)
-        return
+        _copy_to_new_file(tmp, path)
     _remove_quietly(tmp)  # the data is published under path; only the extra name goes
+
+
+def _copy_to_new_file(tmp: str, path: Path) -> None:
+    """Copy ``tmp`` to ``path``, which must not exist (O_EXCL: the OS refuses a name taken even
+    a moment ago); a copy cut short is removed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    except FileExistsError:
+        raise _exists_error(path) from None
+    try:
+        with open(tmp, "rb") as source, os.fdopen(fd, "wb") as target:
+            shutil.copyfileobj(source, target)
+            target.flush()
+            os.fsync(target.fileno())
+    except BaseException:
+        _remove_quietly(str(path))
+        raise
 
 
 def _exists_error(path: Path) -> SpecnetError:

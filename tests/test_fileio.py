@@ -102,13 +102,26 @@ def test_publish_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(fileio.os, "link", no_links)
-    path = atomic_write(tmp_path / "f.txt", "first", overwrite=False)  # falls back to a rename
+    path = atomic_write(tmp_path / "f.txt", "first", overwrite=False)  # falls back to an exclusive create
     assert path.read_text() == "first" and os.listdir(tmp_path) == ["f.txt"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~fileio._UMASK
     tmp = tmp_path / ".g.tmp"
     tmp.write_text("second")
     with pytest.raises(SpecnetError, match="already exists"):
         fileio._publish(str(tmp), path, overwrite=False)
     assert path.read_text() == "first"
+    # A name taken between a check and the publishing is not taken over (it was, by a rename).
+    real_lexists = os.path.lexists
+    monkeypatch.setattr(fileio.os.path, "lexists", lambda p: False if os.fspath(p) == str(path) else real_lexists(p))
+    with pytest.raises(SpecnetError, match="already exists"):
+        fileio._publish(str(tmp), path, overwrite=False)
+    assert path.read_text() == "first"
+    # So two run locks are never both held.
+    first, second = fileio.RunLock(tmp_path / "run"), fileio.RunLock(tmp_path / "run")
+    first.acquire()
+    with pytest.raises(SpecnetError, match="is using this run folder"):
+        second.acquire()
+    first.release()
 
 
 def test_atomic_write_leaves_the_umask_alone(tmp_path, monkeypatch):
