@@ -215,18 +215,19 @@ def audio_info(path: PathLike) -> AudioInfo:
 def float_samples(y: np.ndarray) -> np.ndarray:
     """Samples ``y`` as float32, full scale at 1.0, the way soundfile reads PCM.
 
-    Integers are scaled by ``2 ** (bits - 1)`` (unsigned ones centred first, as 8-bit
-    WAV is), so an int16 array from ``soundfile.read(..., dtype="int16")`` gives what
-    the file gives; floats are kept as they are. Other dtypes are a ParameterError.
+    PCM integers (8 to 32 bits) are scaled by ``2 ** (bits - 1)`` (unsigned ones centred
+    first, as 8-bit WAV is), so an int16 array from ``soundfile.read(..., dtype="int16")``
+    gives what the file gives; floats are kept as they are. Other dtypes (int64, the
+    default of ``np.array`` of Python ints, is no PCM format) are a ParameterError.
     """
-    half = 2.0 ** (8 * y.dtype.itemsize - 1)
     if y.dtype.kind == "f":
         return y.astype(np.float32, copy=False)
-    if y.dtype.kind == "i":
+    half = 2.0 ** (8 * y.dtype.itemsize - 1)
+    if y.dtype.kind == "i" and y.dtype.itemsize <= 4:
         return (y / half).astype(np.float32)
-    if y.dtype.kind == "u":
+    if y.dtype.kind == "u" and y.dtype.itemsize <= 4:
         return ((y - half) / half).astype(np.float32)
-    raise ParameterError(f"samples of dtype {y.dtype} are not audio (floats, or integer PCM)")
+    raise ParameterError(f"samples of dtype {y.dtype} are not audio: give floats (full scale 1.0) or int8/16/32 PCM")
 
 
 def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:

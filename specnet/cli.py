@@ -431,11 +431,17 @@ def _floor_settings(top_db: Any, source: str) -> dict[str, Any]:
 
 def _said_as_given(message: str, ctx: click.Context, config_file: str | None, explicit: set[str], file_keys: set[str]) -> str:
     """A training option's error as the user gave the options it names: a flag under its name
-    (``--val-split=2 must ...``), and naming the config file when the file set one of them."""
+    (``--val-split=2 must ...``), and naming the config file when the file set one of them.
+
+    Quoted values are left as they are, and so is a message listing unknown names (``unknown
+    ... x; known: ...``): its names are the user's own keys and the list of right ones."""
     import re
 
     flags = {p.name: p.opts[0] for p in ctx.command.params if p.opts[0].startswith("--")}
-    names = sorted(set(flags) | file_keys, key=len, reverse=True)
+    if "; known: " in message:
+        unknown = set(re.findall(r"\w+", message.split("; known: ")[0]))
+        return f"{config_file}: {message}" if config_file and unknown & file_keys else message
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(set(flags) | file_keys, key=len, reverse=True))) + r")\b")
     blamed_on_file = False
 
     def as_given(match: re.Match) -> str:
@@ -446,7 +452,9 @@ def _said_as_given(message: str, ctx: click.Context, config_file: str | None, ex
         blamed_on_file |= name in file_keys
         return name
 
-    said = re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", as_given, message)
+    # Every other piece is a quoted value (split keeps them), never rewritten.
+    pieces = re.split(r"('[^']*'|\"[^\"]*\")", message)
+    said = "".join(piece if i % 2 else pattern.sub(as_given, piece) for i, piece in enumerate(pieces))
     if config_file and (blamed_on_file or said == message):
         return f"{config_file}: {said}"
     return said
@@ -499,7 +507,8 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     options = _read_config_file(config_file) if config_file else {}
-    file_keys = set(options) | set(options.get("features") or {})  # what an error may blame on the file
+    # What an error may blame on the file: its options and the settings in its tables.
+    file_keys = set(options).union(*(value for value in options.values() if isinstance(value, dict)))
     # A flag wins over the file's choice of the same thing, under whichever name the file made it.
     given = {**flags, "data_dir": data_dir}
     for group in (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split")):

@@ -690,7 +690,7 @@ def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
     if isinstance(inputs, (str, bytes, os.PathLike)):
         return [inputs]
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "US":
-        return [str(p) for p in inputs.reshape(-1)]  # an array of paths
+        return [os.fsdecode(p) for p in inputs.reshape(-1).tolist()]  # an array of paths (str or bytes)
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
         single_dims = 1 if kind == "audio" else 3
         if inputs.ndim == single_dims:

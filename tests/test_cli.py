@@ -622,6 +622,13 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     assert code == 1 and err.startswith(f"error: {bad}: patience stops at the best validation epoch, which --keep='last' never")
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--patience", "2", "--keep", "last")
     assert code == 1 and err.startswith("error: --patience stops at the best validation epoch, which --keep='last' never")
+    # Unknown names are the user's own keys, beside the list of right ones: never rewritten.
+    bad.write_text("[augment_args]\nseed = 1\n")
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--seed", "3", "--n-mels", "8")
+    assert code == 1 and err.startswith(f"error: {bad}: unknown augmentation setting(s) seed; known: ") and "--" not in err
+    bad.write_text("[features]\nhop = 100\n")
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--n-mels", "8")
+    assert code == 1 and err.startswith(f"error: {bad}: unknown feature setting(s) hop; known: ") and ", n_mels, " in err
 
 
 FAST_FLAGS = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 from pathlib import Path
@@ -122,6 +123,7 @@ def test_every_input_kind_gives_the_same_probabilities(model, clips):
         "tensor batch (B, n)": model.predict(torch.from_numpy(np.stack(arrays)), sample_rate=S.SR),
         "a generator of paths": list(model.predict_iter(str(p) for p in paths)),
         "an array of path strings": model.predict(np.array([str(p) for p in paths])),
+        "an array of path bytes": model.predict(np.array([os.fsencode(p) for p in paths])),
     }
     for name, results in variants.items():
         np.testing.assert_allclose(probabilities(results), reference, atol=1e-5, rtol=0, err_msg=name)
@@ -220,7 +222,8 @@ def test_both_decoding_modes_give_the_same_results_in_order(model, clips, tmp_pa
         (np.zeros(800, np.float32), {"sample_rate": True}, r"^sample_rate=True must be an integer >= 1$"),
         (np.zeros(800, np.float32), {"sample_rate": 8000.5}, r"^sample_rate=8000.5 must be an integer >= 1$"),
         (np.zeros(800, np.float32), {"sample_rate": "8000"}, r"^sample_rate='8000' must be an integer >= 1$"),
-        (np.zeros(800, bool), {"sample_rate": S.SR}, r"^input 0: samples of dtype bool are not audio \(floats, or integer PCM\)$"),
+        (np.zeros(800, bool), {"sample_rate": S.SR}, r"^input 0: samples of dtype bool are not audio: give floats \(full scale 1.0\) or int8/16/32 PCM$"),
+        (np.zeros(800, np.int64), {"sample_rate": S.SR}, r"^input 0: samples of dtype int64 are not audio: give floats"),
     ],
 )
 def test_bad_raw_samples_are_parameter_errors(model, samples, kwargs, message):
