@@ -199,8 +199,9 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     stored = _stored_shapes(path)
     _check_shapes({f"backbone.{k}": v.shape for k, v in skeleton.state_dict().items()},
                   {k: v for k, v in stored.items() if k.startswith("backbone.")}, path, spec.arch)
-    model = SpecNet(spec)
-    _check_shapes({k: v.shape for k, v in model.state_dict().items()}, stored, path, spec.arch)
+    model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
+    _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
+                  {k: v for k, v in stored.items() if not k.startswith("backbone.")}, path, spec.arch)
     state = load_file(str(path))
     broken = _non_finite(state)
     if broken:
