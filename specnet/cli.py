@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -53,6 +54,36 @@ def _debug_enabled() -> bool:
     return os.environ.get("SPECNET_DEBUG", "") not in ("", "0")
 
 
+#: A keyword argument named in an API message: ``overwrite=True``, ``amp=False``,
+#: ``manifest=FILE.csv``, ``lr=`` (one not followed by a value).
+#: A quoted value comes first in the alternation, so a keyword inside one is never matched.
+_KEYWORD = re.compile(r"""('[^']*'|"[^"]*")|(?<![\w./=-])([a-z][a-z0-9_]*)=(True|False|[A-Z]{2,}(?:\.[a-z]+)?)?(?=[\s,;/)]|$)""")
+
+
+def as_flags(message: str) -> str:
+    """An API message as the command line says it: ``pass overwrite=True`` becomes ``pass
+    --overwrite``, ``amp=False`` ``--no-amp``, ``manifest=FILE.csv`` ``--manifest FILE.csv``.
+
+    Only names of specnet's options are rewritten, and never inside a quoted value; a
+    keyword with a value (``val_split=2``) is a value the user gave and stays as it is."""
+    flags: dict[str, click.Option] = {}
+    for command in cli.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.opts[0].startswith("--"):
+                flags.setdefault(param.name, param)
+
+    def as_flag(match: re.Match) -> str:
+        quoted, name, value = match.groups()
+        option = flags.get(name)
+        if quoted or option is None:
+            return match.group(0)
+        if value == "False":
+            return option.secondary_opts[0] if option.secondary_opts else match.group(0)
+        return option.opts[0] if value in (None, "True") else f"{option.opts[0]} {value}"
+
+    return _KEYWORD.sub(as_flag, message)
+
+
 class _OneLineMessages(logging.Handler):
     """specnet's log records on stderr, one line each: ``warning: ...``, or ``note: ...`` for
     information (what a command does on the user's behalf, such as adapting RGB weights)."""
@@ -63,7 +94,7 @@ class _OneLineMessages(logging.Handler):
         prefix = "warning" if record.levelno >= logging.WARNING else "note"
         # tqdm.write lifts a progress bar on stderr off its line, prints, and redraws it, so
         # a warning raised while files decode starts a line of its own instead of ending the bar's.
-        tqdm.write(f"{prefix}: {one_line(record.getMessage())}", file=sys.stderr)
+        tqdm.write(f"{prefix}: {one_line(as_flags(record.getMessage()))}", file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -762,7 +793,7 @@ def main(argv: list[str] | None = None) -> None:
     except SpecnetError as exc:
         if _debug_enabled():
             raise
-        click.echo(f"error: {one_line(str(exc))}", err=True)
+        click.echo(f"error: {one_line(as_flags(str(exc)))}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -85,9 +85,9 @@ def _load_files(data_dir, manifest, fold) -> LabelledFiles:
         files = read_manifest(manifest, min_classes=1)
         return split_by_fold(files, fold)[1] if fold is not None else files
     if fold is not None:
-        raise DataError("--fold needs --manifest")
+        raise DataError("a fold= needs a manifest=")
     if data_dir is None:
-        raise DataError("give a data folder or --manifest FILE.csv")
+        raise DataError("give a data folder or manifest=FILE.csv")
     return find_class_folders(data_dir, min_classes=1)
 
 

@@ -98,7 +98,7 @@ def _copy_to_new_file(tmp: str, path: Path) -> None:
 
 def _exists_error(path: Path) -> SpecnetError:
     """The error for an output that exists when ``overwrite`` was not given."""
-    return SpecnetError(f"{display_name(path)}: already exists; pass --overwrite to replace it")
+    return SpecnetError(f"{display_name(path)}: already exists; pass overwrite=True to replace it")
 
 
 def _process_umask() -> int:

@@ -232,7 +232,7 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
     elif data_dir:
         data = find_class_folders(data_dir)
     else:
-        raise DataError("give a data folder or --manifest FILE.csv")
+        raise DataError("give a data folder or manifest=FILE.csv")
     if config.val_dir:
         val = find_class_folders(config.val_dir)
         unknown = sorted(set(val.classes) - set(data.classes))
@@ -517,14 +517,14 @@ class RunFiles:
         previous = [p for p in (self.model, self.checkpoint, self.config, self.metrics) if p.exists()]
         if previous and not (resume or overwrite):
             raise SpecnetError(
-                f"{self.dir}: already holds a run ({previous[0].name}); pass --resume to continue it "
-                "or --overwrite to start again"
+                f"{self.dir}: already holds a run ({previous[0].name}); pass resume=True to continue it "
+                "or overwrite=True to start again"
             )
         trained = [p for p in (self.model, self.metrics) if p.exists()]  # a run killed in its first epoch has neither
         if trained and resume and not self.checkpoint.exists():
             raise SpecnetError(
                 f"{self.dir}: holds a run ({trained[0].name}) but no {self.checkpoint.name} to resume from; "
-                "pass --overwrite to start again"
+                "pass overwrite=True to start again"
             )
         # The previous run's files go only once the new run has its data and model (clear_previous).
         self._replace = overwrite
@@ -536,7 +536,7 @@ class RunFiles:
                 leftover.unlink(missing_ok=True)
 
     def clear_previous(self) -> None:
-        """With --overwrite, remove the previous run's files: called when the new run is
+        """With overwrite=True, remove the previous run's files: called when the new run is
         about to write its own, so a run that fails before that leaves the old one whole."""
         if self._replace:
             for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
@@ -556,7 +556,7 @@ _CHECKPOINT_ENTRIES = {"config": str, "model": dict, "optimizer": dict, "epoch":
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint in ``path``; a ModelFileError (one line) if it is not one specnet wrote."""
-    hint = "; pass --overwrite to start the run again"
+    hint = "; pass overwrite=True to start the run again"
     checkpoint = torch_load_safely(path, what="a checkpoint", hint=hint)
     if not isinstance(checkpoint, dict):
         raise ModelFileError(f"{path}: not a specnet checkpoint (it holds a {type(checkpoint).__name__}){hint}")
@@ -707,7 +707,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     check_classes(train_split, train_files.classes, "training data")
     validate = val_files is None or len(val_files.samples) > 0
     if validate and len(val_split.targets) == 0:
-        raise DataError("no usable validation file: add files or change --val-split/--val-fold/--val-dir")
+        raise DataError("no usable validation file: add files or change val_split=, val_fold= or val_dir=")
 
     clip_seconds = None
     if kind == "audio":
@@ -749,11 +749,11 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
         if _comparable(saved) != _comparable(current):
             changed = sorted(_differences(_comparable(saved), _comparable(current)))
-            raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); use --overwrite to start again")
+            raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); pass overwrite=True to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(
                 "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "
-                "exactly; --amp/--no-amp choose the precision", saved["precision"], current["precision"],
+                "exactly; amp=True or amp=False chooses the precision", saved["precision"], current["precision"],
             )
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
@@ -812,7 +812,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch's shape mismatches
             raise ModelFileError(
                 f"{files.checkpoint}: damaged checkpoint ({type(exc).__name__}: {one_line(str(exc))[:200]}); "
-                "pass --overwrite to start the run again"
+                "pass overwrite=True to start the run again"
             ) from None
         start_epoch = checkpoint["epoch"] + 1
         _print(f"resuming {files.dir} after epoch {start_epoch}", quiet=quiet)
@@ -852,7 +852,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             if not math.isfinite(val_loss):
                 raise TrainingError(
                     f"training diverged in epoch {epoch + 1}: the model's validation loss is {val_loss}; "
-                    "try a lower --lr, or --no-amp"
+                    "try a lower lr=, or amp=False"
                 )
             row |= {"val_loss": val_loss, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1}
             improved = config.keep == "last" or best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
@@ -965,7 +965,7 @@ class SkippedSteps:
         if self.in_a_row >= MAX_SKIPPED_STEPS:
             raise TrainingError(
                 f"training diverged in epoch {epoch + 1}: {MAX_SKIPPED_STEPS} steps in a row had a non-finite "
-                f"loss or gradient (last loss {loss:g}); try a lower --lr, or --no-amp"
+                f"loss or gradient (last loss {loss:g}); try a lower lr=, or amp=False"
             )
 
     def applied(self) -> None:

@@ -144,7 +144,7 @@ def test_an_adapted_model_saves_and_loads_as_it_classifies(model, audio_run, tmp
     for a, b in zip(loaded.predict(clips, sample_rate=S.SR), adapted):
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6, rtol=0)
     assert loaded.config.extra["adapted"] == {"inputs": 6, "windows": 6, "from": audio_run.model.name}  # no folders
-    with pytest.raises(specnet.SpecnetError, match="already exists; pass --overwrite"):
+    with pytest.raises(specnet.SpecnetError, match="already exists; pass overwrite=True"):
         model.save(out)
     loaded.adapt(clips[:4], sample_rate=S.SR)  # adapting again measures anew, from the same base model
     assert loaded.config.extra["adapted"] == {"inputs": 4, "windows": 4, "from": audio_run.model.name}

@@ -309,6 +309,36 @@ def test_timeline_prints_a_window_that_ends_the_file_apart_from_the_one_before(c
     assert windows[-2:] == [["5.000", "-", "6.000"], ["5.004", "-", "6.004"]]
 
 
+def test_api_messages_name_flags_on_the_command_line(capsys, model_file, clips, tmp_path):
+    # The API says overwrite=True, manifest=FILE.csv; the command line says its flags.
+    code, _, err = run(capsys, "evaluate", model_file, str(clips), "--fold", "1")
+    assert code == 1 and err == "error: a --fold needs a --manifest\n"
+    with pytest.raises(specnet.DataError, match="^a fold= needs a manifest=$"):
+        specnet.evaluate(model_file, clips, fold=1)
+    code, _, err = run(capsys, "evaluate", model_file)
+    assert code == 1 and err == "error: give a data folder or --manifest FILE.csv\n"
+
+
+@pytest.mark.parametrize("message, said", [
+    ("x: already exists; pass overwrite=True to replace it", "x: already exists; pass --overwrite to replace it"),
+    ("try a lower lr=, or amp=False", "try a lower --lr, or --no-amp"),
+    ("change val_split=, val_fold= or val_dir=", "change --val-split, --val-fold or --val-dir"),
+    ("pass weights=FILE", "pass --weights FILE"),
+    # A value the user gave, a quoted one, a flag already, and a name no option has stay as they are.
+    ("val_split=2 must be below 1", "val_split=2 must be below 1"),
+    ("n_mels='x' must be an integer", "n_mels='x' must be an integer"),
+    ("top_db=-3 must be", "top_db=-3 must be"),
+    ("'overwrite=True' is a file name", "'overwrite=True' is a file name"),
+    ("--val-split=2 must be below 1", "--val-split=2 must be below 1"),
+    ("/runs/overwrite=True/x: not found", "/runs/overwrite=True/x: not found"),
+    ("colour=True", "colour=True"),
+])
+def test_api_keywords_become_flags(message, said):
+    from specnet.cli import as_flags
+
+    assert as_flags(message) == said
+
+
 def test_messages_stay_one_line_when_names_hold_a_newline(capsys, model_file, clips, tmp_path):
     clip = clip_paths(clips)[0]
     output = tmp_path / "two\nlines.npz"

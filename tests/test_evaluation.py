@@ -165,7 +165,7 @@ def test_manifest_fold_and_errors(audio_run, test_data, tmp_path):
     result = specnet.evaluate(audio_run.model, manifest=manifest, fold=1, device="cpu")
     check_consistent(result, 3)  # each class's first file; fold 0 holds the other 9
     check_consistent(specnet.evaluate(audio_run.model, manifest=manifest, fold=0, device="cpu"), 9)
-    with pytest.raises(DataError, match="--fold needs --manifest"):
+    with pytest.raises(DataError, match="a fold= needs a manifest="):
         specnet.evaluate(audio_run.model, test_data, fold=1, device="cpu")
     with pytest.raises(DataError, match="data folder"):
         specnet.evaluate(audio_run.model, device="cpu")

@@ -63,7 +63,7 @@ def test_atomic_write_overwrite_false(tmp_path):
     atomic_write(path, "first", overwrite=False)
     assert os.listdir(tmp_path) == ["f.txt"]  # published by a link: the temporary name is gone
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~fileio._UMASK
-    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass --overwrite to replace it$"):
+    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass overwrite=True to replace it$"):
         atomic_write(path, "second", overwrite=False)
     assert path.read_text() == "first"
     atomic_write(path, "third")
@@ -80,7 +80,7 @@ def test_atomic_write_never_replaces_a_file_that_appears_while_writing(tmp_path,
         return real_mkstemp(**kwargs)
 
     monkeypatch.setattr(fileio.tempfile, "mkstemp", mkstemp_then_another_writer)
-    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass --overwrite to replace it$"):
+    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass overwrite=True to replace it$"):
         atomic_write(path, "ours", overwrite=False)
     assert path.read_text() == "theirs"
     assert os.listdir(tmp_path) == ["out.npz"]  # the temporary file was removed
@@ -90,7 +90,7 @@ def test_publish_without_overwrite_refuses_an_existing_name(tmp_path):
     tmp, path = tmp_path / ".new.tmp", tmp_path / "taken.txt"
     tmp.write_text("new")
     path.write_text("old")
-    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass --overwrite to replace it$"):
+    with pytest.raises(SpecnetError, match=f"^{re.escape(str(path))}: already exists; pass overwrite=True to replace it$"):
         fileio._publish(str(tmp), path, overwrite=False)
     assert path.read_text() == "old" and tmp.read_text() == "new"  # tmp is the caller's to remove
     fileio._publish(str(tmp), path, overwrite=True)

@@ -188,7 +188,7 @@ def test_no_file_and_no_network_is_explained():
     with pytest.raises(ModelFileError) as err:
         create_model("vgg16", include_top=False, pretrained=True)
     message = str(err.value)
-    assert "--weights FILE" in message and "SPECNET_WEIGHTS_DIR" in message
+    assert "pass weights=FILE" in message and "SPECNET_WEIGHTS_DIR" in message
     assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
 
 

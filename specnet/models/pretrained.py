@@ -84,7 +84,7 @@ def _sha256(path: Path) -> str:
 def _download(arch: str, dst: Path, *, progress: bool) -> Path:
     url = imagenet_weights_url(arch)
     by_hand = (
-        f"download {url} by hand, then pass --weights FILE (weights=FILE) "
+        f"download {url} by hand, then pass weights=FILE "
         "or put it in a folder named by SPECNET_WEIGHTS_DIR"
     )
     try:
