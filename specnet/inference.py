@@ -14,6 +14,7 @@ their length.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -200,6 +201,8 @@ class Model:
             raise DataError(f"{display_name(path)}: an {other} file, and the model ({self.name}) takes {takes}")
 
     def _decode_path(self, index: int, path: str, window: int, hop: int) -> _Item:
+        if not path:
+            raise ParameterError("an empty file name")
         self._check_kind(path)
         if self.input_kind == "image":
             spec = self.config
@@ -225,6 +228,10 @@ class Model:
                         name, num_samples / self.sample_rate, frame / self.sample_rate)
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
+        if not isinstance(samples, (np.ndarray, torch.Tensor, list, tuple)):
+            what = "samples" if self.input_kind == "audio" else "pixels"
+            hint = " (each item of a list is one input: pass np.asarray(the_list) for one clip)" if isinstance(samples, numbers.Number) else ""
+            raise ParameterError(f"expected a file path or an array of {what}, got {type(samples).__name__}{hint}")
         if self.input_kind == "image":
             spec = self.config
             return _Item(index, None, image_from_array(samples, channels=spec.in_chans, size=spec.image_size).unsqueeze(0))
@@ -376,9 +383,15 @@ class Model:
         cells = features.n_mels * features.num_frames(window)
         return max(1, min(batch_size, MAX_BATCH_CELLS // cells))
 
-    def _window_sizes(self, window: float | None, hop: float | None) -> tuple[int, int]:
-        """``(window, hop)`` in samples for audio models (said once per call: it may warn); ``(0, 0)`` for images."""
-        return (0, 0) if self.input_kind == "image" else self._window_samples(window, hop)
+    def _window_sizes(self, window: float | None, hop: float | None, **audio_options: Any) -> tuple[int, int]:
+        """``(window, hop)`` in samples for audio models (said once per call: it may warn); ``(0, 0)``
+        for images, which refuse ``window``, ``hop`` and the other ``audio_options`` given."""
+        if self.input_kind == "audio":
+            return self._window_samples(window, hop)
+        given = [f"{name}=" for name, value in {**audio_options, "window": window, "hop": hop}.items() if value not in (None, False)]
+        if given:
+            raise ParameterError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} an audio model; {self.name} takes images")
+        return 0, 0
 
     def _outputs(self, inputs: Any, *, sample_rate, window_n, hop_n, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
         """Per input in order: ``(item, window outputs)``, or a :class:`Failure`; windows of
@@ -406,7 +419,7 @@ class Model:
     ) -> Iterator[Prediction | Failure]:
         """Like :meth:`predict`, one result at a time and in input order; bad inputs give a :class:`Failure`."""
         check_int("top_k", top_k, minimum=1)
-        window_n, hop_n = self._window_sizes(window, hop)
+        window_n, hop_n = self._window_sizes(window, hop, sample_rate=sample_rate, timeline=timeline)
         for result in self._outputs(inputs, sample_rate=sample_rate, window_n=window_n, hop_n=hop_n, batch_size=batch_size, num_workers=num_workers, embed=None):
             if isinstance(result, Failure):
                 yield result
@@ -452,9 +465,12 @@ class Model:
     def embed(self, inputs: Any, *, sample_rate: int | None = None, level: str = "clip", window: float | None = None, hop: float | None = None, batch_size: int = 64):
         """Pre-logit embeddings.
 
-        level="clip": ``(n, dim)`` array, the mean over each input's windows.
-        level="frame": ``(embeddings (n, frames, dim), timestamps (frames,) in s)``, as
-        :meth:`embed_frames` gives them (requires audio; each clip whole, so no window or hop).
+        level="clip": ``(n, D)`` array, the mean over each input's windows of the pooled
+        descriptor (``D = net.backbone.num_features``).
+        level="frame": ``(embeddings (n, frames, C), timestamps (frames,) in s)``, as
+        :meth:`embed_frames` gives them (requires audio; each clip whole, so no window or hop);
+        ``C`` is the last block's channels, which differs from ``D`` when the pooling keeps
+        frequency bands apart or a hidden layer follows it (see :meth:`SpecNet.embed`).
         """
         if level == "clip":
             results = _raise_first_failure(list(self.embed_iter(inputs, sample_rate=sample_rate, window=window, hop=hop, batch_size=batch_size)))
@@ -467,7 +483,7 @@ class Model:
 
     def embed_iter(self, inputs: Any, *, sample_rate: int | None = None, window: float | None = None, hop: float | None = None, batch_size: int = 64, num_workers: int = 2) -> Iterator[np.ndarray | Failure]:
         """Clip-level embeddings ``(dim,)`` one input at a time; bad inputs give a :class:`Failure`."""
-        window_n, hop_n = self._window_sizes(window, hop)
+        window_n, hop_n = self._window_sizes(window, hop, sample_rate=sample_rate)
         for result in self._outputs(inputs, sample_rate=sample_rate, window_n=window_n, hop_n=hop_n, batch_size=batch_size, num_workers=num_workers, embed="clip"):
             yield result if isinstance(result, Failure) else clip_mean(result[1].numpy(), result[0].silent)
 
@@ -492,13 +508,18 @@ class Model:
             check_int("sample_rate", sample_rate, minimum=1)
         clips = []
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
-            if isinstance(entry, (str, bytes, os.PathLike)):
+            if isinstance(entry, (str, bytes, os.PathLike)) and os.fsdecode(entry):
                 self._check_kind(os.fsdecode(entry))
                 clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
                 self._warn_if_shorter_than_a_frame(len(clips[-1]), display_name(entry))
                 _warn_if_silent(_peak(clips[-1]), display_name(entry))
-            else:
+                continue
+            try:  # as predict and embed name an input that is not a file
+                if isinstance(entry, (str, bytes, os.PathLike)):
+                    raise ParameterError("an empty file name")
                 clips.append(self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1))
+            except SpecnetError as exc:
+                raise type(exc)(f"input {index}: {exc}") from None
         # Clips padded to the same length run in one batch; in eval mode its rows are independent.
         by_length: dict[int, list[int]] = {}
         for i, clip in enumerate(clips):
@@ -689,8 +710,9 @@ def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
     a batch array, or any iterable of them (a generator is read as it is used)."""
     if isinstance(inputs, (str, bytes, os.PathLike)):
         return [inputs]
-    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "US":
-        return [os.fsdecode(p) for p in inputs.reshape(-1).tolist()]  # an array of paths (str or bytes)
+    if isinstance(inputs, np.ndarray) and (inputs.dtype.kind in "US" or (
+            inputs.dtype.kind == "O" and inputs.size and all(isinstance(p, (str, bytes, os.PathLike)) for p in inputs.flat))):
+        return [os.fsdecode(p) for p in inputs.reshape(-1).tolist()]  # an array of paths (str, bytes or Path)
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
         single_dims = 1 if kind == "audio" else 3
         if inputs.ndim == single_dims:

@@ -122,7 +122,10 @@ class SpecNet(nn.Module):
         return self.backbone(self.images(inputs))
 
     def embed(self, inputs: torch.Tensor, *, level: str = "clip") -> torch.Tensor:
-        """Pre-logit embeddings: clip level (B, D), frame level (B, frames', D).
+        """Pre-logit embeddings: clip level ``(B, D)``, ``D = backbone.num_features`` (the pooled
+        descriptor, after any hidden dense layers); frame level ``(B, frames', C)``, ``C`` the last
+        block's channels averaged over frequency (so ``C`` may differ from ``D``: the ``fsdd``
+        model's four pooled frequency bands make ``D = 4 C``).
 
         A whole input at once, however long: the backbone runs over a long one in
         pieces (:meth:`feature_map`), so its memory does not grow with the length.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -348,6 +349,13 @@ def test_audio_options_need_an_audio_model(capsys, tmp_path_factory, cases, tmp_
 
     with pytest.raises(ParameterError, match=f"^HEAR needs an audio model; {image_model} takes images$"):
         hear.load_model(str(image_model))
+    # The API refuses them too, before reading any input.
+    model = specnet.load_model(image_model)
+    with pytest.raises(ParameterError, match=f"^timeline= needs an audio model; {re.escape(str(image_model))} takes images$"):
+        model.predict(picture, timeline=True)
+    with pytest.raises(ParameterError, match="^sample_rate=, window=, hop= need an audio model"):
+        model.embed(np.zeros((3, 16, 16), np.uint8), sample_rate=16000, window=1.0, hop=0.5)
+    assert model.predict(picture)[0].segments is None
 
 
 def test_a_folder_mixing_kinds_says_what_it_left_out(capsys, model_file, cases, tmp_path):

@@ -124,10 +124,22 @@ def test_every_input_kind_gives_the_same_probabilities(model, clips):
         "a generator of paths": list(model.predict_iter(str(p) for p in paths)),
         "an array of path strings": model.predict(np.array([str(p) for p in paths])),
         "an array of path bytes": model.predict(np.array([os.fsencode(p) for p in paths])),
+        "an object array of paths": model.predict(np.array(paths + [None], dtype=object)[:-1]),
     }
     for name, results in variants.items():
         np.testing.assert_allclose(probabilities(results), reference, atol=1e-5, rtol=0, err_msg=name)
         assert all(r.path is None for r in results) or all(r.path for r in results), name
+
+
+def test_inputs_that_are_neither_files_nor_arrays_are_named(model, clips):
+    path = str(next(iter(clips.values()))[0])
+    for level in ("clip", "frame"):
+        with pytest.raises(ParameterError, match=r"^input 1: expected a file path or an array of samples, got NoneType$"):
+            model.embed([path, None], level=level)
+        with pytest.raises(ParameterError, match=r"^input 0: an empty file name$"):
+            model.embed("", level=level)
+    with pytest.raises(ParameterError, match=r"^input 0: expected .* got float \(each item of a list is one input: pass np.asarray"):
+        model.predict([0.1, 0.2, 0.3], sample_rate=S.SR)
 
 
 def test_integer_pcm_arrays_are_scaled_as_their_file_is(model, tmp_path):
