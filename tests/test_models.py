@@ -211,6 +211,9 @@ def test_pre_logits_include_top_and_num_classes_zero(name):
 
     headless = create_model(name, num_classes=0).eval()
     assert headless(x).shape == (3, headless.num_features)
+    assert create_model(name, include_top=False, num_classes=0).num_classes == 0  # as a saved descriptor's arch_args say
+    with pytest.raises(ParameterError, match=r"^num_classes=6 with include_top=False: there is no classifier"):
+        create_model(name, include_top=False, num_classes=6)
 
 
 def test_num_features_follow_hidden_dim():

@@ -87,6 +87,8 @@ class CNN(SpectrogramModel):
     ) -> None:
         super().__init__()
         if not include_top:
+            if num_classes not in (None, 0):  # the descriptor has no classifier to give them
+                raise ParameterError(f"num_classes={num_classes!r} with include_top=False: there is no classifier; leave num_classes out")
             num_classes, hidden_dim = 0, None
         if num_classes is None:
             raise ParameterError("num_classes is required unless include_top=False")

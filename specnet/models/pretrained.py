@@ -245,12 +245,17 @@ def load_imagenet_weights(
     unexpected = [k for k in state if k not in target]
     # Old torchvision files predate BatchNorm's step counter: nothing is lost.
     missing = [k for k in target if k not in loaded and not k.endswith("num_batches_tracked")]
-    if mismatched:
-        logger.warning("%s: skipped %d keys whose shape differs: %s", path.name, len(mismatched), ", ".join(mismatched))
-    if unexpected:
-        logger.warning("%s: skipped %d keys the model lacks: %s", path.name, len(unexpected), ", ".join(unexpected))
-    if missing:
-        logger.warning(
-            "%s: %d model keys keep their fresh initialisation: %s", path.name, len(missing), ", ".join(missing)
-        )
+    # Past the trunk, the file's ImageNet classifier meets the model's own head: expected, so
+    # one note says what was left; a difference inside the trunk is a warning.
+    head_notes = []
+    for keys, what in ((mismatched, "skipped %d keys whose shape differs: %s"), (unexpected, "skipped %d keys the model lacks: %s"),
+                       (missing, "%d model keys keep their fresh initialisation: %s")):
+        in_trunk = [k for k in keys if k.startswith("features.")]
+        if in_trunk:
+            logger.warning("%s: " + what, path.name, len(in_trunk), ", ".join(in_trunk))
+        past_trunk = [k for k in keys if not k.startswith("features.")]
+        if past_trunk:
+            head_notes.append(what % (len(past_trunk), ", ".join(past_trunk)))
+    if head_notes:
+        logger.info("%s: convolutional trunk loaded; past it, %s", path.name, "; ".join(head_notes))
     return list(loaded)

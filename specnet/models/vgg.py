@@ -142,6 +142,8 @@ class VGG(SpectrogramModel):
         if head not in HEADS:
             raise ParameterError(f"head={head!r} must be one of {', '.join(HEADS)}")
         if not include_top:
+            if num_classes not in (None, 0):  # the descriptor has no classifier to give them
+                raise ParameterError(f"num_classes={num_classes!r} with include_top=False: there is no classifier; leave num_classes out")
             num_classes, head, hidden_dim = 0, "global", None
         if num_classes is None:
             raise ParameterError("num_classes is required unless include_top=False")
