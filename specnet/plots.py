@@ -84,6 +84,9 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
     k = len(classes)
     if confusion.shape != (k, k):
         raise ParameterError(f"a confusion matrix of shape {confusion.shape} does not fit {k} classes (it needs ({k}, {k}))")
+    if not (np.issubdtype(confusion.dtype, np.number) and np.all(np.isfinite(confusion))
+            and np.all(confusion >= 0) and np.all(confusion == np.round(confusion))):
+        raise ParameterError("a confusion matrix holds counts: whole numbers >= 0")
     plt = _pyplot()
     size = max(4.0, 0.5 * k + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))

@@ -64,3 +64,8 @@ def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
         specnet.plot_confusion(folds[0], ["a", "b", "c"], tmp_path / "three.png")
     with pytest.raises(SpecnetError, match=r"shape \(2, 3\) does not fit 2 classes"):
         specnet.plot_confusion(np.ones((2, 3), int), ["a", "b"], tmp_path / "wide.png")
+    for counts in ([[np.nan, 1], [1, 1]], [[-1, 1], [1, 1]], [[0.5, 1], [1, 1]], [["a", "b"], ["c", "d"]]):
+        with pytest.raises(SpecnetError, match=r"^a confusion matrix holds counts: whole numbers >= 0$"):
+            specnet.plot_confusion(counts, ["a", "b"], tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+    specnet.plot_confusion(np.array([[3.0, 1.0], [0.0, 4.0]]), ["a", "b"], tmp_path / "floats.png")  # counts as floats
