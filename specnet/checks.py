@@ -40,6 +40,12 @@ def check_int(name: str, value: object, *, minimum: int) -> int:
     return int(value)
 
 
+def check_bool(name: str, value: object, *, none: bool = False) -> None:
+    """Raise ParameterError unless ``value`` is True or False (or None, if ``none``)."""
+    if not (isinstance(value, bool) or (none and value is None)):
+        raise ParameterError(f"{name}={value!r} must be True or False" + (" (or None)" if none else ""))
+
+
 def check_number(name: str, value: object, *, minimum: float, below: float | None = None) -> None:
     """Raise ParameterError unless ``value`` is a finite number ``>= minimum`` (and ``< below``)."""
     if not (is_finite_number(value) and value >= minimum and (below is None or value < below)):

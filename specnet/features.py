@@ -18,7 +18,7 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from .checks import check_int, check_known_names, is_finite_number, is_integer, python_fields
+from .checks import check_bool, check_int, check_known_names, is_finite_number, is_integer, python_fields
 from .errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ class FeatureConfig:
             raise ParameterError(f"power={self.power!r} must be 1.0 or 2.0")
         if not (is_finite_number(self.preemphasis) and 0 <= self.preemphasis < 1):
             raise ParameterError(f"preemphasis={self.preemphasis!r} must be a number in [0, 1)")
+        for name in ("center", "ref_peak"):
+            check_bool(name, getattr(self, name))
         if self.pad_mode not in PAD_MODES:
             raise ParameterError(f"pad_mode={self.pad_mode!r} must be one of {', '.join(PAD_MODES)}")
         if not (is_finite_number(self.log_floor) and self.log_floor > 0):

@@ -33,7 +33,7 @@ from . import augment as aug
 from .audio import load_audio
 from .paths import display_name, naming, one_line, text_name, unnamed
 from .devices import autocast_dtype, resolve_device
-from .checks import check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
+from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
 from .features import FeatureConfig, clamp_to_peak
@@ -127,10 +127,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         python_fields(self)
+        for name in ("arch_args", "features", "augment_args"):
+            table = getattr(self, name)
+            if not (isinstance(table, dict) and all(isinstance(key, str) for key in table)):
+                raise ParameterError(f"{name}={table!r} must be a dict of option names and values")
         if self.epochs is not None and not (is_integer(self.epochs) and self.epochs >= 1):
             raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
         for name, minimum in (("batch_size", 1), ("seed", 0), ("num_workers", 0)):
             check_int(name, getattr(self, name), minimum=minimum)
+        for name in ("pretrained", "freeze_backbone", "augment", "channels_last"):
+            check_bool(name, getattr(self, name))
+        check_bool("amp", self.amp, none=True)
         for name in ("in_chans", "patience"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
@@ -626,8 +633,9 @@ def train(
     """Train a classifier on labelled files and write the run to ``out``.
 
     ``options`` are :class:`TrainConfig` fields; with ``config`` they replace its values. Returns
-    the best epoch's validation metrics (accuracy, macro_f1, loss, epoch, ...).
-    Writes ``model.safetensors`` (best model), ``checkpoint.pt`` (resume),
+    the kept epoch's scores: ``epoch`` (from 0), ``train_loss`` (None if every step was skipped)
+    and, with validation data, ``accuracy``, ``macro_f1``, ``loss`` and ``n`` (files) on it.
+    Writes ``model.safetensors`` (kept model), ``checkpoint.pt`` (resume),
     ``config.json``, ``metrics.jsonl`` and ``curves.png``, each atomically.
     ``on_epoch_end(row, model)`` is called on every rank after each epoch's
     checkpoint, with that epoch's metrics row and the model they describe (the
@@ -638,6 +646,7 @@ def train(
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
     check_known_names(options, TrainConfig, "training option(s)")
     config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
+    _check_outside_the_data(out, [data_dir, config.val_dir])
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     dist = setup_distributed(device)
@@ -674,6 +683,17 @@ def train(
             # Leave the group before exit: a gloo group still alive at interpreter
             # shutdown can abort the process ("terminate called without an active exception").
             torch.distributed.destroy_process_group()
+
+
+def _check_outside_the_data(out: str | os.PathLike, data_folders: list) -> None:
+    """Refuse a run folder inside a class-folder tree: the run's files (pictures among them)
+    would be read as data by the next run, a folder of them as a class."""
+    run = os.path.realpath(out)
+    for folder in filter(None, data_folders):
+        root = os.path.realpath(folder)
+        if run == root or run.startswith(root.rstrip(os.sep) + os.sep):
+            raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where the run's files "
+                            "would become training data; choose a run folder outside it")
 
 
 def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:

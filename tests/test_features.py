@@ -153,6 +153,8 @@ def test_cuda_agrees_with_cpu():
         (dict(top_db="35"), "top_db='35'"),
         (dict(preemphasis=True), "preemphasis=True"),
         (dict(power=True), "power=True"),
+        (dict(center="yes"), "center='yes' must be True or False"),
+        (dict(ref_peak=1), "ref_peak=1 must be True or False"),
         # Upper limits: a model file is untrusted, and these size the window and filterbank.
         (dict(sample_rate=768_001), "sample_rate=768001 must be an integer in [1, 768000]"),
         (dict(n_fft=65_537, hop_length=160), "n_fft=65537 must be an integer in [1, 65536]"),

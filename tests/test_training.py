@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -577,8 +578,13 @@ def test_validation_scores_clips_with_silence_as_classify_does(audio_run):
     ({"clip_seconds": -1.0}, "clip_seconds=-1.0 must be a positive number of seconds"),
     ({"image_size": (4097, 64)}, "image_size=(4097, 64) must be a (height, width) pair of positive integers, each at most 4096"),
     ({"in_chans": 65}, "in_chans=65 must be an integer in [1, 64]"),
+    ({"arch_args": "x"}, "arch_args='x' must be a dict of option names and values"),
+    ({"features": [("n_mels", 40)]}, "features=[('n_mels', 40)] must be a dict of option names and values"),
+    ({"augment_args": {1: 2}}, "augment_args={1: 2} must be a dict of option names and values"),
+    ({"augment": "no"}, "augment='no' must be True or False"),
+    ({"amp": 1}, "amp=1 must be True or False (or None)"),
 ])
-def test_options_a_model_file_could_not_hold_are_refused(options, message):
+def test_options_out_of_range_or_of_the_wrong_type_are_refused(options, message):
     with pytest.raises(ParameterError) as err:
         TrainConfig(**options)
     assert str(err.value) == message
@@ -650,6 +656,18 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_its_data(four_epochs,
     with pytest.raises(DataError, match="folder not found"):
         specnet.train(tmp_path / "typo", out, epochs=1, overwrite=True, **S.FAST)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_run_folder_inside_the_data_is_refused(tiny_data, tmp_path):
+    first_class = sorted(p for p in tiny_data.iterdir())[0]
+    for out, folder in [(first_class, tiny_data), (tiny_data / "runs" / "mine", tiny_data), (tiny_data, tiny_data)]:
+        with pytest.raises(DataError, match=f"^{re.escape(str(out))}: inside the data folder {re.escape(str(folder))}, "):
+            specnet.train(tiny_data, out, epochs=1, **S.FAST)
+    val = tmp_path / "val"
+    shutil.copytree(tiny_data, val)
+    with pytest.raises(DataError, match="inside the data folder"):
+        specnet.train(tiny_data, val / "run", val_dir=val, epochs=1, **S.FAST)
+    assert not (tiny_data / "runs").exists() and not list(first_class.glob("*.safetensors"))
 
 
 def test_existing_run_is_refused_unless_overwrite(four_epochs, tiny_data, tmp_path):
