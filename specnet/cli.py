@@ -787,8 +787,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `specnet`: the help, as click shows it
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # a usage error: one line, as specnet's own errors are
+        where = f" (see '{exc.ctx.command_path} --help')" if isinstance(exc, click.UsageError) and exc.ctx else ""
+        click.echo(f"error: {one_line(exc.format_message()).rstrip('.')}{where}", err=True)
         sys.exit(exc.exit_code)
     except SpecnetError as exc:
         if _debug_enabled():

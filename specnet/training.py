@@ -521,7 +521,7 @@ class RunFiles:
     def prepare(self, *, resume: bool, overwrite: bool) -> None:
         if self.dir.exists() and not self.dir.is_dir():
             raise SpecnetError(f"{self.dir}: exists and is not a folder")
-        previous = [p for p in (self.model, self.checkpoint, self.config, self.metrics) if p.exists()]
+        previous = [p for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves) if p.exists()]
         if previous and not (resume or overwrite):
             raise SpecnetError(
                 f"{self.dir}: already holds a run ({previous[0].name}); pass resume=True to continue it "

@@ -658,6 +658,15 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_its_data(four_epochs,
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_a_picture_named_like_the_run_curves_is_kept(tiny_data, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "curves.png").write_bytes(b"my own picture")
+    with pytest.raises(SpecnetError, match=r"already holds a run \(curves.png\); pass resume=True .* or overwrite=True"):
+        specnet.train(tiny_data, out, epochs=1, **S.FAST)
+    assert (out / "curves.png").read_bytes() == b"my own picture"
+
+
 def test_a_run_folder_inside_the_data_is_refused(tiny_data, tmp_path):
     first_class = sorted(p for p in tiny_data.iterdir())[0]
     for out, folder in [(first_class, tiny_data), (tiny_data / "runs" / "mine", tiny_data), (tiny_data, tiny_data)]:
