@@ -321,9 +321,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     from .fileio import atomic_write, check_output_path
     from .inference import Failure, load_model
 
-    check_output_path(output, overwrite=overwrite)
-    if Path(output).suffix.lower() != ".npz":  # refused before any work, as spectrogram refuses a suffix
-        raise SpecnetError(f"{display_name(output)}: embeddings are written as a NumPy .npz archive: name the output *.npz")
+    check_output_path(output, overwrite=overwrite, suffix=".npz", holds="embeddings (a NumPy archive)")
     model = load_model(model_name, device=device)
     if level == "frame" and model.input_kind != "audio":
         raise click.UsageError(f"--level frame needs an audio model; {model.name} takes images")
@@ -391,7 +389,7 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
     from .fileio import check_output_path
     from .inference import load_model
 
-    check_output_path(output, overwrite=overwrite)
+    check_output_path(output, overwrite=overwrite, suffix=".safetensors", holds="model files")
     model = load_model(model_file, device=device)
     files = expand_inputs(paths, kind=model.input_kind)
 
@@ -726,7 +724,7 @@ def info(model_file, fmt) -> None:
 
 @cli.command()
 @click.argument("path")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The picture to write: .jpg, .svg or .pdf by its suffix, else PNG.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The picture to write: .png, .jpg (.jpeg), .svg or .pdf by its suffix (PNG without one; another suffix is refused).")
 @click.option("--model", "-m", "model_name", default=None, help="Use this model's feature settings (default: specnet's defaults).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def spectrogram(path, output, model_name, overwrite) -> None:

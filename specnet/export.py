@@ -149,7 +149,7 @@ def export_onnx(
     opset = DEFAULT_OPSET if opset is None else opset
     if not (is_integer(opset) and opset >= 13):
         raise ParameterError(f"opset={opset!r} must be an integer >= 13")
-    output = check_output_path(output, overwrite=overwrite)
+    output = check_output_path(output, overwrite=overwrite, suffix=".onnx", holds="ONNX models")
     if isinstance(model_file_or_name, SpecNet):
         net, source = model_file_or_name, "model"
     else:

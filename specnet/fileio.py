@@ -113,11 +113,14 @@ def _process_umask() -> int:
 _UMASK = _process_umask()
 
 
-def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> Path:
+def check_output_path(path: str | os.PathLike, *, overwrite: bool, suffix: str | None = None, holds: str = "") -> Path:
     """Refuse, before any work, an output that cannot be written: an existing file unless
-    ``overwrite``, a folder, or a name under a file; return it as a Path. Missing folders
-    are fine (:func:`atomic_write` makes them)."""
+    ``overwrite``, a folder, a name under a file, or a name without ``suffix`` (the format
+    ``holds`` names is written there); return it as a Path. Missing folders are fine
+    (:func:`atomic_write` makes them)."""
     path = Path(path)
+    if suffix and path.suffix.lower() != suffix:
+        raise SpecnetError(f"{display_name(path)}: {holds} are written as {suffix} files: name the output *{suffix}")
     if os.path.isdir(path):
         raise SpecnetError(f"{display_name(path)}: is a directory; give a file name")
     for folder in path.parents:  # the nearest one that exists must be a folder

@@ -32,6 +32,7 @@ from .paths import display_name, naming, text_name
 from .checks import check_int, is_finite_number
 from .devices import resolve_device
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError
+from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
@@ -656,7 +657,9 @@ class Model:
                 yield block.samples[None]
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the model (an adapted one, say) to a model file, atomically; refuses an existing one unless ``overwrite``."""
+        """Write the model (an adapted one, say) to a ``.safetensors`` model file, atomically;
+        refuses an existing one unless ``overwrite``."""
+        check_output_path(path, overwrite=overwrite, suffix=".safetensors", holds="model files")
         return save_model_file(self.net, path, overwrite=overwrite)
 
 

@@ -777,7 +777,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             )
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
-        elif epochs != int(saved["epochs"]) and dist.is_main:
+        elif epochs != int(saved["epochs"]) and dist.is_main and checkpoint["epoch"] + 1 < epochs:  # epochs left to train
             log.warning(
                 "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
                 "so the result is not what an uninterrupted %d-epoch run gives", int(saved["epochs"]), epochs, epochs,

@@ -146,6 +146,8 @@ def test_an_adapted_model_saves_and_loads_as_it_classifies(model, audio_run, tmp
     assert loaded.config.extra["adapted"] == {"inputs": 6, "windows": 6, "from": audio_run.model.name}  # no folders
     with pytest.raises(specnet.SpecnetError, match="already exists; pass overwrite=True"):
         model.save(out)
+    with pytest.raises(specnet.SpecnetError, match=r"model files are written as .safetensors files: name the output \*.safetensors$"):
+        model.save(tmp_path / "adapted.pt")
     loaded.adapt(clips[:4], sample_rate=S.SR)  # adapting again measures anew, from the same base model
     assert loaded.config.extra["adapted"] == {"inputs": 4, "windows": 4, "from": audio_run.model.name}
 
@@ -211,6 +213,8 @@ def test_cli_adapts_writes_and_reports_bad_files(capsys, audio_run, tmp_path):
     assert code == 0 and f'adapted:      {{"inputs": 6, "windows": 6, "from": "{audio_run.model.name}"}}' in stdout.splitlines()
     code, _, err = run(capsys, "adapt", str(audio_run.model), str(folder / "0.wav"), "-o", str(out))
     assert code == 1 and err == f"error: {out}: already exists; pass --overwrite to replace it\n"
+    code, _, err = run(capsys, "adapt", str(audio_run.model), str(folder / "0.wav"), "-o", str(tmp_path / "adapted.txt"))
+    assert code == 1 and err == f"error: {tmp_path / 'adapted.txt'}: model files are written as .safetensors files: name the output *.safetensors\n"
 
 
 def test_cli_names_every_bad_input_when_none_is_left(capsys, audio_run, tmp_path):

@@ -501,7 +501,7 @@ def test_a_folder_without_audio_is_a_failed_input(capsys, model_file, clips, tmp
     assert err.splitlines() == [f"error: {tmp_path / 'empty'}: no audio files in this folder", "1 of 2 inputs failed"]
     # An output that is not .npz is refused before any work.
     code, _, err = run(capsys, "embed", "-m", model_file, clip_paths(clips)[0], "-o", str(tmp_path / "e.txt"))
-    assert code == 1 and err == f"error: {tmp_path / 'e.txt'}: embeddings are written as a NumPy .npz archive: name the output *.npz\n"
+    assert code == 1 and err == f"error: {tmp_path / 'e.txt'}: embeddings (a NumPy archive) are written as .npz files: name the output *.npz\n"
     assert not (tmp_path / "e.txt").exists()
     # When every input fails, embed says its output was not written.
     code, _, err = run(capsys, "embed", "-m", model_file, str(tmp_path / "empty"), str(tmp_path / "none.wav"), "-o", str(tmp_path / "e.npz"))

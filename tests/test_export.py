@@ -240,6 +240,8 @@ def test_existing_output_needs_overwrite(model_file, tmp_path):
     export_onnx(model_file, target, overwrite=True)
     assert onnx.load(str(target)).graph.output[0].name == "logits"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary file left behind
+    with pytest.raises(SpecnetError, match=r"m.model: ONNX models are written as .onnx files: name the output \*.onnx$"):
+        export_onnx(model_file, tmp_path / "m.model")
 
 
 def test_missing_onnx_package_is_a_clear_error(model_file, tmp_path, monkeypatch):

@@ -331,11 +331,13 @@ def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epoch
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
 
 
-def test_resume_past_the_asked_epochs_says_there_is_nothing_to_train(four_epochs, tiny_data, tmp_path, capsys):
+def test_resume_past_the_asked_epochs_says_there_is_nothing_to_train(four_epochs, tiny_data, tmp_path, capsys, caplog):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)
-    specnet.train(tiny_data, out, resume=True, epochs=2, **{**S.FAST, "quiet": False})
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(tiny_data, out, resume=True, epochs=2, **{**S.FAST, "quiet": False})
     assert "nothing to train: the run already has 4 epochs of the 2 asked for" in capsys.readouterr().out
+    assert caplog.records == []  # no word about a learning rate that never runs
     assert len(metric_rows(out)) == 4
 
 
