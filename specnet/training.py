@@ -70,6 +70,11 @@ MAX_DEFAULT_EPOCHS = 300
 #: Share of the training data held out for validation when no other validation data is named.
 DEFAULT_VAL_SPLIT = 0.1
 
+#: The architecture and image size of a run that names none (a run started from ``init``
+#: takes the model's own).
+DEFAULT_ARCH = "cnn"
+DEFAULT_IMAGE_SIZE = (128, 128)
+
 #: Optimiser steps in a row with a non-finite loss or gradient after which training stops.
 MAX_SKIPPED_STEPS = 10
 
@@ -80,7 +85,8 @@ class TrainConfig:
 
     Shapes and units: ``clip_seconds`` in seconds (None: the 90th percentile
     of the training clips' durations, at most 10 s); ``image_size`` is
-    (height, width) in pixels; ``lr`` is the peak learning rate reached after
+    (height, width) in pixels (None: :data:`DEFAULT_IMAGE_SIZE`, or the ``init`` model's;
+    image data only), ``arch`` likewise (None: :data:`DEFAULT_ARCH`, or the ``init`` model's); ``lr`` is the peak learning rate reached after
     ``warmup_epochs``, then decayed to zero with a cosine over ``epochs`` (None:
     :func:`default_epochs` of the training set's size). ``ema_epochs`` > 0
     validates and saves an exponential moving average of the weights (and
@@ -91,7 +97,7 @@ class TrainConfig:
     :data:`DEFAULT_VAL_SPLIT`.
     """
 
-    arch: str = "cnn"
+    arch: str | None = None
     arch_args: dict[str, Any] = field(default_factory=dict)
     pretrained: bool = False
     weights: str | None = None
@@ -112,7 +118,7 @@ class TrainConfig:
     augment: bool = True
     augment_args: dict[str, Any] = field(default_factory=dict)
     mixup: float | None = None
-    image_size: tuple[int, int] = (128, 128)
+    image_size: tuple[int, int] | None = None
     in_chans: int | None = None
     val_split: float | None = None
     val_fold: int | None = None
@@ -153,7 +159,7 @@ class TrainConfig:
         chosen = [name for name in ("val_dir", "val_fold", "val_split") if getattr(self, name) is not None]
         if len(chosen) > 1:
             raise ParameterError(f"{' and '.join(chosen)} each choose the validation data: give one of them")
-        if not (
+        if self.image_size is not None and not (
             isinstance(self.image_size, (tuple, list)) and len(self.image_size) == 2
             and all(is_integer(s) and 0 < s <= MAX_IMAGE_SIDE for s in self.image_size)
         ):
@@ -178,7 +184,8 @@ class TrainConfig:
                 f"arch_args cannot set {', '.join(reserved)}: the classes come from the data, in_chans from in_chans, "
                 "ImageNet weights from pretrained/weights, and a classifier is always trained"
             )
-        self.image_size = tuple(self.image_size)
+        if self.image_size is not None:
+            self.image_size = tuple(self.image_size)
         self.feature_config(), self.augment_config()  # their own checks, before any file is decoded
 
     def feature_config(self) -> FeatureConfig:
@@ -348,14 +355,14 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     in_chans = config.in_chans or (3 if kind == "image" else 1)
     features = config.feature_config() if kind == "audio" else None
     spec = ModelSpec(
-        arch=config.arch,
+        arch=config.arch or DEFAULT_ARCH,
         arch_args=dict(config.arch_args),
         input_kind=kind,
         classes=tuple(classes),
         in_chans=in_chans,
         features=features,
         clip_seconds=clip_seconds if kind == "audio" else None,
-        image_size=tuple(config.image_size) if kind == "image" else None,
+        image_size=tuple(config.image_size or DEFAULT_IMAGE_SIZE) if kind == "image" else None,
     )
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
 
@@ -363,7 +370,7 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
 def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
     """The options ``config`` sets that the ``init`` model's spec contradicts, one phrase each."""
     given: dict[str, tuple[Any, Any]] = {}
-    if config.arch != TrainConfig.arch and config.arch != base.arch:
+    if config.arch is not None and config.arch != base.arch:
         given["arch"] = (config.arch, base.arch)
     for name, value in config.arch_args.items():
         if base.arch_args.get(name) != value:
@@ -377,7 +384,7 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
             attribute = "max_frequency" if key == "f_max" else key
             if getattr(mine, attribute, None) != getattr(theirs, attribute, None):
                 given[f"features.{key}"] = (getattr(mine, attribute, None), getattr(theirs, attribute, None))
-    if base.image_size is not None and tuple(config.image_size) not in (TrainConfig.image_size, tuple(base.image_size)):
+    if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
         given["image_size"] = (tuple(config.image_size), tuple(base.image_size))
     return [f"{name} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
 
@@ -599,6 +606,10 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     ``data.source`` and ``data.val_source``, real paths, so "./val" resumes a run given "val"."""
     ignore = {"epochs", "device", "num_workers", "patience", "amp", "precision"}
     return {k: v for k, v in config.items() if k not in ignore} | {
+        # The model's own; before they were recorded so, an audio run saved the default image
+        # size and a run from init the default architecture, neither of which it used.
+        "arch": None if config.get("init") else config.get("arch"),
+        "image_size": config.get("image_size") if config.get("input_kind") == "image" else None,
         "val_split": held_out_share(config),
         "manifest": config.get("manifest") is not None,
         "val_dir": config.get("val_dir") is not None,
@@ -703,11 +714,13 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     # Decode once at the model's rate; a provisional spec tells decode_split the rate / image size.
     probe = ModelSpec(
-        arch=config.arch, arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
+        arch=config.arch or DEFAULT_ARCH, arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
         in_chans=config.in_chans or (3 if kind == "image" else 1),
         features=config.feature_config() if kind == "audio" else None,
-        image_size=tuple(config.image_size),
+        image_size=tuple(config.image_size or DEFAULT_IMAGE_SIZE),
     )
+    if kind == "audio" and config.image_size is not None:
+        raise DataError("the data holds audio files, and image_size applies to images: leave it out")
     if kind == "image" and (config.features or config.clip_seconds is not None):
         given = [*config.features, *(["clip_seconds"] if config.clip_seconds is not None else [])]
         raise DataError(f"the data holds image files, and {', '.join(given)} apply to audio: leave them out")
@@ -745,7 +758,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     # Counted as one process would, so a run takes as many epochs on one GPU as on several.
     epochs = int(config.epochs or default_epochs(math.ceil(len(train_split.targets) / config.batch_size)))
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
-                                   "input_kind": kind, "precision": _precision_name(amp_dtype)}
+                                   "input_kind": kind, "precision": _precision_name(amp_dtype), "arch": spec.arch,
+                                   "image_size": list(spec.image_size) if spec.image_size else None}
     resolved["data"] = {
         # A resumed run must read the same data, however its paths are spelled.
         "source": text_name(os.path.realpath(config.manifest or data_dir)),

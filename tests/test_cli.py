@@ -263,6 +263,9 @@ def test_the_defaults_in_help_are_trainings(capsys):
     text = " ".join(out.split())
     assert code == 0 and f"[default: {training.DEFAULT_VAL_SPLIT:g} without --val-dir or" in text
     assert "--n-mels INTEGER RANGE Mel bands. [default: 64]" in text and "[default: 50]" in text
+    height, width = training.DEFAULT_IMAGE_SIZE
+    assert f"[default: {training.DEFAULT_ARCH}, or the --init model's]" in text
+    assert f"[default: {height} {width}, or the --init model's]" in text
 
 
 def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, clips):

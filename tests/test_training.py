@@ -186,6 +186,11 @@ def test_init_refuses_options_the_base_model_contradicts(audio_run, tmp_path):
                       **{**S.FAST, "arch": "vgg11", "features": {**S.FAST.get("features", {}), "n_mels": 16}})
     message = str(error.value)
     assert "arch is 'vgg11' here" in message and "features.n_mels is 16 here" in message
+    # The default's own name, given, is a choice too (the CLI's --arch cnn likewise).
+    with pytest.raises(ParameterError, match=r"arch is 'cnn' here and 'cnn_tiny' in the model"):
+        specnet.train(data, tmp_path / "run", init=str(audio_run.model), epochs=1, **{**S.FAST, "arch": "cnn"})
+    with pytest.raises(DataError, match=r"^the data holds audio files, and image_size applies to images: leave it out$"):
+        specnet.train(data, tmp_path / "run", epochs=1, **{**S.FAST, "image_size": (64, 64)})
     assert not (tmp_path / "run").exists()
 
 
@@ -326,6 +331,8 @@ def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epoch
     assert config["val_split"] == 0.1  # the share the default held out
     assert read_config(out)["val_split"] == 0.1
     config["val_split"] = None  # how checkpoints wrote the default for a while
+    assert config["image_size"] is None and config["arch"] == "cnn_tiny"
+    config["image_size"] = [128, 128]  # an audio run's image size, as checkpoints saved the default before
     torch.save({**checkpoint, "config": json.dumps(config)}, out / "checkpoint.pt")
     best = specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
