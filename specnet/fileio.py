@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -163,7 +165,7 @@ class RunLock:
             raise SpecnetError(f"{self.path.parent}: cannot create the run folder ({exc.strerror or exc})") from None
         for _ in range(2):
             if not self._create():
-                owner, host = self._owner()
+                owner, host, text = self._owner()
                 if host is not None and host != socket.gethostname():  # its pid means nothing here
                     raise SpecnetError(
                         f"{self.path.parent}: locked by specnet process {owner} on host {host}; "
@@ -175,7 +177,7 @@ class RunLock:
                     raise SpecnetError(
                         f"{self.path.parent}: another specnet process (pid {owner}) is using this run folder"
                     ) from None
-                _remove_quietly(str(self.path))  # stale: its process is gone
+                self._remove_stale(text)  # its process is gone
                 continue
             self._held = True
             _HELD_HERE.add(self._key)
@@ -200,13 +202,35 @@ class RunLock:
             raise SpecnetError(f"{self.path.parent}: cannot lock the run folder ({exc})") from None
         return True
 
-    def _owner(self) -> tuple[int | None, str | None]:
-        """The pid and host the lock file names (host None: a lock written without one)."""
+    def _owner(self) -> tuple[int | None, str | None, str | None]:
+        """The pid and host the lock file names (host None: a lock written without one), and
+        its text (None: no file to read)."""
         try:
-            pid, *host = self.path.read_text().split()
-            return int(pid), (host[0] if host else None)
-        except (OSError, ValueError):
-            return None, None
+            text = self.path.read_text()
+        except OSError:
+            return None, None, None
+        try:
+            pid, *host = text.split()
+            return int(pid), (host[0] if host else None), text
+        except ValueError:
+            return None, None, text
+
+    def _remove_stale(self, stale_text: str | None) -> None:
+        """Remove the stale lock that read ``stale_text``, and only it. Two runs finding the same
+        stale lock both come here: the file is moved aside in one step first, and if what was
+        moved is a new lock (the other run took over between the read and the move), it is put
+        back, so the run holding it keeps it."""
+        aside = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}.{secrets.token_hex(4)}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:  # already taken over: the next try sees the new lock
+            return
+        try:
+            if aside.read_text() != stale_text:
+                with contextlib.suppress(SpecnetError):  # a third run's lock, made meanwhile, stays
+                    _publish(str(aside), self.path, overwrite=False)
+        finally:
+            _remove_quietly(str(aside))
 
     def __enter__(self) -> "RunLock":
         self.acquire()

@@ -196,6 +196,23 @@ def test_run_lock_takes_over_a_stale_lock(tmp_path):
     assert not lock_path.exists()
 
 
+def test_two_runs_taking_over_one_stale_lock_never_both_hold_it(tmp_path):
+    # Both read the dead run's lock; the first takes over before the second removes it.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    stale = f"{child.pid}\n{socket.gethostname()}\n"
+    (tmp_path / ".lock").write_text(stale)
+    first, second = RunLock(tmp_path), RunLock(tmp_path)
+    first._remove_stale(stale)
+    first.acquire()
+    second._remove_stale(stale)  # the second run, late: it moves the new lock aside, sees it is not the stale one
+    assert (tmp_path / ".lock").read_text() == OURS and os.listdir(tmp_path) == [".lock"]
+    with pytest.raises(SpecnetError, match="is using this run folder"):
+        second.acquire()
+    first.release()
+    assert os.listdir(tmp_path) == []
+
+
 def test_run_lock_with_this_pid_but_not_held_here_is_stale(tmp_path):
     # A killed run's lock whose pid the new process happens to have (containers: pid 1).
     (tmp_path / ".lock").write_text(str(os.getpid()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,15 +200,19 @@ def test_checksum_mismatch_deletes_download(monkeypatch, tmp_path):
     calls = []
 
     def fake_download(url, dst, hash_prefix=None, progress=True):
-        calls.append(url)
+        calls.append((url, Path(dst)))
         with open(dst, "wb") as f:
             f.write(b"tampered bytes")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     model = create_model("vgg11", include_top=False)
-    with pytest.raises(ModelFileError, match="checksum mismatch"):
-        load_imagenet_weights(model, arch="vgg11", progress=False)
-    assert calls == [imagenet_weights_url("vgg11")]
+    for _ in range(2):
+        with pytest.raises(ModelFileError, match="checksum mismatch"):
+            load_imagenet_weights(model, arch="vgg11", progress=False)
+    assert [url for url, _ in calls] == [imagenet_weights_url("vgg11")] * 2
+    # Each download has a name of its own (ranks of a multi-GPU run download at once), beside the cache's file.
+    (first, second) = (dst for _, dst in calls)
+    assert first != second and first.parent == second.parent == tmp_path / "cache" and first.name.endswith(".partial")
     assert list((tmp_path / "cache").iterdir()) == []
 
 

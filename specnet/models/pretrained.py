@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import os
+import secrets
 from pathlib import Path
 
 import torch
@@ -94,8 +95,9 @@ def _download(arch: str, dst: Path, *, progress: bool) -> Path:
             f"cannot create the weight cache {dst.parent} ({err}); set SPECNET_CACHE or {by_hand}"
         ) from err
     # Download beside the target and rename only once the checksum holds, so
-    # an interrupted or corrupt download never sits in the cache.
-    partial = dst.with_name(dst.name + ".partial")
+    # an interrupted or corrupt download never sits in the cache; under a name of this
+    # process's own, as every rank of a multi-GPU run may be downloading the same file.
+    partial = dst.with_name(f"{dst.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
         torch.hub.download_url_to_file(url, str(partial), progress=progress)
     except OSError as err:  # URLError, HTTPError, timeouts and refused connections
