@@ -15,6 +15,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -408,6 +409,10 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
 # ------------------------------------------------------------------ train
 
 
+#: The options of a config file that are tables of settings.
+_CONFIG_TABLES = ("features", "augment_args", "arch_args", "dataset")
+
+
 def _read_config_file(path: str) -> dict[str, Any]:
     text_path = Path(path)
     try:
@@ -432,6 +437,11 @@ def _read_config_file(path: str) -> dict[str, Any]:
             raise SpecnetError(f"{path}: invalid TOML ({exc})") from None
     if not isinstance(values, dict):
         raise SpecnetError(f"{path}: config must be a table of option = value")
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise SpecnetError(f"{path}: option names are words, not {key!r}")
+        if key in _CONFIG_TABLES and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise SpecnetError(f"{path}: {key} must be a table of setting = value ([{key}] in TOML), not {value!r}")
     return {k.replace("-", "_"): v for k, v in values.items()}
 
 
@@ -741,7 +751,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
     if model_name:
         from .inference import model_metadata
 
-        settings = model_metadata(model_name)["features"]
+        settings = model_metadata(model_name).get("features")
         if settings is None:
             raise SpecnetError(f"{model_name}: an image model, with no audio feature settings to draw with")
         features = FeatureConfig.from_dict(settings)
@@ -780,6 +790,9 @@ def main(argv: list[str] | None = None) -> None:
     # before any command imports torch). With spinning, a machine busy with other jobs
     # made a 2-thread forward pass up to 30x slower; on an idle one it costs ~nothing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # A picture over Pillow's size limit is refused in one line (image.load_image): not also
+    # Pillow's own warning about it.
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     try:
         cli.main(args=argv, prog_name="specnet", standalone_mode=False)
     except click.exceptions.Abort:

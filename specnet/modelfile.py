@@ -159,7 +159,15 @@ def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool 
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw specnet metadata document of a model file, without loading weights."""
+    """The specnet metadata document of a model file, checked as loading it checks it
+    (:func:`metadata_to_spec`), without loading weights."""
+    meta = _metadata_document(path)
+    metadata_to_spec(meta, source=str(path))
+    return meta
+
+
+def _metadata_document(path: str | os.PathLike) -> dict[str, Any]:
+    """The specnet metadata document of a model file as it is: a JSON object, not yet checked."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -190,7 +198,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     from safetensors.torch import load_file
 
     path = Path(path)
-    spec = metadata_to_spec(read_metadata(path), source=str(path))
+    spec = metadata_to_spec(_metadata_document(path), source=str(path))
     try:
         with torch.device("meta"):
             skeleton = create_backbone(spec)

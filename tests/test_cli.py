@@ -578,6 +578,21 @@ def test_train_config_top_db_must_be_a_floor(capsys, tmp_path, value, shown):
     assert err == f"error: {config}: top_db={shown} must be a number of dB >= 0 (0: absolute dB, no floor)\n"
 
 
+@pytest.mark.parametrize(("name", "text", "says"), [
+    ("t.toml", 'features = "x"\n', "features must be a table of setting = value ([features] in TOML), not 'x'"),
+    ("t.toml", "augment_args = 5\n", "augment_args must be a table of setting = value ([augment_args] in TOML), not 5"),
+    ("t.yaml", "arch_args: [1, 2]\n", "arch_args must be a table of setting = value ([arch_args] in TOML), not [1, 2]"),
+    ("t.yaml", "1: x\n", "option names are words, not 1"),
+    ("t.yaml", "- 1\n", "config must be a table of option = value"),
+    ("t.toml", "epochs = \n", "invalid TOML"),
+])
+def test_train_config_file_of_the_wrong_shape_is_one_line(capsys, tmp_path, name, text, says):
+    config = tmp_path / name
+    config.write_text(text)
+    code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config))
+    assert code == 1 and err.startswith(f"error: {config}: {says}") and err.count("\n") == 1, err
+
+
 def test_train_top_db_flag_must_be_finite(capsys, tmp_path):
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--top-db", "inf")
     assert code == 2 and "Invalid value for '--top-db': 'inf' is not a finite number (see 'specnet" in err  # a usage error

@@ -212,11 +212,16 @@ def test_info_reads_metadata_only(capsys, model_file, tmp_path):
     bad = _bad_safetensors(model_file, tmp_path)
     code, out, err = run_cli(capsys, "info", bad["wrong_shape"][0])
     assert code == 0 and "classes:      a, b" in out
-    # ... but metadata it cannot read is an error.
-    for name in ("no_metadata", "not_json", "json_list"):
+    # ... but metadata it cannot read, or would refuse to load, is an error (in `models`,
+    # `spectrogram --model` and the API's model_metadata alike: one reading).
+    for name in ("no_metadata", "not_json", "json_list", "no_version", "newer_version", "no_classes", "empty_classes",
+                 "duplicate_classes", "bad_kind", "bad_features", "no_features", "bad_in_chans", "bad_clip", "bad_image_size"):
         path, expected = bad[name]
         line = error_line(*run_cli(capsys, "info", path)[::2])
-        assert line.startswith(f"error: {path}: ") and expected in line
+        assert line.startswith(f"error: {path}: ") and expected in line, name
+        line = error_line(*run_cli(capsys, "spectrogram", "-m", path, path, "-o", tmp_path / "s.png")[::2])
+        assert line.startswith(f"error: {path}: ") and expected in line, name
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_header_length_that_looks_like_a_pickle_still_loads(model_file, tmp_path):
