@@ -8,7 +8,6 @@ layout the models take. Every problem with a file raises
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +87,15 @@ def load_image(
     name = display_name(path)
     with open_for_reading(path, name, ImageError, "an image") as fh:
         try:
-            with warnings.catch_warnings():
-                # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too (one
-                # line, and no multi-GB decode for a picture the model shrinks to a few pixels).
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(fh) as img:
-                    img.load()  # decode now, so truncated data fails inside this try
-                    x = _to_array(img, channels)
+            with Image.open(fh) as img:
+                # Pillow refuses more than twice MAX_IMAGE_PIXELS and only warns above it: refuse
+                # those too (no multi-GB decode for a picture the model shrinks to a few pixels),
+                # by the size, as changing warning filters is not safe in decoding threads.
+                limit, pixels = Image.MAX_IMAGE_PIXELS, img.width * img.height
+                if limit is not None and pixels > limit:
+                    raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of {limit} pixels")
+                img.load()  # decode now, so truncated data fails inside this try
+                x = _to_array(img, channels)
         except _PixelRangeError as exc:
             raise ImageError(f"{name}: {exc}") from None
         except UnidentifiedImageError:

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -373,6 +374,19 @@ def test_classify_corrupt_png_with_image_model(capsys, tmp_path_factory, cases):
     case = cases["corrupt_png"]
     code, out, err = run_cli(capsys, "classify", "-m", tiny_image_model(tmp_path_factory), case.path)
     assert_one_error_line(code, err, names=case.display, says=case.expected)
+
+
+def test_a_picture_over_pillows_limit_is_one_line_without_pillows_warning(capsys, tmp_path_factory, tmp_path, monkeypatch):
+    from PIL import Image
+
+    make_image(tmp_path / "big.png", "RGB", (100, 100))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # 10 000 pixels: Pillow itself only warns
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # shown, were it not for the command's own filter
+        code, out, err = run_cli(capsys, "classify", "-m", tiny_image_model(tmp_path_factory), tmp_path / "big.png")
+    assert code == 1 and out == "" and not [w for w in shown if w.category is Image.DecompressionBombWarning]
+    assert err.splitlines() == [f"error: {tmp_path / 'big.png'}: image too large to load safely "
+                                "(Image size (10000 pixels) exceeds limit of 6000 pixels)"]
 
 
 def test_debug_shows_the_traceback_in_process(capsys, cases, monkeypatch, tmp_path):
