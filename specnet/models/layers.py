@@ -26,7 +26,9 @@ __all__ = [
     "SpectrogramModel",
     "check_drop_rate",
     "check_int",
+    "classifier_size",
     "eval_mode",
+    "final_layer",
     "frame_pool",
     "get_activation",
     "init_weights",
@@ -313,15 +315,34 @@ class ClassifierHead(nn.Module):
 
     def reset(self, num_classes: int) -> None:
         """Replace the final layer with a freshly initialised one for ``num_classes``."""
-        num_classes = check_int("num_classes", num_classes, minimum=0)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.normal_(self.fc.weight, 0.0, 0.01)
-            nn.init.zeros_(self.fc.bias)
+        self.fc = final_layer(self.num_features, num_classes)
 
     def forward(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
         x = self.hidden(self.drop(self.global_pool(x)))  # (B, num_features)
         return x if pre_logits else self.fc(x)
+
+
+def final_layer(in_features: int, num_classes: int) -> nn.Module:
+    """A freshly initialised last layer, ``Linear(in_features, num_classes)`` with weights
+    drawn from N(0, 0.01²) and zero bias; an identity for ``num_classes=0``."""
+    if check_int("num_classes", num_classes, minimum=0) == 0:
+        return nn.Identity()
+    fc = nn.Linear(in_features, num_classes)
+    nn.init.normal_(fc.weight, 0.0, 0.01)
+    nn.init.zeros_(fc.bias)
+    return fc
+
+
+def classifier_size(num_classes: int | None, include_top: bool) -> int:
+    """A model's checked ``num_classes``: required with a classifier, 0 without one
+    (``include_top=False``, which refuses any other number rather than drop it)."""
+    if not include_top:
+        if num_classes not in (None, 0):
+            raise ParameterError(f"num_classes={num_classes!r} with include_top=False: there is no classifier; leave num_classes out")
+        return 0
+    if num_classes is None:
+        raise ParameterError("num_classes is required unless include_top=False")
+    return check_int("num_classes", num_classes, minimum=0)
 
 
 def normalize_hidden_dim(hidden_dim: int | Sequence[int] | None) -> list[int]:
@@ -396,6 +417,16 @@ class SpectrogramModel(nn.Module):
         ``(B, num_features)``.
         """
         return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final layer with a new one for ``num_classes`` classes (0: none)."""
+        num_classes = check_int("num_classes", num_classes, minimum=0)
+        self._replace_final_layer(num_classes)
+        self.num_classes = num_classes
+        self.arch_args["num_classes"] = num_classes
+
+    def _replace_final_layer(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the convolutional trunk (``self.features``)."""

@@ -21,6 +21,8 @@ from .layers import (
     SpectrogramModel,
     check_drop_rate,
     check_int,
+    classifier_size,
+    final_layer,
     get_activation,
     init_weights,
     normalize_hidden_dim,
@@ -141,13 +143,9 @@ class VGG(SpectrogramModel):
             raise ParameterError(f"depth={depth!r} must be one of {', '.join(map(str, CFGS))}")
         if head not in HEADS:
             raise ParameterError(f"head={head!r} must be one of {', '.join(HEADS)}")
+        num_classes = classifier_size(num_classes, include_top)
         if not include_top:
-            if num_classes not in (None, 0):  # the descriptor has no classifier to give them
-                raise ParameterError(f"num_classes={num_classes!r} with include_top=False: there is no classifier; leave num_classes out")
-            num_classes, head, hidden_dim = 0, "global", None
-        if num_classes is None:
-            raise ParameterError("num_classes is required unless include_top=False")
-        num_classes = check_int("num_classes", num_classes, minimum=0)
+            head, hidden_dim = "global", None
         in_chans = check_int("in_chans", in_chans, minimum=1)
         depth = int(depth)
         drop_rate = check_drop_rate(drop_rate)
@@ -177,7 +175,7 @@ class VGG(SpectrogramModel):
             self.num_features = _IMAGENET_HIDDEN
         init_weights(self)
         if head == "imagenet":
-            self._reset_imagenet_fc(num_classes)
+            self.classifier[6] = final_layer(_IMAGENET_HIDDEN, num_classes)
 
         self.arch = f"vgg{depth}{'_bn' if batch_norm else ''}"
         self.arch_args: dict[str, Any] = {
@@ -195,15 +193,6 @@ class VGG(SpectrogramModel):
         self.in_chans = in_chans
         self.time_stride = 2 ** cfg.count("M")
 
-    def _reset_imagenet_fc(self, num_classes: int) -> None:
-        num_classes = check_int("num_classes", num_classes, minimum=0)
-        fc: nn.Module = nn.Identity()
-        if num_classes > 0:
-            fc = nn.Linear(_IMAGENET_HIDDEN, num_classes)
-            nn.init.normal_(fc.weight, 0.0, 0.01)
-            nn.init.zeros_(fc.bias)
-        self.classifier[6] = fc
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W)`` -> ``(B, 512, ceil(H / 32), ceil(W / 32))``."""
         return self.features(x)
@@ -216,15 +205,11 @@ class VGG(SpectrogramModel):
         x = self.classifier[:6](x)  # (B, 4096)
         return x if pre_logits else self.classifier[6](x)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final layer with a new one for ``num_classes`` classes (0: none)."""
-        num_classes = check_int("num_classes", num_classes, minimum=0)
+    def _replace_final_layer(self, num_classes: int) -> None:
         if self.head_kind == "global":
             self.head.reset(num_classes)
         else:
-            self._reset_imagenet_fc(num_classes)
-        self.num_classes = num_classes
-        self.arch_args["num_classes"] = num_classes
+            self.classifier[6] = final_layer(_IMAGENET_HIDDEN, num_classes)
 
 
 def _vgg(depth: int, batch_norm: bool, kwargs: dict[str, Any]) -> VGG:
