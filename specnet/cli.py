@@ -164,13 +164,16 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
 class _NoBar:
     """What ``_progress_bar`` gives when no bar is shown (and tqdm need not be imported)."""
 
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
     def update(self, n: int = 1) -> None:
         pass
 
     def clear(self) -> None:
-        pass
-
-    def close(self) -> None:
         pass
 
 
@@ -179,7 +182,7 @@ def _progress_bar(total: int, desc: str):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, disable=total < 20 or not sys.stderr.isatty(), leave=False)
+    return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False)
 
 
 def _fail_line(path: str, reason: str, kind: str) -> str:
@@ -217,19 +220,18 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
         raise click.UsageError(f"{', '.join(audio_only)} need{'s' if len(audio_only) == 1 else ''} an audio model; {model.name} takes images")
     files = expand_inputs(paths, kind=model.input_kind)
     results, failures = [], 0
-    bar = _progress_bar(len(files), "classifying")
-    for result in model.predict_iter(files, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size, num_workers=num_workers):
-        bar.update(1)
-        if isinstance(result, Failure):
-            failures += 1
-            bar.clear()
-            click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
-            continue
-        results.append(result)
-        if fmt == "table":
-            bar.clear()
-            click.echo(_table_block(result, model.name))
-    bar.close()
+    with _progress_bar(len(files), "classifying") as bar:  # closed on an error too: its line is not left half drawn
+        for result in model.predict_iter(files, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size, num_workers=num_workers):
+            bar.update(1)
+            if isinstance(result, Failure):
+                failures += 1
+                bar.clear()
+                click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
+                continue
+            results.append(result)
+            if fmt == "table":
+                bar.clear()
+                click.echo(_table_block(result, model.name))
     if fmt == "json":
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     elif fmt == "csv":
@@ -328,36 +330,37 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
         raise click.UsageError(f"--level frame needs an audio model; {model.name} takes images")
     files = expand_inputs(paths, kind=model.input_kind)
     good_paths, vectors, failures = [], [], 0
-    bar = _progress_bar(len(files), "embedding")
-    if level == "clip":
-        for path, result in zip(files, model.embed_iter(files, batch_size=batch_size)):
-            bar.update(1)
-            if isinstance(result, Failure):
-                failures += 1
-                click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
-            else:
+    with _progress_bar(len(files), "embedding") as bar:
+        if level == "clip":
+            for path, result in zip(files, model.embed_iter(files, batch_size=batch_size)):
+                bar.update(1)
+                if isinstance(result, Failure):
+                    failures += 1
+                    bar.clear()
+                    click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
+                else:
+                    good_paths.append(path)
+                    vectors.append(result)
+            arrays = {"embeddings": np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)}
+        else:
+            frames, stamps, counts = [], np.zeros(0), []
+            for path in files:
+                bar.update(1)
+                try:
+                    emb, stamps_i, (count,) = model._frame_embeddings(path)
+                except SpecnetError as exc:
+                    failures += 1
+                    bar.clear()
+                    click.echo(f"error: {_fail_line(path, str(exc), model.input_kind)}", err=True)
+                    continue
                 good_paths.append(path)
-                vectors.append(result)
-        arrays = {"embeddings": np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)}
-    else:
-        frames, stamps, counts = [], np.zeros(0), []
-        for path in files:
-            bar.update(1)
-            try:
-                emb, stamps_i, (count,) = model._frame_embeddings(path)
-            except SpecnetError as exc:
-                failures += 1
-                click.echo(f"error: {_fail_line(path, str(exc), model.input_kind)}", err=True)
-                continue
-            good_paths.append(path)
-            frames.append(emb[0])
-            counts.append(int(count))  # frames centred inside the audio; NaN after them
-            stamps = stamps_i if len(stamps_i) > len(stamps) else stamps
-        padded = np.full((len(frames), len(stamps), frames[0].shape[-1] if frames else 0), np.nan, np.float32)
-        for row, f in zip(padded, frames):
-            row[: len(f)] = f
-        arrays = {"embeddings": padded, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
-    bar.close()
+                frames.append(emb[0])
+                counts.append(int(count))  # frames centred inside the audio; NaN after them
+                stamps = stamps_i if len(stamps_i) > len(stamps) else stamps
+            padded = np.full((len(frames), len(stamps), frames[0].shape[-1] if frames else 0), np.nan, np.float32)
+            for row, f in zip(padded, frames):
+                row[: len(f)] = f
+            arrays = {"embeddings": padded, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
     if good_paths:
         buffer = io.BytesIO()
         np.savez(buffer, paths=np.array([text_name(p) for p in good_paths]), **arrays)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
 from .checks import is_finite_number
-from .errors import DataError, SpecnetError
+from .errors import DataError, ParameterError, SpecnetError
 from .image import IMAGE_EXTENSIONS
 from .paths import display_name, walk_files
 
@@ -176,7 +176,7 @@ def stratified_split(targets: Sequence[int], *, fraction: float, seed: int) -> t
     """Indices ``(train, val)`` with ``fraction`` of each class in val (at least one
     per class with two or more files), shuffled with ``seed``."""
     if not (is_finite_number(fraction) and 0 <= fraction < 1):
-        raise DataError(f"val_split={fraction} must be between 0 and 1")
+        raise ParameterError(f"val_split={fraction!r} must be a number in [0, 1)")
     rng = np.random.default_rng(seed)
     targets = np.asarray(targets)
     train, val = [], []

@@ -5,8 +5,9 @@ seconds, every ``hop`` seconds; by default the model's clip length and half
 of it). The clip's probabilities are the mean of its windows'; its clip-level
 embedding the mean of its windows' embeddings. Windows of digital silence
 (no sample above :data:`SILENT_PEAK`) are left out of both means unless the
-whole clip is silent: each window's dB are relative to its own peak, so the
-network would see rounding noise magnified into a confident, meaningless vote. Files longer than
+whole clip is silent: a model that measures dB from each window's own peak
+(``ref_peak``, the training default) would see rounding noise magnified into a
+confident, meaningless vote. Files longer than
 :data:`STREAM_SECONDS` are read as a stream, so memory does not grow with
 their length.
 """
@@ -21,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import clip_mean, cut_windows, default_hop, fit_length, is_silence, silent_windows, window_peaks
+from .windows import clip_mean, cut_windows, default_hop, fit_length, is_silence, window_peaks
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0

@@ -53,7 +53,8 @@ def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Loss and validation accuracy per epoch (rows of ``metrics.jsonl``) as a PNG."""
+    """Loss and validation accuracy per epoch (rows of ``metrics.jsonl``) as a picture
+    (:func:`picture_format`)."""
     plt = _pyplot()
     epochs = [row["epoch"] + 1 for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))

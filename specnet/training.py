@@ -332,7 +332,7 @@ def crop_batch(waveforms: Sequence[np.ndarray], length: int, rng: np.random.Gene
 
 
 def clip_seconds_for(durations: Sequence[float]) -> float:
-    """Default training clip length: the 90th percentile duration, in (0.1, 10] s."""
+    """Default training clip length: the 90th percentile duration rounded up to 0.1 s, in [0.1, 10] s."""
     seconds = float(np.percentile(durations, 90))
     return float(min(10.0, max(0.1, math.ceil(seconds * 10) / 10)))
 
@@ -387,10 +387,6 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
     if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
         given["image_size"] = (tuple(config.image_size), tuple(base.image_size))
     return [f"{name} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
-
-
-def head_parameters(model: SpecNet) -> list[torch.nn.Parameter]:
-    return list(model.backbone.head_parameters())
 
 
 # ---------------------------------------------------------------- schedule
@@ -469,10 +465,10 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
     """
     model.eval()
     indices = list(range(dist.rank, len(split.targets), dist.world_size))
-    probs = torch.zeros(len(indices), len(model.classes))
     if split.targets.numel() == 0:
-        return probs, torch.tensor(indices, dtype=torch.long)
+        return torch.zeros(0, len(model.classes)), torch.tensor(indices, dtype=torch.long)
     if model.spec.input_kind == "image":
+        probs = torch.zeros(len(indices), len(model.classes))
         for start in range(0, len(indices), batch_size):
             chunk = split.items[indices[start : start + batch_size]].to(device)
             probs[start : start + len(chunk)] = model(chunk).float().softmax(-1).cpu()
@@ -489,10 +485,10 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
         owner = torch.tensor([row for row, _ in chunk])
         batch = np.stack([w for _, w in chunk])
         heard = torch.from_numpy(~silent_windows(batch)).float()
-        probs = model(torch.from_numpy(batch).to(device)).float().softmax(-1).cpu()
-        sums.index_add_(0, owner, probs * heard[:, None])
+        window_probs = model(torch.from_numpy(batch).to(device)).float().softmax(-1).cpu()
+        sums.index_add_(0, owner, window_probs * heard[:, None])
         counts.index_add_(0, owner, heard)
-        sums_all.index_add_(0, owner, probs)
+        sums_all.index_add_(0, owner, window_probs)
         counts_all.index_add_(0, owner, torch.ones(len(chunk)))
     means = torch.where((counts > 0)[:, None], sums / counts.clamp(min=1)[:, None], sums_all / counts_all.clamp(min=1)[:, None])
     return means, torch.tensor(indices, dtype=torch.long)
@@ -810,7 +806,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         model.backbone.to(memory_format=torch.channels_last)  # measurably faster convolutions on CPU
 
     if config.freeze_backbone:
-        head = {id(p) for p in head_parameters(model)}
+        head = {id(p) for p in model.backbone.head_parameters()}
         for p in model.backbone.parameters():
             p.requires_grad_(id(p) in head)
     params = [p for p in model.backbone.parameters() if p.requires_grad]
@@ -1028,72 +1024,71 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     # What a forward pass in training mode changes besides the weights: kept to undo a skipped step.
     statistics = [b for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
     total_loss, seen, lr = 0.0, 0, config.lr
-    bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}", unit="file", disable=not progress, leave=False)
-    for step_in_epoch in range(steps_per_epoch):
-        idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-        if len(idx) == 0:
-            break
-        if model.frontend is not None:
-            inputs = torch.from_numpy(crop_batch([split.items[i] for i in idx.tolist()], clip, rng))
-        else:
-            inputs = split.items[idx]
-        if pin:
-            inputs = inputs.pin_memory()  # pinned, so the copy to the GPU overlaps compute
-        inputs = inputs.to(device, non_blocking=True)
-        targets = F.one_hot(split.targets[idx], num_classes).float().to(device, non_blocking=True)
-
-        with torch.no_grad():
+    with tqdm(total=len(order), desc=f"epoch {epoch + 1}", unit="file", disable=not progress, leave=False) as bar:
+        for step_in_epoch in range(steps_per_epoch):
+            idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
+            if len(idx) == 0:
+                break
             if model.frontend is not None:
-                # Equalise, add noise and warp in absolute dB, then clamp to the peak, as the
-                # front-end would have done for a clip recorded through another microphone.
-                db = model.frontend.absolute_db(inputs)  # (B, F, T), float32 outside autocast
-                db = aug.random_eq(db, augment.eq_db, generator)
-                db = aug.random_noise(db, augment.noise_snr_db, generator)
-                db = aug.random_warp(db, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
-                logmel = clamp_to_peak(db, model.spec.features)
-                logmel = aug.random_gain(logmel, augment.gain_db, generator)  # after the clamp: see random_gain
-                images = model.logmel_to_images(logmel)
+                inputs = torch.from_numpy(crop_batch([split.items[i] for i in idx.tolist()], clip, rng))
             else:
-                images = model.standardize(inputs)
-            images = aug.spec_augment(images, augment, generator)
-            images, targets = aug.mixup(images, targets, augment.mixup_alpha, generator)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+                inputs = split.items[idx]
+            if pin:
+                inputs = inputs.pin_memory()  # pinned, so the copy to the GPU overlaps compute
+            inputs = inputs.to(device, non_blocking=True)
+            targets = F.one_hot(split.targets[idx], num_classes).float().to(device, non_blocking=True)
 
-        step = epoch * steps_per_epoch + step_in_epoch
-        lr = get_lr(step, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        statistics_before = [b.clone() for b in statistics]
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = net(images)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        # A non-finite gradient would turn every weight into NaN: the step is skipped, as GradScaler
-        # skips a float16 overflow (CPU bfloat16 convolutions were seen to give a NaN gradient from a
-        # finite loss now and then). The norm is taken after DDP's all-reduce: every rank agrees.
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf)
-        applied = bool(torch.isfinite(grad_norm))
-        if scaler.is_enabled():
-            scaler.step(optimizer)  # skips the step itself when applied is False, and lowers the scale
-            scaler.update()
-        elif applied:
-            optimizer.step()
-        bar.update(len(idx))
-        if not applied:
             with torch.no_grad():
-                for buffer, before in zip(statistics, statistics_before):
-                    buffer.copy_(before)
-            skipped.skip(epoch, loss.item())
-            continue
-        skipped.applied()
-        if ema is not None:
-            ema.update_parameters(model)
-        total_loss += loss.item() * len(idx)
-        seen += len(idx)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+                if model.frontend is not None:
+                    # Equalise, add noise and warp in absolute dB, then clamp to the peak, as the
+                    # front-end would have done for a clip recorded through another microphone.
+                    db = model.frontend.absolute_db(inputs)  # (B, F, T), float32 outside autocast
+                    db = aug.random_eq(db, augment.eq_db, generator)
+                    db = aug.random_noise(db, augment.noise_snr_db, generator)
+                    db = aug.random_warp(db, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
+                    logmel = clamp_to_peak(db, model.spec.features)
+                    logmel = aug.random_gain(logmel, augment.gain_db, generator)  # after the clamp: see random_gain
+                    images = model.logmel_to_images(logmel)
+                else:
+                    images = model.standardize(inputs)
+                images = aug.spec_augment(images, augment, generator)
+                images, targets = aug.mixup(images, targets, augment.mixup_alpha, generator)
+                if config.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+
+            step = epoch * steps_per_epoch + step_in_epoch
+            lr = get_lr(step, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            statistics_before = [b.clone() for b in statistics]
+            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = net(images)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            # A non-finite gradient would turn every weight into NaN: the step is skipped, as GradScaler
+            # skips a float16 overflow (CPU bfloat16 convolutions were seen to give a NaN gradient from a
+            # finite loss now and then). The norm is taken after DDP's all-reduce: every rank agrees.
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf)
+            applied = bool(torch.isfinite(grad_norm))
+            if scaler.is_enabled():
+                scaler.step(optimizer)  # skips the step itself when applied is False, and lowers the scale
+                scaler.update()
+            elif applied:
+                optimizer.step()
+            bar.update(len(idx))
+            if not applied:
+                with torch.no_grad():
+                    for buffer, before in zip(statistics, statistics_before):
+                        buffer.copy_(before)
+                skipped.skip(epoch, loss.item())
+                continue
+            skipped.applied()
+            if ema is not None:
+                ema.update_parameters(model)
+            total_loss += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     sums = dist.all_sum(torch.tensor([total_loss, seen], dtype=torch.float64))
     return (float(sums[0] / sums[1]) if sums[1] else None), lr

@@ -18,7 +18,7 @@ from specnet.data import (
     split_by_fold,
     stratified_split,
 )
-from specnet.errors import AudioError, DataError
+from specnet.errors import AudioError, DataError, ParameterError
 
 # --- class folders -------------------------------------------------------------
 
@@ -246,7 +246,7 @@ def test_stratified_split_seed_reproducible():
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
 def test_stratified_split_bad_fraction(fraction):
-    with pytest.raises(DataError, match=f"val_split={fraction}"):
+    with pytest.raises(ParameterError, match=rf"^val_split={fraction} must be a number in \[0, 1\)$"):
         stratified_split([0, 1], fraction=fraction, seed=0)
 
 
