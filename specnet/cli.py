@@ -56,14 +56,16 @@ def _debug_enabled() -> bool:
 
 
 #: A keyword argument named in an API message: ``overwrite=True``, ``amp=False``,
-#: ``manifest=FILE.csv``, ``lr=`` (one not followed by a value).
+#: ``manifest=FILE.csv``, ``lr=`` (one not followed by a value); or a front-end setting,
+#: ``features.n_mels``.
 #: A quoted value comes first in the alternation, so a keyword inside one is never matched.
-_KEYWORD = re.compile(r"""('[^']*'|"[^"]*")|(?<![\w./=-])([a-z][a-z0-9_]*)=(True|False|[A-Z]{2,}(?:\.[a-z]+)?)?(?=[\s,;/)]|$)""")
+_KEYWORD = re.compile(r"""('[^']*'|"[^"]*")|(?<![\w./=-])(?:features\.([a-z][a-z0-9_]*)\b|([a-z][a-z0-9_]*)=(True|False|[A-Z]{2,}(?:\.[a-z]+)?)?(?=[\s,;/)]|$))""")
 
 
 def as_flags(message: str) -> str:
     """An API message as the command line says it: ``pass overwrite=True`` becomes ``pass
-    --overwrite``, ``amp=False`` ``--no-amp``, ``manifest=FILE.csv`` ``--manifest FILE.csv``.
+    --overwrite``, ``amp=False`` ``--no-amp``, ``manifest=FILE.csv`` ``--manifest FILE.csv``,
+    ``features.n_mels`` ``--n-mels``.
 
     Only names of specnet's options are rewritten, and never inside a quoted value; a
     keyword with a value (``val_split=2``) is a value the user gave and stays as it is."""
@@ -74,10 +76,12 @@ def as_flags(message: str) -> str:
                 flags.setdefault(param.name, param)
 
     def as_flag(match: re.Match) -> str:
-        quoted, name, value = match.groups()
-        option = flags.get(name)
+        quoted, setting, name, value = match.groups()
+        option = flags.get(setting or name)
         if quoted or option is None:
             return match.group(0)
+        if setting:
+            return option.opts[0]
         if value == "False":
             return option.secondary_opts[0] if option.secondary_opts else match.group(0)
         return option.opts[0] if value in (None, "True") else f"{option.opts[0]} {value}"

@@ -345,7 +345,7 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
         conflicts = _init_conflicts(config, base.spec)
         if conflicts:
             raise ParameterError(
-                f"{config.init}: a model started from init keeps its architecture and front-end, but "
+                f"{config.init}: a model started from init= keeps its architecture and front-end, but "
                 f"{'; '.join(conflicts)}: leave these options out, or train from scratch"
             )
         if tuple(classes) != base.spec.classes:  # a new final layer for new classes, even as many
@@ -386,7 +386,7 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
                 given[f"features.{key}"] = (getattr(mine, attribute, None), getattr(theirs, attribute, None))
     if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
         given["image_size"] = (tuple(config.image_size), tuple(base.image_size))
-    return [f"{name} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
+    return [f"{name}{'' if '.' in name else '='} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
 
 
 # ---------------------------------------------------------------- schedule

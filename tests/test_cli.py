@@ -328,6 +328,8 @@ def test_api_messages_name_flags_on_the_command_line(capsys, model_file, clips, 
     ("try a lower lr=, or amp=False", "try a lower --lr, or --no-amp"),
     ("change val_split=, val_fold= or val_dir=", "change --val-split, --val-fold or --val-dir"),
     ("pass weights=FILE", "pass --weights FILE"),
+    ("init= keeps it, but arch= is 'vgg11' here and features.n_mels is 16", "--init keeps it, but --arch is 'vgg11' here and --n-mels is 16"),
+    ("features.preemphasis is 0.97", "features.preemphasis is 0.97"),  # no flag sets it
     # A value the user gave, a quoted one, a flag already, and a name no option has stay as they are.
     ("val_split=2 must be below 1", "val_split=2 must be below 1"),
     ("n_mels='x' must be an integer", "n_mels='x' must be an integer"),

@@ -185,9 +185,9 @@ def test_init_refuses_options_the_base_model_contradicts(audio_run, tmp_path):
         specnet.train(data, tmp_path / "run", init=str(audio_run.model), epochs=1,
                       **{**S.FAST, "arch": "vgg11", "features": {**S.FAST.get("features", {}), "n_mels": 16}})
     message = str(error.value)
-    assert "arch is 'vgg11' here" in message and "features.n_mels is 16 here" in message
+    assert "init= keeps its architecture" in message and "arch= is 'vgg11' here" in message and "features.n_mels is 16 here" in message
     # The default's own name, given, is a choice too (the CLI's --arch cnn likewise).
-    with pytest.raises(ParameterError, match=r"arch is 'cnn' here and 'cnn_tiny' in the model"):
+    with pytest.raises(ParameterError, match=r"arch= is 'cnn' here and 'cnn_tiny' in the model"):
         specnet.train(data, tmp_path / "run", init=str(audio_run.model), epochs=1, **{**S.FAST, "arch": "cnn"})
     with pytest.raises(DataError, match=r"^the data holds audio files, and image_size applies to images: leave it out$"):
         specnet.train(data, tmp_path / "run", epochs=1, **{**S.FAST, "image_size": (64, 64)})

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lay out the Free Spoken Digit Dataset for specnet (standard library only).
 
-    python recipes/fsdd/prepare.py OUT [--data ../shared/data/fsdd] [--copy]
+    python recipes/fsdd/prepare.py OUT [--data ../shared/data/fsdd] [--copy] [--force]
 
 Reads DATA/recordings/{digit}_{speaker}_{take}.wav (never changes it) and
 writes to OUT (a folder outside the repository, e.g. /tmp/fsdd):
