@@ -112,9 +112,8 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
         audio = nn.functional.pad(audio, (0, model.min_samples - n_samples))
     frames = _embed(audio, model, level="frame")  # (n_sounds, columns, D)
     duration_ms = n_samples * 1000.0 / model.sample_rate
-    times = model.frame_centres_ms(frames.shape[1])
-    keep = max(1, int((times <= duration_ms).sum()))
-    times = times[:keep]
+    keep = model.net.frames_inside(frames.shape[1], n_samples / model.sample_rate)
+    times = model.frame_centres_ms(frames.shape[1])[:keep]
     if times[0] > duration_ms:
         times = torch.full_like(times, duration_ms / 2)
     timestamps = times.to(torch.float32).to(audio.device).expand(n_sounds, keep)

@@ -536,8 +536,7 @@ class Model:
                 for i, row in zip(chunk, out):
                     rows[i] = row
         # Frames centred inside the audio, as hear.get_timestamp_embeddings keeps them.
-        counts = [max(1, int(np.searchsorted(self.net.frame_times(len(row)), len(clip) / self.sample_rate, side="right")))
-                  for row, clip in zip(rows, clips)]
+        counts = [self.net.frames_inside(len(row), len(clip) / self.sample_rate) for row, clip in zip(rows, clips)]
         longest = max(counts, default=0)
         # The width of a frame embedding (the clip embedding's, unless frequency bands are kept
         # apart there: frames average them), also for no input, so that results concatenate.

@@ -183,3 +183,9 @@ class SpecNet(nn.Module):
         stride = self.backbone.time_stride
         first = (stride - 1) / 2 * cfg.hop_length + (0 if cfg.center else cfg.n_fft / 2)  # samples
         return (first + np.arange(num_columns) * stride * cfg.hop_length) / cfg.sample_rate
+
+    def frames_inside(self, num_columns: int, seconds: float) -> int:
+        """How many of ``num_columns`` frame-level embeddings of a sound ``seconds`` long are
+        centred inside it: the ones kept, and at least one (a sound shorter than half a
+        column keeps its first)."""
+        return max(1, int(np.searchsorted(self.frame_times(num_columns), seconds, side="right")))
