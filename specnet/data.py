@@ -9,6 +9,7 @@ samples and, from a manifest, an optional fold per sample — the torchvision
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
-from .checks import is_finite_number
+from .checks import is_finite_number, is_integer
 from .errors import DataError, ParameterError, SpecnetError
 from .image import IMAGE_EXTENSIONS
 from .paths import display_name, walk_files
@@ -101,10 +102,16 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
         raise DataError(f"{root}: has no class subfolders (expected {root}/<class>/<file>)")
     samples: list[tuple[Path, int]] = []
     empty = []
+    seen: dict[str, Path] = {}  # real path -> where it was first found
     for target, name in enumerate(classes):
         files = [Path(f) for f in walk_files(root / name) if file_kind(f) is not None]
         if not files:
             empty.append(name)
+        for path in files:
+            first = seen.setdefault(os.path.realpath(path), path)
+            if first != path:  # a link: one file with two labels, or counted twice
+                raise DataError(f"{display_name(path)}: the same file as {display_name(first)}, reached through a link; "
+                                "each file belongs to one class once")
         samples.extend((p, target) for p in files)
     if empty:
         raise DataError(
@@ -172,6 +179,22 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
     return LabelledFiles(classes=classes, samples=samples, kind=kind, folds=folds if has_fold else None)
 
 
+def files_digest(*files: LabelledFiles | None) -> str:
+    """A SHA-256 over each sample's class, real path and size in bytes: two lists of
+    files get the same digest only if they name the same files with the same labels
+    (and, most likely, the same contents)."""
+    digest = hashlib.sha256()
+    for labelled in filter(None, files):
+        for path, target in labelled.samples:
+            real = os.path.realpath(path)
+            try:
+                size = os.stat(real).st_size
+            except OSError:  # a file that cannot be read: skipped, and listed apart
+                size = -1
+            digest.update(f"{labelled.classes[target]}\0{real}\0{size}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def stratified_split(targets: Sequence[int], *, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices ``(train, val)`` with ``fraction`` of each class in val (at least one
     per class with two or more files), shuffled with ``seed``."""
@@ -195,8 +218,21 @@ def check_one_source(data_dir: str | os.PathLike | None, manifest: str | os.Path
         raise DataError(f"give a data folder or a manifest, not both ({display_name(data_dir)}, {display_name(manifest)})")
 
 
+def check_outside_the_data(out: str | os.PathLike, data_folders: Sequence[str | os.PathLike | None]) -> None:
+    """Refuse an output folder inside a class-folder tree: its files (pictures among them)
+    would be read as data by the next run, a folder of them as a class."""
+    run = os.path.realpath(out)
+    for folder in filter(None, data_folders):
+        root = os.path.realpath(folder)
+        if run == root or run.startswith(root.rstrip(os.sep) + os.sep):
+            raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where the files written "
+                            "there would become training data; choose a folder outside it")
+
+
 def split_by_fold(data: LabelledFiles, fold: int) -> tuple[LabelledFiles, LabelledFiles]:
     """``(train, held-out)``: the samples of every other fold, and those of ``fold``."""
+    if not is_integer(fold):  # "2" or 2.0 would match no fold, or every one by luck
+        raise ParameterError(f"fold={fold!r} must be an integer")
     if data.folds is None:
         raise DataError(f"fold {fold}: the data has no folds (a manifest with a 'fold' column gives them)")
     if fold not in set(data.folds):

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import LabelledFiles, check_one_source, find_class_folders, read_manifest, split_by_fold
+from .data import LabelledFiles, check_one_source, check_outside_the_data, find_class_folders, read_manifest, split_by_fold
 from .errors import DataError, SpecnetError
 from .fileio import atomic_write, check_output_path
-from .inference import Failure, load_model
+from .inference import Failure, Model, load_model
 from .metrics import Scores, log_loss_sum, score
 from .paths import text_name, unnamed
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(
-    model: str | os.PathLike | None,
+    model: str | os.PathLike | Model | None,
     data_dir: str | os.PathLike | None = None,
     *,
     manifest: str | os.PathLike | None = None,
@@ -33,7 +33,8 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Score ``model`` (a file or bundled name) on class folders or a manifest (one ``fold`` of it).
+    """Score ``model`` (a file, a bundled name or a loaded :class:`~specnet.inference.Model`) on
+    class folders or a manifest (one ``fold`` of it).
 
     The data's class names must all be classes of the model; they are matched
     by name. Long clips are windowed as ``specnet classify`` does. With ``out``,
@@ -43,14 +44,15 @@ def evaluate(
     per-class score whose denominator is zero is None.
     """
     if out is not None:  # before any work: an existing report must not cost a whole evaluation
+        check_outside_the_data(out, [data_dir])
         _report_paths(Path(out), overwrite=overwrite)
-    loaded = load_model(model, device=device)
+    loaded = model if isinstance(model, Model) else load_model(model, device=device)
     net = loaded.net
     files = _load_files(data_dir, manifest, fold)
     if files.kind != net.spec.input_kind:  # before the class names, which then cannot match anyway
         takes = "images" if net.spec.input_kind == "image" else "audio"
         raise DataError(f"the data holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
-    unknown = sorted(set(files.classes) - set(net.classes))
+    unknown = sorted({files.classes[target] for target in files.targets} - set(net.classes))  # of the files scored
     if unknown:
         raise DataError(f"the data has class(es) {', '.join(unknown)} that the model does not know (it knows {', '.join(net.classes)})")
     model_index = {name: i for i, name in enumerate(net.classes)}  # the data's classes, by name

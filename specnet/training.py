@@ -34,7 +34,7 @@ from .audio import load_audio
 from .paths import display_name, naming, one_line, text_name, unnamed
 from .devices import autocast_dtype, resolve_device
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
-from .data import LabelledFiles, check_one_source, decode_all, find_class_folders, read_manifest, split_by_fold, stratified_split
+from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
 from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write, torch_load_safely
@@ -156,6 +156,8 @@ class TrainConfig:
         check_number("label_smoothing", self.label_smoothing, minimum=0, below=1)
         if self.val_split is not None:
             check_number("val_split", self.val_split, minimum=0, below=1)
+        if self.val_fold is not None and not is_integer(self.val_fold):
+            raise ParameterError(f"val_fold={self.val_fold!r} must be an integer (a fold of the manifest)")
         chosen = [name for name in ("val_dir", "val_fold", "val_split") if getattr(self, name) is not None]
         if len(chosen) > 1:
             raise ParameterError(f"{' and '.join(chosen)} each choose the validation data: give one of them")
@@ -307,11 +309,18 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
     return Split(kept_items, targets, [str(files.paths[i]) for i in keep]), failures
 
 
-def check_classes(split: Split, classes: Sequence[str], source: str) -> None:
-    counts = np.bincount(split.targets.numpy(), minlength=len(classes))
-    empty = [name for name, n in zip(classes, counts) if n == 0]
+def check_classes(split: Split, files: LabelledFiles, source: str) -> None:
+    """Refuse a class without a decoded file in ``split``: none listed in ``files`` (a manifest
+    class whose rows are all in the validation fold), or every one unreadable."""
+    classes = files.classes
+    decoded = np.bincount(split.targets.numpy(), minlength=len(classes))
+    listed = np.bincount(np.asarray(files.targets, dtype=np.int64), minlength=len(classes))
+    unlisted = [name for name, n in zip(classes, listed) if n == 0]
+    if unlisted:
+        raise DataError(f"{source}: no file of class(es) {', '.join(unlisted)}: the manifest lists them only in the validation fold")
+    empty = [name for name, n in zip(classes, decoded) if n == 0]
     if empty:
-        raise DataError(f"{source}: no usable file left for class(es) {', '.join(empty)}")
+        raise DataError(f"{source}: no usable file left for class(es) {', '.join(empty)}: every one was skipped")
 
 
 def crop_batch(waveforms: Sequence[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
@@ -601,7 +610,16 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     ``val_dir`` as whether they were given: the folders and files they name are compared as
     ``data.source`` and ``data.val_source``, real paths, so "./val" resumes a run given "val"."""
     ignore = {"epochs", "device", "num_workers", "patience", "amp", "precision"}
-    return {k: v for k, v in config.items() if k not in ignore} | {
+    # The front-end and augmentation as they resolve, so `--n-mels 64` resumes a run that
+    # left the default 64 unsaid, and `[features] top_db` one given `--top-db`.
+    given = {name: config.get(name) for name in ("features", "augment", "augment_args", "mixup") if name in config}
+    try:
+        settings = TrainConfig(**given)
+        resolved = {"features": settings.feature_config().to_dict(), "augment_args": dataclasses.asdict(settings.augment_config()),
+                    "augment": None, "mixup": None}
+    except SpecnetError:  # settings this version refuses: compared as they were written
+        resolved = {}
+    return {k: v for k, v in config.items() if k not in ignore} | resolved | {
         # The model's own; before they were recorded so, an audio run saved the default image
         # size and a run from init the default architecture, neither of which it used.
         "arch": None if config.get("init") else config.get("arch"),
@@ -653,7 +671,7 @@ def train(
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
     check_known_names(options, TrainConfig, "training option(s)")
     config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
-    _check_outside_the_data(out, [data_dir, config.val_dir])
+    check_outside_the_data(out, [data_dir, config.val_dir])
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     dist = setup_distributed(device)
@@ -692,17 +710,6 @@ def train(
             torch.distributed.destroy_process_group()
 
 
-def _check_outside_the_data(out: str | os.PathLike, data_folders: list) -> None:
-    """Refuse a run folder inside a class-folder tree: the run's files (pictures among them)
-    would be read as data by the next run, a folder of them as a class."""
-    run = os.path.realpath(out)
-    for folder in filter(None, data_folders):
-        root = os.path.realpath(folder)
-        if run == root or run.startswith(root.rstrip(os.sep) + os.sep):
-            raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where the run's files "
-                            "would become training data; choose a run folder outside it")
-
-
 def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
     progress = not quiet and sys.stderr.isatty()
     train_files, val_files = load_dataset(str(data_dir) if data_dir else None, config)
@@ -733,7 +740,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         (train_split, val_split), val_failures = hold_out(train_split, config), []
     else:
         val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
-    check_classes(train_split, train_files.classes, "training data")
+    check_classes(train_split, train_files, "training data")
     validate = val_files is None or len(val_files.samples) > 0
     if validate and len(val_split.targets) == 0:
         raise DataError("no usable validation file: add files or change val_split=, val_fold= or val_dir=")
@@ -765,6 +772,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         "skipped": len(train_failures) + len(val_failures),
         "skipped_files": [{"path": text_name(p), "reason": unnamed(p, r)} for p, r in train_failures + val_failures],
         "class_counts": {name: int(n) for name, n in zip(spec.classes, np.bincount(train_split.targets.numpy(), minlength=len(spec.classes)))},
+        "files": files_digest(train_files, val_files),  # which files, labels and sizes: not only how many
     }
 
     # Resume: the checkpoint must come from the same configuration.
@@ -776,9 +784,11 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
         # Not recorded by earlier versions: the data read now, and the validation folder they named.
         saved["data"].setdefault("source", current["data"]["source"])
+        saved["data"].setdefault("files", current["data"]["files"])
         saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
         if _comparable(saved) != _comparable(current):
             changed = sorted(_differences(_comparable(saved), _comparable(current)))
+            changed = [f"{name} (which files, their classes or sizes)" if name == "data.files" else name for name in changed]
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); pass overwrite=True to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(
@@ -948,7 +958,7 @@ def _training_summary(config: TrainConfig, resolved: dict[str, Any]) -> dict[str
         "init": config.init, "pretrained": bool(config.pretrained or config.weights),
         "freeze_backbone": config.freeze_backbone, "ema_epochs": config.ema_epochs, "precision": resolved["precision"],
         # Counts only: a model file is shared, and this machine's paths are nobody else's business.
-        "data": {k: v for k, v in resolved["data"].items() if k not in ("skipped_files", "source", "val_source")},
+        "data": {k: v for k, v in resolved["data"].items() if k not in ("skipped_files", "source", "val_source", "files")},
     }
 
 

@@ -105,6 +105,28 @@ def test_single_class(tmp_path):
         find_class_folders(tmp_path)
 
 
+def test_a_file_reached_twice_through_a_link_is_refused(tmp_path):
+    for name in ("one/a.wav", "one/b.wav", "two/c.wav"):
+        _touch(tmp_path / name)
+    (tmp_path / "two" / "alias").symlink_to("../one", target_is_directory=True)  # one's files, labelled two too
+    with pytest.raises(DataError, match=r"two/alias/a.wav: the same file as .*one/a.wav, reached through a link; each file belongs to one class once$"):
+        find_class_folders(tmp_path)
+    (tmp_path / "two" / "alias").unlink()
+    (tmp_path / "two" / "again.wav").symlink_to("c.wav")  # the same file twice in one class
+    with pytest.raises(DataError, match=r"the same file as .*two/again.wav|two/c.wav: the same file as"):
+        find_class_folders(tmp_path)
+    (tmp_path / "two" / "again.wav").unlink()
+    (tmp_path / "two" / "own.wav").symlink_to("../one/b.wav")
+    with pytest.raises(DataError, match="reached through a link"):
+        find_class_folders(tmp_path)
+    (tmp_path / "two" / "own.wav").unlink()
+    (tmp_path / "link_to_two").symlink_to("two", target_is_directory=True)  # a whole class twice
+    with pytest.raises(DataError, match="reached through a link"):
+        find_class_folders(tmp_path)
+    (tmp_path / "link_to_two").unlink()
+    assert len(find_class_folders(tmp_path).samples) == 3
+
+
 def test_audio_and_images_mixed(tmp_path):
     _touch(tmp_path / "a" / "one.wav")
     _touch(tmp_path / "b" / "two.png")

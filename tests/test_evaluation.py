@@ -13,7 +13,7 @@ from helpers import write_audio
 
 import specnet
 from specnet import inference
-from specnet.errors import DataError, SpecnetError
+from specnet.errors import DataError, ParameterError, SpecnetError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -165,6 +165,8 @@ def test_manifest_fold_and_errors(audio_run, test_data, tmp_path):
     result = specnet.evaluate(audio_run.model, manifest=manifest, fold=1, device="cpu")
     check_consistent(result, 3)  # each class's first file; fold 0 holds the other 9
     check_consistent(specnet.evaluate(audio_run.model, manifest=manifest, fold=0, device="cpu"), 9)
+    with pytest.raises(ParameterError, match=r"^fold='1' must be an integer$"):
+        specnet.evaluate(audio_run.model, manifest=manifest, fold="1", device="cpu")
     with pytest.raises(DataError, match="a fold= needs a manifest="):
         specnet.evaluate(audio_run.model, test_data, fold=1, device="cpu")
     with pytest.raises(DataError, match="data folder"):
@@ -175,6 +177,29 @@ def test_manifest_fold_and_errors(audio_run, test_data, tmp_path):
     no_folds.write_text("\n".join(row.rsplit(",", 1)[0] for row in rows) + "\n")
     with pytest.raises(DataError, match=r"^fold 1: the data has no folds \(a manifest with a 'fold' column gives them\)$"):
         specnet.evaluate(audio_run.model, manifest=no_folds, fold=1, device="cpu")
+
+
+def test_a_class_outside_the_scored_fold_does_not_matter(audio_run, test_data, tmp_path):
+    manifest = tmp_path / "m.csv"
+    rows = ["path,label,fold"] + [f"{p},{label},1" for label in S.AUDIO_CLASSES for p in sorted((test_data / label).iterdir())]
+    shutil.copy(next((test_data / S.AUDIO_CLASSES[0]).iterdir()), tmp_path / "extra.wav")
+    rows.append("extra.wav,a_class_the_model_lacks,2")
+    manifest.write_text("\n".join(rows) + "\n")
+    check_consistent(specnet.evaluate(audio_run.model, manifest=manifest, fold=1, device="cpu"), 12)
+    with pytest.raises(DataError, match="a_class_the_model_lacks that the model does not know"):
+        specnet.evaluate(audio_run.model, manifest=manifest, fold=2, device="cpu")
+
+
+def test_a_loaded_model_is_scored_as_its_file_is(audio_run, test_data):
+    model = specnet.load_model(audio_run.model, device="cpu")
+    assert specnet.evaluate(model, test_data) == specnet.evaluate(audio_run.model, test_data, device="cpu")
+
+
+def test_a_report_inside_the_data_folder_is_refused(audio_run, test_data):
+    out = test_data / S.AUDIO_CLASSES[0] / "report"
+    with pytest.raises(DataError, match=r"report: inside the data folder .*choose a folder outside it$"):
+        specnet.evaluate(audio_run.model, test_data, out=out, device="cpu")
+    assert not out.exists()
 
 
 def test_image_data_for_an_audio_model_is_refused(audio_run, tmp_path):

@@ -355,6 +355,31 @@ def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
         specnet.train(tiny_data, out, resume=True, epochs=5, **{**S.FAST, "lr": 1e-3})
 
 
+def test_resume_compares_settings_as_they_resolve(four_epochs, tiny_data, tmp_path):
+    # A default said out loud (or left unsaid) is the same run: the check compares what the
+    # settings resolve to, not how they were typed.
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    same = {**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.0, "center": True}, "mixup": 0.0}
+    best = specnet.train(tiny_data, out, resume=True, epochs=5, **same)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
+    with pytest.raises(SpecnetError, match=r"different options \(features.preemphasis\)"):
+        specnet.train(tiny_data, out, resume=True, epochs=6, **{**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.5}})
+
+
+def test_resume_refuses_other_files_in_the_same_numbers(four_epochs, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    out = tmp_path / "run"
+    specnet.train(data, out, epochs=1, **S.FAST)
+    first, second = sorted(p for p in data.iterdir())[:2]
+    a, b = sorted(first.iterdir())[0], sorted(second.iterdir())[0]
+    a.rename(second / a.name)  # two files swap classes: every count stays as it was
+    b.rename(first / b.name)
+    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\)\)"):
+        specnet.train(data, out, resume=True, epochs=2, **S.FAST)
+
+
 def _damaged(checkpoint: dict) -> list[tuple[str, dict]]:
     """Loadable checkpoints that are not whole: an entry gone, of another type, or not fitting the model."""
     weights = checkpoint["model"]
@@ -464,7 +489,7 @@ def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
     shutil.copytree(four_epochs[0], out)
     other = tmp_path / "other"
     shutil.copytree(tiny_data, other)  # the same classes and counts, another folder
-    with pytest.raises(SpecnetError, match=r"different options \(data.source\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\), data.source\)"):
         specnet.train(other, out, resume=True, epochs=5, **S.FAST)
     # The same folder by another name (a link to it) is the same data.
     (tmp_path / "alias").symlink_to(tiny_data, target_is_directory=True)
@@ -482,14 +507,14 @@ def test_resume_reads_a_validation_folder_and_manifest_however_spelled(tiny_data
     specnet.train(tiny_data, "run", val_dir=f"../{tmp_path.name}/./val", resume=True, epochs=2, **S.FAST)
     assert len(metric_rows(Path("run"))) == 2
     shutil.copytree("val", "other_val")
-    with pytest.raises(SpecnetError, match=r"different options \(data.val_source\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\), data.val_source\)"):
         specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
     # A checkpoint written before data.val_source is compared by the val_dir it names.
     checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
     config = json.loads(checkpoint["config"])
     del config["data"]["val_source"]
     torch.save({**checkpoint, "config": json.dumps(config)}, "run/checkpoint.pt")
-    with pytest.raises(SpecnetError, match=r"different options \(data.val_source\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\), data.val_source\)"):
         specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
     specnet.train(tiny_data, "run", val_dir="./val", resume=True, epochs=3, **S.FAST)
     with pytest.raises(SpecnetError, match=r"data.val_files, data.val_source, val_dir, val_split\)"):
@@ -591,6 +616,8 @@ def test_validation_scores_clips_with_silence_as_classify_does(audio_run):
     ({"features": [("n_mels", 40)]}, "features=[('n_mels', 40)] must be a dict of option names and values"),
     ({"augment_args": {1: 2}}, "augment_args={1: 2} must be a dict of option names and values"),
     ({"augment": "no"}, "augment='no' must be True or False"),
+    ({"val_fold": "2"}, "val_fold='2' must be an integer (a fold of the manifest)"),
+    ({"val_fold": 2.0}, "val_fold=2.0 must be an integer (a fold of the manifest)"),
     ({"amp": 1}, "amp=1 must be True or False (or None)"),
 ])
 def test_options_out_of_range_or_of_the_wrong_type_are_refused(options, message):
@@ -665,6 +692,15 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_its_data(four_epochs,
     with pytest.raises(DataError, match="folder not found"):
         specnet.train(tmp_path / "typo", out, epochs=1, overwrite=True, **S.FAST)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_class_only_in_the_validation_fold_is_named_as_such(tiny_data, tmp_path):
+    classes = sorted(p.name for p in tiny_data.iterdir())
+    rows = [f"{p},{p.parent.name},{2 if p.parent.name == classes[-1] else i % 2 + 1}"
+            for i, p in enumerate(sorted(tiny_data.rglob("*.wav")))]
+    (tmp_path / "m.csv").write_text("path,label,fold\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"^training data: no file of class\(es\) {classes[-1]}: the manifest lists them only in the validation fold$"):
+        specnet.train(None, tmp_path / "run", manifest=tmp_path / "m.csv", val_fold=2, epochs=1, **S.FAST)
 
 
 def test_a_picture_named_like_the_run_curves_is_kept(tiny_data, tmp_path):
