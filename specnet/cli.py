@@ -14,7 +14,9 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -449,7 +451,16 @@ def _read_config_file(path: str) -> dict[str, Any]:
             raise SpecnetError(f"{path}: option names are words, not {key!r}")
         if key in _CONFIG_TABLES and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
             raise SpecnetError(f"{path}: {key} must be a table of setting = value ([{key}] in TOML), not {value!r}")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    options = {k.replace("-", "_"): v for k, v in values.items()}
+    # A relative path in the file is relative to the file's folder, as a manifest's rows are
+    # to the manifest's; `init` may also be a bundled model's name.
+    for key in ("data_dir", "manifest", "val_dir", "weights", "init"):
+        value = options.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            beside = os.path.join(os.path.dirname(path), value)
+            if key != "init" or os.path.exists(beside):
+                options[key] = beside
+    return options
 
 
 def _parse_arch_args(values: tuple[str, ...]) -> dict[str, Any]:
@@ -791,8 +802,27 @@ def export(model_file, fmt, output, overwrite) -> None:
 # ------------------------------------------------------------------ entry point
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, so that cleanup runs (the run lock, temporary
+    files) and the command says why it stopped."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors become one line on stderr and a non-zero exit code."""
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     # Idle OpenMP threads sleep instead of spinning (read when torch loads, so set it
     # before any command imports torch). With spinning, a machine busy with other jobs
     # made a 2-thread forward pass up to 30x slower; on an idle one it costs ~nothing.
@@ -820,6 +850,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except _Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
     except OSError as exc:  # the machine, not a bug: a full disk under standard output, say
         if _debug_enabled():
             raise

@@ -600,6 +600,41 @@ def test_train_top_db_flag_must_be_finite(capsys, tmp_path):
     assert code == 2 and "Invalid value for '--top-db': 'inf' is not a finite number (see 'specnet" in err  # a usage error
 
 
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_is_one_line_and_releases_the_run_lock(capsys, tmp_path, monkeypatch):
+    import signal
+
+    data = S.make_audio_dataset(tmp_path / "data", per_class=2)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated_while_decoding(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler would
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr("specnet.training.decode_split", terminated_while_decoding)
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--arch", "cnn_tiny", "--epochs", "1")
+    assert code == 143 and err.splitlines()[-1] == "terminated"
+    assert not (tmp_path / "run").exists()  # the lock released and the empty run folder removed
+    assert signal.getsignal(signal.SIGTERM) == before  # main() put the process's handler back
+
+
+def test_paths_in_a_config_file_are_relative_to_its_folder(capsys, tmp_path, monkeypatch):
+    recipe = tmp_path / "recipe"
+    data = S.make_audio_dataset(recipe / "data", per_class=2)
+    rows = [f"data/{p.relative_to(data).as_posix()},{p.parent.name},{i % 2}" for i, p in enumerate(sorted(data.rglob("*.wav")))]
+    (recipe / "m.csv").write_text("path,label,fold\n" + "\n".join(rows) + "\n")
+    config = recipe / "train.toml"
+    config.write_text('manifest = "m.csv"\nval_fold = 0\narch = "cnn_tiny"\nepochs = 1\nnum_workers = 1\ninit = "esc10"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # The manifest is found beside the file and its files decoded: the run then stops at the
+    # architecture the bundled init model (a name, not a path) does not have.
+    code, _, err = run(capsys, "train", "--out", "run", "--config", str(config))
+    assert code == 1 and "esc10: a model started from --init keeps its architecture" in err, err
+    assert not (elsewhere / "run").exists()
+
+
 def test_train_with_config_file_flags_win(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"
