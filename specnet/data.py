@@ -225,8 +225,8 @@ def check_outside_the_data(out: str | os.PathLike, data_folders: Sequence[str | 
     for folder in filter(None, data_folders):
         root = os.path.realpath(folder)
         if run == root or run.startswith(root.rstrip(os.sep) + os.sep):
-            raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where the files written "
-                            "there would become training data; choose a folder outside it")
+            raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where what specnet "
+                            "writes would be read as data next time; choose a folder outside it")
 
 
 def split_by_fold(data: LabelledFiles, fold: int) -> tuple[LabelledFiles, LabelledFiles]:
