@@ -61,7 +61,7 @@ def _debug_enabled() -> bool:
 #: ``manifest=FILE.csv``, ``lr=`` (one not followed by a value); or a front-end setting,
 #: ``features.n_mels``.
 #: A quoted value comes first in the alternation, so a keyword inside one is never matched.
-_KEYWORD = re.compile(r"""('[^']*'|"[^"]*")|(?<![\w./=-])(?:features\.([a-z][a-z0-9_]*)\b|([a-z][a-z0-9_]*)=(True|False|[A-Z]{2,}(?:\.[a-z]+)?)?(?=[\s,;/)]|$))""")
+_KEYWORD = re.compile(r"""((?<!\w)'[^']*'(?!\w)|(?<!\w)"[^"]*"(?!\w))|(?<![\w./=-])(?:features\.([a-z][a-z0-9_]*)\b|([a-z][a-z0-9_]*)=(True|False|[A-Z]{2,}(?:\.[a-z]+)?)?(?=[\s,;/)]|$))""")
 
 
 def as_flags(message: str) -> str:
@@ -449,6 +449,8 @@ def _read_config_file(path: str) -> dict[str, Any]:
     for key, value in values.items():
         if not isinstance(key, str):
             raise SpecnetError(f"{path}: option names are words, not {key!r}")
+        if key in _CONFIG_TABLES and value is None:  # a YAML table with every line commented out
+            values[key] = value = {}
         if key in _CONFIG_TABLES and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
             raise SpecnetError(f"{path}: {key} must be a table of setting = value ([{key}] in TOML), not {value!r}")
     options = {k.replace("-", "_"): v for k, v in values.items()}
@@ -458,7 +460,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
         value = options.get(key)
         if isinstance(value, str) and value and not os.path.isabs(value):
             beside = os.path.join(os.path.dirname(path), value)
-            if key != "init" or os.path.exists(beside):
+            if key != "init" or os.path.isfile(beside):  # else a bundled model's name, or a file elsewhere
                 options[key] = beside
     return options
 
@@ -802,6 +804,10 @@ def export(model_file, fmt, output, overwrite) -> None:
 # ------------------------------------------------------------------ entry point
 
 
+#: What click >= 8.2 raises for a bare `specnet` (8.1 shows the help and exits 0 without one).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Terminated(BaseException):
     """SIGTERM, raised where the main thread is, so that cleanup runs (the run lock, temporary
     files) and the command says why it stopped."""
@@ -835,7 +841,7 @@ def _main(argv: list[str] | None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.exceptions.NoArgsIsHelpError as exc:  # bare `specnet`: the help, as click shows it
+    except _NO_ARGS_IS_HELP as exc:  # bare `specnet`: the help, as click shows it
         exc.show()
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # a usage error: one line, as specnet's own errors are

@@ -102,16 +102,19 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
         raise DataError(f"{root}: has no class subfolders (expected {root}/<class>/<file>)")
     samples: list[tuple[Path, int]] = []
     empty = []
-    seen: dict[str, Path] = {}  # real path -> where it was first found
+    # The real folders each class reads: a link to another class's folder (or above it) would
+    # give its files two labels. Linked files are left alone: a content-addressed store (the
+    # Hugging Face cache, git-annex) links equal files to one blob, as copies would be.
+    folder_class: dict[str, tuple[str, Path]] = {}
     for target, name in enumerate(classes):
         files = [Path(f) for f in walk_files(root / name) if file_kind(f) is not None]
         if not files:
             empty.append(name)
         for path in files:
-            first = seen.setdefault(os.path.realpath(path), path)
-            if first != path:  # a link: one file with two labels, or counted twice
-                raise DataError(f"{display_name(path)}: the same file as {display_name(first)}, reached through a link; "
-                                "each file belongs to one class once")
+            other, first = folder_class.setdefault(os.path.realpath(path.parent), (name, path.parent))
+            if other != name:
+                raise DataError(f"{display_name(path.parent)}: the folder {display_name(first)} of class {other!r}, "
+                                f"reached through a link from class {name!r}; each file belongs to one class")
         samples.extend((p, target) for p in files)
     if empty:
         raise DataError(

@@ -220,14 +220,23 @@ class RunLock:
         stale lock both come here: the file is moved aside in one step first, and if what was
         moved is a new lock (the other run took over between the read and the move), it is put
         back, so the run holding it keeps it."""
+        if not self.path.is_file() and os.path.lexists(self.path):
+            raise SpecnetError(f"{self.path}: not a lock file specnet wrote; if no run uses {self.path.parent}, delete it")
         aside = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}.{secrets.token_hex(4)}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:  # already taken over: the next try sees the new lock
             return
         try:
-            if aside.read_text() != stale_text:
-                with contextlib.suppress(SpecnetError):  # a third run's lock, made meanwhile, stays
+            try:
+                moved = aside.read_text()
+            except OSError:
+                moved = None
+            if moved != stale_text:
+                # A lock made since the read: back it goes. (A third run taking the name in the
+                # moment between the move and this is left with it; three runs racing for one
+                # stale lock within microseconds is the one case this does not cover.)
+                with contextlib.suppress(SpecnetError):
                     _publish(str(aside), self.path, overwrite=False)
         finally:
             _remove_quietly(str(aside))

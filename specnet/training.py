@@ -364,7 +364,7 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     in_chans = config.in_chans or (3 if kind == "image" else 1)
     features = config.feature_config() if kind == "audio" else None
     spec = ModelSpec(
-        arch=config.arch or DEFAULT_ARCH,
+        arch=DEFAULT_ARCH if config.arch is None else config.arch,
         arch_args=dict(config.arch_args),
         input_kind=kind,
         classes=tuple(classes),
@@ -615,15 +615,19 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     given = {name: config.get(name) for name in ("features", "augment", "augment_args", "mixup") if name in config}
     try:
         settings = TrainConfig(**given)
-        resolved = {"features": settings.feature_config().to_dict(), "augment_args": dataclasses.asdict(settings.augment_config()),
-                    "augment": None, "mixup": None}
+        front_end = settings.feature_config()
+        resolved = {"features": front_end.to_dict() | {"f_max": front_end.max_frequency},  # None is the Nyquist frequency
+                    "augment_args": dataclasses.asdict(settings.augment_config()), "augment": None, "mixup": None}
     except SpecnetError:  # settings this version refuses: compared as they were written
         resolved = {}
     return {k: v for k, v in config.items() if k not in ignore} | resolved | {
         # The model's own; before they were recorded so, an audio run saved the default image
         # size and a run from init the default architecture, neither of which it used.
         "arch": None if config.get("init") else config.get("arch"),
-        "image_size": config.get("image_size") if config.get("input_kind") == "image" else None,
+        "image_size": config.get("image_size") if config.get("input_kind") == "image" and not config.get("init") else None,
+        # Files by what they are, however their paths are spelled (a bundled name stays a name).
+        **{key: os.path.realpath(config[key]) if isinstance(config.get(key), str) and os.path.isfile(config[key]) else config.get(key)
+           for key in ("init", "weights")},
         "val_split": held_out_share(config),
         "manifest": config.get("manifest") is not None,
         "val_dir": config.get("val_dir") is not None,
@@ -717,7 +721,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     # Decode once at the model's rate; a provisional spec tells decode_split the rate / image size.
     probe = ModelSpec(
-        arch=config.arch or DEFAULT_ARCH, arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
+        arch=DEFAULT_ARCH if config.arch is None else config.arch, arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
         in_chans=config.in_chans or (3 if kind == "image" else 1),
         features=config.feature_config() if kind == "audio" else None,
         image_size=tuple(config.image_size or DEFAULT_IMAGE_SIZE),

@@ -330,6 +330,7 @@ def test_api_messages_name_flags_on_the_command_line(capsys, model_file, clips, 
     ("pass weights=FILE", "pass --weights FILE"),
     ("init= keeps it, but arch= is 'vgg11' here and features.n_mels is 16", "--init keeps it, but --arch is 'vgg11' here and --n-mels is 16"),
     ("features.preemphasis is 0.97", "features.preemphasis is 0.97"),  # no flag sets it
+    ("/home/o'brien/m.safetensors: init= keeps arch= as 'x'", "/home/o'brien/m.safetensors: --init keeps --arch as 'x'"),
     # A value the user gave, a quoted one, a flag already, and a name no option has stay as they are.
     ("val_split=2 must be below 1", "val_split=2 must be below 1"),
     ("n_mels='x' must be an integer", "n_mels='x' must be an integer"),
@@ -600,6 +601,13 @@ def test_train_top_db_flag_must_be_finite(capsys, tmp_path):
     assert code == 2 and "Invalid value for '--top-db': 'inf' is not a finite number (see 'specnet" in err  # a usage error
 
 
+def test_a_config_table_left_empty_is_an_empty_table(tmp_path):
+    from specnet.cli import _read_config_file
+
+    (tmp_path / "c.yaml").write_text("epochs: 2\nfeatures:\n#  n_mels: 40\n")
+    assert _read_config_file(str(tmp_path / "c.yaml")) == {"epochs": 2, "features": {}}
+
+
 @pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_is_one_line_and_releases_the_run_lock(capsys, tmp_path, monkeypatch):
     import signal
@@ -625,6 +633,7 @@ def test_paths_in_a_config_file_are_relative_to_its_folder(capsys, tmp_path, mon
     (recipe / "m.csv").write_text("path,label,fold\n" + "\n".join(rows) + "\n")
     config = recipe / "train.toml"
     config.write_text('manifest = "m.csv"\nval_fold = 0\narch = "cnn_tiny"\nepochs = 1\nnum_workers = 1\ninit = "esc10"\n')
+    (recipe / "esc10").mkdir()  # a folder named like the bundled model: init stays the name
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

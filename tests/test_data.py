@@ -105,26 +105,27 @@ def test_single_class(tmp_path):
         find_class_folders(tmp_path)
 
 
-def test_a_file_reached_twice_through_a_link_is_refused(tmp_path):
+def test_a_class_folder_reached_from_another_class_through_a_link_is_refused(tmp_path):
     for name in ("one/a.wav", "one/b.wav", "two/c.wav"):
         _touch(tmp_path / name)
-    (tmp_path / "two" / "alias").symlink_to("../one", target_is_directory=True)  # one's files, labelled two too
-    with pytest.raises(DataError, match=r"two/alias/a.wav: the same file as .*one/a.wav, reached through a link; each file belongs to one class once$"):
-        find_class_folders(tmp_path)
-    (tmp_path / "two" / "alias").unlink()
-    (tmp_path / "two" / "again.wav").symlink_to("c.wav")  # the same file twice in one class
-    with pytest.raises(DataError, match=r"the same file as .*two/again.wav|two/c.wav: the same file as"):
-        find_class_folders(tmp_path)
-    (tmp_path / "two" / "again.wav").unlink()
-    (tmp_path / "two" / "own.wav").symlink_to("../one/b.wav")
-    with pytest.raises(DataError, match="reached through a link"):
-        find_class_folders(tmp_path)
-    (tmp_path / "two" / "own.wav").unlink()
-    (tmp_path / "link_to_two").symlink_to("two", target_is_directory=True)  # a whole class twice
-    with pytest.raises(DataError, match="reached through a link"):
-        find_class_folders(tmp_path)
-    (tmp_path / "link_to_two").unlink()
-    assert len(find_class_folders(tmp_path).samples) == 3
+    for link, target in (("two/alias", "../one"), ("two/up", ".."), ("zz_copy_of_two", "two")):
+        (tmp_path / link).symlink_to(target, target_is_directory=True)
+        with pytest.raises(DataError, match=r": the folder .* of class '\w+', reached through a link from class '\w+'; each file belongs to one class$"):
+            find_class_folders(tmp_path)
+        (tmp_path / link).unlink()
+    # Linked files are kept, as copies would be: a content-addressed store links equal files to one blob.
+    (tmp_path / "two" / "again.wav").symlink_to("c.wav")
+    (tmp_path / "two" / "from_one.wav").symlink_to("../one/b.wav")
+    assert len(find_class_folders(tmp_path).samples) == 5
+
+
+def test_an_output_folder_inside_the_data_is_refused(tmp_path):
+    from specnet.data import check_outside_the_data
+
+    check_outside_the_data(tmp_path / "data2", [None, tmp_path / "data"])  # a name that only starts alike
+    for out in (tmp_path / "data", tmp_path / "data" / "runs" / "mine", tmp_path / "data" / ".runs"):  # even hidden: strict
+        with pytest.raises(DataError, match="inside the data folder"):
+            check_outside_the_data(out, [None, tmp_path / "data"])
 
 
 def test_audio_and_images_mixed(tmp_path):

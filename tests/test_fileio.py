@@ -213,6 +213,13 @@ def test_two_runs_taking_over_one_stale_lock_never_both_hold_it(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_lock_that_is_not_a_file_is_named_not_taken_over(tmp_path):
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(SpecnetError, match=r"\.lock: not a lock file specnet wrote; if no run uses .*, delete it$"):
+        RunLock(tmp_path).acquire()
+    assert (tmp_path / ".lock").is_dir() and os.listdir(tmp_path) == [".lock"]
+
+
 def test_run_lock_with_this_pid_but_not_held_here_is_stale(tmp_path):
     # A killed run's lock whose pid the new process happens to have (containers: pid 1).
     (tmp_path / ".lock").write_text(str(os.getpid()))

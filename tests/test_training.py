@@ -189,6 +189,8 @@ def test_init_refuses_options_the_base_model_contradicts(audio_run, tmp_path):
     # The default's own name, given, is a choice too (the CLI's --arch cnn likewise).
     with pytest.raises(ParameterError, match=r"arch= is 'cnn' here and 'cnn_tiny' in the model"):
         specnet.train(data, tmp_path / "run", init=str(audio_run.model), epochs=1, **{**S.FAST, "arch": "cnn"})
+    with pytest.raises(ParameterError, match=r"unknown architecture ''"):  # not the default's
+        specnet.train(data, tmp_path / "run", epochs=1, **{**S.FAST, "arch": ""})
     with pytest.raises(DataError, match=r"^the data holds audio files, and image_size applies to images: leave it out$"):
         specnet.train(data, tmp_path / "run", epochs=1, **{**S.FAST, "image_size": (64, 64)})
     assert not (tmp_path / "run").exists()
@@ -378,6 +380,26 @@ def test_resume_refuses_other_files_in_the_same_numbers(four_epochs, tiny_data, 
     b.rename(first / b.name)
     with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\)\)"):
         specnet.train(data, out, resume=True, epochs=2, **S.FAST)
+
+
+def test_resume_comparison_sees_one_setting_however_it_is_written(tmp_path, monkeypatch):
+    from specnet.training import _comparable
+
+    def same(saved, current):
+        return _comparable(saved) == _comparable(current)
+
+    # f_max unsaid at 8 kHz is the Nyquist frequency, 4 kHz.
+    assert same({"features": {"sample_rate": 8000}}, {"features": {"sample_rate": 8000, "f_max": 4000.0}})
+    assert not same({"features": {"sample_rate": 8000}}, {"features": {"sample_rate": 8000, "f_max": 3000.0}})
+    # An image run from init saved the default image size before it saved the model's.
+    assert same({"init": "m", "input_kind": "image", "image_size": [128, 128]}, {"init": "m", "input_kind": "image", "image_size": [224, 224]})
+    assert not same({"input_kind": "image", "image_size": [128, 128]}, {"input_kind": "image", "image_size": [224, 224]})
+    # init and weights files by their real path; a bundled name as it is.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "base.safetensors").write_bytes(b"x")
+    assert same({"init": "cfg/base.safetensors"}, {"init": "./cfg/../cfg/base.safetensors"})
+    assert not same({"init": "fsdd"}, {"init": "esc10"})
 
 
 def _damaged(checkpoint: dict) -> list[tuple[str, dict]]:
