@@ -8,6 +8,7 @@ modules (torch) are imported inside commands, so ``specnet --help`` is fast.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
@@ -64,6 +65,17 @@ def _debug_enabled() -> bool:
 _KEYWORD = re.compile(r"""((?<!\w)'[^']*'(?!\w)|(?<!\w)"[^"]*"(?!\w))|(?<![\w./=-])(?:features\.([a-z][a-z0-9_]*)\b|([a-z][a-z0-9_]*)=(True|False|[A-Z]{2,}(?:\.[a-z]+)?)?(?=[\s,;/)]|$))""")
 
 
+@functools.cache
+def _options_by_name() -> dict[str, click.Option]:
+    """Every command's ``--`` options by parameter name (the commands are fixed once defined)."""
+    flags: dict[str, click.Option] = {}
+    for command in cli.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.opts[0].startswith("--"):
+                flags.setdefault(param.name, param)
+    return flags
+
+
 def as_flags(message: str) -> str:
     """An API message as the command line says it: ``pass overwrite=True`` becomes ``pass
     --overwrite``, ``amp=False`` ``--no-amp``, ``manifest=FILE.csv`` ``--manifest FILE.csv``,
@@ -71,11 +83,7 @@ def as_flags(message: str) -> str:
 
     Only names of specnet's options are rewritten, and never inside a quoted value; a
     keyword with a value (``val_split=2``) is a value the user gave and stays as it is."""
-    flags: dict[str, click.Option] = {}
-    for command in cli.commands.values():
-        for param in command.params:
-            if isinstance(param, click.Option) and param.opts[0].startswith("--"):
-                flags.setdefault(param.name, param)
+    flags = _options_by_name()
 
     def as_flag(match: re.Match) -> str:
         quoted, setting, name, value = match.groups()
@@ -221,9 +229,10 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
     from .inference import Failure, load_model
 
     model = load_model(model_name, device=device)
-    audio_only = [flag for flag, value in (("--timeline", timeline), ("--window", window), ("--hop", hop)) if value]
-    if audio_only and model.input_kind != "audio":
-        raise click.UsageError(f"{', '.join(audio_only)} need{'s' if len(audio_only) == 1 else ''} an audio model; {model.name} takes images")
+    try:  # before the files are looked for: a usage error
+        model.check_audio_options(timeline=timeline, window=window, hop=hop)
+    except SpecnetError as exc:
+        raise click.UsageError(as_flags(str(exc))) from None
     files = expand_inputs(paths, kind=model.input_kind)
     results, failures = [], 0
     with _progress_bar(len(files), "classifying") as bar:  # closed on an error too: its line is not left half drawn

@@ -110,10 +110,10 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
         files = [Path(f) for f in walk_files(root / name) if file_kind(f) is not None]
         if not files:
             empty.append(name)
-        for path in files:
-            other, first = folder_class.setdefault(os.path.realpath(path.parent), (name, path.parent))
+        for folder in dict.fromkeys(path.parent for path in files):  # each folder once, in order
+            other, first = folder_class.setdefault(os.path.realpath(folder), (name, folder))
             if other != name:
-                raise DataError(f"{display_name(path.parent)}: the folder {display_name(first)} of class {other!r}, "
+                raise DataError(f"{display_name(folder)}: the folder {display_name(first)} of class {other!r}, "
                                 f"reached through a link from class {name!r}; each file belongs to one class")
         samples.extend((p, target) for p in files)
     if empty:

@@ -203,8 +203,6 @@ class Model:
             raise DataError(f"{display_name(path)}: an {other} file, and the model ({self.name}) takes {takes}")
 
     def _decode_path(self, index: int, path: str, window: int, hop: int) -> _Item:
-        if not path:
-            raise ParameterError("an empty file name")
         self._check_kind(path)
         if self.input_kind == "image":
             spec = self.config
@@ -230,6 +228,8 @@ class Model:
                         name, num_samples / self.sample_rate, frame / self.sample_rate)
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
+        if isinstance(samples, (str, bytes, os.PathLike)):  # what is left of paths here: an empty one
+            raise ParameterError("an empty file name")
         if not isinstance(samples, (np.ndarray, torch.Tensor, list, tuple)):
             what = "samples" if self.input_kind == "audio" else "pixels"
             hint = " (each item of a list is one input: pass np.asarray(the_list) for one clip)" if isinstance(samples, numbers.Number) else ""
@@ -275,7 +275,7 @@ class Model:
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) if overlap else _InlineExecutor() as pool:
             pending: deque = deque()
             for index, entry in enumerate(entries):
-                if isinstance(entry, (str, bytes, os.PathLike)):
+                if isinstance(entry, (str, bytes, os.PathLike)) and os.fsdecode(entry):
                     path = os.fsdecode(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
                     # A long file comes back from the worker without windows and is streamed
                     # later, in order; checking its length there keeps header reads off this thread.
@@ -385,15 +385,18 @@ class Model:
         cells = features.n_mels * features.num_frames(window)
         return max(1, min(batch_size, MAX_BATCH_CELLS // cells))
 
+    def check_audio_options(self, **options: Any) -> None:
+        """Refuse, on an image model, the options only audio takes (``sample_rate``, ``window``,
+        ``hop``, ``timeline``) that ``options`` gives (a value other than None or False)."""
+        given = [f"{name}=" for name, value in options.items() if value not in (None, False)]
+        if given and self.input_kind != "audio":
+            raise ParameterError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} an audio model; {self.name} takes images")
+
     def _window_sizes(self, window: float | None, hop: float | None, **audio_options: Any) -> tuple[int, int]:
         """``(window, hop)`` in samples for audio models (said once per call: it may warn); ``(0, 0)``
         for images, which refuse ``window``, ``hop`` and the other ``audio_options`` given."""
-        if self.input_kind == "audio":
-            return self._window_samples(window, hop)
-        given = [f"{name}=" for name, value in {**audio_options, "window": window, "hop": hop}.items() if value not in (None, False)]
-        if given:
-            raise ParameterError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} an audio model; {self.name} takes images")
-        return 0, 0
+        self.check_audio_options(**audio_options, window=window, hop=hop)
+        return self._window_samples(window, hop) if self.input_kind == "audio" else (0, 0)
 
     def _outputs(self, inputs: Any, *, sample_rate, window_n, hop_n, batch_size, num_workers, embed) -> Iterator[tuple[_Item, torch.Tensor] | Failure]:
         """Per input in order: ``(item, window outputs)``, or a :class:`Failure`; windows of
@@ -510,15 +513,14 @@ class Model:
             check_int("sample_rate", sample_rate, minimum=1)
         clips = []
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
-            if isinstance(entry, (str, bytes, os.PathLike)) and os.fsdecode(entry):
-                self._check_kind(os.fsdecode(entry))
+            path = os.fsdecode(entry) if isinstance(entry, (str, bytes, os.PathLike)) else None
+            if path:
+                self._check_kind(path)
                 clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
                 self._warn_if_shorter_than_a_frame(len(clips[-1]), display_name(entry))
                 _warn_if_silent(_peak(clips[-1]), display_name(entry))
                 continue
-            try:  # as predict and embed name an input that is not a file
-                if isinstance(entry, (str, bytes, os.PathLike)):
-                    raise ParameterError("an empty file name")
+            try:  # named as predict and embed name an input that is not a file
                 clips.append(self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1))
             except SpecnetError as exc:
                 raise type(exc)(f"input {index}: {exc}") from None

@@ -190,6 +190,14 @@ class TrainConfig:
             self.image_size = tuple(self.image_size)
         self.feature_config(), self.augment_config()  # their own checks, before any file is decoded
 
+    def model_arch(self) -> str:
+        """The architecture a run from scratch builds: ``arch``, or :data:`DEFAULT_ARCH`."""
+        return DEFAULT_ARCH if self.arch is None else self.arch
+
+    def model_image_size(self) -> tuple[int, int]:
+        """The (height, width) images are resized to in a run from scratch."""
+        return DEFAULT_IMAGE_SIZE if self.image_size is None else tuple(self.image_size)
+
     def feature_config(self) -> FeatureConfig:
         """The front-end: :data:`TRAIN_FEATURES`, then ``features`` on top.
 
@@ -364,14 +372,14 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     in_chans = config.in_chans or (3 if kind == "image" else 1)
     features = config.feature_config() if kind == "audio" else None
     spec = ModelSpec(
-        arch=DEFAULT_ARCH if config.arch is None else config.arch,
+        arch=config.model_arch(),
         arch_args=dict(config.arch_args),
         input_kind=kind,
         classes=tuple(classes),
         in_chans=in_chans,
         features=features,
         clip_seconds=clip_seconds if kind == "audio" else None,
-        image_size=tuple(config.image_size or DEFAULT_IMAGE_SIZE) if kind == "image" else None,
+        image_size=config.model_image_size() if kind == "image" else None,
     )
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
 
@@ -721,10 +729,10 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     # Decode once at the model's rate; a provisional spec tells decode_split the rate / image size.
     probe = ModelSpec(
-        arch=DEFAULT_ARCH if config.arch is None else config.arch, arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
+        arch=config.model_arch(), arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
         in_chans=config.in_chans or (3 if kind == "image" else 1),
         features=config.feature_config() if kind == "audio" else None,
-        image_size=tuple(config.image_size or DEFAULT_IMAGE_SIZE),
+        image_size=config.model_image_size(),
     )
     if kind == "audio" and config.image_size is not None:
         raise DataError("the data holds audio files, and image_size applies to images: leave it out")
