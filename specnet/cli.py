@@ -344,38 +344,30 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     if level == "frame" and model.input_kind != "audio":
         raise click.UsageError(f"--level frame needs an audio model; {model.name} takes images")
     files = expand_inputs(paths, kind=model.input_kind)
-    good_paths, vectors, failures = [], [], 0
+    if level == "clip":
+        results = model.embed_iter(files, batch_size=batch_size)
+    else:  # each file's frames (count, C) centred inside its audio, and their times
+        results = model.embed_frames_iter(files, batch_size=batch_size)
+    good_paths, outputs, failures = [], [], 0
     with _progress_bar(len(files), "embedding") as bar:
-        if level == "clip":
-            for path, result in zip(files, model.embed_iter(files, batch_size=batch_size)):
-                bar.update(1)
-                if isinstance(result, Failure):
-                    failures += 1
-                    bar.clear()
-                    click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
-                else:
-                    good_paths.append(path)
-                    vectors.append(result)
-            arrays = {"embeddings": np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)}
-        else:
-            frames, stamps, counts = [], np.zeros(0), []
-            for path in files:
-                bar.update(1)
-                try:
-                    emb, stamps_i, (count,) = model._frame_embeddings(path)
-                except SpecnetError as exc:
-                    failures += 1
-                    bar.clear()
-                    click.echo(f"error: {_fail_line(path, str(exc), model.input_kind)}", err=True)
-                    continue
+        for path, result in zip(files, results):
+            bar.update(1)
+            if isinstance(result, Failure):
+                failures += 1
+                bar.clear()
+                click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
+            else:
                 good_paths.append(path)
-                frames.append(emb[0])
-                counts.append(int(count))  # frames centred inside the audio; NaN after them
-                stamps = stamps_i if len(stamps_i) > len(stamps) else stamps
-            padded = np.full((len(frames), len(stamps), frames[0].shape[-1] if frames else 0), np.nan, np.float32)
-            for row, f in zip(padded, frames):
-                row[: len(f)] = f
-            arrays = {"embeddings": padded, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
+                outputs.append(result)
+    if level == "clip":
+        arrays = {"embeddings": np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)}
+    else:  # rows padded with NaN to the longest file's frames
+        counts = [len(frames) for frames, _ in outputs]
+        stamps = max((times for _, times in outputs), key=len, default=np.zeros(0))
+        padded = np.full((len(outputs), len(stamps), outputs[0][0].shape[-1] if outputs else 0), np.nan, np.float32)
+        for row, (frames, _) in zip(padded, outputs):
+            row[: len(frames)] = frames
+        arrays = {"embeddings": padded, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
     if good_paths:
         buffer = io.BytesIO()
         np.savez(buffer, paths=np.array([text_name(p) for p in good_paths]), **arrays)

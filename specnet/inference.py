@@ -498,32 +498,53 @@ class Model:
         Each clip is zero-padded to at least the model's clip length with zeros of its
         own, so its frames do not depend on the other inputs, and keeps the frames
         centred inside its audio (at least one); ``frames`` is the most any clip keeps,
-        and a shorter clip's row ends in NaN.
+        and a shorter clip's row ends in NaN. Raises the first bad input's error; see
+        :meth:`embed_frames_iter` to skip bad inputs instead.
         """
         check_int("batch_size", batch_size, minimum=1)
-        frames, timestamps, _ = self._frame_embeddings(inputs, sample_rate=sample_rate, batch_size=batch_size)
+        clips = []
+        for index, entry in enumerate(_as_entries(inputs, kind="audio")):
+            try:
+                clips.append(self._frame_clip(index, entry, sample_rate))
+            except SpecnetError as exc:
+                if not _input_path(entry):  # named as predict and embed name an input that is not a file
+                    raise type(exc)(f"input {index}: {exc}") from None
+                raise
+        frames, timestamps, _ = self._frame_embeddings(clips, batch_size=batch_size)
         return frames, timestamps
 
-    @torch.no_grad()
-    def _frame_embeddings(self, inputs: Any, *, sample_rate: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`embed_frames` and how many frames of each clip are real ``(n,)``, from the one decoding."""
+    def embed_frames_iter(self, inputs: Any, *, sample_rate: int | None = None, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray] | Failure]:
+        """Frame-level embeddings one input at a time: ``(frames (count, dim), timestamps (count,) s)``,
+        the frames centred inside that clip's audio, as :meth:`embed_frames` gives its row; a bad
+        input gives a :class:`Failure` and the next one is read."""
+        check_int("batch_size", batch_size, minimum=1)
+        for index, entry in enumerate(_as_entries(inputs, kind="audio")):
+            try:
+                clip = self._frame_clip(index, entry, sample_rate)
+            except SpecnetError as exc:
+                yield Failure(_input_path(entry) or f"input {index}", str(exc), type(exc))
+                continue
+            frames, timestamps, (count,) = self._frame_embeddings([clip], batch_size=batch_size)
+            yield frames[0, :count], timestamps[:count]
+
+    def _frame_clip(self, index: int, entry: Any, sample_rate: int | None) -> np.ndarray:
+        """One input for frame embeddings: mono samples ``(T,)`` at the model's rate."""
         if self.input_kind != "audio":
             raise ParameterError("frame-level embeddings need an audio model")
         if sample_rate is not None:
             check_int("sample_rate", sample_rate, minimum=1)
-        clips = []
-        for index, entry in enumerate(_as_entries(inputs, kind="audio")):
-            path = os.fsdecode(entry) if isinstance(entry, (str, bytes, os.PathLike)) else None
-            if path:
-                self._check_kind(path)
-                clips.append(load_audio(entry, sample_rate=self.sample_rate)[0])
-                self._warn_if_shorter_than_a_frame(len(clips[-1]), display_name(entry))
-                _warn_if_silent(_peak(clips[-1]), display_name(entry))
-                continue
-            try:  # named as predict and embed name an input that is not a file
-                clips.append(self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1))
-            except SpecnetError as exc:
-                raise type(exc)(f"input {index}: {exc}") from None
+        path = _input_path(entry)
+        if path:  # an empty path is refused with the samples' checks
+            self._check_kind(path)
+            clip = load_audio(path, sample_rate=self.sample_rate)[0]
+            self._warn_if_shorter_than_a_frame(len(clip), display_name(path))
+            _warn_if_silent(_peak(clip), display_name(path))
+            return clip
+        return self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1)
+
+    @torch.no_grad()
+    def _frame_embeddings(self, clips: list[np.ndarray], *, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`embed_frames` of decoded ``clips``, and how many frames of each are real ``(n,)``."""
         # Clips padded to the same length run in one batch; in eval mode its rows are independent.
         by_length: dict[int, list[int]] = {}
         for i, clip in enumerate(clips):
@@ -708,6 +729,11 @@ def _raise_first_failure(results: list) -> list:
             # Same class as the original error, so `except ParameterError` (a ValueError) still works.
             raise result.error(result.message)
     return results
+
+
+def _input_path(entry: Any) -> str | None:
+    """The path an input names, or None for samples (arrays, tensors)."""
+    return os.fsdecode(entry) if isinstance(entry, (str, bytes, os.PathLike)) else None
 
 
 def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:

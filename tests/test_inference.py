@@ -374,6 +374,29 @@ def test_bad_window_or_hop(model, recording):
         model.predict(str(recording), hop="0.1")
 
 
+def test_frame_embeddings_one_input_at_a_time_skip_bad_inputs(model, clips, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_text("not audio")
+    longer = write_audio(tmp_path / "longer.wav", S.class_clip("tone", 3, seconds=1.3), S.SR)
+    paths = [str(clips["hiss"][0]), str(longer)]
+    frames, stamps = model.embed_frames(paths)
+    nan = np.full(S.SR, np.nan, np.float32)
+    results = list(model.embed_frames_iter([paths[0], str(broken), nan, paths[1]], sample_rate=S.SR))
+    assert [type(r) for r in results] == [tuple, Failure, Failure, tuple]
+    assert results[1].path == str(broken) and results[1].message.startswith(f"{broken}: ")
+    assert results[2].message == "input 2: samples contain NaN or infinite values"
+    for row, (own, own_stamps) in zip(frames, (results[0], results[3])):
+        count = len(own_stamps)
+        assert own.shape == (count, frames.shape[-1])
+        np.testing.assert_array_equal(own_stamps, stamps[:count])
+        np.testing.assert_allclose(own, row[:count], atol=1e-5, rtol=0)
+        assert np.isnan(row[count:]).all()
+    with pytest.raises(SpecnetError, match=f"^{re.escape(str(broken))}: "):
+        model.embed_frames([paths[0], str(broken)])
+    with pytest.raises(ParameterError, match="^input 1: samples contain NaN or infinite values$"):
+        model.embed_frames([paths[0], nan], sample_rate=S.SR)
+
+
 def test_frame_embeddings_in_batches_equal_one_at_a_time(model, clips):
     arrays = [clips[label][1] for label in S.AUDIO_CLASSES] * 3  # nine clips of one length, in batches of 4
     same, _ = model.embed(arrays, sample_rate=S.SR, level="frame", batch_size=4)
