@@ -37,9 +37,9 @@ DEFAULT_VAL_SPLIT = 0.1
 FRONT_END_DEFAULTS = {"n_mels": 64, "n_fft": 512, "hop_length": 160, "f_min": 50.0}
 
 
-class FiniteFloat(click.FloatRange):
-    """A float option (optionally in a range) that refuses nan and inf as usage errors, as it
-    refuses a value out of its range (click's own float and range types let nan through)."""
+class _Finite:
+    """Refuses nan and inf as usage errors, as a range refuses a value outside it (click's own
+    float and range types let nan through)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         number = super().convert(value, param, ctx)
@@ -47,11 +47,20 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
-    def get_metavar(self, *args: Any, **kwargs: Any) -> str | None:
-        return "FLOAT" if self.min is None and self.max is None else super().get_metavar(*args, **kwargs)
 
-    def _describe_range(self) -> str:
-        return "" if self.min is None and self.max is None else super()._describe_range()
+class _FiniteFloat(_Finite, click.types.FloatParamType):
+    pass
+
+
+class _FiniteFloatRange(_Finite, click.FloatRange):
+    pass
+
+
+def FiniteFloat(min: float | None = None, max: float | None = None, **open_ends: bool) -> click.ParamType:
+    """A finite float option; with ``min`` or ``max`` (and ``min_open``/``max_open``), in that range."""
+    if min is None and max is None:
+        return _FiniteFloat()
+    return _FiniteFloatRange(min, max, **open_ends)
 
 
 def _debug_enabled() -> bool:
