@@ -266,6 +266,9 @@ def test_the_defaults_in_help_are_trainings(capsys):
     height, width = training.DEFAULT_IMAGE_SIZE
     assert f"[default: {training.DEFAULT_ARCH}, or the --init model's]" in text
     assert f"[default: {height} {width}, or the --init model's]" in text
+    # Unbounded finite floats read as plain floats; bounded ones show their range.
+    assert "--lr FLOAT Peak learning rate" in text and "None" not in text
+    assert "--val-split FLOAT RANGE" in text and "0<=x<1" in text
 
 
 def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, clips):
