@@ -361,10 +361,7 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     if base is not None:
         conflicts = _init_conflicts(config, base.spec)
         if conflicts:
-            raise ParameterError(
-                f"{config.init}: a model started from init= keeps its architecture and front-end, but "
-                f"{'; '.join(conflicts)}: leave these options out, or train from scratch"
-            )
+            raise InitConflict(config.init, conflicts)
         if tuple(classes) != base.spec.classes:  # a new final layer for new classes, even as many
             base.backbone.reset_classifier(len(classes))
         base.spec = dataclasses.replace(base.spec, classes=tuple(classes), clip_seconds=clip_seconds or base.spec.clip_seconds, extra={})
@@ -384,26 +381,42 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
 
 
-def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[str]:
-    """The options ``config`` sets that the ``init`` model's spec contradicts, one phrase each."""
-    given: dict[str, tuple[Any, Any]] = {}
+class InitConflict(ParameterError):
+    """Options a model started from ``init`` cannot take: ``conflicts`` holds ``(option, value
+    given, value in the model)``, the option as TrainConfig names it (``arch``,
+    ``arch_args.drop_rate``, ``features.n_mels``)."""
+
+    def __init__(self, init: str, conflicts: list[tuple[str, Any, Any]]) -> None:
+        self.init, self.conflicts = init, conflicts
+        super().__init__(self.describe(lambda option: option if "." in option else f"{option}="))
+
+    def describe(self, name: Callable[[str], str]) -> str:
+        """The message, with each option (and ``init``) as ``name`` says it."""
+        found = "; ".join(f"{name(option)} is {mine!r} here and {theirs!r} in the model" for option, mine, theirs in self.conflicts)
+        return (f"{self.init}: a model started from {name('init')} keeps its architecture and front-end, but {found}: "
+                "leave these options out, or train from scratch")
+
+
+def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any, Any]]:
+    """The options ``config`` sets that the ``init`` model's spec contradicts: ``(option, given, model's)``."""
+    given: list[tuple[str, Any, Any]] = []
     if config.arch is not None and config.arch != base.arch:
-        given["arch"] = (config.arch, base.arch)
+        given.append(("arch", config.arch, base.arch))
     for name, value in config.arch_args.items():
         if base.arch_args.get(name) != value:
-            given[f"arch_args.{name}"] = (value, base.arch_args.get(name))
+            given.append((f"arch_args.{name}", value, base.arch_args.get(name)))
     if config.in_chans is not None and config.in_chans != base.in_chans:
-        given["in_chans"] = (config.in_chans, base.in_chans)
+        given.append(("in_chans", config.in_chans, base.in_chans))
     if base.features is not None and config.features:
         mine, theirs = config.feature_config(), base.features
         for key in config.features:
             # f_max None means the Nyquist frequency: compare the frequency it stands for.
             attribute = "max_frequency" if key == "f_max" else key
             if getattr(mine, attribute, None) != getattr(theirs, attribute, None):
-                given[f"features.{key}"] = (getattr(mine, attribute, None), getattr(theirs, attribute, None))
+                given.append((f"features.{key}", getattr(mine, attribute, None), getattr(theirs, attribute, None)))
     if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
-        given["image_size"] = (tuple(config.image_size), tuple(base.image_size))
-    return [f"{name}{'' if '.' in name else '='} is {mine!r} here and {theirs!r} in the model" for name, (mine, theirs) in given.items()]
+        given.append(("image_size", tuple(config.image_size), tuple(base.image_size)))
+    return given
 
 
 # ---------------------------------------------------------------- schedule

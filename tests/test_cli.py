@@ -643,8 +643,20 @@ def test_paths_in_a_config_file_are_relative_to_its_folder(capsys, tmp_path, mon
     # The manifest is found beside the file and its files decoded: the run then stops at the
     # architecture the bundled init model (a name, not a path) does not have.
     code, _, err = run(capsys, "train", "--out", "run", "--config", str(config))
-    assert code == 1 and "esc10: a model started from --init keeps its architecture" in err, err
+    # Both came from the file: named as the file names them, and the file blamed.
+    assert code == 1 and err == (
+        f"error: {config}: esc10: a model started from init keeps its architecture and front-end, but arch is "
+        "'cnn_tiny' here and 'cnn_small' in the model: leave these options out, or train from scratch\n"), err
     assert not (elsewhere / "run").exists()
+    # A flag is named as a flag; the file is blamed for what it set.
+    code, _, err = run(capsys, "train", "--out", "run", "--config", str(config), "--init", "fsdd", "--n-mels", "32",
+                       "--arch-arg", "drop_rate=0.1")
+    assert code == 1 and err.startswith(
+        f"error: {config}: fsdd: a model started from --init keeps its architecture and front-end, but arch is 'cnn_tiny' "
+        "here and 'cnn_small' in the model; --arch-arg drop_rate is 0.1 here and 0.3 in the model; --n-mels is 32 here"), err
+    code, _, err = run(capsys, "train", str(data), "--out", "run", "--init", "fsdd", "--arch", "cnn", "--epochs", "1")
+    assert code == 1 and err.startswith("error: fsdd: a model started from --init keeps its architecture and front-end, "
+                                        "but --arch is 'cnn' here and 'cnn_small' in the model"), err
 
 
 def test_train_with_config_file_flags_win(capsys, tmp_path):

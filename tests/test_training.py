@@ -694,7 +694,7 @@ def test_init_compares_the_frequency_f_max_stands_for():
     same = TrainConfig(features={"sample_rate": 8000, "f_max": 4000.0})  # None at 8 kHz is 4 kHz
     assert _init_conflicts(same, base) == []
     lower = TrainConfig(features={"sample_rate": 8000, "f_max": 3000.0})
-    assert _init_conflicts(lower, base) == ["features.f_max is 3000.0 here and 4000.0 in the model"]
+    assert _init_conflicts(lower, base) == [("features.f_max", 3000.0, 4000.0)]
 
 
 def test_resume_without_checkpoint_does_not_start_over(four_epochs, tiny_data, tmp_path):
