@@ -35,6 +35,8 @@ MAX_WINDOW_SECONDS = 300.0
 DEFAULT_VAL_SPLIT = 0.1
 #: FeatureConfig's defaults, for --help without importing torch (a test keeps them equal).
 FRONT_END_DEFAULTS = {"n_mels": 64, "n_fft": 512, "hop_length": 160, "f_min": 50.0}
+#: modelfile.MAX_IMAGE_SIDE, for option ranges without importing torch (a test keeps them equal).
+MAX_IMAGE_SIDE = 4096
 
 
 class _Finite:
@@ -579,7 +581,7 @@ def _conflict_as_given(conflict, ctx: click.Context, config_file: str | None, ex
 @click.option("--f-min", type=FiniteFloat(), default=None, help=f"Bottom of the mel filterbank in Hz.  [default: {FRONT_END_DEFAULTS['f_min']:g}]")
 @click.option("--f-max", type=FiniteFloat(), default=None, help="Top of the mel filterbank in Hz.  [default: 8000, or half the sample rate if lower]")
 @click.option("--top-db", type=FiniteFloat(min=0), default=None, help="Log-mel in dB relative to the peak of each clip the model sees (a training crop, one window of a long file), floored this far below it (0: absolute dB, no floor).  [default: 60]")
-@click.option("--image-size", type=(int, int), default=None, help="Height and width images are resized to.  [default: 128 128, or the --init model's]")
+@click.option("--image-size", type=(click.IntRange(1, MAX_IMAGE_SIDE), click.IntRange(1, MAX_IMAGE_SIDE)), default=None, help="Height and width images are resized to.  [default: 128 128, or the --init model's]")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup.")
 @click.option("--mixup", type=FiniteFloat(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
@@ -723,7 +725,15 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
         model = load_model(name, device="cpu")
         net = model.net.backbone
         spec = model.config
-        size = input_size or ((spec.features.n_mels, spec.features.num_frames(spec.clip_samples)) if spec.features else spec.image_size)
+        if spec.features is None:
+            if input_size and tuple(input_size) != tuple(spec.image_size):
+                raise click.UsageError(f"--input-size: {name} resizes every image to {spec.image_size[0]} x {spec.image_size[1]}; leave it out")
+            size = spec.image_size
+        else:
+            if input_size and input_size[0] != spec.features.n_mels:
+                raise click.UsageError(f"--input-size: {name} makes spectrograms of {spec.features.n_mels} mel bands, so the height is "
+                                       f"{spec.features.n_mels}; the width is how many frames")
+            size = input_size or (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
         click.echo(layer_summary(net, (spec.in_chans, *size)).rstrip("\n"))
         return
     if name not in list_models():

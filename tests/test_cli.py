@@ -529,6 +529,30 @@ def test_summary_of_too_small_an_input_is_one_line(capsys):
     assert code == 2 and "0 is not in the range" in err
 
 
+def test_summary_of_a_model_file_takes_only_the_input_sizes_it_sees(capsys, tmp_path_factory, model_file):
+    from corpus import tiny_image_model
+
+    image_model = str(tiny_image_model(tmp_path_factory))
+    code, _, err = run(capsys, "summary", image_model, "--input-size", "64", "64")
+    assert code == 2 and f"--input-size: {image_model} resizes every image to 16 x 16; leave it out" in err
+    code, out, _ = run(capsys, "summary", image_model, "--input-size", "16", "16")
+    assert code == 0 and "(None, 3, 16, 16)" in out
+    n_mels = specnet.load_model(model_file).config.features.n_mels
+    code, _, err = run(capsys, "summary", model_file, "--input-size", str(n_mels + 1), "40")
+    assert code == 2 and f"makes spectrograms of {n_mels} mel bands, so the height is {n_mels}" in err
+    code, out, _ = run(capsys, "summary", model_file, "--input-size", str(n_mels), "40")  # a longer clip: more frames
+    assert code == 0 and f"(None, 1, {n_mels}, 40)" in out
+
+
+def test_image_size_range_is_a_usage_error(capsys, tmp_path):
+    from specnet import cli, modelfile
+
+    assert cli.MAX_IMAGE_SIDE == modelfile.MAX_IMAGE_SIDE
+    for size in (("0", "32"), ("32", str(modelfile.MAX_IMAGE_SIDE + 1))):
+        code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--image-size", *size)
+        assert code == 2 and "Invalid value for '--image-size'" in err and err.count("\n") == 1, err
+
+
 def test_summary_vgg16_without_top(capsys):
     # Parameter counts do not depend on the input size; 32 x 32 keeps the forward pass quick.
     code, out, _ = run(capsys, "summary", "vgg16", "--in-chans", "3", "--no-top", "--input-size", "32", "32")
