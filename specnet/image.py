@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from specnet.checks import is_integer
 from specnet.errors import ImageError, ParameterError
@@ -57,7 +57,8 @@ def load_image(
         The file; any format Pillow reads. Animated images give their first frame.
     channels : {1, 3} or None
         1 converts to grey, 3 to RGB. None keeps grey images (with or without
-        alpha) as 1 channel and makes everything else RGB. Alpha is dropped.
+        alpha) as 1 channel and makes everything else RGB. Alpha is dropped;
+        an EXIF orientation (phone photos) is applied, so the image is upright as shown.
     size : (int > 0, int > 0) or None
         Resize to ``(height, width)`` with bilinear interpolation
         (antialiased when shrinking); None keeps the file's size.
@@ -95,6 +96,8 @@ def load_image(
                 if limit is not None and pixels > limit:
                     raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of {limit} pixels")
                 img.load()  # decode now, so truncated data fails inside this try
+                if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # a phone photo: as it is shown, not as stored
+                    img = ImageOps.exif_transpose(img)
                 x = _to_array(img, channels)
         except _PixelRangeError as exc:
             raise ImageError(f"{name}: {exc}") from None
@@ -113,8 +116,10 @@ def load_image(
 def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
     """An image held in memory, made what :func:`load_image` makes of a file.
 
-    pixels : array or tensor ``(C, height, width)``, C = 1 or 3; uint8 values are
-        scaled by 1/255 and uint16 by 1/65535, float values must lie in [0, 1].
+    pixels : array or tensor ``(C, height, width)``, C = 1 (grey), 3 (RGB) or 4 (RGBA:
+        alpha dropped, as for files); uint8 values are scaled by 1/255 and uint16 by
+        1/65535, float values must lie in [0, 1]. A batch of grey images is
+        ``(images, 1, height, width)``: ``(3, height, width)`` is one RGB image.
     channels : 1 or 3; grey is repeated to RGB, RGB is made grey with the ITU-R
         601 weights Pillow uses for files.
     size : (height, width) to resize to, bilinear and antialiased as for files.
@@ -124,12 +129,14 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
     """
     raw = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
     shape = tuple(raw.shape)
-    if raw.ndim != 3 or shape[0] not in (1, 3) or 0 in shape:
-        looks_hwc = raw.ndim == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3)
+    if raw.ndim != 3 or shape[0] not in (1, 3, 4) or 0 in shape:
+        looks_hwc = raw.ndim == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
         raise ParameterError(
-            f"an image array must be (channels, height, width) with 1 or 3 channels, got shape {shape}"
-            + ("; that looks like (height, width, channels): transpose it" if looks_hwc else "")
+            f"an image array must be (channels, height, width) with 1, 3 or 4 channels, got shape {shape}"
+            + ("; that looks like (height, width, channels): transpose it to (channels, height, width)" if looks_hwc
+               else "; a grey image is (1, height, width), a batch of them (images, 1, height, width)" if raw.ndim == 3 else "")
         )
+    raw = raw[:3]  # RGBA: alpha dropped, as Pillow drops it converting a file to RGB
     if raw.dtype == np.uint8 or raw.dtype == np.uint16:
         x = raw.astype(np.float32) / float(np.iinfo(raw.dtype).max)
     elif np.issubdtype(raw.dtype, np.floating):
@@ -147,6 +154,9 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
         image = image.expand(3, -1, -1) if channels == 3 else (_LUMA.view(3, 1, 1) * image).sum(0, keepdim=True)
     return _resized(image.contiguous(), size)
 
+
+#: The EXIF tag saying how to turn the stored pixels to show them upright.
+_EXIF_ORIENTATION = 0x0112
 
 #: Pillow's RGB -> L weights (ITU-R 601-2 luma), for arrays as for files.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])

@@ -460,8 +460,8 @@ class Model:
         inputs : a path, any iterable of paths, samples ``(n,)`` or a batch ``(B, n)`` /
             list of arrays with ``sample_rate=`` (Hz; floats, or integer PCM scaled as
             soundfile scales it; a ``(time, channels)`` array is refused: mix it down), or
-            images ``(C, H, W)`` (uint8, or float in [0, 1]; made what a file would be, see
-            :func:`specnet.image.image_from_array`).
+            images ``(C, H, W)`` or a batch ``(B, C, H, W)`` (C = 1, 3 or 4; uint8, or float in
+            [0, 1]; made what a file would be, see :func:`specnet.image.image_from_array`).
         Raises the first input's :class:`SpecnetError` if any input fails.
         """
         results = list(self.predict_iter(inputs, sample_rate=sample_rate, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size))
@@ -755,7 +755,8 @@ def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
             )
         if inputs.ndim == single_dims + 1:
             return list(inputs)
-        raise ParameterError(f"expected {single_dims}-D input or a batch of them, got shape {tuple(inputs.shape)}")
+        hint = "; a grey image is (1, height, width): pixels[None]" if kind == "image" and inputs.ndim == 2 else ""
+        raise ParameterError(f"expected {single_dims}-D input or a batch of them, got shape {tuple(inputs.shape)}{hint}")
     if isinstance(inputs, Iterable):
         return inputs
     raise ParameterError(f"cannot use an input of type {type(inputs).__name__}")

@@ -263,6 +263,19 @@ def test_image_model_refuses_corrupt_png(tmp_path_factory, cases, tmp_path):
     np.testing.assert_allclose(results[1].probabilities, alone.probabilities, atol=SCORE_ATOL)
 
 
+def test_image_arrays_of_the_wrong_shape_say_the_right_one(tmp_path_factory):
+    image_model = specnet.load_model(tiny_image_model(tmp_path_factory), device="cpu")
+    with pytest.raises(ParameterError, match=r"^expected 3-D input or a batch of them, got shape \(8, 9\); "
+                                             r"a grey image is \(1, height, width\): pixels\[None\]$"):
+        image_model.predict(np.zeros((8, 9), np.uint8))
+    grey_batch = np.zeros((5, 8, 9), np.uint8)
+    with pytest.raises(ParameterError, match=r"a batch of them \(images, 1, height, width\)$"):
+        image_model.predict(grey_batch)
+    assert len(image_model.predict(grey_batch[:, None])) == 5
+    rgba = np.random.default_rng(0).integers(0, 256, (4, 8, 9), dtype=np.uint8)
+    np.testing.assert_allclose(image_model.predict(rgba)[0].probabilities, image_model.predict(rgba[:3])[0].probabilities)
+
+
 # ---------------------------------------------------------------- CLI: classify
 
 

@@ -235,17 +235,32 @@ def test_an_array_becomes_what_its_file_becomes(tmp_path):
             np.testing.assert_allclose(image_from_array(array, channels=channels, size=size), from_file, atol=1 / 255 + 1e-6)
     grey = make_image(tmp_path / "g.png", "L", (6, 7))
     torch.testing.assert_close(image_from_array(grey[None], channels=3), load_image(tmp_path / "g.png", channels=3))
+    rgba = make_image(tmp_path / "t.png", "RGBA", (6, 7))  # alpha dropped, from a file as from an array
+    torch.testing.assert_close(image_from_array(np.moveaxis(rgba, -1, 0), channels=3), load_image(tmp_path / "t.png", channels=3))
     sixteen = (np.arange(42, dtype=np.uint16) * 1500).reshape(1, 6, 7)
     np.testing.assert_allclose(image_from_array(sixteen, channels=1)[0], sixteen[0] / 65535, rtol=1e-6)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    pixels = make_image(tmp_path / "plain.png", "RGB", (4, 6))  # (H, W, 3), stored as a camera writes it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif)
+    shown = np.rot90(pixels, k=-1)  # (6, 4, 3)
+    np.testing.assert_allclose(load_image(tmp_path / "turned.png", channels=3), np.moveaxis(shown, -1, 0) / 255, atol=1e-6)
+    np.testing.assert_allclose(load_image(tmp_path / "plain.png", channels=3), np.moveaxis(pixels, -1, 0) / 255, atol=1e-6)
 
 
 @pytest.mark.parametrize(
     ("pixels", "fragment"),
     [
         (np.zeros((32, 32, 3), np.uint8), r"got shape \(32, 32, 3\); that looks like \(height, width, channels\): transpose it"),
-        (np.zeros((4, 8, 8), np.uint8), r"with 1 or 3 channels, got shape \(4, 8, 8\)$"),
+        (np.zeros((5, 8, 8), np.uint8), r"with 1, 3 or 4 channels, got shape \(5, 8, 8\); a grey image is \(1, height, width\), "
+                                        r"a batch of them \(images, 1, height, width\)$"),
         (np.zeros((3, 0, 0)), r"got shape \(3, 0, 0\)"),
-        (np.zeros((8, 8)), r"got shape \(8, 8\)"),
+        (np.zeros((8, 8)), r"got shape \(8, 8\)$"),
         (np.full((3, 4, 4), np.nan), "NaN or infinite"),
         (np.full((3, 4, 4), 255.0), r"must lie in \[0, 1\], got 255 to 255; scale them, or pass uint8"),
         (np.zeros((3, 4, 4), np.int64), "must be uint8, uint16 or float"),
