@@ -72,6 +72,23 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path):
     assert meta["classes"] == ["a", "b"] and meta["arch"] == "cnn_tiny" and meta["clip_seconds"] == 1.0
 
 
+def test_loading_checks_shapes_without_drawing_weights(tmp_path):
+    """The shape check builds the backbone on the meta device with no random draws there, which
+    would import torch's compiler (seconds and 150 MB on every load), and loads VGG files too."""
+    import subprocess
+    import sys
+
+    for arch in ("cnn_tiny", "vgg11"):
+        spec = ModelSpec(arch=arch, arch_args={}, input_kind="audio", classes=("a", "b"), features=FeatureConfig(n_mels=32), clip_seconds=1.0)
+        save_model_file(SpecNet(spec), tmp_path / f"{arch}.safetensors")
+    files = [str(tmp_path / f"{arch}.safetensors") for arch in ("cnn_tiny", "vgg11")]
+    code = ("import sys; from specnet.modelfile import load_model_file; "
+            f"[load_model_file(f) for f in {files!r}]; "
+            "assert 'torch._dynamo' not in sys.modules, 'the compiler was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_metadata_is_plain_json():
     meta = spec_to_metadata(_spec(dataset="x"))
     assert json.loads(json.dumps(meta)) == meta
