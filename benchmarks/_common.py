@@ -23,22 +23,6 @@ FSDD_RECORDINGS = SHARED / "data" / "fsdd" / "recordings"
 DOG_WAV = REPO / "examples" / "dog.wav"
 BUNDLED = REPO / "specnet" / "bundled"
 
-# Fallbacks when a recipe config cannot be read: the recipes' values when this was written.
-ESC10_FALLBACK: dict[str, Any] = {
-    "arch": "cnn_small", "arch_args": {"drop_rate": 0.3, "global_pool": "avgmax"}, "clip_seconds": 4.0,
-    "batch_size": 32, "features": {"sample_rate": 16000, "n_fft": 1024, "hop_length": 320, "n_mels": 64,
-                                   "f_min": 50.0, "f_max": 8000.0},
-}
-FSDD_FALLBACK: dict[str, Any] = {
-    "arch": "cnn_small", "arch_args": {"drop_rate": 0.3}, "clip_seconds": 1.0, "batch_size": 32,
-    "lr": 2e-3, "weight_decay": 1e-2, "label_smoothing": 0.1, "mixup": 0.2,
-    "features": {"sample_rate": 8000, "n_fft": 512, "win_length": 256, "hop_length": 80, "n_mels": 64,
-                 "f_min": 20.0, "f_max": 4000.0},
-    "augment_args": {"gain_db": 6.0, "time_stretch": 0.15, "pitch_shift": 0.12, "freq_masks": 2,
-                     "freq_mask_width": 8, "time_masks": 2, "time_mask_fraction": 0.1},
-}
-
-
 # ------------------------------------------------------------------ statistics
 
 
@@ -134,17 +118,12 @@ def child_env() -> dict[str, str]:
 
 
 def recipe_options(name: str) -> dict[str, Any]:
-    """Training options of ``recipes/<name>/config.toml`` (fallback: the values above)."""
-    fallback = ESC10_FALLBACK if name == "esc10" else FSDD_FALLBACK
-    path = REPO / "recipes" / name / "config.toml"
+    """Training options of ``recipes/<name>/config.toml``, the recipe's own, without its ``[dataset]`` table."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib
-    try:
-        options = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return dict(fallback)
+    options = tomllib.loads((REPO / "recipes" / name / "config.toml").read_text("utf-8"))
     options.pop("dataset", None)
     return options
 

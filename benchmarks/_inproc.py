@@ -54,7 +54,7 @@ def bench_frontend(quick: bool, tmp: Path) -> list[Metric]:
     from specnet.features import FeatureConfig, LogMelSpectrogram
 
     torch.set_num_threads(THREADS)
-    # Fixed settings (those of MEASURED.md and the ESC-10 recipe when written), not read
+    # Fixed settings (those of ../shared/MEASURED.md and the ESC-10 recipe when written), not read
     # from the recipe, so the number stays comparable when a recipe changes.
     cfg = FeatureConfig(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64, f_min=50.0, f_max=8000.0)
     batch, seconds = 64, 5.0
@@ -201,7 +201,7 @@ def bench_batch(quick: bool, tmp: Path) -> list[Metric]:
     log(f"batch classify: {len(files)} files, {len(windows)} windows, model {how}")
     run_bare()  # warm-up: kernels for these shapes
     with contextlib.redirect_stdout(io.StringIO()):
-        cli.main(argv[: 5 + 64])  # warm-up on 64 files (imports, thread pools)
+        cli.main(argv[: len(argv) - len(files) + 64])  # warm-up on 64 files (imports, thread pools)
     rounds = 5 if quick else 7
     t_cli, t_bare, cpu_cli, cpu_bare = [], [], [], []
     for r in range(rounds):

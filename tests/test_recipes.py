@@ -109,3 +109,55 @@ def test_esc10_never_replaces_a_dataset_file_through_a_linked_class_folder(esc10
     assert result.returncode == 2 and "leads into the dataset" in result.stderr
     assert fingerprint(esc10) == before
     assert not any(p.is_symlink() for p in (esc10 / "audio").rglob("*"))
+
+
+def test_esc10_creates_nothing_in_the_dataset_through_a_linked_output_folder(esc10, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "all").symlink_to(esc10, target_is_directory=True)  # all/dog would be esc10/dog
+    result = prepare("esc10", tmp_path / "out", "--data", esc10)
+    assert result.returncode == 2 and "all/dog: leads into the dataset" in result.stderr
+    assert sorted(p.name for p in esc10.iterdir()) == ["audio", "meta.csv"]
+
+
+@pytest.mark.parametrize("recipe", ["esc10", "fsdd"])
+def test_output_folder_must_be_a_folder_outside_the_repository(recipe, esc10, fsdd, tmp_path):
+    data = esc10 if recipe == "esc10" else fsdd
+    result = prepare(recipe, REPO / "recipes" / "never_made", "--data", data)
+    assert result.returncode == 2 and "is inside the repository; give a folder outside it" in result.stderr
+    assert not (REPO / "recipes" / "never_made").exists()
+    (tmp_path / "a_file").write_text("mine")
+    result = prepare(recipe, tmp_path / "a_file", "--data", data)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1].endswith("a_file: exists and is not a folder")
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_esc10_keeps_a_folds_csv_it_did_not_write(esc10, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "folds.csv").write_text("my own notes\n")
+    result = prepare("esc10", tmp_path / "out", "--data", esc10)
+    assert result.returncode == 2 and "folds.csv: exists and is not a manifest prepare.py wrote" in result.stderr
+    assert (tmp_path / "out" / "folds.csv").read_text() == "my own notes\n"
+
+
+def test_fsdd_force_replaces_only_what_an_earlier_run_wrote(fsdd, tmp_path):
+    out = tmp_path / "out"
+    assert prepare("fsdd", out, "--data", fsdd).returncode == 0
+    result = prepare("fsdd", out, "--data", fsdd)
+    assert result.returncode == 2 and "already exists; pass --force" in result.stderr
+    assert prepare("fsdd", out, "--data", fsdd, "--force").returncode == 0  # its own files: replaced
+    official = (out / "official.csv").read_bytes()
+    # Something of the user's anywhere it would delete: named, and nothing deleted.
+    for mine, named in ((out / "train" / "1" / "notes.txt", out / "train" / "1" / "notes.txt"),
+                        (out / "test" / "mine" / "a.wav", out / "test" / "mine"),
+                        (out / "loso.csv", out / "loso.csv")):
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text("the user's own")
+        result = prepare("fsdd", out, "--data", fsdd, "--force")
+        assert result.returncode == 2
+        assert result.stderr.splitlines()[-1] == f"prepare.py: error: {named}: not written by prepare.py; move it away or give another folder"
+        assert mine.read_text() == "the user's own" and (out / "official.csv").read_bytes() == official
+        assert len(list((out / "train").rglob("*.wav"))) == 2 * 3 * 2  # the earlier run's links still there
+        if mine.name != "loso.csv":
+            mine.unlink()
+        if mine.parent.name == "mine":
+            mine.parent.rmdir()

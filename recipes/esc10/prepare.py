@@ -3,7 +3,7 @@
 
     python recipes/esc10/prepare.py OUT_DIR [--data ../shared/data/esc10]
 
-Writes, in OUT_DIR (which should be outside the repository):
+Writes, in OUT_DIR (outside the repository and the dataset):
 
 - ``folds.csv``: ``path,label,fold`` for the 400 clips, from ``meta.csv``;
   paths are absolute, so the manifest can live anywhere.
@@ -22,7 +22,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "esc10"
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = REPO / ".." / "shared" / "data" / "esc10"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     if out == data or data in out.parents:
         parser.error(f"{out}: the output folder must not be inside the dataset")
+    if out == REPO or REPO in out.parents:
+        parser.error(f"{out}: is inside the repository; give a folder outside it (e.g. /tmp/esc10)")
+    if out.exists() and not out.is_dir():
+        parser.error(f"{out}: exists and is not a folder")
     all_dir = out / "all"
-    all_dir.mkdir(parents=True, exist_ok=True)
 
     manifest, missing = [], []
     for row in rows:
@@ -53,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         manifest.append((str(source), label, fold))
         link = all_dir / label / name
-        link.parent.mkdir(exist_ok=True)
-        # A class folder that is itself a link into the dataset would make `link` a dataset file.
+        # A folder on the way that is a link into the dataset would make `link` a dataset file:
+        # checked before anything is created there.
         if data == link.parent.resolve() or data in link.parent.resolve().parents:
             parser.error(f"{link.parent}: leads into the dataset; give an output folder of its own")
+        link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink():
             if Path(os.readlink(link)) == source:
                 continue
@@ -69,17 +74,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     manifest.sort(key=lambda r: (r[2], r[1], r[0]))
+    folds_csv = out / "folds.csv"
+    if folds_csv.exists() and not folds_csv.read_text("utf-8", errors="replace").startswith("path,label,fold\n"):
+        parser.error(f"{folds_csv}: exists and is not a manifest prepare.py wrote; move it away or give another folder")
     tmp = out / "folds.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "label", "fold"])
         writer.writerows(manifest)
-    os.replace(tmp, out / "folds.csv")
+    os.replace(tmp, folds_csv)
 
     folds = Counter(f for _, _, f in manifest)
     classes = sorted({label for _, label, _ in manifest})
     print(f"{len(manifest)} clips, {len(classes)} classes, folds " + ", ".join(f"{k}: {folds[k]}" for k in sorted(folds)))
-    print(f"wrote {out / 'folds.csv'} and {all_dir}/<class>/")
+    print(f"wrote {folds_csv} and {all_dir}/<class>/")
     return 0
 
 

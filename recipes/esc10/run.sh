@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ESC-10 recipe: 5-fold cross-validation, then the shipped model on all 400 clips.
 #
-#   bash recipes/esc10/run.sh                 # everything (from the repository root)
+#   bash recipes/esc10/run.sh                 # everything (from any folder)
 #   bash recipes/esc10/run.sh folds summary   # only some stages: prepare folds summary final
 #
 # On two cores, two single-threaded lanes are faster than one two-threaded run
@@ -16,7 +16,7 @@
 # OMP_NUM_THREADS for training.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-DATA=${DATA:-../shared/data/esc10}
+DATA=${DATA:-$here/../../../shared/data/esc10}   # ../shared/data/esc10 from the repository root
 WORK=${WORK:-/tmp/esc10}
 export OMP_NUM_THREADS=${THREADS:-2}
 config="$here/config.toml"

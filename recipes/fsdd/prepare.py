@@ -29,6 +29,28 @@ from pathlib import Path
 
 NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 TEST_TAKES = range(0, 5)  # takes 0-4 inclusive are the official test set
+OFFICIAL_HEADER = ["path", "label", "fold"]
+LOSO_HEADER = ["path", "label", "fold", "speaker"]
+
+
+def not_written_here(target: Path, header: list[str] | None) -> Path | None:
+    """The first thing in ``target`` this script does not write (None if it wrote all of it):
+    a CSV must start with ``header``; a folder (train/, test/) may hold only digit folders of
+    digit_speaker_take.wav files."""
+    if header is not None:
+        if target.is_symlink() or not target.is_file():
+            return target
+        with open(target, newline="", encoding="utf-8", errors="replace") as handle:
+            return None if next(csv.reader(handle), None) == header else target
+    if target.is_symlink() or not target.is_dir():
+        return target
+    for digit in sorted(target.iterdir()):
+        if digit.is_symlink() or not digit.is_dir() or not re.fullmatch(r"\d", digit.name):
+            return digit
+        for wav in sorted(digit.iterdir()):
+            if not (NAME.match(wav.name) and (wav.is_symlink() or wav.is_file())) or wav.name[0] != digit.name:
+                return wav
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(here.parents[2] / "shared" / "data" / "fsdd"),
                         help="FSDD folder holding recordings/ (default: %(default)s)")
     parser.add_argument("--copy", action="store_true", help="copy the WAV files instead of symlinking them")
-    parser.add_argument("--force", action="store_true", help="replace train/, test/ and the CSVs in OUT if present")
+    parser.add_argument("--force", action="store_true", help="replace what an earlier run wrote in OUT (train/, test/ and the CSVs)")
     args = parser.parse_args(argv)
 
     recordings = Path(args.data) / "recordings"
@@ -46,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{recordings}: folder not found (pass --data DIR, the folder holding recordings/)")
     out = Path(args.out).resolve()
     data = Path(args.data).resolve()
-    if out == data or data in out.parents:  # --force would delete train/ and test/ there
+    if out == data or data in out.parents:
         parser.error(f"{out}: must not be the input folder or inside it")
+    if out == here.parents[1] or here.parents[1] in out.parents:
+        parser.error(f"{out}: is inside the repository; give a folder outside it (e.g. /tmp/fsdd)")
+    if out.exists() and not out.is_dir():
+        parser.error(f"{out}: exists and is not a folder")
 
     files = []
     for path in sorted(recordings.iterdir()):
@@ -60,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.error(f"{recordings}: no digit_speaker_take.wav files")
 
-    targets = [out / "train", out / "test", out / "official.csv", out / "loso.csv"]
-    present = [t for t in targets if t.exists()]
+    targets = {out / "train": None, out / "test": None, out / "official.csv": OFFICIAL_HEADER, out / "loso.csv": LOSO_HEADER}
+    present = [t for t in targets if t.exists() or t.is_symlink()]
     if present and not args.force:
-        parser.error(f"{present[0]}: already exists; pass --force to replace it")
-    for t in present:
-        shutil.rmtree(t) if t.is_dir() and not t.is_symlink() else t.unlink()
+        parser.error(f"{present[0]}: already exists; pass --force to replace what an earlier run wrote")
+    for target in present:  # --force: only what this script writes, never a file of the user's
+        foreign = not_written_here(target, targets[target])
+        if foreign:
+            parser.error(f"{foreign}: not written by prepare.py; move it away or give another folder")
+    for target in present:
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
 
     speakers = sorted({speaker for _, _, speaker, _ in files})
     speaker_fold = {name: i for i, name in enumerate(speakers, start=1)}
@@ -84,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with open(out / "official.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["path", "label", "fold"])
+        writer.writerow(OFFICIAL_HEADER)
         writer.writerows(official)
     with open(out / "loso.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["path", "label", "fold", "speaker"])
+        writer.writerow(LOSO_HEADER)
         writer.writerows(loso)
 
     n_test = sum(1 for row in official if row[2] == 0)

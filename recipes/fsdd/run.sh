@@ -1,28 +1,39 @@
 #!/usr/bin/env bash
-# The FSDD recipe, end to end. Run from the repository root with the venv active:
+# The FSDD recipe, end to end, with the venv active (from any folder):
 #
 #   bash recipes/fsdd/run.sh [WORK]        # WORK defaults to /tmp/fsdd (outside the repo)
 #
-# DATA=/path/to/fsdd overrides the input folder (default ../shared/data/fsdd).
+# DATA=/path/to/fsdd overrides the input folder (default ../shared/data/fsdd beside the repository).
+# Steps bundle and figures write into the repository: specnet/bundled/fsdd.safetensors,
+# recipes/fsdd/confusion_official.png and recipes/fsdd/george_three.png.
 # STEPS="prepare official loso adapt bundle figures" picks steps (default: all of them).
 # JOBS=N runs N leave-one-speaker-out trainings at a time (default 1).
 set -euo pipefail
 
-work=${1:-/tmp/fsdd}
-data=${DATA:-../shared/data/fsdd}
+work=$(realpath -m "${1:-/tmp/fsdd}")
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+data=$(realpath -m "${DATA:-$repo/../shared/data/fsdd}")
 steps=${STEPS:-prepare official loso adapt bundle figures}
 jobs=${JOBS:-1}
+for step in $steps; do
+  case $step in
+  prepare | official | loso | adapt | bundle | figures) ;;
+  *) echo "unknown step $step in STEPS (prepare official loso adapt bundle figures, separated by spaces)" >&2; exit 2 ;;
+  esac
+done
+if [[ ! $jobs =~ ^[1-9][0-9]*$ ]]; then
+  echo "JOBS=$jobs: give how many runs at a time, a number from 1" >&2; exit 2
+fi
+cd "$repo"   # the commands below name recipes/ and specnet/bundled/ from the repository root
 cfg=recipes/fsdd/config.toml
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # small model: one thread per run is the efficient choice on a busy CPU
 runs=$work/runs
 evals=$work/eval
 has() { [[ " $steps " == *" $1 "* ]]; }
-each_speaker() {   # runs "$1 K" for the six speaker folds K, JOBS at a time
-  for k in 1 2 3 4 5 6; do
-    "$1" "$k" &
-    while (( $(jobs -rp | wc -l) >= jobs )); do wait -n; done
-  done
-  wait
+each_speaker() {   # runs "$1 K" for the six speaker folds K, JOBS at a time; fails if any fold failed
+  export -f "$1"
+  export cfg work runs evals data
+  printf '%s\n' 1 2 3 4 5 6 | xargs -P "$jobs" -n 1 bash -c 'set -euo pipefail; '"$1"' "$0"'
 }
 
 if has prepare; then
@@ -41,7 +52,7 @@ if has loso; then
   loso_fold() {
     local k=$1
     specnet train --config "$cfg" --manifest "$work/loso.csv" --val-fold "$k" --out "$runs/loso$k" --overwrite \
-      > "$runs/loso$k.log" 2>&1
+      > "$runs/loso$k.log" 2>&1 || { echo "speaker fold $k: training failed, see $runs/loso$k.log" >&2; return 1; }
     specnet evaluate "$runs/loso$k/model.safetensors" --manifest "$work/loso.csv" --fold "$k" \
       --out "$evals/loso$k" --overwrite > "$evals/loso$k.txt"
     head -n 1 "$evals/loso$k.txt" | sed "s/^/speaker fold $k: /"
@@ -61,11 +72,11 @@ fi
 # 2b. Each leave-one-speaker-out model adapted to its held-out speaker's 500 recordings without their
 #     labels (`specnet adapt`: batch-norm statistics measured again), then scored on the same recordings.
 if has adapt; then
-  speakers=(george jackson lucas nicolas theo yweweler)
   adapt_fold() {
+    local speakers=(george jackson lucas nicolas theo yweweler)
     local k=$1 name=${speakers[$1 - 1]}
     specnet adapt "$runs/loso$k/model.safetensors" "$work/*/*/*_${name}_*.wav" -o "$runs/loso$k/adapted.safetensors" \
-      --overwrite 2> "$runs/adapt$k.log"
+      --overwrite 2> "$runs/adapt$k.log" || { echo "speaker fold $k: adapting failed, see $runs/adapt$k.log" >&2; return 1; }
     specnet evaluate "$runs/loso$k/adapted.safetensors" --manifest "$work/loso.csv" --fold "$k" \
       --out "$evals/adapted$k" --overwrite > "$evals/adapted$k.txt"
     head -n 1 "$evals/adapted$k.txt" | sed "s/^/adapted to speaker $k: /"
