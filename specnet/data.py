@@ -80,7 +80,10 @@ def file_kind(path: str | os.PathLike) -> str | None:
 def _single_kind(paths: Sequence[Path], source: str) -> str:
     kinds = {file_kind(p) for p in paths} - {None}
     if len(kinds) > 1:
-        raise DataError(f"{source}: mixes audio and image files; use one kind per dataset")
+        audio = [p for p in paths if file_kind(p) == "audio"]
+        images = [p for p in paths if file_kind(p) == "image"]
+        raise DataError(f"{source}: mixes audio and image files ({len(audio)} audio, e.g. {display_name(audio[0])}; "
+                        f"{len(images)} image, e.g. {display_name(images[0])}); use one kind per dataset")
     if not kinds:
         raise DataError(f"{source}: no audio or image files found")
     return kinds.pop()

@@ -625,6 +625,13 @@ def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "
     return names
 
 
+def _setting(config: dict[str, Any], name: str) -> Any:
+    """The value :func:`_differences` calls ``name`` (``data.source`` style); None where absent."""
+    for key in name.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The options that must match for a run to be resumed, ``val_split`` as the share it
     held out (some checkpoints hold None for the default, some its value), ``manifest`` and
@@ -750,7 +757,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if kind == "audio" and config.image_size is not None:
         raise DataError("the data holds audio files, and image_size applies to images: leave it out")
     if kind == "image" and (config.features or config.clip_seconds is not None):
-        given = [*config.features, *(["clip_seconds"] if config.clip_seconds is not None else [])]
+        # As the API takes them (the CLI says its flags); top_db says ref_peak too (--top-db sets both).
+        given = [f"features.{key}" for key in config.features if not (key == "ref_peak" and "top_db" in config.features)]
+        given += ["clip_seconds="] if config.clip_seconds is not None else []
         raise DataError(f"the data holds image files, and {', '.join(given)} apply to audio: leave them out")
     base = load_model_file(resolve_model(config.init)[1]) if config.init else None  # loaded once, used twice
     if base is not None:
@@ -812,9 +821,11 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         saved["data"].setdefault("files", current["data"]["files"])
         saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
         if _comparable(saved) != _comparable(current):
-            changed = sorted(_differences(_comparable(saved), _comparable(current)))
-            changed = [f"{name} (which files, their classes or sizes)" if name == "data.files" else name for name in changed]
-            raise SpecnetError(f"{files.checkpoint}: was written with different options ({', '.join(changed)}); pass overwrite=True to start again")
+            was, now = _comparable(saved), _comparable(current)
+            changed = [f"{name}: which files, their classes or sizes" if name == "data.files" else
+                       f"{name}: {_setting(was, name)!r} then, {_setting(now, name)!r} now"
+                       for name in sorted(_differences(was, now))]
+            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); pass overwrite=True to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(
                 "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "

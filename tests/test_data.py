@@ -131,7 +131,8 @@ def test_an_output_folder_inside_the_data_is_refused(tmp_path):
 def test_audio_and_images_mixed(tmp_path):
     _touch(tmp_path / "a" / "one.wav")
     _touch(tmp_path / "b" / "two.png")
-    with pytest.raises(DataError, match="mixes audio and image"):
+    with pytest.raises(DataError, match=rf"^{tmp_path}: mixes audio and image files \(1 audio, e.g. {tmp_path / 'a' / 'one.wav'}; "
+                                        rf"1 image, e.g. {tmp_path / 'b' / 'two.png'}\); use one kind per dataset$"):
         find_class_folders(tmp_path)
 
 

@@ -131,7 +131,7 @@ def test_learns_synthetic_images(tmp_path):
 
 def test_image_data_refuses_audio_options_and_an_audio_model_to_start_from(audio_run, tmp_path):
     data = S.make_image_dataset(tmp_path / "images", per_class=2)
-    with pytest.raises(DataError, match="^the data holds image files, and n_mels, clip_seconds apply to audio: leave them out$"):
+    with pytest.raises(DataError, match="^the data holds image files, and features.n_mels, clip_seconds= apply to audio: leave them out$"):
         specnet.train(data, tmp_path / "r1", features={"n_mels": 40}, clip_seconds=2.0, epochs=1, num_workers=1)
     with pytest.raises(DataError, match=f"^{audio_run.model}: is an audio model, and the data holds image files$"):
         specnet.train(data, tmp_path / "r2", init=str(audio_run.model), epochs=1, num_workers=1)
@@ -365,7 +365,7 @@ def test_resume_compares_settings_as_they_resolve(four_epochs, tiny_data, tmp_pa
     same = {**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.0, "center": True}, "mixup": 0.0}
     best = specnet.train(tiny_data, out, resume=True, epochs=5, **same)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
-    with pytest.raises(SpecnetError, match=r"different options \(features.preemphasis\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(features.preemphasis: 0.0 then, 0.5 now\); pass overwrite=True to start again$"):
         specnet.train(tiny_data, out, resume=True, epochs=6, **{**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.5}})
 
 
@@ -378,7 +378,7 @@ def test_resume_refuses_other_files_in_the_same_numbers(four_epochs, tiny_data, 
     a, b = sorted(first.iterdir())[0], sorted(second.iterdir())[0]
     a.rename(second / a.name)  # two files swap classes: every count stays as it was
     b.rename(first / b.name)
-    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\)\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.files: which files, their classes or sizes\)"):
         specnet.train(data, out, resume=True, epochs=2, **S.FAST)
 
 
@@ -511,7 +511,7 @@ def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
     shutil.copytree(four_epochs[0], out)
     other = tmp_path / "other"
     shutil.copytree(tiny_data, other)  # the same classes and counts, another folder
-    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\), data.source\)"):
+    with pytest.raises(SpecnetError, match=rf"different options \(data.files: which files, their classes or sizes; data.source: '{tiny_data}' then, '{other}' now\)"):
         specnet.train(other, out, resume=True, epochs=5, **S.FAST)
     # The same folder by another name (a link to it) is the same data.
     (tmp_path / "alias").symlink_to(tiny_data, target_is_directory=True)
@@ -529,17 +529,17 @@ def test_resume_reads_a_validation_folder_and_manifest_however_spelled(tiny_data
     specnet.train(tiny_data, "run", val_dir=f"../{tmp_path.name}/./val", resume=True, epochs=2, **S.FAST)
     assert len(metric_rows(Path("run"))) == 2
     shutil.copytree("val", "other_val")
-    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\), data.val_source\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.files: which files, their classes or sizes; data.val_source: '\S+/val' then, '\S+/other_val' now\)"):
         specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
     # A checkpoint written before data.val_source is compared by the val_dir it names.
     checkpoint = torch.load("run/checkpoint.pt", weights_only=True)
     config = json.loads(checkpoint["config"])
     del config["data"]["val_source"]
     torch.save({**checkpoint, "config": json.dumps(config)}, "run/checkpoint.pt")
-    with pytest.raises(SpecnetError, match=r"different options \(data.files \(which files, their classes or sizes\), data.val_source\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.files: which files, their classes or sizes; data.val_source: '\S+/val' then, '\S+/other_val' now\)"):
         specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
     specnet.train(tiny_data, "run", val_dir="./val", resume=True, epochs=3, **S.FAST)
-    with pytest.raises(SpecnetError, match=r"data.val_files, data.val_source, val_dir, val_split\)"):
+    with pytest.raises(SpecnetError, match=r"data.val_files: 12 then, 3 now; data.val_source: '\S+/val' then, None now; val_dir: True then, False now; val_split: None then, 0.1 now\)"):
         specnet.train(tiny_data, "run", resume=True, epochs=3, **S.FAST)
     rows = [f"{p.relative_to(tiny_data)},{p.parent.name},{i % 2}" for i, p in enumerate(sorted(tiny_data.rglob("*.wav")))]
     Path("data").symlink_to(tiny_data, target_is_directory=True)
