@@ -364,7 +364,7 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
             raise InitConflict(config.init, conflicts)
         if tuple(classes) != base.spec.classes:  # a new final layer for new classes, even as many
             base.backbone.reset_classifier(len(classes))
-        base.spec = dataclasses.replace(base.spec, classes=tuple(classes), clip_seconds=clip_seconds or base.spec.clip_seconds, extra={})
+        base.spec = dataclasses.replace(base.spec, classes=tuple(classes), clip_seconds=clip_seconds, extra={})
         return base
     in_chans = config.in_chans or (3 if kind == "image" else 1)
     features = config.feature_config() if kind == "audio" else None
@@ -768,6 +768,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         probe = dataclasses.replace(base.spec, classes=probe.classes)
     if kind == "audio" and config.clip_seconds:  # before decoding: a model file must hold one FFT window
         check_clip_seconds(config.clip_seconds, probe.features)
+    # Built before decoding, so that a wrong ImageNet weight file or an option the init model
+    # contradicts is reported at once; the clip length, measured on the decoded data, comes after.
+    model = build_model(config, train_files.classes, kind, None, base)
     desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
     train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc=desc)
     if val_files is None:
@@ -787,8 +790,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         else:  # at least one FFT window, which a model file must hold
             shortest = math.ceil(probe.features.min_clip_samples / rate * 10) / 10
             clip_seconds = max(shortest, clip_seconds_for([len(w) / rate for w in train_split.items]))
-    model = build_model(config, train_files.classes, kind, clip_seconds, base)
-    spec = model.spec
+    model.spec = spec = dataclasses.replace(model.spec, clip_seconds=clip_seconds)
     clip = spec.clip_samples
 
     steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard

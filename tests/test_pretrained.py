@@ -12,8 +12,11 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+import synthetic as S
 import torch
 from safetensors.torch import save_file
+
+import specnet
 
 from specnet.errors import ModelFileError, ParameterError
 from specnet.models import create_model, imagenet_weights_url, load_imagenet_weights
@@ -247,3 +250,18 @@ def test_adapt_input_conv_keeps_grey_response():
         torch.testing.assert_close(adapted.sum(dim=1), weight.sum(dim=1))
     two = adapt_input_conv(weight, 2)  # R, G scaled by 3/2
     torch.testing.assert_close(two, weight[:, :2] * 1.5)
+
+
+def test_a_bad_weight_file_is_reported_before_any_file_is_decoded(tmp_path, monkeypatch):
+    from specnet import training
+
+    data = S.make_image_dataset(tmp_path / "images", per_class=2, size=8)
+    (tmp_path / "random.pth").write_bytes(b"\x00" * 1000)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("files were decoded before the weight file was read")
+
+    monkeypatch.setattr(training, "decode_split", no_decoding)
+    with pytest.raises(ModelFileError, match=rf"^{tmp_path / 'random.pth'}"):
+        specnet.train(data, tmp_path / "run", arch="vgg11", weights=str(tmp_path / "random.pth"), image_size=(32, 32), epochs=1)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
