@@ -683,6 +683,19 @@ def test_paths_in_a_config_file_are_relative_to_its_folder(capsys, tmp_path, mon
                                         "but --arch is 'cnn' here and 'cnn_small' in the model"), err
 
 
+def test_train_option_errors_name_options_as_given_and_hints_as_flags(capsys, tmp_path):
+    code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--freeze-backbone")
+    assert code == 1 and err == "error: --freeze-backbone needs a trained backbone: pass --pretrained, --weights or --init\n"
+    config = tmp_path / "train.toml"
+    config.write_text("freeze_backbone = true\n")
+    code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config))
+    assert code == 1 and err == f"error: {config}: freeze_backbone needs a trained backbone: pass --pretrained, --weights or --init\n"
+    config.write_text("keep = \"last\"\n")
+    code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config), "--patience", "3")
+    assert code == 1 and err == (f"error: {config}: --patience stops at the best validation epoch, which keep='last' never looks for; "
+                                 "use keep='best'\n")
+
+
 def test_train_with_config_file_flags_win(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"
