@@ -468,6 +468,8 @@ def _open(path: PathLike, name: str, *, warn_truncated: bool = True) -> Iterator
         with f:
             if warn_truncated:
                 _warn_if_truncated(f, name)
+                if f.format == "OGG" and isinstance(source, int):
+                    _warn_if_ogg_cut(source, name)
             yield f
 
 
@@ -506,12 +508,37 @@ def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
     )
 
 
+def _warn_if_ogg_cut(fd: int, name: str) -> None:
+    """Log a warning when an Ogg file does not end with the last page of its stream.
+
+    libsndfile reads an Ogg file's length from its last page and decodes a file cut short
+    without a word; a complete stream ends with a page flagged end-of-stream that ends
+    exactly at the end of the file. Read with ``os.pread``, which leaves libsndfile's
+    position in ``fd`` alone.
+    """
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, _OGG_MAX_PAGE, max(0, size - _OGG_MAX_PAGE))
+    start = tail.rfind(b"OggS")
+    while start >= 0:  # the last page: a capture pattern whose page ends at the end of the file
+        header_end = start + 27 + (tail[start + 26] if start + 26 < len(tail) else 0)
+        if start + 26 < len(tail) and header_end <= len(tail) and header_end + sum(tail[start + 27 : header_end]) == len(tail):
+            if tail[start + 5] & 0x04:  # header type: end of stream
+                return
+            break
+        start = tail.rfind(b"OggS", 0, start)
+    log.warning("%s: truncated: the Ogg stream stops before its end (a cut copy or download?); using what decodes", name)
+
+
+#: The longest Ogg page: a 27-byte header, 255 segment sizes, 255 segments of 255 bytes.
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255
+
+
 def _warn_if_cut_short(name: str, decoded: int, expected: int, sample_rate: int) -> None:
     """Log a warning when decoding ended well before the frames the file declares.
 
     A damaged or cut MP3 makes the decoder stop at the first bad frame (libmpg123 prints
     its own lines to stderr, naming no file): this names the file and says how much of it
-    was used (libsndfile refuses a damaged Ogg file outright). Shortfalls under 0.1 s and
+    was used (for a cut Ogg file, see :func:`_warn_if_ogg_cut`). Shortfalls under 0.1 s and
     2 % (encoder padding) pass.
     """
     missing = expected - decoded

@@ -168,7 +168,8 @@ def export_onnx(
             input_doc += (
                 f"; specnet classify scores a clip as one {spec.clip_seconds:g} s window (a shorter clip centred "
                 f"in zeros) or, if longer, as the mean softmax of such windows every {spec.clip_seconds / 2:g} s, "
-                "the last ending at the clip's end"
+                "the last ending at the clip's end, leaving out windows of digital silence (no sample above "
+                "-90 dBFS) unless all are"
             )
     else:
         height, width = spec.image_size or (224, 224)

@@ -9,7 +9,8 @@
 
 ``audio`` is float ``(n_sounds, n_samples)`` in [-1, 1] at ``model.sample_rate``.
 Scene embeddings are the network's pooled pre-logit vector over the whole
-sound (``SpecNet.embed(level="clip")``); timestamp embeddings are its
+sound in one pass (``SpecNet.embed(level="clip")``; ``Model.embed`` instead
+averages clip-length windows, so the two differ for a longer sound); timestamp embeddings are its
 frequency-pooled feature columns (``SpecNet.embed(level="frame")``), one every
 ``SpecNet.frame_seconds``, stamped at the centre of the spectrogram frames each
 column pools, in milliseconds. Sounds are embedded independently of the batch

@@ -15,6 +15,7 @@ their length.
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 from collections import deque
@@ -37,7 +38,7 @@ from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import clip_mean, cut_windows, default_hop, fit_length, is_silence, window_peaks
+from .windows import QUIET_PEAK, clip_mean, cut_windows, default_hop, fit_length, is_silence, window_peaks
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -66,9 +67,13 @@ def bundled_models() -> dict[str, Path]:
 
 
 def _warn_if_silent(peak: float, name: str) -> None:
-    """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`."""
+    """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`,
+    or below :data:`QUIET_PEAK` (a few steps of 16-bit audio)."""
     if is_silence(peak):
         log.warning("%s: silent (no sample above -90 dBFS): what the model makes of it means nothing", name)
+    elif peak < QUIET_PEAK:
+        log.warning("%s: nearly silent (loudest sample %.0f dBFS): the model hears its noise; the scores say little",
+                    name, 20 * math.log10(peak))
 
 
 def _peak(samples: np.ndarray) -> float:

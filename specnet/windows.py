@@ -9,6 +9,11 @@ import numpy as np
 #: labels are warned about and a silent window is left out of its clip's mean.
 SILENT_PEAK = 10 ** (-90 / 20)
 
+#: An input whose loudest sample is below this (-75 dBFS, about six steps of 16-bit audio) is
+#: used, but warned about: dB relative to its peak shows its rounding and dither noise as
+#: loudly as a recording's sound, and the model names what that noise resembles.
+QUIET_PEAK = 10 ** (-75 / 20)
+
 
 def default_hop(window: int) -> int:
     """Samples between windows of ``window`` samples when no hop is given: half a window, as

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tracemalloc
@@ -568,3 +569,22 @@ def test_stream_bad_arguments_raise_at_call(tone_wav, kwargs, fragment):
     with pytest.raises(ParameterError) as excinfo:
         iter_audio_blocks(tone_wav, **kwargs)  # no iteration needed
     assert fragment in _message(excinfo)
+
+
+def test_an_ogg_file_cut_short_decodes_with_a_warning(tmp_path, caplog):
+    noise = np.random.default_rng(1).uniform(-0.5, 0.5, 20 * 16000)
+    data = write_audio(tmp_path / "whole.ogg", noise, 16000, subtype="VORBIS").read_bytes()
+    pages = [i for i in range(len(data)) if data.startswith(b"OggS", i)]
+    middle = pages[len(pages) // 2]
+    (tmp_path / "at_a_page.ogg").write_bytes(data[:middle])  # whole pages, but not the last one
+    (tmp_path / "in_a_page.ogg").write_bytes(data[: middle + 1000])
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        whole = load_audio(tmp_path / "whole.ogg")[0]
+    assert caplog.records == [] and len(whole) == len(noise)
+    for name in ("at_a_page.ogg", "in_a_page.ogg"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="specnet"):
+            samples = load_audio(tmp_path / name)[0]
+        assert 0 < len(samples) < len(noise), name
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{tmp_path / name}: truncated: the Ogg stream stops before its end (a cut copy or download?); using what decodes"]

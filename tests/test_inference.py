@@ -569,3 +569,14 @@ def test_batches_are_capped_by_log_mel_cells_and_results_do_not_change(model, cl
     sizes.clear()
     np.testing.assert_allclose(probabilities(model.predict(inputs, batch_size=64)), expected, atol=1e-5, rtol=0)
     assert max(sizes) == 3 and sum(sizes) == windows
+
+
+def test_nearly_silent_inputs_are_classified_with_a_warning(model, tmp_path, caplog):
+    dither = np.random.default_rng(0).integers(-2, 3, S.SR).astype(np.int16)  # two steps of 16-bit audio
+    sf.write(tmp_path / "dither.wav", dither, S.SR, subtype="PCM_16")
+    quiet_but_real = np.full(S.SR, 10 ** (-60 / 20), np.float32)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        results = model.predict([str(tmp_path / "dither.wav"), quiet_but_real], sample_rate=S.SR)
+    assert len(results) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'dither.wav'}: nearly silent (loudest sample -84 dBFS): the model hears its noise; the scores say little"]
