@@ -502,8 +502,9 @@ def _floor_settings(top_db: Any, source: str) -> dict[str, Any]:
 
 def _said_as_given(message: str, ctx: click.Context, config_file: str | None, explicit: set[str], file_keys: set[str]) -> str:
     """A training option's error as the user gave the options it names: a flag under its name
-    (``--val-split=2 must ...``), a config file's setting under its own, naming the file; an
-    option given neither way (a hint: ``pass --weights``) as its flag.
+    (``--val-split=2 must ...``), and naming the config file when the file set one of them.
+    (A hint at an option nobody gave, ``pass weights=FILE``, becomes ``--weights FILE`` where
+    every message does, in :func:`as_flags`.)
 
     Quoted values are left as they are, and so is a message listing unknown names (``unknown
     ... x; known: ...``): its names are the user's own keys and the list of right ones."""
@@ -519,10 +520,10 @@ def _said_as_given(message: str, ctx: click.Context, config_file: str | None, ex
     def as_given(match: re.Match) -> str:
         nonlocal blamed_on_file
         name = match.group(1)
-        if name in file_keys and name not in explicit:
-            blamed_on_file = True
-            return name
-        return flags.get(name, name)  # a flag given, or one a hint asks for ("pass --weights")
+        if name in explicit:
+            return flags[name]
+        blamed_on_file |= name in file_keys
+        return name
 
     # Every other piece is a quoted value (split keeps them), never rewritten.
     pieces = re.split(r"('[^']*'|\"[^\"]*\")", message)

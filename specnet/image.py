@@ -116,10 +116,10 @@ def load_image(
 def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
     """An image held in memory, made what :func:`load_image` makes of a file.
 
-    pixels : array or tensor ``(C, height, width)``, C = 1 (grey), 3 (RGB) or 4 (RGBA:
-        alpha dropped, as for files); uint8 values are scaled by 1/255 and uint16 by
-        1/65535, float values must lie in [0, 1]. A batch of grey images is
-        ``(images, 1, height, width)``: ``(3, height, width)`` is one RGB image.
+    pixels : array or tensor ``(C, height, width)``, C = 1 (grey), 2 (grey and alpha),
+        3 (RGB) or 4 (RGBA), alpha dropped as for files; uint8 values are scaled by 1/255
+        and uint16 by 1/65535, float values must lie in [0, 1]. A batch of grey images
+        is ``(images, 1, height, width)``: ``(3, height, width)`` is one RGB image.
     channels : 1 or 3; grey is repeated to RGB, RGB is made grey with the ITU-R
         601 weights Pillow uses for files.
     size : (height, width) to resize to, bilinear and antialiased as for files.
@@ -129,14 +129,15 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
     """
     raw = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
     shape = tuple(raw.shape)
-    if raw.ndim != 3 or shape[0] not in (1, 3, 4) or 0 in shape:
-        looks_hwc = raw.ndim == 3 and shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
+    if raw.ndim != 3 or shape[0] not in _COLOUR_OF_CHANNELS or 0 in shape:
+        looks_hwc = raw.ndim == 3 and shape[-1] in _COLOUR_OF_CHANNELS and shape[0] not in _COLOUR_OF_CHANNELS
         raise ParameterError(
-            f"an image array must be (channels, height, width) with 1, 3 or 4 channels, got shape {shape}"
+            f"an image array must be (channels, height, width) with 1 to 4 channels (grey, grey and alpha, RGB, RGBA), "
+            f"got shape {shape}"
             + ("; that looks like (height, width, channels): transpose it to (channels, height, width)" if looks_hwc
                else "; a grey image is (1, height, width), a batch of them (images, 1, height, width)" if raw.ndim == 3 else "")
         )
-    raw = raw[:3]  # RGBA: alpha dropped, as Pillow drops it converting a file to RGB
+    raw = raw[: _COLOUR_OF_CHANNELS[shape[0]]]  # alpha dropped, as Pillow drops it converting a file
     if raw.dtype == np.uint8 or raw.dtype == np.uint16:
         x = raw.astype(np.float32) / float(np.iinfo(raw.dtype).max)
     elif np.issubdtype(raw.dtype, np.floating):
@@ -157,6 +158,9 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
 
 #: The EXIF tag saying how to turn the stored pixels to show them upright.
 _EXIF_ORIENTATION = 0x0112
+
+#: Colour channels of an image array by its channel count: alpha (the last of 2 or 4) is dropped.
+_COLOUR_OF_CHANNELS = {1: 1, 2: 1, 3: 3, 4: 3}
 
 #: Pillow's RGB -> L weights (ITU-R 601-2 luma), for arrays as for files.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])

@@ -506,7 +506,7 @@ class Model:
         and a shorter clip's row ends in NaN. Raises the first bad input's error; see
         :meth:`embed_frames_iter` to skip bad inputs instead.
         """
-        check_int("batch_size", batch_size, minimum=1)
+        self._check_frame_options(sample_rate, batch_size)
         clips = []
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
             try:
@@ -522,7 +522,7 @@ class Model:
         """Frame-level embeddings one input at a time: ``(frames (count, dim), timestamps (count,) s)``,
         the frames centred inside that clip's audio, as :meth:`embed_frames` gives its row; a bad
         input gives a :class:`Failure` and the next one is read."""
-        check_int("batch_size", batch_size, minimum=1)
+        self._check_frame_options(sample_rate, batch_size)
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
             try:
                 clip = self._frame_clip(index, entry, sample_rate)
@@ -532,12 +532,16 @@ class Model:
             frames, timestamps, (count,) = self._frame_embeddings([clip], batch_size=batch_size)
             yield frames[0, :count], timestamps[:count]
 
-    def _frame_clip(self, index: int, entry: Any, sample_rate: int | None) -> np.ndarray:
-        """One input for frame embeddings: mono samples ``(T,)`` at the model's rate."""
+    def _check_frame_options(self, sample_rate: int | None, batch_size: int) -> None:
+        """Refuse, once for all inputs, frame embeddings this model or these options cannot give."""
         if self.input_kind != "audio":
             raise ParameterError("frame-level embeddings need an audio model")
         if sample_rate is not None:
             check_int("sample_rate", sample_rate, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
+
+    def _frame_clip(self, index: int, entry: Any, sample_rate: int | None) -> np.ndarray:
+        """One input for frame embeddings: mono samples ``(T,)`` at the model's rate."""
         path = _input_path(entry)
         if path:  # an empty path is refused with the samples' checks
             self._check_kind(path)

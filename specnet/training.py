@@ -172,7 +172,7 @@ class TrainConfig:
         if self.keep not in ("best", "last"):
             raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
         if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
-            raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained, weights or init")
+            raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained=True, weights=FILE or init=MODEL")
         if self.init and (self.pretrained or self.weights):
             raise ParameterError("init starts from a specnet model; pretrained and weights start from ImageNet: give one of them")
         if self.patience is not None and self.keep == "last":

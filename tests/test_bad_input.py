@@ -272,6 +272,9 @@ def test_image_arrays_of_the_wrong_shape_say_the_right_one(tmp_path_factory):
     with pytest.raises(ParameterError, match=r"a batch of them \(images, 1, height, width\)$"):
         image_model.predict(grey_batch)
     assert len(image_model.predict(grey_batch[:, None])) == 5
+    for call in (lambda: image_model.embed_frames([grey_batch[0, None]]), lambda: list(image_model.embed_frames_iter(["a.png", "b.png"]))):
+        with pytest.raises(ParameterError, match="^frame-level embeddings need an audio model$"):
+            call()
     rgba = np.random.default_rng(0).integers(0, 256, (4, 8, 9), dtype=np.uint8)
     np.testing.assert_allclose(image_model.predict(rgba)[0].probabilities, image_model.predict(rgba[:3])[0].probabilities)
 

@@ -685,11 +685,14 @@ def test_paths_in_a_config_file_are_relative_to_its_folder(capsys, tmp_path, mon
 
 def test_train_option_errors_name_options_as_given_and_hints_as_flags(capsys, tmp_path):
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--freeze-backbone")
-    assert code == 1 and err == "error: --freeze-backbone needs a trained backbone: pass --pretrained, --weights or --init\n"
+    assert code == 1 and err == "error: --freeze-backbone needs a trained backbone: pass --pretrained, --weights FILE or --init MODEL\n"
     config = tmp_path / "train.toml"
     config.write_text("freeze_backbone = true\n")
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config))
-    assert code == 1 and err == f"error: {config}: freeze_backbone needs a trained backbone: pass --pretrained, --weights or --init\n"
+    assert code == 1 and err == f"error: {config}: freeze_backbone needs a trained backbone: pass --pretrained, --weights FILE or --init MODEL\n"
+    # Words that are option names but say something else stay words.
+    code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--arch-arg", "num_classes=3")
+    assert code == 1 and "ImageNet weights from pretrained/weights" in err and "the data, in_chans" in err, err
     config.write_text("keep = \"last\"\n")
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config), "--patience", "3")
     assert code == 1 and err == (f"error: {config}: --patience stops at the best validation epoch, which keep='last' never looks for; "

@@ -237,6 +237,10 @@ def test_an_array_becomes_what_its_file_becomes(tmp_path):
     torch.testing.assert_close(image_from_array(grey[None], channels=3), load_image(tmp_path / "g.png", channels=3))
     rgba = make_image(tmp_path / "t.png", "RGBA", (6, 7))  # alpha dropped, from a file as from an array
     torch.testing.assert_close(image_from_array(np.moveaxis(rgba, -1, 0), channels=3), load_image(tmp_path / "t.png", channels=3))
+    grey_alpha = make_image(tmp_path / "la.png", "LA", (6, 7))
+    for channels in (1, 3):
+        torch.testing.assert_close(image_from_array(np.moveaxis(grey_alpha, -1, 0), channels=channels),
+                                   load_image(tmp_path / "la.png", channels=channels))
     sixteen = (np.arange(42, dtype=np.uint16) * 1500).reshape(1, 6, 7)
     np.testing.assert_allclose(image_from_array(sixteen, channels=1)[0], sixteen[0] / 65535, rtol=1e-6)
 
@@ -257,7 +261,7 @@ def test_exif_orientation_is_applied(tmp_path):
     ("pixels", "fragment"),
     [
         (np.zeros((32, 32, 3), np.uint8), r"got shape \(32, 32, 3\); that looks like \(height, width, channels\): transpose it"),
-        (np.zeros((5, 8, 8), np.uint8), r"with 1, 3 or 4 channels, got shape \(5, 8, 8\); a grey image is \(1, height, width\), "
+        (np.zeros((5, 8, 8), np.uint8), r"with 1 to 4 channels \(grey, grey and alpha, RGB, RGBA\), got shape \(5, 8, 8\); a grey image is \(1, height, width\), "
                                         r"a batch of them \(images, 1, height, width\)$"),
         (np.zeros((3, 0, 0)), r"got shape \(3, 0, 0\)"),
         (np.zeros((8, 8)), r"got shape \(8, 8\)$"),

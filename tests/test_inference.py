@@ -395,6 +395,11 @@ def test_frame_embeddings_one_input_at_a_time_skip_bad_inputs(model, clips, tmp_
         model.embed_frames([paths[0], str(broken)])
     with pytest.raises(ParameterError, match="^input 1: samples contain NaN or infinite values$"):
         model.embed_frames([paths[0], nan], sample_rate=S.SR)
+    # What is wrong with the call itself is refused once, not blamed on each input.
+    with pytest.raises(ParameterError, match="^sample_rate=-1 must be"):
+        list(model.embed_frames_iter(paths, sample_rate=-1))
+    with pytest.raises(ParameterError, match="^sample_rate=-1 must be"):
+        model.embed_frames([nan], sample_rate=-1)
 
 
 def test_frame_embeddings_in_batches_equal_one_at_a_time(model, clips):
