@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import audioread
 import numpy as np
@@ -468,7 +468,7 @@ def _open(path: PathLike, name: str, *, warn_truncated: bool = True) -> Iterator
         with f:
             if warn_truncated:
                 _warn_if_truncated(f, name)
-                if f.format == "OGG" and isinstance(source, int):
+                if f.format == "OGG":
                     _warn_if_ogg_cut(source, name)
             yield f
 
@@ -508,20 +508,28 @@ def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
     )
 
 
-def _warn_if_ogg_cut(fd: int, name: str) -> None:
+def _warn_if_ogg_cut(fh: Any, name: str) -> None:
     """Log a warning when an Ogg file does not end with the last page of its stream.
 
     libsndfile reads an Ogg file's length from its last page and decodes a file cut short
-    without a word; a complete stream ends with a page flagged end-of-stream that ends
-    exactly at the end of the file. Read with ``os.pread``, which leaves libsndfile's
-    position in ``fd`` alone.
+    without a word. A complete stream's last page is flagged end-of-stream; bytes after
+    it (an ID3 tag, padding) are allowed. ``fh`` is the open file (or its descriptor),
+    read without moving the position libsndfile reads from.
     """
-    size = os.fstat(fd).st_size
-    tail = os.pread(fd, _OGG_MAX_PAGE, max(0, size - _OGG_MAX_PAGE))
+    if isinstance(fh, int):
+        size = os.fstat(fh).st_size
+        tail = os.pread(fh, _OGG_MAX_PAGE, max(0, size - _OGG_MAX_PAGE))
+    else:
+        position = fh.tell()
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - _OGG_MAX_PAGE))
+        tail = fh.read(_OGG_MAX_PAGE)
+        fh.seek(position)
     start = tail.rfind(b"OggS")
-    while start >= 0:  # the last page: a capture pattern whose page ends at the end of the file
-        header_end = start + 27 + (tail[start + 26] if start + 26 < len(tail) else 0)
-        if start + 26 < len(tail) and header_end <= len(tail) and header_end + sum(tail[start + 27 : header_end]) == len(tail):
+    while start >= 0:  # the last whole page: version 0, its segments all inside the file
+        segments = tail[start + 26] if start + 26 < len(tail) else None
+        header_end = start + 27 + (segments or 0)
+        if tail[start + 4 : start + 5] == b"\0" and segments is not None and header_end <= len(tail) \
+                and header_end + sum(tail[start + 27 : header_end]) <= len(tail):
             if tail[start + 5] & 0x04:  # header type: end of stream
                 return
             break

@@ -578,9 +578,18 @@ def test_an_ogg_file_cut_short_decodes_with_a_warning(tmp_path, caplog):
     middle = pages[len(pages) // 2]
     (tmp_path / "at_a_page.ogg").write_bytes(data[:middle])  # whole pages, but not the last one
     (tmp_path / "in_a_page.ogg").write_bytes(data[: middle + 1000])
-    with caplog.at_level(logging.WARNING, logger="specnet"):
-        whole = load_audio(tmp_path / "whole.ogg")[0]
-    assert caplog.records == [] and len(whole) == len(noise)
+    (tmp_path / "tagged.ogg").write_bytes(data + b"TAG" + bytes(125))  # an ID3v1 tag after the last page
+    write_audio(tmp_path / "opus.ogg", noise[:16000], 16000, subtype="OPUS")
+    for complete in ("whole.ogg", "tagged.ogg", "opus.ogg"):
+        with caplog.at_level(logging.WARNING, logger="specnet"):
+            samples = load_audio(tmp_path / complete)[0]
+        assert caplog.records == [] and len(samples) > 0, complete
+    assert len(load_audio(tmp_path / "whole.ogg")[0]) == len(noise)
+    with open(tmp_path / "in_a_page.ogg", "rb") as handle:  # as on systems without descriptors
+        audio._warn_if_ogg_cut(handle, "in_a_page.ogg")
+        assert handle.tell() == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "in_a_page.ogg: truncated: the Ogg stream stops before its end (a cut copy or download?); using what decodes"]
     for name in ("at_a_page.ogg", "in_a_page.ogg"):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="specnet"):
