@@ -141,22 +141,25 @@ def test_esc10_keeps_a_folds_csv_it_did_not_write(esc10, tmp_path):
 
 def test_fsdd_force_replaces_only_what_an_earlier_run_wrote(fsdd, tmp_path):
     out = tmp_path / "out"
-    assert prepare("fsdd", out, "--data", fsdd).returncode == 0
+    assert prepare("fsdd", out, "--data", fsdd, "--copy").returncode == 0
+    assert prepare("fsdd", out, "--data", fsdd, "--force").returncode == 0  # copies replaced by links
     result = prepare("fsdd", out, "--data", fsdd)
     assert result.returncode == 2 and "already exists; pass --force" in result.stderr
     assert prepare("fsdd", out, "--data", fsdd, "--force").returncode == 0  # its own files: replaced
     official = (out / "official.csv").read_bytes()
     # Something of the user's anywhere it would delete: named, and nothing deleted.
     for mine, named in ((out / "train" / "1" / "notes.txt", out / "train" / "1" / "notes.txt"),
+                        (out / "train" / "1" / "1_me_12.wav", out / "train" / "1" / "1_me_12.wav"),  # named like a recording
                         (out / "test" / "mine" / "a.wav", out / "test" / "mine"),
                         (out / "loso.csv", out / "loso.csv")):
         mine.parent.mkdir(parents=True, exist_ok=True)
-        mine.write_text("the user's own")
+        content = "the user's own" if mine.suffix != ".csv" else "path,label,fold,speaker\nmine.wav,1,1,me\n"  # our header, not our rows
+        mine.write_text(content)
         result = prepare("fsdd", out, "--data", fsdd, "--force")
         assert result.returncode == 2
         assert result.stderr.splitlines()[-1] == f"prepare.py: error: {named}: not written by prepare.py; move it away or give another folder"
-        assert mine.read_text() == "the user's own" and (out / "official.csv").read_bytes() == official
-        assert len(list((out / "train").rglob("*.wav"))) == 2 * 3 * 2  # the earlier run's links still there
+        assert mine.read_text() == content and (out / "official.csv").read_bytes() == official
+        assert sum(p.is_symlink() for p in (out / "train").rglob("*.wav")) == 2 * 3 * 2  # the earlier run's links still there
         if mine.name != "loso.csv":
             mine.unlink()
         if mine.parent.name == "mine":

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{out}: is inside the repository; give a folder outside it (e.g. /tmp/esc10)")
     if out.exists() and not out.is_dir():
         parser.error(f"{out}: exists and is not a folder")
+    folds_csv = out / "folds.csv"
+    if folds_csv.exists() and not folds_csv.read_text("utf-8", errors="replace").startswith("path,label,fold\n"):
+        parser.error(f"{folds_csv}: exists and is not a manifest prepare.py wrote; move it away or give another folder")
+    out.mkdir(parents=True, exist_ok=True)
     all_dir = out / "all"
 
     manifest, missing = [], []
@@ -74,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     manifest.sort(key=lambda r: (r[2], r[1], r[0]))
-    folds_csv = out / "folds.csv"
-    if folds_csv.exists() and not folds_csv.read_text("utf-8", errors="replace").startswith("path,label,fold\n"):
-        parser.error(f"{folds_csv}: exists and is not a manifest prepare.py wrote; move it away or give another folder")
     tmp = out / "folds.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")

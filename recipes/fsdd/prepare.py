@@ -33,23 +33,26 @@ OFFICIAL_HEADER = ["path", "label", "fold"]
 LOSO_HEADER = ["path", "label", "fold", "speaker"]
 
 
-def not_written_here(target: Path, header: list[str] | None) -> Path | None:
-    """The first thing in ``target`` this script does not write (None if it wrote all of it):
-    a CSV must start with ``header``; a folder (train/, test/) may hold only digit folders of
-    digit_speaker_take.wav files."""
-    if header is not None:
+def not_written_here(target: Path, header: list[str], written: set[str]) -> Path | None:
+    """The first thing in ``target`` this script would not have written (None if none): a CSV
+    must hold ``header`` and rows of paths in ``written``; a folder (train/, test/) only the
+    digit folders and recordings of ``written`` (paths relative to OUT)."""
+    if target.suffix == ".csv":
         if target.is_symlink() or not target.is_file():
             return target
         with open(target, newline="", encoding="utf-8", errors="replace") as handle:
-            return None if next(csv.reader(handle), None) == header else target
+            rows = csv.reader(handle)
+            if next(rows, None) != header or any(not row or row[0] not in written for row in rows):
+                return target
+        return None
     if target.is_symlink() or not target.is_dir():
         return target
-    for digit in sorted(target.iterdir()):
-        if digit.is_symlink() or not digit.is_dir() or not re.fullmatch(r"\d", digit.name):
-            return digit
-        for wav in sorted(digit.iterdir()):
-            if not (NAME.match(wav.name) and (wav.is_symlink() or wav.is_file())) or wav.name[0] != digit.name:
-                return wav
+    for path in sorted(target.rglob("*")):
+        if path.parent == target:  # a digit folder
+            if path.is_symlink() or not path.is_dir() or not re.fullmatch(r"\d", path.name):
+                return path
+        elif path.relative_to(target.parent).as_posix() not in written:
+            return path
     return None
 
 
@@ -86,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.error(f"{recordings}: no digit_speaker_take.wav files")
 
-    targets = {out / "train": None, out / "test": None, out / "official.csv": OFFICIAL_HEADER, out / "loso.csv": LOSO_HEADER}
+    targets = {out / "train": [], out / "test": [], out / "official.csv": OFFICIAL_HEADER, out / "loso.csv": LOSO_HEADER}
     present = [t for t in targets if t.exists() or t.is_symlink()]
     if present and not args.force:
         parser.error(f"{present[0]}: already exists; pass --force to replace what an earlier run wrote")
+    written = {f"{'test' if take in TEST_TAKES else 'train'}/{digit}/{src.name}" for src, digit, _, take in files}
     for target in present:  # --force: only what this script writes, never a file of the user's
-        foreign = not_written_here(target, targets[target])
+        foreign = not_written_here(target, targets[target], written)
         if foreign:
             parser.error(f"{foreign}: not written by prepare.py; move it away or give another folder")
     for target in present:

@@ -10,9 +10,10 @@
 # JOBS=N runs N leave-one-speaker-out trainings at a time (default 1).
 set -euo pipefail
 
-work=$(realpath -m "${1:-/tmp/fsdd}")
+absolute() { python -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "$1"; }   # realpath -m is not everywhere
+work=$(absolute "${1:-/tmp/fsdd}")
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-data=$(realpath -m "${DATA:-$repo/../shared/data/fsdd}")
+data=$(absolute "${DATA:-$repo/../shared/data/fsdd}")
 steps=${STEPS:-prepare official loso adapt bundle figures}
 jobs=${JOBS:-1}
 for step in $steps; do
@@ -30,10 +31,11 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # small model: one thread per run
 runs=$work/runs
 evals=$work/eval
 has() { [[ " $steps " == *" $1 "* ]]; }
-each_speaker() {   # runs "$1 K" for the six speaker folds K, JOBS at a time; fails if any fold failed
+each_speaker() {   # runs "$1 K" for the six speaker folds K, JOBS at a time; a failed fold stops the rest
   export -f "$1"
   export cfg work runs evals data
-  printf '%s\n' 1 2 3 4 5 6 | xargs -P "$jobs" -n 1 bash -c 'set -euo pipefail; '"$1"' "$0"'
+  # Exit status 255 makes xargs start no further fold (the ones running finish).
+  printf '%s\n' 1 2 3 4 5 6 | xargs -P "$jobs" -n 1 bash -c 'set -euo pipefail; '"$1"' "$0" || exit 255'
 }
 
 if has prepare; then
