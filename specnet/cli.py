@@ -533,10 +533,10 @@ def _said_as_given(message: str, ctx: click.Context, config_file: str | None, ex
     return said
 
 
-def _conflict_as_given(conflict, ctx: click.Context, config_file: str | None, explicit: set[str], flag_arch_args: set[str]) -> str:
-    """An ``init`` conflict with each option as the user gave it: a flag under its name
-    (``--arch``, ``--arch-arg drop_rate``, ``--n-mels``), a config file's setting under its
-    own name, with the file named in front."""
+def _options_as_given(error, ctx: click.Context, config_file: str | None, explicit: set[str], flag_arch_args: set[str]) -> str:
+    """An error about options (its ``describe(name)`` says each one as ``name`` does) with each
+    option as the user gave it: a flag under its name (``--arch``, ``--arch-arg drop_rate``,
+    ``--n-mels``), a config file's setting under its own name, with the file named in front."""
     flags = {p.name: p.opts[0] for p in ctx.command.params if p.opts[0].startswith("--")}
     from_file = False
 
@@ -550,7 +550,7 @@ def _conflict_as_given(conflict, ctx: click.Context, config_file: str | None, ex
             return flags[flag]
         from_file = True
         return key
-    said = conflict.describe(as_given)
+    said = error.describe(as_given)
     return f"{config_file}: {said}" if from_file and config_file else said
 
 
@@ -596,7 +596,7 @@ def _conflict_as_given(conflict, ctx: click.Context, config_file: str | None, ex
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import InitConflict, TrainConfig, train as run_training
+    from .training import AudioOptionsForImages, InitConflict, TrainConfig, train as run_training
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -645,8 +645,8 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         raise SpecnetError(_said_as_given(str(exc), ctx, config_file, explicit, file_keys)) from None
     try:
         best = run_training(data_dir, out, config=config, resume=resume, overwrite=overwrite, quiet=quiet)
-    except InitConflict as exc:
-        raise SpecnetError(_conflict_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
+    except (InitConflict, AudioOptionsForImages) as exc:
+        raise SpecnetError(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
     if not quiet and best and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         if "accuracy" in best:
             scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}"

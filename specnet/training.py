@@ -397,6 +397,19 @@ class InitConflict(ParameterError):
                 "leave these options out, or train from scratch")
 
 
+class AudioOptionsForImages(DataError):
+    """Audio options given for image data: ``options`` as TrainConfig names them
+    (``features.n_mels``, ``clip_seconds``)."""
+
+    def __init__(self, options: list[str]) -> None:
+        self.options = options
+        super().__init__(self.describe(lambda option: option if "." in option else f"{option}="))
+
+    def describe(self, name: Callable[[str], str]) -> str:
+        """The message, with each option as ``name`` says it."""
+        return f"the data holds image files, and {', '.join(map(name, self.options))} apply to audio: leave them out"
+
+
 def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any, Any]]:
     """The options ``config`` sets that the ``init`` model's spec contradicts: ``(option, given, model's)``."""
     given: list[tuple[str, Any, Any]] = []
@@ -410,10 +423,14 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any
     if base.features is not None and config.features:
         mine, theirs = config.feature_config(), base.features
         for key in config.features:
-            # f_max None means the Nyquist frequency: compare the frequency it stands for.
-            attribute = "max_frequency" if key == "f_max" else key
-            if getattr(mine, attribute, None) != getattr(theirs, attribute, None):
-                given.append((f"features.{key}", getattr(mine, attribute, None), getattr(theirs, attribute, None)))
+            if key == "ref_peak" and "top_db" in config.features:
+                continue  # said with top_db, as --top-db sets both
+            # f_max None means the Nyquist frequency: compare the frequency it stands for; top_db
+            # the floor it sets, 0 for absolute dB (as --top-db 0 says it).
+            value = {"f_max": lambda f: f.max_frequency, "top_db": lambda f: f.top_db if f.ref_peak else 0}.get(
+                key, lambda f: getattr(f, key, None))
+            if value(mine) != value(theirs):
+                given.append((f"features.{key}", value(mine), value(theirs)))
     if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
         given.append(("image_size", tuple(config.image_size), tuple(base.image_size)))
     return given
@@ -757,10 +774,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if kind == "audio" and config.image_size is not None:
         raise DataError("the data holds audio files, and image_size applies to images: leave it out")
     if kind == "image" and (config.features or config.clip_seconds is not None):
-        # As the API takes them (the CLI says its flags); top_db says ref_peak too (--top-db sets both).
+        # top_db says ref_peak too, as --top-db sets both.
         given = [f"features.{key}" for key in config.features if not (key == "ref_peak" and "top_db" in config.features)]
-        given += ["clip_seconds="] if config.clip_seconds is not None else []
-        raise DataError(f"the data holds image files, and {', '.join(given)} apply to audio: leave them out")
+        raise AudioOptionsForImages(given + (["clip_seconds"] if config.clip_seconds is not None else []))
     base = load_model_file(resolve_model(config.init)[1]) if config.init else None  # loaded once, used twice
     if base is not None:
         if base.spec.input_kind != kind:

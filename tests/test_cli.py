@@ -699,6 +699,22 @@ def test_train_option_errors_name_options_as_given_and_hints_as_flags(capsys, tm
                                  "use keep='best'\n")
 
 
+def test_an_init_conflict_over_the_floor_is_said_as_top_db(capsys, tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=2)
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--init", "fsdd", "--top-db", "0")
+    assert code == 1 and err == ("error: fsdd: a model started from --init keeps its architecture and front-end, but --top-db "
+                                 "is 0 here and 35.0 in the model: leave these options out, or train from scratch\n"), err
+
+
+def test_audio_options_for_images_are_named_as_given(capsys, tmp_path):
+    data = S.make_image_dataset(tmp_path / "images", per_class=2)
+    config = tmp_path / "train.toml"
+    config.write_text("clip_seconds = 1.0\n[features]\nn_mels = 40\n")
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--config", str(config), "--top-db", "30")
+    assert code == 1 and err == (f"error: {config}: the data holds image files, and n_mels, --top-db, clip_seconds apply to audio: "
+                                 "leave them out\n"), err
+
+
 def test_train_with_config_file_flags_win(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"

@@ -137,6 +137,7 @@ def test_esc10_keeps_a_folds_csv_it_did_not_write(esc10, tmp_path):
     result = prepare("esc10", tmp_path / "out", "--data", esc10)
     assert result.returncode == 2 and "folds.csv: exists and is not a manifest prepare.py wrote" in result.stderr
     assert (tmp_path / "out" / "folds.csv").read_text() == "my own notes\n"
+    assert not (tmp_path / "out" / "all").exists()  # refused before anything was made
 
 
 def test_fsdd_force_replaces_only_what_an_earlier_run_wrote(fsdd, tmp_path):
