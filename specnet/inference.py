@@ -72,7 +72,7 @@ def _warn_if_silent(peak: float, name: str) -> None:
     if is_silence(peak):
         log.warning("%s: silent (no sample above -90 dBFS): what the model makes of it means nothing", name)
     elif peak < QUIET_PEAK:
-        log.warning("%s: nearly silent (loudest sample %.0f dBFS): the model hears its noise; the scores say little",
+        log.warning("%s: nearly silent (loudest sample %.0f dBFS): what the model hears is mostly noise; the scores say little",
                     name, 20 * math.log10(peak))
 
 

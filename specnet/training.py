@@ -630,23 +630,23 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Names of the entries that differ, ``data.source`` style for nested tables."""
-    names = []
+def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(name, saved value, current value)`` of each entry that differs, ``data.source``
+    style for nested tables."""
+    found = []
     for key in set(saved) | set(current):
         old, new = saved.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            names += _differences(old, new, f"{prefix}{key}.")
+            found += _differences(old, new, f"{prefix}{key}.")
         elif old != new:
-            names.append(prefix + key)
-    return names
+            found.append((prefix + key, old, new))
+    return found
 
 
-def _setting(config: dict[str, Any], name: str) -> Any:
-    """The value :func:`_differences` calls ``name`` (``data.source`` style); None where absent."""
-    for key in name.split("."):
-        config = config.get(key) if isinstance(config, dict) else None
-    return config
+def _shown(value: Any) -> str:
+    """``value`` for a one-line message: its repr, or how many entries a long list or table has."""
+    text = repr(value)
+    return f"{len(value)} entries" if len(text) > 60 and isinstance(value, (list, dict)) else text
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -839,10 +839,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         saved["data"].setdefault("files", current["data"]["files"])
         saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
         if _comparable(saved) != _comparable(current):
-            was, now = _comparable(saved), _comparable(current)
             changed = [f"{name}: which files, their classes or sizes" if name == "data.files" else
-                       f"{name}: {_setting(was, name)!r} then, {_setting(now, name)!r} now"
-                       for name in sorted(_differences(was, now))]
+                       f"{name}: {_shown(was)} then, {_shown(now)} now"
+                       for name, was, now in sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])]
             raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); pass overwrite=True to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(

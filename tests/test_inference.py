@@ -584,4 +584,4 @@ def test_nearly_silent_inputs_are_classified_with_a_warning(model, tmp_path, cap
         results = model.predict([str(tmp_path / "dither.wav"), quiet_but_real], sample_rate=S.SR)
     assert len(results) == 2
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'dither.wav'}: nearly silent (loudest sample -84 dBFS): the model hears its noise; the scores say little"]
+        f"{tmp_path / 'dither.wav'}: nearly silent (loudest sample -84 dBFS): what the model hears is mostly noise; the scores say little"]

@@ -991,3 +991,13 @@ def test_validation_share_is_held_out_from_the_files_that_decode(tmp_path):
         assert counts["skipped"] == 1
         assert counts["class_counts"][S.AUDIO_CLASSES[0]] == 1
         assert counts["train_files"] + counts["val_files"] == 9
+
+
+def test_resume_differences_keep_dotted_names_and_shorten_long_values():
+    from specnet.training import _differences, _shown
+
+    saved = {"data": {"class_counts": {"v1.0": 4, "v2": 3}}, "lr": 0.002}
+    current = {"data": {"class_counts": {"v1.0": 5, "v2": 3}}, "lr": 0.002}
+    assert _differences(saved, current) == [("data.class_counts.v1.0", 4, 5)]
+    assert _shown([{"path": f"bad{i}.wav", "reason": "corrupt"} for i in range(5)]) == "5 entries"
+    assert _shown([32, 32]) == "[32, 32]" and _shown("runs/a") == "'runs/a'"
