@@ -52,18 +52,21 @@ class Scores:
 
     @property
     def f1(self) -> np.ndarray:
-        p, r = self.precision, self.recall
-        return np.divide(2 * p * r, p + r, out=np.zeros(len(self.classes)), where=(p + r) > 0)
+        """2 TP / (2 TP + FP + FN) per class: 0 for a class predicted but absent from the targets."""
+        seen = self.support + self.confusion.sum(axis=0)  # 2 TP + FP + FN
+        return np.divide(2 * np.diag(self.confusion), seen, out=np.zeros(len(self.classes)), where=seen > 0)
 
     @property
     def macro_f1(self) -> float:
-        """Mean F1 over the classes that occur in the targets."""
-        present = self.support > 0
+        """Mean F1 over the classes in the targets or the predictions (scikit-learn's macro
+        average), so that predicting a class absent from the test data costs as a mistake."""
+        present = (self.support + self.confusion.sum(axis=0)) > 0
         return float(self.f1[present].mean()) if present.any() else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values for JSON. A score whose denominator is zero is None (JSON null):
-        precision of a class nothing was predicted as, recall and F1 of a class with no examples."""
+        precision of a class nothing was predicted as, recall of a class with no examples, F1
+        of a class neither in the targets nor predicted."""
         predicted = self.confusion.sum(axis=0)
         return {
             "accuracy": self.accuracy,
@@ -73,7 +76,7 @@ class Scores:
                 name: {
                     "precision": float(self.precision[i]) if predicted[i] else None,
                     "recall": float(self.recall[i]) if self.support[i] else None,
-                    "f1": float(self.f1[i]) if self.support[i] else None,
+                    "f1": float(self.f1[i]) if self.support[i] or predicted[i] else None,
                     "support": int(self.support[i]),
                 }
                 for i, name in enumerate(self.classes)

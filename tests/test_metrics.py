@@ -45,13 +45,14 @@ def test_precision_and_recall_differ():
     assert s.accuracy == pytest.approx(0.75)
 
 
-def test_classes_absent_from_targets_are_left_out_of_macro_f1():
-    # Class c never occurs in the targets but is predicted once.
+def test_macro_f1_averages_the_classes_in_targets_or_predictions():
+    # Class c never occurs in the targets but is predicted once: its F1 is 0 (2 TP + FP + FN = 1),
+    # and it counts, as in scikit-learn's f1_score(average="macro").
     s = score([0, 0, 1, 1], [0, 2, 1, 1], ["a", "b", "c"])
     np.testing.assert_array_equal(s.support, [2, 1 + 1, 0])
     np.testing.assert_allclose(s.f1, [2 * 1.0 * 0.5 / 1.5, 1.0, 0.0])
-    assert s.macro_f1 == pytest.approx((2 / 3 + 1.0) / 2)  # not divided by 3
-    # A class absent from targets AND predictions does not count either.
+    assert s.macro_f1 == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
+    # A class absent from targets AND predictions does not count.
     t = score([0, 1], [0, 1], ["a", "b", "c"])
     assert t.macro_f1 == 1.0 and t.accuracy == 1.0
 
@@ -86,6 +87,10 @@ def test_to_dict_gives_none_for_undefined_scores():
     assert d["per_class"]["b"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 1}
     assert d["per_class"]["a"]["precision"] == pytest.approx(2 / 3)
     assert d["macro_f1"] == pytest.approx((0.8 + 0.0) / 2)  # "c" is left out
+    # A class predicted but never in the targets: precision and F1 0, recall undefined.
+    e = score([0, 0], [0, 1], ["a", "b"]).to_dict()
+    assert e["per_class"]["b"] == {"precision": 0.0, "recall": None, "f1": 0.0, "support": 0}
+    assert e["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
 
 
 def test_log_loss_sums_nats_and_clamps_a_zero_probability():
