@@ -801,7 +801,7 @@ def info(model_file, fmt) -> None:
 @cli.command()
 @click.argument("path")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The picture to write: .png, .jpg (.jpeg), .svg or .pdf by its suffix (PNG without one; another suffix is refused).")
-@click.option("--model", "-m", "model_name", default=None, help="Use this model's feature settings (default: specnet's defaults).")
+@click.option("--model", "-m", "model_name", default=None, help="Use this model's feature settings (default: the front-end 'specnet train' gives a model by default: 16 kHz, 64 mel bands, dB relative to the peak, 60 dB floor).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def spectrogram(path, output, model_name, overwrite) -> None:
     """Draw the log-mel spectrogram of an audio file as a picture: PNG, JPEG, SVG or PDF by OUTPUT's suffix (PNG without one)."""
@@ -822,7 +822,9 @@ def spectrogram(path, output, model_name, overwrite) -> None:
             raise SpecnetError(f"{model_name}: an image model, with no audio feature settings to draw with")
         features = FeatureConfig.from_dict(settings)
     else:
-        features = FeatureConfig()
+        from .training import TrainConfig
+
+        features = TrainConfig().feature_config()
     samples, _ = load_audio(path, sample_rate=features.sample_rate)
     with torch.no_grad():
         logmel = LogMelSpectrogram(features)(torch.from_numpy(samples)).numpy()

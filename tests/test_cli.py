@@ -574,6 +574,19 @@ def test_summary_of_a_bundled_model(capsys):
     assert code == 0 and "Total params: 298,842" in out
 
 
+def test_spectrogram_without_a_model_draws_what_train_gives_a_model_by_default(capsys, clips, tmp_path, monkeypatch):
+    import specnet.plots
+
+    drawn = {}
+    monkeypatch.setattr(specnet.plots, "plot_spectrogram", lambda logmel, output, **kw: drawn.update(logmel=logmel, **kw))
+    code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "s.png"))
+    from specnet.training import TrainConfig
+
+    features = TrainConfig().feature_config()
+    assert code == 0 and drawn["sample_rate"] == features.sample_rate and drawn["logmel"].shape[0] == features.n_mels
+    assert drawn["logmel"].max() == pytest.approx(0.0, abs=1e-4) and drawn["logmel"].min() >= -features.top_db - 1e-4  # relative dB, floored
+
+
 def test_spectrogram_png(capsys, clips, model_file, tmp_path):
     out = tmp_path / "out.png"
     code, stdout, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out))
