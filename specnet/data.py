@@ -235,14 +235,15 @@ def check_outside_the_data(out: str | os.PathLike, data_folders: Sequence[str | 
                             "writes would be read as data next time; choose a folder outside it")
 
 
-def split_by_fold(data: LabelledFiles, fold: int) -> tuple[LabelledFiles, LabelledFiles]:
-    """``(train, held-out)``: the samples of every other fold, and those of ``fold``."""
+def split_by_fold(data: LabelledFiles, fold: int, source: str | os.PathLike) -> tuple[LabelledFiles, LabelledFiles]:
+    """``(train, held-out)``: the samples of every other fold, and those of ``fold``; ``source``
+    (the manifest or folder they came from) names the data in errors."""
     if not is_integer(fold):  # "2" or 2.0 would match no fold, or every one by luck
         raise ParameterError(f"fold={fold!r} must be an integer")
     if data.folds is None:
-        raise DataError(f"fold {fold}: the data has no folds (a manifest with a 'fold' column gives them)")
+        raise DataError(f"{display_name(source)}: fold {fold}: the data has no folds (a manifest with a 'fold' column gives them)")
     if fold not in set(data.folds):
-        raise DataError(f"fold {fold} is not in the manifest (folds: {sorted(set(data.folds))})")
+        raise DataError(f"{display_name(source)}: fold {fold} is not in the manifest (folds: {sorted(set(data.folds))})")
     held = [i for i, f in enumerate(data.folds) if f == fold]
     rest = [i for i, f in enumerate(data.folds) if f != fold]
     return data.subset(rest), data.subset(held)

@@ -15,7 +15,7 @@ from .errors import DataError, SpecnetError
 from .fileio import atomic_write, check_output_path
 from .inference import Failure, Model, load_model
 from .metrics import Scores, log_loss_sum, score
-from .paths import text_name, unnamed
+from .paths import display_name, text_name, unnamed
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def evaluate(
         raise DataError(f"the data holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
     unknown = sorted({files.classes[target] for target in files.targets} - set(net.classes))  # of the files scored
     if unknown:
-        raise DataError(f"the data has class(es) {', '.join(unknown)} that the model does not know (it knows {', '.join(net.classes)})")
+        raise DataError(f"{display_name(manifest or data_dir)}: the data has class(es) {', '.join(unknown)} that the model does not know "
+                        f"(it knows {', '.join(net.classes)})")
     model_index = {name: i for i, name in enumerate(net.classes)}  # the data's classes, by name
     # Through Model.predict_iter, as `specnet classify` runs: the same windows and scores,
     # and only a few files' audio in memory at a time, however large the data.
@@ -71,7 +72,7 @@ def evaluate(
             probabilities.append(result.probabilities)
             targets.append(model_index[files.classes[target]])
     if not targets:
-        raise DataError("no usable file to evaluate on")
+        raise DataError(f"{display_name(manifest or data_dir)}: no usable file to evaluate on ({len(skipped)} skipped)")
     scores = score(targets, np.argmax(probabilities, axis=1), net.classes)
     loss = log_loss_sum(np.stack(probabilities), targets) / len(targets)
     result = scores.to_dict() | {"loss": loss, "model": loaded.name, "skipped": skipped}
@@ -85,7 +86,7 @@ def _load_files(data_dir, manifest, fold) -> LabelledFiles:
     check_one_source(data_dir, manifest)
     if manifest:
         files = read_manifest(manifest, min_classes=1)
-        return split_by_fold(files, fold)[1] if fold is not None else files
+        return split_by_fold(files, fold, manifest)[1] if fold is not None else files
     if fold is not None:
         raise DataError("a fold= needs a manifest=")
     if data_dir is None:

@@ -272,7 +272,7 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
             raise DataError(f"{config.val_dir}: holds {val.kind} files but the training data holds {data.kind}")
         return data, val
     if config.val_fold is not None:
-        return split_by_fold(data, config.val_fold)
+        return split_by_fold(data, config.val_fold, config.manifest or data_dir)
     if config.val_split == 0:  # train on everything; the last epoch's model is kept
         return data, data.subset([])
     return data, None

@@ -524,7 +524,7 @@ def test_evaluate_without_usable_files_is_one_line(capsys, model_file, cases, tm
         shutil.copy(cases["empty"].path, tmp_path / label / "x.wav")
     code, out, err = run_cli(capsys, "evaluate", model_file, tmp_path)
     lines = [line for line in err.splitlines() if not line.startswith("warning: ")]
-    assert_one_error_line(code, "\n".join(lines) + "\n", names="", says="no usable file to evaluate on")
+    assert_one_error_line(code, "\n".join(lines) + "\n", names=str(tmp_path), says="no usable file to evaluate on (2 skipped)")
 
 
 def test_train_skips_and_counts_bad_files(capsys, dirty_dataset, tmp_path, monkeypatch):

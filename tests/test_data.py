@@ -280,7 +280,7 @@ def _with_folds() -> LabelledFiles:
 
 
 def test_split_by_fold():
-    train, held = split_by_fold(_with_folds(), 2)
+    train, held = split_by_fold(_with_folds(), 2, "m.csv")
     assert [p.name for p in held.paths] == ["1.wav", "4.wav"]
     assert held.folds == [2, 2] and held.targets == [1, 0]
     assert [p.name for p in train.paths] == ["0.wav", "2.wav", "3.wav", "5.wav"]
@@ -289,11 +289,11 @@ def test_split_by_fold():
 
 
 def test_split_by_fold_errors():
-    with pytest.raises(DataError, match=r"fold 4 is not in the manifest \(folds: \[1, 2, 3\]\)"):
-        split_by_fold(_with_folds(), 4)
+    with pytest.raises(DataError, match=r"^m.csv: fold 4 is not in the manifest \(folds: \[1, 2, 3\]\)$"):
+        split_by_fold(_with_folds(), 4, "m.csv")
     no_folds = LabelledFiles(classes=["a", "b"], samples=[(Path("x.wav"), 0)], kind="audio")
-    with pytest.raises(DataError, match="fold 1: the data has no folds"):
-        split_by_fold(no_folds, 1)
+    with pytest.raises(DataError, match="^data: fold 1: the data has no folds"):
+        split_by_fold(no_folds, 1, Path("data"))
 
 
 # --- decoding --------------------------------------------------------------------

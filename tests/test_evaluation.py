@@ -175,7 +175,7 @@ def test_manifest_fold_and_errors(audio_run, test_data, tmp_path):
         specnet.evaluate(audio_run.model, test_data, manifest=manifest, device="cpu")
     no_folds = test_data.parent / "plain.csv"
     no_folds.write_text("\n".join(row.rsplit(",", 1)[0] for row in rows) + "\n")
-    with pytest.raises(DataError, match=r"^fold 1: the data has no folds \(a manifest with a 'fold' column gives them\)$"):
+    with pytest.raises(DataError, match=rf"^{no_folds}: fold 1: the data has no folds \(a manifest with a 'fold' column gives them\)$"):
         specnet.evaluate(audio_run.model, manifest=no_folds, fold=1, device="cpu")
 
 
