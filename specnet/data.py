@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .image import IMAGE_EXTENSIONS
 from .paths import display_name, walk_files
 
 T = TypeVar("T")
+log = logging.getLogger("specnet")
 
 
 @dataclass
@@ -126,6 +128,10 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
         )
     if len(classes) < min_classes:
         raise DataError(f"{root}: found only class {classes[0]!r}; at least two classes are needed")
+    stray = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and file_kind(p) is not None)
+    if stray:
+        log.warning("%s: %d file(s) outside the class folders, not used (%s%s)", display_name(root), len(stray),
+                    display_name(stray[0]), ", ..." if len(stray) > 1 else "")
     kind = _single_kind([p for p, _ in samples], str(root))
     return LabelledFiles(classes=classes, samples=samples, kind=kind)
 
@@ -155,6 +161,9 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
         raise DataError(f"{csv_path}: manifest needs a header with columns path,label[,fold] and at least one row")
     has_fold = "fold" in reader.fieldnames
     for line, row in rows:
+        if None in row:  # DictReader's key for the fields past the header's
+            raise DataError(f"{csv_path}:{line}: {len(reader.fieldnames) + len(row[None])} fields, and the header names "
+                            f"{len(reader.fieldnames)}; put a path or label with a comma in double quotes")
         if not row["path"] or not row["label"]:  # None: the row is shorter than the header
             raise DataError(f"{csv_path}:{line}: empty path or label")
         if file_kind(row["path"]) is None:  # class folders skip such files; a manifest names its files

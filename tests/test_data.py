@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +329,21 @@ def test_decode_all_keeps_order_and_lets_bugs_through():
         decode_all([Path("1"), Path("2")], broken, num_workers=1)
     items, failures = decode_all([Path("1")], broken, num_workers=1)
     assert items == [None] and failures == [("1", "1: broken")]
+
+
+def test_files_outside_the_class_folders_are_named_and_left_out(tmp_path, caplog):
+    _touch(tmp_path / "a" / "one.wav")
+    _touch(tmp_path / "b" / "two.wav")
+    _touch(tmp_path / "stray.wav")
+    _touch(tmp_path / "notes.txt")  # not audio: not mentioned
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        files = find_class_folders(tmp_path)
+    assert [p.name for p in files.paths] == ["one.wav", "two.wav"]
+    assert [r.getMessage() for r in caplog.records] == [f"{tmp_path}: 1 file(s) outside the class folders, not used (stray.wav)"]
+
+
+def test_a_manifest_row_with_more_fields_than_its_header_is_refused(tmp_path):
+    _touch(tmp_path / "a,b.wav")
+    (tmp_path / "m.csv").write_text("path,label\na,b.wav,dog\n")
+    with pytest.raises(DataError, match=r"m.csv:2: 3 fields, and the header names 2; put a path or label with a comma in double quotes$"):
+        read_manifest(tmp_path / "m.csv", min_classes=1)
