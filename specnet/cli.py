@@ -776,12 +776,20 @@ def models() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def info(model_file, fmt) -> None:
     """Classes, architecture, feature settings, training data and metrics of MODEL (a bundled name or a model file)."""
-    from .inference import model_metadata
+    from .inference import model_metadata, resolve_model
+    from .modelfile import check_weight_shapes
 
     meta = model_metadata(model_file)
     if fmt == "json":
         click.echo(json.dumps(meta, indent=2))
-        return
+    else:
+        _print_info(meta)
+    # A file whose weights do not fit still describes itself, then says why it would not load.
+    check_weight_shapes(resolve_model(model_file)[1])
+
+
+def _print_info(meta: dict[str, Any]) -> None:
+    """A model's metadata document as ``specnet info`` shows it."""
     click.echo(f"architecture: {meta['arch']} {json.dumps(meta.get('arch_args', {}))}, in_chans {meta.get('in_chans', 1)}")
     size = meta.get("image_size")
     click.echo(f"input:        {meta['input_kind']}" + (f", {meta['clip_seconds']} s clips" if meta.get("clip_seconds") else "")

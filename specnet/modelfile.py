@@ -166,6 +166,28 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def check_weight_shapes(path: str | os.PathLike) -> None:
+    """Refuse a model file whose backbone tensors are not those its metadata declares, from
+    the file's header alone (what loading it would refuse, without loading it)."""
+    path = Path(path)
+    _check_backbone_shapes(path, metadata_to_spec(_metadata_document(path), source=str(path)))
+
+
+def _check_backbone_shapes(path: Path, spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Refuse a file whose backbone tensors are not the ones ``spec`` declares, comparing
+    shapes only: the backbone is built without memory (on torch's ``meta`` device) and the
+    file's shapes come from its header. Returns every stored tensor's shape by name."""
+    try:
+        with torch.device("meta"):
+            skeleton = create_backbone(spec)
+    except (SpecnetError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot build {spec.arch!r}: {one_line(str(exc))}") from None
+    stored = _stored_shapes(path)
+    _check_shapes({f"backbone.{k}": v.shape for k, v in skeleton.state_dict().items()},
+                  {k: v for k, v in stored.items() if k.startswith("backbone.")}, path, spec.arch)
+    return stored
+
+
 def _metadata_document(path: str | os.PathLike) -> dict[str, Any]:
     """The specnet metadata document of a model file as it is: a JSON object, not yet checked."""
     from safetensors import safe_open
@@ -199,14 +221,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
 
     path = Path(path)
     spec = metadata_to_spec(_metadata_document(path), source=str(path))
-    try:
-        with torch.device("meta"):
-            skeleton = create_backbone(spec)
-    except (SpecnetError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: cannot build {spec.arch!r}: {one_line(str(exc))}") from None
-    stored = _stored_shapes(path)
-    _check_shapes({f"backbone.{k}": v.shape for k, v in skeleton.state_dict().items()},
-                  {k: v for k, v in stored.items() if k.startswith("backbone.")}, path, spec.arch)
+    stored = _check_backbone_shapes(path, spec)
     model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
     _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
                   {k: v for k, v in stored.items() if not k.startswith("backbone.")}, path, spec.arch)

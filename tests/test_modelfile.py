@@ -404,3 +404,19 @@ def _error_of(function, *args) -> str | None:
     except ModelFileError as exc:
         return str(exc)
     return None
+
+
+def test_weight_shapes_are_checked_from_the_header(tmp_path):
+    from safetensors import safe_open
+
+    from specnet.modelfile import check_weight_shapes, read_metadata
+
+    spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"), features=FeatureConfig(n_mels=32), clip_seconds=1.0)
+    good = save_model_file(SpecNet(spec), tmp_path / "good.safetensors")
+    check_weight_shapes(good)
+    with safe_open(str(good), framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file({"w": torch.zeros(3)}, tmp_path / "other.safetensors", metadata=metadata)  # `specnet info` reads this
+    assert read_metadata(tmp_path / "other.safetensors")["arch"] == "cnn_tiny"  # it describes itself ...
+    with pytest.raises(ModelFileError, match=r"other.safetensors: weights do not match the declared architecture: missing backbone\."):
+        check_weight_shapes(tmp_path / "other.safetensors")  # ... and would not load

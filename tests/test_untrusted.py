@@ -208,10 +208,12 @@ def test_bad_specnet_metadata_and_weights_are_refused(capsys, model_file, tmp_pa
 
 
 def test_info_reads_metadata_only(capsys, model_file, tmp_path):
-    # `info` needs no weights: a file whose weights are wrong still describes itself ...
+    # `info` needs no weights: a file whose weights are wrong still describes itself, then
+    # says, as its one error line, that it would not load ...
     bad = _bad_safetensors(model_file, tmp_path)
     code, out, err = run_cli(capsys, "info", bad["wrong_shape"][0])
-    assert code == 0 and "classes:      a, b" in out
+    assert code == 1 and "classes:      a, b" in out
+    assert error_line(code, err).startswith(f"error: {bad['wrong_shape'][0]}: weights do not match the declared architecture")
     # ... but metadata it cannot read, or would refuse to load, is an error (in `models`,
     # `spectrogram --model` and the API's model_metadata alike: one reading).
     for name in ("no_metadata", "not_json", "json_list", "no_version", "newer_version", "no_classes", "empty_classes",
