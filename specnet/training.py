@@ -381,6 +381,11 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
 
 
+def _api_name(option: str) -> str:
+    """An option as the Python API takes it: ``arch=``, ``features.n_mels``."""
+    return option if "." in option else f"{option}="
+
+
 class InitConflict(ParameterError):
     """Options a model started from ``init`` cannot take: ``conflicts`` holds ``(option, value
     given, value in the model)``, the option as TrainConfig names it (``arch``,
@@ -388,7 +393,7 @@ class InitConflict(ParameterError):
 
     def __init__(self, init: str, conflicts: list[tuple[str, Any, Any]]) -> None:
         self.init, self.conflicts = init, conflicts
-        super().__init__(self.describe(lambda option: option if "." in option else f"{option}="))
+        super().__init__(self.describe(_api_name))
 
     def describe(self, name: Callable[[str], str]) -> str:
         """The message, with each option (and ``init``) as ``name`` says it."""
@@ -403,11 +408,21 @@ class AudioOptionsForImages(DataError):
 
     def __init__(self, options: list[str]) -> None:
         self.options = options
-        super().__init__(self.describe(lambda option: option if "." in option else f"{option}="))
+        super().__init__(self.describe(_api_name))
 
     def describe(self, name: Callable[[str], str]) -> str:
         """The message, with each option as ``name`` says it."""
         return f"the data holds image files, and {', '.join(map(name, self.options))} apply to audio: leave them out"
+
+
+def _feature_value(features: FeatureConfig, key: str) -> Any:
+    """What front-end setting ``key`` amounts to: f_max the frequency it stands for (None is the
+    Nyquist frequency), top_db the floor (0 for absolute dB, as ``--top-db 0`` says it)."""
+    if key == "f_max":
+        return features.max_frequency
+    if key == "top_db":
+        return features.top_db if features.ref_peak else 0
+    return getattr(features, key, None)
 
 
 def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any, Any]]:
@@ -425,12 +440,8 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any
         for key in config.features:
             if key == "ref_peak" and "top_db" in config.features:
                 continue  # said with top_db, as --top-db sets both
-            # f_max None means the Nyquist frequency: compare the frequency it stands for; top_db
-            # the floor it sets, 0 for absolute dB (as --top-db 0 says it).
-            value = {"f_max": lambda f: f.max_frequency, "top_db": lambda f: f.top_db if f.ref_peak else 0}.get(
-                key, lambda f: getattr(f, key, None))
-            if value(mine) != value(theirs):
-                given.append((f"features.{key}", value(mine), value(theirs)))
+            if _feature_value(mine, key) != _feature_value(theirs, key):
+                given.append((f"features.{key}", _feature_value(mine, key), _feature_value(theirs, key)))
     if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
         given.append(("image_size", tuple(config.image_size), tuple(base.image_size)))
     return given
@@ -764,35 +775,28 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     train_files, val_files = load_dataset(str(data_dir) if data_dir else None, config)
     kind = train_files.kind
 
-    # Decode once at the model's rate; a provisional spec tells decode_split the rate / image size.
-    probe = ModelSpec(
-        arch=config.model_arch(), arch_args={}, input_kind=kind, classes=tuple(train_files.classes),
-        in_chans=config.in_chans or (3 if kind == "image" else 1),
-        features=config.feature_config() if kind == "audio" else None,
-        image_size=config.model_image_size(),
-    )
     if kind == "audio" and config.image_size is not None:
         raise DataError("the data holds audio files, and image_size applies to images: leave it out")
     if kind == "image" and (config.features or config.clip_seconds is not None):
         # top_db says ref_peak too, as --top-db sets both.
         given = [f"features.{key}" for key in config.features if not (key == "ref_peak" and "top_db" in config.features)]
         raise AudioOptionsForImages(given + (["clip_seconds"] if config.clip_seconds is not None else []))
-    base = load_model_file(resolve_model(config.init)[1]) if config.init else None  # loaded once, used twice
-    if base is not None:
-        if base.spec.input_kind != kind:
-            raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
-        probe = dataclasses.replace(base.spec, classes=probe.classes)
-    if kind == "audio" and config.clip_seconds:  # before decoding: a model file must hold one FFT window
-        check_clip_seconds(config.clip_seconds, probe.features)
+    base = load_model_file(resolve_model(config.init)[1]) if config.init else None
+    if base is not None and base.spec.input_kind != kind:
+        raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
     # Built before decoding, so that a wrong ImageNet weight file or an option the init model
-    # contradicts is reported at once; the clip length, measured on the decoded data, comes after.
+    # contradicts is reported at once; its spec tells decoding the sample rate or image size.
+    # The clip length, measured on the decoded data, comes after.
     model = build_model(config, train_files.classes, kind, None, base)
+    features = model.spec.features
+    if kind == "audio" and config.clip_seconds:  # before decoding: a model file must hold one FFT window
+        check_clip_seconds(config.clip_seconds, features)
     desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
-    train_split, train_failures = decode_split(train_files, probe, num_workers=config.num_workers, progress=progress, desc=desc)
+    train_split, train_failures = decode_split(train_files, model.spec, num_workers=config.num_workers, progress=progress, desc=desc)
     if val_files is None:
         (train_split, val_split), val_failures = hold_out(train_split, config), []
     else:
-        val_split, val_failures = decode_split(val_files, probe, num_workers=config.num_workers, progress=progress, desc="decoding val")
+        val_split, val_failures = decode_split(val_files, model.spec, num_workers=config.num_workers, progress=progress, desc="decoding val")
     check_classes(train_split, train_files, "training data")
     validate = val_files is None or len(val_files.samples) > 0
     if validate and len(val_split.targets) == 0:
@@ -800,11 +804,11 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     clip_seconds = None
     if kind == "audio":
-        rate = probe.features.sample_rate
+        rate = features.sample_rate
         if config.clip_seconds:
             clip_seconds = config.clip_seconds
         else:  # at least one FFT window, which a model file must hold
-            shortest = math.ceil(probe.features.min_clip_samples / rate * 10) / 10
+            shortest = math.ceil(features.min_clip_samples / rate * 10) / 10
             clip_seconds = max(shortest, clip_seconds_for([len(w) / rate for w in train_split.items]))
     model.spec = spec = dataclasses.replace(model.spec, clip_seconds=clip_seconds)
     clip = spec.clip_samples
