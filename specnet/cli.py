@@ -500,6 +500,11 @@ def _floor_settings(top_db: Any, source: str) -> dict[str, Any]:
     return {"ref_peak": top_db > 0, "top_db": top_db or None}
 
 
+def _flag_names(ctx: click.Context) -> dict[str, str]:
+    """The command's ``--`` flag by parameter name: ``{"val_split": "--val-split", ...}``."""
+    return {p.name: p.opts[0] for p in ctx.command.params if p.opts[0].startswith("--")}
+
+
 def _said_as_given(message: str, ctx: click.Context, config_file: str | None, explicit: set[str], file_keys: set[str]) -> str:
     """A training option's error as the user gave the options it names: a flag under its name
     (``--val-split=2 must ...``), and naming the config file when the file set one of them.
@@ -510,7 +515,7 @@ def _said_as_given(message: str, ctx: click.Context, config_file: str | None, ex
     ... x; known: ...``): its names are the user's own keys and the list of right ones."""
     import re
 
-    flags = {p.name: p.opts[0] for p in ctx.command.params if p.opts[0].startswith("--")}
+    flags = _flag_names(ctx)
     if "; known: " in message:
         unknown = set(re.findall(r"\w+", message.split("; known: ")[0]))
         return f"{config_file}: {message}" if config_file and unknown & file_keys else message
@@ -537,7 +542,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
     """An error about options (its ``describe(name)`` says each one as ``name`` does) with each
     option as the user gave it: a flag under its name (``--arch``, ``--arch-arg drop_rate``,
     ``--n-mels``), a config file's setting under its own name, with the file named in front."""
-    flags = {p.name: p.opts[0] for p in ctx.command.params if p.opts[0].startswith("--")}
+    flags = _flag_names(ctx)
     from_file = False
 
     def as_given(option: str) -> str:
@@ -776,16 +781,17 @@ def models() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def info(model_file, fmt) -> None:
     """Classes, architecture, feature settings, training data and metrics of MODEL (a bundled name or a model file)."""
-    from .inference import model_metadata, resolve_model
-    from .modelfile import check_weight_shapes
+    from .inference import resolve_model
+    from .modelfile import check_weight_shapes, read_metadata
 
-    meta = model_metadata(model_file)
+    path = resolve_model(model_file)[1]
+    meta = read_metadata(path)
     if fmt == "json":
         click.echo(json.dumps(meta, indent=2))
     else:
         _print_info(meta)
     # A file whose weights do not fit still describes itself, then says why it would not load.
-    check_weight_shapes(resolve_model(model_file)[1])
+    check_weight_shapes(path)
 
 
 def _print_info(meta: dict[str, Any]) -> None:

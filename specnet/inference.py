@@ -280,8 +280,8 @@ class Model:
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) if overlap else _InlineExecutor() as pool:
             pending: deque = deque()
             for index, entry in enumerate(entries):
-                if isinstance(entry, (str, bytes, os.PathLike)) and os.fsdecode(entry):
-                    path = os.fsdecode(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
+                path = _input_path(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
+                if path:  # an empty one is refused with the samples' checks
                     # A long file comes back from the worker without windows and is streamed
                     # later, in order; checking its length there keeps header reads off this thread.
                     pending.append((index, path, pool.submit(self._decode_path, index, path, window, hop)))
@@ -511,10 +511,8 @@ class Model:
         for index, entry in enumerate(_as_entries(inputs, kind="audio")):
             try:
                 clips.append(self._frame_clip(index, entry, sample_rate))
-            except SpecnetError as exc:
-                if not _input_path(entry):  # named as predict and embed name an input that is not a file
-                    raise type(exc)(f"input {index}: {exc}") from None
-                raise
+            except SpecnetError as exc:  # named as predict and embed name it (a file's errors already do)
+                raise type(exc)(naming(_input_path(entry) or f"input {index}", str(exc))) from None
         frames, timestamps, _ = self._frame_embeddings(clips, batch_size=batch_size)
         return frames, timestamps
 
