@@ -601,7 +601,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import AudioOptionsForImages, InitConflict, TrainConfig, train as run_training
+    from .training import OptionsError, TrainConfig, train as run_training
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -650,7 +650,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         raise SpecnetError(_said_as_given(str(exc), ctx, config_file, explicit, file_keys)) from None
     try:
         best = run_training(data_dir, out, config=config, resume=resume, overwrite=overwrite, quiet=quiet)
-    except (InitConflict, AudioOptionsForImages) as exc:
+    except OptionsError as exc:
         raise SpecnetError(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
     if not quiet and best and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         if "accuracy" in best:

@@ -381,19 +381,26 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
 
 
-def _api_name(option: str) -> str:
-    """An option as the Python API takes it: ``arch=``, ``features.n_mels``."""
-    return option if "." in option else f"{option}="
+class OptionsError(SpecnetError):
+    """An error about training options that names them: :meth:`describe` says the message with
+    each option as a caller names it (the CLI as the user gave it: a flag, or a config file's
+    setting); the message itself names them as the Python API takes them (``arch=``,
+    ``features.n_mels``). Options are named as TrainConfig names them (``arch_args.drop_rate``)."""
+
+    def __init__(self) -> None:
+        super().__init__(self.describe(lambda option: option if "." in option else f"{option}="))
+
+    def describe(self, name: Callable[[str], str]) -> str:
+        raise NotImplementedError
 
 
-class InitConflict(ParameterError):
+class InitConflict(OptionsError, ParameterError):
     """Options a model started from ``init`` cannot take: ``conflicts`` holds ``(option, value
-    given, value in the model)``, the option as TrainConfig names it (``arch``,
-    ``arch_args.drop_rate``, ``features.n_mels``)."""
+    given, value in the model)``."""
 
     def __init__(self, init: str, conflicts: list[tuple[str, Any, Any]]) -> None:
         self.init, self.conflicts = init, conflicts
-        super().__init__(self.describe(_api_name))
+        super().__init__()
 
     def describe(self, name: Callable[[str], str]) -> str:
         """The message, with each option (and ``init``) as ``name`` says it."""
@@ -402,13 +409,12 @@ class InitConflict(ParameterError):
                 "leave these options out, or train from scratch")
 
 
-class AudioOptionsForImages(DataError):
-    """Audio options given for image data: ``options`` as TrainConfig names them
-    (``features.n_mels``, ``clip_seconds``)."""
+class AudioOptionsForImages(OptionsError, DataError):
+    """Audio options given for image data (``features.n_mels``, ``clip_seconds``)."""
 
     def __init__(self, options: list[str]) -> None:
         self.options = options
-        super().__init__(self.describe(_api_name))
+        super().__init__()
 
     def describe(self, name: Callable[[str], str]) -> str:
         """The message, with each option as ``name`` says it."""
