@@ -33,6 +33,11 @@ OFFICIAL_HEADER = ["path", "label", "fold"]
 LOSO_HEADER = ["path", "label", "fold", "speaker"]
 
 
+def place(digit: str, take: int, name: str) -> str:
+    """Where a recording goes, relative to OUT: ``test/<digit>/name`` for takes 0-4, else ``train/...``."""
+    return f"{'test' if take in TEST_TAKES else 'train'}/{digit}/{name}"
+
+
 def not_written_here(target: Path, header: list[str], written: set[str]) -> Path | None:
     """The first thing in ``target`` this script would not have written (None if none): a CSV
     must hold ``header`` and rows of paths in ``written``; a folder (train/, test/) only the
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     present = [t for t in targets if t.exists() or t.is_symlink()]
     if present and not args.force:
         parser.error(f"{present[0]}: already exists; pass --force to replace what an earlier run wrote")
-    written = {f"{'test' if take in TEST_TAKES else 'train'}/{digit}/{src.name}" for src, digit, _, take in files}
+    written = {place(digit, take, src.name) for src, digit, _, take in files}
     for target in present:  # --force: only what this script writes, never a file of the user's
         foreign = not_written_here(target, targets[target], written)
         if foreign:
@@ -105,16 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     speaker_fold = {name: i for i, name in enumerate(speakers, start=1)}
     official, loso = [], []
     for src, digit, speaker, take in files:
-        split = "test" if take in TEST_TAKES else "train"
-        rel = Path(split) / digit / src.name
+        rel = place(digit, take, src.name)
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if args.copy:
             shutil.copy2(src, dest)
         else:
             os.symlink(src, dest)
-        official.append((rel.as_posix(), digit, 0 if split == "test" else 1))
-        loso.append((rel.as_posix(), digit, speaker_fold[speaker], speaker))
+        official.append((rel, digit, 0 if take in TEST_TAKES else 1))
+        loso.append((rel, digit, speaker_fold[speaker], speaker))
 
     with open(out / "official.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
