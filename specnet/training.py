@@ -1119,6 +1119,7 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
                     db = aug.random_eq(db, augment.eq_db, generator)
                     db = aug.random_noise(db, augment.noise_snr_db, generator)
                     db = aug.random_warp(db, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
+                    db = aug.random_time_warp(db, augment.time_warp, generator)
                     logmel = clamp_to_peak(db, model.spec.features)
                     logmel = aug.random_gain(logmel, augment.gain_db, generator)  # after the clamp: see random_gain
                     images = model.logmel_to_images(logmel)

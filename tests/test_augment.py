@@ -13,6 +13,7 @@ from specnet.augment import (
     random_eq,
     random_gain,
     random_noise,
+    random_time_warp,
     random_warp,
     spec_augment,
 )
@@ -35,6 +36,7 @@ def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
     x = random_eq(_logmel(), config.eq_db, gen)
     x = random_noise(x, config.noise_snr_db, gen)
     x = random_warp(x, time_stretch=config.time_stretch, pitch_shift=config.pitch_shift, generator=gen)
+    x = random_time_warp(x, config.time_warp, gen)
     x = random_gain(x, config.gain_db, gen)
     images = spec_augment(x.unsqueeze(1), config, gen)
     targets = torch.eye(4)[torch.tensor([0, 1, 2, 3])]
@@ -42,7 +44,7 @@ def _pipeline(config: AugmentConfig, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def test_same_seed_same_result_different_seed_different():
-    config = AugmentConfig(eq_db=6.0, noise_snr_db=(10.0, 40.0))
+    config = AugmentConfig(eq_db=6.0, noise_snr_db=(10.0, 40.0), time_warp=0.1)
     a_images, a_targets = _pipeline(config, seed=1)
     b_images, b_targets = _pipeline(config, seed=1)
     assert torch.equal(a_images, b_images) and torch.equal(a_targets, b_targets)
@@ -63,6 +65,7 @@ def test_no_augment_is_identity_and_draws_nothing():
     random_eq(x, NO_AUGMENT.eq_db, gen)
     random_noise(x, NO_AUGMENT.noise_snr_db, gen)
     random_warp(x, time_stretch=0.0, pitch_shift=0.0, generator=gen)
+    random_time_warp(x, NO_AUGMENT.time_warp, gen)
     spec_augment(x.unsqueeze(1), NO_AUGMENT, gen)
     mixup(x.unsqueeze(1), torch.eye(4), NO_AUGMENT.mixup_alpha, gen)
     assert torch.equal(gen.get_state(), state)
@@ -188,6 +191,40 @@ def test_random_warp_time_only_keeps_each_mel_row():
     assert (out - rows).abs().max() < 1e-4
 
 
+def test_random_time_warp_bends_time_within_bounds_and_keeps_the_ends():
+    # Each frame holds its own index, so the output says which input time it read.
+    frames = 81
+    ramp = torch.arange(frames, dtype=torch.float32).view(1, 1, -1).expand(256, 4, -1).contiguous()
+    out = random_time_warp(ramp, 0.1, _gen(6))
+    assert out.shape == ramp.shape
+    assert (out - out[:, :1]).abs().max() < 1e-4  # time only: every mel band bent alike
+    read = out[:, 0]  # (B, T): the input time each output frame shows
+    assert (read.diff(dim=1) > 0).all()  # still in order: stretched and squeezed, never reversed
+    assert read[:, 0].max() < 1.0 and read[:, -1].min() > frames - 2.0  # the ends stay
+    moved = (read - ramp[:, 0]).abs().amax(dim=1)  # per clip, in frames
+    assert moved.max() <= 0.1 * frames + 1e-3  # at most time_warp of the clip's length
+    assert moved.max() > 0.08 * frames and moved.min() < 0.02 * frames  # uniform moves, up to the bound
+    # The bend is a point of the middle 60 % of the input: what the most-moved frame shows.
+    most = (read - ramp[:, 0]).abs().argmax(dim=1)
+    bent_at = read.gather(1, most.view(-1, 1)).squeeze(1) / (frames - 1)
+    assert ((bent_at > 0.2 - 0.02) & (bent_at < 0.8 + 0.02)).all()
+    assert bent_at.min() < 0.3 and bent_at.max() > 0.7
+    assert random_time_warp(ramp, 0.0, _gen(6)) is ramp
+
+
+def test_random_time_warp_is_one_bend_per_clip():
+    # Stretching one side means squeezing the other: each clip's steps take one value before
+    # the moved point and another after it, with one step across the bend between them.
+    ramp = torch.arange(100, dtype=torch.float32).view(1, 1, -1).expand(64, 1, -1).contiguous()
+    steps = random_time_warp(ramp, 0.15, _gen(7))[:, 0].diff(dim=1)[:, 1:-1]  # the ends read the border
+    first, last = steps[:, :1], steps[:, -1:]
+    assert (((first - 1) * (last - 1)) <= 1e-6).all()  # one side stretched (< 1), the other squeezed
+    assert (first - last).abs().max() > 0.5
+    off_both = ((steps - first).abs() > 1e-3) & ((steps - last).abs() > 1e-3)
+    assert off_both.sum(dim=1).max() <= 1
+    assert (steps >= torch.minimum(first, last) - 1e-3).all() and (steps <= torch.maximum(first, last) + 1e-3).all()
+
+
 def test_random_gain_shifts_each_clip_by_at_most_gain_db():
     x = _logmel(batch=64)
     out = random_gain(x, 6.0, _gen(4))
@@ -227,6 +264,8 @@ def test_random_eq_adds_one_smooth_bounded_curve_per_clip():
         (dict(eq_db=float("nan")), "eq_db=nan"),
         (dict(gain_db="6"), "gain_db='6'"),
         (dict(time_stretch=0.5), "time_stretch=0.5"),
+        (dict(time_warp=0.2), "time_warp=0.2"),
+        (dict(time_warp=-0.05), "time_warp=-0.05"),
         (dict(pitch_shift=-0.1), "pitch_shift=-0.1"),
         (dict(freq_masks=-1), "freq_masks=-1"),
         (dict(freq_mask_width=2.5), "freq_mask_width=2.5"),

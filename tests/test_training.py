@@ -497,6 +497,26 @@ def test_a_skipped_step_leaves_the_batch_norm_statistics_as_they_were(tiny_data,
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
+def test_time_warp_bends_each_training_batch_and_is_saved(tiny_data, tmp_path, monkeypatch):
+    from specnet import augment
+
+    real, bent = augment.random_time_warp, []
+
+    def random_time_warp(logmel, time_warp, generator):
+        out = real(logmel, time_warp, generator)
+        bent.append((time_warp, (out - logmel).abs().max().item()))
+        return out
+
+    monkeypatch.setattr(augment, "random_time_warp", random_time_warp)
+    options = {**S.FAST, "augment": True}
+    specnet.train(tiny_data, tmp_path / "run", epochs=1, augment_args={"time_warp": 0.1}, **options)
+    assert bent and all(setting == 0.1 and change > 1.0 for setting, change in bent)  # in dB: really bent
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["augment_args"] == {"time_warp": 0.1}
+    bent.clear()
+    specnet.train(tiny_data, tmp_path / "plain", epochs=1, **options)
+    assert bent and all(setting == 0.0 and change == 0.0 for setting, change in bent)  # off by default
+
+
 def test_float16_loss_scaling_counts_its_skipped_steps_and_stops_a_diverged_run(tiny_data, tmp_path, monkeypatch):
     # GradScaler skips every step with a NaN gradient itself; ten in a row still stop the run.
     real = torch.amp.GradScaler
@@ -905,6 +925,7 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"init": "m.safetensors", "pretrained": True}, "give one of them"),
         ({"augment_args": {"gain": 3}}, "unknown augmentation setting.*gain"),
         ({"augment_args": {"eq_db": -1}}, "eq_db=-1"),
+        ({"augment_args": {"time_warp": 0.25}}, r"time_warp=0.25 must be a finite number in \[0, 0.2\)"),
         ({"mixup": -0.5}, "mixup_alpha=-0.5"),
         # one source of validation data, and patience only with one
         ({"val_dir": "v", "val_split": 0.3}, "val_dir and val_split each choose the validation data"),
