@@ -431,6 +431,12 @@ def _feature_value(features: FeatureConfig, key: str) -> Any:
     return getattr(features, key, None)
 
 
+def _features_given(config: TrainConfig) -> list[str]:
+    """The front-end settings ``config`` sets, as the user said them: ``ref_peak`` goes without
+    saying beside ``top_db`` (``--top-db`` sets both)."""
+    return [key for key in config.features if not (key == "ref_peak" and "top_db" in config.features)]
+
+
 def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any, Any]]:
     """The options ``config`` sets that the ``init`` model's spec contradicts: ``(option, given, model's)``."""
     given: list[tuple[str, Any, Any]] = []
@@ -443,9 +449,7 @@ def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any
         given.append(("in_chans", config.in_chans, base.in_chans))
     if base.features is not None and config.features:
         mine, theirs = config.feature_config(), base.features
-        for key in config.features:
-            if key == "ref_peak" and "top_db" in config.features:
-                continue  # said with top_db, as --top-db sets both
+        for key in _features_given(config):
             if _feature_value(mine, key) != _feature_value(theirs, key):
                 given.append((f"features.{key}", _feature_value(mine, key), _feature_value(theirs, key)))
     if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
@@ -784,8 +788,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if kind == "audio" and config.image_size is not None:
         raise DataError("the data holds audio files, and image_size applies to images: leave it out")
     if kind == "image" and (config.features or config.clip_seconds is not None):
-        # top_db says ref_peak too, as --top-db sets both.
-        given = [f"features.{key}" for key in config.features if not (key == "ref_peak" and "top_db" in config.features)]
+        given = [f"features.{key}" for key in _features_given(config)]
         raise AudioOptionsForImages(given + (["clip_seconds"] if config.clip_seconds is not None else []))
     base = load_model_file(resolve_model(config.init)[1]) if config.init else None
     if base is not None and base.spec.input_kind != kind:
