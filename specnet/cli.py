@@ -589,7 +589,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.option("--f-max", type=FiniteFloat(), default=None, help="Top of the mel filterbank in Hz.  [default: 8000, or half the sample rate if lower]")
 @click.option("--top-db", type=FiniteFloat(min=0), default=None, help="Log-mel in dB relative to the peak of each clip the model sees (a training crop, one window of a long file), floored this far below it (0: absolute dB, no floor).  [default: 60]")
 @click.option("--image-size", type=(click.IntRange(1, MAX_IMAGE_SIDE), click.IntRange(1, MAX_IMAGE_SIDE)), default=None, help="Height and width images are resized to.  [default: 128 128, or the --init model's]")
-@click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup; --no-augment turns off all of them, [augment_args] included (a given --mixup still applies).")
 @click.option("--mixup", type=FiniteFloat(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--amp/--no-amp", default=None, help="Mixed precision: float16 on CUDA, bfloat16 on the CPU (default: on with CUDA and on CPUs with AMX, where it is faster).")

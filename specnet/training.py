@@ -214,11 +214,12 @@ class TrainConfig:
         return FeatureConfig.from_dict(values)
 
     def augment_config(self) -> aug.AugmentConfig:
-        if not self.augment:
-            base = aug.NO_AUGMENT
-        else:
-            check_known_names(self.augment_args, aug.AugmentConfig, "augmentation setting(s)")
-            base = aug.AugmentConfig(**self.augment_args)
+        """The augmentation: ``augment_args`` over the defaults, or none when ``augment`` is
+        off (``augment_args`` are still checked then, so a typo in a config file shows);
+        ``mixup``, when given, sets the mixup alpha either way."""
+        check_known_names(self.augment_args, aug.AugmentConfig, "augmentation setting(s)")
+        given = aug.AugmentConfig(**self.augment_args)  # its checks run either way
+        base = given if self.augment else aug.NO_AUGMENT
         if self.mixup is not None:
             base = dataclasses.replace(base, mixup_alpha=self.mixup)
         return base

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import specnet
+from specnet.augment import NO_AUGMENT
 from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
 from specnet.training import TrainConfig, default_epochs, get_lr
 
@@ -927,6 +929,8 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"augment_args": {"eq_db": -1}}, "eq_db=-1"),
         ({"augment_args": {"time_warp": 0.25}}, r"time_warp=0.25 must be a finite number in \[0, 0.2\)"),
         ({"mixup": -0.5}, "mixup_alpha=-0.5"),
+        ({"augment": False, "augment_args": {"gain": 3}}, "unknown augmentation setting.*gain"),  # checked though off
+        ({"augment": False, "augment_args": {"time_warp": 0.25}}, "time_warp=0.25"),
         # one source of validation data, and patience only with one
         ({"val_dir": "v", "val_split": 0.3}, "val_dir and val_split each choose the validation data"),
         ({"val_fold": 1, "val_dir": "v"}, "val_dir and val_fold each choose"),
@@ -937,6 +941,13 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
 def test_bad_options_are_parameter_errors(options, message):
     with pytest.raises(ParameterError, match=message):
         TrainConfig(**options)
+
+
+def test_augment_off_turns_every_augment_arg_off_but_a_given_mixup_still_applies():
+    off = TrainConfig(augment=False, augment_args={"gain_db": 3.0, "time_warp": 0.1})
+    assert off.augment_config() == NO_AUGMENT
+    with_mixup = TrainConfig(augment=False, augment_args={"gain_db": 3.0}, mixup=0.4).augment_config()
+    assert with_mixup == dataclasses.replace(NO_AUGMENT, mixup_alpha=0.4)
 
 
 def test_front_end_defaults_follow_the_sample_rate_and_top_db_zero_turns_the_floor_off():
