@@ -166,7 +166,7 @@ def bench_batch(quick: bool, tmp: Path) -> list[Metric]:
     from specnet import cli
     from specnet.audio import load_audio
     from specnet.inference import load_model
-    from specnet.windows import cut_windows
+    from specnet.windows import Windows
 
     count = 500 if quick else 3000
     files = [str(f) for f in fsdd_files(count)]
@@ -187,7 +187,7 @@ def bench_batch(quick: bool, tmp: Path) -> list[Metric]:
     # The reference: the same model, the same windows, decoded and cut beforehand.
     model = load_model(str(path), device="cpu")
     window, hop = model._window_samples(None, None)
-    windows = np.concatenate([cut_windows(load_audio(f, sample_rate=model.sample_rate)[0], window, hop)[0] for f in files])
+    windows = np.concatenate([Windows(load_audio(f, sample_rate=model.sample_rate)[0], window, hop)[:] for f in files])
     batches = [torch.from_numpy(np.ascontiguousarray(windows[i : i + batch_size])) for i in range(0, len(windows), batch_size)]
     net = model.net
 

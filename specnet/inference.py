@@ -38,7 +38,7 @@ from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import QUIET_PEAK, clip_mean, cut_windows, default_hop, fit_length, is_silence, window_peaks
+from .windows import QUIET_PEAK, Windows, clip_mean, default_hop, fit_length, is_silence
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -138,11 +138,11 @@ class Failure:
 
 @dataclass
 class _Item:
-    """One decoded input: windows (n, samples) or an image (1, C, H, W); None for a file to stream."""
+    """One decoded input: its windows, or an image (1, C, H, W); None for a file to stream."""
 
     index: int
     path: str | None
-    windows: np.ndarray | torch.Tensor
+    windows: Windows | torch.Tensor | None
     starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     duration: float | None = None
     silent: np.ndarray | None = None  # (n,) bool: windows of digital silence (audio only)
@@ -187,6 +187,8 @@ class Model:
         hop_s = hop if hop is not None else window_s / 2  # in samples: default_hop below
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
+        if round(hop_s * rate) < 1:
+            raise ParameterError(f"hop={hop_s:g} s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)")
         if hop_s > window_s:
             # The first and the end-aligned last window cover a file up to twice the window; beyond that, gaps.
             log.warning("hop=%g s is longer than window=%g s: in files longer than %g s, the audio between the windows "
@@ -196,7 +198,7 @@ class Model:
             log.warning("window=%g s is shorter than one of the model's FFT frames (%g s): the scores say little",
                         window_s, features.window_length / rate)
         window_n = max(1, int(round(window_s * rate)))
-        return window_n, default_hop(window_n) if hop is None else max(1, int(round(hop_s * rate)))
+        return window_n, default_hop(window_n) if hop is None else int(round(hop_s * rate))
 
     # ---------------------------------------------------------- decoding
 
@@ -220,10 +222,14 @@ class Model:
         if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
             return _Item(index, path, None)
         self._warn_if_shorter_than_a_frame(len(samples), display_name(path))
-        windows, starts = cut_windows(samples, window, hop)
-        peaks = window_peaks(windows)  # the windows cover every sample: the clip's peak is theirs
-        _warn_if_silent(peaks.max(), display_name(path))
-        return _Item(index, path, windows, starts, len(samples) / self.sample_rate, silent=is_silence(peaks))
+        return self._cut(index, path, samples, window, hop, display_name(path))
+
+    def _cut(self, index: int, path: str | None, samples: np.ndarray, window: int, hop: int, name: str) -> _Item:
+        """An input's :class:`_Item` from its ``samples`` ``(n,)`` at the model's rate; warns when it is silent."""
+        windows = Windows(samples, window, hop)
+        peaks = windows.peaks()  # the windows cover every sample: the clip's peak is theirs
+        _warn_if_silent(peaks.max(), name)
+        return _Item(index, path, windows, windows.starts, len(samples) / self.sample_rate, silent=is_silence(peaks))
 
     def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str) -> None:
         """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT frame."""
@@ -233,15 +239,26 @@ class Model:
                         name, num_samples / self.sample_rate, frame / self.sample_rate)
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
+        if self.input_kind == "image":
+            self._check_array(samples)
+            spec = self.config
+            return _Item(index, None, image_from_array(samples, channels=spec.in_chans, size=spec.image_size).unsqueeze(0))
+        y = self._samples(index, samples, sample_rate)
+        return self._cut(index, None, y, window, hop, f"input {index}")
+
+    def _check_array(self, samples: Any) -> None:
+        """Refuse an input given in memory that is not an array (an empty file name, a number)."""
         if isinstance(samples, (str, bytes, os.PathLike)):  # what is left of paths here: an empty one
             raise ParameterError("an empty file name")
         if not isinstance(samples, (np.ndarray, torch.Tensor, list, tuple)):
             what = "samples" if self.input_kind == "audio" else "pixels"
             hint = " (each item of a list is one input: pass np.asarray(the_list) for one clip)" if isinstance(samples, numbers.Number) else ""
             raise ParameterError(f"expected a file path or an array of {what}, got {type(samples).__name__}{hint}")
-        if self.input_kind == "image":
-            spec = self.config
-            return _Item(index, None, image_from_array(samples, channels=spec.in_chans, size=spec.image_size).unsqueeze(0))
+
+    def _samples(self, index: int, samples: Any, sample_rate: int | None) -> np.ndarray:
+        """Audio given in memory as mono float32 samples ``(n,)`` at the model's rate; warns when
+        it is shorter than one FFT frame."""
+        self._check_array(samples)
         if sample_rate is None:
             raise ParameterError("raw samples need sample_rate= (Hz)")
         y = float_samples(samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples))
@@ -251,10 +268,7 @@ class Model:
             raise ParameterError("samples contain NaN or infinite values")
         y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
         self._warn_if_shorter_than_a_frame(len(y), f"input {index}")
-        windows, starts = cut_windows(y, window, hop)
-        peaks = window_peaks(windows)
-        _warn_if_silent(peaks.max(), f"input {index}")
-        return _Item(index, None, windows, starts, len(y) / self.sample_rate, silent=is_silence(peaks))
+        return y
 
     def _decode_overlaps_network(self) -> bool:
         """Whether files are decoded in worker threads while the network runs.
@@ -377,7 +391,7 @@ class Model:
         return item, torch.cat(outputs)
 
     def _blocks(self, path: str, window: int, hop: int) -> Iterator:
-        """A long file's windows, block by block, placed as :func:`cut_windows` places them. Its
+        """A long file's windows, block by block, placed as :class:`~specnet.windows.Windows` places them. Its
         start was decoded (and a cut-short file reported) by :meth:`_decode_path`."""
         return iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate,
                                  warn_truncated=False, align_last=True)
@@ -547,7 +561,9 @@ class Model:
             self._warn_if_shorter_than_a_frame(len(clip), display_name(path))
             _warn_if_silent(_peak(clip), display_name(path))
             return clip
-        return self._from_samples(index, entry, sample_rate, 1, 1).windows.reshape(-1)
+        clip = self._samples(index, entry, sample_rate)
+        _warn_if_silent(_peak(clip), f"input {index}")
+        return clip
 
     @torch.no_grad()
     def _frame_embeddings(self, clips: list[np.ndarray], *, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -639,7 +655,7 @@ class Model:
                     continue
                 heard = 0
                 try:
-                    for rows in self._heard_windows(item, window_n, hop_n):
+                    for rows in self._heard_windows(item, window_n, hop_n, batch_size):
                         pending.append(rows)
                         heard += len(rows)
                         while sum(map(len, pending)) >= 2 * batch_size:  # a full batch always stays for the end
@@ -675,12 +691,17 @@ class Model:
         self.net.spec = self.net.spec.with_extra(adapted={"inputs": result.inputs, "windows": result.windows, "from": first})
         return result
 
-    def _heard_windows(self, item: _Item, window_n: int, hop_n: int) -> Iterator[np.ndarray | torch.Tensor]:
-        """An input's windows without the silent ones, in pieces: all at once, or a long file block by block."""
+    def _heard_windows(self, item: _Item, window_n: int, hop_n: int, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
+        """An input's windows without the silent ones, in pieces: ``batch_size`` windows at a time,
+        a long file's block by block."""
+        if isinstance(item.windows, torch.Tensor):  # an image
+            yield item.windows
+            return
         if item.windows is not None:
-            heard = item.windows if item.silent is None else item.windows[~item.silent]
-            if len(heard):
-                yield heard
+            for first, rows in item.windows.chunks(batch_size):
+                heard = rows[~item.silent[first : first + len(rows)]]
+                if len(heard):
+                    yield heard
             return
         for block in self._blocks(item.path, window_n, hop_n):
             if not is_silence(_peak(block.samples)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 #: A decoded input or window whose loudest sample is below this (-90 dBFS, one step of 16-bit
@@ -13,6 +15,9 @@ SILENT_PEAK = 10 ** (-90 / 20)
 #: used, but warned about: dB relative to its peak shows its rounding and dither noise as
 #: loudly as a recording's sound, and the model names what that noise resembles.
 QUIET_PEAK = 10 ** (-75 / 20)
+
+#: Most samples one chunk of :class:`Windows` copies at a time (4 MB of float32).
+CHUNK_SAMPLES = 2**20
 
 
 def default_hop(window: int) -> int:
@@ -54,16 +59,35 @@ def fit_length(samples: np.ndarray, length: int, *, offset: int | None = None) -
     return out
 
 
-def cut_windows(samples: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(windows (n_windows, window), starts (n_windows,))`` of a mono clip ``samples`` (n,).
+class Windows:
+    """The windows of one clip, placed as :func:`window_starts` places them (a clip no longer
+    than a window gives one zero-padded, centred window): ``len(self)`` rows of ``length``
+    samples, starting at ``starts`` ``(n,)``.
 
-    A clip shorter than ``window`` gives one zero-padded, centred window.
+    Indexing copies only the rows asked for (a slice, a boolean mask or indices give a copy
+    ``(k, length)``; an int a read-only row ``(length,)``), so a short hop, with many windows
+    each overlapping the next, costs no memory beyond the clip's own samples.
     """
-    starts = window_starts(samples.shape[-1], window, hop)
-    if samples.shape[-1] <= window:
-        return fit_length(samples, window)[None, :], starts
-    view = np.lib.stride_tricks.sliding_window_view(samples, window)
-    return view[starts], starts
+
+    def __init__(self, samples: np.ndarray, window: int, hop: int) -> None:
+        self.length = window
+        self.starts = window_starts(samples.shape[-1], window, hop)
+        self._rows = np.lib.stride_tricks.sliding_window_view(fit_length(samples, window) if samples.shape[-1] <= window else samples, window)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self._rows[self.starts[index]]
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, the next rows (k <= rows, length))`` in order, each a copy."""
+        for first in range(0, len(self), rows):
+            yield first, self[first : first + rows]
+
+    def peaks(self) -> np.ndarray:
+        """``(n,)``: each window's loudest absolute sample (at most :data:`CHUNK_SAMPLES` copied at a time)."""
+        return np.concatenate([window_peaks(rows) for _, rows in self.chunks(max(1, CHUNK_SAMPLES // self.length))])
 
 
 def window_peaks(windows: np.ndarray) -> np.ndarray:

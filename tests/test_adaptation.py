@@ -17,7 +17,7 @@ from specnet.errors import DataError, ParameterError
 from specnet.features import FeatureConfig
 from specnet.inference import Model
 from specnet.network import ModelSpec, SpecNet
-from specnet.windows import cut_windows
+from specnet.windows import Windows
 
 WINDOW = int(S.CLIP_SECONDS * S.SR)
 
@@ -83,7 +83,7 @@ def test_silent_windows_and_bad_inputs_are_left_out(model, audio_run, tmp_path):
     broken.write_bytes(b"not audio at all\n" * 20)
     result = model.adapt([str(path), str(broken), *map(str, [write_audio(tmp_path / f"{i}.wav", c, S.SR, subtype="FLOAT")
                                                               for i, c in enumerate(clips[1:])])], batch_size=3)
-    windows, _ = cut_windows(with_silence, WINDOW, WINDOW // 2)
+    windows = Windows(with_silence, WINDOW, WINDOW // 2)[:]
     heard = [w for w in windows if np.abs(w).max() > 0]
     assert len(heard) == 2 and len(windows) == 9  # the clip's own window and the one half over it
     assert (result.inputs, result.windows) == (4, 2 + 3)

@@ -500,7 +500,7 @@ def test_stream_equals_whole_file(tmp_path, monkeypatch, orig_sr, target_sr, blo
 
 @pytest.mark.parametrize(("block", "hop"), [(4000, None), (4000, 1000), (3000, 4500), (32000, 8000), (1999, 7)])
 def test_stream_align_last_places_windows_as_in_memory(tmp_path, monkeypatch, block, hop):
-    # Streaming (long files) and cut_windows (the rest) must give a file the same windows.
+    # Streaming (long files) and Windows (the rest) must give a file the same windows.
     monkeypatch.setattr(audio, "_READ_FRAMES", 1021)
     path = make_noise(tmp_path / "noise.wav", 2.0, 16000, subtype="FLOAT")
     whole, _ = load_audio(path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specnet.windows import cut_windows, fit_length, window_starts
+import specnet.windows as windows_module
+from specnet.windows import Windows, fit_length, window_starts
 
 
 @pytest.mark.parametrize(
@@ -49,20 +50,39 @@ def test_a_hop_longer_than_the_window_leaves_gaps_only_past_twice_the_window(hop
         assert covered.all() == (num_samples <= 2 * window), num_samples
 
 
-def test_cut_windows_values_equal_slices():
+def test_windows_values_equal_slices():
     samples = np.arange(1030, dtype=np.float32) * 0.5
-    windows, starts = cut_windows(samples, 200, 150)
-    assert starts.tolist() == [0, 150, 300, 450, 600, 750, 830]
-    assert windows.shape == (7, 200) and windows.dtype == np.float32
-    for row, start in zip(windows, starts):
-        np.testing.assert_array_equal(row, samples[start : start + 200])
+    windows = Windows(samples, 200, 150)
+    assert windows.starts.tolist() == [0, 150, 300, 450, 600, 750, 830] and len(windows) == 7
+    rows = windows[:]
+    assert rows.shape == (7, 200) and rows.dtype == np.float32
+    for i, start in enumerate(windows.starts):
+        np.testing.assert_array_equal(rows[i], samples[start : start + 200])
+        np.testing.assert_array_equal(windows[i], samples[start : start + 200])
+    np.testing.assert_array_equal(windows[np.array([False, True] * 3 + [True])], rows[[1, 3, 5, 6]])
+    np.testing.assert_array_equal(windows.peaks(), np.abs(rows).max(axis=1))
 
 
-def test_cut_windows_short_clip_is_one_centred_padded_window():
+def test_windows_short_clip_is_one_centred_padded_window():
     samples = np.arange(1, 7, dtype=np.float32)  # 6 samples
-    windows, starts = cut_windows(samples, 10, 5)
-    assert starts.tolist() == [0]
-    np.testing.assert_array_equal(windows, [[0, 0, 1, 2, 3, 4, 5, 6, 0, 0]])
+    windows = Windows(samples, 10, 5)
+    assert windows.starts.tolist() == [0]
+    np.testing.assert_array_equal(windows[:], [[0, 0, 1, 2, 3, 4, 5, 6, 0, 0]])
+
+
+def test_windows_copy_only_the_rows_asked_for_and_come_in_chunks(monkeypatch):
+    monkeypatch.setattr(windows_module, "CHUNK_SAMPLES", 1000)  # peaks() two windows at a time
+    samples = np.random.default_rng(0).standard_normal(100_000).astype(np.float32)
+    windows = Windows(samples, 400, 1)  # a one-sample hop: 99,601 windows, 160 MB if copied at once
+    assert len(windows) == 99_601
+    rows = windows[5:7]
+    assert rows.shape == (2, 400) and rows.flags.writeable  # a copy of two rows (the clip's view is read-only)
+    chunks = list(windows.chunks(3))
+    assert [first for first, _ in chunks[:3]] == [0, 3, 6] and [len(rows) for _, rows in chunks[-2:]] == [3, 1]
+    np.testing.assert_array_equal(chunks[10][1], windows[30:33])
+    peaks = windows.peaks()
+    assert peaks.shape == (99_601,)
+    np.testing.assert_array_equal(peaks[[0, 5000, 99_600]], [np.abs(samples[s : s + 400]).max() for s in (0, 5000, 99_600)])
 
 
 def test_fit_length_pads_and_crops_centred():
