@@ -26,7 +26,7 @@ import click
 
 from ._version import __version__
 from .errors import SpecnetError
-from .paths import display_name, naming, one_line, text_name, walk_files
+from .paths import display_name, glob_paths, naming, one_line, text_name, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
@@ -176,7 +176,7 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):
             # A matched folder is searched like a folder argument; "dir/**" matches dir and
             # everything in it, so a file a pattern reaches twice is listed once.
-            matches = [f for m in sorted(glob.glob(pattern, recursive=True)) for f in (walk_files(m) if os.path.isdir(m) else [m])]
+            matches = [f for m in glob_paths(pattern) for f in (walk_files(m) if os.path.isdir(m) else [m])]
             unique: dict[str, str] = {}
             for f in matches:
                 unique.setdefault(os.path.normpath(f), f)  # the first spelling of each file

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 import unicodedata
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Union
 
 from .errors import SpecnetError
 
@@ -48,25 +49,57 @@ def unnamed(path: PathLike, reason: str) -> str:
     return reason.removeprefix(f"{display_name(path)}: ")
 
 
-def walk_files(folder: PathLike) -> list[str]:
-    """Every file under ``folder``, in path order, following symbolic links to folders (each
-    real folder once, so a link loop ends). A broken link is listed too, so that reading it
-    reports it. Hidden files and everything under a hidden folder (``.git``,
-    ``.ipynb_checkpoints``) are left out."""
-    files: list[str] = []
+def _real_folders(folder: str) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, its file names)`` for ``folder`` and every folder under it, following symbolic
+    links to folders but visiting each real folder once (so a link loop ends), hidden folders
+    (``.git``, ``.ipynb_checkpoints``) and everything under them left out."""
     seen: set[str] = set()
-    for parent, folders, names in os.walk(os.fsdecode(folder), followlinks=True):
+    for parent, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(parent)
         if real in seen:
             folders[:] = []
             continue
         seen.add(real)
         folders[:] = [d for d in folders if not d.startswith(".")]
+        yield parent, names
+
+
+def walk_files(folder: PathLike) -> list[str]:
+    """Every file under ``folder``, in path order, following symbolic links to folders (each
+    real folder once, so a link loop ends). A broken link is listed too, so that reading it
+    reports it. Hidden files and everything under a hidden folder (``.git``,
+    ``.ipynb_checkpoints``) are left out."""
+    files: list[str] = []
+    for parent, names in _real_folders(os.fsdecode(folder)):
         for name in names:
             path = os.path.join(parent, name)
             if not name.startswith(".") and (os.path.isfile(path) or os.path.islink(path)):
                 files.append(path)
     return sorted(files, key=Path)  # component by component: "take/1.wav" before "take-2/1.wav"
+
+
+def glob_paths(pattern: str) -> list[str]:
+    """What ``glob.glob(pattern, recursive=True)`` matches, sorted, except that ``**`` goes
+    through the folders as :func:`walk_files` does: symbolic links to folders followed, each
+    real folder once (glob would list a link loop's files at every depth it can reach).
+    ``dir/**`` gives ``dir`` itself, which stands for everything under it."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return sorted(glob.glob(pattern))
+    at = parts.index("**")
+    head = os.sep.join(parts[:at]) or (os.sep if pattern.startswith(os.sep) else "")
+    tail = os.sep.join(parts[at + 1 :])
+    found: list[str] = []
+    for top in sorted(glob.glob(head)) if glob.has_magic(head) else [head]:
+        if not os.path.isdir(top or os.curdir):
+            continue
+        if not tail:
+            found.append(top or os.curdir)
+            continue
+        for folder, _ in _real_folders(top or os.curdir):
+            under = folder if top else folder[len(os.curdir) + 1 :]  # "**/x" names "a/x", as glob does, not "./a/x"
+            found.extend(glob_paths(os.path.join(glob.escape(under), tail)))
+    return sorted(found)
 
 
 def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:

@@ -194,9 +194,12 @@ def test_classify_double_star_glob_and_linked_folders_list_each_file_once(capsys
     (tmp_path / "linked").mkdir()
     (tmp_path / "linked" / "clips").symlink_to(clips, target_is_directory=True)
     (tmp_path / "linked" / "loop").symlink_to(tmp_path / "linked", target_is_directory=True)
+    linked = [str(tmp_path / "linked" / "clips" / c / f"{c}.wav") for c in S.AUDIO_CLASSES]
     code, out, _ = run(capsys, "classify", "-m", model_file, str(tmp_path / "linked"), "--format", "json")
-    assert code == 0
-    assert [r["path"] for r in json.loads(out)] == [str(tmp_path / "linked" / "clips" / c / f"{c}.wav") for c in S.AUDIO_CLASSES]
+    assert code == 0 and [r["path"] for r in json.loads(out)] == linked
+    # So does a "**" pattern: each file once, not once per depth the loop reaches.
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(tmp_path / "linked" / "**" / "*.wav"), "--format", "json")
+    assert code == 0 and [r["path"] for r in json.loads(out)] == linked
 
 
 def test_control_characters_in_names_stay_on_one_line(capsys, model_file, tmp_path):

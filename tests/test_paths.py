@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specnet.errors import AudioError
-from specnet.paths import display_name, open_for_reading, text_name, walk_files
+from specnet.paths import display_name, glob_paths, open_for_reading, text_name, walk_files
 
 
 def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
@@ -37,6 +37,27 @@ def test_walk_files_order_hidden_links_and_loops(tmp_path):
     # Path order, component by component ("take" before "take-2"), as sorted(Path) gives;
     # the link to a folder followed, the loop walked once, the broken link listed so it is reported.
     assert found == ["b.wav", "broken.wav", "linked/o.wav", "take/1.wav", "take-2/1.wav", "take.4/1.wav"]
+
+
+def test_glob_paths_follows_each_real_folder_once_and_otherwise_matches_as_glob(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    for rel in ("a.wav", "x/a.wav", "x/y/a.wav", "x/y/b.flac", ".git/a.wav", "x/.cache/a.wav"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "x" / "loop").symlink_to(root, target_is_directory=True)  # glob: root/x/loop/x/loop/... 40 deep
+    (root / "x" / "again").symlink_to(root / "x", target_is_directory=True)  # two loops: glob's paths double per level
+
+    def found(pattern):
+        return [os.path.relpath(f, root) for f in glob_paths(str(root / pattern))]
+
+    assert found("**/a.wav") == ["a.wav", "x/a.wav", "x/y/a.wav"]  # each real folder once, hidden ones left out
+    assert found("x/**/*.flac") == ["x/y/b.flac"]
+    assert found("*/**/a.wav") == ["x/a.wav", "x/loop/a.wav", "x/y/a.wav"]  # from x, root is a folder of its own
+    assert found("**/y/**/b.*") == ["x/y/b.flac"]
+    assert found("**") == ["."]  # the folder, which stands for everything under it
+    assert found("x/*.wav") == ["x/a.wav"] and found("nothing/**/a.wav") == []
+    monkeypatch.chdir(root)  # a relative pattern gives relative names, as glob does
+    assert glob_paths("**/b.flac") == ["x/y/b.flac"] and glob_paths("**") == ["."]
 
 
 def test_text_name_keeps_every_character_but_bytes_that_are_not_utf8():
