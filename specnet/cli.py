@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from ._version import __version__
-from .errors import SpecnetError
+from .errors import ParameterError, SpecnetError
 from .paths import display_name, glob_paths, naming, one_line, text_name, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -538,6 +538,12 @@ def _said_as_given(message: str, ctx: click.Context, config_file: str | None, ex
     return said
 
 
+def _same_kind(error: SpecnetError) -> type[SpecnetError]:
+    """The class to raise ``error`` again as, said another way: ParameterError (a wrong value,
+    exit code 2) stays one, and other errors become SpecnetError (exit code 1)."""
+    return ParameterError if isinstance(error, ParameterError) else SpecnetError
+
+
 def _options_as_given(error, ctx: click.Context, config_file: str | None, explicit: set[str], flag_arch_args: set[str]) -> str:
     """An error about options (its ``describe(name)`` says each one as ``name`` does) with each
     option as the user gave it: a flag under its name (``--arch``, ``--arch-arg drop_rate``,
@@ -646,12 +652,12 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     explicit = {name for name in flags if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
     try:
         config = TrainConfig(**options)
-    except SpecnetError as exc:
-        raise SpecnetError(_said_as_given(str(exc), ctx, config_file, explicit, file_keys)) from None
+    except SpecnetError as exc:  # said again, as a ParameterError still (exit code 2)
+        raise _same_kind(exc)(_said_as_given(str(exc), ctx, config_file, explicit, file_keys)) from None
     try:
         best = run_training(data_dir, out, config=config, resume=resume, overwrite=overwrite, quiet=quiet)
     except OptionsError as exc:
-        raise SpecnetError(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
+        raise _same_kind(exc)(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
     if not quiet and best and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         if "accuracy" in best:
             scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}"
@@ -914,7 +920,7 @@ def _main(argv: list[str] | None) -> None:
         if _debug_enabled():
             raise
         click.echo(f"error: {one_line(as_flags(str(exc)))}", err=True)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, ParameterError) else 1)  # a value given on the command line: a usage error
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

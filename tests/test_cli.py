@@ -605,7 +605,7 @@ def test_spectrogram_png(capsys, clips, model_file, tmp_path):
     code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.svg"))
     assert code == 0 and b"<svg" in (tmp_path / "out.svg").read_bytes()[:1000]
     code, stdout, err = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.webp"))
-    assert code == 1 and not (tmp_path / "out.webp").exists()
+    assert code == 2 and not (tmp_path / "out.webp").exists()
     assert err == f"error: {tmp_path / 'out.webp'}: .webp is not a picture format specnet writes (png, jpg, jpeg, svg, pdf)\n"
     code, stdout, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "picture"))
     assert code == 0 and stdout == f"wrote {tmp_path / 'picture'} (a PNG)\n"
@@ -684,41 +684,41 @@ def test_paths_in_a_config_file_are_relative_to_its_folder(capsys, tmp_path, mon
     # architecture the bundled init model (a name, not a path) does not have.
     code, _, err = run(capsys, "train", "--out", "run", "--config", str(config))
     # Both came from the file: named as the file names them, and the file blamed.
-    assert code == 1 and err == (
+    assert code == 2 and err == (
         f"error: {config}: esc10: a model started from init keeps its architecture and front-end, but arch is "
         "'cnn_tiny' here and 'cnn_small' in the model: leave these options out, or train from scratch\n"), err
     assert not (elsewhere / "run").exists()
     # A flag is named as a flag; the file is blamed for what it set.
     code, _, err = run(capsys, "train", "--out", "run", "--config", str(config), "--init", "fsdd", "--n-mels", "32",
                        "--arch-arg", "drop_rate=0.1")
-    assert code == 1 and err.startswith(
+    assert code == 2 and err.startswith(
         f"error: {config}: fsdd: a model started from --init keeps its architecture and front-end, but arch is 'cnn_tiny' "
         "here and 'cnn_small' in the model; --arch-arg drop_rate is 0.1 here and 0.3 in the model; --n-mels is 32 here"), err
     code, _, err = run(capsys, "train", str(data), "--out", "run", "--init", "fsdd", "--arch", "cnn", "--epochs", "1")
-    assert code == 1 and err.startswith("error: fsdd: a model started from --init keeps its architecture and front-end, "
+    assert code == 2 and err.startswith("error: fsdd: a model started from --init keeps its architecture and front-end, "
                                         "but --arch is 'cnn' here and 'cnn_small' in the model"), err
 
 
 def test_train_option_errors_name_options_as_given_and_hints_as_flags(capsys, tmp_path):
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--freeze-backbone")
-    assert code == 1 and err == "error: --freeze-backbone needs a trained backbone: pass --pretrained, --weights FILE or --init MODEL\n"
+    assert code == 2 and err == "error: --freeze-backbone needs a trained backbone: pass --pretrained, --weights FILE or --init MODEL\n"
     config = tmp_path / "train.toml"
     config.write_text("freeze_backbone = true\n")
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config))
-    assert code == 1 and err == f"error: {config}: freeze_backbone needs a trained backbone: pass --pretrained, --weights FILE or --init MODEL\n"
+    assert code == 2 and err == f"error: {config}: freeze_backbone needs a trained backbone: pass --pretrained, --weights FILE or --init MODEL\n"
     # Words that are option names but say something else stay words.
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--arch-arg", "num_classes=3")
-    assert code == 1 and "ImageNet weights from pretrained/weights" in err and "the data, in_chans" in err, err
+    assert code == 2 and "ImageNet weights from pretrained/weights" in err and "the data, in_chans" in err, err
     config.write_text("keep = \"last\"\n")
     code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config), "--patience", "3")
-    assert code == 1 and err == (f"error: {config}: --patience stops at the best validation epoch, which keep='last' never looks for; "
+    assert code == 2 and err == (f"error: {config}: --patience stops at the best validation epoch, which keep='last' never looks for; "
                                  "use keep='best'\n")
 
 
 def test_an_init_conflict_over_the_floor_is_said_as_top_db(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--init", "fsdd", "--top-db", "0")
-    assert code == 1 and err == ("error: fsdd: a model started from --init keeps its architecture and front-end, but --top-db "
+    assert code == 2 and err == ("error: fsdd: a model started from --init keeps its architecture and front-end, but --top-db "
                                  "is 0 here and 35.0 in the model: leave these options out, or train from scratch\n"), err
 
 
@@ -783,7 +783,7 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     assert resolved["val_dir"] == str(val) and resolved["val_split"] is None
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run4"), "--config", str(config), "--val-dir", str(val),
                        "--val-split", "0.3")
-    assert code == 1 and err == "error: --val-dir and --val-split each choose the validation data: give one of them\n"
+    assert code == 2 and err == "error: --val-dir and --val-split each choose the validation data: give one of them\n"
 
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 2\nepoch = 1\n")
@@ -795,22 +795,22 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     run5 = str(tmp_path / "run5")
     bad.write_text("lr = -1\npatience = 3\n\n[features]\nn_mels = 0\n")
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--n-mels", "8")
-    assert code == 1 and err == f"error: {bad}: lr=-1 must be a positive number\n"
+    assert code == 2 and err == f"error: {bad}: lr=-1 must be a positive number\n"
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0.1")
-    assert code == 1 and err == f"error: {bad}: n_mels=0 must be an integer >= 1\n"
+    assert code == 2 and err == f"error: {bad}: n_mels=0 must be an integer >= 1\n"
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0", "--n-mels", "8")
-    assert code == 1 and err == "error: --lr=0.0 must be a positive number\n"
+    assert code == 2 and err == "error: --lr=0.0 must be a positive number\n"
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0.1", "--n-mels", "8", "--keep", "last")
-    assert code == 1 and err.startswith(f"error: {bad}: patience stops at the best validation epoch, which --keep='last' never")
+    assert code == 2 and err.startswith(f"error: {bad}: patience stops at the best validation epoch, which --keep='last' never")
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--patience", "2", "--keep", "last")
-    assert code == 1 and err.startswith("error: --patience stops at the best validation epoch, which --keep='last' never")
+    assert code == 2 and err.startswith("error: --patience stops at the best validation epoch, which --keep='last' never")
     # Unknown names are the user's own keys, beside the list of right ones: never rewritten.
     bad.write_text("[augment_args]\nseed = 1\n")
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--seed", "3", "--n-mels", "8")
-    assert code == 1 and err.startswith(f"error: {bad}: unknown augmentation setting(s) seed; known: ") and "--" not in err
+    assert code == 2 and err.startswith(f"error: {bad}: unknown augmentation setting(s) seed; known: ") and "--" not in err
     bad.write_text("[features]\nhop = 100\n")
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--n-mels", "8")
-    assert code == 1 and err.startswith(f"error: {bad}: unknown feature setting(s) hop; known: ") and ", n_mels, " in err
+    assert code == 2 and err.startswith(f"error: {bad}: unknown feature setting(s) hop; known: ") and ", n_mels, " in err
 
 
 FAST_FLAGS = [
