@@ -1,8 +1,8 @@
 """The ``specnet`` command: a thin layer of click commands over the Python API.
 
 Each command parses options, calls the API and formats the result. A
-``SpecnetError`` becomes one line on stderr and exit code 1; usage errors exit
-2. ``--debug`` (or ``SPECNET_DEBUG=1``) shows full tracebacks instead. Heavy
+``SpecnetError`` becomes one line on stderr and exit code 1; usage errors (click's,
+and a ``ParameterError``: a value specnet refuses) exit 2. ``--debug`` (or ``SPECNET_DEBUG=1``) shows full tracebacks instead. Heavy
 modules (torch) are imported inside commands, so ``specnet --help`` is fast.
 """
 
