@@ -831,6 +831,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
     from .features import FeatureConfig, LogMelSpectrogram
     from .fileio import check_output_path
     from .plots import picture_format, plot_spectrogram
+    from .windows import warn_if_silent
 
     check_output_path(output, overwrite=overwrite)
     picture_format(output)  # a suffix it cannot write is refused before the file is decoded
@@ -846,6 +847,12 @@ def spectrogram(path, output, model_name, overwrite) -> None:
 
         features = TrainConfig().feature_config()
     samples, _ = load_audio(path, sample_rate=features.sample_rate)
+    name = display_name(path)
+    if len(samples) < features.window_length:
+        logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is one frame, mostly padding",
+                    name, len(samples) / features.sample_rate, features.window_length / features.sample_rate)
+    warn_if_silent(float(abs(samples).max(initial=0.0)), name, silent="the picture shows nothing but the floor",
+                   quiet="the picture shows mostly its rounding noise")
     with torch.no_grad():
         logmel = LogMelSpectrogram(features)(torch.from_numpy(samples)).numpy()
     plot_spectrogram(

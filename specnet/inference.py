@@ -15,7 +15,6 @@ their length.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 from collections import deque
@@ -38,7 +37,7 @@ from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import QUIET_PEAK, Windows, clip_mean, default_hop, fit_length, is_silence
+from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, warn_if_silent
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -67,13 +66,9 @@ def bundled_models() -> dict[str, Path]:
 
 
 def _warn_if_silent(peak: float, name: str) -> None:
-    """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`,
-    or below :data:`QUIET_PEAK` (a few steps of 16-bit audio)."""
-    if is_silence(peak):
-        log.warning("%s: silent (no sample above -90 dBFS): what the model makes of it means nothing", name)
-    elif peak < QUIET_PEAK:
-        log.warning("%s: nearly silent (loudest sample %.0f dBFS): what the model hears is mostly noise; the scores say little",
-                    name, 20 * math.log10(peak))
+    """:func:`~specnet.windows.warn_if_silent`, saying what that means for scores and embeddings."""
+    warn_if_silent(peak, name, silent="what the model makes of it means nothing",
+                   quiet="what the model hears is mostly noise; the scores say little")
 
 
 def _peak(samples: np.ndarray) -> float:

@@ -120,9 +120,11 @@ def plot_spectrogram(
     """A log-mel spectrogram (n_mels, frames) in dB as a picture: time in s, mel axis labelled in Hz.
 
     The colours span the picture's own range, at most 80 dB below its peak and at
-    least MIN_SPAN_DB, so a spectrogram floored by ``top_db`` uses the whole colour map.
+    least MIN_SPAN_DB (widened below the peak), so a spectrogram floored by ``top_db``
+    uses the whole colour map and the top of the colour bar is its loudest cell.
     The format follows ``path``'s suffix (:func:`picture_format`)."""
     import librosa
+    from matplotlib.ticker import MaxNLocator
 
     picture_format(path)
 
@@ -130,16 +132,16 @@ def plot_spectrogram(
     n_mels, frames = logmel.shape
     seconds = frames * hop_length / sample_rate
     peak = float(logmel.max())
-    low = max(float(logmel.min()), peak - 80)  # a flat picture (silence) is drawn dark
+    low = max(float(logmel.min()), peak - 80)
+    # A narrow range is widened below its peak (the top colour stays the loudest cell); a flat
+    # picture (silence) is drawn dark.
+    vmin, vmax = (low, low + MIN_SPAN_DB) if low == peak else (min(low, peak - MIN_SPAN_DB), peak)
     fig, ax = plt.subplots(figsize=(min(14.0, 3 + 1.2 * seconds), 3.6))
-    image = ax.imshow(
-        logmel, origin="lower", aspect="auto", cmap=COLORMAP,
-        extent=(0, seconds, 0, n_mels), vmin=low, vmax=low + max(peak - low, MIN_SPAN_DB),
-    )
+    image = ax.imshow(logmel, origin="lower", aspect="auto", cmap=COLORMAP, extent=(0, seconds, 0, n_mels), vmin=vmin, vmax=vmax)
     # Band i's triangle peaks at the (i + 1)-th of n_mels + 2 points equally spaced in (Slaney) mel.
     centres = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=f_min, fmax=f_max)[1:-1]
     ticks = np.linspace(0, n_mels - 1, 6).round().astype(int)
     ax.set_yticks(ticks + 0.5, [f"{centres[t]:.0f}" for t in ticks])
     ax.set(xlabel="time (s)", ylabel="frequency (Hz, mel scale)", title=title)
-    fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01)
+    fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01, ticks=MaxNLocator(integer=True))  # whole dB: no tick rounded
     return _save(fig, path, overwrite=overwrite)

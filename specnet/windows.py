@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -98,6 +100,15 @@ def window_peaks(windows: np.ndarray) -> np.ndarray:
 def is_silence(peak: float | np.ndarray) -> bool | np.ndarray:
     """Whether a peak (or each of an array of them) is below :data:`SILENT_PEAK` (NaN too)."""
     return ~(np.asarray(peak) >= SILENT_PEAK)
+
+
+def warn_if_silent(peak: float, name: str, *, silent: str, quiet: str) -> None:
+    """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`
+    or below :data:`QUIET_PEAK`; ``silent`` and ``quiet`` say what that means for the caller's output."""
+    if is_silence(peak):
+        logging.getLogger("specnet").warning("%s: silent (no sample above -90 dBFS): %s", name, silent)
+    elif peak < QUIET_PEAK:
+        logging.getLogger("specnet").warning("%s: nearly silent (loudest sample %.0f dBFS): %s", name, 20 * math.log10(peak), quiet)
 
 
 def silent_windows(windows: np.ndarray) -> np.ndarray:

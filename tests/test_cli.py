@@ -612,6 +612,23 @@ def test_spectrogram_png(capsys, clips, model_file, tmp_path):
     assert (tmp_path / "picture").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_spectrogram_of_a_silent_quiet_or_short_file_says_what_the_picture_shows(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    cases = {
+        "silent": (np.zeros(8000, np.float32), "silent (no sample above -90 dBFS): the picture shows nothing but the floor"),
+        "quiet": ((rng.standard_normal(8000) * 1e-5).astype(np.float32),
+                  "nearly silent (loudest sample -88 dBFS): the picture shows mostly its rounding noise"),
+        "short": (np.full(80, 0.3, np.float32),
+                  "0.005 s is shorter than one FFT frame (0.032 s): the picture is one frame, mostly padding"),
+        "tone": (S.class_clip("tone", 1), None),
+    }
+    for name, (samples, warning) in cases.items():
+        path = write_audio(tmp_path / f"{name}.wav", samples, 16000, subtype="FLOAT")
+        code, out, err = run(capsys, "spectrogram", str(path), "-o", str(tmp_path / f"{name}.png"))
+        assert code == 0 and out == f"wrote {tmp_path / name}.png\n"
+        assert err == ("" if warning is None else f"warning: {path}: {warning}\n")
+
+
 # ------------------------------------------------------------------ train and evaluate
 
 

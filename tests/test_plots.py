@@ -31,6 +31,25 @@ def test_spectrogram_frequency_ticks_name_the_band_centres(tmp_path, monkeypatch
     assert labels[0] == pytest.approx(96, abs=1) and labels[-1] == pytest.approx(7632, abs=1)
 
 
+@pytest.mark.parametrize(
+    ("low", "peak", "colours"),
+    [(-60.0, 0.0, (-60.0, 0.0)),  # a floored spectrogram: its own range
+     (-200.0, 0.0, (-80.0, 0.0)),  # at most 80 dB below the peak
+     (-5.0, 0.0, (-20.0, 0.0)),  # a narrow range widened below the peak: the top colour is the loudest cell
+     (0.0, 0.0, (0.0, 20.0))],  # a flat picture (silence) drawn dark
+)
+def test_spectrogram_colours_span_its_range_with_the_peak_on_top(tmp_path, monkeypatch, low, peak, colours):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite=True: figures.append(fig))
+    logmel = np.linspace(low, peak, 8 * 10).reshape(8, 10)
+    plots.plot_spectrogram(logmel, tmp_path / "s.png", sample_rate=8000, hop_length=80, f_min=0.0, f_max=4000.0)
+    image = figures[0].axes[0].images[0]
+    assert image.get_clim() == colours
+    bar = figures[0].axes[1]
+    ticks = [t for t in bar.get_yticks() if colours[0] <= t <= colours[1]]
+    assert ticks and all(t == round(t) for t in ticks)  # whole dB, so "%+.0f dB" rounds none
+
+
 def test_a_picture_suffix_names_its_format_and_others_are_refused(tmp_path):
     from specnet.errors import ParameterError
 
