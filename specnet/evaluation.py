@@ -54,8 +54,8 @@ def evaluate(
         raise DataError(f"the data holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
     unknown = sorted({files.classes[target] for target in files.targets} - set(net.classes))  # of the files scored
     if unknown:
-        raise DataError(f"{display_name(manifest or data_dir)}: the data has class(es) {', '.join(unknown)} that the model does not know "
-                        f"(it knows {', '.join(net.classes)})")
+        raise DataError(f"{display_name(manifest or data_dir)}: the data has class(es) {', '.join(map(repr, unknown))} that the model "
+                        f"does not know (it knows {', '.join(map(repr, net.classes))})")
     model_index = {name: i for i, name in enumerate(net.classes)}  # the data's classes, by name
     # Through Model.predict_iter, as `specnet classify` runs: the same windows and scores,
     # and only a few files' audio in memory at a time, however large the data.
