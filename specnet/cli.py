@@ -420,8 +420,11 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
 
     result = model.adapt(files, batch_size=batch_size, on_failure=report)
     model.save(output, overwrite=overwrite)
-    click.echo(f"adapted {model.name} to {result.windows} window{'' if result.windows == 1 else 's'} of "
-               f"{result.inputs} input{'' if result.inputs == 1 else 's'}; wrote {display_name(output)}", err=True)
+    if model.input_kind == "image":  # an image is one window
+        what = f"{result.windows} image{'' if result.windows == 1 else 's'}"
+    else:
+        what = f"{result.windows} window{'' if result.windows == 1 else 's'} of {result.inputs} input{'' if result.inputs == 1 else 's'}"
+    click.echo(f"adapted {model.name} to {what}; wrote {display_name(output)}", err=True)
     if result.failures:
         click.echo(f"{len(result.failures)} of {len(files)} inputs failed", err=True)
         sys.exit(1)

@@ -665,6 +665,9 @@ class Model:
             if total < 2 and len(result.failures) == seen:
                 raise DataError("no input to adapt to" if not seen else
                                 f"nothing to adapt to: {'the input' if seen == 1 else f'all {seen} inputs'} failed")
+            if total < 2 and self.input_kind == "image":
+                raise DataError(f"too little to adapt to: {total} image{'' if total == 1 else 's'}, and a spread needs 2 "
+                                "(failed inputs are left out)")
             if total < 2:
                 raise DataError(f"too little to adapt to: {total} window{'' if total == 1 else 's'} of sound in {seen} "
                                 f"input{'' if seen == 1 else 's'}, and a spread needs 2 (failed inputs and silence are left out)")
@@ -681,7 +684,8 @@ class Model:
                 m.momentum = momentum
                 m.eval()
         if result.windows < FEW_WINDOWS:
-            log.warning("adapted to %d windows: statistics from fewer than %d are noisy", result.windows, FEW_WINDOWS)
+            unit = "images" if self.input_kind == "image" else "windows"
+            log.warning("adapted to %d %s: statistics from fewer than %d are noisy", result.windows, unit, FEW_WINDOWS)
         first = (self.net.spec.extra.get("adapted") or {}).get("from") or Path(self.name).name  # adapting again: the same base
         self.net.spec = self.net.spec.with_extra(adapted={"inputs": result.inputs, "windows": result.windows, "from": first})
         return result

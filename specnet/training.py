@@ -856,7 +856,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             changed = [f"{name}: which files, their classes or sizes" if name == "data.files" else
                        f"{name}: {_shown(was)} then, {_shown(now)} now"
                        for name, was, now in sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])]
-            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); pass overwrite=True to start again")
+            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); give the run's "
+                               f"own (in {display_name(files.config)}) to resume it, or pass overwrite=True to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(
                 "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
+from PIL import Image
 import synthetic as S
 import torch
 from helpers import write_audio
@@ -171,15 +173,30 @@ def test_a_long_file_that_fails_part_way_is_skipped_and_reported(model, tmp_path
     assert (result.inputs, result.windows) == (2, 3)  # the two blocks read before the damage, and the short file
 
 
-def test_batches_never_hold_one_window(tmp_path):
+def test_batches_never_hold_one_window(tmp_path, caplog):
     """A batch of one has no spread: with 1 x 1 feature maps batch norm refuses it."""
     spec = ModelSpec(arch="vgg11_bn", arch_args={}, input_kind="image", classes=("a", "b"), in_chans=3, image_size=(16, 16))
     images = Model(SpecNet(spec), name="images", device=torch.device("cpu"))
     pictures = [np.random.default_rng(i).integers(0, 255, (3, 16, 16), dtype=np.uint8) for i in range(5)]
-    assert images.adapt(pictures, batch_size=2).windows == 5  # batches of 2 and 3
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        assert images.adapt(pictures, batch_size=2).windows == 5  # batches of 2 and 3
+    assert [r.getMessage() for r in caplog.records] == [f"adapted to 5 images: statistics from fewer than {inference.FEW_WINDOWS} are noisy"]
     assert images.adapt(pictures[:3], batch_size=1).windows == 3  # batch_size 1 runs as 2
-    with pytest.raises(DataError, match="^too little to adapt to: 1 window of sound in 1 input"):
+    with pytest.raises(DataError, match=r"^too little to adapt to: 1 image, and a spread needs 2 \(failed inputs are left out\)$"):
         images.adapt(pictures[:1])
+
+
+def test_adapting_an_image_model_on_the_command_line_counts_images(tmp_path, capsys):
+    spec = ModelSpec(arch="vgg11_bn", arch_args={}, input_kind="image", classes=("a", "b"), in_chans=3, image_size=(16, 16))
+    model_file = Model(SpecNet(spec), name="images", device=torch.device("cpu")).save(tmp_path / "images.safetensors")
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "adapted.safetensors"
+    code, _, err = run(capsys, "adapt", str(model_file), str(tmp_path / "*.png"), "-o", str(out))
+    assert code == 0 and err.splitlines() == [
+        f"warning: adapted to 3 images: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
+        f"adapted {model_file} to 3 images; wrote {out}",
+    ]
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

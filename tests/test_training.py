@@ -367,7 +367,7 @@ def test_resume_compares_settings_as_they_resolve(four_epochs, tiny_data, tmp_pa
     same = {**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.0, "center": True}, "mixup": 0.0}
     best = specnet.train(tiny_data, out, resume=True, epochs=5, **same)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
-    with pytest.raises(SpecnetError, match=r"different options \(features.preemphasis: 0.0 then, 0.5 now\); pass overwrite=True to start again$"):
+    with pytest.raises(SpecnetError, match=r"different options \(features.preemphasis: 0.0 then, 0.5 now\); give the run's own \(in .*config.json\) to resume it, or pass overwrite=True to start again$"):
         specnet.train(tiny_data, out, resume=True, epochs=6, **{**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.5}})
 
 
