@@ -716,7 +716,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--in-chans", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk and its global pooling, one descriptor vector per input.")
+@click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk, its global pooling and the dropout after it (inert at inference; with hidden_dim, the hidden dense layers too), one descriptor vector per input.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--input-size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, help="Height and width (default: 224 224 for VGG, 64 101 otherwise).")
 @click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
