@@ -67,14 +67,17 @@ class Windows:
     samples, starting at ``starts`` ``(n,)``.
 
     Indexing copies only the rows asked for (a slice, a boolean mask or indices give a copy
-    ``(k, length)``; an int a read-only row ``(length,)``), so a short hop, with many windows
+    ``(k, length)``; an int one row ``(length,)``), so a short hop, with many windows
     each overlapping the next, costs no memory beyond the clip's own samples.
     """
 
     def __init__(self, samples: np.ndarray, window: int, hop: int) -> None:
         self.length = window
         self.starts = window_starts(samples.shape[-1], window, hop)
-        self._rows = np.lib.stride_tricks.sliding_window_view(fit_length(samples, window) if samples.shape[-1] <= window else samples, window)
+        if samples.shape[-1] <= window:  # one window (most clips): a row of its own, without a strided view's overhead
+            self._rows = fit_length(samples, window)[None, :]
+        else:
+            self._rows = np.lib.stride_tricks.sliding_window_view(samples, window)
 
     def __len__(self) -> int:
         return len(self.starts)
