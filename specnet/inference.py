@@ -141,6 +141,7 @@ class _Item:
     starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     duration: float | None = None
     silent: np.ndarray | None = None  # (n,) bool: windows of digital silence (audio only)
+    peak: float | None = None  # its loudest sample (audio decoded whole), which its user warns about
     outputs: torch.Tensor | None = None  # (n, K) probabilities or (n, D) embeddings, once run
 
 
@@ -217,14 +218,14 @@ class Model:
         if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
             return _Item(index, path, None)
         self._warn_if_shorter_than_a_frame(len(samples), display_name(path))
-        return self._cut(index, path, samples, window, hop, display_name(path))
+        return self._cut(index, path, samples, window, hop)
 
-    def _cut(self, index: int, path: str | None, samples: np.ndarray, window: int, hop: int, name: str) -> _Item:
-        """An input's :class:`_Item` from its ``samples`` ``(n,)`` at the model's rate; warns when it is silent."""
+    def _cut(self, index: int, path: str | None, samples: np.ndarray, window: int, hop: int) -> _Item:
+        """An input's :class:`_Item` from its ``samples`` ``(n,)`` at the model's rate."""
         windows = Windows(samples, window, hop)
         peaks = windows.peaks()  # the windows cover every sample: the clip's peak is theirs
-        _warn_if_silent(peaks.max(), name)
-        return _Item(index, path, windows, windows.starts, len(samples) / self.sample_rate, silent=is_silence(peaks))
+        return _Item(index, path, windows, windows.starts, len(samples) / self.sample_rate, silent=is_silence(peaks),
+                     peak=float(peaks.max()))
 
     def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str) -> None:
         """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT frame."""
@@ -239,7 +240,7 @@ class Model:
             spec = self.config
             return _Item(index, None, image_from_array(samples, channels=spec.in_chans, size=spec.image_size).unsqueeze(0))
         y = self._samples(index, samples, sample_rate)
-        return self._cut(index, None, y, window, hop, f"input {index}")
+        return self._cut(index, None, y, window, hop)
 
     def _check_array(self, samples: Any) -> None:
         """Refuse an input given in memory that is not an array (an empty file name, a number)."""
@@ -423,6 +424,8 @@ class Model:
             if isinstance(item, Failure):
                 yield item
             elif item.outputs is not None:
+                if item.peak is not None:
+                    _warn_if_silent(item.peak, _name(item))
                 yield item, item.outputs
             else:  # a long file, streamed now
                 try:
@@ -648,6 +651,9 @@ class Model:
                 if isinstance(item, Failure):
                     skip(item)
                     continue
+                if item.peak is not None:
+                    warn_if_silent(item.peak, _name(item), silent="left out, with nothing to adapt to",
+                                   quiet="what it adds to the statistics is mostly noise")
                 heard = 0
                 try:
                     for rows in self._heard_windows(item, window_n, hop_n, batch_size):
@@ -738,6 +744,11 @@ class _InlineExecutor:
 
     def __exit__(self, *exc_info) -> None:
         return None
+
+
+def _name(item: _Item) -> str:
+    """How messages name an input: its file, or its place among arrays."""
+    return display_name(item.path) if item.path is not None else f"input {item.index}"
 
 
 def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:

@@ -77,6 +77,19 @@ def test_first_layer_statistics_become_those_of_the_new_windows(model, audio_run
     torch.testing.assert_close(bn.running_var, seen.var((0, 2, 3)), atol=1e-5, rtol=1e-4)
 
 
+def test_a_silent_or_nearly_silent_input_is_warned_about_as_adapting_sees_it(audio_run, caplog):
+    model = specnet.load_model(audio_run.model, device="cpu")
+    quiet = (np.random.default_rng(0).standard_normal(WINDOW) * 1e-5).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        result = model.adapt([*new_clips(3), np.zeros(WINDOW, np.float32), quiet], sample_rate=S.SR)
+    assert (result.inputs, result.windows) == (4, 4)  # the silent one adds no window
+    assert [r.getMessage() for r in caplog.records] == [
+        "input 3: silent (no sample above -90 dBFS): left out, with nothing to adapt to",
+        "input 4: nearly silent (loudest sample -88 dBFS): what it adds to the statistics is mostly noise",
+        f"adapted to 4 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
+    ]
+
+
 def test_silent_windows_and_bad_inputs_are_left_out(model, audio_run, tmp_path):
     clips = new_clips(4)
     with_silence = np.concatenate([clips[0], np.zeros(2 * S.SR, np.float32)])
