@@ -618,8 +618,14 @@ class RunFiles:
         """With overwrite=True, remove the previous run's files: called when the new run is
         about to write its own, so a run that fails before that leaves the old one whole."""
         if self._replace:
-            for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
-                p.unlink(missing_ok=True)
+            run = (self.model, self.checkpoint, self.config, self.metrics, self.curves)
+            replaced = [p for p in run if p.exists()]
+            for p in replaced:
+                p.unlink()
+            others = sorted(p.name for p in self.dir.iterdir() if not p.name.startswith(".") and p not in run)
+            if replaced and others:  # the user's own files stay; say so, since they may describe the old run
+                log.warning("%s: kept %s, which %s not the run's own files (and may be about the run replaced)",
+                            display_name(self.dir), ", ".join(map(display_name, others)), "is" if len(others) == 1 else "are")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

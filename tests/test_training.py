@@ -768,7 +768,7 @@ def test_a_run_folder_inside_the_data_is_refused(tiny_data, tmp_path):
     assert not (tiny_data / "runs").exists() and not list(first_class.glob("*.safetensors"))
 
 
-def test_existing_run_is_refused_unless_overwrite(four_epochs, tiny_data, tmp_path):
+def test_existing_run_is_refused_unless_overwrite(four_epochs, tiny_data, tmp_path, caplog):
     reference, _ = four_epochs
     model_bytes = (reference / "model.safetensors").read_bytes()
     with pytest.raises(SpecnetError, match="already holds a run"):
@@ -778,9 +778,15 @@ def test_existing_run_is_refused_unless_overwrite(four_epochs, tiny_data, tmp_pa
 
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
-    specnet.train(tiny_data, out, epochs=1, overwrite=True, **S.FAST)
+    (out / "eval").mkdir()  # the user's evaluation of the old run, say: kept, and said to be kept
+    (out / "eval" / "metrics.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(tiny_data, out, epochs=1, overwrite=True, **S.FAST)
     assert len(metric_rows(out)) == 1
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
+    assert (out / "eval" / "metrics.json").read_text() == "{}" and (out / "notes.txt").read_text() == "mine"
+    assert f"{out}: kept eval, notes.txt, which are not the run's own files (and may be about the run replaced)" in caplog.messages
 
 
 # ------------------------------------------------------------------ data
