@@ -174,8 +174,8 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
         if os.path.isdir(pattern):
             found.extend(of_kind(walk_files(pattern), pattern) or [pattern])
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):
-            # A matched folder is searched like a folder argument; "dir/**" matches dir and
-            # everything in it, so a file a pattern reaches twice is listed once.
+            # A matched folder is searched like a folder argument, so a file a pattern reaches
+            # twice ("dir/*" matching dir/a.wav and dir/sub, whose files "**/*" lists too) is listed once.
             matches = [f for m in glob_paths(pattern) for f in (walk_files(m) if os.path.isdir(m) else [m])]
             unique: dict[str, str] = {}
             for f in matches:
@@ -649,7 +649,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     unknown = sorted(set(options) - known)
     if unknown:  # only a config file can name one
         names = sorted(known | {"data_dir", "top_db", *feature_keys})
-        raise SpecnetError(f"{config_file}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        raise ParameterError(f"{config_file}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(names)}")
     if options.get("weights"):
         options["pretrained"] = True
     explicit = {name for name in flags if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
@@ -851,9 +851,11 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         features = TrainConfig().feature_config()
     samples, _ = load_audio(path, sample_rate=features.sample_rate)
     name = display_name(path)
-    if len(samples) < features.window_length:
-        logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is one frame, mostly padding",
-                    name, len(samples) / features.sample_rate, features.window_length / features.sample_rate)
+    if len(samples) < features.window_length and features.center:  # (uncentred frames: refused below)
+        frames = features.num_frames(len(samples))
+        logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is %d frame%s, mostly padding",
+                                             name, len(samples) / features.sample_rate, features.window_length / features.sample_rate,
+                                             frames, "" if frames == 1 else "s")
     warn_if_silent(float(abs(samples).max(initial=0.0)), name, silent="the picture shows nothing but the floor",
                    quiet="the picture shows mostly its rounding noise")
     with torch.no_grad():

@@ -230,7 +230,7 @@ def stratified_split(targets: Sequence[int], *, fraction: float, seed: int) -> t
 def check_one_source(data_dir: str | os.PathLike | None, manifest: str | os.PathLike | None) -> None:
     """Refuse both a class-folder tree and a manifest: one of them would be silently left out."""
     if data_dir and manifest:
-        raise DataError(f"give a data folder or a manifest, not both ({display_name(data_dir)}, {display_name(manifest)})")
+        raise ParameterError(f"give a data folder or a manifest, not both ({display_name(data_dir)}, {display_name(manifest)})")
 
 
 def check_outside_the_data(out: str | os.PathLike, data_folders: Sequence[str | os.PathLike | None]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .data import LabelledFiles, check_one_source, check_outside_the_data, find_class_folders, read_manifest, split_by_fold
-from .errors import DataError, SpecnetError
+from .errors import DataError, ParameterError, SpecnetError
 from .fileio import atomic_write, check_output_path
 from .inference import Failure, Model, load_model
 from .metrics import Scores, log_loss_sum, score
@@ -54,8 +54,8 @@ def evaluate(
         raise DataError(f"the data holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
     unknown = sorted({files.classes[target] for target in files.targets} - set(net.classes))  # of the files scored
     if unknown:
-        raise DataError(f"{display_name(manifest or data_dir)}: the data has class(es) {', '.join(map(repr, unknown))} that the model "
-                        f"does not know (it knows {', '.join(map(repr, net.classes))})")
+        raise DataError(f"{display_name(manifest or data_dir)}: the data has class(es) {', '.join(repr(text_name(c)) for c in unknown)} that the "
+                        f"model does not know (it knows {', '.join(repr(text_name(c)) for c in net.classes)})")
     model_index = {name: i for i, name in enumerate(net.classes)}  # the data's classes, by name
     # Through Model.predict_iter, as `specnet classify` runs: the same windows and scores,
     # and only a few files' audio in memory at a time, however large the data.
@@ -88,9 +88,9 @@ def _load_files(data_dir, manifest, fold) -> LabelledFiles:
         files = read_manifest(manifest, min_classes=1)
         return split_by_fold(files, fold, manifest)[1] if fold is not None else files
     if fold is not None:
-        raise DataError("a fold= needs a manifest=")
+        raise ParameterError("a fold= needs a manifest=")
     if data_dir is None:
-        raise DataError("give a data folder or manifest=FILE.csv")
+        raise ParameterError("give a data folder or manifest=FILE.csv")
     return find_class_folders(data_dir, min_classes=1)
 
 

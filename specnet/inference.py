@@ -46,6 +46,8 @@ PREFETCH_FILES = 64
 #: activation memory (64 bytes per cell for each 16-channel float32 layer output)
 #: whatever the window length, e.g. 20 windows of 4 s at 10 ms frames and 64 bands.
 MAX_BATCH_CELLS = 2**19
+#: The longest hop (in samples) a window may take: far beyond any recording.
+MAX_HOP_SAMPLES = 2**53
 #: Adapting to fewer windows than this gives a warning: the statistics are then noisy.
 FEW_WINDOWS = 100
 #: A 2-D audio array with at most this many columns and more rows is (time, channels), not a batch.
@@ -183,7 +185,9 @@ class Model:
         hop_s = hop if hop is not None else window_s / 2  # in samples: default_hop below
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
-        if round(hop_s * rate) < 1:
+        if hop_s * rate > MAX_HOP_SAMPLES:  # beyond any recording (and beyond what an int holds)
+            raise ParameterError(f"hop={hop_s:g} s must be at most {MAX_HOP_SAMPLES / rate:g} s")
+        if hop is not None and round(hop_s * rate) < 1:
             raise ParameterError(f"hop={hop_s:g} s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)")
         if hop_s > window_s:
             # The first and the end-aligned last window cover a file up to twice the window; beyond that, gaps.

@@ -82,7 +82,8 @@ def glob_paths(pattern: str) -> list[str]:
     """What ``glob.glob(pattern, recursive=True)`` matches, sorted, except that ``**`` goes
     through the folders as :func:`walk_files` does: symbolic links to folders followed, each
     real folder once (glob would list a link loop's files at every depth it can reach).
-    ``dir/**`` gives ``dir`` itself, which stands for everything under it."""
+    ``dir/**`` gives ``dir`` itself, which stands for everything under it (a bare ``**`` what
+    ``*`` gives), and a file reached twice (through several ``**``) is given once."""
     parts = pattern.split(os.sep)
     if "**" not in parts:
         return sorted(glob.glob(pattern))
@@ -94,12 +95,15 @@ def glob_paths(pattern: str) -> list[str]:
         if not os.path.isdir(top or os.curdir):
             continue
         if not tail:
-            found.append(top or os.curdir)
+            found.extend([top] if top else glob.glob("*"))  # "**" names "a.wav", as glob does, not "./a.wav"
             continue
         for folder, _ in _real_folders(top or os.curdir):
             under = folder if top else folder[len(os.curdir) + 1 :]  # "**/x" names "a/x", as glob does, not "./a/x"
             found.extend(glob_paths(os.path.join(glob.escape(under), tail)))
-    return sorted(found)
+    once: dict[tuple[str, str], str] = {}  # by real folder and name: several "**" reach a file more than once
+    for path in sorted(found, key=lambda p: (p.count(os.sep), p)):  # the shortest spelling of each
+        once.setdefault((os.path.realpath(os.path.dirname(path) or os.curdir), os.path.basename(path)), path)
+    return sorted(once.values())
 
 
 def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:

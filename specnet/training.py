@@ -257,7 +257,7 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
     elif data_dir:
         data = find_class_folders(data_dir)
     else:
-        raise DataError("give a data folder or manifest=FILE.csv")
+        raise ParameterError("give a data folder or manifest=FILE.csv")
     if config.val_dir:
         val = find_class_folders(config.val_dir)
         unknown = sorted(set(val.classes) - set(data.classes))
@@ -624,8 +624,9 @@ class RunFiles:
                 p.unlink()
             others = sorted(p.name for p in self.dir.iterdir() if not p.name.startswith(".") and p not in run)
             if replaced and others:  # the user's own files stay; say so, since they may describe the old run
+                named = ", ".join(map(display_name, others[:5])) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
                 log.warning("%s: kept %s, which %s not the run's own files (and may be about the run replaced)",
-                            display_name(self.dir), ", ".join(map(display_name, others)), "is" if len(others) == 1 else "are")
+                            display_name(self.dir), named, "is" if len(others) == 1 else "are")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

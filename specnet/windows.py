@@ -67,7 +67,7 @@ class Windows:
     samples, starting at ``starts`` ``(n,)``.
 
     Indexing copies only the rows asked for (a slice, a boolean mask or indices give a copy
-    ``(k, length)``; an int one row ``(length,)``), so a short hop, with many windows
+    ``(k, length)``; an int one row ``(length,)``, a view not to write to), so a short hop, with many windows
     each overlapping the next, costs no memory beyond the clip's own samples.
     """
 

@@ -322,11 +322,11 @@ def test_timeline_prints_a_window_that_ends_the_file_apart_from_the_one_before(c
 def test_api_messages_name_flags_on_the_command_line(capsys, model_file, clips, tmp_path):
     # The API says overwrite=True, manifest=FILE.csv; the command line says its flags.
     code, _, err = run(capsys, "evaluate", model_file, str(clips), "--fold", "1")
-    assert code == 1 and err == "error: a --fold needs a --manifest\n"
-    with pytest.raises(specnet.DataError, match="^a fold= needs a manifest=$"):
+    assert code == 2 and err == "error: a --fold needs a --manifest\n"
+    with pytest.raises(specnet.ParameterError, match="^a fold= needs a manifest=$"):
         specnet.evaluate(model_file, clips, fold=1)
     code, _, err = run(capsys, "evaluate", model_file)
-    assert code == 1 and err == "error: give a data folder or --manifest FILE.csv\n"
+    assert code == 2 and err == "error: give a data folder or --manifest FILE.csv\n"
 
 
 @pytest.mark.parametrize("message, said", [
@@ -619,7 +619,9 @@ def test_spectrogram_of_a_silent_quiet_or_short_file_says_what_the_picture_shows
         "quiet": ((rng.standard_normal(8000) * 1e-5).astype(np.float32),
                   "nearly silent (loudest sample -88 dBFS): the picture shows mostly its rounding noise"),
         "short": (np.full(80, 0.3, np.float32),
-                  "0.005 s is shorter than one FFT frame (0.032 s): the picture is one frame, mostly padding"),
+                  "0.005 s is shorter than one FFT frame (0.032 s): the picture is 1 frame, mostly padding"),
+        "shorter_than_a_frame": (np.full(500, 0.3, np.float32),  # centred frames every 160 samples: 4 of them
+                                 "0.03125 s is shorter than one FFT frame (0.032 s): the picture is 4 frames, mostly padding"),
         "tone": (S.class_clip("tone", 1), None),
     }
     for name, (samples, warning) in cases.items():
@@ -805,7 +807,7 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 2\nepoch = 1\n")
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run2"), "--config", str(bad))
-    assert code == 1 and err.startswith(f"error: {bad}: unknown training option(s) epoch; known: ")
+    assert code == 2 and err.startswith(f"error: {bad}: unknown training option(s) epoch; known: ")
     assert ", epochs, " in err and ", sample_rate, " in err and ", data_dir, " in err
 
     # A bad value is said as it was given: under its flag, or naming the file that set it.

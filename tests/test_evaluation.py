@@ -167,11 +167,11 @@ def test_manifest_fold_and_errors(audio_run, test_data, tmp_path):
     check_consistent(specnet.evaluate(audio_run.model, manifest=manifest, fold=0, device="cpu"), 9)
     with pytest.raises(ParameterError, match=r"^fold='1' must be an integer$"):
         specnet.evaluate(audio_run.model, manifest=manifest, fold="1", device="cpu")
-    with pytest.raises(DataError, match="a fold= needs a manifest="):
+    with pytest.raises(ParameterError, match="a fold= needs a manifest="):
         specnet.evaluate(audio_run.model, test_data, fold=1, device="cpu")
-    with pytest.raises(DataError, match="data folder"):
+    with pytest.raises(ParameterError, match="data folder"):
         specnet.evaluate(audio_run.model, device="cpu")
-    with pytest.raises(DataError, match="give a data folder or a manifest, not both"):
+    with pytest.raises(ParameterError, match="give a data folder or a manifest, not both"):
         specnet.evaluate(audio_run.model, test_data, manifest=manifest, device="cpu")
     no_folds = test_data.parent / "plain.csv"
     no_folds.write_text("\n".join(row.rsplit(",", 1)[0] for row in rows) + "\n")

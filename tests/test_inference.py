@@ -375,9 +375,14 @@ def test_bad_window_or_hop(model, recording):
         model.predict(str(recording), hop="0.1")
 
 
-def test_a_hop_of_less_than_one_sample_is_refused(model, recording):
+def test_a_hop_of_less_than_one_sample_or_beyond_any_recording_is_refused(model, recording, caplog):
     with pytest.raises(ParameterError, match=r"^hop=1e-09 s is less than one sample of the model's 8000 Hz audio \(0.000125 s\)$"):
         model.predict(str(recording), hop=1e-9)
+    with pytest.raises(ParameterError, match=r"^hop=1e\+305 s must be at most 1.1259e\+12 s$"):
+        model.predict(str(recording), hop=1e305)
+    # A window of one sample hops by one sample (half of it, at least one), with a warning, not a hop error.
+    assert model._window_samples(1 / 8000, None) == (1, 1)
+    assert "shorter than one of the model's FFT frames" in caplog.text
 
 
 @pytest.mark.parametrize("where", ["file", "array", "adapt"])

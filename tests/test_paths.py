@@ -55,9 +55,10 @@ def test_glob_paths_follows_each_real_folder_once_and_otherwise_matches_as_glob(
     assert found("*/**/a.wav") == ["x/a.wav", "x/loop/a.wav", "x/y/a.wav"]  # from x, root is a folder of its own
     assert found("**/y/**/b.*") == ["x/y/b.flac"]
     assert found("**") == ["."]  # the folder, which stands for everything under it
+    assert found("x/**/**/a.wav") == ["x/a.wav", "x/loop/a.wav", "x/y/a.wav"]  # several "**": each file still once
     assert found("x/*.wav") == ["x/a.wav"] and found("nothing/**/a.wav") == []
     monkeypatch.chdir(root)  # a relative pattern gives relative names, as glob does
-    assert glob_paths("**/b.flac") == ["x/y/b.flac"] and glob_paths("**") == ["."]
+    assert glob_paths("**/b.flac") == ["x/y/b.flac"] and glob_paths("**") == ["a.wav", "x"]  # as glob names them
 
 
 def test_text_name_keeps_every_character_but_bytes_that_are_not_utf8():

@@ -701,7 +701,7 @@ def test_resume_and_overwrite_together_are_refused(four_epochs, tiny_data, tmp_p
 def test_a_data_folder_and_a_manifest_together_are_refused(tiny_data, tmp_path):
     manifest = tmp_path / "files.csv"
     manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(tiny_data.rglob("*.wav"))))
-    with pytest.raises(DataError, match="give a data folder or a manifest, not both"):
+    with pytest.raises(ParameterError, match="give a data folder or a manifest, not both"):
         specnet.train(tiny_data, tmp_path / "run", manifest=str(manifest), epochs=1, **S.FAST)
     assert not (tmp_path / "run").exists()
 
