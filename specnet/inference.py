@@ -37,7 +37,7 @@ from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, warn_if_silent
+from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, loudest_sample, warn_if_silent
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -71,11 +71,6 @@ def _warn_if_silent(peak: float, name: str) -> None:
     """:func:`~specnet.windows.warn_if_silent`, saying what that means for scores and embeddings."""
     warn_if_silent(peak, name, silent="what the model makes of it means nothing",
                    quiet="what the model hears is mostly noise; the scores say little")
-
-
-def _peak(samples: np.ndarray) -> float:
-    """The largest absolute sample of ``samples`` (any shape; 0 for none)."""
-    return float(np.abs(samples).max(initial=0.0))
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
@@ -377,7 +372,7 @@ class Model:
             batch.append(block.samples)
             batch_starts.append(block.start)
             total = block.start + block.n_valid
-            peaks.append(_peak(block.samples))
+            peaks.append(loudest_sample(block.samples))
             if len(batch) == batch_size:
                 outputs.append(self._run(np.stack(batch), embed=embed))
                 starts.extend(batch_starts)
@@ -561,10 +556,10 @@ class Model:
             self._check_kind(path)
             clip = load_audio(path, sample_rate=self.sample_rate)[0]
             self._warn_if_shorter_than_a_frame(len(clip), display_name(path))
-            _warn_if_silent(_peak(clip), display_name(path))
+            _warn_if_silent(loudest_sample(clip), display_name(path))
             return clip
         clip = self._samples(index, entry, sample_rate)
-        _warn_if_silent(_peak(clip), f"input {index}")
+        _warn_if_silent(loudest_sample(clip), f"input {index}")
         return clip
 
     @torch.no_grad()
@@ -713,7 +708,7 @@ class Model:
                     yield heard
             return
         for block in self._blocks(item.path, window_n, hop_n):
-            if not is_silence(_peak(block.samples)):
+            if not is_silence(loudest_sample(block.samples)):
                 yield block.samples[None]
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -95,6 +95,11 @@ class Windows:
         return np.concatenate([window_peaks(rows) for _, rows in self.chunks(max(1, CHUNK_SAMPLES // self.length))])
 
 
+def loudest_sample(samples: np.ndarray) -> float:
+    """The largest absolute sample of ``samples`` (any shape; 0 for none)."""
+    return float(np.abs(samples).max(initial=0.0))
+
+
 def window_peaks(windows: np.ndarray) -> np.ndarray:
     """``(n,)``: the loudest absolute sample of each of ``windows`` ``(n, samples)`` (0 for none)."""
     return np.abs(windows).max(axis=1, initial=0.0)
