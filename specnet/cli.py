@@ -26,7 +26,7 @@ import click
 
 from ._version import __version__
 from .errors import ParameterError, SpecnetError
-from .paths import display_name, glob_paths, naming, one_line, text_name, walk_files
+from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
@@ -174,13 +174,10 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
         if os.path.isdir(pattern):
             found.extend(of_kind(walk_files(pattern), pattern) or [pattern])
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):
-            # A matched folder is searched like a folder argument, so a file a pattern reaches
-            # twice ("dir/*" matching dir/a.wav and dir/sub, whose files "**/*" lists too) is listed once.
-            matches = [f for m in glob_paths(pattern) for f in (walk_files(m) if os.path.isdir(m) else [m])]
-            unique: dict[str, str] = {}
-            for f in matches:
-                unique.setdefault(os.path.normpath(f), f)  # the first spelling of each file
-            found.extend(of_kind(list(unique.values()), pattern) or [pattern])
+            # A matched folder is searched like a folder argument; a file reached twice ("**/*"
+            # matches sub and sub/a.wav, and the walk of sub gives sub/a.wav again) is listed once.
+            matches = unique_files(f for m in glob_paths(pattern) for f in (walk_files(m) if os.path.isdir(m) else [m]))
+            found.extend(of_kind(matches, pattern) or [pattern])
         else:
             found.append(pattern)
     return found

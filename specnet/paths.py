@@ -7,7 +7,7 @@ import os
 import stat
 import unicodedata
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Iterable, Iterator, Union
 
 from .errors import SpecnetError
 
@@ -100,10 +100,18 @@ def glob_paths(pattern: str) -> list[str]:
         for folder, _ in _real_folders(top or os.curdir):
             under = folder if top else folder[len(os.curdir) + 1 :]  # "**/x" names "a/x", as glob does, not "./a/x"
             found.extend(glob_paths(os.path.join(glob.escape(under), tail)))
-    once: dict[tuple[str, str], str] = {}  # by real folder and name: several "**" reach a file more than once
-    for path in sorted(found, key=lambda p: (p.count(os.sep), p)):  # the shortest spelling of each
+    # Several "**" reach a file more than once: keep its shortest spelling.
+    return sorted(unique_files(sorted(found, key=lambda p: (p.count(os.sep), p))))
+
+
+def unique_files(paths: Iterable[str]) -> list[str]:
+    """``paths`` in order without a second name for a file: two names in the same real folder
+    (``a/./x.wav`` and ``a/x.wav``, ``link/x.wav`` and ``real/x.wav``) are one file, and the
+    first is kept."""
+    once: dict[tuple[str, str], str] = {}
+    for path in paths:
         once.setdefault((os.path.realpath(os.path.dirname(path) or os.curdir), os.path.basename(path)), path)
-    return sorted(once.values())
+    return list(once.values())
 
 
 def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what: str) -> BinaryIO:
