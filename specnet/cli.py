@@ -601,19 +601,21 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.option("--amp/--no-amp", default=None, help="Mixed precision: float16 on CUDA, bfloat16 on the CPU (default: on with CUDA and on CPUs with AMX, where it is faster).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint, with its own data and options (options given again must match the run's, except --epochs, --patience, --device, --amp and --num-workers).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --out.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import OptionsError, TrainConfig, train as run_training
+    from .training import OptionsError, TrainConfig, run_options, train as run_training, with_run_options
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     options = _read_config_file(config_file) if config_file else {}
     # What an error may blame on the file: its options and the settings in its tables.
     file_keys = set(options).union(*(value for value in options.values() if isinstance(value, dict)))
+    if resume:  # the run's own options under the file's and the flags: --resume alone continues it
+        options = with_run_options(run_options(out), options)
     # A flag wins over the file's choice of the same thing, under whichever name the file made it.
     given = {**flags, "data_dir": data_dir}
     for group in (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split")):

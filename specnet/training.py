@@ -288,6 +288,63 @@ def held_out_share(options: dict[str, Any]) -> float | None:
     return DEFAULT_VAL_SPLIT if options.get("val_split") is None else options["val_split"]
 
 
+#: Options that choose the same thing: giving one of a group replaces the others' saved values.
+ALTERNATIVES = (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split"))
+#: Options that are tables: given entries go over the saved ones.
+TABLES = ("arch_args", "features", "augment_args", "dataset")
+
+
+def run_options(out: str | os.PathLike) -> dict[str, Any]:
+    """The options the run in ``out`` was started with, from its ``config.json``: ``data_dir``
+    (None with a manifest) and :class:`TrainConfig` fields, data and files as real paths, so a
+    run resumes from any folder. ``{}`` when ``out`` holds no ``config.json``; a
+    ModelFileError (one line) when it is not one specnet wrote.
+
+    Resolved values go back as the choices that give them: ``epochs`` as None (a resumed run
+    keeps its own length), ``val_split`` only when it chose the validation data, ``arch`` and
+    ``image_size`` only for a run that chose them (not from ``init``, ``image_size`` for images).
+    """
+    path = Path(out) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelFileError(f"{display_name(path)}: cannot be read as a run's options ({one_line(str(exc))})") from None
+    if not (isinstance(saved, dict) and isinstance(saved.get("data"), dict) and isinstance(saved["data"].get("source"), str)):
+        raise ModelFileError(f"{display_name(path)}: not the options of a specnet run (no data source)")
+    options = {name: saved[name] for name in TrainConfig.__dataclass_fields__ if name in saved}
+    source, val_source = saved["data"]["source"], saved["data"].get("val_source")
+    options |= {
+        "data_dir": None if options.get("manifest") is not None else source,
+        "manifest": source if options.get("manifest") is not None else None,
+        "val_dir": val_source if options.get("val_dir") is not None else None,
+        "val_split": held_out_share(options),
+        "epochs": None,
+    }
+    if options.get("init"):
+        options["arch"] = options["image_size"] = None
+    if saved.get("input_kind") != "image":
+        options["image_size"] = None
+    return options
+
+
+def with_run_options(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` options over a run's ``saved`` ones (:func:`run_options`): a given member of
+    an :data:`ALTERNATIVES` group replaces the group, a given table's entries go over the saved
+    table's, any other given option replaces the saved one; a None leaves the saved value."""
+    given = {name: value for name, value in given.items() if value is not None}  # None: not given
+    merged = dict(saved)
+    for group in ALTERNATIVES:
+        if any(given.get(name) is not None for name in group):
+            for name in group:
+                merged.pop(name, None)
+    for name, value in given.items():
+        both_tables = name in TABLES and isinstance(value, dict) and isinstance(merged.get(name), dict)
+        merged[name] = {**merged[name], **value} if both_tables else value
+    return merged
+
+
 def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
     """``(train, val)``: a stratified ``val_split`` share of the decoded ``split``, drawn with the run's seed."""
     share = held_out_share(config.to_dict())
@@ -735,7 +792,9 @@ def train(
 ) -> dict[str, Any]:
     """Train a classifier on labelled files and write the run to ``out``.
 
-    ``options`` are :class:`TrainConfig` fields; with ``config`` they replace its values. Returns
+    ``options`` are :class:`TrainConfig` fields; with ``config`` they replace its values. With
+    ``resume=True`` and no ``config``, the data and each option not given (or given as None) are
+    the run's own (:func:`run_options`), so ``train(None, out, resume=True)`` continues it. Returns
     the kept epoch's scores: ``epoch`` (from 0), ``train_loss`` (None if every step was skipped)
     and, with validation data, ``accuracy``, ``macro_f1``, ``loss`` and ``n`` (files) on it.
     Writes ``model.safetensors`` (kept model), ``checkpoint.pt`` (resume),
@@ -748,6 +807,9 @@ def train(
     if resume and overwrite:
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
     check_known_names(options, TrainConfig, "training option(s)")
+    if resume and config is None and (saved := run_options(out)):  # the run's own options, unless given
+        options = with_run_options(saved, {"data_dir": data_dir, **options})
+        data_dir = options.pop("data_dir", None)
     config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
     check_outside_the_data(out, [data_dir, config.val_dir])
     torch.manual_seed(config.seed)
@@ -863,8 +925,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             changed = [f"{name}: which files, their classes or sizes" if name == "data.files" else
                        f"{name}: {_shown(was)} then, {_shown(now)} now"
                        for name, was, now in sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])]
-            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); give the run's "
-                               f"own (in {display_name(files.config)}) to resume it, or pass overwrite=True to start again")
+            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); leave them out "
+                               f"to resume with the run's own (in {display_name(files.config)}), or pass overwrite=True to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(
                 "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "

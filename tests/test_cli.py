@@ -750,6 +750,53 @@ def test_audio_options_for_images_are_named_as_given(capsys, tmp_path):
                                  "leave them out\n"), err
 
 
+def test_resume_alone_continues_a_run_with_its_own_data_and_options(capsys, tmp_path, monkeypatch):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    config = tmp_path / "train.toml"
+    config.write_text(f'arch = "cnn_tiny"\nbatch_size = 2\nlr = 0.003\naugment = false\nnum_workers = 1\ndevice = "cpu"\n'
+                      f"amp = false\nclip_seconds = {S.CLIP_SECONDS}\nval_split = 0.25\n[features]\n"
+                      + "".join(f"{k} = {v}\n" for k, v in S.FEATURES.items()))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "train", "data", "--out", "run", "--config", str(config), "--epochs", "1", "--n-mels", "16")
+    assert code == 0, err
+    code, _, err = run(capsys, "train", "data", "--out", "reference", "--config", str(config), "--epochs", "2", "--n-mels", "16")
+    assert code == 0, err
+
+    # From another folder, with neither the data, the file nor the flags: all come from run/config.json.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, stdout, err = run(capsys, "train", "--out", "../run", "--resume", "--epochs", "2")
+    assert code == 0, err
+    assert "kept epoch" in stdout
+    resumed, reference = json.loads(Path("../run/config.json").read_text()), json.loads(Path("../reference/config.json").read_text())
+    assert resumed["epochs"] == 2 and resumed["features"]["n_mels"] == 16 and resumed["batch_size"] == 2
+    assert resumed["data"] == reference["data"]
+    rows = [json.loads(line) for line in Path("../run/metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in Path("../reference/metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [0, 1]
+    assert [row["train_loss"] for row in rows] == pytest.approx([row["train_loss"] for row in expected], abs=1e-6)
+
+    # Options given again must match the run's; the message says what each was.
+    code, _, err = run(capsys, "train", "--out", "../run", "--resume", "--epochs", "3", "--lr", "0.01")
+    assert code == 1 and "lr: 0.003 then, 0.01 now" in err and "leave them out to resume with the run's own" in err, err
+    code, _, err = run(capsys, "train", "--out", "../run", "--resume", "--epochs", "3", "--val-split", "0.5")
+    assert code == 1 and "val_split: 0.25 then, 0.5 now" in err, err
+    # The file given again is read as given: its n_mels (32) is not the run's (the flag's 16) ...
+    code, _, err = run(capsys, "train", "--out", "../run", "--resume", "--epochs", "3", "--config", str(config))
+    assert code == 1 and "(--n-mels: 16 then, 32 now)" in err, err
+    # ... and with the flag as well, nothing differs.
+    code, _, err = run(capsys, "train", "--out", "../run", "--resume", "--epochs", "3", "--config", str(config), "--n-mels", "16")
+    assert code == 0, err
+    assert len(Path("../run/metrics.jsonl").read_text().splitlines()) == 3
+    # Without a run there is nothing to take the data from.
+    code, _, err = run(capsys, "train", "--out", "../nothing", "--resume")
+    assert code == 2 and err == "error: give a data folder or --manifest FILE.csv\n", err
+    Path("../damaged").mkdir()
+    Path("../damaged/config.json").write_text("{not json")
+    code, _, err = run(capsys, "train", "--out", "../damaged", "--resume")
+    assert code == 1 and err.startswith("error: ../damaged/config.json: cannot be read as a run's options ("), err
+
+
 def test_train_with_config_file_flags_win(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"

@@ -280,6 +280,43 @@ def test_resume_after_interruption_matches_uninterrupted_run(four_epochs, tiny_d
     assert (out / "curves.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_resume_with_nothing_but_the_run_folder_takes_the_runs_own_data_and_options(tiny_data, tmp_path, monkeypatch):
+    # A manifest named by a relative path, from the folder the run started in.
+    rows = [f"{p.relative_to(tiny_data)},{p.parent.name},{int(p.stem[-1]) % 2}" for p in sorted(tiny_data.rglob("*.wav"))]
+    (tmp_path / "start").mkdir()
+    monkeypatch.chdir(tmp_path / "start")
+    Path("data").symlink_to(tiny_data, target_is_directory=True)
+    Path("m.csv").write_text("path,label,fold\n" + "\n".join(f"data/{row}" for row in rows) + "\n")
+    options = {**S.FAST, "features": {**S.FAST["features"], "n_mels": 12}, "keep": "last"}
+
+    def stop_after_first_epoch(row, model):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(None, "run", manifest="m.csv", val_fold=1, epochs=3, on_epoch_end=stop_after_first_epoch, **options)
+    specnet.train(None, "whole", manifest="m.csv", val_fold=1, epochs=3, **options)
+    saved = specnet.training.run_options("run")
+    assert saved["data_dir"] is None and saved["manifest"] == str(tmp_path / "start" / "m.csv")
+    assert saved["val_fold"] == 1 and saved["val_split"] is None and saved["epochs"] is None
+    assert saved["features"]["n_mels"] == 12 and saved["keep"] == "last" and saved["arch"] == "cnn_tiny"
+
+    monkeypatch.chdir(tmp_path)
+    resumed = specnet.train(None, "start/run", resume=True)
+    assert resumed == pytest.approx(specnet.train(None, "start/whole", resume=True, epochs=3), abs=1e-6)  # nothing left to train
+    rows, expected = without_timing(metric_rows(tmp_path / "start/run")), without_timing(metric_rows(tmp_path / "start/whole"))
+    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    for row, want in zip(rows, expected):
+        assert row == pytest.approx(want, abs=1e-6)
+    assert read_config(tmp_path / "start/run")["features"]["n_mels"] == 12
+    # A given option goes over the run's; one that differs from it is refused, named.
+    with pytest.raises(SpecnetError, match=r"different options \(keep: 'last' then, 'best' now\); leave them out"):
+        specnet.train(None, "start/run", resume=True, epochs=4, keep="best")
+    # Other data given is other data: refused.
+    with pytest.raises(SpecnetError, match=r"data.source: "):
+        specnet.train(tiny_data, "start/run", resume=True, epochs=4, val_split=0.5)
+
+
 def test_cpu_bfloat16_training_is_reproducible_and_saves_float32(tiny_data, tmp_path):
     runs = {}
     for name, amp in (("bf16", True), ("bf16_again", True), ("fp32", False)):
@@ -367,7 +404,7 @@ def test_resume_compares_settings_as_they_resolve(four_epochs, tiny_data, tmp_pa
     same = {**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.0, "center": True}, "mixup": 0.0}
     best = specnet.train(tiny_data, out, resume=True, epochs=5, **same)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
-    with pytest.raises(SpecnetError, match=r"different options \(features.preemphasis: 0.0 then, 0.5 now\); give the run's own \(in .*config.json\) to resume it, or pass overwrite=True to start again$"):
+    with pytest.raises(SpecnetError, match=r"different options \(features.preemphasis: 0.0 then, 0.5 now\); leave them out to resume with the run's own \(in .*config.json\), or pass overwrite=True to start again$"):
         specnet.train(tiny_data, out, resume=True, epochs=6, **{**S.FAST, "features": {**S.FAST["features"], "preemphasis": 0.5}})
 
 
@@ -561,8 +598,10 @@ def test_resume_reads_a_validation_folder_and_manifest_however_spelled(tiny_data
     with pytest.raises(SpecnetError, match=r"different options \(data.files: which files, their classes or sizes; data.val_source: '\S+/val' then, '\S+/other_val' now\)"):
         specnet.train(tiny_data, "run", val_dir="other_val", resume=True, epochs=3, **S.FAST)
     specnet.train(tiny_data, "run", val_dir="./val", resume=True, epochs=3, **S.FAST)
+    # Left out, the validation folder is the run's own; another choice of validation data is refused.
+    specnet.train(tiny_data, "run", resume=True, epochs=4, **S.FAST)
     with pytest.raises(SpecnetError, match=r"data.val_files: 12 then, 3 now; data.val_source: '\S+/val' then, None now; val_dir: True then, False now; val_split: None then, 0.1 now\)"):
-        specnet.train(tiny_data, "run", resume=True, epochs=3, **S.FAST)
+        specnet.train(tiny_data, "run", resume=True, epochs=5, **{**S.FAST, "val_split": 0.1})
     rows = [f"{p.relative_to(tiny_data)},{p.parent.name},{i % 2}" for i, p in enumerate(sorted(tiny_data.rglob("*.wav")))]
     Path("data").symlink_to(tiny_data, target_is_directory=True)
     Path("m.csv").write_text("path,label,fold\n" + "\n".join(f"data/{row}" for row in rows) + "\n")
@@ -571,11 +610,11 @@ def test_resume_reads_a_validation_folder_and_manifest_however_spelled(tiny_data
     assert len(metric_rows(Path("folds"))) == 2
 
 
-def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(tiny_data, tmp_path, caplog):
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(four_epochs, tiny_data, tmp_path, caplog):
     # Only config.json was written: nothing to resume, nothing to lose, so --resume trains.
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text("{}")
+    shutil.copy(four_epochs[0] / "config.json", out)
     with caplog.at_level(logging.WARNING, logger="specnet"):
         specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
     assert len(metric_rows(out)) == 1 and (out / "checkpoint.pt").exists()
