@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import re
+import shlex
 import signal
+import stat
 import sys
 import threading
 import warnings
@@ -607,7 +609,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import OptionsError, TrainConfig, run_options, train as run_training, with_run_options
+    from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, train as run_training, with_run_options
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -656,16 +658,32 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         config = TrainConfig(**options)
     except SpecnetError as exc:  # said again, as a ParameterError still (exit code 2)
         raise _same_kind(exc)(_said_as_given(str(exc), ctx, config_file, explicit, file_keys)) from None
+    checkpoint = Path(out) / CHECKPOINT_FILE
+    before = _file_identity(checkpoint)
     try:
         best = run_training(data_dir, out, config=config, resume=resume, overwrite=overwrite, quiet=quiet)
     except OptionsError as exc:
         raise _same_kind(exc)(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
+    except (KeyboardInterrupt, _Terminated) as exc:  # stopped: say how to go on, if this run wrote a checkpoint to go on from
+        if os.environ.get("RANK", "0") == "0" and _file_identity(checkpoint) not in (None, before):
+            raise type(exc)(f"continue with: specnet train --out {shlex.quote(text_name(out))} --resume") from None
+        raise
     if not quiet and best and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         if "accuracy" in best:
             scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}"
         else:
             scores = "train loss " + ("not measured (every step skipped)" if best["train_loss"] is None else f"{best['train_loss']:.4f}")
         click.echo(f"kept epoch {best['epoch'] + 1}: {scores}; model in {Path(out) / 'model.safetensors'}")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """``(inode, mtime in ns)`` of ``path``, None if it is not a file: what changes when a
+    run writes it again (atomically, so as a new file)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
 
 
 # ------------------------------------------------------------------ evaluate
@@ -896,6 +914,11 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+def _stopped(how: str, exc: BaseException) -> str:
+    """``interrupted``, or ``interrupted; continue with: ...`` when the command said how to go on."""
+    return f"{how}; {one_line(str(exc))}" if str(exc) else how
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors become one line on stderr and a non-zero exit code."""
     on_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
@@ -917,8 +940,9 @@ def _main(argv: list[str] | None) -> None:
     warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     try:
         cli.main(args=argv, prog_name="specnet", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:  # Ctrl-C in a command: click makes it an Abort
+        cause = exc.__cause__
+        click.echo(_stopped("interrupted", cause) if isinstance(cause, KeyboardInterrupt) else "aborted", err=True)
         sys.exit(130)
     except _NO_ARGS_IS_HELP as exc:  # bare `specnet`: the help, as click shows it
         exc.show()
@@ -932,11 +956,11 @@ def _main(argv: list[str] | None) -> None:
             raise
         click.echo(f"error: {one_line(as_flags(str(exc)))}", err=True)
         sys.exit(2 if isinstance(exc, ParameterError) else 1)  # a value given on the command line: a usage error
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(_stopped("interrupted", exc), err=True)
         sys.exit(130)
-    except _Terminated:
-        click.echo("terminated", err=True)
+    except _Terminated as exc:
+        click.echo(_stopped("terminated", exc), err=True)
         sys.exit(143)
     except OSError as exc:  # the machine, not a bug: a full disk under standard output, say
         if _debug_enabled():

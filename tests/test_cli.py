@@ -670,6 +670,36 @@ def test_a_config_table_left_empty_is_an_empty_table(tmp_path):
     assert _read_config_file(str(tmp_path / "c.yaml")) == {"epochs": 2, "features": {}}
 
 
+def test_interrupted_training_says_how_to_continue(capsys, tmp_path, monkeypatch):
+    import shlex
+
+    import specnet.training
+
+    data = S.make_audio_dataset(tmp_path / "data", per_class=2)
+    out = tmp_path / "my runs" / "first"
+    save = specnet.training._save_checkpoint
+
+    def ctrl_c_after_the_checkpoint(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("specnet.training._save_checkpoint", ctrl_c_after_the_checkpoint)
+    code, _, err = run(capsys, "train", str(data), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "2", "--device", "cpu")
+    assert code == 130 and err.splitlines()[-1] == f"interrupted; continue with: specnet train --out '{out}' --resume", err
+    monkeypatch.setattr("specnet.training._save_checkpoint", save)
+    code, _, err = run(capsys, *shlex.split(err.splitlines()[-1].split(": ", 1)[1])[1:])
+    assert code == 0, err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # Stopped before it wrote a checkpoint of its own: the one there is the old run's, so no advice.
+    def ctrl_c_while_decoding(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("specnet.training.decode_split", ctrl_c_while_decoding)
+    code, _, err = run(capsys, "train", str(data), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "2", "--overwrite")
+    assert code == 130 and err.splitlines()[-1] == "interrupted", err
+
+
 @pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_is_one_line_and_releases_the_run_lock(capsys, tmp_path, monkeypatch):
     import signal
