@@ -879,7 +879,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         logmel = LogMelSpectrogram(features)(torch.from_numpy(samples)).numpy()
     plot_spectrogram(
         logmel, output, sample_rate=features.sample_rate, hop_length=features.hop_length,
-        f_min=features.f_min, f_max=features.max_frequency, title=display_name(Path(path).name), overwrite=overwrite,
+        f_min=features.f_min, f_max=features.max_frequency, title=Path(path).name, overwrite=overwrite,
     )
     click.echo(f"wrote {display_name(output)}" + ("" if Path(output).suffix else " (a PNG)"))
 

@@ -88,3 +88,24 @@ def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
             specnet.plot_confusion(counts, ["a", "b"], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
     specnet.plot_confusion(np.array([[3.0, 1.0], [0.0, 4.0]]), ["a", "b"], tmp_path / "floats.png")  # counts as floats
+
+
+def test_names_of_any_bytes_are_drawn_escaped(tmp_path, monkeypatch):
+    # Folder and file names are bytes: one that is not UTF-8 reaches Python as a lone surrogate,
+    # which the font renderer refuses; a control character would break the line.
+    odd, shown = "dat\udcffa\nb", "dat\\xffa\\nb"
+    curves = plots.plot_curves([{"epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5, "val_macro_f1": 0.5}],
+                               tmp_path / "curves.png", title=f"cnn on {odd}")
+    confusion = plots.plot_confusion(np.eye(2), [odd, "b"], tmp_path / "confusion.png", title=odd)
+    spectrogram = plots.plot_spectrogram(np.zeros((16, 10)), tmp_path / "s.png", sample_rate=8000, hop_length=80,
+                                         f_min=0.0, f_max=4000.0, title=odd)
+    for picture in (curves, confusion, spectrogram):
+        assert picture.read_bytes().startswith(b"\x89PNG")
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite=True: figures.append(fig))
+    plots.plot_curves([{"epoch": 0, "train_loss": 1.0}], tmp_path / "c2.png", title=f"cnn on {odd}")
+    plots.plot_confusion(np.eye(2), [odd, "b"], tmp_path / "m2.png", title=odd)
+    assert figures[0].texts[0].get_text() == f"cnn on {shown}"
+    ax = figures[1].axes[0]
+    assert ax.get_title() == shown and [t.get_text() for t in ax.get_xticklabels()] == [shown, "b"]
