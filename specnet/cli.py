@@ -609,7 +609,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, train as run_training, with_run_options
+    from .training import ALTERNATIVES, CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, train as run_training, with_run_options
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -617,10 +617,11 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     # What an error may blame on the file: its options and the settings in its tables.
     file_keys = set(options).union(*(value for value in options.values() if isinstance(value, dict)))
     if resume:  # the run's own options under the file's and the flags: --resume alone continues it
-        options = with_run_options(run_options(out), options)
+        data_given = data_dir or flags["manifest"] or options.get("data_dir") or options.get("manifest")
+        options = with_run_options(run_options(out, required=not data_given), options)
     # A flag wins over the file's choice of the same thing, under whichever name the file made it.
     given = {**flags, "data_dir": data_dir}
-    for group in (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split")):
+    for group in ALTERNATIVES:
         if any(given[name] is not None for name in group):
             for name in group:
                 options.pop(name, None)
@@ -666,7 +667,10 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         raise _same_kind(exc)(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
     except (KeyboardInterrupt, _Terminated) as exc:  # stopped: say how to go on, if this run wrote a checkpoint to go on from
         if os.environ.get("RANK", "0") == "0" and _file_identity(checkpoint) not in (None, before):
-            raise type(exc)(f"continue with: specnet train --out {shlex.quote(text_name(out))} --resume") from None
+            shown = display_name(out)
+            typed = shown == os.fsdecode(out)  # no control character, no byte that is not UTF-8: it can be pasted
+            raise type(exc)(f"continue with: specnet train --out {shlex.quote(shown)} --resume" if typed else
+                            "continue with --resume and the same --out") from None
         raise
     if not quiet and best and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         if "accuracy" in best:

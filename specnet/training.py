@@ -294,39 +294,73 @@ ALTERNATIVES = (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split"))
 TABLES = ("arch_args", "features", "augment_args", "dataset")
 
 
-def run_options(out: str | os.PathLike) -> dict[str, Any]:
-    """The options the run in ``out`` was started with, from its ``config.json``: ``data_dir``
-    (None with a manifest) and :class:`TrainConfig` fields, data and files as real paths, so a
-    run resumes from any folder. ``{}`` when ``out`` holds no ``config.json``; a
-    ModelFileError (one line) when it is not one specnet wrote.
+def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, Any]:
+    """The options the run in ``out`` was started with: ``data_dir`` (None with a manifest) and
+    :class:`TrainConfig` fields, data and files as real paths, so a run resumes from any folder.
 
-    Resolved values go back as the choices that give them: ``epochs`` as None (a resumed run
-    keeps its own length), ``val_split`` only when it chose the validation data, ``arch`` and
-    ``image_size`` only for a run that chose them (not from ``init``, ``image_size`` for images).
+    Read from the run's ``config.json``, or from its checkpoint's copy when ``config.json`` is
+    missing or damaged (with a warning). ``{}`` when ``out`` holds neither; when neither can be read, a
+    ModelFileError (one line) naming the file, or ``{}`` with ``required=False`` (a resume
+    given its data does not need them). Resolved values go back as the choices that give
+    them: ``val_split`` only when it chose the validation data, ``arch`` and ``image_size``
+    only when the run chose them (:func:`_model_choices`).
     """
-    path = Path(out) / CONFIG_FILE
-    if not path.is_file():
-        return {}
+    files = RunFiles(out)
+    problems = []
+    for path, read in ((files.config, _read_config_json), (files.checkpoint, lambda p: json.loads(_load_checkpoint(p)["config"]))):
+        if path.is_file():
+            try:
+                options = _options_of_run(read(path), path)
+            except ModelFileError as exc:
+                problems.append(str(exc))
+                continue
+            if problems:
+                log.warning("%s; the run's options are read from %s", problems[0], display_name(path))
+            return options
+    if problems and required:
+        raise ModelFileError(f"{problems[0]}; give the run's data and options to resume it")
+    return {}
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ModelFileError(f"{display_name(path)}: cannot be read as a run's options ({one_line(str(exc))})") from None
-    if not (isinstance(saved, dict) and isinstance(saved.get("data"), dict) and isinstance(saved["data"].get("source"), str)):
-        raise ModelFileError(f"{display_name(path)}: not the options of a specnet run (no data source)")
+
+
+def _options_of_run(saved: Any, path: Path) -> dict[str, Any]:
+    """:func:`run_options` from a run's resolved options ``saved``, read from ``path``."""
+    data = saved.get("data") if isinstance(saved, dict) else None
+    if not (isinstance(data, dict) and isinstance(data.get("source"), str)
+            and (saved.get("val_dir") is None or isinstance(data.get("val_source"), str))):
+        raise ModelFileError(f"{display_name(path)}: not the options of a specnet run (the data it read are not named)")
     options = {name: saved[name] for name in TrainConfig.__dataclass_fields__ if name in saved}
-    source, val_source = saved["data"]["source"], saved["data"].get("val_source")
     options |= {
-        "data_dir": None if options.get("manifest") is not None else source,
-        "manifest": source if options.get("manifest") is not None else None,
-        "val_dir": val_source if options.get("val_dir") is not None else None,
+        "manifest": data["source"] if options.get("manifest") is not None else None,
+        "val_dir": data["val_source"] if options.get("val_dir") is not None else None,
         "val_split": held_out_share(options),
-        "epochs": None,
+        **_model_choices(saved),
     }
-    if options.get("init"):
-        options["arch"] = options["image_size"] = None
-    if saved.get("input_kind") != "image":
-        options["image_size"] = None
-    return options
+    try:
+        TrainConfig(**options)
+    except SpecnetError as exc:  # a hand-edited file
+        raise ModelFileError(f"{display_name(path)}: {exc}") from None
+    return options | {"data_dir": None if options["manifest"] else data["source"]}
+
+
+def _model_choices(config: dict[str, Any]) -> dict[str, Any]:
+    """``arch`` and ``image_size`` of a run's resolved options as the run chose them: None for
+    a run from ``init`` (the model's own), ``image_size`` None unless the data are images."""
+    from_init = bool(config.get("init"))
+    return {"arch": None if from_init else config.get("arch"),
+            "image_size": config.get("image_size") if config.get("input_kind") == "image" and not from_init else None}
+
+
+def _real_file(value: Any) -> Any:
+    """``value`` as a real path when it names a file (an ``init`` model or ImageNet weights), so
+    a run reads the same file from any folder; else as it is (a bundled model's name, None)."""
+    return os.path.realpath(value) if isinstance(value, str) and os.path.isfile(value) else value
 
 
 def with_run_options(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -754,11 +788,9 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ignore} | resolved | {
         # The model's own; before they were recorded so, an audio run saved the default image
         # size and a run from init the default architecture, neither of which it used.
-        "arch": None if config.get("init") else config.get("arch"),
-        "image_size": config.get("image_size") if config.get("input_kind") == "image" and not config.get("init") else None,
+        **_model_choices(config),
         # Files by what they are, however their paths are spelled (a bundled name stays a name).
-        **{key: os.path.realpath(config[key]) if isinstance(config.get(key), str) and os.path.isfile(config[key]) else config.get(key)
-           for key in ("init", "weights")},
+        **{key: _real_file(config.get(key)) for key in ("init", "weights")},
         "val_split": held_out_share(config),
         "manifest": config.get("manifest") is not None,
         "val_dir": config.get("val_dir") is not None,
@@ -807,8 +839,8 @@ def train(
     if resume and overwrite:
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
     check_known_names(options, TrainConfig, "training option(s)")
-    if resume and config is None and (saved := run_options(out)):  # the run's own options, unless given
-        options = with_run_options(saved, {"data_dir": data_dir, **options})
+    if resume and config is None and (saved := run_options(out, required=not (data_dir or options.get("manifest")))):
+        options = with_run_options(saved, {"data_dir": data_dir, **options})  # the run's own options, unless given
         data_dir = options.pop("data_dir", None)
     config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
     check_outside_the_data(out, [data_dir, config.val_dir])
@@ -897,7 +929,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     epochs = int(config.epochs or default_epochs(math.ceil(len(train_split.targets) / config.batch_size)))
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype), "arch": spec.arch,
-                                   "image_size": list(spec.image_size) if spec.image_size else None}
+                                   "image_size": list(spec.image_size) if spec.image_size else None,
+                                   "init": _real_file(config.init), "weights": _real_file(config.weights)}
     resolved["data"] = {
         # A resumed run must read the same data, however its paths are spelled.
         "source": text_name(os.path.realpath(config.manifest or data_dir)),

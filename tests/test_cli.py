@@ -686,8 +686,13 @@ def test_interrupted_training_says_how_to_continue(capsys, tmp_path, monkeypatch
     monkeypatch.setattr("specnet.training._save_checkpoint", ctrl_c_after_the_checkpoint)
     code, _, err = run(capsys, "train", str(data), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "2", "--device", "cpu")
     assert code == 130 and err.splitlines()[-1] == f"interrupted; continue with: specnet train --out '{out}' --resume", err
+    # A name that cannot be pasted as shown (a line break, a byte that is not UTF-8) is not shown as one.
+    odd = tmp_path / "odd\nname"
+    code, _, odd_err = run(capsys, "train", str(data), "--out", str(odd), "--arch", "cnn_tiny", "--epochs", "2", "--device", "cpu")
+    assert code == 130 and odd_err.splitlines()[-1] == "interrupted; continue with --resume and the same --out", odd_err
+
     monkeypatch.setattr("specnet.training._save_checkpoint", save)
-    code, _, err = run(capsys, *shlex.split(err.splitlines()[-1].split(": ", 1)[1])[1:])
+    code, _, err = run(capsys, *shlex.split(err.splitlines()[-1].split(": ", 1)[1])[1:])  # the command it gave
     assert code == 0, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 

@@ -298,7 +298,7 @@ def test_resume_with_nothing_but_the_run_folder_takes_the_runs_own_data_and_opti
     specnet.train(None, "whole", manifest="m.csv", val_fold=1, epochs=3, **options)
     saved = specnet.training.run_options("run")
     assert saved["data_dir"] is None and saved["manifest"] == str(tmp_path / "start" / "m.csv")
-    assert saved["val_fold"] == 1 and saved["val_split"] is None and saved["epochs"] is None
+    assert saved["val_fold"] == 1 and saved["val_split"] is None and saved["epochs"] == 3
     assert saved["features"]["n_mels"] == 12 and saved["keep"] == "last" and saved["arch"] == "cnn_tiny"
 
     monkeypatch.chdir(tmp_path)
@@ -619,6 +619,64 @@ def test_resume_of_a_run_killed_in_its_first_epoch_starts_it(four_epochs, tiny_d
         specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
     assert len(metric_rows(out)) == 1 and (out / "checkpoint.pt").exists()
     assert [r.getMessage() for r in caplog.records] == [f"{out}: no checkpoint to resume from; starting a new run"]
+    # Given nothing, it starts the run config.json describes: its 4 epochs, not this data's default.
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(four_epochs[0] / "config.json", again)
+    specnet.train(None, again, resume=True)
+    assert without_timing(metric_rows(again)) == without_timing(metric_rows(four_epochs[0]))
+
+
+def test_resume_alone_reads_the_checkpoint_when_config_json_is_damaged(four_epochs, tiny_data, tmp_path, caplog):
+    out = tmp_path / "run"
+    shutil.copytree(four_epochs[0], out)
+    (out / "config.json").write_text("{")
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        assert specnet.training.run_options(out) == specnet.training.run_options(four_epochs[0])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{out}/config.json: cannot be read as a run's options (Expecting property name enclosed in double quotes: line 1 "
+        f"column 2 (char 1)); the run's options are read from {out}/checkpoint.pt"]
+    specnet.train(None, out, resume=True, epochs=5)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
+    assert read_config(out)["epochs"] == 5  # written again whole
+
+    # Neither readable: resuming alone is refused naming config.json; with the data and options given it goes on.
+    (out / "config.json").write_text("{")
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])
+    with pytest.raises(ModelFileError, match=r"^\S+/config.json: cannot be read as a run's options \(.*\); give the run's data and options to resume it$"):
+        specnet.train(None, out, resume=True, epochs=6)
+    with pytest.raises(ModelFileError, match=r"checkpoint.pt: "):  # the options are there; the checkpoint is not
+        specnet.train(tiny_data, out, resume=True, epochs=6, **S.FAST)
+
+    # A hand-edited value is named with the file it is in, and the checkpoint's copy is used.
+    edited = tmp_path / "edited"
+    shutil.copytree(four_epochs[0], edited)
+    config = read_config(edited)
+    for change, problem in (({"batch_size": "32"}, "batch_size='32' must be an integer >= 1"),
+                            ({"val_dir": "val", "val_split": None}, "not the options of a specnet run (the data it read are not named)")):
+        (edited / "config.json").write_text(json.dumps({**config, **change}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="specnet"):
+            assert specnet.training.run_options(edited)["batch_size"] == S.FAST["batch_size"]
+        assert caplog.records[0].getMessage() == f"{edited}/config.json: {problem}; the run's options are read from {edited}/checkpoint.pt"
+
+
+def test_resume_alone_finds_an_init_model_named_by_a_relative_path(four_epochs, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(four_epochs[0] / "model.safetensors", "base.safetensors")
+
+    def stop_after_first_epoch(row, model):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    options = {**S.FAST, "arch": None}
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(tiny_data, "run", init="base.safetensors", epochs=2, on_epoch_end=stop_after_first_epoch, **options)
+    assert read_config(tmp_path / "run")["init"] == str(tmp_path / "base.safetensors")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    specnet.train(None, "../run", resume=True)
+    assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1]
 
 
 def test_resume_of_a_folder_that_is_not_there_warns_and_starts(tiny_data, tmp_path, caplog):
