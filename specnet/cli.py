@@ -665,8 +665,9 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         best = run_training(data_dir, out, config=config, resume=resume, overwrite=overwrite, quiet=quiet)
     except OptionsError as exc:
         raise _same_kind(exc)(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
-    except (KeyboardInterrupt, _Terminated) as exc:  # stopped: say how to go on, if this run wrote a checkpoint to go on from
-        if os.environ.get("RANK", "0") == "0" and _file_identity(checkpoint) not in (None, before):
+    except (KeyboardInterrupt, _Terminated) as exc:  # stopped: say how to go on, if there is a checkpoint of this run
+        now = _file_identity(checkpoint)  # with --overwrite, the one there before is the old run's
+        if os.environ.get("RANK", "0") == "0" and now is not None and (resume or now != before):
             shown = display_name(out)
             typed = shown == os.fsdecode(out)  # no control character, no byte that is not UTF-8: it can be pasted
             raise type(exc)(f"continue with: specnet train --out {shlex.quote(shown)} --resume" if typed else

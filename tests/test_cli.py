@@ -696,11 +696,14 @@ def test_interrupted_training_says_how_to_continue(capsys, tmp_path, monkeypatch
     assert code == 0, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
-    # Stopped before it wrote a checkpoint of its own: the one there is the old run's, so no advice.
+    # Stopped before it wrote a checkpoint of its own: resumed, the one there is still this run's ...
     def ctrl_c_while_decoding(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("specnet.training.decode_split", ctrl_c_while_decoding)
+    code, _, err = run(capsys, "train", "--out", str(out), "--resume", "--epochs", "3")
+    assert code == 130 and err.splitlines()[-1] == f"interrupted; continue with: specnet train --out '{out}' --resume", err
+    # ... overwritten, it is the old run's, so no advice.
     code, _, err = run(capsys, "train", str(data), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "2", "--overwrite")
     assert code == 130 and err.splitlines()[-1] == "interrupted", err
 
