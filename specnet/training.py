@@ -976,7 +976,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         log.warning("%s: no checkpoint to resume from; starting a new run", display_name(files.dir))
     if dist.is_main:
         files.clear_previous()
-        atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
+        if checkpoint is None or checkpoint["epoch"] + 1 < epochs:  # with nothing left to train, the run keeps its own
+            atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
 
     # Normalisation statistics from the training data (deterministic centred crops).
     if checkpoint is None and not config.init:

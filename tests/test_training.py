@@ -387,6 +387,7 @@ def test_resume_past_the_asked_epochs_says_there_is_nothing_to_train(four_epochs
     assert "nothing to train: the run already has 4 epochs of the 2 asked for" in capsys.readouterr().out
     assert caplog.records == []  # no word about a learning rate that never runs
     assert len(metric_rows(out)) == 4
+    assert (out / "config.json").read_text() == (four_epochs[0] / "config.json").read_text()  # still the run's 4 epochs
 
 
 def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
