@@ -216,7 +216,6 @@ class Model:
         samples, _ = load_audio(path, sample_rate=self.sample_rate, duration=STREAM_SECONDS + 1.0)
         if samples.shape[-1] > STREAM_SECONDS * self.sample_rate:
             return _Item(index, path, None)
-        self._warn_if_shorter_than_a_frame(len(samples), display_name(path))
         return self._cut(index, path, samples, window, hop)
 
     def _cut(self, index: int, path: str | None, samples: np.ndarray, window: int, hop: int) -> _Item:
@@ -226,12 +225,14 @@ class Model:
         return _Item(index, path, windows, windows.starts, len(samples) / self.sample_rate, silent=is_silence(peaks),
                      peak=float(peaks.max()))
 
-    def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str) -> None:
-        """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT frame."""
+    def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str, *, meaning: str = "the scores say little") -> None:
+        """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT
+        frame, saying what that ``meaning`` is for its user. Said by the user of each input, in
+        input order (decoding runs ahead)."""
         frame = self.config.features.window_length
         if num_samples < frame:
-            log.warning("%s: %g s is shorter than one of the model's FFT frames (%g s): the scores say little",
-                        name, num_samples / self.sample_rate, frame / self.sample_rate)
+            log.warning("%s: %g s is shorter than one of the model's FFT frames (%g s): %s",
+                        name, num_samples / self.sample_rate, frame / self.sample_rate, meaning)
 
     def _from_samples(self, index: int, samples: Any, sample_rate: int | None, window: int, hop: int) -> _Item:
         if self.input_kind == "image":
@@ -251,8 +252,7 @@ class Model:
             raise ParameterError(f"expected a file path or an array of {what}, got {type(samples).__name__}{hint}")
 
     def _samples(self, index: int, samples: Any, sample_rate: int | None) -> np.ndarray:
-        """Audio given in memory as mono float32 samples ``(n,)`` at the model's rate; warns when
-        it is shorter than one FFT frame."""
+        """Audio given in memory as mono float32 samples ``(n,)`` at the model's rate."""
         self._check_array(samples)
         if sample_rate is None:
             raise ParameterError("raw samples need sample_rate= (Hz)")
@@ -261,9 +261,7 @@ class Model:
             raise ParameterError(f"expected a non-empty 1-D array of samples, got shape {y.shape}")
         if not np.isfinite(y).all():
             raise ParameterError("samples contain NaN or infinite values")
-        y = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
-        self._warn_if_shorter_than_a_frame(len(y), f"input {index}")
-        return y
+        return resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
 
     def _decode_overlaps_network(self) -> bool:
         """Whether files are decoded in worker threads while the network runs.
@@ -423,7 +421,8 @@ class Model:
             if isinstance(item, Failure):
                 yield item
             elif item.outputs is not None:
-                if item.peak is not None:
+                if item.peak is not None:  # audio decoded whole
+                    self._warn_if_shorter_than_a_frame(round(item.duration * self.sample_rate), _name(item))
                     _warn_if_silent(item.peak, _name(item))
                 yield item, item.outputs
             else:  # a long file, streamed now
@@ -559,6 +558,7 @@ class Model:
             _warn_if_silent(loudest_sample(clip), display_name(path))
             return clip
         clip = self._samples(index, entry, sample_rate)
+        self._warn_if_shorter_than_a_frame(len(clip), f"input {index}")
         _warn_if_silent(loudest_sample(clip), f"input {index}")
         return clip
 
@@ -650,7 +650,9 @@ class Model:
                 if isinstance(item, Failure):
                     skip(item)
                     continue
-                if item.peak is not None:
+                if item.peak is not None:  # audio decoded whole
+                    self._warn_if_shorter_than_a_frame(round(item.duration * self.sample_rate), _name(item),
+                                                       meaning="what it adds to the statistics is mostly padding")
                     warn_if_silent(item.peak, _name(item), silent="left out, with nothing to adapt to",
                                    quiet="what it adds to the statistics is mostly noise")
                 heard = 0

@@ -77,16 +77,20 @@ def test_first_layer_statistics_become_those_of_the_new_windows(model, audio_run
     torch.testing.assert_close(bn.running_var, seen.var((0, 2, 3)), atol=1e-5, rtol=1e-4)
 
 
-def test_a_silent_or_nearly_silent_input_is_warned_about_as_adapting_sees_it(audio_run, caplog):
+def test_a_silent_nearly_silent_or_short_input_is_warned_about_as_adapting_sees_it(audio_run, caplog):
     model = specnet.load_model(audio_run.model, device="cpu")
     quiet = (np.random.default_rng(0).standard_normal(WINDOW) * 1e-5).astype(np.float32)
+    frame = model.config.features.window_length
+    short = new_clips(1)[0][: frame // 2]
     with caplog.at_level(logging.WARNING, logger="specnet"):
-        result = model.adapt([*new_clips(3), np.zeros(WINDOW, np.float32), quiet], sample_rate=S.SR)
-    assert (result.inputs, result.windows) == (4, 4)  # the silent one adds no window
+        result = model.adapt([*new_clips(3), np.zeros(WINDOW, np.float32), quiet, short], sample_rate=S.SR)
+    assert (result.inputs, result.windows) == (5, 5)  # the silent one adds no window
     assert [r.getMessage() for r in caplog.records] == [
         "input 3: silent (no sample above -90 dBFS): left out, with nothing to adapt to",
         "input 4: nearly silent (loudest sample -88 dBFS): what it adds to the statistics is mostly noise",
-        f"adapted to 4 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
+        f"input 5: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({frame / S.SR:g} s): "
+        "what it adds to the statistics is mostly padding",
+        f"adapted to 5 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
     ]
 
 

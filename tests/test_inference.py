@@ -318,6 +318,14 @@ def test_an_input_shorter_than_an_fft_frame_warns(model, tmp_path, caplog):
         f"{tiny}: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the scores say little",
     ]
 
+    # Said as each input's result comes, in input order, though decoding runs ahead of it.
+    long_one = write_audio(tmp_path / "long.wav", S.class_clip("tone", 0, seconds=2.0), S.SR)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        for result in model.predict_iter([str(long_one), str(tiny)], num_workers=2, batch_size=1):
+            logging.getLogger("specnet").warning("result %s", Path(result.path).name)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["result long.wav", str(tiny), "result tiny.wav"]
+
 
 # ------------------------------------------------------------------ long recordings
 
