@@ -651,8 +651,9 @@ class Model:
                     skip(item)
                     continue
                 if item.peak is not None:  # audio decoded whole
-                    self._warn_if_shorter_than_a_frame(round(item.duration * self.sample_rate), _name(item),
-                                                       meaning="what it adds to the statistics is mostly padding")
+                    if not item.silent.all():  # a silent one is left out whatever its length
+                        self._warn_if_shorter_than_a_frame(round(item.duration * self.sample_rate), _name(item),
+                                                           meaning="what it adds to the statistics is mostly padding")
                     warn_if_silent(item.peak, _name(item), silent="left out, with nothing to adapt to",
                                    quiet="what it adds to the statistics is mostly noise")
                 heard = 0

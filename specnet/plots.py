@@ -52,6 +52,13 @@ def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
     return atomic_write(path, buffer.getvalue(), overwrite=overwrite)
 
 
+def _drawn(name: str) -> str:
+    """A file or folder name as a picture shows it: as :func:`~specnet.paths.display_name` does
+    (bytes that are not UTF-8 as ``\\xNN``, control characters escaped), and ``$`` as itself,
+    not the start of matplotlib's maths markup."""
+    return display_name(name).replace("$", r"\$")
+
+
 def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *, title: str = "") -> Path:
     """Loss and validation accuracy per epoch (rows of ``metrics.jsonl``) as a picture
     (:func:`picture_format`)."""
@@ -72,7 +79,7 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *,
     ax_loss.legend(frameon=False)
     ax_acc.set(xlabel="epoch", ylabel="%", title="validation")
     if title:
-        fig.suptitle(display_name(title))  # names in it are file names: any bytes, any control character
+        fig.suptitle(_drawn(title))
     return _save(fig, path, overwrite=True)  # the run's own picture: the run folder guards what was there
 
 
@@ -94,10 +101,10 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
     row_sums = confusion.sum(axis=1, keepdims=True)
     share = np.divide(confusion, row_sums, out=np.zeros_like(confusion, dtype=float), where=row_sums > 0)
     image = ax.imshow(share, cmap=COLORMAP, vmin=0, vmax=1)
-    labels = [display_name(name) for name in classes]  # folder names: any bytes, any control character
+    labels = [_drawn(name) for name in classes]
     ax.set_xticks(range(k), labels, rotation=45, ha="right")
     ax.set_yticks(range(k), labels)
-    ax.set(xlabel="predicted", ylabel="true", title=display_name(title) if title else "confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true", title=_drawn(title) if title else "confusion matrix")
     for i in range(k):
         for j in range(k):
             if confusion[i, j]:
@@ -143,6 +150,6 @@ def plot_spectrogram(
     centres = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=f_min, fmax=f_max)[1:-1]
     ticks = np.linspace(0, n_mels - 1, 6).round().astype(int)
     ax.set_yticks(ticks + 0.5, [f"{centres[t]:.0f}" for t in ticks])
-    ax.set(xlabel="time (s)", ylabel="frequency (Hz, mel scale)", title=display_name(title))
+    ax.set(xlabel="time (s)", ylabel="frequency (Hz, mel scale)", title=_drawn(title))
     fig.colorbar(image, ax=ax, format="%+.0f dB", pad=0.01, ticks=MaxNLocator(integer=True))  # whole dB: no tick rounded
     return _save(fig, path, overwrite=overwrite)

@@ -299,9 +299,9 @@ def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, A
     :class:`TrainConfig` fields, data and files as real paths, so a run resumes from any folder.
 
     Read from the run's ``config.json``, or from its checkpoint's copy when ``config.json`` is
-    missing or damaged (with a warning). ``{}`` when ``out`` holds neither; when neither can be read, a
-    ModelFileError (one line) naming the file, or ``{}`` with ``required=False`` (a resume
-    given its data does not need them). Resolved values go back as the choices that give
+    missing or damaged (with a warning). When neither is there, a ParameterError; when neither
+    can be read, a ModelFileError (one line) naming the file; with ``required=False`` (a resume
+    given its data does not need them), ``{}`` in both cases. Resolved values go back as the choices that give
     them: ``val_split`` only when it chose the validation data, ``arch`` and ``image_size``
     only when the run chose them (:func:`_model_choices`).
     """
@@ -319,6 +319,9 @@ def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, A
             return options
     if problems and required:
         raise ModelFileError(f"{problems[0]}; give the run's data and options to resume it")
+    if required:
+        raise ParameterError(f"{display_name(files.dir)}: holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE}); "
+                             "give the data to start one")
     return {}
 
 
@@ -954,12 +957,15 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         saved["data"].setdefault("source", current["data"]["source"])
         saved["data"].setdefault("files", current["data"]["files"])
         saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
-        if _comparable(saved) != _comparable(current):
+        differences = sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])
+        if differences:
             changed = [f"{name}: which files, their classes or sizes" if name == "data.files" else
-                       f"{name}: {_shown(was)} then, {_shown(now)} now"
-                       for name, was, now in sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])]
-            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); leave them out "
-                               f"to resume with the run's own (in {display_name(files.config)}), or pass overwrite=True to start again")
+                       f"{name}: {_shown(was)} then, {_shown(now)} now" for name, was, now in differences]
+            advice = (f"leave them out to resume with the run's own (in {display_name(files.config)})"
+                      if any(not name.startswith("data.") for name, _, _ in differences) else
+                      "the data have changed since, and resuming needs the files the run was trained on")
+            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); {advice}, "
+                               "or pass overwrite=True to start again")
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(
                 "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "

@@ -83,13 +83,15 @@ def test_a_silent_nearly_silent_or_short_input_is_warned_about_as_adapting_sees_
     frame = model.config.features.window_length
     short = new_clips(1)[0][: frame // 2]
     with caplog.at_level(logging.WARNING, logger="specnet"):
-        result = model.adapt([*new_clips(3), np.zeros(WINDOW, np.float32), quiet, short], sample_rate=S.SR)
-    assert (result.inputs, result.windows) == (5, 5)  # the silent one adds no window
+        result = model.adapt([*new_clips(3), np.zeros(WINDOW, np.float32), quiet, short, np.zeros(frame // 2, np.float32)],
+                             sample_rate=S.SR)
+    assert (result.inputs, result.windows) == (5, 5)  # the silent ones add no window
     assert [r.getMessage() for r in caplog.records] == [
         "input 3: silent (no sample above -90 dBFS): left out, with nothing to adapt to",
         "input 4: nearly silent (loudest sample -88 dBFS): what it adds to the statistics is mostly noise",
         f"input 5: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({frame / S.SR:g} s): "
         "what it adds to the statistics is mostly padding",
+        "input 6: silent (no sample above -90 dBFS): left out, with nothing to adapt to",  # whatever its length
         f"adapted to 5 windows: statistics from fewer than {inference.FEW_WINDOWS} are noisy",
     ]
 

@@ -828,7 +828,7 @@ def test_resume_alone_continues_a_run_with_its_own_data_and_options(capsys, tmp_
     assert len(Path("../run/metrics.jsonl").read_text().splitlines()) == 3
     # Without a run there is nothing to take the data from.
     code, _, err = run(capsys, "train", "--out", "../nothing", "--resume")
-    assert code == 2 and err == "error: give a data folder or --manifest FILE.csv\n", err
+    assert code == 2 and err == "error: ../nothing: holds no run to resume (no config.json or checkpoint.pt); give the data to start one\n", err
     Path("../damaged").mkdir()
     Path("../damaged/config.json").write_text("{not json")
     code, _, err = run(capsys, "train", "--out", "../damaged", "--resume")

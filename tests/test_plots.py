@@ -92,8 +92,9 @@ def test_plot_confusion_is_public_and_keeps_existing_files(tmp_path):
 
 def test_names_of_any_bytes_are_drawn_escaped(tmp_path, monkeypatch):
     # Folder and file names are bytes: one that is not UTF-8 reaches Python as a lone surrogate,
-    # which the font renderer refuses; a control character would break the line.
-    odd, shown = "dat\udcffa\nb", "dat\\xffa\\nb"
+    # which the font renderer refuses; a control character would break the line; a $ would start
+    # matplotlib's maths markup, which refuses "$\frac$".
+    odd, shown = "dat\udcffa\nb$\\frac$", "dat\\xffa\\nb\\$\\frac\\$"
     curves = plots.plot_curves([{"epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5, "val_macro_f1": 0.5}],
                                tmp_path / "curves.png", title=f"cnn on {odd}")
     confusion = plots.plot_confusion(np.eye(2), [odd, "b"], tmp_path / "confusion.png", title=odd)

@@ -418,7 +418,9 @@ def test_resume_refuses_other_files_in_the_same_numbers(four_epochs, tiny_data, 
     a, b = sorted(first.iterdir())[0], sorted(second.iterdir())[0]
     a.rename(second / a.name)  # two files swap classes: every count stays as it was
     b.rename(first / b.name)
-    with pytest.raises(SpecnetError, match=r"different options \(data.files: which files, their classes or sizes\)"):
+    with pytest.raises(SpecnetError, match=r"different options \(data.files: which files, their classes or sizes\); the data "
+                                           r"have changed since, and resuming needs the files the run was trained on, or pass "
+                                           r"overwrite=True to start again$"):
         specnet.train(data, out, resume=True, epochs=2, **S.FAST)
 
 
