@@ -609,7 +609,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import ALTERNATIVES, CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, train as run_training, with_run_options
+    from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, train as run_training, with_run_options, without_replaced
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -620,11 +620,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         data_given = data_dir or flags["manifest"] or options.get("data_dir") or options.get("manifest")
         options = with_run_options(run_options(out, required=not data_given), options)
     # A flag wins over the file's choice of the same thing, under whichever name the file made it.
-    given = {**flags, "data_dir": data_dir}
-    for group in ALTERNATIVES:
-        if any(given[name] is not None for name in group):
-            for name in group:
-                options.pop(name, None)
+    options = without_replaced(options, {**flags, "data_dir": data_dir})
     feature_keys = ("sample_rate", "n_mels", "n_fft", "hop_length", "f_min", "f_max")
     features = dict(options.pop("features", {}) or {})
     for key in feature_keys:

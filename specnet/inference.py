@@ -225,6 +225,12 @@ class Model:
         return _Item(index, path, windows, windows.starts, len(samples) / self.sample_rate, silent=is_silence(peaks),
                      peak=float(peaks.max()))
 
+    def _warn_about(self, num_samples: int, peak: float, name: str) -> None:
+        """What classify and embed say about an input of ``num_samples`` (at the model's rate)
+        whose loudest sample is ``peak``: shorter than one FFT frame, silent or nearly."""
+        self._warn_if_shorter_than_a_frame(num_samples, name)
+        _warn_if_silent(peak, name)
+
     def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str, *, meaning: str = "the scores say little") -> None:
         """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT
         frame, saying what that ``meaning`` is for its user. Said by the user of each input, in
@@ -422,8 +428,7 @@ class Model:
                 yield item
             elif item.outputs is not None:
                 if item.peak is not None:  # audio decoded whole
-                    self._warn_if_shorter_than_a_frame(round(item.duration * self.sample_rate), _name(item))
-                    _warn_if_silent(item.peak, _name(item))
+                    self._warn_about(item.windows.num_samples, item.peak, _name(item))
                 yield item, item.outputs
             else:  # a long file, streamed now
                 try:
@@ -554,12 +559,9 @@ class Model:
         if path:  # an empty path is refused with the samples' checks
             self._check_kind(path)
             clip = load_audio(path, sample_rate=self.sample_rate)[0]
-            self._warn_if_shorter_than_a_frame(len(clip), display_name(path))
-            _warn_if_silent(loudest_sample(clip), display_name(path))
-            return clip
-        clip = self._samples(index, entry, sample_rate)
-        self._warn_if_shorter_than_a_frame(len(clip), f"input {index}")
-        _warn_if_silent(loudest_sample(clip), f"input {index}")
+        else:
+            clip = self._samples(index, entry, sample_rate)
+        self._warn_about(len(clip), loudest_sample(clip), display_name(path) if path else f"input {index}")
         return clip
 
     @torch.no_grad()
@@ -652,7 +654,7 @@ class Model:
                     continue
                 if item.peak is not None:  # audio decoded whole
                     if not item.silent.all():  # a silent one is left out whatever its length
-                        self._warn_if_shorter_than_a_frame(round(item.duration * self.sample_rate), _name(item),
+                        self._warn_if_shorter_than_a_frame(item.windows.num_samples, _name(item),
                                                            meaning="what it adds to the statistics is mostly padding")
                     warn_if_silent(item.peak, _name(item), silent="left out, with nothing to adapt to",
                                    quiet="what it adds to the statistics is mostly noise")

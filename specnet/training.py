@@ -366,16 +366,19 @@ def _real_file(value: Any) -> Any:
     return os.path.realpath(value) if isinstance(value, str) and os.path.isfile(value) else value
 
 
+def without_replaced(options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without each :data:`ALTERNATIVES` group of which ``given`` sets a member (not
+    None): a given manifest replaces a data folder, a given val_fold a val_split."""
+    replaced = {name for group in ALTERNATIVES if any(given.get(name) is not None for name in group) for name in group}
+    return {name: value for name, value in options.items() if name not in replaced}
+
+
 def with_run_options(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """``given`` options over a run's ``saved`` ones (:func:`run_options`): a given member of
     an :data:`ALTERNATIVES` group replaces the group, a given table's entries go over the saved
     table's, any other given option replaces the saved one; a None leaves the saved value."""
     given = {name: value for name, value in given.items() if value is not None}  # None: not given
-    merged = dict(saved)
-    for group in ALTERNATIVES:
-        if any(given.get(name) is not None for name in group):
-            for name in group:
-                merged.pop(name, None)
+    merged = without_replaced(saved, given)
     for name, value in given.items():
         both_tables = name in TABLES and isinstance(value, dict) and isinstance(merged.get(name), dict)
         merged[name] = {**merged[name], **value} if both_tables else value

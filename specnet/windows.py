@@ -64,7 +64,7 @@ def fit_length(samples: np.ndarray, length: int, *, offset: int | None = None) -
 class Windows:
     """The windows of one clip, placed as :func:`window_starts` places them (a clip no longer
     than a window gives one zero-padded, centred window): ``len(self)`` rows of ``length``
-    samples, starting at ``starts`` ``(n,)``.
+    samples, starting at ``starts`` ``(n,)``, over a clip of ``num_samples``.
 
     Indexing copies only the rows asked for (a slice, a boolean mask or indices give a copy
     ``(k, length)``; an int one row ``(length,)``, a view not to write to), so a short hop, with many windows
@@ -73,6 +73,7 @@ class Windows:
 
     def __init__(self, samples: np.ndarray, window: int, hop: int) -> None:
         self.length = window
+        self.num_samples = samples.shape[-1]  # the clip's
         self.starts = window_starts(samples.shape[-1], window, hop)
         if samples.shape[-1] <= window:  # one window (most clips): a row of its own, without a strided view's overhead
             self._rows = fit_length(samples, window)[None, :]
