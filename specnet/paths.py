@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import stat
 import unicodedata
 from pathlib import Path
@@ -35,6 +36,16 @@ def text_name(path: PathLike) -> str:
     too, so the name survives; only bytes that are not UTF-8, which no text holds, show
     as ``\\xNN`` (as :func:`display_name` shows them)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def path_of_text(text: str) -> str:
+    """The path :func:`text_name` gave ``text`` for, so a name stored as text opens again:
+    ``text`` itself when it names something, else with each ``\\xNN`` back as the byte it
+    stood for when that names something (a folder whose name is not UTF-8), else ``text``."""
+    if os.path.lexists(text):
+        return text
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogateescape"))
+    return os.fsdecode(raw) if os.path.lexists(raw) else text
 
 
 def naming(path: PathLike, reason: str) -> str:

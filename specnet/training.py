@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .audio import load_audio
-from .paths import display_name, naming, one_line, text_name, unnamed
+from .paths import display_name, naming, one_line, path_of_text, text_name, unnamed
 from .devices import autocast_dtype, resolve_device
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
@@ -340,8 +340,8 @@ def _options_of_run(saved: Any, path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{display_name(path)}: not the options of a specnet run (the data it read are not named)")
     options = {name: saved[name] for name in TrainConfig.__dataclass_fields__ if name in saved}
     options |= {
-        "manifest": data["source"] if options.get("manifest") is not None else None,
-        "val_dir": data["val_source"] if options.get("val_dir") is not None else None,
+        "manifest": path_of_text(data["source"]) if options.get("manifest") is not None else None,
+        "val_dir": path_of_text(data["val_source"]) if options.get("val_dir") is not None else None,
         "val_split": held_out_share(options),
         **_model_choices(saved),
     }
@@ -349,7 +349,7 @@ def _options_of_run(saved: Any, path: Path) -> dict[str, Any]:
         TrainConfig(**options)
     except SpecnetError as exc:  # a hand-edited file
         raise ModelFileError(f"{display_name(path)}: {exc}") from None
-    return options | {"data_dir": None if options["manifest"] else data["source"]}
+    return options | {"data_dir": None if options["manifest"] else path_of_text(data["source"])}
 
 
 def _model_choices(config: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +358,19 @@ def _model_choices(config: dict[str, Any]) -> dict[str, Any]:
     from_init = bool(config.get("init"))
     return {"arch": None if from_init else config.get("arch"),
             "image_size": config.get("image_size") if config.get("input_kind") == "image" and not from_init else None}
+
+
+def _trains_on(checkpoint: dict[str, Any], epochs: int, patience: int | None) -> bool:
+    """Whether resuming ``checkpoint`` trains: fewer than ``epochs`` epochs are done and
+    ``patience`` has not stopped the run already (its best epoch is fewer than ``patience``
+    epochs back). A damaged ``best`` counts as none here; loading the checkpoint says so."""
+    if checkpoint["epoch"] + 1 >= epochs:
+        return False
+    try:
+        best_epoch = json.loads(checkpoint["best"])["epoch"] if checkpoint.get("best") else None
+    except (ValueError, TypeError, KeyError):
+        best_epoch = None
+    return patience is None or best_epoch is None or checkpoint["epoch"] - best_epoch < patience
 
 
 def _real_file(value: Any) -> Any:
@@ -976,7 +989,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             )
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
-        elif epochs != int(saved["epochs"]) and dist.is_main and checkpoint["epoch"] + 1 < epochs:  # epochs left to train
+        elif epochs != int(saved["epochs"]) and dist.is_main and _trains_on(checkpoint, epochs, config.patience):
             log.warning(
                 "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
                 "so the result is not what an uninterrupted %d-epoch run gives", int(saved["epochs"]), epochs, epochs,
@@ -985,7 +998,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         log.warning("%s: no checkpoint to resume from; starting a new run", display_name(files.dir))
     if dist.is_main:
         files.clear_previous()
-        if checkpoint is None or checkpoint["epoch"] + 1 < epochs:  # with nothing left to train, the run keeps its own
+        if checkpoint is None or _trains_on(checkpoint, epochs, config.patience):  # else the run keeps its own
             atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
 
     # Normalisation statistics from the training data (deterministic centred crops).
@@ -1045,10 +1058,14 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
+    stopped_early = checkpoint is not None and start_epoch < epochs and not _trains_on(checkpoint, epochs, config.patience)
     if start_epoch >= epochs:
         _print(f"nothing to train: the run already has {_count(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
+    elif stopped_early:
+        _print(f"nothing to train: the run stopped early, no improvement for {config.patience} epochs "
+               "(a larger patience trains on)", quiet=quiet)
     skipped = SkippedSteps()
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, start_epoch if stopped_early else epochs):
         if config.patience is not None and best is not None and epochs_since_best >= config.patience:
             _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
             break

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specnet.errors import AudioError
-from specnet.paths import display_name, glob_paths, open_for_reading, text_name, walk_files
+from specnet.paths import display_name, glob_paths, open_for_reading, path_of_text, text_name, walk_files
 
 
 def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
@@ -65,6 +65,18 @@ def test_text_name_keeps_every_character_but_bytes_that_are_not_utf8():
     assert text_name("two\nlines\t.wav") == "two\nlines\t.wav"
     assert text_name(b"caf\xe9.wav") == text_name(os.fsdecode(b"caf\xe9.wav")) == "caf\\xe9.wav"
     assert text_name(Path("d") / "é.wav") == "d/é.wav"
+
+
+def test_path_of_text_opens_what_text_name_named(tmp_path):
+    latin = os.fsencode(tmp_path) + b"/caf\xe9"  # not UTF-8
+    os.mkdir(latin)
+    stored = text_name(latin)
+    assert stored.endswith("caf\\xe9") and path_of_text(stored) == os.fsdecode(latin)
+    # A name that holds the text "\xe9" itself is that name; one that names nothing stays as it is.
+    (tmp_path / "caf\\xe9").mkdir()
+    assert path_of_text(stored) == stored
+    assert path_of_text(str(tmp_path / "gone\\xe9")) == str(tmp_path / "gone\\xe9")
+    assert path_of_text(text_name(tmp_path / "é")) == str(tmp_path / "é")
 
 
 def _open_within(path, seconds=10.0):

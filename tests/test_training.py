@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import re
 import shutil
 from contextlib import contextmanager
@@ -390,6 +391,27 @@ def test_resume_past_the_asked_epochs_says_there_is_nothing_to_train(four_epochs
     assert (out / "config.json").read_text() == (four_epochs[0] / "config.json").read_text()  # still the run's 4 epochs
 
 
+def test_patience_stops_a_run_and_a_resume_trains_on_only_with_more_patience(tiny_data, tmp_path, monkeypatch, capsys, caplog):
+    # The validation scores of the first epoch, every epoch: nothing ever improves on it.
+    first = []
+    real = specnet.training.evaluate_split
+    monkeypatch.setattr(specnet.training, "evaluate_split", lambda *a, **k: first[0] if first else first.append(real(*a, **k)) or first[0])
+    out = tmp_path / "run"
+    specnet.train(tiny_data, out, epochs=10, patience=2, **{**S.FAST, "quiet": False})
+    assert "early stop: no improvement for 2 epochs" in capsys.readouterr().out
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2]
+    config = (out / "config.json").read_text()
+
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(None, out, resume=True, epochs=20, **{**S.FAST, "quiet": False})
+    assert "nothing to train: the run stopped early, no improvement for 2 epochs (a larger patience trains on)" in capsys.readouterr().out
+    assert caplog.records == []  # no word about a learning rate schedule that never runs
+    assert (out / "config.json").read_text() == config and len(metric_rows(out)) == 3
+
+    specnet.train(None, out, resume=True, patience=4)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
+
+
 def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)
@@ -679,6 +701,22 @@ def test_resume_alone_finds_an_init_model_named_by_a_relative_path(four_epochs, 
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     specnet.train(None, "../run", resume=True)
+    assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1]
+
+
+def test_resume_alone_finds_data_in_a_folder_whose_name_is_not_utf8(tiny_data, tmp_path):
+    data = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")  # as sys.argv holds it
+    shutil.copytree(tiny_data, data)
+
+    def stop_after_first_epoch(row, model):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(data, tmp_path / "run", epochs=2, on_epoch_end=stop_after_first_epoch, **S.FAST)
+    assert read_config(tmp_path / "run")["data"]["source"] == f"{tmp_path}/caf\\xe9"  # JSON text, as names are shown
+    assert specnet.training.run_options(tmp_path / "run")["data_dir"] == data
+    specnet.train(None, tmp_path / "run", resume=True)
     assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1]
 
 
