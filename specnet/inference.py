@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ class _Item:
     silent: np.ndarray | None = None  # (n,) bool: windows of digital silence (audio only)
     peak: float | None = None  # its loudest sample (audio decoded whole), which its user warns about
     outputs: torch.Tensor | None = None  # (n, K) probabilities or (n, D) embeddings, once run
+    messages: list[logging.LogRecord] = field(default_factory=list)  # decoding's warnings, said by its user
 
 
 class Model:
@@ -297,9 +299,9 @@ class Model:
                 if path:  # an empty one is refused with the samples' checks
                     # A long file comes back from the worker without windows and is streamed
                     # later, in order; checking its length there keeps header reads off this thread.
-                    pending.append((index, path, pool.submit(self._decode_path, index, path, window, hop)))
+                    pending.append((index, path, pool.submit(_HELD.run, self._decode_path, index, path, window, hop)))
                 else:
-                    pending.append((index, None, pool.submit(self._from_samples, index, entry, sample_rate, window, hop)))
+                    pending.append((index, None, pool.submit(_HELD.run, self._from_samples, index, entry, sample_rate, window, hop)))
                 while len(pending) > PREFETCH_FILES:
                     yield _resolve(pending.popleft())
             while pending:
@@ -426,7 +428,9 @@ class Model:
         for item in self._window_outputs(items, batch_size=batch_size, embed=embed):
             if isinstance(item, Failure):
                 yield item
-            elif item.outputs is not None:
+                continue
+            _say(item.messages)
+            if item.outputs is not None:
                 if item.peak is not None:  # audio decoded whole
                     self._warn_about(item.windows.num_samples, item.peak, _name(item))
                 yield item, item.outputs
@@ -652,6 +656,7 @@ class Model:
                 if isinstance(item, Failure):
                     skip(item)
                     continue
+                _say(item.messages)
                 if item.peak is not None:  # audio decoded whole
                     if not item.silent.all():  # a silent one is left out whatever its length
                         self._warn_if_shorter_than_a_frame(item.windows.num_samples, _name(item),
@@ -730,6 +735,48 @@ class Adaptation:
     inputs: int
     windows: int
     failures: list[Failure]
+
+
+class _HeldMessages(logging.Filter):
+    """Holds back what specnet logs in one thread while it decodes an input, for the input's
+    user to say beside its result (:func:`_say`): decoding runs ahead of the results (in
+    worker threads, or a batch before the network runs), and a warning about a file (a
+    truncated WAV, say) belongs in input order, next to what the file gave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def run(self, decode: Callable[..., _Item], *args: Any) -> _Item:
+        """``decode(*args)``, with what it logged in the item's ``messages``. An input that
+        fails has its messages said at once, before its failure."""
+        self._local.held = held = []
+        try:
+            item = decode(*args)
+        except BaseException:
+            self._local.held = None
+            _say(held)
+            raise
+        self._local.held = None
+        item.messages = held
+        return item
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = getattr(self._local, "held", None)
+        if held is None:
+            return True
+        held.append(record)
+        return False
+
+
+_HELD = _HeldMessages()
+log.addFilter(_HELD)  # the decoders log to "specnet"
+
+
+def _say(records: list[logging.LogRecord]) -> None:
+    """Log ``records`` held back by :class:`_HeldMessages` now, as they were logged."""
+    for record in records:
+        logging.getLogger(record.name).handle(record)
 
 
 class _InlineExecutor:

@@ -327,6 +327,42 @@ def test_an_input_shorter_than_an_fft_frame_warns(model, tmp_path, caplog):
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["result long.wav", str(tiny), "result tiny.wav"]
 
 
+def _truncated_wav(path: Path) -> Path:
+    """A WAV whose header declares 0.5 s and which holds 0.1 s: decoding warns about it."""
+    whole = write_audio(path.with_name("whole.wav"), S.class_clip("tone", 0, seconds=0.5), S.SR)
+    path.write_bytes(whole.read_bytes()[: 44 + 2 * S.SR // 10])
+    return path
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_decoders_warning_is_said_with_its_inputs_result(model, tmp_path, caplog, monkeypatch, num_workers):
+    # Decoding runs ahead of the results (in threads when there are cores to spare, or a batch
+    # before the network runs); a warning about a file still comes just before its result.
+    monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: num_workers > 0)
+    good = write_audio(tmp_path / "good.wav", S.class_clip("tone", 0, seconds=0.5), S.SR)
+    cut = _truncated_wav(tmp_path / "cut.wav")
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        for result in model.predict_iter([str(good), str(cut), str(good)], num_workers=num_workers):
+            logging.getLogger("specnet").warning("result %s", Path(result.path).name)
+        for _ in model.embed_iter([str(good), str(cut)], num_workers=num_workers):
+            logging.getLogger("specnet").warning("embedding")
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        "result good.wav", f"{cut}: truncated: the header declares 0.50 s of audio, the file holds 0.100 s",
+        "result cut.wav", "result good.wav",
+        "embedding", f"{cut}: truncated: the header declares 0.50 s of audio, the file holds 0.100 s", "embedding",
+    ]
+
+
+def test_adapting_says_a_decoders_warning_in_input_order(audio_run, tmp_path, caplog):
+    model = specnet.load_model(audio_run.model, device="cpu")  # adapting changes it in place
+    frame = model.config.features.window_length
+    tiny = write_audio(tmp_path / "tiny.wav", S.class_clip("tone", 0, seconds=0.5)[: frame // 2], S.SR)
+    cut = _truncated_wav(tmp_path / "cut.wav")
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        model.adapt([str(tiny), str(cut)])
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(tiny), str(cut), "adapted to 2 windows"]
+
+
 # ------------------------------------------------------------------ long recordings
 
 
