@@ -122,6 +122,8 @@ class Failure:
     path: str
     reason: str
     error: type[SpecnetError] = field(default=SpecnetError, repr=False)  # what predict() raises for it
+    # What decoding logged before it failed, said just before the failure is (_HeldMessages).
+    _messages: list[logging.LogRecord] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def message(self) -> str:
@@ -426,10 +428,10 @@ class Model:
         batch_size = self._windows_per_batch(batch_size, window_n)
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
         for item in self._window_outputs(items, batch_size=batch_size, embed=embed):
+            _say(item._messages if isinstance(item, Failure) else item.messages)
             if isinstance(item, Failure):
                 yield item
                 continue
-            _say(item.messages)
             if item.outputs is not None:
                 if item.peak is not None:  # audio decoded whole
                     self._warn_about(item.windows.num_samples, item.peak, _name(item))
@@ -653,10 +655,10 @@ class Model:
             seen = 0
             for item in self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers):
                 seen += 1
+                _say(item._messages if isinstance(item, Failure) else item.messages)
                 if isinstance(item, Failure):
                     skip(item)
                     continue
-                _say(item.messages)
                 if item.peak is not None:  # audio decoded whole
                     if not item.silent.all():  # a silent one is left out whatever its length
                         self._warn_if_shorter_than_a_frame(item.windows.num_samples, _name(item),
@@ -748,16 +750,19 @@ class _HeldMessages(logging.Filter):
         self._local = threading.local()
 
     def run(self, decode: Callable[..., _Item], *args: Any) -> _Item:
-        """``decode(*args)``, with what it logged in the item's ``messages``. An input that
-        fails has its messages said at once, before its failure."""
+        """``decode(*args)``, with what it logged in the item's ``messages``; an input that
+        fails raises a SpecnetError holding them as ``held_messages``, for its Failure."""
         self._local.held = held = []
         try:
             item = decode(*args)
-        except BaseException:
-            self._local.held = None
+        except SpecnetError as exc:
+            exc.held_messages = held
+            raise
+        except BaseException:  # not an input's failure but specnet's: say everything now
             _say(held)
             raise
-        self._local.held = None
+        finally:
+            self._local.held = None
         item.messages = held
         return item
 
@@ -770,7 +775,9 @@ class _HeldMessages(logging.Filter):
 
 
 _HELD = _HeldMessages()
-log.addFilter(_HELD)  # the decoders log to "specnet"
+# The decoders log to "specnet". First among its filters, so a user's own filters see each
+# record once, when _say hands it on, however early they were added.
+log.filters.insert(0, _HELD)
 
 
 def _say(records: list[logging.LogRecord]) -> None:
@@ -809,7 +816,9 @@ def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:
     try:
         return future.result()
     except SpecnetError as exc:
-        return Failure(path or f"input {index}", str(exc), type(exc))
+        failure = Failure(path or f"input {index}", str(exc), type(exc))
+        failure._messages = getattr(exc, "held_messages", [])
+        return failure
 
 
 def _raise_first_failure(results: list) -> list:

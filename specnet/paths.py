@@ -44,7 +44,8 @@ def path_of_text(text: str) -> str:
     stood for when that names something (a folder whose name is not UTF-8), else ``text``."""
     if os.path.lexists(text):
         return text
-    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogateescape"))
+    # backslashreplace writes only bytes 0x80-0xff so; "\\x41" in a name is its own text.
+    raw = re.sub(rb"\\x([89a-f][0-9a-f])", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogateescape"))
     return os.fsdecode(raw) if os.path.lexists(raw) else text
 
 

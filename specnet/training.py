@@ -360,17 +360,25 @@ def _model_choices(config: dict[str, Any]) -> dict[str, Any]:
             "image_size": config.get("image_size") if config.get("input_kind") == "image" and not from_init else None}
 
 
+def _patience_stops(patience: int | None, epochs_since_best: int | None) -> bool:
+    """Whether early stopping ends a run whose best epoch lies ``epochs_since_best`` epochs
+    back (None: no best epoch yet)."""
+    return patience is not None and epochs_since_best is not None and epochs_since_best >= patience
+
+
+def _epochs_since_best(checkpoint: dict[str, Any]) -> int | None:
+    """How many epochs back ``checkpoint``'s best epoch lies; None without one. A damaged
+    ``best`` counts as none here; loading the checkpoint says so."""
+    try:
+        return checkpoint["epoch"] - json.loads(checkpoint["best"])["epoch"] if checkpoint.get("best") else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def _trains_on(checkpoint: dict[str, Any], epochs: int, patience: int | None) -> bool:
     """Whether resuming ``checkpoint`` trains: fewer than ``epochs`` epochs are done and
-    ``patience`` has not stopped the run already (its best epoch is fewer than ``patience``
-    epochs back). A damaged ``best`` counts as none here; loading the checkpoint says so."""
-    if checkpoint["epoch"] + 1 >= epochs:
-        return False
-    try:
-        best_epoch = json.loads(checkpoint["best"])["epoch"] if checkpoint.get("best") else None
-    except (ValueError, TypeError, KeyError):
-        best_epoch = None
-    return patience is None or best_epoch is None or checkpoint["epoch"] - best_epoch < patience
+    ``patience`` does not stop the run where it is."""
+    return checkpoint["epoch"] + 1 < epochs and not _patience_stops(patience, _epochs_since_best(checkpoint))
 
 
 def _real_file(value: Any) -> Any:
@@ -1058,15 +1066,16 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
-    stopped_early = checkpoint is not None and start_epoch < epochs and not _trains_on(checkpoint, epochs, config.patience)
+    out_of_patience = checkpoint is not None and start_epoch < epochs and not _trains_on(checkpoint, epochs, config.patience)
     if start_epoch >= epochs:
         _print(f"nothing to train: the run already has {_count(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
-    elif stopped_early:
-        _print(f"nothing to train: the run stopped early, no improvement for {config.patience} epochs "
-               "(a larger patience trains on)", quiet=quiet)
+    elif out_of_patience:
+        stalled = start_epoch - 1 - best["epoch"]
+        _print(f"nothing to train: no improvement in the run's last {_count(stalled, 'epoch')}, where patience={config.patience} "
+               f"stops it (patience={stalled + 1} or more trains on)", quiet=quiet)
     skipped = SkippedSteps()
-    for epoch in range(start_epoch, start_epoch if stopped_early else epochs):
-        if config.patience is not None and best is not None and epochs_since_best >= config.patience:
+    for epoch in range(start_epoch, start_epoch if out_of_patience else epochs):
+        if _patience_stops(config.patience, None if best is None else epochs_since_best):
             _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
             break
         started = time.perf_counter()

@@ -6,6 +6,8 @@ import logging
 import math
 import os
 import re
+import subprocess
+import sys
 import threading
 import tracemalloc
 from pathlib import Path
@@ -351,6 +353,47 @@ def test_a_decoders_warning_is_said_with_its_inputs_result(model, tmp_path, capl
         "result cut.wav", "result good.wav",
         "embedding", f"{cut}: truncated: the header declares 0.50 s of audio, the file holds 0.100 s", "embedding",
     ]
+
+
+def test_a_failed_inputs_decoder_warning_comes_with_its_failure_and_user_filters_see_it_once(model, tmp_path, caplog, monkeypatch):
+    # A float WAV cut short with a NaN in what is left: the decoder warns, then the input fails.
+    good = write_audio(tmp_path / "good.wav", S.class_clip("tone", 0, seconds=0.5), S.SR)
+    samples = S.class_clip("tone", 0, seconds=0.5).astype(np.float32)
+    samples[10] = np.nan
+    sf.write(tmp_path / "whole.wav", samples, S.SR, subtype="FLOAT")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes((tmp_path / "whole.wav").read_bytes()[: 80 + 4 * S.SR // 10])
+    seen = []
+
+    def count(record):
+        seen.append(record.getMessage())
+        return True
+
+    logging.getLogger("specnet").addFilter(count)  # a user's filter, there before or after specnet's own
+    try:
+        with caplog.at_level(logging.WARNING, logger="specnet"):
+            for result in model.predict_iter([str(good), str(good), str(bad)]):
+                name = Path(result.path).name
+                logging.getLogger("specnet").warning("failed %s" if isinstance(result, Failure) else "result %s", name)
+    finally:
+        logging.getLogger("specnet").removeFilter(count)
+    said = [r.getMessage() for r in caplog.records]
+    assert [m.split(":")[0] for m in said] == ["result good.wav", "result good.wav", str(bad), "failed bad.wav"]
+    assert "truncated" in said[2] and seen == said
+
+
+def test_a_filter_added_before_specnet_is_imported_sees_a_held_warning_once(audio_run, tmp_path):
+    cut = _truncated_wav(tmp_path / "cut.wav")
+    script = f"""
+import logging, sys
+seen = []
+logging.getLogger("specnet").addFilter(lambda record: seen.append(record.getMessage()) or True)
+import specnet
+specnet.load_model({str(audio_run.model)!r}, device="cpu").predict({str(cut)!r})
+print(len(seen), seen[0].split(";")[0])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == f"1 {cut}: truncated: the header declares 0.50 s of audio, the file holds 0.100 s", done.stderr
 
 
 def test_adapting_says_a_decoders_warning_in_input_order(audio_run, tmp_path, caplog):

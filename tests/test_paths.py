@@ -77,6 +77,10 @@ def test_path_of_text_opens_what_text_name_named(tmp_path):
     assert path_of_text(stored) == stored
     assert path_of_text(str(tmp_path / "gone\\xe9")) == str(tmp_path / "gone\\xe9")
     assert path_of_text(text_name(tmp_path / "é")) == str(tmp_path / "é")
+    # "\x41" beside a byte that is not UTF-8: only the byte was escaped.
+    mixed = os.fsencode(tmp_path) + b"/A\\x41-\xff"
+    os.mkdir(mixed)
+    assert path_of_text(text_name(mixed)) == os.fsdecode(mixed)
 
 
 def _open_within(path, seconds=10.0):

@@ -404,12 +404,17 @@ def test_patience_stops_a_run_and_a_resume_trains_on_only_with_more_patience(tin
 
     with caplog.at_level(logging.WARNING, logger="specnet"):
         specnet.train(None, out, resume=True, epochs=20, **{**S.FAST, "quiet": False})
-    assert "nothing to train: the run stopped early, no improvement for 2 epochs (a larger patience trains on)" in capsys.readouterr().out
+    said = "nothing to train: no improvement in the run's last 2 epochs, where patience=2 stops it (patience=3 or more trains on)"
+    assert said in capsys.readouterr().out
     assert caplog.records == []  # no word about a learning rate schedule that never runs
     assert (out / "config.json").read_text() == config and len(metric_rows(out)) == 3
 
     specnet.train(None, out, resume=True, patience=4)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
+    # A run that ended without improving at the end: patience given on resume stops it where it is.
+    specnet.train(None, out, resume=True, epochs=12, patience=3, **{**S.FAST, "quiet": False})
+    assert "no improvement in the run's last 4 epochs, where patience=3 stops it (patience=5 or more" in capsys.readouterr().out
+    assert len(metric_rows(out)) == 5
 
 
 def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
