@@ -1066,13 +1066,12 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
-    out_of_patience = checkpoint is not None and start_epoch < epochs and not _trains_on(checkpoint, epochs, config.patience)
+    out_of_patience = start_epoch < epochs and best is not None and _patience_stops(config.patience, epochs_since_best)
     if start_epoch >= epochs:
         _print(f"nothing to train: the run already has {_count(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
-    elif out_of_patience:
-        stalled = start_epoch - 1 - best["epoch"]
-        _print(f"nothing to train: no improvement in the run's last {_count(stalled, 'epoch')}, where patience={config.patience} "
-               f"stops it (patience={stalled + 1} or more trains on)", quiet=quiet)
+    elif out_of_patience:  # a resumed run, then
+        _print(f"nothing to train: no improvement in the run's last {_count(epochs_since_best, 'epoch')}, where "
+               f"patience={config.patience} stops it (patience={epochs_since_best + 1} or more trains on)", quiet=quiet)
     skipped = SkippedSteps()
     for epoch in range(start_epoch, start_epoch if out_of_patience else epochs):
         if _patience_stops(config.patience, None if best is None else epochs_since_best):
