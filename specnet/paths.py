@@ -14,8 +14,9 @@ from .errors import SpecnetError
 
 PathLike = Union[str, bytes, os.PathLike]
 
-# Unicode categories display_name escapes: control characters, line and paragraph separators.
-_ESCAPED = frozenset({"Cc", "Zl", "Zp"})
+# Unicode categories display_name escapes: control characters, line and paragraph separators,
+# surrogates (which no UTF-8 text holds).
+_ESCAPED = frozenset({"Cc", "Zl", "Zp", "Cs"})
 
 
 def display_name(path: PathLike) -> str:
@@ -27,8 +28,17 @@ def display_name(path: PathLike) -> str:
 
 def one_line(text: str) -> str:
     """``text`` with control characters and line breaks escaped (``\\n``, ``\\x1b``), as
-    :func:`display_name` shows a name: for a message built from names and other user text."""
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED else c for c in text)
+    :func:`display_name` shows a name: for a message built from names and other user text.
+    A name given as ``str`` holds a byte that is not UTF-8 as a lone surrogate (as ``sys.argv``
+    does); it shows as ``\\xNN`` here too, as in :func:`text_name`."""
+    return "".join(_shown(c) for c in text)
+
+
+def _shown(char: str) -> str:
+    """One character of :func:`one_line`'s text."""
+    if "\udc80" <= char <= "\udcff":  # surrogateescape's stand-in for the byte 0x80-0xff
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1] if unicodedata.category(char) in _ESCAPED else char
 
 
 def text_name(path: PathLike) -> str:

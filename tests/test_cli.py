@@ -970,6 +970,15 @@ def test_train_data_error_is_one_line(capsys, tmp_path):
     assert not (tmp_path / "run").exists()  # the failed run left no empty folder behind
 
 
+def test_a_name_that_is_not_utf8_shows_as_xnn_in_an_error(capsys, tmp_path):
+    data = os.fsencode(tmp_path) + b"/donn\xe9es"
+    for label in ("a", "b"):
+        os.makedirs(data + b"/" + label.encode())
+    shutil.copy(write_audio(tmp_path / "a.wav", S.class_clip("tone", 0), S.SR), os.fsdecode(data + b"/a/a.wav"))
+    code, _, err = run(capsys, "train", os.fsdecode(data), "--out", str(tmp_path / "run"))  # as sys.argv holds it
+    assert code == 1 and err.startswith(f"error: {tmp_path}/donn\\xe9es: class folder(s) b hold no audio or image files (")
+
+
 def test_train_manifest_error_names_the_line_and_keeps_an_existing_folder(capsys, tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\na.wav,dog\nb.wav\nc.wav,cat\n")

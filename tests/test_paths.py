@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specnet.errors import AudioError
-from specnet.paths import display_name, glob_paths, open_for_reading, path_of_text, text_name, walk_files
+from specnet.paths import display_name, glob_paths, one_line, open_for_reading, path_of_text, text_name, walk_files
 
 
 def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
@@ -21,6 +21,12 @@ def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
         assert display_name(name) == name
     assert display_name(os.fsdecode(b"caf\xe9.wav")) == "caf\\xe9.wav"  # not UTF-8: the byte shown
     assert display_name(b"caf\xe9.wav") == "caf\\xe9.wav"
+
+
+def test_one_line_shows_a_name_in_a_message_as_display_name_does():
+    name = os.fsdecode(b"/data/donn\xe9es")  # as sys.argv holds it
+    assert one_line(f"{name}: folder not found") == f"{display_name(name)}: folder not found" == "/data/donn\\xe9es: folder not found"
+    assert one_line("a\ud800b") == "a\\ud800b"  # a lone surrogate no byte stands for
 
 
 def test_walk_files_order_hidden_links_and_loops(tmp_path):
