@@ -143,7 +143,7 @@ class _Item:
     silent: np.ndarray | None = None  # (n,) bool: windows of digital silence (audio only)
     peak: float | None = None  # its loudest sample (audio decoded whole), which its user warns about
     outputs: torch.Tensor | None = None  # (n, K) probabilities or (n, D) embeddings, once run
-    messages: list[logging.LogRecord] = field(default_factory=list)  # decoding's warnings, said by its user
+    _messages: list[logging.LogRecord] = field(default_factory=list)  # decoding's warnings, said by its user
 
 
 class Model:
@@ -428,7 +428,7 @@ class Model:
         batch_size = self._windows_per_batch(batch_size, window_n)
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
         for item in self._window_outputs(items, batch_size=batch_size, embed=embed):
-            _say(item._messages if isinstance(item, Failure) else item.messages)
+            _say(item._messages)
             if isinstance(item, Failure):
                 yield item
                 continue
@@ -655,7 +655,7 @@ class Model:
             seen = 0
             for item in self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers):
                 seen += 1
-                _say(item._messages if isinstance(item, Failure) else item.messages)
+                _say(item._messages)
                 if isinstance(item, Failure):
                     skip(item)
                     continue
@@ -750,7 +750,7 @@ class _HeldMessages(logging.Filter):
         self._local = threading.local()
 
     def run(self, decode: Callable[..., _Item], *args: Any) -> _Item:
-        """``decode(*args)``, with what it logged in the item's ``messages``; an input that
+        """``decode(*args)``, with what it logged in the item's ``_messages``; an input that
         fails raises a SpecnetError holding them as ``held_messages``, for its Failure."""
         self._local.held = held = []
         try:
@@ -763,7 +763,7 @@ class _HeldMessages(logging.Filter):
             raise
         finally:
             self._local.held = None
-        item.messages = held
+        item._messages = held
         return item
 
     def filter(self, record: logging.LogRecord) -> bool:

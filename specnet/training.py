@@ -972,6 +972,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     # Resume: the checkpoint must come from the same configuration.
     checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
+    trains_on = True  # a resumed run may have nothing left to train
     if checkpoint is not None:
         # Options this version added read as their defaults in a checkpoint written before them.
         defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
@@ -997,7 +998,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             )
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
-        elif epochs != int(saved["epochs"]) and dist.is_main and _trains_on(checkpoint, epochs, config.patience):
+        trains_on = _trains_on(checkpoint, epochs, config.patience)
+        if config.epochs is not None and epochs != int(saved["epochs"]) and dist.is_main and trains_on:
             log.warning(
                 "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
                 "so the result is not what an uninterrupted %d-epoch run gives", int(saved["epochs"]), epochs, epochs,
@@ -1006,7 +1008,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         log.warning("%s: no checkpoint to resume from; starting a new run", display_name(files.dir))
     if dist.is_main:
         files.clear_previous()
-        if checkpoint is None or _trains_on(checkpoint, epochs, config.patience):  # else the run keeps its own
+        if trains_on:  # else the run keeps its own
             atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
 
     # Normalisation statistics from the training data (deterministic centred crops).
@@ -1066,7 +1068,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
-    out_of_patience = start_epoch < epochs and best is not None and _patience_stops(config.patience, epochs_since_best)
+    out_of_patience = start_epoch < epochs and not trains_on
     if start_epoch >= epochs:
         _print(f"nothing to train: the run already has {_count(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
     elif out_of_patience:  # a resumed run, then
