@@ -127,20 +127,26 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
     )
 
 
-def check_clip_seconds(clip_seconds: object, features: FeatureConfig | None) -> None:
-    """Refuse (ParameterError) a clip length that is not a number of seconds in [one FFT window,
-    MAX_CLIP_SECONDS]: `classify` cuts audio into windows this long, so a tiny one means millions of
-    windows. Training checks its clip length here too, so that it never saves a file this refuses."""
+def clip_seconds_problem(clip_seconds: object, features: FeatureConfig | None) -> str | None:
+    """What is wrong with a clip length (``"must be at most 300 s"``), or None: it must be a number
+    of seconds in [one FFT window of ``features``, MAX_CLIP_SECONDS]. `classify` cuts audio into
+    windows this long, so a tiny one means millions of windows; training checks its clip length
+    here too, so that it never saves a file that loading refuses."""
     if not (is_finite_number(clip_seconds) and clip_seconds > 0):
-        raise ParameterError(f"clip_seconds={clip_seconds!r} must be a positive number of seconds")
+        return "must be a positive number of seconds"
     if clip_seconds > MAX_CLIP_SECONDS:
-        raise ParameterError(f"clip_seconds={clip_seconds!r} must be at most {MAX_CLIP_SECONDS:g} s")
+        return f"must be at most {MAX_CLIP_SECONDS:g} s"
     if features is not None and round(clip_seconds * features.sample_rate) < features.min_clip_samples:
         minimum = features.min_clip_samples
-        raise ParameterError(
-            f"clip_seconds={clip_seconds!r} is shorter than one FFT window "
-            f"({minimum} samples = {minimum / features.sample_rate:g} s at {features.sample_rate} Hz)"
-        )
+        return f"is shorter than one FFT window ({minimum} samples = {minimum / features.sample_rate:g} s at {features.sample_rate} Hz)"
+    return None
+
+
+def check_clip_seconds(clip_seconds: object, features: FeatureConfig | None) -> None:
+    """Refuse (ParameterError) a clip length :func:`clip_seconds_problem` finds wrong."""
+    problem = clip_seconds_problem(clip_seconds, features)
+    if problem:
+        raise ParameterError(f"clip_seconds={clip_seconds!r} {problem}")
 
 
 def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool = True) -> Path:

@@ -41,7 +41,7 @@ from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
 from .metrics import Scores, confusion_matrix, log_loss_sum
 from .inference import resolve_model
-from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds, load_model_file, save_model_file
+from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds, clip_seconds_problem, load_model_file, metadata_to_spec, save_model_file, spec_to_metadata
 from .network import RESERVED_ARCH_ARGS, ModelSpec, SpecNet
 from .windows import default_hop, fit_length, silent_windows, window_starts
 
@@ -318,7 +318,9 @@ def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, A
                 log.warning("%s; the run's options are read from %s", problems[0], display_name(path))
             return options
     if problems and required:
-        raise ModelFileError(f"{problems[0]}; give the run's data and options to resume it")
+        if files.checkpoint.is_file():  # read last, so the last problem: resuming needs it, whatever else is given
+            raise ModelFileError(problems[-1])
+        raise ModelFileError(f"{problems[0]}; give the run's data and options to start it again")
     if required:
         raise ParameterError(f"{display_name(files.dir)}: holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE}); "
                              "give the data to start one")
@@ -389,8 +391,11 @@ def _real_file(value: Any) -> Any:
 
 def without_replaced(options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """``options`` without each :data:`ALTERNATIVES` group of which ``given`` sets a member (not
-    None): a given manifest replaces a data folder, a given val_fold a val_split."""
+    None): a given manifest replaces a data folder, a given val_fold a val_split. A given data
+    folder also replaces a val_fold, which only a manifest's folds can mean."""
     replaced = {name for group in ALTERNATIVES if any(given.get(name) is not None for name in group) for name in group}
+    if given.get("data_dir") is not None:
+        replaced.add("val_fold")
     return {name: value for name, value in options.items() if name not in replaced}
 
 
@@ -528,16 +533,35 @@ class InitConflict(OptionsError, ParameterError):
                 "leave these options out, or train from scratch")
 
 
-class AudioOptionsForImages(OptionsError, DataError):
-    """Audio options given for image data (``features.n_mels``, ``clip_seconds``)."""
+class OptionsForOtherData(OptionsError, DataError):
+    """Options for the other kind of data than the data holds: audio options (``features.n_mels``,
+    ``clip_seconds``) for images, or ``image_size`` for audio."""
 
-    def __init__(self, options: list[str]) -> None:
-        self.options = options
+    def __init__(self, options: list[str], kind: str) -> None:
+        self.options, self.kind = options, kind
         super().__init__()
 
     def describe(self, name: Callable[[str], str]) -> str:
         """The message, with each option as ``name`` says it."""
-        return f"the data holds image files, and {', '.join(map(name, self.options))} apply to audio: leave them out"
+        other = "audio" if self.kind == "image" else "images"
+        apply, them = ("applies", "it") if len(self.options) == 1 else ("apply", "them")
+        return f"the data holds {self.kind} files, and {', '.join(map(name, self.options))} {apply} to {other}: leave {them} out"
+
+
+class OptionValueError(OptionsError, ParameterError):
+    """A value of ``option`` that the data or the model it trains make impossible: ``problem``
+    says why (``clip_seconds``, shorter than one FFT window of the front-end)."""
+
+    def __init__(self, option: str, value: Any, problem: str) -> None:
+        self.option, self.value, self.problem = option, value, problem
+        super().__init__()
+
+    def describe(self, name: Callable[[str], str]) -> str:
+        """The message, with the option as ``name`` says it: ``clip_seconds=0.01`` (the API),
+        ``--clip-seconds 0.01`` (a flag), ``clip_seconds = 0.01`` (a config file's setting)."""
+        said = name(self.option)
+        setting = f"{said}{self.value!r}" if said.endswith("=") else f"{said}{' ' if said.startswith('--') else ' = '}{self.value!r}"
+        return f"{setting} {self.problem}"
 
 
 def _feature_value(features: FeatureConfig, key: str) -> Any:
@@ -754,7 +778,9 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 #: What a checkpoint holds (``_save_checkpoint``) and the type of each entry, besides
-#: "ema" and "scaler" (state dicts, empty unless used) and "best" (JSON).
+#: "ema" and "scaler" (state dicts, empty unless used), "best" (JSON) and "spec" (JSON: the
+#: network's model-file metadata, so a resume needs neither the ImageNet weights nor the init
+#: model again; a checkpoint written before it was added reads them as it was started).
 _CHECKPOINT_ENTRIES = {"config": str, "model": dict, "optimizer": dict, "epoch": int, "history": str}
 
 
@@ -775,6 +801,18 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     if wrong:
         raise ModelFileError(f"{path}: not a specnet checkpoint (no valid {', '.join(wrong)}){hint}")
     return checkpoint
+
+
+def _checkpoint_spec(path: Path, checkpoint: dict[str, Any]) -> ModelSpec:
+    """The network a checkpoint's weights fit (its "spec" entry, a model file's metadata); a
+    ModelFileError (one line) naming ``path`` if that entry is damaged."""
+    try:
+        meta = json.loads(checkpoint["spec"])
+    except (TypeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: damaged checkpoint (its spec is not a JSON object); pass overwrite=True to start the run again")
+    return metadata_to_spec(meta, source=str(path))
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -915,20 +953,30 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     kind = train_files.kind
 
     if kind == "audio" and config.image_size is not None:
-        raise DataError("the data holds audio files, and image_size applies to images: leave it out")
+        raise OptionsForOtherData(["image_size"], kind)
     if kind == "image" and (config.features or config.clip_seconds is not None):
         given = [f"features.{key}" for key in _features_given(config)]
-        raise AudioOptionsForImages(given + (["clip_seconds"] if config.clip_seconds is not None else []))
-    base = load_model_file(resolve_model(config.init)[1]) if config.init else None
-    if base is not None and base.spec.input_kind != kind:
-        raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
-    # Built before decoding, so that a wrong ImageNet weight file or an option the init model
-    # contradicts is reported at once; its spec tells decoding the sample rate or image size.
-    # The clip length, measured on the decoded data, comes after.
-    model = build_model(config, train_files.classes, kind, None, base)
+        raise OptionsForOtherData(given + (["clip_seconds"] if config.clip_seconds is not None else []), kind)
+    checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
+    if checkpoint is not None and "spec" in checkpoint:
+        # The checkpoint holds the network's shape and every weight, so the ImageNet weights or the
+        # init model the run started from are not read again (they may be gone by now).
+        model = SpecNet(dataclasses.replace(_checkpoint_spec(files.checkpoint, checkpoint), classes=tuple(train_files.classes)))
+        if model.spec.input_kind != kind:
+            raise DataError(f"{files.dir}: the run trained on {model.spec.input_kind} files, and the data holds {kind} files")
+    else:
+        base = load_model_file(resolve_model(config.init)[1]) if config.init else None
+        if base is not None and base.spec.input_kind != kind:
+            raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
+        # Built before decoding, so that a wrong ImageNet weight file or an option the init model
+        # contradicts is reported at once; its spec tells decoding the sample rate or image size.
+        # The clip length, measured on the decoded data, comes after.
+        model = build_model(config, train_files.classes, kind, None, base)
     features = model.spec.features
     if kind == "audio" and config.clip_seconds:  # before decoding: a model file must hold one FFT window
-        check_clip_seconds(config.clip_seconds, features)
+        problem = clip_seconds_problem(config.clip_seconds, features)
+        if problem:
+            raise OptionValueError("clip_seconds", config.clip_seconds, problem)
     desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
     train_split, train_failures = decode_split(train_files, model.spec, num_workers=config.num_workers, progress=progress, desc=desc)
     if val_files is None:
@@ -971,7 +1019,6 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     }
 
     # Resume: the checkpoint must come from the same configuration.
-    checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
     trains_on = True  # a resumed run may have nothing left to train
     if checkpoint is not None:
         # Options this version added read as their defaults in a checkpoint written before them.
@@ -1129,6 +1176,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
                 "ema": ema.state_dict() if ema is not None else {},
                 "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "epoch": epoch,
                 "best": json.dumps(best), "history": json.dumps(history), "config": json.dumps(resolved, default=str),
+                "spec": json.dumps(spec_to_metadata(spec)),
             })
         validation = (
             f"  val_loss {val_loss:.4f}  val_acc {scores.accuracy:.4f}  val_f1 {scores.macro_f1:.4f}" if validate else ""

@@ -650,6 +650,7 @@ def test_train_config_top_db_must_be_a_floor(capsys, tmp_path, value, shown):
     ("t.yaml", "1: x\n", "option names are words, not 1"),
     ("t.yaml", "- 1\n", "config must be a table of option = value"),
     ("t.toml", "epochs = \n", "invalid TOML"),
+    ("t.yaml", "a: [\n", "invalid YAML (expected the node content, but found '<stream end>' (at line 2, column 1))\n"),
 ])
 def test_train_config_file_of_the_wrong_shape_is_one_line(capsys, tmp_path, name, text, says):
     config = tmp_path / name
@@ -788,6 +789,21 @@ def test_audio_options_for_images_are_named_as_given(capsys, tmp_path):
                                  "leave them out\n"), err
 
 
+def test_options_the_data_or_front_end_rule_out_are_named_as_given(capsys, tmp_path):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=2)
+    out = str(tmp_path / "run")
+    code, _, err = run(capsys, "train", str(data), "--out", out, "--image-size", "32", "32")
+    assert code == 1 and err == "error: the data holds audio files, and --image-size applies to images: leave it out\n", err
+    window = "is shorter than one FFT window (512 samples = 0.032 s at 16000 Hz)"
+    code, _, err = run(capsys, "train", str(data), "--out", out, "--clip-seconds", "0.01")
+    assert code == 2 and err == f"error: --clip-seconds 0.01 {window}\n", err
+    config = tmp_path / "train.toml"
+    config.write_text("clip_seconds = 0.01\n")
+    code, _, err = run(capsys, "train", str(data), "--out", out, "--config", str(config))
+    assert code == 2 and err == f"error: {config}: clip_seconds = 0.01 {window}\n", err
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_alone_continues_a_run_with_its_own_data_and_options(capsys, tmp_path, monkeypatch):
     data = S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"
@@ -888,6 +904,21 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run4"), "--config", str(config), "--val-dir", str(val),
                        "--val-split", "0.3")
     assert code == 2 and err == "error: --val-dir and --val-split each choose the validation data: give one of them\n"
+
+    # DATA_DIR replaces the file's manifest, and with it the file's val_fold (a folder has no folds).
+    manifest = tmp_path / "folds.csv"
+    wavs = sorted(data.rglob("*.wav"))
+    manifest.write_text("path,label,fold\n" + "".join(f"{p},{p.parent.name},{i % 2}\n" for i, p in enumerate(wavs)))
+    by_folds = tmp_path / "folds.toml"
+    by_folds.write_text(config.read_text().replace("val_split = 0.25\n", f'manifest = "{manifest}"\nval_fold = 1\n'))
+    for given, fold in (([str(data)], None), ([], 1)):
+        run_dir = tmp_path / f"by_folds_{fold}"
+        code, _, err = run(capsys, "train", *given, "--out", str(run_dir), "--config", str(by_folds), "--epochs", "1")
+        assert code == 0, err
+        resolved = json.loads((run_dir / "config.json").read_text())
+        assert resolved["val_fold"] == fold and (resolved["manifest"] is None) == (fold is None)
+        assert resolved["val_split"] == (None if fold else 0.1)  # the folder's: the default share, one file per class
+        assert resolved["data"]["val_files"] == (len(wavs) // 2 if fold else 3)
 
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 2\nepoch = 1\n")

@@ -265,3 +265,25 @@ def test_a_bad_weight_file_is_reported_before_any_file_is_decoded(tmp_path, monk
     with pytest.raises(ModelFileError, match=rf"^{tmp_path / 'random.pth'}"):
         specnet.train(data, tmp_path / "run", arch="vgg11", weights=str(tmp_path / "random.pth"), image_size=(32, 32), epochs=1)
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_resume_needs_the_weight_file_no_more(imagenet_file, tmp_path):
+    # The checkpoint holds the network and every weight: a run resumes after its ImageNet file is gone.
+    weights = tmp_path / "vgg11-copy.pth"
+    weights.write_bytes(imagenet_file[0].read_bytes())
+    data = S.make_image_dataset(tmp_path / "images", per_class=4, size=8)
+    options = {"arch": "vgg11", "weights": str(weights), "image_size": (32, 32), "epochs": 2, "batch_size": 4,
+               "augment": False, "num_workers": 1, "quiet": True}
+
+    def stop_after_first_epoch(row, model):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(data, tmp_path / "run", on_epoch_end=stop_after_first_epoch, **options)
+    whole = specnet.train(data, tmp_path / "whole", **options)
+    weights.unlink()
+    resumed = specnet.train(None, tmp_path / "run", resume=True, quiet=True)
+    assert resumed == pytest.approx(whole, abs=1e-6)
+    with pytest.raises(ModelFileError, match="does not exist"):  # a new run still needs it
+        specnet.train(data, tmp_path / "new", **options)

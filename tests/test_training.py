@@ -194,7 +194,7 @@ def test_init_refuses_options_the_base_model_contradicts(audio_run, tmp_path):
         specnet.train(data, tmp_path / "run", init=str(audio_run.model), epochs=1, **{**S.FAST, "arch": "cnn"})
     with pytest.raises(ParameterError, match=r"unknown architecture ''"):  # not the default's
         specnet.train(data, tmp_path / "run", epochs=1, **{**S.FAST, "arch": ""})
-    with pytest.raises(DataError, match=r"^the data holds audio files, and image_size applies to images: leave it out$"):
+    with pytest.raises(DataError, match=r"^the data holds audio files, and image_size= applies to images: leave it out$"):
         specnet.train(data, tmp_path / "run", epochs=1, **{**S.FAST, "image_size": (64, 64)})
     assert not (tmp_path / "run").exists()
 
@@ -375,6 +375,7 @@ def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epoch
     config["val_split"] = None  # how checkpoints wrote the default for a while
     assert config["image_size"] is None and config["arch"] == "cnn_tiny"
     config["image_size"] = [128, 128]  # an audio run's image size, as checkpoints saved the default before
+    del checkpoint["spec"]  # the network, rebuilt from the options as it was started
     torch.save({**checkpoint, "config": json.dumps(config)}, out / "checkpoint.pt")
     best = specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
@@ -670,13 +671,20 @@ def test_resume_alone_reads_the_checkpoint_when_config_json_is_damaged(four_epoc
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
     assert read_config(out)["epochs"] == 5  # written again whole
 
-    # Neither readable: resuming alone is refused naming config.json; with the data and options given it goes on.
+    # Neither readable: the damaged checkpoint is what stops a resume, with or without the options given.
     (out / "config.json").write_text("{")
     (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])
-    with pytest.raises(ModelFileError, match=r"^\S+/config.json: cannot be read as a run's options \(.*\); give the run's data and options to resume it$"):
+    for given in ({}, {"data_dir": tiny_data, **S.FAST}):
+        with pytest.raises(ModelFileError, match=r"^\S+/checkpoint.pt: .*; pass overwrite=True to start the run again$"):
+            specnet.train(given.pop("data_dir", None), out, resume=True, epochs=6, **given)
+    # Without a checkpoint (a run stopped in its first epoch), the options given start it again.
+    for made in out.iterdir():
+        if made.name != "config.json":
+            made.unlink()
+    with pytest.raises(ModelFileError, match=r"^\S+/config.json: cannot be read as a run's options \(.*\); give the run's data and options to start it again$"):
         specnet.train(None, out, resume=True, epochs=6)
-    with pytest.raises(ModelFileError, match=r"checkpoint.pt: "):  # the options are there; the checkpoint is not
-        specnet.train(tiny_data, out, resume=True, epochs=6, **S.FAST)
+    specnet.train(tiny_data, out, resume=True, epochs=2, **S.FAST)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1]
 
     # A hand-edited value is named with the file it is in, and the checkpoint's copy is used.
     edited = tmp_path / "edited"
@@ -707,6 +715,37 @@ def test_resume_alone_finds_an_init_model_named_by_a_relative_path(four_epochs, 
     monkeypatch.chdir(tmp_path / "elsewhere")
     specnet.train(None, "../run", resume=True)
     assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1]
+
+
+def test_resume_needs_the_init_model_no_more(four_epochs, tiny_data, tmp_path):
+    # The checkpoint holds the network (the init model's architecture and front-end) and every weight.
+    base = tmp_path / "base.safetensors"
+    shutil.copy(four_epochs[0] / "model.safetensors", base)
+    options = {**S.FAST, "init": str(base), "epochs": 3}
+
+    def stop_after_first_epoch(row, model):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(tiny_data, tmp_path / "run", on_epoch_end=stop_after_first_epoch, **options)
+    whole = specnet.train(tiny_data, tmp_path / "whole", **options)
+    base.unlink()
+    resumed = specnet.train(None, tmp_path / "run", resume=True)
+    assert resumed == pytest.approx(whole, abs=1e-6)
+    assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1, 2]
+    kept, kept_whole = load_file(str(tmp_path / "run" / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
+    for name, value in kept_whole.items():
+        torch.testing.assert_close(kept[name], value, atol=1e-6, rtol=0, msg=name)
+
+
+def test_resume_from_a_checkpoint_with_a_damaged_spec_is_one_line_naming_it(four_epochs, tiny_data, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(four_epochs[0], out)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    torch.save({**checkpoint, "spec": "[1, 2"}, out / "checkpoint.pt")
+    with pytest.raises(ModelFileError, match=rf"^{out / 'checkpoint.pt'}: damaged checkpoint \(its spec"):
+        specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
 
 
 def test_resume_alone_finds_data_in_a_folder_whose_name_is_not_utf8(tiny_data, tmp_path):
