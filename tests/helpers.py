@@ -97,3 +97,12 @@ def peak_frequency(y: np.ndarray, sr: int) -> float:
     """Frequency in Hz of the largest FFT bin of mono ``y`` [shape=(n,)], Hann-windowed."""
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     return float(np.fft.rfftfreq(len(y), 1 / sr)[np.argmax(spectrum)])
+
+
+def stop_after_epoch(last: int):
+    """An ``on_epoch_end`` callback for ``specnet.train`` that stops the run after epoch ``last``
+    (counted from 0) with a KeyboardInterrupt, as Ctrl-C does."""
+    def stop(row, model):
+        if row["epoch"] == last:
+            raise KeyboardInterrupt
+    return stop

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import synthetic as S
+from helpers import stop_after_epoch
 import torch
 from safetensors.torch import save_file
 
@@ -275,12 +276,8 @@ def test_resume_needs_the_weight_file_no_more(imagenet_file, tmp_path):
     options = {"arch": "vgg11", "weights": str(weights), "image_size": (32, 32), "epochs": 2, "batch_size": 4,
                "augment": False, "num_workers": 1, "quiet": True}
 
-    def stop_after_first_epoch(row, model):
-        if row["epoch"] == 0:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        specnet.train(data, tmp_path / "run", on_epoch_end=stop_after_first_epoch, **options)
+        specnet.train(data, tmp_path / "run", on_epoch_end=stop_after_epoch(0), **options)
     whole = specnet.train(data, tmp_path / "whole", **options)
     weights.unlink()
     resumed = specnet.train(None, tmp_path / "run", resume=True, quiet=True)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import synthetic as S
 import torch
-from helpers import make_tone
+from helpers import make_tone, stop_after_epoch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -290,12 +290,8 @@ def test_resume_with_nothing_but_the_run_folder_takes_the_runs_own_data_and_opti
     Path("m.csv").write_text("path,label,fold\n" + "\n".join(f"data/{row}" for row in rows) + "\n")
     options = {**S.FAST, "features": {**S.FAST["features"], "n_mels": 12}, "keep": "last"}
 
-    def stop_after_first_epoch(row, model):
-        if row["epoch"] == 0:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        specnet.train(None, "run", manifest="m.csv", val_fold=1, epochs=3, on_epoch_end=stop_after_first_epoch, **options)
+        specnet.train(None, "run", manifest="m.csv", val_fold=1, epochs=3, on_epoch_end=stop_after_epoch(0), **options)
     specnet.train(None, "whole", manifest="m.csv", val_fold=1, epochs=3, **options)
     saved = specnet.training.run_options("run")
     assert saved["data_dir"] is None and saved["manifest"] == str(tmp_path / "start" / "m.csv")
@@ -350,12 +346,8 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(tiny_data, tmp_pa
     assert metric_rows(tmp_path / "whole")[-1]["val_loss"] == pytest.approx(rescored["loss"], abs=1e-5)
     assert read_config(tmp_path / "whole")["precision"] == "float32"
 
-    def stop_after_second_epoch(row, model):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        specnet.train(tiny_data, tmp_path / "resumed", epochs=4, on_epoch_end=stop_after_second_epoch, **options)
+        specnet.train(tiny_data, tmp_path / "resumed", epochs=4, on_epoch_end=stop_after_epoch(1), **options)
     resumed = specnet.train(tiny_data, tmp_path / "resumed", epochs=4, resume=True, **options)
     assert resumed == pytest.approx(reference, abs=1e-6)
     again = load_file(str(tmp_path / "resumed" / "model.safetensors"))
@@ -703,13 +695,9 @@ def test_resume_alone_finds_an_init_model_named_by_a_relative_path(four_epochs, 
     monkeypatch.chdir(tmp_path)
     shutil.copy(four_epochs[0] / "model.safetensors", "base.safetensors")
 
-    def stop_after_first_epoch(row, model):
-        if row["epoch"] == 0:
-            raise KeyboardInterrupt
-
     options = {**S.FAST, "arch": None}
     with pytest.raises(KeyboardInterrupt):
-        specnet.train(tiny_data, "run", init="base.safetensors", epochs=2, on_epoch_end=stop_after_first_epoch, **options)
+        specnet.train(tiny_data, "run", init="base.safetensors", epochs=2, on_epoch_end=stop_after_epoch(0), **options)
     assert read_config(tmp_path / "run")["init"] == str(tmp_path / "base.safetensors")
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
@@ -723,12 +711,8 @@ def test_resume_needs_the_init_model_no_more(four_epochs, tiny_data, tmp_path):
     shutil.copy(four_epochs[0] / "model.safetensors", base)
     options = {**S.FAST, "init": str(base), "epochs": 3}
 
-    def stop_after_first_epoch(row, model):
-        if row["epoch"] == 0:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        specnet.train(tiny_data, tmp_path / "run", on_epoch_end=stop_after_first_epoch, **options)
+        specnet.train(tiny_data, tmp_path / "run", on_epoch_end=stop_after_epoch(0), **options)
     whole = specnet.train(tiny_data, tmp_path / "whole", **options)
     base.unlink()
     resumed = specnet.train(None, tmp_path / "run", resume=True)
@@ -752,12 +736,8 @@ def test_resume_alone_finds_data_in_a_folder_whose_name_is_not_utf8(tiny_data, t
     data = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")  # as sys.argv holds it
     shutil.copytree(tiny_data, data)
 
-    def stop_after_first_epoch(row, model):
-        if row["epoch"] == 0:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        specnet.train(data, tmp_path / "run", epochs=2, on_epoch_end=stop_after_first_epoch, **S.FAST)
+        specnet.train(data, tmp_path / "run", epochs=2, on_epoch_end=stop_after_epoch(0), **S.FAST)
     assert read_config(tmp_path / "run")["data"]["source"] == f"{tmp_path}/caf\\xe9"  # JSON text, as names are shown
     assert specnet.training.run_options(tmp_path / "run")["data_dir"] == data
     specnet.train(None, tmp_path / "run", resume=True)
