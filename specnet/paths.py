@@ -74,7 +74,12 @@ def unnamed(path: PathLike, reason: str) -> str:
 def _real_folders(folder: str) -> Iterator[tuple[str, list[str]]]:
     """``(folder, its file names)`` for ``folder`` and every folder under it, following symbolic
     links to folders but visiting each real folder once (so a link loop ends), hidden folders
-    (``.git``, ``.ipynb_checkpoints``) and everything under them left out."""
+    (``.git``, ``.ipynb_checkpoints``) and everything under them left out. A folder that can be
+    reached without a link is named that way, whichever way the walk reaches it first."""
+    linkless: dict[str, str] = {}  # real folder -> its name under ``folder`` through no link
+    for parent, folders, _ in os.walk(folder):
+        folders[:] = [d for d in folders if not d.startswith(".")]
+        linkless.setdefault(os.path.realpath(parent), parent)
     seen: set[str] = set()
     for parent, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(parent)
@@ -83,7 +88,7 @@ def _real_folders(folder: str) -> Iterator[tuple[str, list[str]]]:
             continue
         seen.add(real)
         folders[:] = [d for d in folders if not d.startswith(".")]
-        yield parent, names
+        yield linkless.get(real, parent), names
 
 
 def walk_files(folder: PathLike) -> list[str]:

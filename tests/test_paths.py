@@ -45,6 +45,44 @@ def test_walk_files_order_hidden_links_and_loops(tmp_path):
     assert found == ["b.wav", "broken.wav", "linked/o.wav", "take/1.wav", "take-2/1.wav", "take.4/1.wav"]
 
 
+class _Listing:
+    """``os.scandir``'s iterator with its entries sorted by name (reversed if asked)."""
+
+    def __init__(self, entries, reverse):
+        self.entries = iter(sorted(entries, key=lambda e: e.name, reverse=reverse))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.entries)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_folder_a_link_also_reaches_is_named_without_the_link_in_any_listing_order(tmp_path, monkeypatch, reverse):
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    (tree / "a" / "1.wav").write_bytes(b"x")
+    (tree / "b").mkdir()
+    (tree / "b" / "link").symlink_to("../a", target_is_directory=True)
+    scandir = os.scandir
+
+    def listed(path="."):
+        with scandir(path) as entries:
+            return _Listing(list(entries), reverse)
+
+    monkeypatch.setattr(os, "scandir", listed)  # as the file system lists folders: b before a, or after
+    assert walk_files(tree) == [str(tree / "a" / "1.wav")]
+    assert glob_paths(str(tree / "**" / "*.wav")) == [str(tree / "a" / "1.wav")]
+    assert walk_files(tree / "b") == [str(tree / "b" / "link" / "1.wav")]  # from b, only the link reaches it
+
+
 def test_glob_paths_follows_each_real_folder_once_and_otherwise_matches_as_glob(tmp_path, monkeypatch):
     root = tmp_path / "root"
     for rel in ("a.wav", "x/a.wav", "x/y/a.wav", "x/y/b.flac", ".git/a.wav", "x/.cache/a.wav"):
