@@ -117,9 +117,9 @@ _UMASK = _process_umask()
 
 def check_output_path(path: str | os.PathLike, *, overwrite: bool, suffix: str | None = None, holds: str = "") -> Path:
     """Refuse, before any work, an output that cannot be written: an existing file unless
-    ``overwrite``, a folder, a name under a file, or a name without ``suffix`` (the format
-    ``holds`` names is written there); return it as a Path. Missing folders are fine
-    (:func:`atomic_write` makes them)."""
+    ``overwrite``, a folder, a name under a file or in a folder this process may not write in
+    (read-only, or another user's), or a name without ``suffix`` (the format ``holds`` names is
+    written there); return it as a Path. Missing folders are fine (:func:`atomic_write` makes them)."""
     path = Path(path)
     if suffix and path.suffix.lower() != suffix:
         raise SpecnetError(f"{display_name(path)}: {holds} are written as {suffix} files: name the output *{suffix}")
@@ -129,6 +129,8 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, suffix: str |
         if os.path.lexists(folder):
             if not os.path.isdir(folder):
                 raise SpecnetError(f"{display_name(path)}: cannot write here ({display_name(folder)} is not a folder)")
+            if not os.access(folder, os.W_OK | os.X_OK):  # a read-only file system too (EROFS)
+                raise SpecnetError(f"{display_name(path)}: cannot write here ({display_name(folder)} is not writable)")
             break
     if os.path.lexists(path) and not overwrite:
         raise _exists_error(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 import re
 import socket
 import stat
@@ -170,6 +171,21 @@ def test_check_output_path_under_a_file(tmp_path):
             check_output_path(output, overwrite=True)
     # A missing folder is fine: atomic_write makes it.
     assert check_output_path(tmp_path / "new" / "x.npz", overwrite=False) == tmp_path / "new" / "x.npz"
+
+
+def test_check_output_path_in_a_folder_that_cannot_be_written(tmp_path, monkeypatch):
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    shut.chmod(0o555)
+    try:
+        if os.access(shut, os.W_OK):  # root may write anywhere: say what a read-only file system says
+            access = os.access
+            monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == shut else access(path, mode))
+        for output in (shut / "x.npz", shut / "new" / "x.npz"):
+            with pytest.raises(SpecnetError, match=f"^{re.escape(f'{output}: cannot write here ({shut} is not writable)')}$"):
+                check_output_path(output, overwrite=True)
+    finally:
+        shut.chmod(0o755)
 
 
 def test_run_lock_second_acquire_names_the_pid(tmp_path):
