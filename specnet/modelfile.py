@@ -159,7 +159,7 @@ def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     broken = _non_finite(state)
     if broken:
-        raise ModelFileError(f"{path}: not saved: {broken} hold non-finite values (NaN or inf)")
+        raise ModelFileError(f"{path}: not saved: {broken}")
     payload = save(state, metadata={METADATA_KEY: json.dumps(spec_to_metadata(model.spec))})
     return atomic_write(path, payload, overwrite=overwrite)
 
@@ -234,14 +234,16 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     state = load_file(str(path))
     broken = _non_finite(state)
     if broken:
-        raise ModelFileError(f"{path}: {broken} hold non-finite values (NaN or inf); the model could only answer NaN")
+        raise ModelFileError(f"{path}: {broken}; the model could only answer NaN")
     model.load_state_dict(state)
     return model.to(device).eval()
 
 
 def _non_finite(state: dict[str, torch.Tensor]) -> str:
-    """The names (at most three) of floating-point tensors in ``state`` holding NaN or inf; "" if none."""
-    return ", ".join([k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()][:3])
+    """Which floating-point tensors in ``state`` hold NaN or inf (at most three named): ``"x.weight
+    holds non-finite values (NaN or inf)"``; "" if none."""
+    names = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()][:3]
+    return f"{', '.join(names)} {'holds' if len(names) == 1 else 'hold'} non-finite values (NaN or inf)" if names else ""
 
 
 def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:

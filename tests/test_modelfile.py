@@ -218,14 +218,14 @@ def test_a_model_with_a_nan_weight_is_neither_saved_nor_loaded(tmp_path):
     model = _trained_looking(_spec())
     with torch.no_grad():
         model.backbone.features[0].conv1.weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ModelFileError, match=r"not saved: backbone\.features\.0\.conv1\.weight hold non-finite"):
+    with pytest.raises(ModelFileError, match=r"not saved: backbone\.features\.0\.conv1\.weight holds non-finite"):
         save_model_file(model, tmp_path / "nan.safetensors")
     assert not (tmp_path / "nan.safetensors").exists()
     # A file someone else wrote with an infinite batch-norm statistic.
     model = _trained_looking(_spec())
     model.backbone.features[0].bn1.running_var.fill_(float("inf"))
     path = _write_with_metadata(tmp_path / "inf.safetensors", model, spec_to_metadata(model.spec))
-    with pytest.raises(ModelFileError, match=r"inf\.safetensors: backbone\.features\.0\.bn1\.running_var hold non-finite"):
+    with pytest.raises(ModelFileError, match=r"inf\.safetensors: backbone\.features\.0\.bn1\.running_var holds non-finite"):
         load_model_file(path)
 
 
