@@ -38,7 +38,7 @@ from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .network import SpecNet
-from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, loudest_sample, warn_if_silent
+from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_if_silent
 
 DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
@@ -68,9 +68,9 @@ def bundled_models() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".safetensors")}
 
 
-def _warn_if_silent(peak: float, name: str) -> None:
+def _warn_if_silent(peak: float, name: str, *, gaps: bool = False) -> None:
     """:func:`~specnet.windows.warn_if_silent`, saying what that means for scores and embeddings."""
-    warn_if_silent(peak, name, silent="what the model makes of it means nothing",
+    warn_if_silent(peak, name, gaps=gaps, silent="what the model makes of it means nothing",
                    quiet="what the model hears is mostly noise; the scores say little")
 
 
@@ -225,15 +225,16 @@ class Model:
     def _cut(self, index: int, path: str | None, samples: np.ndarray, window: int, hop: int) -> _Item:
         """An input's :class:`_Item` from its ``samples`` ``(n,)`` at the model's rate."""
         windows = Windows(samples, window, hop)
-        peaks = windows.peaks()  # the windows cover every sample: the clip's peak is theirs
+        peaks = windows.peaks()  # the clip's own peak, unless the windows leave gaps (then said so)
         return _Item(index, path, windows, windows.starts, len(samples) / self.sample_rate, silent=is_silence(peaks),
                      peak=float(peaks.max()))
 
-    def _warn_about(self, num_samples: int, peak: float, name: str) -> None:
+    def _warn_about(self, num_samples: int, peak: float, name: str, *, gaps: bool = False) -> None:
         """What classify and embed say about an input of ``num_samples`` (at the model's rate)
-        whose loudest sample is ``peak``: shorter than one FFT frame, silent or nearly."""
+        whose loudest sample is ``peak`` (of its windows, which skip audio if ``gaps``): shorter
+        than one FFT frame, silent or nearly."""
         self._warn_if_shorter_than_a_frame(num_samples, name)
-        _warn_if_silent(peak, name)
+        _warn_if_silent(peak, name, gaps=gaps)
 
     def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str, *, meaning: str = "the scores say little") -> None:
         """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT
@@ -388,7 +389,7 @@ class Model:
         if batch:
             outputs.append(self._run(np.stack(batch), embed=embed))
             starts.extend(batch_starts)
-        _warn_if_silent(max(peaks, default=0.0), display_name(path))
+        _warn_if_silent(max(peaks, default=0.0), display_name(path), gaps=leaves_gaps(np.asarray(starts), window))
         silent = is_silence(np.asarray(peaks))
         item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate, silent=silent)
         return item, torch.cat(outputs)
@@ -434,7 +435,7 @@ class Model:
                 continue
             if item.outputs is not None:
                 if item.peak is not None:  # audio decoded whole
-                    self._warn_about(item.windows.num_samples, item.peak, _name(item))
+                    self._warn_about(item.windows.num_samples, item.peak, _name(item), gaps=item.windows.leave_gaps())
                 yield item, item.outputs
             else:  # a long file, streamed now
                 try:
@@ -663,7 +664,7 @@ class Model:
                     if not item.silent.all():  # a silent one is left out whatever its length
                         self._warn_if_shorter_than_a_frame(item.windows.num_samples, _name(item),
                                                            meaning="what it adds to the statistics is mostly padding")
-                    warn_if_silent(item.peak, _name(item), silent="left out, with nothing to adapt to",
+                    warn_if_silent(item.peak, _name(item), gaps=item.windows.leave_gaps(), silent="left out, with nothing to adapt to",
                                    quiet="what it adds to the statistics is mostly noise")
                 heard = 0
                 try:

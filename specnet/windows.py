@@ -83,6 +83,10 @@ class Windows:
     def __len__(self) -> int:
         return len(self.starts)
 
+    def leave_gaps(self) -> bool:
+        """Whether the windows skip samples between them (a hop longer than the window)."""
+        return leaves_gaps(self.starts, self.length)
+
     def __getitem__(self, index) -> np.ndarray:
         return self._rows[self.starts[index]]
 
@@ -111,13 +115,23 @@ def is_silence(peak: float | np.ndarray) -> bool | np.ndarray:
     return ~(np.asarray(peak) >= SILENT_PEAK)
 
 
-def warn_if_silent(peak: float, name: str, *, silent: str, quiet: str) -> None:
+def leaves_gaps(starts: np.ndarray, length: int) -> bool:
+    """Whether windows of ``length`` samples starting at ``starts`` (in order) skip samples
+    between them, as a hop longer than the window does in a long enough clip."""
+    return bool(np.any(np.diff(starts) > length))
+
+
+def warn_if_silent(peak: float, name: str, *, silent: str, quiet: str, gaps: bool = False) -> None:
     """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`
-    or below :data:`QUIET_PEAK`; ``silent`` and ``quiet`` say what that means for the caller's output."""
+    or below :data:`QUIET_PEAK`; ``silent`` and ``quiet`` say what that means for the caller's output.
+    With ``gaps``, ``peak`` is the loudest sample of windows that skip audio between them, and the
+    warning says it is about them, not the whole input."""
+    where, why = (" in its windows", "; a hop longer than the window skips the audio between them") if gaps else ("", "")
     if is_silence(peak):
-        logging.getLogger("specnet").warning("%s: silent (no sample above -90 dBFS): %s", name, silent)
+        logging.getLogger("specnet").warning("%s: silent%s (no sample above -90 dBFS%s): %s", name, where, why, silent)
     elif peak < QUIET_PEAK:
-        logging.getLogger("specnet").warning("%s: nearly silent (loudest sample %.0f dBFS): %s", name, 20 * math.log10(peak), quiet)
+        logging.getLogger("specnet").warning("%s: nearly silent%s (loudest sample %.0f dBFS%s): %s",
+                                             name, where, 20 * math.log10(peak), why, quiet)
 
 
 def silent_windows(windows: np.ndarray) -> np.ndarray:

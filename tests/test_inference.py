@@ -630,6 +630,25 @@ def test_silence_is_classified_with_a_warning(model, tmp_path, caplog, monkeypat
     ]
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_windows_that_skip_the_sound_are_called_silent_as_windows_not_as_the_file(model, clips, tmp_path, monkeypatch, caplog, streamed):
+    # A tone at 1.0-1.5 s of 3.5 s; 0.5 s windows every 2 s start at 0, 2 and (end-aligned) 3 s: none hears it.
+    samples = np.zeros(int(3.5 * S.SR), np.float32)
+    samples[S.SR : S.SR + len(clips["tone"][1])] = clips["tone"][1]
+    path = write_audio(tmp_path / "gap.wav", samples, S.SR, subtype="FLOAT")
+    if streamed:
+        monkeypatch.setattr(inference, "STREAM_SECONDS", 2.0)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        [result] = model.predict(str(path), hop=2.0, timeline=True)
+        model.predict(str(path))  # the default hop (half a window) hears it: nothing to say
+    assert [s["start"] for s in result.segments] == [0.0, 2.0, 3.0] and all(s["label"] is None for s in result.segments)
+    assert [r.getMessage() for r in caplog.records] == [
+        "hop=2 s is longer than window=0.5 s: in files longer than 1 s, the audio between the windows is skipped",
+        f"{path}: silent in its windows (no sample above -90 dBFS; a hop longer than the window skips the audio between them): "
+        "what the model makes of it means nothing",
+    ]
+
+
 @pytest.fixture(scope="module")
 def tone_then_silence(clips, tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A 0.5 s tone, then 3 s of digital silence: 13 windows of the 0.5 s model (0.25 s apart), 11 silent."""
