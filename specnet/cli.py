@@ -89,31 +89,14 @@ def _options_by_name() -> dict[str, click.Option]:
     return flags
 
 
-#: A keyword with a value the user gave, a number or a quoted word: ``hop=3``, ``device='cuda'``.
-_VALUED = re.compile(r"""(?<![\w./'"=-])([a-z][a-z0-9_]*)=(-?\d[\d.]*(?:e[+-]?\d+)?|'[^'\s]*')(?![\w.'])""")
-
-#: The command running (``classify``), for :func:`as_flags`; None before one starts.
-_running: str | None = None
-
-
-def as_flags(message: str, command: str | None = None) -> str:
+def as_flags(message: str) -> str:
     """An API message as the command line says it: ``pass overwrite=True`` becomes ``pass
     --overwrite``, ``amp=False`` ``--no-amp``, ``manifest=FILE.csv`` ``--manifest FILE.csv``,
     ``features.n_mels`` ``--n-mels``.
 
-    Only names of specnet's options are rewritten, and never inside a quoted value. A keyword
-    with a value (``hop=3``, ``device='cuda'``) is a value the user gave: given ``command``, it
-    becomes that command's flag (``--hop 3``, ``--device cuda``); elsewhere, and for ``train``,
-    whose values may come from a config file under their own names, it stays as it is."""
+    Only names of specnet's options are rewritten, and never inside a quoted value; a
+    keyword with a value (``val_split=2``) is a value the user gave and stays as it is."""
     flags = _options_by_name()
-    if command in cli.commands and command != "train":
-        own = {p.name: p.opts[0] for p in cli.commands[command].params if isinstance(p, click.Option) and p.opts[0].startswith("--")}
-
-        def as_given(match: re.Match) -> str:
-            name, value = match.groups()
-            return f"{own[name]} {value.strip(chr(39))}" if name in own else match.group(0)
-
-        message = _VALUED.sub(as_given, message)
 
     def as_flag(match: re.Match) -> str:
         quoted, setting, name, value = match.groups()
@@ -139,14 +122,13 @@ class _OneLineMessages(logging.Handler):
         prefix = "warning" if record.levelno >= logging.WARNING else "note"
         # tqdm.write lifts a progress bar on stderr off its line, prints, and redraws it, so
         # a warning raised while files decode starts a line of its own instead of ending the bar's.
-        tqdm.write(f"{prefix}: {one_line(as_flags(record.getMessage(), _running))}", file=sys.stderr)
+        tqdm.write(f"{prefix}: {one_line(as_flags(record.getMessage()))}", file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="specnet")
 @click.option("--debug", is_flag=True, help="Show full tracebacks (also SPECNET_DEBUG=1).")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(debug: bool) -> None:
     """Classify audio (and images) with CNNs over mel-spectrograms.
 
     \b
@@ -156,8 +138,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     specnet evaluate runs/mine/model.safetensors TEST_DIR
     specnet adapt fsdd my_voice/ -o mine.safetensors   no labels needed
     """
-    global _running
-    _running = ctx.invoked_subcommand
     if debug:
         os.environ["SPECNET_DEBUG"] = "1"
     logger = logging.getLogger("specnet")
@@ -977,7 +957,7 @@ def _main(argv: list[str] | None) -> None:
     except SpecnetError as exc:
         if _debug_enabled():
             raise
-        click.echo(f"error: {one_line(as_flags(str(exc), _running))}", err=True)
+        click.echo(f"error: {one_line(as_flags(str(exc)))}", err=True)
         sys.exit(2 if isinstance(exc, ParameterError) else 1)  # a value given on the command line: a usage error
     except KeyboardInterrupt as exc:
         click.echo(_stopped("interrupted", exc), err=True)
