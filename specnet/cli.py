@@ -449,7 +449,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
             values = yaml.safe_load(raw) or {}
         except yaml.YAMLError as exc:  # a parser's error points at the place: say where, as TOML's does
             mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-            reason = f"{problem} (at line {mark.line + 1}, column {mark.column + 1})" if mark and problem else str(exc)
+            reason = f"{problem} (at line {mark.line + 1}, column {mark.column + 1})" if mark and problem else str(exc).split("\n")[0]
             raise SpecnetError(f"{path}: invalid YAML ({reason})") from None
     else:
         try:

@@ -129,7 +129,8 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, suffix: str |
         if os.path.lexists(folder):
             if not os.path.isdir(folder):
                 raise SpecnetError(f"{display_name(path)}: cannot write here ({display_name(folder)} is not a folder)")
-            if not os.access(folder, os.W_OK | os.X_OK):  # a read-only file system too (EROFS)
+            # As this process writes: its effective ids (a setuid program's, say); a read-only file system too.
+            if not os.access(folder, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
                 raise SpecnetError(f"{display_name(path)}: cannot write here ({display_name(folder)} is not writable)")
             break
     if os.path.lexists(path) and not overwrite:

@@ -40,7 +40,7 @@ from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
 from .metrics import Scores, confusion_matrix, log_loss_sum
-from .inference import resolve_model
+from .inference import bundled_models, resolve_model
 from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds, clip_seconds_problem, load_model_file, metadata_to_spec, save_model_file, spec_to_metadata
 from .network import RESERVED_ARCH_ARGS, ModelSpec, SpecNet
 from .windows import default_hop, fit_length, silent_windows, window_starts
@@ -307,10 +307,17 @@ def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, A
     """
     files = RunFiles(out)
     problems = []
+    checkpoint_unreadable = False  # then nothing given can resume the run: only overwrite=True helps
     for path, read in ((files.config, _read_config_json), (files.checkpoint, lambda p: json.loads(_load_checkpoint(p)["config"]))):
         if path.is_file():
             try:
-                options = _options_of_run(read(path), path)
+                saved = read(path)
+            except ModelFileError as exc:
+                problems.append(str(exc))
+                checkpoint_unreadable = path == files.checkpoint
+                continue
+            try:
+                options = _options_of_run(saved, path)
             except ModelFileError as exc:
                 problems.append(str(exc))
                 continue
@@ -318,9 +325,10 @@ def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, A
                 log.warning("%s; the run's options are read from %s", problems[0], display_name(path))
             return options
     if problems and required:
-        if files.checkpoint.is_file():  # read last, so the last problem: resuming needs it, whatever else is given
+        if checkpoint_unreadable:  # read last, so the last problem; its message says overwrite=True
             raise ModelFileError(problems[-1])
-        raise ModelFileError(f"{problems[0]}; give the run's data and options to start it again")
+        goes_on = "resume it" if files.checkpoint.is_file() else "start it again"  # no checkpoint: a new run
+        raise ModelFileError(f"{problems[0]}; give the run's data and options to {goes_on}")
     if required:
         raise ParameterError(f"{display_name(files.dir)}: holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE}); "
                              "give the data to start one")
@@ -385,8 +393,11 @@ def _trains_on(checkpoint: dict[str, Any], epochs: int, patience: int | None) ->
 
 def _real_file(value: Any) -> Any:
     """``value`` as a real path when it names a file (an ``init`` model or ImageNet weights), so
-    a run reads the same file from any folder; else as it is (a bundled model's name, None)."""
-    return os.path.realpath(value) if isinstance(value, str) and os.path.isfile(value) else value
+    a run reads the same file from any folder, also once the file is gone (a resume reads it no
+    more); else as it is (a bundled model's name, None)."""
+    if not (isinstance(value, str) and value) or (value in bundled_models() and not os.path.isfile(value)):
+        return value
+    return os.path.realpath(value)
 
 
 def without_replaced(options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -557,10 +568,10 @@ class OptionValueError(OptionsError, ParameterError):
         super().__init__()
 
     def describe(self, name: Callable[[str], str]) -> str:
-        """The message, with the option as ``name`` says it: ``clip_seconds=0.01`` (the API),
-        ``--clip-seconds 0.01`` (a flag), ``clip_seconds = 0.01`` (a config file's setting)."""
+        """The message, with the option as ``name`` says it: ``clip_seconds=0.01`` (the API, and a
+        config file's setting), ``--clip-seconds 0.01`` (a flag)."""
         said = name(self.option)
-        setting = f"{said}{self.value!r}" if said.endswith("=") else f"{said}{' ' if said.startswith('--') else ' = '}{self.value!r}"
+        setting = f"{said} {self.value!r}" if said.startswith("--") else f"{said.removesuffix('=')}={self.value!r}"
         return f"{setting} {self.problem}"
 
 
@@ -779,8 +790,8 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 #: What a checkpoint holds (``_save_checkpoint``) and the type of each entry, besides
 #: "ema" and "scaler" (state dicts, empty unless used), "best" (JSON) and "spec" (JSON: the
-#: network's model-file metadata, so a resume needs neither the ImageNet weights nor the init
-#: model again; a checkpoint written before it was added reads them as it was started).
+#: network's model-file metadata, so a resumed run started from an init model needs that file no
+#: more; a checkpoint written before it was added reads the init model again).
 _CHECKPOINT_ENTRIES = {"config": str, "model": dict, "optimizer": dict, "epoch": int, "history": str}
 
 
@@ -803,16 +814,17 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _checkpoint_spec(path: Path, checkpoint: dict[str, Any]) -> ModelSpec:
-    """The network a checkpoint's weights fit (its "spec" entry, a model file's metadata); a
-    ModelFileError (one line) naming ``path`` if that entry is damaged."""
+def _checkpoint_network(path: Path, checkpoint: dict[str, Any]) -> SpecNet:
+    """The network a checkpoint's weights fit, built (with fresh weights) from its "spec" entry, a
+    model file's metadata; a ModelFileError (one line) naming ``path`` if that entry is damaged."""
     try:
         meta = json.loads(checkpoint["spec"])
-    except (TypeError, ValueError):
-        meta = None
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{path}: damaged checkpoint (its spec is not a JSON object); pass overwrite=True to start the run again")
-    return metadata_to_spec(meta, source=str(path))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        return SpecNet(metadata_to_spec(meta, source=str(path)))
+    except (TypeError, ValueError, SpecnetError) as exc:
+        raise ModelFileError(f"{path}: damaged checkpoint (its spec: {unnamed(path, one_line(str(exc)))}); "
+                             "pass overwrite=True to start the run again") from None
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -958,20 +970,20 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         given = [f"features.{key}" for key in _features_given(config)]
         raise OptionsForOtherData(given + (["clip_seconds"] if config.clip_seconds is not None else []), kind)
     checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
-    if checkpoint is not None and "spec" in checkpoint:
-        # The checkpoint holds the network's shape and every weight, so the ImageNet weights or the
-        # init model the run started from are not read again (they may be gone by now).
-        model = SpecNet(dataclasses.replace(_checkpoint_spec(files.checkpoint, checkpoint), classes=tuple(train_files.classes)))
-        if model.spec.input_kind != kind:
-            raise DataError(f"{files.dir}: the run trained on {model.spec.input_kind} files, and the data holds {kind} files")
-    else:
-        base = load_model_file(resolve_model(config.init)[1]) if config.init else None
-        if base is not None and base.spec.input_kind != kind:
+    # A checkpoint holds every weight, so a resumed run reads no ImageNet weights, and the network
+    # it holds stands in for the init model: either file may be gone by now.
+    resumed = checkpoint is not None and "spec" in checkpoint
+    if config.init:
+        base = _checkpoint_network(files.checkpoint, checkpoint) if resumed else load_model_file(resolve_model(config.init)[1])
+        if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
-        # Built before decoding, so that a wrong ImageNet weight file or an option the init model
-        # contradicts is reported at once; its spec tells decoding the sample rate or image size.
-        # The clip length, measured on the decoded data, comes after.
-        model = build_model(config, train_files.classes, kind, None, base)
+    else:
+        base = None
+    # Built before decoding, so that a wrong ImageNet weight file or an option the init model
+    # contradicts is reported at once; its spec tells decoding the sample rate or image size.
+    # The clip length, measured on the decoded data, comes after.
+    model = build_model(dataclasses.replace(config, pretrained=False, weights=None) if resumed else config,
+                        train_files.classes, kind, None, base)
     features = model.spec.features
     if kind == "audio" and config.clip_seconds:  # before decoding: a model file must hold one FFT window
         problem = clip_seconds_problem(config.clip_seconds, features)

@@ -800,7 +800,7 @@ def test_options_the_data_or_front_end_rule_out_are_named_as_given(capsys, tmp_p
     config = tmp_path / "train.toml"
     config.write_text("clip_seconds = 0.01\n")
     code, _, err = run(capsys, "train", str(data), "--out", out, "--config", str(config))
-    assert code == 2 and err == f"error: {config}: clip_seconds = 0.01 {window}\n", err
+    assert code == 2 and err == f"error: {config}: clip_seconds=0.01 {window}\n", err
     assert not (tmp_path / "run").exists()
 
 

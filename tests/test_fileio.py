@@ -180,7 +180,7 @@ def test_check_output_path_in_a_folder_that_cannot_be_written(tmp_path, monkeypa
     try:
         if os.access(shut, os.W_OK):  # root may write anywhere: say what a read-only file system says
             access = os.access
-            monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == shut else access(path, mode))
+            monkeypatch.setattr(os, "access", lambda path, mode, **ids: False if Path(path) == shut else access(path, mode, **ids))
         for output in (shut / "x.npz", shut / "new" / "x.npz"):
             with pytest.raises(SpecnetError, match=f"^{re.escape(f'{output}: cannot write here ({shut} is not writable)')}$"):
                 check_output_path(output, overwrite=True)

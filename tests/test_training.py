@@ -415,6 +415,9 @@ def test_resume_refuses_changed_options(four_epochs, tiny_data, tmp_path):
     shutil.copytree(four_epochs[0], out)
     with pytest.raises(SpecnetError, match="lr"):
         specnet.train(tiny_data, out, resume=True, epochs=5, **{**S.FAST, "lr": 1e-3})
+    # The network is built from the options, as the run was: another one is a difference too.
+    with pytest.raises(SpecnetError, match=r"\(arch: 'cnn_tiny' then, 'cnn_small' now\)"):
+        specnet.train(tiny_data, out, resume=True, epochs=5, **{**S.FAST, "arch": "cnn_small"})
 
 
 def test_resume_compares_settings_as_they_resolve(four_epochs, tiny_data, tmp_path):
@@ -705,6 +708,22 @@ def test_resume_alone_finds_an_init_model_named_by_a_relative_path(four_epochs, 
     assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1]
 
 
+def test_resume_alone_of_a_checkpoint_that_does_not_name_its_data_asks_for_them(four_epochs, tiny_data, tmp_path):
+    # Checkpoints of earlier versions did not name the data they read: giving them resumes the run.
+    out = tmp_path / "old"
+    shutil.copytree(four_epochs[0], out)
+    (out / "config.json").unlink()
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    config = json.loads(checkpoint["config"])
+    del config["data"]["source"]
+    torch.save({**checkpoint, "config": json.dumps(config)}, out / "checkpoint.pt")
+    with pytest.raises(ModelFileError, match=r"checkpoint.pt: not the options of a specnet run \(the data it read are not named\); "
+                                             r"give the run's data and options to resume it$"):
+        specnet.train(None, out, resume=True, epochs=5)
+    specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
+
+
 def test_resume_needs_the_init_model_no_more(four_epochs, tiny_data, tmp_path):
     # The checkpoint holds the network (the init model's architecture and front-end) and every weight.
     base = tmp_path / "base.safetensors"
@@ -715,21 +734,23 @@ def test_resume_needs_the_init_model_no_more(four_epochs, tiny_data, tmp_path):
         specnet.train(tiny_data, tmp_path / "run", on_epoch_end=stop_after_epoch(0), **options)
     whole = specnet.train(tiny_data, tmp_path / "whole", **options)
     base.unlink()
-    resumed = specnet.train(None, tmp_path / "run", resume=True)
+    # Options the init model's network contradicts are still refused, the file gone or not.
+    with pytest.raises(ParameterError, match=r"arch= is 'cnn_small' here and 'cnn_tiny' in the model"):
+        specnet.train(None, tmp_path / "run", resume=True, arch="cnn_small")
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    saved = checkpoint.read_bytes()
+    for spec, problem in (("[1, 2", "Expecting"), ('{"format_version": 1, "arch": "nope", "arch_args": {}, '
+                                                     '"input_kind": "audio", "classes": ["a"]}', "")):
+        torch.save({**torch.load(checkpoint, weights_only=True), "spec": spec}, checkpoint)
+        with pytest.raises(ModelFileError, match=rf"^{checkpoint}: damaged checkpoint \(its spec: {problem}.*; pass overwrite=True"):
+            specnet.train(None, tmp_path / "run", resume=True)
+    checkpoint.write_bytes(saved)
+    resumed = specnet.train(tiny_data, tmp_path / "run", resume=True, **options)  # the same options given again
     assert resumed == pytest.approx(whole, abs=1e-6)
     assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1, 2]
     kept, kept_whole = load_file(str(tmp_path / "run" / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
     for name, value in kept_whole.items():
         torch.testing.assert_close(kept[name], value, atol=1e-6, rtol=0, msg=name)
-
-
-def test_resume_from_a_checkpoint_with_a_damaged_spec_is_one_line_naming_it(four_epochs, tiny_data, tmp_path):
-    out = tmp_path / "copy"
-    shutil.copytree(four_epochs[0], out)
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
-    torch.save({**checkpoint, "spec": "[1, 2"}, out / "checkpoint.pt")
-    with pytest.raises(ModelFileError, match=rf"^{out / 'checkpoint.pt'}: damaged checkpoint \(its spec"):
-        specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
 
 
 def test_resume_alone_finds_data_in_a_folder_whose_name_is_not_utf8(tiny_data, tmp_path):
