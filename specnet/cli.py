@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from ._version import __version__
-from .errors import ParameterError, SpecnetError
+from .errors import Given, GivenValueError, ParameterError, SpecnetError
 from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, walk_files
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -112,6 +112,20 @@ def as_flags(message: str) -> str:
     return _KEYWORD.sub(as_flag, message)
 
 
+def _flag_of(option: str) -> str | None:
+    """The ``--`` flag of specnet's option ``option`` (``--hop``), None if no command has one."""
+    found = _options_by_name().get(option)
+    return found.opts[0] if found else None
+
+
+def _said(record: logging.LogRecord) -> str:
+    """A log record's message with each value it names as :class:`~specnet.errors.Given` said
+    under its flag (``--hop 3 s``)."""
+    if isinstance(record.args, tuple) and any(isinstance(arg, Given) for arg in record.args):
+        return record.msg % tuple(arg.said(_flag_of) if isinstance(arg, Given) else arg for arg in record.args)
+    return record.getMessage()
+
+
 class _OneLineMessages(logging.Handler):
     """specnet's log records on stderr, one line each: ``warning: ...``, or ``note: ...`` for
     information (what a command does on the user's behalf, such as adapting RGB weights)."""
@@ -122,7 +136,7 @@ class _OneLineMessages(logging.Handler):
         prefix = "warning" if record.levelno >= logging.WARNING else "note"
         # tqdm.write lifts a progress bar on stderr off its line, prints, and redraws it, so
         # a warning raised while files decode starts a line of its own instead of ending the bar's.
-        tqdm.write(f"{prefix}: {one_line(as_flags(record.getMessage()))}", file=sys.stderr)
+        tqdm.write(f"{prefix}: {one_line(as_flags(_said(record)))}", file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -663,6 +677,10 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         best = run_training(data_dir, out, config=config, resume=resume, overwrite=overwrite, quiet=quiet)
     except OptionsError as exc:
         raise _same_kind(exc)(_options_as_given(exc, ctx, config_file, explicit, set(_parse_arch_args(flags["arch_args"])))) from None
+    except GivenValueError as exc:  # a flag where the user gave one; a config file's value under its own name
+        said = exc.said(lambda option: _flag_names(ctx)[option] if option in explicit else None)
+        from_file = config_file and any(v.option in file_keys and v.option not in explicit for v in exc.given)
+        raise ParameterError(f"{config_file}: {said}" if from_file else said) from None
     except (KeyboardInterrupt, _Terminated) as exc:  # stopped: say how to go on, if there is a checkpoint of this run
         now = _file_identity(checkpoint)  # with --overwrite, the one there before is the old run's
         if os.environ.get("RANK", "0") == "0" and now is not None and (resume or now != before):
@@ -957,7 +975,8 @@ def _main(argv: list[str] | None) -> None:
     except SpecnetError as exc:
         if _debug_enabled():
             raise
-        click.echo(f"error: {one_line(as_flags(str(exc)))}", err=True)
+        said = exc.said(_flag_of) if isinstance(exc, GivenValueError) else str(exc)
+        click.echo(f"error: {one_line(as_flags(said))}", err=True)
         sys.exit(2 if isinstance(exc, ParameterError) else 1)  # a value given on the command line: a usage error
     except KeyboardInterrupt as exc:
         click.echo(_stopped("interrupted", exc), err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ParameterError
+from .errors import Given, GivenValueError, ParameterError
 
 
 def autocast_dtype(device: torch.device, amp: bool | None = None) -> torch.dtype | None:
@@ -42,7 +42,7 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
         raise ParameterError(f"device={name!r} must be auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError(f"device={name!r} asked for, but CUDA is not available here")
+        raise GivenValueError("%s asked for, but CUDA is not available here", Given("device", name, quoted=True))
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ParameterError("device='mps' asked for, but MPS is not available here")
+        raise GivenValueError("%s asked for, but MPS is not available here", Given("device", name, quoted=True))
     return torch.device(name)

@@ -7,6 +7,8 @@ wrong and say what would be right; the CLI prints them as one line on stderr.
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 class SpecnetError(Exception):
     """Base class of every error specnet raises on purpose."""
@@ -34,3 +36,33 @@ class DataError(SpecnetError):
 
 class TrainingError(SpecnetError):
     """Training cannot go on: its loss or gradients stopped being finite numbers."""
+
+
+class Given:
+    """A value an option was given, as a message names it: ``hop=3 s`` in the Python API's words
+    (``str``; a ``quoted`` value as Python writes it, ``device='cuda'``), ``--hop 3 s`` in the
+    command line's (:meth:`said`)."""
+
+    def __init__(self, option: str, value: str, *, quoted: bool = False) -> None:
+        self.option, self.value, self.quoted = option, value, quoted
+
+    def __str__(self) -> str:
+        return f"{self.option}={self.value!r}" if self.quoted else f"{self.option}={self.value}"
+
+    def said(self, flag: Callable[[str], str | None]) -> str:
+        """This value under ``flag(option)`` (``"--hop"``), or as ``str`` gives it when that is None."""
+        name = flag(self.option)
+        return str(self) if name is None else f"{name} {self.value}"
+
+
+class GivenValueError(ParameterError):
+    """A ParameterError about values options were given: ``template`` with a ``%s`` for each of
+    ``given`` (:class:`Given`), so that the command line can name its flags (:meth:`said`)."""
+
+    def __init__(self, template: str, *given: Given) -> None:
+        self.template, self.given = template, given
+        super().__init__(template % given)
+
+    def said(self, flag: Callable[[str], str | None]) -> str:
+        """The message with each given value said by :meth:`Given.said`."""
+        return self.template % tuple(value.said(flag) for value in self.given)

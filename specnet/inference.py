@@ -33,7 +33,7 @@ from .audio import float_samples, is_audio_file, iter_audio_blocks, load_audio, 
 from .paths import display_name, naming, text_name
 from .checks import check_int, is_finite_number
 from .devices import resolve_device
-from .errors import DataError, ModelFileError, ParameterError, SpecnetError
+from .errors import DataError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError
 from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
@@ -184,18 +184,21 @@ class Model:
         hop_s = hop if hop is not None else window_s / 2  # in samples: default_hop below
         if not (is_finite_number(hop_s) and hop_s > 0):
             raise ParameterError(f"hop={hop_s!r} must be a positive number of seconds")
+        # Given values are named as Given, so the command line says them as its flags (--hop 3 s).
+        given_hop = Given("hop", f"{hop_s:g} s")
         if hop_s * rate > MAX_HOP_SAMPLES:  # beyond any recording (and beyond what an int holds)
-            raise ParameterError(f"hop={hop_s:g} s must be at most {MAX_HOP_SAMPLES / rate:g} s")
+            raise GivenValueError(f"%s must be at most {MAX_HOP_SAMPLES / rate:g} s", given_hop)
         if hop is not None and round(hop_s * rate) < 1:
-            raise ParameterError(f"hop={hop_s:g} s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)")
+            raise GivenValueError(f"%s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)", given_hop)
+        given_window = Given("window", f"{window_s:g} s") if window is not None else f"the model's {window_s:g} s window"
         if hop_s > window_s:
             # The first and the end-aligned last window cover a file up to twice the window; beyond that, gaps.
-            log.warning("hop=%g s is longer than window=%g s: in files longer than %g s, the audio between the windows "
-                        "is skipped", hop_s, window_s, 2 * window_s)
+            log.warning("%s is longer than %s: in files longer than %g s, the audio between the windows is skipped",
+                        given_hop, given_window, 2 * window_s)
         features = self.config.features
         if window_s * rate < features.window_length:
-            log.warning("window=%g s is shorter than one of the model's FFT frames (%g s): the scores say little",
-                        window_s, features.window_length / rate)
+            log.warning("%s is shorter than one of the model's FFT frames (%g s): the scores say little",
+                        given_window, features.window_length / rate)
         window_n = max(1, int(round(window_s * rate)))
         return window_n, default_hop(window_n) if hop is None else int(round(hop_s * rate))
 

@@ -284,7 +284,7 @@ def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, cli
     assert code == 2 and "Invalid value for '--lr': 'nan' is not a finite number (see 'specnet" in err
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.001", clip_paths(clips)[0])
     assert code == 0
-    assert err == "warning: window=0.001 s is shorter than one of the model's FFT frames (0.032 s): the scores say little\n"
+    assert err == "warning: --window 0.001 s is shorter than one of the model's FFT frames (0.032 s): the scores say little\n"
 
 
 def test_classify_timeline_in_json(capsys, model_file, tmp_path):
@@ -350,6 +350,34 @@ def test_api_keywords_become_flags(message, said):
     from specnet.cli import as_flags
 
     assert as_flags(message) == said
+
+
+def test_values_given_to_inference_options_are_said_as_flags(capsys, model_file, clips, tmp_path):
+    clip = clip_paths(clips)[0]
+    code, _, err = run(capsys, "classify", clip, "--model", model_file, "--hop", "0.00001")
+    assert code == 2 and err.startswith("error: --hop 1e-05 s is less than one sample of the model's"), err
+    code, _, err = run(capsys, "classify", clip, "--model", model_file, "--window", "0.2", "--hop", "0.5", "-k", "1")
+    assert code == 0 and err.startswith("warning: --hop 0.5 s is longer than --window 0.2 s: "), err
+    # A file or folder whose name looks like a keyword is named as it is.
+    odd = tmp_path / "hop=3"
+    odd.mkdir()
+    code, _, err = run(capsys, "classify", str(odd / "fold=1.wav"), "--model", model_file)
+    assert code == 1 and err.startswith(f"error: {odd}/fold=1.wav: "), err
+
+
+def test_a_device_that_is_not_there_is_named_as_given(capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(capsys, "classify", str(REPO / "examples" / "dog.wav"), "--device", "cuda")
+    assert code == 2 and err == "error: --device cuda asked for, but CUDA is not available here\n", err
+    config = tmp_path / "train.toml"
+    config.write_text('device = "cuda"\n')
+    data = S.make_audio_dataset(tmp_path / "data", per_class=2)
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--config", str(config))
+    assert code == 2 and err == f"error: {config}: device='cuda' asked for, but CUDA is not available here\n", err
+    with pytest.raises(specnet.ParameterError, match=r"^device='cuda' asked for, but CUDA is not available here$"):
+        specnet.load_model("esc10", device="cuda")
 
 
 def test_messages_stay_one_line_when_names_hold_a_newline(capsys, model_file, clips, tmp_path):

@@ -643,7 +643,7 @@ def test_windows_that_skip_the_sound_are_called_silent_as_windows_not_as_the_fil
         model.predict(str(path))  # the default hop (half a window) hears it: nothing to say
     assert [s["start"] for s in result.segments] == [0.0, 2.0, 3.0] and all(s["label"] is None for s in result.segments)
     assert [r.getMessage() for r in caplog.records] == [
-        "hop=2 s is longer than window=0.5 s: in files longer than 1 s, the audio between the windows is skipped",
+        "hop=2 s is longer than the model's 0.5 s window: in files longer than 1 s, the audio between the windows is skipped",
         f"{path}: silent in its windows (no sample above -90 dBFS; a hop longer than the window skips the audio between them): "
         "what the model makes of it means nothing",
     ]
