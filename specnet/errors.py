@@ -7,7 +7,7 @@ wrong and say what would be right; the CLI prints them as one line on stderr.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 
 class SpecnetError(Exception):
@@ -49,6 +49,9 @@ class Given:
     def __str__(self) -> str:
         return f"{self.option}={self.value!r}" if self.quoted else f"{self.option}={self.value}"
 
+    def __repr__(self) -> str:
+        return f"Given({self.option!r}, {self.value!r}, quoted={self.quoted})"
+
     def said(self, flag: Callable[[str], str | None]) -> str:
         """This value under ``flag(option)`` (``"--hop"``), or as ``str`` gives it when that is None."""
         name = flag(self.option)
@@ -62,6 +65,10 @@ class GivenValueError(ParameterError):
     def __init__(self, template: str, *given: Given) -> None:
         self.template, self.given = template, given
         super().__init__(template % given)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its parts: the default would pass the finished message back as a template.
+        return type(self), (self.template, *self.given)
 
     def said(self, flag: Callable[[str], str | None]) -> str:
         """The message with each given value said by :meth:`Given.said`."""

@@ -397,7 +397,7 @@ def _real_file(value: Any) -> Any:
     more); else as it is (a bundled model's name, None)."""
     if not (isinstance(value, str) and value) or (value in bundled_models() and not os.path.isfile(value)):
         return value
-    return os.path.realpath(value)
+    return os.path.realpath(os.path.expanduser(value))
 
 
 def without_replaced(options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -972,9 +972,11 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
     # A checkpoint holds every weight, so a resumed run reads no ImageNet weights, and the network
     # it holds stands in for the init model: either file may be gone by now.
-    resumed = checkpoint is not None and "spec" in checkpoint
+    # (A checkpoint written before it held its network's spec still needs the init model file.)
+    resumed = checkpoint is not None
     if config.init:
-        base = _checkpoint_network(files.checkpoint, checkpoint) if resumed else load_model_file(resolve_model(config.init)[1])
+        base = (_checkpoint_network(files.checkpoint, checkpoint) if resumed and "spec" in checkpoint
+                else load_model_file(resolve_model(config.init)[1]))
         if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
     else:
@@ -1113,7 +1115,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             history = json.loads(checkpoint["history"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch's shape mismatches
             raise ModelFileError(
-                f"{files.checkpoint}: damaged checkpoint ({type(exc).__name__}: {one_line(str(exc))[:200]}); "
+                f"{files.checkpoint}: damaged checkpoint ({type(exc).__name__}: {one_line(' '.join(str(exc).split()))[:200]}); "
                 "pass overwrite=True to start the run again"
             ) from None
         start_epoch = checkpoint["epoch"] + 1

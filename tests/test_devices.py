@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,18 @@ def test_cpu_and_auto_resolve_and_bad_names_are_refused():
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     with pytest.raises(ParameterError, match="device='gpu'"):
         resolve_device("gpu")
+
+
+def test_a_missing_device_error_survives_pickling_and_copying(monkeypatch):
+    # Errors cross process boundaries (data-loader workers, torchrun) pickled; a "%" in the value
+    # must not be read as a template again, and the command line must still name its flag.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParameterError) as caught:
+        resolve_device("cuda:%d")
+    for error in (pickle.loads(pickle.dumps(caught.value)), copy.copy(caught.value)):
+        assert str(error) == "device='cuda:%d' asked for, but CUDA is not available here"
+        assert error.said(lambda option: "--device") == "--device cuda:%d asked for, but CUDA is not available here"
+    assert repr(caught.value.given[0]) == "Given('device', 'cuda:%d', quoted=True)"
 
 
 @pytest.mark.parametrize("has_amx", [True, False])

@@ -7,6 +7,7 @@ random weights; the downloader is replaced by fakes.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import urllib.error
 from pathlib import Path
@@ -268,18 +269,29 @@ def test_a_bad_weight_file_is_reported_before_any_file_is_decoded(tmp_path, monk
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
-def test_resume_needs_the_weight_file_no_more(imagenet_file, tmp_path):
-    # The checkpoint holds the network and every weight: a run resumes after its ImageNet file is gone.
+@pytest.mark.parametrize("checkpoint_has_spec", [True, False], ids=["checkpoint", "older-checkpoint"])
+def test_resume_needs_the_weight_file_no_more(imagenet_file, tmp_path, monkeypatch, checkpoint_has_spec):
+    # The checkpoint holds every weight: a run resumes after its ImageNet file is gone, also from
+    # another folder when the file was named from home (~), and from a checkpoint written before
+    # checkpoints held their network's spec.
+    monkeypatch.setenv("HOME", str(tmp_path))
     weights = tmp_path / "vgg11-copy.pth"
     weights.write_bytes(imagenet_file[0].read_bytes())
     data = S.make_image_dataset(tmp_path / "images", per_class=4, size=8)
-    options = {"arch": "vgg11", "weights": str(weights), "image_size": (32, 32), "epochs": 2, "batch_size": 4,
+    options = {"arch": "vgg11", "weights": "~/vgg11-copy.pth", "image_size": (32, 32), "epochs": 2, "batch_size": 4,
                "augment": False, "num_workers": 1, "quiet": True}
 
     with pytest.raises(KeyboardInterrupt):
         specnet.train(data, tmp_path / "run", on_epoch_end=stop_after_epoch(0), **options)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["weights"] == str(weights)
+    if not checkpoint_has_spec:
+        checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+        del checkpoint["spec"]
+        torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
     whole = specnet.train(data, tmp_path / "whole", **options)
     weights.unlink()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     resumed = specnet.train(None, tmp_path / "run", resume=True, quiet=True)
     assert resumed == pytest.approx(whole, abs=1e-6)
     with pytest.raises(ModelFileError, match="does not exist"):  # a new run still needs it

@@ -491,6 +491,7 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(four_epochs, tin
             specnet.train(tiny_data, out, resume=True, epochs=5, **S.FAST)
         text = str(err.value)
         assert text.startswith(f"{out / 'checkpoint.pt'}: ") and "overwrite=True" in text and "\n" not in text, (what, text)
+        assert "\\n" not in text and "\\t" not in text, (what, text)  # torch's layout, not escaped into the line
         assert len(metric_rows(out)) == 4, what  # the run as it was
 
 
