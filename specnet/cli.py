@@ -680,6 +680,10 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     except GivenValueError as exc:  # a flag where the user gave one; a config file's value under its own name
         said = exc.said(lambda option: _flag_names(ctx)[option] if option in explicit else None)
         from_file = config_file and any(v.option in file_keys and v.option not in explicit for v in exc.given)
+        from_run = resume and not from_file and all(v.option not in explicit for v in exc.given)
+        if from_run:  # the run's own setting, which a flag may change (a device, say)
+            flags = ", ".join(_flag_names(ctx)[v.option] for v in exc.given)
+            said = f"{display_name(out)}: {said} (the run's own setting: give {flags} to resume it with another)"
         raise ParameterError(f"{config_file}: {said}" if from_file else said) from None
     except (KeyboardInterrupt, _Terminated) as exc:  # stopped: say how to go on, if there is a checkpoint of this run
         now = _file_identity(checkpoint)  # with --overwrite, the one there before is the old run's

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 import synthetic as S
-from helpers import make_tone, write_audio
+from helpers import make_tone, stop_after_epoch, write_audio
 
 import specnet
 from specnet._version import __version__
@@ -376,6 +376,16 @@ def test_a_device_that_is_not_there_is_named_as_given(capsys, tmp_path, monkeypa
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--config", str(config))
     assert code == 2 and err == f"error: {config}: device='cuda' asked for, but CUDA is not available here\n", err
+    # A run started on a GPU, resumed where there is none: the run's own setting, which --device changes.
+    with monkeypatch.context() as on_a_gpu_machine:
+        on_a_gpu_machine.setattr(specnet.training, "resolve_device", lambda name: torch.device("cpu"))
+        with pytest.raises(KeyboardInterrupt):
+            specnet.train(data, tmp_path / "gpu-run", **{**S.FAST, "device": "cuda", "epochs": 2}, on_epoch_end=stop_after_epoch(0))
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "gpu-run"), "--resume")
+    assert code == 2 and err == (f"error: {tmp_path / 'gpu-run'}: device='cuda' asked for, but CUDA is not available here "
+                                 "(the run's own setting: give --device to resume it with another)\n"), err
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "gpu-run"), "--resume", "--device", "cpu")
+    assert code == 0, err
     with pytest.raises(specnet.ParameterError, match=r"^device='cuda' asked for, but CUDA is not available here$"):
         specnet.load_model("esc10", device="cuda")
 
