@@ -625,7 +625,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, train as run_training, with_run_options, without_replaced
+    from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, the_runs_setting, train as run_training, with_run_options, without_replaced
 
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -680,10 +680,8 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     except GivenValueError as exc:  # a flag where the user gave one; a config file's value under its own name
         said = exc.said(lambda option: _flag_names(ctx)[option] if option in explicit else None)
         from_file = config_file and any(v.option in file_keys and v.option not in explicit for v in exc.given)
-        from_run = resume and not from_file and all(v.option not in explicit for v in exc.given)
-        if from_run:  # the run's own setting, which a flag may change (a device, say)
-            flags = ", ".join(_flag_names(ctx)[v.option] for v in exc.given)
-            said = f"{display_name(out)}: {said} (the run's own setting: give {flags} to resume it with another)"
+        if resume and not from_file and all(v.option not in explicit for v in exc.given):
+            said = str(the_runs_setting(out, exc))  # its options said as flags by as_flags
         raise ParameterError(f"{config_file}: {said}" if from_file else said) from None
     except (KeyboardInterrupt, _Terminated) as exc:  # stopped: say how to go on, if there is a checkpoint of this run
         now = _file_identity(checkpoint)  # with --overwrite, the one there before is the old run's

@@ -67,8 +67,9 @@ class GivenValueError(ParameterError):
         super().__init__(template % given)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Rebuilt from its parts: the default would pass the finished message back as a template.
-        return type(self), (self.template, *self.given)
+        # Rebuilt from its parts (the default would pass the finished message back as a template),
+        # with its attributes (notes) as they are.
+        return type(self), (self.template, *self.given), self.__dict__
 
     def said(self, flag: Callable[[str], str | None]) -> str:
         """The message with each given value said by :meth:`Given.said`."""

@@ -82,7 +82,7 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
     bundled = bundled_models()
     if name in bundled:
         return name, bundled[name]
-    path = Path(name)
+    path = Path(os.path.expanduser(name))
     if path.exists() or path.suffix or os.sep in name:
         return str(path), path
     known = ", ".join(bundled) or "none installed"

@@ -35,7 +35,7 @@ from .paths import display_name, naming, one_line, path_of_text, text_name, unna
 from .devices import autocast_dtype, resolve_device
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
-from .errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
+from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError
 from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
@@ -395,7 +395,7 @@ def _real_file(value: Any) -> Any:
     """``value`` as a real path when it names a file (an ``init`` model or ImageNet weights), so
     a run reads the same file from any folder, also once the file is gone (a resume reads it no
     more); else as it is (a bundled model's name, None)."""
-    if not (isinstance(value, str) and value) or (value in bundled_models() and not os.path.isfile(value)):
+    if not (isinstance(value, str) and value) or value in bundled_models():  # a bundled name wins, as in resolve_model
         return value
     return os.path.realpath(os.path.expanduser(value))
 
@@ -827,6 +827,26 @@ def _checkpoint_network(path: Path, checkpoint: dict[str, Any]) -> SpecNet:
                              "pass overwrite=True to start the run again") from None
 
 
+def the_runs_setting(out: str | os.PathLike, error: GivenValueError) -> GivenValueError:
+    """``error`` about a value a resumed run took from its own options (a device not here, say),
+    naming the run and the options that change it."""
+    names = ", ".join(f"{given.option}=" for given in error.given)
+    run = display_name(out).replace("%", "%%")
+    return GivenValueError(f"{run}: {error.template} (the run's own setting: pass {names} to resume it with another)", *error.given)
+
+
+def _init_model(init: str, older_checkpoint: Path | None) -> SpecNet:
+    """The ``init`` model a run starts from, or that a resume of ``older_checkpoint`` (one that
+    does not hold its network's spec, written by an earlier version) still needs."""
+    try:
+        return load_model_file(resolve_model(init)[1])
+    except ModelFileError as exc:
+        if older_checkpoint is None:
+            raise
+        raise ModelFileError(f"{exc}; {older_checkpoint}, written by an earlier specnet, does not hold its network: "
+                             "put the init model back to resume, or pass overwrite=True to start the run again") from None
+
+
 def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
     """``(name, saved value, current value)`` of each entry that differs, ``data.source``
     style for nested tables."""
@@ -916,13 +936,18 @@ def train(
     if resume and overwrite:
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
     check_known_names(options, TrainConfig, "training option(s)")
+    device_of_the_run = False
     if resume and config is None and (saved := run_options(out, required=not (data_dir or options.get("manifest")))):
+        device_of_the_run = options.get("device") is None and "device" in saved
         options = with_run_options(saved, {"data_dir": data_dir, **options})  # the run's own options, unless given
         data_dir = options.pop("data_dir", None)
     config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
     check_outside_the_data(out, [data_dir, config.val_dir])
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    try:
+        device = resolve_device(config.device)
+    except GivenValueError as exc:
+        raise the_runs_setting(out, exc) if device_of_the_run else exc from None
     dist = setup_distributed(device)
     if dist.world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
@@ -976,7 +1001,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     resumed = checkpoint is not None
     if config.init:
         base = (_checkpoint_network(files.checkpoint, checkpoint) if resumed and "spec" in checkpoint
-                else load_model_file(resolve_model(config.init)[1]))
+                else _init_model(config.init, files.checkpoint if resumed else None))
         if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
     else:

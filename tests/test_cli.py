@@ -383,7 +383,10 @@ def test_a_device_that_is_not_there_is_named_as_given(capsys, tmp_path, monkeypa
             specnet.train(data, tmp_path / "gpu-run", **{**S.FAST, "device": "cuda", "epochs": 2}, on_epoch_end=stop_after_epoch(0))
     code, _, err = run(capsys, "train", "--out", str(tmp_path / "gpu-run"), "--resume")
     assert code == 2 and err == (f"error: {tmp_path / 'gpu-run'}: device='cuda' asked for, but CUDA is not available here "
-                                 "(the run's own setting: give --device to resume it with another)\n"), err
+                                 "(the run's own setting: pass --device to resume it with another)\n"), err
+    with pytest.raises(specnet.ParameterError, match=r"gpu-run: device='cuda' asked for, but CUDA is not available here "
+                                                     r"\(the run's own setting: pass device= to resume it with another\)$"):
+        specnet.train(None, tmp_path / "gpu-run", resume=True)
     code, _, err = run(capsys, "train", "--out", str(tmp_path / "gpu-run"), "--resume", "--device", "cpu")
     assert code == 0, err
     with pytest.raises(specnet.ParameterError, match=r"^device='cuda' asked for, but CUDA is not available here$"):

@@ -27,9 +27,11 @@ def test_a_missing_device_error_survives_pickling_and_copying(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ParameterError) as caught:
         resolve_device("cuda:%d")
+    caught.value.add_note("a note")
     for error in (pickle.loads(pickle.dumps(caught.value)), copy.copy(caught.value)):
         assert str(error) == "device='cuda:%d' asked for, but CUDA is not available here"
         assert error.said(lambda option: "--device") == "--device cuda:%d asked for, but CUDA is not available here"
+        assert error.__notes__ == ["a note"]
     assert repr(caught.value.given[0]) == "Given('device', 'cuda:%d', quoted=True)"
 
 

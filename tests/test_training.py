@@ -709,6 +709,24 @@ def test_resume_alone_finds_an_init_model_named_by_a_relative_path(four_epochs, 
     assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1]
 
 
+def test_an_init_model_named_from_home_is_read_and_recorded_by_its_real_path(four_epochs, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(four_epochs[0] / "model.safetensors", tmp_path / "base.safetensors")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    specnet.train(tiny_data, "run", init="~/base.safetensors", epochs=1, **{**S.FAST, "arch": None})
+    assert read_config(tmp_path / "elsewhere" / "run")["init"] == str(tmp_path / "base.safetensors")
+
+
+def test_a_bundled_init_name_stays_a_name_beside_a_file_so_named(tiny_data, tmp_path, monkeypatch):
+    # resolve_model reads the bundled model before a file of its name: the run records what it read.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fsdd").write_bytes(b"not a model")
+    options = {key: value for key, value in S.FAST.items() if key not in ("arch", "features", "clip_seconds")}
+    specnet.train(tiny_data, "run", init="fsdd", epochs=1, **options)
+    assert read_config(tmp_path / "run")["init"] == "fsdd"
+
+
 def test_resume_alone_of_a_checkpoint_that_does_not_name_its_data_asks_for_them(four_epochs, tiny_data, tmp_path):
     # Checkpoints of earlier versions did not name the data they read: giving them resumes the run.
     out = tmp_path / "old"
@@ -745,6 +763,11 @@ def test_resume_needs_the_init_model_no_more(four_epochs, tiny_data, tmp_path):
         torch.save({**torch.load(checkpoint, weights_only=True), "spec": spec}, checkpoint)
         with pytest.raises(ModelFileError, match=rf"^{checkpoint}: damaged checkpoint \(its spec: {problem}.*; pass overwrite=True"):
             specnet.train(None, tmp_path / "run", resume=True)
+    # A checkpoint written before checkpoints held their network still needs the init model: said so.
+    torch.save({key: value for key, value in torch.load(checkpoint, weights_only=True).items() if key != "spec"}, checkpoint)
+    with pytest.raises(ModelFileError, match=rf"^{base}: .*; {checkpoint}, written by an earlier specnet, does not hold its network: "
+                                             "put the init model back to resume, or pass overwrite=True to start the run again$"):
+        specnet.train(None, tmp_path / "run", resume=True)
     checkpoint.write_bytes(saved)
     resumed = specnet.train(tiny_data, tmp_path / "run", resume=True, **options)  # the same options given again
     assert resumed == pytest.approx(whole, abs=1e-6)
