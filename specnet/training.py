@@ -669,7 +669,7 @@ def setup_distributed(device: torch.device) -> Dist:
     # Each process takes the GPU of its local rank: said before any process joins the group, so
     # every one of them stops with this line rather than one failing and the rest waiting for it.
     processes_here, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count()
-    if device.type == "cuda" and device.index is None and processes_here > gpus:
+    if device.type == "cuda" and processes_here > gpus:  # cuda:N too: train() gives each process its local rank's GPU
         raise ParameterError(f"torchrun started {processes_here} processes on this machine, which has "
                              f"{_count(gpus, 'CUDA device')}: one process per GPU (--nproc_per_node {gpus}), "
                              "or device='cpu' for all of them")

@@ -125,7 +125,8 @@ def test_torchrun_specnet_train_cli(data, tmp_path):
     assert state["backbone.head.fc.weight"].shape[0] == 3
 
 
-def test_more_processes_than_gpus_stop_every_rank_with_one_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_more_processes_than_gpus_stop_every_rank_with_one_line(tmp_path, monkeypatch, device):
     # torchrun --nproc_per_node=2 on a machine with one GPU: each rank would take the GPU of its
     # local rank, and rank 1 has none. Every rank says so before joining the group (no rank waits).
     for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
@@ -135,5 +136,5 @@ def test_more_processes_than_gpus_stop_every_rank_with_one_line(tmp_path, monkey
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)
     with pytest.raises(specnet.ParameterError, match=r"^torchrun started 2 processes on this machine, which has 1 CUDA device: "
                                                      r"one process per GPU \(--nproc_per_node 1\), or device='cpu' for all of them$"):
-        specnet.train(data, tmp_path / "run", **{**S.FAST, "device": "cuda"})
+        specnet.train(data, tmp_path / "run", **{**S.FAST, "device": device})
     assert not torch.distributed.is_initialized() and not (tmp_path / "run").exists()
