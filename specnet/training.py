@@ -1173,13 +1173,13 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
             break
         started = time.perf_counter()
-        skipped_before = skipped.total
+        skipped_before = skipped.counts()
         train_loss, lr = _train_epoch(
             model, net, optimizer, scaler, ema, train_split, config, augment, device, dist,
             epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
             amp_dtype=amp_dtype, progress=progress, skipped=skipped,
         )
-        skipped_in_epoch = skipped.total - skipped_before
+        skipped_in_epoch, scaler_skips_in_epoch = (now - before for now, before in zip(skipped.counts(), skipped_before))
         dist.sync_buffers(model)
         if ema is not None:
             dist.sync_buffers(ema.module)
@@ -1187,6 +1187,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         if skipped_in_epoch:
             row["skipped_steps"] = skipped_in_epoch
             log.warning("epoch %d: skipped %s with a non-finite loss or gradient", epoch + 1, _count(skipped_in_epoch, "step"))
+        if scaler_skips_in_epoch:
+            row["loss_scaler_skips"] = scaler_skips_in_epoch
         if validate:
             scores, val_loss = evaluate_split(scored, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
             if not math.isfinite(val_loss):
@@ -1293,15 +1295,26 @@ class SkippedSteps:
     One now and then is survivable (the step changes nothing: neither the weights nor the
     batch-norm statistics its forward pass measured); ``MAX_SKIPPED_STEPS`` in a row means
     the run has diverged, and :class:`TrainingError` stops it before a broken model can be
-    saved. With float16, the loss scaler's own skips while it settles count too.
+    saved. With float16, a finite loss whose scaled gradient overflowed is the loss scaler's
+    own business: it starts high (65,536) and halves its scale at each overflow, so a run's
+    first steps and every few thousand steps after skip one. Those are counted apart
+    (``by_scaler``) and are no cause for a warning, but they count towards divergence too.
     """
 
     def __init__(self) -> None:
-        self.total = 0
+        self.reported = 0  # warned of and written to metrics.jsonl as skipped_steps
+        self.by_scaler = 0
         self.in_a_row = 0
 
-    def skip(self, epoch: int, loss: float) -> None:
-        self.total += 1
+    def counts(self) -> tuple[int, int]:
+        """``(reported, by_scaler)`` so far."""
+        return self.reported, self.by_scaler
+
+    def skip(self, epoch: int, loss: float, *, by_scaler: bool = False) -> None:
+        if by_scaler:
+            self.by_scaler += 1
+        else:
+            self.reported += 1
         self.in_a_row += 1
         if self.in_a_row >= MAX_SKIPPED_STEPS:
             raise TrainingError(
@@ -1394,7 +1407,8 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
                 with torch.no_grad():
                     for buffer, before in zip(statistics, statistics_before):
                         buffer.copy_(before)
-                skipped.skip(epoch, loss.item())
+                loss_value = loss.item()
+                skipped.skip(epoch, loss_value, by_scaler=scaler.is_enabled() and math.isfinite(loss_value))
                 continue
             skipped.applied()
             if ema is not None:

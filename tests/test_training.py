@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -517,6 +518,18 @@ class NanGradients:
         return loss
 
 
+class InfiniteLoss(NanGradients):
+    """``torch.nn.functional`` whose training loss is infinite on chosen steps."""
+
+    def cross_entropy(self, logits, *args, **kwargs):
+        loss = torch.nn.functional.cross_entropy(logits, *args, **kwargs)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls in self.steps:
+                loss = loss + logits.sum() * math.inf
+        return loss
+
+
 def test_a_step_with_nan_gradients_is_skipped_and_reported(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr("specnet.training.F", NanGradients({2, 5}))
     with specnet_warnings() as warnings:
@@ -586,10 +599,25 @@ def test_time_warp_bends_each_training_batch_and_is_saved(tiny_data, tmp_path, m
 def test_float16_loss_scaling_counts_its_skipped_steps_and_stops_a_diverged_run(tiny_data, tmp_path, monkeypatch):
     # GradScaler skips every step with a NaN gradient itself; ten in a row still stop the run.
     real = torch.amp.GradScaler
-    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real("cpu", enabled=True))
+    scalers = []
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: scalers.append(real("cpu", enabled=True)) or scalers[-1])
     monkeypatch.setattr("specnet.training.F", NanGradients("all"))
     with pytest.raises(TrainingError, match="^training diverged in epoch 4: 10 steps in a row"):
         specnet.train(tiny_data, tmp_path / "run", epochs=6, **S.FAST)
+    # Now and then, an overflow (a finite loss, a non-finite gradient) is the scaler settling: it lowers
+    # its scale and the run goes on. Counted in metrics.jsonl apart, with no warning; a non-finite loss warns.
+    monkeypatch.setattr("specnet.training.F", NanGradients({1, 2, 7}))
+    with specnet_warnings() as warnings:
+        specnet.train(tiny_data, tmp_path / "settles", epochs=3, **S.FAST)
+    rows = metric_rows(tmp_path / "settles")
+    assert [r.get("loss_scaler_skips", 0) for r in rows] == [2, 0, 1] and not any("skipped_steps" in r for r in rows)
+    assert warnings == [] and scalers[-1].get_scale() == 65536.0 / 2**3
+    monkeypatch.setattr("specnet.training.F", InfiniteLoss({4}))
+    with specnet_warnings() as warnings:
+        specnet.train(tiny_data, tmp_path / "inf", epochs=2, **S.FAST)
+    rows = metric_rows(tmp_path / "inf")
+    assert [r.get("skipped_steps", 0) for r in rows] == [0, 1] and not any("loss_scaler_skips" in r for r in rows)
+    assert warnings == ["epoch 2: skipped 1 step with a non-finite loss or gradient"]
 
 
 def test_resume_refuses_other_data(four_epochs, tiny_data, tmp_path):
