@@ -2,8 +2,9 @@
 
 Python and numpy numbers pass alike (a grid search hands over ``numpy.int64``),
 bools never (``True`` is an ``int`` to Python, not a count to a user),
-:func:`check_known_names` names a misspelt option, and :func:`python_scalars`
-turns numpy numbers into Python ones before they reach a JSON file.
+:func:`check_known_names` names a misspelt option, :func:`python_scalars`
+turns numpy numbers into Python ones before they reach a JSON file, and
+:func:`as_numpy` takes arrays and tensors alike.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -78,3 +80,14 @@ def python_scalars(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(python_scalars(item) for item in value)
     return value
+
+
+def as_numpy(values: Any) -> np.ndarray:
+    """An array, a tensor (on any device, with or without gradients) or a sequence as a numpy
+    array; a tensor of a floating dtype numpy lacks (bfloat16, float8) comes as float32."""
+    torch = sys.modules.get("torch")  # not imported here: without torch loaded, nothing is a tensor
+    if torch is not None and isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        numpy_lacks = values.is_floating_point() and values.dtype not in (torch.float16, torch.float32, torch.float64)
+        return (values.float() if numpy_lacks else values).numpy()
+    return np.asarray(values)

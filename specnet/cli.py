@@ -30,7 +30,8 @@ from ._version import __version__
 from .errors import Given, GivenValueError, ParameterError, SpecnetError
 from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, walk_files
 
-DEVICES = ["auto", "cpu", "cuda", "mps"]
+#: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
 MAX_WINDOW_SECONDS = 300.0
 #: training.DEFAULT_VAL_SPLIT, for --help without importing torch (a test keeps the two equal).
@@ -58,6 +59,20 @@ class _FiniteFloat(_Finite, click.types.FloatParamType):
 
 class _FiniteFloatRange(_Finite, click.FloatRange):
     pass
+
+
+class _Device(click.ParamType):
+    """A device name: auto, cpu, cuda, cuda:N (the GPU numbered N) or mps."""
+
+    name = "device"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not DEVICE_NAME.fullmatch(value):
+            self.fail(f"{value!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'.", param, ctx)
+        return value
 
 
 def FiniteFloat(min: float | None = None, max: float | None = None, **open_ends: bool) -> click.ParamType:
@@ -246,7 +261,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
 @click.option("--hop", type=FiniteFloat(min=0, min_open=True), default=None, help="Seconds between windows (default: half a window).")
 @click.option("--timeline", is_flag=True, help="Also give the top label of every window (with --format csv: one row per window instead of the top labels).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=_Device(), default="auto", show_default=True)
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(min=1), help="Threads decoding files ahead of the network, when it leaves cores to spare (GPU, or more cores than torch threads).")
 def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, device, num_workers) -> None:
     """Print the top labels of audio (or image) files, folders or glob patterns."""
@@ -350,7 +365,7 @@ def _csv_timeline_rows(results) -> str:
 @click.option("--level", type=click.Choice(["clip", "frame"]), default="clip", show_default=True)
 @click.option("--model", "-m", "model_name", default=None, help="Bundled model name or model file. Default: esc10.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=_Device(), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def embed(paths, output, level, model_name, batch_size, device, overwrite) -> None:
     """Write embeddings of audio (or image) files to an .npz: embeddings, paths; with --level frame
@@ -412,7 +427,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The adapted model file to write.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=_Device(), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
     """Adapt MODEL (a bundled name or a model file) to new recordings without their labels.
@@ -615,7 +630,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.option("--image-size", type=(click.IntRange(1, MAX_IMAGE_SIDE), click.IntRange(1, MAX_IMAGE_SIDE)), default=None, help="Height and width images are resized to.  [default: 128 128, or the --init model's]")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup; --no-augment turns off all of them, [augment_args] included (a given --mixup still applies).")
 @click.option("--mixup", type=FiniteFloat(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=_Device(), default="auto", show_default=True)
 @click.option("--amp/--no-amp", default=None, help="Mixed precision: float16 on CUDA, bfloat16 on the CPU (default: on with CUDA and on CPUs with AMX, where it is faster).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
@@ -720,7 +735,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Folder for metrics.json and confusion.png.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=_Device(), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace files in --out.")
 def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device, overwrite) -> None:
     """Accuracy, macro-F1, per-class scores and a confusion matrix of MODEL (a bundled name or a model file) on labelled data."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from .errors import Given, GivenValueError, ParameterError
@@ -31,18 +33,35 @@ def _cpu_has_amx() -> bool:
     return bool(probe and probe())
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+def device_name(device: str | torch.device) -> str:
+    """``device`` as specnet names devices: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+    ``"mps"``; a ``torch.device`` gives its name. Availability is :func:`resolve_device`'s business."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not (isinstance(device, str) and _DEVICE_NAME.fullmatch(device)):
+        raise ParameterError(f"device={device!r} must be auto, cpu, cuda, cuda:N or mps (or a torch.device)")
+    return device
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The device :func:`device_name` names, if this machine has it; ``auto`` picks CUDA, then
+    Apple's MPS, then the CPU."""
+    name = device_name(device)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise ParameterError(f"device={name!r} must be auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise GivenValueError("%s asked for, but CUDA is not available here", Given("device", name, quoted=True))
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise GivenValueError(f"%s asked for, but this machine has {count} CUDA device{'' if count == 1 else 's'} "
+                              f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})", Given("device", name, quoted=True))
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise GivenValueError("%s asked for, but MPS is not available here", Given("device", name, quoted=True))
     return torch.device(name)

@@ -60,10 +60,6 @@ class HearModel(nn.Module):
         """Logits ``(n_sounds, num_classes)`` for audio ``(n_sounds, n_samples)``."""
         return self.net(audio)
 
-    def frame_centres_ms(self, num_columns: int) -> torch.Tensor:
-        """Milliseconds at the centre of each frame-level embedding column, ``(num_columns,)`` float64."""
-        return torch.from_numpy(self.net.frame_times(num_columns) * 1000.0)
-
 
 def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
     """Load a specnet audio model for HEAR.
@@ -112,11 +108,8 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
     if n_samples < model.min_samples:
         audio = nn.functional.pad(audio, (0, model.min_samples - n_samples))
     frames = _embed(audio, model, level="frame")  # (n_sounds, columns, D)
-    duration_ms = n_samples * 1000.0 / model.sample_rate
-    keep = model.net.frames_inside(frames.shape[1], n_samples / model.sample_rate)
-    times = model.frame_centres_ms(frames.shape[1])[:keep]
-    if times[0] > duration_ms:
-        times = torch.full_like(times, duration_ms / 2)
+    times = torch.from_numpy(model.net.frame_times_inside(frames.shape[1], n_samples / model.sample_rate) * 1000.0)
+    keep = len(times)
     timestamps = times.to(torch.float32).to(audio.device).expand(n_sounds, keep)
     return frames[:, :keep].contiguous(), timestamps.contiguous()
 

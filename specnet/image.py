@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from specnet.checks import is_integer
+from specnet.checks import as_numpy, is_integer
 from specnet.errors import ImageError, ParameterError
 from specnet.paths import PathLike, display_name, open_for_reading
 
@@ -127,7 +127,7 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
     Returns float32 ``(channels, height, width)`` in [0, 1]; raises ParameterError
     for any other shape, scale or a value that is not finite.
     """
-    raw = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    raw = as_numpy(pixels)
     shape = tuple(raw.shape)
     if raw.ndim != 3 or shape[0] not in _COLOUR_OF_CHANNELS or 0 in shape:
         looks_hwc = raw.ndim == 3 and shape[-1] in _COLOUR_OF_CHANNELS and shape[0] not in _COLOUR_OF_CHANNELS

@@ -31,12 +31,13 @@ from torch import nn
 
 from .audio import float_samples, is_audio_file, iter_audio_blocks, load_audio, resample
 from .paths import display_name, naming, text_name
-from .checks import check_int, is_finite_number
+from .checks import as_numpy, check_int, is_finite_number
 from .devices import resolve_device
 from .errors import DataError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError
 from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
+from .models.layers import eval_mode
 from .network import SpecNet
 from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_if_silent
 
@@ -74,9 +75,11 @@ def _warn_if_silent(peak: float, name: str, *, gaps: bool = False) -> None:
                    quiet="what the model hears is mostly noise; the scores say little")
 
 
-def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
+def resolve_model(name_or_path: str | bytes | os.PathLike | None) -> tuple[str, Path]:
     """``(display name, file)`` for a bundled model name, a model file, or None (the default)."""
-    name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
+    if not (name_or_path is None or isinstance(name_or_path, (str, bytes, os.PathLike))):
+        raise ParameterError(f"model must be a bundled model's name or a model file's path, got {type(name_or_path).__name__}")
+    name = DEFAULT_MODEL if name_or_path is None else os.fsdecode(name_or_path)
     if name == "":
         raise ModelFileError(f"empty model name: give a model file or a bundled model ({', '.join(bundled_models())}), or None for {DEFAULT_MODEL}")
     bundled = bundled_models()
@@ -270,12 +273,16 @@ class Model:
         self._check_array(samples)
         if sample_rate is None:
             raise ParameterError("raw samples need sample_rate= (Hz)")
-        y = float_samples(samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples))
+        y = float_samples(as_numpy(samples))
         if y.ndim != 1 or y.size == 0:
             raise ParameterError(f"expected a non-empty 1-D array of samples, got shape {y.shape}")
         if not np.isfinite(y).all():
             raise ParameterError("samples contain NaN or infinite values")
-        return resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
+        resampled = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
+        if resampled.size == 0:
+            raise ParameterError(f"{y.size} sample{'' if y.size == 1 else 's'} at {sample_rate} Hz make less than one "
+                                 f"sample at the model's {self.sample_rate} Hz")
+        return resampled
 
     def _decode_overlaps_network(self) -> bool:
         """Whether files are decoded in worker threads while the network runs.
@@ -315,8 +322,15 @@ class Model:
 
     # ---------------------------------------------------------- network
 
-    @torch.inference_mode()
     def _run(self, batch: np.ndarray | torch.Tensor, *, embed: str | None = None) -> torch.Tensor:
+        """Probabilities ``(B, classes)`` (or embeddings) of a batch, in eval mode whatever mode a
+        caller left the network in (``model.net.train()`` to fine-tune it, say)."""
+        with eval_mode(self.net):
+            return self._forward(batch, embed=embed)
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray | torch.Tensor, *, embed: str | None = None) -> torch.Tensor:
+        """:meth:`_run` in the modes the network's layers are in (:meth:`adapt` measures in training mode)."""
         inputs = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
         inputs = inputs.to(self.device, non_blocking=True)
         if embed:
@@ -528,8 +542,11 @@ class Model:
         Each clip is zero-padded to at least the model's clip length with zeros of its
         own, so its frames do not depend on the other inputs, and keeps the frames
         centred inside its audio (at least one); ``frames`` is the most any clip keeps,
-        and a shorter clip's row ends in NaN. Raises the first bad input's error; see
-        :meth:`embed_frames_iter` to skip bad inputs instead.
+        and a shorter clip's row ends in NaN. The timestamps, shared by every row, are
+        the frames' centres: a clip shorter than the first one (75 ms for the bundled
+        models) keeps that frame, stamped past its end (:meth:`embed_frames_iter` and
+        ``specnet.hear`` stamp it at the clip's middle). Raises the first bad input's
+        error; see :meth:`embed_frames_iter` to skip bad inputs instead.
         """
         self._check_frame_options(sample_rate, batch_size)
         clips = []
@@ -552,8 +569,8 @@ class Model:
             except SpecnetError as exc:
                 yield Failure(_input_path(entry) or f"input {index}", str(exc), type(exc))
                 continue
-            frames, timestamps, (count,) = self._frame_embeddings([clip], batch_size=batch_size)
-            yield frames[0, :count], timestamps[:count]
+            frames, _, (count,) = self._frame_embeddings([clip], batch_size=batch_size)
+            yield frames[0, :count], self.net.frame_times_inside(frames.shape[1], len(clip) / self.sample_rate)
 
     def _check_frame_options(self, sample_rate: int | None, batch_size: int) -> None:
         """Refuse, once for all inputs, frame embeddings this model or these options cannot give."""
@@ -577,32 +594,33 @@ class Model:
     @torch.no_grad()
     def _frame_embeddings(self, clips: list[np.ndarray], *, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`embed_frames` of decoded ``clips``, and how many frames of each are real ``(n,)``."""
-        # Clips padded to the same length run in one batch; in eval mode its rows are independent.
-        by_length: dict[int, list[int]] = {}
-        for i, clip in enumerate(clips):
-            by_length.setdefault(max(len(clip), self.config.clip_samples or 1), []).append(i)
-        rows: list[np.ndarray] = [np.empty(0)] * len(clips)
-        for length, members in by_length.items():
-            step = self._windows_per_batch(batch_size, length)
-            for first in range(0, len(members), step):
-                chunk = members[first : first + step]
-                batch = np.stack([fit_length(clips[i], length, offset=0) for i in chunk])
-                out = self.net.embed(torch.from_numpy(batch).to(self.device), level="frame").float().cpu().numpy()
-                for i, row in zip(chunk, out):
-                    rows[i] = row
-        # Frames centred inside the audio, as hear.get_timestamp_embeddings keeps them.
-        counts = [self.net.frames_inside(len(row), len(clip) / self.sample_rate) for row, clip in zip(rows, clips)]
-        longest = max(counts, default=0)
-        # The width of a frame embedding (the clip embedding's, unless frequency bands are kept
-        # apart there: frames average them), also for no input, so that results concatenate.
-        if rows:
-            dim = rows[0].shape[-1]
-        else:
-            dim = self.net.embed(torch.zeros(1, self.config.clip_samples or 1, device=self.device), level="frame").shape[-1]
-        frames = np.full((len(rows), longest, dim), np.nan, dtype=np.float32)
-        for out_row, row, count in zip(frames, rows, counts):
-            out_row[:count] = row[:count]
-        return frames, self.net.frame_times(longest), np.array(counts, dtype=np.int64)
+        with eval_mode(self.net):  # whatever mode a caller left it in
+            # Clips padded to the same length run in one batch; in eval mode its rows are independent.
+            by_length: dict[int, list[int]] = {}
+            for i, clip in enumerate(clips):
+                by_length.setdefault(max(len(clip), self.config.clip_samples or 1), []).append(i)
+            rows: list[np.ndarray] = [np.empty(0)] * len(clips)
+            for length, members in by_length.items():
+                step = self._windows_per_batch(batch_size, length)
+                for first in range(0, len(members), step):
+                    chunk = members[first : first + step]
+                    batch = np.stack([fit_length(clips[i], length, offset=0) for i in chunk])
+                    out = self.net.embed(torch.from_numpy(batch).to(self.device), level="frame").float().cpu().numpy()
+                    for i, row in zip(chunk, out):
+                        rows[i] = row
+            # Frames centred inside the audio, as hear.get_timestamp_embeddings keeps them.
+            counts = [self.net.frames_inside(len(row), len(clip) / self.sample_rate) for row, clip in zip(rows, clips)]
+            longest = max(counts, default=0)
+            # The width of a frame embedding (the clip embedding's, unless frequency bands are kept
+            # apart there: frames average them), also for no input, so that results concatenate.
+            if rows:
+                dim = rows[0].shape[-1]
+            else:
+                dim = self.net.embed(torch.zeros(1, self.config.clip_samples or 1, device=self.device), level="frame").shape[-1]
+            frames = np.full((len(rows), longest, dim), np.nan, dtype=np.float32)
+            for out_row, row, count in zip(frames, rows, counts):
+                out_row[:count] = row[:count]
+            return frames, self.net.frame_times(longest), np.array(counts, dtype=np.int64)
 
     # ---------------------------------------------------------- adapting to new recordings
 
@@ -646,7 +664,7 @@ class Model:
         def run(batch: np.ndarray | torch.Tensor) -> None:
             for m in norms:  # the running means become the mean over every window so far
                 m.momentum = len(batch) / (result.windows + len(batch))
-            self._run(batch)
+            self._forward(batch)
             result.windows += len(batch)
 
         def pending_rows() -> np.ndarray | torch.Tensor:

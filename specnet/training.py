@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import augment as aug
 from .audio import load_audio
 from .paths import display_name, naming, one_line, path_of_text, text_name, unnamed
-from .devices import autocast_dtype, resolve_device
+from .devices import autocast_dtype, device_name, resolve_device
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError
@@ -125,7 +125,7 @@ class TrainConfig:
     val_dir: str | None = None
     manifest: str | None = None
     seed: int = 0
-    device: str = "auto"
+    device: str | torch.device = "auto"  # kept as its name: "cuda:1"
     amp: bool | None = None
     num_workers: int = 2
     channels_last: bool = True
@@ -144,6 +144,9 @@ class TrainConfig:
         for name in ("pretrained", "freeze_backbone", "augment", "channels_last"):
             check_bool(name, getattr(self, name))
         check_bool("amp", self.amp, none=True)
+        self.device = device_name(self.device)
+        if self.mixup is not None:
+            check_number("mixup", self.mixup, minimum=0)
         for name in ("in_chans", "patience"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
@@ -942,6 +945,9 @@ def train(
     """
     if resume and overwrite:
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ParameterError(f"config must be a TrainConfig, got {type(config).__name__} "
+                             "(or pass the options as keyword arguments: train(data_dir, out, epochs=5))")
     check_known_names(options, TrainConfig, "training option(s)")
     device_of_the_run = False
     if resume and config is None and (saved := run_options(out, required=not (data_dir or options.get("manifest")))):

@@ -371,6 +371,16 @@ def test_a_device_that_is_not_there_is_named_as_given(capsys, tmp_path, monkeypa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, _, err = run(capsys, "classify", str(REPO / "examples" / "dog.wav"), "--device", "cuda")
     assert code == 2 and err == "error: --device cuda asked for, but CUDA is not available here\n", err
+    # One GPU of several: cuda:N, as the Python API takes it; another name is a usage error.
+    with monkeypatch.context() as two_gpus:
+        two_gpus.setattr(torch.cuda, "is_available", lambda: True)
+        two_gpus.setattr(torch.cuda, "device_count", lambda: 2)
+        code, _, err = run(capsys, "classify", str(REPO / "examples" / "dog.wav"), "--device", "cuda:2")
+        assert code == 2 and err == "error: --device cuda:2 asked for, but this machine has 2 CUDA devices (cuda:0 to cuda:1)\n", err
+    code, _, err = run(capsys, "embed", str(REPO / "examples" / "dog.wav"), "-o", str(tmp_path / "e.npz"), "--device", "gpu")
+    assert code == 2 and "Invalid value for '--device': 'gpu' is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'" in err, err
+    from specnet import cli, devices
+    assert cli.DEVICE_NAME.pattern == devices._DEVICE_NAME.pattern  # --help and option checks load no torch
     config = tmp_path / "train.toml"
     config.write_text('device = "cuda"\n')
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)

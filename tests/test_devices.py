@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from specnet import devices
-from specnet.devices import autocast_dtype, resolve_device
-from specnet.errors import ParameterError
+from specnet.devices import autocast_dtype, device_name, resolve_device
+from specnet.errors import Given, GivenValueError, ParameterError
 
 
 def test_cpu_and_auto_resolve_and_bad_names_are_refused():
     assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
-    with pytest.raises(ParameterError, match="device='gpu'"):
-        resolve_device("gpu")
+    for bad in ("gpu", "cuda:x", "cuda:", "cpu:0", 0, None, b"cpu"):
+        with pytest.raises(ParameterError, match=rf"^device={re.escape(repr(bad))} must be auto, cpu, cuda, cuda:N or mps \(or a torch.device\)$"):
+            resolve_device(bad)
+    assert device_name(torch.device("cuda", 1)) == "cuda:1" and device_name("cuda:12") == "cuda:12"
+
+
+def test_a_cuda_device_this_machine_lacks_is_named_with_the_ones_it_has(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ParameterError, match=r"^device='cuda:2' asked for, but this machine has 2 CUDA devices \(cuda:0 to cuda:1\)$"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ParameterError, match=r"^device='cuda:1' asked for, but this machine has 1 CUDA device \(cuda:0\)$"):
+        resolve_device(torch.device("cuda", 1))
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
 
 
 def test_a_missing_device_error_survives_pickling_and_copying(monkeypatch):
@@ -26,7 +41,10 @@ def test_a_missing_device_error_survives_pickling_and_copying(monkeypatch):
     # must not be read as a template again, and the command line must still name its flag.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ParameterError) as caught:
-        resolve_device("cuda:%d")
+        resolve_device("cuda:1")
+    assert str(caught.value) == "device='cuda:1' asked for, but CUDA is not available here"
+    with pytest.raises(ParameterError) as caught:  # no device name holds a "%", but other values given may
+        raise GivenValueError("%s asked for, but CUDA is not available here", Given("device", "cuda:%d", quoted=True))
     caught.value.add_note("a note")
     for error in (pickle.loads(pickle.dumps(caught.value)), copy.copy(caught.value)):
         assert str(error) == "device='cuda:%d' asked for, but CUDA is not available here"

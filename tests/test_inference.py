@@ -74,6 +74,9 @@ def test_load_model_errors_name_the_file(tmp_path):
         specnet.load_model("no_such_model")
     with pytest.raises(ModelFileError, match=r"^empty model name: give a model file or a bundled model \(esc10, fsdd\), or None for esc10$"):
         specnet.load_model("")
+    with pytest.raises(ParameterError, match=r"^model must be a bundled model's name or a model file's path, got int$"):
+        specnet.load_model(5)
+    assert specnet.load_model(b"fsdd").name == "fsdd"  # bytes name a path here as they do for predict
 
 
 # ------------------------------------------------------------------ predict
@@ -244,6 +247,40 @@ def test_both_decoding_modes_give_the_same_results_in_order(model, clips, tmp_pa
 def test_bad_raw_samples_are_parameter_errors(model, samples, kwargs, message):
     with pytest.raises(ParameterError, match=message):
         model.predict(samples, **kwargs)
+
+
+def test_samples_too_few_to_make_one_at_the_models_rate_are_refused_not_called_silent(model):
+    # Five loud samples at 96 kHz resample to none at the model's 8 kHz: nothing to classify, and nothing silent either.
+    assert S.SR == 8000
+    for call in (model.predict, model.embed, model.embed_frames):
+        with pytest.raises(ParameterError, match=r"^input 0: 5 samples at 96000 Hz make less than one sample at the model's 8000 Hz$"):
+            call(np.full(5, 0.5, np.float32), sample_rate=96000)
+    assert model.predict(np.full(12, 0.5, np.float32), sample_rate=96000)[0].duration == 1 / S.SR  # one is enough
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_tensors_of_any_float_dtype_are_classified_as_float32(model, clips, dtype):
+    # numpy has no bfloat16: such a tensor is read as float32, not refused with a TypeError.
+    y = torch.from_numpy(clips["tone"][1]).to(dtype)
+    [result] = model.predict(y, sample_rate=S.SR)
+    [same] = model.predict(y.float().numpy(), sample_rate=S.SR)
+    np.testing.assert_array_equal(result.probabilities, same.probabilities)
+
+
+def test_a_network_left_in_training_mode_answers_in_eval_mode_and_keeps_its_mode_and_statistics(model, clips):
+    y = clips["tone"][1]
+    expected, expected_clip, expected_frames = model.predict(y, sample_rate=S.SR)[0].probabilities, model.embed(y, sample_rate=S.SR), model.embed(y, sample_rate=S.SR, level="frame")[0]
+    statistics = {name: b.clone() for name, b in model.net.named_buffers()}
+    model.net.train()  # as a user fine-tuning model.net in a loop of their own leaves it
+    try:
+        for _ in range(2):
+            np.testing.assert_array_equal(model.predict(y, sample_rate=S.SR)[0].probabilities, expected)
+            np.testing.assert_array_equal(model.embed(y, sample_rate=S.SR), expected_clip)
+            np.testing.assert_array_equal(model.embed(y, sample_rate=S.SR, level="frame")[0], expected_frames)
+        assert model.net.training and all(m.training for m in model.net.modules())
+        assert all(torch.equal(b, statistics[name]) for name, b in model.net.named_buffers())
+    finally:
+        model.net.eval()
 
 
 # ------------------------------------------------------------------ embeddings
@@ -520,6 +557,16 @@ def test_frame_embeddings_one_input_at_a_time_skip_bad_inputs(model, clips, tmp_
         model.embed_frames([nan], sample_rate=-1)
 
 
+def test_a_clip_shorter_than_the_first_frame_centre_is_stamped_at_its_middle_one_at_a_time(model, clips):
+    first = model.net.frame_times(1)[0]
+    y = clips["tone"][1][: round(first * S.SR * 2 / 3)]  # ends before the first frame's centre
+    [(frames, stamps)] = list(model.embed_frames_iter(y, sample_rate=S.SR))
+    assert frames.shape[0] == 1 and stamps.tolist() == [len(y) / S.SR / 2]
+    batch, shared = model.embed_frames([y, clips["tone"][1]], sample_rate=S.SR)
+    np.testing.assert_allclose(batch[0, :1], frames, atol=1e-5, rtol=0)
+    assert shared[0] == first  # shared by every row: the frame's own centre, as documented
+
+
 def test_frame_embeddings_in_batches_equal_one_at_a_time(model, clips):
     arrays = [clips[label][1] for label in S.AUDIO_CLASSES] * 3  # nine clips of one length, in batches of 4
     same, _ = model.embed(arrays, sample_rate=S.SR, level="frame", batch_size=4)
@@ -620,13 +667,10 @@ def test_silence_is_classified_with_a_warning(model, tmp_path, caplog, monkeypat
     with caplog.at_level(logging.WARNING, logger="specnet"):
         results = model.predict([str(silent), str(quiet), str(long_silent)])
         model.predict(np.zeros(8000, np.float32), sample_rate=8000)
-        model.predict(np.full(1, 0.5, np.float32), sample_rate=48000)  # resampled to no samples at all
         model.embed_frames([np.ones(8000, np.float32) * 0.1, np.zeros(8000, np.float32), str(silent)], sample_rate=8000)
     assert len(results) == 3 and results[2].duration == 12.0  # classified all the same: silence is valid audio
     assert [r.getMessage() for r in caplog.records] == [
-        f"{silent}: {SILENT}", f"{long_silent}: {SILENT}", f"input 0: {SILENT}",
-        "input 0: 0 s is shorter than one of the model's FFT frames (0.032 s): the scores say little", f"input 0: {SILENT}",
-        f"input 1: {SILENT}", f"{silent}: {SILENT}",
+        f"{silent}: {SILENT}", f"{long_silent}: {SILENT}", f"input 0: {SILENT}", f"input 1: {SILENT}", f"{silent}: {SILENT}",
     ]
 
 

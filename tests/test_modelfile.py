@@ -311,7 +311,7 @@ ABSURD = [
     pytest.param({"arch_args": {"num_classes": 5}}, "'arch_args' may not set num_classes", id="arch_args-num_classes"),
     pytest.param({"arch": "vgg11", "arch_args": {"pretrained": True}}, "'arch_args' may not set pretrained", id="pretrained"),
     pytest.param({"arch": "vgg11", "arch_args": {"weights": "/etc/passwd"}}, "'arch_args' may not set weights", id="weights"),
-    pytest.param({"arch_args": {"channels": "abc"}}, "cannot build 'cnn_tiny': channels='a' must be an integer >= 1", id="channels-str"),
+    pytest.param({"arch_args": {"channels": "abc"}}, "cannot build 'cnn_tiny': channels='abc' must be a sequence of block widths, such as (16, 32, 64, 128)", id="channels-str"),
     pytest.param({"arch_args": {"hidden_dim": [0]}}, "cannot build 'cnn_tiny': hidden_dim=0 must be", id="hidden_dim-0"),
     # 40000 channels: 58 GB of weights were allocated before the file's own were compared.
     pytest.param({"arch_args": {"channels": [40_000]}}, "backbone.features.0.bn1.bias has shape (8,), cnn_tiny needs (40000,)", id="channels-huge"),

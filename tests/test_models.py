@@ -335,6 +335,13 @@ def test_registry_errors():
         ("cnn", {"num_classes": 2, "drop_rate": "0.1"}, "drop_rate='0.1'"),
         ("vgg11", {"num_classes": 2, "head": "fancy"}, "head='fancy'"),
         ("vgg11", {"num_classes": 2, "depth": 12}, "depth=12"),
+        ("cnn", {"num_classes": 2, "channels": 16}, r"^channels=16 must be a sequence of block widths, such as \(16, 32, 64, 128\)$"),
+        ("cnn", {"num_classes": 2, "channels": "16"}, r"^channels='16' must be a sequence of block widths"),
+        ("cnn", {"num_classes": 2, "batch_norm": "yes"}, r"^batch_norm='yes' must be True or False$"),
+        ("vgg11", {"num_classes": 2, "batch_norm": 1}, r"^batch_norm=1 must be True or False$"),
+        # a string is true to Python: include_top='no' would have built a classifier
+        ("vgg11", {"num_classes": 2, "include_top": "no"}, r"^include_top='no' must be True or False$"),
+        ("cnn", {"include_top": 0}, r"^include_top=0 must be True or False$"),
     ],
 )
 def test_bad_values(name, kwargs, match):

@@ -75,3 +75,6 @@ def test_an_input_the_model_cannot_take_is_a_parameter_error_and_modes_come_back
     assert [m.training for m in net.modules()] == [True, True, True, False]
     summary(net, (1, 8, 8))
     assert [m.training for m in net.modules()] == [True, True, True, False]
+    # An input size without its channels is the same one line, not an IndexError from inside a layer.
+    with pytest.raises(ParameterError, match=r"^input size \(64, 101\) does not fit this model \("):
+        summary(create_model("vgg11", include_top=False), (64, 101))

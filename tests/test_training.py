@@ -1169,7 +1169,9 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"augment_args": {"gain": 3}}, "unknown augmentation setting.*gain"),
         ({"augment_args": {"eq_db": -1}}, "eq_db=-1"),
         ({"augment_args": {"time_warp": 0.25}}, r"time_warp=0.25 must be a finite number in \[0, 0.2\)"),
-        ({"mixup": -0.5}, "mixup_alpha=-0.5"),
+        ({"mixup": -0.5}, r"^mixup=-0.5 must be a finite number >= 0$"),  # the name given, not the setting's
+        ({"device": "gpu"}, r"^device='gpu' must be auto, cpu, cuda, cuda:N or mps \(or a torch.device\)$"),
+        ({"device": None}, r"^device=None must be"),  # refused here, not when train() runs
         ({"augment": False, "augment_args": {"gain": 3}}, "unknown augmentation setting.*gain"),  # checked though off
         ({"augment": False, "augment_args": {"time_warp": 0.25}}, "time_warp=0.25"),
         # one source of validation data, and patience only with one
@@ -1182,6 +1184,13 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
 def test_bad_options_are_parameter_errors(options, message):
     with pytest.raises(ParameterError, match=message):
         TrainConfig(**options)
+
+
+def test_a_torch_device_is_kept_as_its_name_and_a_config_must_be_a_train_config(tmp_path):
+    assert TrainConfig(device=torch.device("cuda", 1)).device == "cuda:1"  # JSON-ready, as config.json keeps it
+    with pytest.raises(ParameterError, match=r"^config must be a TrainConfig, got dict \(or pass the options as keyword arguments"):
+        specnet.train(tmp_path, tmp_path / "run", config={"epochs": 1})
+    assert not (tmp_path / "run").exists()
 
 
 def test_augment_off_turns_every_augment_arg_off_but_a_given_mixup_still_applies():

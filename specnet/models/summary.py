@@ -73,7 +73,7 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
     try:
         with eval_mode(model), torch.no_grad():  # batch norm over one item would fail in training mode
             model(x)
-    except RuntimeError as exc:  # e.g. pooled down to nothing
+    except (RuntimeError, IndexError) as exc:  # pooled down to nothing; (64, 101) without its channels
         raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({str(exc).splitlines()[0]})") from None
     finally:
         for handle in handles:
