@@ -599,6 +599,14 @@ def _start_frame(offset: float, sample_rate: int, frames: int, name: str) -> int
     return start
 
 
+def _reason(exc: BaseException) -> str:
+    """A decoder's error as words: its message, or what an error without one means (a
+    backend's bare ``EOFError()`` on a file of a few bytes)."""
+    if str(exc):
+        return str(exc)
+    return "the file ends before any audio" if isinstance(exc, EOFError) else type(exc).__name__
+
+
 @contextlib.contextmanager
 def _audioread_open(path: PathLike, name: str):
     try:
@@ -610,7 +618,7 @@ def _audioread_open(path: PathLike, name: str):
             f"{', '.join(sorted(_SOUNDFILE_EXTENSIONS))} without them)"
         ) from None
     except (audioread.DecodeError, OSError, EOFError) as exc:
-        raise AudioError(f"{name}: not a readable audio file ({exc})") from None
+        raise AudioError(f"{name}: not a readable audio file ({_reason(exc)})") from None
     with reader:
         yield reader
 
@@ -621,7 +629,7 @@ def _decode_with_audioread(path: PathLike, name: str) -> tuple[np.ndarray, int]:
         try:
             pcm = b"".join(reader)  # 16-bit signed little-endian, channels interleaved
         except (audioread.DecodeError, OSError, EOFError) as exc:
-            raise AudioError(f"{name}: truncated or corrupt audio data ({exc})") from None
+            raise AudioError(f"{name}: truncated or corrupt audio data ({_reason(exc)})") from None
         frames = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         usable = len(frames) - len(frames) % reader.channels
         return frames[:usable].reshape(-1, reader.channels), reader.samplerate

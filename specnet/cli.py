@@ -28,7 +28,7 @@ import click
 
 from ._version import __version__
 from .errors import Given, GivenValueError, ParameterError, SpecnetError
-from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, walk_files
+from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, unreadable_folder, walk_files
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
@@ -40,6 +40,8 @@ DEFAULT_VAL_SPLIT = 0.1
 FRONT_END_DEFAULTS = {"n_mels": 64, "n_fft": 512, "hop_length": 160, "f_min": 50.0}
 #: modelfile.MAX_IMAGE_SIDE, for option ranges without importing torch (a test keeps them equal).
 MAX_IMAGE_SIDE = 4096
+#: modelfile.MAX_IN_CHANS, likewise.
+MAX_IN_CHANS = 64
 
 
 class _Finite:
@@ -198,7 +200,7 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
                 "%s: %d %s file%s left out (the model takes %s)", display_name(source), left_out, other_kind,
                 "" if left_out == 1 else "s", "images" if kind == "image" else "audio",
             )
-        return [f for f in files if wanted(f)]
+        return [f for f in files if wanted(f) or os.path.isdir(f)]  # a folder here: one that cannot be searched
 
     found: list[str] = []
     for pattern in patterns:
@@ -243,7 +245,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
     if not os.path.lexists(path) and glob.has_magic(path):
         return f"{display_name(path)}: no {kind} files match this pattern"
     if os.path.isdir(path):
-        return f"{display_name(path)}: no {kind} files in this folder"
+        return f"{display_name(path)}: {unreadable_folder(path) or f'no {kind} files in this folder'}"
     if path == "-" and not os.path.lexists(path):
         return "-: reading standard input is not supported; give files, folders or glob patterns"
     return one_line(naming(path, reason))
@@ -749,7 +751,7 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     else:
         _print_evaluation(result)
     if out:
-        click.echo(f"wrote {display_name(Path(out) / 'metrics.json')} and {display_name(Path(out) / 'confusion.png')}", err=fmt == "json")
+        click.echo(f"wrote {display_name(Path(out) / 'metrics.json')} and {display_name(Path(out) / 'confusion.png')}", err=True)
     if result["skipped"]:  # each was reported as it was decoded; the scores leave them out
         click.echo(f"{len(result['skipped'])} of {result['n'] + len(result['skipped'])} files skipped", err=True)
         sys.exit(1)
@@ -770,10 +772,10 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--in-chans", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--in-chans", type=click.IntRange(1, MAX_IN_CHANS), default=1, show_default=True)
 @click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk, its global pooling and the dropout after it (inert at inference; with hidden_dim, the hidden dense layers too), one descriptor vector per input.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--input-size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, help="Height and width (default: 224 224 for VGG, 64 101 otherwise).")
+@click.option("--input-size", type=(click.IntRange(1, MAX_IMAGE_SIDE), click.IntRange(1, MAX_IMAGE_SIDE)), default=None, help="Height and width (default: a model's own; for an architecture, 224 224 for VGG, 64 101 otherwise).")
 @click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
 @click.pass_context
 def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size, list_all) -> None:
@@ -919,7 +921,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         logmel, output, sample_rate=features.sample_rate, hop_length=features.hop_length,
         f_min=features.f_min, f_max=features.max_frequency, title=Path(path).name, overwrite=overwrite,
     )
-    click.echo(f"wrote {display_name(output)}" + ("" if Path(output).suffix else " (a PNG)"))
+    click.echo(f"wrote {display_name(output)}" + ("" if Path(output).suffix else " (a PNG)"), err=True)
 
 
 @cli.command()
@@ -933,7 +935,7 @@ def export(model_file, fmt, output, overwrite) -> None:
     from .export import export_onnx
 
     export_onnx(model_file, output, overwrite=overwrite)
-    click.echo(f"wrote {display_name(output)}")
+    click.echo(f"wrote {display_name(output)}", err=True)
 
 
 # ------------------------------------------------------------------ entry point
@@ -986,7 +988,10 @@ def _main(argv: list[str] | None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # a usage error: one line, as specnet's own errors are
-        where = f" (see '{exc.ctx.command_path} --help')" if isinstance(exc, click.UsageError) and exc.ctx else ""
+        # The parser's own errors (an option missing its value) come without a context: the command is named in argv.
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else next(
+            (f"specnet {word}" for word in (sys.argv[1:] if argv is None else argv) if word in cli.commands), "specnet")
+        where = f" (see '{command} --help')" if isinstance(exc, click.UsageError) else ""
         click.echo(f"error: {one_line(exc.format_message()).rstrip('.')}{where}", err=True)
         sys.exit(exc.exit_code)
     except SpecnetError as exc:

@@ -23,7 +23,7 @@ from .audio import AUDIO_EXTENSIONS
 from .checks import is_finite_number, is_integer
 from .errors import DataError, ParameterError, SpecnetError
 from .image import IMAGE_EXTENSIONS
-from .paths import display_name, walk_files
+from .paths import display_name, unreadable_folder, walk_files
 
 T = TypeVar("T")
 log = logging.getLogger("specnet")
@@ -102,6 +102,8 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder" if root.exists() else f"{root}: folder not found")
+    if why := unreadable_folder(root):
+        raise DataError(f"{root}: {why}")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"{root}: has no class subfolders (expected {root}/<class>/<file>)")
@@ -112,7 +114,10 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
     # Hugging Face cache, git-annex) links equal files to one blob, as copies would be.
     folder_class: dict[str, tuple[str, Path]] = {}
     for target, name in enumerate(classes):
-        files = [Path(f) for f in walk_files(root / name) if file_kind(f) is not None]
+        found = walk_files(root / name)
+        for folder in filter(os.path.isdir, found):  # one that cannot be searched: its files would be left out
+            raise DataError(f"{display_name(folder)}: {unreadable_folder(folder)}")
+        files = [Path(f) for f in found if file_kind(f) is not None]
         if not files:
             empty.append(name)
         for folder in dict.fromkeys(path.parent for path in files):  # each folder once, in order

@@ -51,7 +51,7 @@ def evaluate(
     files = _load_files(data_dir, manifest, fold)
     if files.kind != net.spec.input_kind:  # before the class names, which then cannot match anyway
         takes = "images" if net.spec.input_kind == "image" else "audio"
-        raise DataError(f"the data holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
+        raise DataError(f"{display_name(manifest or data_dir)}: holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
     unknown = sorted({files.classes[target] for target in files.targets} - set(net.classes))  # of the files scored
     if unknown:
         raise DataError(f"{display_name(manifest or data_dir)}: the data has class(es) {', '.join(repr(text_name(c)) for c in unknown)} that the "
@@ -100,7 +100,7 @@ def write_report(scores: Scores, result: dict[str, Any], out: Path, *, overwrite
 
     metrics, picture = _report_paths(out, overwrite=overwrite)  # both, so neither is written alone
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(metrics, json.dumps(result, indent=2), overwrite=overwrite)
+    atomic_write(metrics, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
     title = f"{result['model']}: accuracy {100 * scores.accuracy:.1f} % on {scores.n} files"
     plot_confusion(scores.confusion, scores.classes, picture, title=title, overwrite=overwrite)
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFileError, SpecnetError
+from .errors import ModelFileError, ParameterError, SpecnetError
 from .paths import display_name
 
 
@@ -120,11 +120,13 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, suffix: str |
     ``overwrite``, a folder, a name under a file or in a folder this process may not write in
     (read-only, or another user's), or a name without ``suffix`` (the format ``holds`` names is
     written there); return it as a Path. Missing folders are fine (:func:`atomic_write` makes them)."""
+    if not os.fspath(path):  # Path("") would be the current folder
+        raise ParameterError("empty output file name")
     path = Path(path)
     if suffix and path.suffix.lower() != suffix:
-        raise SpecnetError(f"{display_name(path)}: {holds} are written as {suffix} files: name the output *{suffix}")
+        raise ParameterError(f"{display_name(path)}: {holds} are written as {suffix} files: name the output *{suffix}")
     if os.path.isdir(path):
-        raise SpecnetError(f"{display_name(path)}: is a directory; give a file name")
+        raise ParameterError(f"{display_name(path)}: is a directory; give a file name")
     for folder in path.parents:  # the nearest one that exists must be a folder
         if os.path.lexists(folder):
             if not os.path.isdir(folder):

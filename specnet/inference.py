@@ -81,7 +81,8 @@ def resolve_model(name_or_path: str | bytes | os.PathLike | None) -> tuple[str, 
         raise ParameterError(f"model must be a bundled model's name or a model file's path, got {type(name_or_path).__name__}")
     name = DEFAULT_MODEL if name_or_path is None else os.fsdecode(name_or_path)
     if name == "":
-        raise ModelFileError(f"empty model name: give a model file or a bundled model ({', '.join(bundled_models())}), or None for {DEFAULT_MODEL}")
+        raise ModelFileError(f"empty model name: give a model file or a bundled model ({', '.join(bundled_models())}), "
+                             f"or leave it out for {DEFAULT_MODEL}")
     bundled = bundled_models()
     if name in bundled:
         return name, bundled[name]
@@ -194,6 +195,8 @@ class Model:
         if hop is not None and round(hop_s * rate) < 1:
             raise GivenValueError(f"%s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)", given_hop)
         given_window = Given("window", f"{window_s:g} s") if window is not None else f"the model's {window_s:g} s window"
+        if window is not None and round(window_s * rate) < 1:
+            raise GivenValueError(f"%s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)", given_window)
         if hop_s > window_s:
             # The first and the end-aligned last window cover a file up to twice the window; beyond that, gaps.
             log.warning("%s is longer than %s: in files longer than %g s, the audio between the windows is skipped",

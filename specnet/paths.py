@@ -71,17 +71,29 @@ def unnamed(path: PathLike, reason: str) -> str:
     return reason.removeprefix(f"{display_name(path)}: ")
 
 
-def _real_folders(folder: str) -> Iterator[tuple[str, list[str]]]:
+def unreadable_folder(path: PathLike) -> str | None:
+    """Why the folder ``path`` cannot be searched (``"cannot read this folder (Permission
+    denied)"``), or None when it can."""
+    try:
+        os.scandir(path).close()
+    except OSError as exc:
+        return f"cannot read this folder ({exc.strerror or exc})"
+    return None
+
+
+def _real_folders(folder: str, unreadable: list[str] | None = None) -> Iterator[tuple[str, list[str]]]:
     """``(folder, its file names)`` for ``folder`` and every folder under it, following symbolic
     links to folders but visiting each real folder once (so a link loop ends), hidden folders
     (``.git``, ``.ipynb_checkpoints``) and everything under them left out. A folder that can be
-    reached without a link is named that way, whichever way the walk reaches it first."""
+    reached without a link is named that way, whichever way the walk reaches it first. Folders
+    that cannot be searched (no permission) are appended to ``unreadable``."""
     linkless: dict[str, str] = {}  # real folder -> its name under ``folder`` through no link
     for parent, folders, _ in os.walk(folder):
         folders[:] = [d for d in folders if not d.startswith(".")]
         linkless.setdefault(os.path.realpath(parent), parent)
     seen: set[str] = set()
-    for parent, folders, names in os.walk(folder, followlinks=True):
+    on_error = (lambda exc: unreadable.append(exc.filename)) if unreadable is not None else None
+    for parent, folders, names in os.walk(folder, followlinks=True, onerror=on_error):
         real = os.path.realpath(parent)
         if real in seen:
             folders[:] = []
@@ -93,11 +105,11 @@ def _real_folders(folder: str) -> Iterator[tuple[str, list[str]]]:
 
 def walk_files(folder: PathLike) -> list[str]:
     """Every file under ``folder``, in path order, following symbolic links to folders (each
-    real folder once, so a link loop ends). A broken link is listed too, so that reading it
-    reports it. Hidden files and everything under a hidden folder (``.git``,
-    ``.ipynb_checkpoints``) are left out."""
+    real folder once, so a link loop ends). A broken link and a folder that cannot be searched
+    (:func:`unreadable_folder`) are listed too, so that reading them reports them. Hidden files
+    and everything under a hidden folder (``.git``, ``.ipynb_checkpoints``) are left out."""
     files: list[str] = []
-    for parent, names in _real_folders(os.fsdecode(folder)):
+    for parent, names in _real_folders(os.fsdecode(folder), files):
         for name in names:
             path = os.path.join(parent, name)
             if not name.startswith(".") and (os.path.isfile(path) or os.path.islink(path)):
@@ -124,9 +136,11 @@ def glob_paths(pattern: str) -> list[str]:
         if not tail:
             found.extend([top] if top else glob.glob("*"))  # "**" names "a.wav", as glob does, not "./a.wav"
             continue
-        for folder, _ in _real_folders(top or os.curdir):
+        unreadable: list[str] = []  # listed: a place the pattern could match but cannot be searched
+        for folder, _ in _real_folders(top or os.curdir, unreadable):
             under = folder if top else folder[len(os.curdir) + 1 :]  # "**/x" names "a/x", as glob does, not "./a/x"
             found.extend(glob_paths(os.path.join(glob.escape(under), tail)))
+        found.extend(folder if top else folder[len(os.curdir) + 1 :] for folder in unreadable)
     # Several "**" reach a file more than once: keep its shortest spelling.
     return sorted(unique_files(sorted(found, key=lambda p: (p.count(os.sep), p))))
 

@@ -1108,7 +1108,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if dist.is_main:
         files.clear_previous()
         if trains_on:  # else the run keeps its own
-            atomic_write(files.config, json.dumps(resolved, indent=2, default=str))
+            atomic_write(files.config, json.dumps(resolved, indent=2, default=str) + "\n")
 
     # Normalisation statistics from the training data (deterministic centred crops).
     if checkpoint is None and not config.init:

@@ -116,3 +116,19 @@ def stop_after_epoch(last: int):
         if row["epoch"] == last:
             raise KeyboardInterrupt
     return stop
+
+
+def make_unreadable(monkeypatch, *folders: str | Path) -> None:
+    """Make ``folders`` fail to list, as a folder without read permission does (``chmod 000``
+    stops no one when tests run as root, so the listing itself is made to fail)."""
+    import os
+
+    refused = {os.path.realpath(f) for f in folders}
+    listing = os.scandir
+
+    def scandir(path="."):
+        if os.path.realpath(os.fsdecode(path)) in refused:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)

@@ -250,7 +250,7 @@ def test_cli_adapts_writes_and_reports_bad_files(capsys, audio_run, tmp_path):
     code, _, err = run(capsys, "adapt", str(audio_run.model), str(folder / "0.wav"), "-o", str(out))
     assert code == 1 and err == f"error: {out}: already exists; pass --overwrite to replace it\n"
     code, _, err = run(capsys, "adapt", str(audio_run.model), str(folder / "0.wav"), "-o", str(tmp_path / "adapted.txt"))
-    assert code == 1 and err == f"error: {tmp_path / 'adapted.txt'}: model files are written as .safetensors files: name the output *.safetensors\n"
+    assert code == 2 and err == f"error: {tmp_path / 'adapted.txt'}: model files are written as .safetensors files: name the output *.safetensors\n"
 
 
 def test_cli_names_every_bad_input_when_none_is_left(capsys, audio_run, tmp_path):

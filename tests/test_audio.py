@@ -392,6 +392,20 @@ def test_file_errors_name_the_file(tmp_path, make, fragment):
         assert excinfo.value.__cause__ is None  # no raw decoder exception chained
 
 
+def test_a_decoder_error_without_words_still_gives_a_reason(tmp_path, monkeypatch):
+    # audioread's backends raise a bare EOFError() for a few bytes named .m4a or .aac: "()" says nothing.
+    import audioread
+
+    def bare_eof(path):
+        raise EOFError()
+
+    monkeypatch.setattr(audioread, "audio_open", bare_eof)
+    junk = tmp_path / "junk.m4a"
+    junk.write_text("junk\n")
+    with pytest.raises(AudioError, match=rf"^{junk}: not a readable audio file \(the file ends before any audio\)$"):
+        load_audio(junk)
+
+
 def test_unsupported_suffix_lists_supported_formats(tmp_path):
     with pytest.raises(AudioError) as excinfo:
         load_audio(_unsupported_suffix(tmp_path))

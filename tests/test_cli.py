@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 import synthetic as S
-from helpers import make_tone, stop_after_epoch, write_audio
+from helpers import make_tone, make_unreadable, stop_after_epoch, write_audio
 
 import specnet
 from specnet._version import __version__
@@ -552,6 +552,23 @@ def test_embed_skips_bad_files(capsys, model_file, clips, tmp_path):
         assert saved["paths"].tolist() == [paths[0]]
 
 
+def test_a_folder_that_cannot_be_searched_is_a_failed_input_and_the_rest_still_run(capsys, model_file, clips, tmp_path, monkeypatch):
+    rec = tmp_path / "rec"
+    for day in ("day1", "day2"):
+        (rec / day).mkdir(parents=True)
+        (rec / day / "a.wav").symlink_to(clip_paths(clips)[0])
+    make_unreadable(monkeypatch, rec / "day2")
+    for inputs in ([str(rec)], [f"{rec}/**/*.wav"]):
+        code, out, err = run(capsys, "classify", "-m", model_file, *inputs, "--format", "csv")
+        assert code == 1 and {row.split(",")[0] for row in out.splitlines()[1:]} == {f"{rec}/day1/a.wav"}
+        assert err.splitlines() == [f"error: {rec}/day2: cannot read this folder (Permission denied)", "1 of 2 inputs failed"]
+    code, _, err = run(capsys, "classify", "-m", model_file, str(rec / "day2"))
+    assert code == 1 and err.splitlines() == [f"error: {rec}/day2: cannot read this folder (Permission denied)"]
+    # Training or evaluating on class folders, one of which cannot be read, stops: its files would be left out.
+    code, _, err = run(capsys, "evaluate", model_file, str(rec))
+    assert code == 1 and err == f"error: {rec}/day2: cannot read this folder (Permission denied)\n", err
+
+
 def test_a_folder_without_audio_is_a_failed_input(capsys, model_file, clips, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no audio here")
@@ -564,12 +581,30 @@ def test_a_folder_without_audio_is_a_failed_input(capsys, model_file, clips, tmp
     assert err.splitlines() == [f"error: {tmp_path / 'empty'}: no audio files in this folder", "1 of 2 inputs failed"]
     # An output that is not .npz is refused before any work.
     code, _, err = run(capsys, "embed", "-m", model_file, clip_paths(clips)[0], "-o", str(tmp_path / "e.txt"))
-    assert code == 1 and err == f"error: {tmp_path / 'e.txt'}: embeddings (a NumPy archive) are written as .npz files: name the output *.npz\n"
+    assert code == 2 and err == f"error: {tmp_path / 'e.txt'}: embeddings (a NumPy archive) are written as .npz files: name the output *.npz\n"
     assert not (tmp_path / "e.txt").exists()
+    # A name that is no file name is a value refused too (exit 2), as a wrong suffix is.
+    code, _, err = run(capsys, "embed", "-m", model_file, clip_paths(clips)[0], "-o", "")
+    assert code == 2 and err == "error: empty output file name\n", err
+    (tmp_path / "folder.npz").mkdir()
+    code, _, err = run(capsys, "embed", "-m", model_file, clip_paths(clips)[0], "-o", str(tmp_path / "folder.npz"))
+    assert code == 2 and "folder.npz' is a directory" in err and err.count("\n") == 1, err
     # When every input fails, embed says its output was not written.
     code, _, err = run(capsys, "embed", "-m", model_file, str(tmp_path / "empty"), str(tmp_path / "none.wav"), "-o", str(tmp_path / "e.npz"))
     assert code == 1 and err.splitlines()[-1] == f"2 of 2 inputs failed; {tmp_path / 'e.npz'} not written"
     assert not (tmp_path / "e.npz").exists()
+
+
+def test_every_usage_error_names_the_help_to_read(capsys):
+    # An option missing its value comes from click's parser without a context: still one line with the hint.
+    for args, line in [
+        (["classify", "x.wav", "--window"], "error: Option '--window' requires an argument (see 'specnet classify --help')"),
+        (["summary", "--input-size", "64"], "error: Option '--input-size' requires 2 arguments (see 'specnet summary --help')"),
+        (["--bogus"], "error: No such option '--bogus' (see 'specnet --help')"),
+        (["classify", "--top-k", "0", "x.wav"], "error: Invalid value for '--top-k' / '-k': 0 is not in the range x>=1 (see 'specnet classify --help')"),
+    ]:
+        code, _, err = run(capsys, *args)
+        assert code == 2 and err == line + "\n", err
 
 
 def test_summary_of_an_unknown_name_says_what_it_takes(capsys):
@@ -578,9 +613,17 @@ def test_summary_of_an_unknown_name_says_what_it_takes(capsys):
     assert "a bundled model (" in err and err.endswith(") or a model file\n")
 
 
-def test_summary_of_too_small_an_input_is_one_line(capsys):
+def test_summary_of_too_small_or_too_large_an_input_is_one_line(capsys):
+    from specnet import cli, modelfile
+
     code, _, err = run(capsys, "summary", "vgg11", "--input-size", "0", "8")
     assert code == 2 and "0 is not in the range" in err
+    # Not a 40 GB allocation that fails inside torch: the sizes a model file may hold.
+    code, _, err = run(capsys, "summary", "vgg11", "--input-size", "100000", "100000")
+    assert code == 2 and "100000 is not in the range 1<=x<=4096" in err and err.count("\n") == 1, err
+    code, _, err = run(capsys, "summary", "cnn", "--in-chans", "65")
+    assert code == 2 and "65 is not in the range 1<=x<=64" in err, err
+    assert (cli.MAX_IN_CHANS, cli.MAX_IMAGE_SIDE) == (modelfile.MAX_IN_CHANS, modelfile.MAX_IMAGE_SIDE)
 
 
 def test_summary_of_a_model_file_takes_only_the_input_sizes_it_sees(capsys, tmp_path_factory, model_file):
@@ -643,8 +686,8 @@ def test_spectrogram_without_a_model_draws_what_train_gives_a_model_by_default(c
 
 def test_spectrogram_png(capsys, clips, model_file, tmp_path):
     out = tmp_path / "out.png"
-    code, stdout, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out))
-    assert code == 0 and stdout == f"wrote {out}\n"
+    code, stdout, err = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out))
+    assert code == 0 and (stdout, err) == ("", f"wrote {out}\n")  # stdout is for results; what was written is said on stderr
     assert out.read_bytes().startswith(PNG_MAGIC) and out.stat().st_size > 1000
     code, _, err = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(out))
     assert code == 1 and "already exists" in err
@@ -658,8 +701,8 @@ def test_spectrogram_png(capsys, clips, model_file, tmp_path):
     code, stdout, err = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "out.webp"))
     assert code == 2 and not (tmp_path / "out.webp").exists()
     assert err == f"error: {tmp_path / 'out.webp'}: .webp is not a picture format specnet writes (png, jpg, jpeg, svg, pdf)\n"
-    code, stdout, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "picture"))
-    assert code == 0 and stdout == f"wrote {tmp_path / 'picture'} (a PNG)\n"
+    code, _, err = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "picture"))
+    assert code == 0 and err == f"wrote {tmp_path / 'picture'} (a PNG)\n"
     assert (tmp_path / "picture").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -678,8 +721,8 @@ def test_spectrogram_of_a_silent_quiet_or_short_file_says_what_the_picture_shows
     for name, (samples, warning) in cases.items():
         path = write_audio(tmp_path / f"{name}.wav", samples, 16000, subtype="FLOAT")
         code, out, err = run(capsys, "spectrogram", str(path), "-o", str(tmp_path / f"{name}.png"))
-        assert code == 0 and out == f"wrote {tmp_path / name}.png\n"
-        assert err == ("" if warning is None else f"warning: {path}: {warning}\n")
+        assert code == 0 and out == ""
+        assert err == ("" if warning is None else f"warning: {path}: {warning}\n") + f"wrote {tmp_path / name}.png\n"
 
 
 # ------------------------------------------------------------------ train and evaluate
@@ -1078,8 +1121,8 @@ def test_evaluate_table_json_and_out(capsys, model_file, clips, tmp_path):
     assert result["accuracy"] == specnet.evaluate(model_file, clips)["accuracy"]
 
     report = tmp_path / "report"
-    code, out, _ = run(capsys, "evaluate", model_file, str(clips), "--out", str(report))
-    assert code == 0
+    code, out, err = run(capsys, "evaluate", model_file, str(clips), "--out", str(report))
+    assert code == 0 and err == f"wrote {report / 'metrics.json'} and {report / 'confusion.png'}\n"  # on stderr: not the report
     assert out.startswith(f"accuracy {result['accuracy']:.4f}")
     for label in S.AUDIO_CLASSES:
         assert any(line.startswith(label) for line in out.splitlines())

@@ -129,6 +129,7 @@ def test_out_writes_metrics_and_confusion(audio_run, test_data, tmp_path):
     out = tmp_path / "report"
     result = specnet.evaluate(audio_run.model, test_data, out=out, device="cpu")
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
+    assert (out / "metrics.json").read_text().endswith("}\n")  # a text file: `cat` leaves the prompt on its own line
     png = (out / "confusion.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
     with pytest.raises(SpecnetError, match="already exists"):
@@ -206,9 +207,9 @@ def test_image_data_for_an_audio_model_is_refused(audio_run, tmp_path):
     data = S.make_image_dataset(tmp_path / "images", per_class=1)
     for name in ("checker", "horizontal", "vertical"):
         (data / name).rename(data / {"checker": "click", "horizontal": "hiss", "vertical": "tone"}[name])
-    with pytest.raises(DataError, match=f"^the data holds image files, and the model \\({audio_run.model}\\) takes audio$"):
+    with pytest.raises(DataError, match=f"^{data}: holds image files, and the model \\({audio_run.model}\\) takes audio$"):
         specnet.evaluate(audio_run.model, data, device="cpu")
     for name in ("click", "hiss", "tone"):  # other class names: still the kind that is named first
         (data / name).rename(data / f"picture_{name}")
-    with pytest.raises(DataError, match="the data holds image files, and the model"):
+    with pytest.raises(DataError, match=f"^{data}: holds image files, and the model"):
         specnet.evaluate(audio_run.model, data, device="cpu")

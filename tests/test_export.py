@@ -266,7 +266,7 @@ def test_cli_export(model_file, tmp_path, capsys):
 
     target = tmp_path / "cli.onnx"
     main(["export", str(model_file), "--format", "onnx", "-o", str(target)])
-    assert "wrote" in capsys.readouterr().out
+    assert f"wrote {target}" in capsys.readouterr().err
     props = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
     assert json.loads(props["classes"]) == list(CLASSES)
     with pytest.raises(SystemExit) as exit_info:

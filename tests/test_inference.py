@@ -72,7 +72,7 @@ def test_load_model_errors_name_the_file(tmp_path):
         specnet.load_model(tmp_path / "missing.safetensors")
     with pytest.raises(ModelFileError, match="no_such_model: neither a model file nor a bundled model"):
         specnet.load_model("no_such_model")
-    with pytest.raises(ModelFileError, match=r"^empty model name: give a model file or a bundled model \(esc10, fsdd\), or None for esc10$"):
+    with pytest.raises(ModelFileError, match=r"^empty model name: give a model file or a bundled model \(esc10, fsdd\), or leave it out for esc10$"):
         specnet.load_model("")
     with pytest.raises(ParameterError, match=r"^model must be a bundled model's name or a model file's path, got int$"):
         specnet.load_model(5)
@@ -507,6 +507,9 @@ def test_a_hop_of_less_than_one_sample_or_beyond_any_recording_is_refused(model,
     # A window of one sample hops by one sample (half of it, at least one), with a warning, not a hop error.
     assert model._window_samples(1 / 8000, None) == (1, 1)
     assert "shorter than one of the model's FFT frames" in caplog.text
+    # Less than one sample is refused as a hop of less than one is, not made one sample quietly.
+    with pytest.raises(ParameterError, match=r"^window=1e-05 s is less than one sample of the model's 8000 Hz audio \(0.000125 s\)$"):
+        model.predict(str(recording), window=1e-5)
 
 
 @pytest.mark.parametrize("where", ["file", "array", "adapt"])

@@ -7,9 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import make_unreadable
 
 from specnet.errors import AudioError
-from specnet.paths import display_name, glob_paths, one_line, open_for_reading, path_of_text, text_name, walk_files
+from specnet.paths import display_name, glob_paths, one_line, open_for_reading, path_of_text, text_name, unreadable_folder, walk_files
 
 
 def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
@@ -173,3 +174,15 @@ def test_open_for_reading_keeps_its_other_messages(tmp_path):
     assert str(_open_within(tmp_path / "empty.wav")) == f"{tmp_path / 'empty.wav'}: file is empty (0 bytes)"
     (tmp_path / "ok.wav").write_bytes(b"RIFF")
     assert _open_within(tmp_path / "ok.wav") is None
+
+
+def test_a_folder_that_cannot_be_searched_is_listed_so_that_reading_it_reports_it(tmp_path, monkeypatch):
+    for name in ("rec/day1/a.wav", "rec/day2/b.wav", "rec/day2/deeper/c.wav"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    make_unreadable(monkeypatch, tmp_path / "rec" / "day2")
+    rec = str(tmp_path / "rec")
+    assert walk_files(rec) == [f"{rec}/day1/a.wav", f"{rec}/day2"]
+    assert glob_paths(f"{rec}/**/*.wav") == [f"{rec}/day1/a.wav", f"{rec}/day2"]
+    assert unreadable_folder(f"{rec}/day2") == "cannot read this folder (Permission denied)"
+    assert unreadable_folder(f"{rec}/day1") is None

@@ -53,7 +53,9 @@ def without_timing(rows: list[dict]) -> list[dict]:
 
 
 def read_config(run: Path) -> dict:
-    return json.loads((run / "config.json").read_text())
+    text = (run / "config.json").read_text()
+    assert text.endswith("}\n")  # a text file, ending as one does
+    return json.loads(text)
 
 
 @contextmanager
