@@ -5,7 +5,7 @@ The public API is imported lazily (PEP 562), so ``import specnet`` and
 
     import specnet
     model = specnet.load_model()              # the bundled ESC-10 model
-    model.predict("dog.wav")[0].predictions   # [{"label": "dog", "score": 0.97}, ...]
+    model.predict("dog.wav")[0].predictions   # [{"label": "dog", "score": 0.88...}, ...]
     model.embed(["a.wav", "b.wav"])           # (2, dim) clip embeddings
 """
 
@@ -30,6 +30,9 @@ _LAZY = {
     "summary": "models",
     "load_model": "inference",
     "bundled_models": "inference",
+    "Model": "inference",
+    "Prediction": "inference",
+    "Failure": "inference",
     "train": "training",
     "TrainConfig": "training",
     "evaluate": "evaluation",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .data import LabelledFiles, check_one_source, check_outside_the_data, find_class_folders, read_manifest, split_by_fold
 from .errors import DataError, ParameterError, SpecnetError
@@ -28,7 +29,7 @@ def evaluate(
     fold: int | None = None,
     out: str | os.PathLike | None = None,
     batch_size: int = 64,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     num_workers: int = 2,
     overwrite: bool = False,
     progress: bool = False,
@@ -39,9 +40,10 @@ def evaluate(
     The data's class names must all be classes of the model; they are matched
     by name. Long clips are windowed as ``specnet classify`` does. With ``out``,
     writes ``metrics.json`` and ``confusion.png`` there. ``progress`` shows a
-    bar of files scored on standard error. Returns the metrics
-    dict (accuracy, macro_f1, n, per_class, confusion, classes, skipped); a
-    per-class score whose denominator is zero is None.
+    bar of files scored on standard error. ``device`` is as for
+    :func:`~specnet.inference.load_model`. Returns the metrics dict (accuracy, macro_f1,
+    n, per_class, classes, confusion, loss, model, skipped); a per-class score whose
+    denominator is zero is None.
     """
     if out is not None:  # before any work: an existing report must not cost a whole evaluation
         check_outside_the_data(out, [data_dir])

@@ -509,7 +509,7 @@ class Model:
             soundfile scales it; a ``(time, channels)`` array is refused: mix it down), or
             images ``(C, H, W)`` or a batch ``(B, C, H, W)`` (C = 1, 3 or 4; uint8, or float in
             [0, 1]; made what a file would be, see :func:`specnet.image.image_from_array`).
-        Raises the first input's :class:`SpecnetError` if any input fails.
+        Raises the first failing input's :class:`SpecnetError`.
         """
         results = list(self.predict_iter(inputs, sample_rate=sample_rate, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size))
         return _raise_first_failure(results)
@@ -885,8 +885,10 @@ def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
     raise ParameterError(f"cannot use an input of type {type(inputs).__name__}")
 
 
-def load_model(path: str | os.PathLike | None = None, *, device: str = "auto") -> Model:
-    """Load a model file or a bundled model by name (None: the default, ``esc10``)."""
+def load_model(path: str | bytes | os.PathLike | None = None, *, device: str | torch.device = "auto") -> Model:
+    """Load a model file or a bundled model by name (None: the default, ``esc10``) onto
+    ``device``: ``"auto"`` (CUDA, then MPS, then the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+    ``"mps"`` or a ``torch.device``."""
     name, file = resolve_model(path)
     if not file.exists():
         raise ModelFileError(f"{file}: model file not found")

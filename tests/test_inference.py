@@ -67,6 +67,12 @@ def test_load_model_gives_classes_and_config(model, audio_run):
     assert not model.net.training
 
 
+def test_the_types_results_come_in_are_public():
+    # README names specnet.Failure; type hints want Model and Prediction without reaching into modules.
+    assert (specnet.Model, specnet.Prediction, specnet.Failure) == (Model, Prediction, Failure)
+    assert {"Model", "Prediction", "Failure"} <= set(specnet.__all__) <= set(dir(specnet))
+
+
 def test_load_model_errors_name_the_file(tmp_path):
     with pytest.raises(ModelFileError, match="missing.safetensors: model file not found"):
         specnet.load_model(tmp_path / "missing.safetensors")

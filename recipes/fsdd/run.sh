@@ -38,18 +38,19 @@ each_speaker() {   # runs "$1 K" for the six speaker folds K, JOBS at a time; a 
   printf '%s\n' 1 2 3 4 5 6 | xargs -P "$jobs" -n 1 bash -c 'set -euo pipefail; '"$1"' "$0" || exit 255'
 }
 
+# 1. Prepare: links the recordings into WORK and writes official.csv and loso.csv.
 if has prepare; then
   python recipes/fsdd/prepare.py "$work" --data "$data" --force
 fi
 
-# 1. Official split: train on takes 5-49 (fold 1), validate on takes 0-4 (fold 0, the 300 test files).
+# 2. Official split: train on takes 5-49 (fold 1), validate on takes 0-4 (fold 0, the 300 test files).
 if has official; then
   specnet train --config "$cfg" --manifest "$work/official.csv" --val-fold 0 --out "$runs/official" --overwrite
   specnet evaluate "$runs/official/model.safetensors" --manifest "$work/official.csv" --fold 0 \
     --out "$evals/official" --overwrite
 fi
 
-# 2. Leave one speaker out: fold K of loso.csv is speaker K (1=george 2=jackson 3=lucas 4=nicolas 5=theo 6=yweweler).
+# 3. Leave one speaker out: fold K of loso.csv is speaker K (1=george 2=jackson 3=lucas 4=nicolas 5=theo 6=yweweler).
 if has loso; then
   loso_fold() {
     local k=$1
@@ -71,8 +72,8 @@ print(f"mean      {100 * sum(accs) / len(accs):6.2f} %")
 EOF
 fi
 
-# 2b. Each leave-one-speaker-out model adapted to its held-out speaker's 500 recordings without their
-#     labels (`specnet adapt`: batch-norm statistics measured again), then scored on the same recordings.
+# 4. Each leave-one-speaker-out model adapted to its held-out speaker's 500 recordings without their
+#    labels (`specnet adapt`: batch-norm statistics measured again), then scored on the same recordings.
 if has adapt; then
   adapt_fold() {
     local speakers=(george jackson lucas nicolas theo yweweler)
@@ -93,7 +94,7 @@ for name, k in zip(names, range(1, 7)):
 EOF
 fi
 
-# 3. The bundled model: the official-split training again (same seed, so the same weights), now with
+# 5. The bundled model: the official-split training again (same seed, so the same weights), now with
 #    the measured test accuracy written into its metadata ([dataset] is the last table of config.toml,
 #    so an appended key lands in it).
 if has bundle; then
@@ -108,7 +109,7 @@ if has bundle; then
   specnet evaluate fsdd "$work/test"
 fi
 
-# 4. The README's picture of george's "three", drawn with the bundled model's front-end.
+# 6. The README's picture of george's "three", drawn with the bundled model's front-end.
 if has figures; then
   python recipes/fsdd/plot_three.py --data "$data"
 fi
