@@ -48,6 +48,14 @@ def check_bool(name: str, value: object, *, none: bool = False) -> None:
         raise ParameterError(f"{name}={value!r} must be True or False" + (" (or None)" if none else ""))
 
 
+def as_flag(name: str, value: object) -> bool:
+    """``value`` as a bool: True, False, a numpy bool, or 1 and 0 (as ``--arch-arg batch_norm=0``
+    parses, and as model files written that way hold); anything else is a ParameterError."""
+    if isinstance(value, (bool, np.bool_)) or (is_integer(value) and value in (0, 1)):
+        return bool(value)
+    raise ParameterError(f"{name}={value!r} must be True or False")
+
+
 def check_number(name: str, value: object, *, minimum: float, below: float | None = None) -> None:
     """Raise ParameterError unless ``value`` is a finite number ``>= minimum`` (and ``< below``)."""
     if not (is_finite_number(value) and value >= minimum and (below is None or value < below)):

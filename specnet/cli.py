@@ -31,7 +31,7 @@ from .errors import Given, GivenValueError, ParameterError, SpecnetError
 from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, unreadable_folder, walk_files
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
-DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
 MAX_WINDOW_SECONDS = 300.0
 #: training.DEFAULT_VAL_SPLIT, for --help without importing torch (a test keeps the two equal).
@@ -70,6 +70,11 @@ class _Device(click.ParamType):
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(name) for name in ("auto", "cpu", "cuda", "mps") if name.startswith(incomplete)]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         if not DEVICE_NAME.fullmatch(value):
@@ -404,7 +409,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
         arrays = {"embeddings": np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)}
     else:  # rows padded with NaN to the longest file's frames
         counts = [len(frames) for frames, _ in outputs]
-        stamps = max((times for _, times in outputs), key=len, default=np.zeros(0))
+        stamps = model.net.frame_times(max(counts, default=0))  # the frames' centres, shared by every row
         padded = np.full((len(outputs), len(stamps), outputs[0][0].shape[-1] if outputs else 0), np.nan, np.float32)
         for row, (frames, _) in zip(padded, outputs):
             row[: len(frames)] = frames
@@ -775,7 +780,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.option("--in-chans", type=click.IntRange(1, MAX_IN_CHANS), default=1, show_default=True)
 @click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk, its global pooling and the dropout after it (inert at inference; with hidden_dim, the hidden dense layers too), one descriptor vector per input.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--input-size", type=(click.IntRange(1, MAX_IMAGE_SIDE), click.IntRange(1, MAX_IMAGE_SIDE)), default=None, help="Height and width (default: a model's own; for an architecture, 224 224 for VGG, 64 101 otherwise).")
+@click.option("--input-size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, help=f"Height and width, at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} cells (default: a model's own; for an architecture, 224 224 for VGG, 64 101 otherwise).")
 @click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
 @click.pass_context
 def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size, list_all) -> None:
@@ -788,6 +793,9 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
     if list_all or not name:
         click.echo("\n".join(list_models()))
         return
+    if input_size and input_size[0] * input_size[1] > MAX_IMAGE_SIDE**2:  # what a model file may hold; an audio width is frames
+        raise click.BadParameter(f"{input_size[0]} x {input_size[1]} is more than the {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} cells "
+                                 "a summary takes", param_hint="'--input-size'")
     if name in bundled_models() or name.endswith(".safetensors") or os.path.exists(name):
         from .inference import load_model
 

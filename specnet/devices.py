@@ -33,14 +33,14 @@ def _cpu_has_amx() -> bool:
     return bool(probe and probe())
 
 
-_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
 
 
 def device_name(device: str | torch.device) -> str:
     """``device`` as specnet names devices: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
     ``"mps"``; a ``torch.device`` gives its name. Availability is :func:`resolve_device`'s business."""
-    if isinstance(device, torch.device):
-        device = str(device)
+    if isinstance(device, torch.device):  # a tensor's: "cuda:1", and "mps:0" or "cpu" (one of each)
+        device = str(device) if device.type == "cuda" else device.type
     if not (isinstance(device, str) and _DEVICE_NAME.fullmatch(device)):
         raise ParameterError(f"device={device!r} must be auto, cpu, cuda, cuda:N or mps (or a torch.device)")
     return device

@@ -88,12 +88,16 @@ def _real_folders(folder: str, unreadable: list[str] | None = None) -> Iterator[
     reached without a link is named that way, whichever way the walk reaches it first. Folders
     that cannot be searched (no permission) are appended to ``unreadable``."""
     linkless: dict[str, str] = {}  # real folder -> its name under ``folder`` through no link
-    for parent, folders, _ in os.walk(folder):
+    refused: dict[str, str] = {}  # the same for folders that cannot be searched, each named once
+
+    def refuse(exc: OSError) -> None:
+        refused.setdefault(os.path.realpath(exc.filename), exc.filename)
+
+    for parent, folders, _ in os.walk(folder, onerror=refuse):
         folders[:] = [d for d in folders if not d.startswith(".")]
         linkless.setdefault(os.path.realpath(parent), parent)
     seen: set[str] = set()
-    on_error = (lambda exc: unreadable.append(exc.filename)) if unreadable is not None else None
-    for parent, folders, names in os.walk(folder, followlinks=True, onerror=on_error):
+    for parent, folders, names in os.walk(folder, followlinks=True, onerror=refuse):
         real = os.path.realpath(parent)
         if real in seen:
             folders[:] = []
@@ -101,6 +105,8 @@ def _real_folders(folder: str, unreadable: list[str] | None = None) -> Iterator[
         seen.add(real)
         folders[:] = [d for d in folders if not d.startswith(".")]
         yield linkless.get(real, parent), names
+    if unreadable is not None:
+        unreadable.extend(refused.values())
 
 
 def walk_files(folder: PathLike) -> list[str]:
@@ -112,7 +118,9 @@ def walk_files(folder: PathLike) -> list[str]:
     for parent, names in _real_folders(os.fsdecode(folder), files):
         for name in names:
             path = os.path.join(parent, name)
-            if not name.startswith(".") and (os.path.isfile(path) or os.path.islink(path)):
+            # Not even there by lstat: a folder that lists its names but cannot be searched
+            # (read without execute permission); listed, so that reading it reports that.
+            if not name.startswith(".") and (os.path.isfile(path) or os.path.islink(path) or not os.path.lexists(path)):
                 files.append(path)
     return sorted(files, key=Path)  # component by component: "take/1.wav" before "take-2/1.wav"
 
@@ -140,7 +148,7 @@ def glob_paths(pattern: str) -> list[str]:
         for folder, _ in _real_folders(top or os.curdir, unreadable):
             under = folder if top else folder[len(os.curdir) + 1 :]  # "**/x" names "a/x", as glob does, not "./a/x"
             found.extend(glob_paths(os.path.join(glob.escape(under), tail)))
-        found.extend(folder if top else folder[len(os.curdir) + 1 :] for folder in unreadable)
+        found.extend(folder if top or folder == os.curdir else folder[len(os.curdir) + 1 :] for folder in unreadable)
     # Several "**" reach a file more than once: keep its shortest spelling.
     return sorted(unique_files(sorted(found, key=lambda p: (p.count(os.sep), p))))
 

@@ -633,6 +633,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     owns_group: bool = False  # this run joined the process group, so it must leave it
+    device: torch.device = torch.device("cpu")  # this rank's: NCCL reduces CUDA tensors only
 
     @property
     def is_main(self) -> bool:
@@ -659,8 +660,11 @@ class Dist:
                 torch.distributed.broadcast(buffer, src=0)
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the ranks, in place (and returned), wherever it lives."""
         if self.world_size > 1:
-            torch.distributed.all_reduce(tensor)
+            on_device = tensor.to(self.device)
+            torch.distributed.all_reduce(on_device)
+            tensor.copy_(on_device)
         return tensor
 
 
@@ -672,7 +676,7 @@ def setup_distributed(device: torch.device) -> Dist:
     # Each process takes the GPU of its local rank: said before any process joins the group, so
     # every one of them stops with this line rather than one failing and the rest waiting for it.
     processes_here, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count()
-    if device.type == "cuda" and processes_here > gpus:  # cuda:N too: train() gives each process its local rank's GPU
+    if device.type == "cuda" and processes_here > gpus:  # cuda:N too: each process takes its local rank's GPU
         raise ParameterError(f"torchrun started {processes_here} processes on this machine, which has "
                              f"{_count(gpus, 'CUDA device')}: one process per GPU (--nproc_per_node {gpus}), "
                              "or device='cpu' for all of them")
@@ -680,7 +684,11 @@ def setup_distributed(device: torch.device) -> Dist:
     if owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend)
-    return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), owns_group)
+    rank = torch.distributed.get_rank()
+    if device.type == "cuda":  # cuda:N too: each process takes its local rank's GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    return Dist(rank, torch.distributed.get_world_size(), owns_group, device)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -962,9 +970,8 @@ def train(
     except GivenValueError as exc:
         raise the_runs_setting(out, exc) if device_of_the_run else exc from None
     dist = setup_distributed(device)
-    if dist.world_size > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
-        torch.cuda.set_device(device)
+    if dist.world_size > 1:
+        device = dist.device
     quiet = quiet or not dist.is_main
     amp_dtype = autocast_dtype(device, config.amp)
     if device.type == "cuda":
@@ -1301,10 +1308,12 @@ class SkippedSteps:
     One now and then is survivable (the step changes nothing: neither the weights nor the
     batch-norm statistics its forward pass measured); ``MAX_SKIPPED_STEPS`` in a row means
     the run has diverged, and :class:`TrainingError` stops it before a broken model can be
-    saved. With float16, a finite loss whose scaled gradient overflowed is the loss scaler's
-    own business: it starts high (65,536) and halves its scale at each overflow, so a run's
-    first steps and every few thousand steps after skip one. Those are counted apart
-    (``by_scaler``) and are no cause for a warning, but they count towards divergence too.
+    saved. With float16, a finite loss whose scaled gradient overflowed is the loss scaler
+    settling: it starts high (65,536) and halves its scale at each overflow, so a run's first
+    steps and one now and then after (it doubles the scale every 2,000 good steps) skip one.
+    Those are counted apart (``by_scaler``), with no warning, and not towards divergence: the
+    scaler halves its way down to a scale of 1 in at most 16 of them, and from there a
+    gradient that still overflows is no scaling matter, so its skips count as any other.
     """
 
     def __init__(self) -> None:
@@ -1319,8 +1328,8 @@ class SkippedSteps:
     def skip(self, epoch: int, loss: float, *, by_scaler: bool = False) -> None:
         if by_scaler:
             self.by_scaler += 1
-        else:
-            self.reported += 1
+            return
+        self.reported += 1
         self.in_a_row += 1
         if self.in_a_row >= MAX_SKIPPED_STEPS:
             raise TrainingError(
@@ -1414,7 +1423,10 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
                     for buffer, before in zip(statistics, statistics_before):
                         buffer.copy_(before)
                 loss_value = loss.item()
-                skipped.skip(epoch, loss_value, by_scaler=scaler.is_enabled() and math.isfinite(loss_value))
+                # Every rank is here (the gradient norm is all-reduced); they agree on the kind of skip too.
+                nonfinite_losses = dist.all_sum(torch.tensor([0.0 if math.isfinite(loss_value) else 1.0], dtype=torch.float64))
+                settling = scaler.is_enabled() and scaler.get_scale() > 0.5 and not nonfinite_losses.item()
+                skipped.skip(epoch, loss_value, by_scaler=settling)
                 continue
             skipped.applied()
             if ema is not None:

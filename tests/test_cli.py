@@ -538,6 +538,15 @@ def test_embed_clip_and_frame_npz(capsys, model_file, clips, tmp_path):
         assert np.isfinite(embeddings[0, : counts[0]]).all() and np.isnan(embeddings[0, counts[0] :]).all()
     code, _, err = run(capsys, "embed", "-m", model_file, paths[0], "-o", str(out), "--overwrite")
     assert code == 0 and "wrote 1 clip embedding of size" in err
+    # The timestamps are the frames' centres whatever order the files come in, a clip shorter
+    # than the first centre (one frame, stamped at its own middle alone) included.
+    first_centre = specnet.load_model(model_file).net.frame_times(1)[0]
+    short = write_audio(tmp_path / "short.wav", np.full(round(first_centre * 16000 / 2), 0.3, np.float32), 16000)
+    one_frame = write_audio(tmp_path / "one_frame.wav", np.full(round(first_centre * 16000 * 1.2), 0.3, np.float32), 16000)
+    for order in ([str(short), str(one_frame)], [str(one_frame), str(short)], [str(short), paths[0]]):
+        code, _, _ = run(capsys, "embed", "-m", model_file, *order, "-o", str(out), "--level", "frame", "--overwrite")
+        with np.load(out) as saved:
+            assert code == 0 and saved["timestamps"][0] == first_centre
 
 
 def test_embed_skips_bad_files(capsys, model_file, clips, tmp_path):
@@ -620,7 +629,10 @@ def test_summary_of_too_small_or_too_large_an_input_is_one_line(capsys):
     assert code == 2 and "0 is not in the range" in err
     # Not a 40 GB allocation that fails inside torch: the sizes a model file may hold.
     code, _, err = run(capsys, "summary", "vgg11", "--input-size", "100000", "100000")
-    assert code == 2 and "100000 is not in the range 1<=x<=4096" in err and err.count("\n") == 1, err
+    assert code == 2 and err == ("error: Invalid value for '--input-size': 100000 x 100000 is more than the 4096 x 4096 "
+                                 "cells a summary takes (see 'specnet summary --help')\n"), err
+    code, out, _ = run(capsys, "summary", "cnn", "--input-size", "64", "5001")  # an audio width is frames: 50 s at a 10 ms hop
+    assert code == 0 and "(None, 1, 64, 5001)" in out
     code, _, err = run(capsys, "summary", "cnn", "--in-chans", "65")
     assert code == 2 and "65 is not in the range 1<=x<=64" in err, err
     assert (cli.MAX_IN_CHANS, cli.MAX_IMAGE_SIDE) == (modelfile.MAX_IN_CHANS, modelfile.MAX_IMAGE_SIDE)

@@ -19,10 +19,12 @@ def test_cpu_and_auto_resolve_and_bad_names_are_refused():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
-    for bad in ("gpu", "cuda:x", "cuda:", "cpu:0", 0, None, b"cpu"):
+    for bad in ("gpu", "cuda:x", "cuda:", "cuda:01", "cpu:0", 0, None, b"cpu"):
         with pytest.raises(ParameterError, match=rf"^device={re.escape(repr(bad))} must be auto, cpu, cuda, cuda:N or mps \(or a torch.device\)$"):
             resolve_device(bad)
     assert device_name(torch.device("cuda", 1)) == "cuda:1" and device_name("cuda:12") == "cuda:12"
+    # A tensor's device, as load_model(device=x.device) passes it: MPS parameters say "mps:0".
+    assert device_name(torch.device("mps", 0)) == "mps" and device_name(torch.device("cpu", 0)) == "cpu"
 
 
 def test_a_cuda_device_this_machine_lacks_is_named_with_the_ones_it_has(monkeypatch):

@@ -338,15 +338,24 @@ def test_registry_errors():
         ("cnn", {"num_classes": 2, "channels": 16}, r"^channels=16 must be a sequence of block widths, such as \(16, 32, 64, 128\)$"),
         ("cnn", {"num_classes": 2, "channels": "16"}, r"^channels='16' must be a sequence of block widths"),
         ("cnn", {"num_classes": 2, "batch_norm": "yes"}, r"^batch_norm='yes' must be True or False$"),
-        ("vgg11", {"num_classes": 2, "batch_norm": 1}, r"^batch_norm=1 must be True or False$"),
+        ("vgg11", {"num_classes": 2, "batch_norm": 2}, r"^batch_norm=2 must be True or False$"),
+        ("cnn", {"num_classes": 2, "channels": np.zeros((2, 2), int)}, r"^channels=\[\[0, 0\], \[0, 0\]\] must be a sequence of block widths"),
         # a string is true to Python: include_top='no' would have built a classifier
         ("vgg11", {"num_classes": 2, "include_top": "no"}, r"^include_top='no' must be True or False$"),
-        ("cnn", {"include_top": 0}, r"^include_top=0 must be True or False$"),
+        ("cnn", {"include_top": None}, r"^include_top=None must be True or False$"),
     ],
 )
 def test_bad_values(name, kwargs, match):
     with pytest.raises(ParameterError, match=match):
         create_model(name, **kwargs)
+
+
+def test_flags_take_0_1_and_numpy_bools_and_channels_a_numpy_array():
+    # --arch-arg batch_norm=0 parses as 0, and model files trained that way hold it: they must still build.
+    plain = create_model("cnn", num_classes=2, batch_norm=0, channels=np.array([8, 16]))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in create_model("vgg11", num_classes=2, batch_norm=np.True_).modules()) == 8
+    assert create_model("cnn", include_top=0).num_features == create_model("cnn", include_top=False).num_features
 
 
 def test_numpy_numbers_build_a_model_whose_arch_args_are_json():

@@ -186,3 +186,18 @@ def test_a_folder_that_cannot_be_searched_is_listed_so_that_reading_it_reports_i
     assert glob_paths(f"{rec}/**/*.wav") == [f"{rec}/day1/a.wav", f"{rec}/day2"]
     assert unreadable_folder(f"{rec}/day2") == "cannot read this folder (Permission denied)"
     assert unreadable_folder(f"{rec}/day1") is None
+    # Reached through a link as well, it is named once, by its name without the link.
+    (tmp_path / "rec" / "alink").symlink_to("day2", target_is_directory=True)
+    assert walk_files(rec) == [f"{rec}/day1/a.wav", f"{rec}/day2"]
+    # The current folder itself, for a "**" pattern: named ".", not "".
+    monkeypatch.chdir(tmp_path / "rec" / "day2")
+    assert glob_paths("**/*.wav") == ["."]
+
+
+def test_a_folder_that_lists_its_names_but_cannot_be_searched_lists_them_so_reading_reports_it(tmp_path, monkeypatch):
+    # Read permission without execute: the names are listed, but nothing under them can be looked at.
+    (tmp_path / "noexec").mkdir()
+    (tmp_path / "noexec" / "c.wav").write_bytes(b"")
+    monkeypatch.setattr(os.path, "lexists", lambda p: os.path.dirname(os.fsdecode(p)) != str(tmp_path / "noexec"))
+    monkeypatch.setattr(os.path, "isfile", lambda p: False)
+    assert walk_files(tmp_path) == [str(tmp_path / "noexec" / "c.wav")]

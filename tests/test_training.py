@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 import specnet
 from specnet.augment import NO_AUGMENT
 from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
+from specnet import training
 from specnet.training import TrainConfig, default_epochs, get_lr
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -598,14 +599,27 @@ def test_time_warp_bends_each_training_batch_and_is_saved(tiny_data, tmp_path, m
     assert bent and all(setting == 0.0 and change == 0.0 for setting, change in bent)  # off by default
 
 
+def test_all_sum_reduces_in_place_on_the_ranks_device(monkeypatch):
+    # NCCL reduces CUDA tensors only: the sums of losses and confusion matrices are moved to the
+    # rank's device for the reduction and written back where they were (evaluate_split uses them in place).
+    reduced_on = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: reduced_on.append(t.device) or t.mul_(2))
+    confusion = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    assert training.Dist(0, 2, device=torch.device("cpu")).all_sum(confusion) is confusion
+    assert confusion.tolist() == [[2.0, 4.0]] and reduced_on == [torch.device("cpu")]
+    assert training.Dist().all_sum(confusion).tolist() == [[2.0, 4.0]]  # one process: nothing to reduce
+
+
 def test_float16_loss_scaling_counts_its_skipped_steps_and_stops_a_diverged_run(tiny_data, tmp_path, monkeypatch):
-    # GradScaler skips every step with a NaN gradient itself; ten in a row still stop the run.
+    # GradScaler skips every step with a NaN gradient itself, halving its scale: the first 16 take it
+    # from 65,536 down to 1, its settling; from there ten more in a row stop the run (3 steps an
+    # epoch: the 26th step is in epoch 9).
     real = torch.amp.GradScaler
     scalers = []
     monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: scalers.append(real("cpu", enabled=True)) or scalers[-1])
     monkeypatch.setattr("specnet.training.F", NanGradients("all"))
-    with pytest.raises(TrainingError, match="^training diverged in epoch 4: 10 steps in a row"):
-        specnet.train(tiny_data, tmp_path / "run", epochs=6, **S.FAST)
+    with pytest.raises(TrainingError, match="^training diverged in epoch 9: 10 steps in a row"):
+        specnet.train(tiny_data, tmp_path / "run", epochs=12, **S.FAST)
     # Now and then, an overflow (a finite loss, a non-finite gradient) is the scaler settling: it lowers
     # its scale and the run goes on. Counted in metrics.jsonl apart, with no warning; a non-finite loss warns.
     monkeypatch.setattr("specnet.training.F", NanGradients({1, 2, 7}))
@@ -858,7 +872,6 @@ def test_resume_of_a_val_dir_run_ignores_the_val_split_its_checkpoint_wrote(tmp_
 def test_evaluate_split_counts_true_classes_in_rows(monkeypatch):
     from types import SimpleNamespace
 
-    from specnet import training
 
     probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
     monkeypatch.setattr(training, "predict_split", lambda *args, **kwargs: (probs, torch.arange(3)))
@@ -870,7 +883,6 @@ def test_evaluate_split_counts_true_classes_in_rows(monkeypatch):
 
 def test_validation_scores_clips_with_silence_as_classify_does(audio_run):
     """predict_split (validation) and Model.predict agree on long clips, silent windows included."""
-    from specnet import training
     from specnet.inference import load_model
 
     model = load_model(audio_run.model, device="cpu")

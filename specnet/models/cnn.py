@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..checks import check_bool
+from ..checks import as_flag
 from ..errors import ParameterError
 from .layers import (
     ClassifierHead,
@@ -93,10 +94,11 @@ class CNN(SpectrogramModel):
         if not include_top:
             hidden_dim = None
         in_chans = check_int("in_chans", in_chans, minimum=1)
-        if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence):
-            raise ParameterError(f"channels={channels!r} must be a sequence of block widths, such as (16, 32, 64, 128)")
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, (Sequence, np.ndarray)) or np.ndim(channels) != 1:
+            shown = channels.tolist() if isinstance(channels, np.ndarray) else channels
+            raise ParameterError(f"channels={shown!r} must be a sequence of block widths, such as (16, 32, 64, 128)")
         channels = [check_int("channels", c, minimum=1) for c in channels]
-        check_bool("batch_norm", batch_norm)
+        batch_norm = as_flag("batch_norm", batch_norm)
         if not channels:
             raise ParameterError("channels=() must name at least one block")
         n_convs = check_int("n_convs", n_convs, minimum=1)

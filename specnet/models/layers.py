@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..checks import check_bool, check_int, is_finite_number  # check_int: also for the model families
+from ..checks import as_flag, check_int, is_finite_number  # check_int: also for the model families
 from ..errors import ParameterError
 
 __all__ = [
@@ -337,8 +337,7 @@ def final_layer(in_features: int, num_classes: int) -> nn.Module:
 def classifier_size(num_classes: int | None, include_top: bool) -> int:
     """A model's checked ``num_classes``: required with a classifier, 0 without one
     (``include_top=False``, which refuses any other number rather than drop it)."""
-    check_bool("include_top", include_top)
-    if not include_top:
+    if not as_flag("include_top", include_top):
         if num_classes not in (None, 0):
             raise ParameterError(f"num_classes={num_classes!r} with include_top=False: there is no classifier; leave num_classes out")
         return 0

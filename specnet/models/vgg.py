@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checks import check_bool, is_integer
+from ..checks import as_flag, is_integer
 from ..errors import ParameterError
 from .layers import (
     ClassifierHead,
@@ -147,7 +147,7 @@ class VGG(SpectrogramModel):
         if not include_top:
             head, hidden_dim = "global", None
         in_chans = check_int("in_chans", in_chans, minimum=1)
-        check_bool("batch_norm", batch_norm)
+        batch_norm = as_flag("batch_norm", batch_norm)
         depth = int(depth)
         drop_rate = check_drop_rate(drop_rate)
         hidden = normalize_hidden_dim(hidden_dim)
