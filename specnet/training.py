@@ -562,6 +562,25 @@ class OptionsForOtherData(OptionsError, DataError):
         return f"the data holds {self.kind} files, and {', '.join(map(name, self.options))} {apply} to {other}: leave {them} out"
 
 
+class OptionsDiffer(OptionsError):
+    """A resumed run given other options or data than its checkpoint's: ``differences`` holds
+    ``(option, value then, value now)``, the data's as ``data.files``, ``data.source`` ..."""
+
+    def __init__(self, checkpoint: Path, differences: list[tuple[str, Any, Any]], advice: str) -> None:
+        self.checkpoint, self.differences, self.advice = checkpoint, differences, advice
+        super().__init__()
+
+    def describe(self, name: Callable[[str], str]) -> str:
+        """The message, with each option as ``name`` says it (the data's as they are)."""
+        def said(option: str) -> str:
+            return option if option.startswith("data.") else name(option).removesuffix("=")
+
+        changed = "; ".join(f"{said(option)}: which files, their classes or sizes" if option == "data.files" else
+                            f"{said(option)}: {_shown(was)} then, {_shown(now)} now" for option, was, now in self.differences)
+        return (f"{self.checkpoint}: was written with different options ({changed}); {self.advice}, "
+                "or pass overwrite=True to start again")
+
+
 class OptionValueError(OptionsError, ParameterError):
     """A value of ``option`` that the data or the model it trains make impossible: ``problem``
     says why (``clip_seconds``, shorter than one FFT window of the front-end)."""
@@ -1090,13 +1109,10 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
         differences = sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])
         if differences:
-            changed = [f"{name}: which files, their classes or sizes" if name == "data.files" else
-                       f"{name}: {_shown(was)} then, {_shown(now)} now" for name, was, now in differences]
             advice = (f"leave them out to resume with the run's own (in {display_name(files.config)})"
                       if any(not name.startswith("data.") for name, _, _ in differences) else
                       "the data have changed since, and resuming needs the files the run was trained on")
-            raise SpecnetError(f"{files.checkpoint}: was written with different options ({'; '.join(changed)}); {advice}, "
-                               "or pass overwrite=True to start again")
+            raise OptionsDiffer(files.checkpoint, differences, advice)
         if saved.get("precision", current["precision"]) != current["precision"]:
             log.warning(
                 "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "
