@@ -49,7 +49,8 @@ DRIVER = textwrap.dedent(
 def torchrun(args: list[str], *, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --nproc_per_node=2 ARGS``; the whole process group dies on timeout."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    env = dict(os.environ, PYTHONPATH=str(REPO), **S.SUBPROCESS_ENV)
+    # TMPDIR: torchrun's own temporary folders (torchelastic_*) go with the test's, not into /tmp for good.
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(cwd), **S.SUBPROCESS_ENV)
     env.pop("SPECNET_DEBUG", None)
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)

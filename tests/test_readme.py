@@ -116,8 +116,10 @@ def _run(command: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"SPECNET_WEIGHTS_DIR": str(cwd / "imagenet"), "OMP_NUM_THREADS": "1"}
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    if command.startswith("torchrun") and torch.cuda.device_count() < 2:  # its two processes on the CPU, as in CI
-        env["CUDA_VISIBLE_DEVICES"] = ""
+    if command.startswith("torchrun"):
+        env["TMPDIR"] = str(cwd)  # its temporary folders (torchelastic_*) go with the test's
+        if torch.cuda.device_count() < 2:  # its two processes on the CPU, as in CI
+            env["CUDA_VISIBLE_DEVICES"] = ""
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
