@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from ._version import __version__
-from .errors import Given, GivenValueError, ParameterError, SpecnetError
+from .errors import Given, GivenValueError, ParameterError, SpecnetError, counted
 from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, unreadable_folder, walk_files
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
@@ -419,7 +419,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
         np.savez(buffer, paths=np.array([text_name(p) for p in good_paths]), **arrays)
         atomic_write(output, buffer.getvalue(), overwrite=overwrite)
         count = len(good_paths)
-        click.echo(f"wrote {count} {level} embedding{'' if count == 1 else 's'} of size {arrays['embeddings'].shape[-1]} to {display_name(output)}", err=True)
+        click.echo(f"wrote {counted(count, f'{level} embedding')} of size {arrays['embeddings'].shape[-1]} to {display_name(output)}", err=True)
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed" + ("" if good_paths else f"; {display_name(output)} not written"), err=True)
@@ -456,9 +456,9 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
     result = model.adapt(files, batch_size=batch_size, on_failure=report)
     model.save(output, overwrite=overwrite)
     if model.input_kind == "image":  # an image is one window
-        what = f"{result.windows} image{'' if result.windows == 1 else 's'}"
+        what = counted(result.windows, "image")
     else:
-        what = f"{result.windows} window{'' if result.windows == 1 else 's'} of {result.inputs} input{'' if result.inputs == 1 else 's'}"
+        what = f"{counted(result.windows, 'window')} of {counted(result.inputs, 'input')}"
     click.echo(f"adapted {model.name} to {what}; wrote {display_name(output)}", err=True)
     if result.failures:
         click.echo(f"{len(result.failures)} of {len(files)} inputs failed", err=True)

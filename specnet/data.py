@@ -115,8 +115,8 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
     folder_class: dict[str, tuple[str, Path]] = {}
     for target, name in enumerate(classes):
         found = walk_files(root / name)
-        for folder in filter(os.path.isdir, found):  # one that cannot be searched: its files would be left out
-            raise DataError(f"{display_name(folder)}: {unreadable_folder(folder)}")
+        if refused := next(filter(os.path.isdir, found), None):  # a folder it cannot search: its files would be left out
+            raise DataError(f"{display_name(refused)}: {unreadable_folder(refused)}")
         files = [Path(f) for f in found if file_kind(f) is not None]
         if not files:
             empty.append(name)

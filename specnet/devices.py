@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from .errors import Given, GivenValueError, ParameterError
+from .errors import Given, GivenValueError, ParameterError, counted
 
 
 def autocast_dtype(device: torch.device, amp: bool | None = None) -> torch.dtype | None:
@@ -58,9 +58,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise GivenValueError("%s asked for, but CUDA is not available here", Given("device", name, quoted=True))
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise GivenValueError(f"%s asked for, but this machine has {count} CUDA device{'' if count == 1 else 's'} "
+    if name.startswith("cuda:") and int(name[5:]) >= (count := torch.cuda.device_count()):
+        raise GivenValueError(f"%s asked for, but this machine has {counted(count, 'CUDA device')} "
                               f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})", Given("device", name, quoted=True))
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise GivenValueError("%s asked for, but MPS is not available here", Given("device", name, quoted=True))

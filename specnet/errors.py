@@ -10,6 +10,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``: a count and its noun, for messages."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 class SpecnetError(Exception):
     """Base class of every error specnet raises on purpose."""
 

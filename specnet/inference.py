@@ -33,7 +33,7 @@ from .audio import float_samples, is_audio_file, iter_audio_blocks, load_audio, 
 from .paths import display_name, naming, text_name
 from .checks import as_numpy, check_int, is_finite_number
 from .devices import resolve_device
-from .errors import DataError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError
+from .errors import DataError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError, counted
 from .fileio import check_output_path
 from .image import image_from_array, is_image_file, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
@@ -283,7 +283,7 @@ class Model:
             raise ParameterError("samples contain NaN or infinite values")
         resampled = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
         if resampled.size == 0:
-            raise ParameterError(f"{y.size} sample{'' if y.size == 1 else 's'} at {sample_rate} Hz make less than one "
+            raise ParameterError(f"{counted(y.size, 'sample')} at {sample_rate} Hz make less than one "
                                  f"sample at the model's {self.sample_rate} Hz")
         return resampled
 
@@ -708,11 +708,11 @@ class Model:
                 raise DataError("no input to adapt to" if not seen else
                                 f"nothing to adapt to: {'the input' if seen == 1 else f'all {seen} inputs'} failed")
             if total < 2 and self.input_kind == "image":
-                raise DataError(f"too little to adapt to: {total} image{'' if total == 1 else 's'}, and a spread needs 2 "
+                raise DataError(f"too little to adapt to: {counted(total, 'image')}, and a spread needs 2 "
                                 "(failed inputs are left out)")
             if total < 2:
-                raise DataError(f"too little to adapt to: {total} window{'' if total == 1 else 's'} of sound in {seen} "
-                                f"input{'' if seen == 1 else 's'}, and a spread needs 2 (failed inputs and silence are left out)")
+                raise DataError(f"too little to adapt to: {counted(total, 'window')} of sound in {counted(seen, 'input')}, "
+                                "and a spread needs 2 (failed inputs and silence are left out)")
             if len(rest) - batch_size >= 2:  # never a batch of one window
                 run(rest[:batch_size])
                 rest = rest[batch_size:]

@@ -188,11 +188,12 @@ class SpecNet(nn.Module):
         """How many of ``num_columns`` frame-level embeddings of a sound ``seconds`` long are
         centred inside it: the ones kept, and at least one (a sound shorter than half a
         column keeps its first)."""
-        return max(1, int(np.searchsorted(self.frame_times(num_columns), seconds, side="right")))
+        return len(self.frame_times_inside(num_columns, seconds))
 
     def frame_times_inside(self, num_columns: int, seconds: float) -> np.ndarray:
         """The times (s) of the frame-level embeddings kept of a sound ``seconds`` long,
         ``(frames_inside(num_columns, seconds),)``: their centres, or the sound's middle for the
         one column a sound shorter than its first centre keeps, so that every time lies inside it."""
-        times = self.frame_times(num_columns)[: self.frames_inside(num_columns, seconds)]
-        return np.full_like(times, seconds / 2) if times[0] > seconds else times
+        times = self.frame_times(num_columns)
+        times = times[: max(1, int(np.searchsorted(times, seconds, side="right")))]
+        return np.full_like(times, seconds / 2) if len(times) and times[0] > seconds else times

@@ -35,7 +35,7 @@ from .paths import display_name, naming, one_line, path_of_text, text_name, unna
 from .devices import autocast_dtype, device_name, resolve_device
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
-from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError
+from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError, counted
 from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
@@ -697,7 +697,7 @@ def setup_distributed(device: torch.device) -> Dist:
     processes_here, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count()
     if device.type == "cuda" and processes_here > gpus:  # cuda:N too: each process takes its local rank's GPU
         raise ParameterError(f"torchrun started {processes_here} processes on this machine, which has "
-                             f"{_count(gpus, 'CUDA device')}: one process per GPU (--nproc_per_node {gpus}), "
+                             f"{counted(gpus, 'CUDA device')}: one process per GPU (--nproc_per_node {gpus}), "
                              "or device='cpu' for all of them")
     owns_group = not torch.distributed.is_initialized()
     if owns_group:
@@ -929,11 +929,6 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
         "manifest": config.get("manifest") is not None,
         "val_dir": config.get("val_dir") is not None,
     }
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 file``, ``2 files``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _loss_text(loss: float | None) -> str:
@@ -1186,15 +1181,15 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     _print(
         f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
         f"validating on {len(val_split.targets)}; {n_params:,} trainable parameters; device {device}"
-        + (f"; {_count(len(train_failures) + len(val_failures), 'file')} skipped" if train_failures or val_failures else ""),
+        + (f"; {counted(len(train_failures) + len(val_failures), 'file')} skipped" if train_failures or val_failures else ""),
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
     out_of_patience = start_epoch < epochs and not trains_on
     if start_epoch >= epochs:
-        _print(f"nothing to train: the run already has {_count(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
+        _print(f"nothing to train: the run already has {counted(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
     elif out_of_patience:  # a resumed run, then
-        _print(f"nothing to train: no improvement in the run's last {_count(epochs_since_best, 'epoch')}, where "
+        _print(f"nothing to train: no improvement in the run's last {counted(epochs_since_best, 'epoch')}, where "
                f"patience={config.patience} stops it (patience={epochs_since_best + 1} or more trains on)", quiet=quiet)
     skipped = SkippedSteps()
     for epoch in range(start_epoch, start_epoch if out_of_patience else epochs):
@@ -1215,7 +1210,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
         if skipped_in_epoch:
             row["skipped_steps"] = skipped_in_epoch
-            log.warning("epoch %d: skipped %s with a non-finite loss or gradient", epoch + 1, _count(skipped_in_epoch, "step"))
+            log.warning("epoch %d: skipped %s with a non-finite loss or gradient", epoch + 1, counted(skipped_in_epoch, "step"))
         if scaler_skips_in_epoch:
             row["loss_scaler_skips"] = scaler_skips_in_epoch
         if validate:
