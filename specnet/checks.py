@@ -35,10 +35,12 @@ def is_finite_number(value: object) -> bool:
         return False
 
 
-def check_int(name: str, value: object, *, minimum: int) -> int:
-    """``value`` as a Python int if it is an integer ``>= minimum``, else raise ParameterError."""
-    if not (is_integer(value) and value >= minimum):
-        raise ParameterError(f"{name}={value!r} must be an integer >= {minimum}")
+def check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as a Python int if it is an integer ``>= minimum`` (and ``<= maximum``), else
+    raise ParameterError."""
+    if not (is_integer(value) and value >= minimum and (maximum is None or value <= maximum)):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ParameterError(f"{name}={value!r} must be an integer {bounds}")
     return int(value)
 
 

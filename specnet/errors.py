@@ -15,6 +15,13 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message, or its type's name if it has none (a bare
+    ``assert``): how a message quotes an error from another library."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class SpecnetError(Exception):
     """Base class of every error specnet raises on purpose."""
 

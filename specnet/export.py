@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import is_integer
-from .errors import ParameterError, SpecnetError
+from .errors import ParameterError, SpecnetError, first_line
 from .features import LogMelSpectrogram, mel_to_db
 from .fileio import atomic_write, check_output_path
 from .models.layers import eval_mode
@@ -172,7 +172,7 @@ def export_onnx(
                 "-90 dBFS) unless all are"
             )
     else:
-        height, width = spec.image_size or (224, 224)
+        height, width = spec.image_size
         example = torch.zeros(2, spec.in_chans, height, width)
         input_name = IMAGE_INPUT_NAME
         # Images are resized to image_size before the network, so only the batch varies.
@@ -199,7 +199,7 @@ def export_onnx(
     except SpecnetError:
         raise
     except Exception as exc:  # the exporter raises many untyped errors; keep their first line
-        reason = str(exc).split(" [Caused by", 1)[0].strip().splitlines()[0]
+        reason = first_line(exc).split(" [Caused by", 1)[0]
         raise SpecnetError(f"{source}: ONNX export of {spec.arch!r} failed (opset {opset}): {reason}") from None
     finally:
         net.to(device)

@@ -16,7 +16,7 @@ import torch
 
 from ._version import __version__
 from .checks import is_finite_number, is_integer
-from .errors import ModelFileError, ParameterError, SpecnetError
+from .errors import ModelFileError, ParameterError, SpecnetError, first_line
 from .features import FeatureConfig
 from .fileio import atomic_write
 from .paths import display_name, one_line, refuse_special_file
@@ -114,6 +114,8 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
             f"{source}: image_size={image_size!r} must be [height, width] in pixels "
             f"(each at most {MAX_IMAGE_SIDE}) or null"
         )
+    if image_size is None and meta["input_kind"] == "image":
+        raise ModelFileError(f"{source}: an image model needs image_size (the [height, width] its images are resized to)")
     return ModelSpec(
         arch=meta["arch"],
         arch_args=meta["arch_args"],
@@ -186,8 +188,8 @@ def _check_backbone_shapes(path: Path, spec: ModelSpec) -> dict[str, tuple[int, 
     try:
         with torch.device("meta"):
             skeleton = create_backbone(spec)
-    except (SpecnetError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: cannot build {spec.arch!r}: {one_line(str(exc))}") from None
+    except (SpecnetError, TypeError, ValueError, RuntimeError, OverflowError) as exc:  # torch's own: RuntimeError
+        raise ModelFileError(f"{path}: cannot build {spec.arch!r}: {one_line(first_line(exc))}") from None
     stored = _stored_shapes(path)
     _check_shapes({f"backbone.{k}": v.shape for k, v in skeleton.state_dict().items()},
                   {k: v for k, v in stored.items() if k.startswith("backbone.")}, path, spec.arch)

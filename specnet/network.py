@@ -44,7 +44,7 @@ class ModelSpec:
     in_chans : channels the backbone takes (1 for spectrograms).
     features : the front-end settings (audio models only).
     clip_seconds : clip length the model was trained on (audio models only).
-    image_size : (height, width) images are resized to (image models only).
+    image_size : (height, width) images are resized to (image models only, and required there).
     extra : free-form provenance (training data, license, credit, metrics).
     """
 
@@ -88,6 +88,8 @@ class SpecNet(nn.Module):
             raise ParameterError(f"input_kind={spec.input_kind!r} must be one of {', '.join(INPUT_KINDS)}")
         if spec.input_kind == "audio" and spec.features is None:
             raise ParameterError("an audio model needs features=FeatureConfig(...)")
+        if spec.input_kind == "image" and spec.image_size is None:
+            raise ParameterError("an image model needs image_size=(height, width), the size its images are resized to")
         self.spec = spec
         extra: dict[str, Any] = {}
         if pretrained or weights:

@@ -252,6 +252,18 @@ def test_missing_onnx_package_is_a_clear_error(model_file, tmp_path, monkeypatch
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_an_exporter_error_without_a_message_is_named_by_its_type(model_file, tmp_path, monkeypatch):
+    import torch
+
+    def bare_assert(*args, **kwargs):
+        raise AssertionError()  # as a bare `assert` inside torch's exporter raises
+
+    monkeypatch.setattr(torch.onnx, "export", bare_assert)
+    with pytest.raises(SpecnetError, match=r"ONNX export of 'cnn_tiny' failed \(opset \d+\): AssertionError$"):
+        export_onnx(model_file, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_bad_opset_and_missing_model(model_file, tmp_path):
     with pytest.raises(ParameterError, match="opset=7"):
         export_onnx(model_file, tmp_path / "m.onnx", opset=7)

@@ -306,6 +306,7 @@ ABSURD = [
     pytest.param({"in_chans": 10**9}, "in_chans=1000000000 must be a positive integer, at most 64", id="in_chans-1e9"),
     pytest.param({"image_size": [4097, 32]}, "image_size=[4097, 32] must be [height, width] in pixels (each at most 4096)", id="image_height"),
     pytest.param({"image_size": [32, 10**9]}, "image_size=[32, 1000000000] must be [height, width] in pixels (each at most 4096)", id="image_width"),
+    pytest.param({"image_size": None}, "an image model needs image_size (the [height, width] its images are resized to)", id="image-size-null"),
     # Before these were checked: a TypeError ("internal error"), an ImageNet download, a torch.load of any path.
     pytest.param({"arch": ["cnn"]}, "'arch' must be the name of an architecture, got ['cnn']", id="arch-list"),
     pytest.param({"arch_args": {"num_classes": 5}}, "'arch_args' may not set num_classes", id="arch_args-num_classes"),
@@ -313,6 +314,14 @@ ABSURD = [
     pytest.param({"arch": "vgg11", "arch_args": {"weights": "/etc/passwd"}}, "'arch_args' may not set weights", id="weights"),
     pytest.param({"arch_args": {"channels": "abc"}}, "cannot build 'cnn_tiny': channels='abc' must be a sequence of block widths, such as (16, 32, 64, 128)", id="channels-str"),
     pytest.param({"arch_args": {"hidden_dim": [0]}}, "cannot build 'cnn_tiny': hidden_dim=0 must be", id="hidden_dim-0"),
+    # Before the limits on depth and width: 20000 convs took a minute and 1.2 GB to build on the meta
+    # device, and 10**12 channels overflowed torch's storage size ("internal error RuntimeError").
+    pytest.param({"arch_args": {"n_convs": 20_000}}, "cannot build 'cnn_tiny': n_convs=20000 must be an integer in [1, 16]", id="n_convs"),
+    pytest.param({"arch_args": {"channels": [8] * 17}}, "cannot build 'cnn_tiny': channels names 17 conv blocks; at most 16", id="blocks"),
+    pytest.param({"arch_args": {"channels": [10**12]}}, "cannot build 'cnn_tiny': channels=1000000000000 must be an integer in [1, 65536]", id="channels-1e12"),
+    pytest.param({"arch_args": {"hidden_dim": [8] * 17}}, "cannot build 'cnn_tiny': hidden_dim names 17 dense layers; at most 16", id="hidden-layers"),
+    pytest.param({"arch_args": {"hidden_dim": 10**12, "freq_bands": 4}}, "cannot build 'cnn_tiny': hidden_dim=1000000000000 must be an integer in [1, 65536]", id="hidden_dim-1e12"),
+    pytest.param({"arch_args": {"freq_bands": 10**12}}, "cannot build 'cnn_tiny': freq_bands=1000000000000 must be an integer in [1, 1024]", id="freq_bands-1e12"),
     # 40000 channels: 58 GB of weights were allocated before the file's own were compared.
     pytest.param({"arch_args": {"channels": [40_000]}}, "backbone.features.0.bn1.bias has shape (8,), cnn_tiny needs (40000,)", id="channels-huge"),
 ]

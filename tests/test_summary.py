@@ -78,3 +78,7 @@ def test_an_input_the_model_cannot_take_is_a_parameter_error_and_modes_come_back
     # An input size without its channels is the same one line, not an IndexError from inside a layer.
     with pytest.raises(ParameterError, match=r"^input size \(64, 101\) does not fit this model \("):
         summary(create_model("vgg11", include_top=False), (64, 101))
+    # A size torch cannot even make a tensor of is the same kind of error, before anything runs.
+    for bad in ((1, -5, 3), (1.5, 64, 101), "1x64x101", 64):
+        with pytest.raises(ParameterError, match=r"must be a sequence of positive integers, such as \(1, 64, 101\)$"):
+            summary(net, bad)

@@ -17,6 +17,9 @@ import torch
 from ..checks import as_flag
 from ..errors import ParameterError
 from .layers import (
+    MAX_DEPTH,
+    MAX_FREQ_BANDS,
+    MAX_WIDTH,
     ClassifierHead,
     ConvBlock,
     SpectrogramModel,
@@ -46,9 +49,9 @@ class CNN(SpectrogramModel):
         ``include_top=False``.
     in_chans : int > 0
         Input channels (1 for a spectrogram).
-    channels : sequence of int > 0
-        Output channels of each block.
-    n_convs : int > 0
+    channels : sequence of int in [1, 65536]
+        Output channels of each block; at most 16 blocks.
+    n_convs : int in [1, 16]
         Conv layers per block.
     batch_norm : bool
         Batch norm after each conv.
@@ -60,12 +63,13 @@ class CNN(SpectrogramModel):
         Kernel and stride of that pool.
     global_pool : {"avgmax", "avg", "max"}
         See :class:`GlobalPool`.
-    freq_bands : int > 0
+    freq_bands : int in [1, 1024]
         Frequency bands the global pooling keeps apart (1: pool all of them).
     drop_rate : float in [0, 1)
         Dropout in the head.
     hidden_dim : int, sequence of int, or None
-        Hidden dense layers between pooling and the final layer.
+        Hidden dense layers between pooling and the final layer (at most 16 of at most
+        65536 units).
     include_top : bool
         False drops the hidden layers and the classifier, so ``forward``
         returns the pooled ``(B, channels[-1] * freq_bands)`` descriptor (``num_classes``
@@ -97,14 +101,16 @@ class CNN(SpectrogramModel):
         if isinstance(channels, (str, bytes)) or not isinstance(channels, (Sequence, np.ndarray)) or np.ndim(channels) != 1:
             shown = channels.tolist() if isinstance(channels, np.ndarray) else channels
             raise ParameterError(f"channels={shown!r} must be a sequence of block widths, such as (16, 32, 64, 128)")
-        channels = [check_int("channels", c, minimum=1) for c in channels]
+        if len(channels) > MAX_DEPTH:
+            raise ParameterError(f"channels names {len(channels)} conv blocks; at most {MAX_DEPTH}")
+        channels = [check_int("channels", c, minimum=1, maximum=MAX_WIDTH) for c in channels]
         batch_norm = as_flag("batch_norm", batch_norm)
         if not channels:
             raise ParameterError("channels=() must name at least one block")
-        n_convs = check_int("n_convs", n_convs, minimum=1)
+        n_convs = check_int("n_convs", n_convs, minimum=1, maximum=MAX_DEPTH)
         if pool is not None:
             pool_size = check_int("pool_size", pool_size, minimum=1)
-        freq_bands = check_int("freq_bands", freq_bands, minimum=1)
+        freq_bands = check_int("freq_bands", freq_bands, minimum=1, maximum=MAX_FREQ_BANDS)
         drop_rate = check_drop_rate(drop_rate)
         hidden = normalize_hidden_dim(hidden_dim)
 

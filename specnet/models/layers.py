@@ -20,6 +20,9 @@ from ..errors import ParameterError
 __all__ = [
     "ACTIVATIONS",
     "GLOBAL_POOLS",
+    "MAX_DEPTH",
+    "MAX_FREQ_BANDS",
+    "MAX_WIDTH",
     "ClassifierHead",
     "ConvBlock",
     "GlobalPool",
@@ -50,6 +53,12 @@ ACTIVATIONS = {
 }
 
 GLOBAL_POOLS = ("avg", "max", "avgmax")
+
+# Bounds on what a model may declare, far above any useful network, so that a model file's
+# metadata cannot make loading build millions of layers or tensors whose size overflows.
+MAX_WIDTH = 65_536  # channels of a conv block, units of a dense layer
+MAX_DEPTH = 16  # conv blocks, convs per block, dense layers
+MAX_FREQ_BANDS = 1024
 _LOCAL_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
@@ -129,8 +138,8 @@ class ConvBlock(nn.Sequential):
     ) -> None:
         super().__init__()
         in_chans = check_int("in_chans", in_chans, minimum=1)
-        out_chans = check_int("out_chans", out_chans, minimum=1)
-        n_convs = check_int("n_convs", n_convs, minimum=1)
+        out_chans = check_int("out_chans", out_chans, minimum=1, maximum=MAX_WIDTH)
+        n_convs = check_int("n_convs", n_convs, minimum=1, maximum=MAX_DEPTH)
         self.pool_size = check_int("pool_size", pool_size, minimum=1) if pool is not None else 1
         chans = in_chans
         for i in range(1, n_convs + 1):
@@ -170,7 +179,7 @@ class GlobalPool(nn.Module):
         if kind not in GLOBAL_POOLS:
             raise ParameterError(f"global_pool={kind!r} must be one of {', '.join(GLOBAL_POOLS)}")
         self.kind = kind
-        self.freq_bands = check_int("freq_bands", freq_bands, minimum=1)
+        self.freq_bands = check_int("freq_bands", freq_bands, minimum=1, maximum=MAX_FREQ_BANDS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bands = self._pool_bands(x)  # (B, C, freq_bands, W)
@@ -347,11 +356,14 @@ def classifier_size(num_classes: int | None, include_top: bool) -> int:
 
 
 def normalize_hidden_dim(hidden_dim: int | Sequence[int] | None) -> list[int]:
-    """Return ``hidden_dim`` as a list of widths (empty for None), validated."""
+    """Return ``hidden_dim`` as a list of widths (empty for None), validated: at most
+    :data:`MAX_DEPTH` layers of at most :data:`MAX_WIDTH` units."""
     if hidden_dim is None:
         return []
     dims = list(hidden_dim) if isinstance(hidden_dim, Sequence) and not isinstance(hidden_dim, str) else [hidden_dim]
-    return [check_int("hidden_dim", dim, minimum=1) for dim in dims]
+    if len(dims) > MAX_DEPTH:
+        raise ParameterError(f"hidden_dim names {len(dims)} dense layers; at most {MAX_DEPTH}")
+    return [check_int("hidden_dim", dim, minimum=1, maximum=MAX_WIDTH) for dim in dims]
 
 
 def init_weights(module: nn.Module) -> None:

@@ -8,7 +8,8 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from ..errors import ParameterError
+from ..checks import is_integer
+from ..errors import ParameterError, first_line
 from .layers import eval_mode
 
 __all__ = ["summary"]
@@ -44,6 +45,10 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
     str
         The table.
     """
+    if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence) or not all(
+        is_integer(n) and n > 0 for n in input_size
+    ):
+        raise ParameterError(f"input_size={input_size!r} must be a sequence of positive integers, such as (1, 64, 101)")
     names = getattr(model, "display_names", {})
     rows: list[tuple[str, str, str, int]] = []
     seen: set[int] = set()
@@ -74,7 +79,7 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
         with eval_mode(model), torch.no_grad():  # batch norm over one item would fail in training mode
             model(x)
     except (RuntimeError, IndexError) as exc:  # pooled down to nothing; (64, 101) without its channels
-        raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({str(exc).splitlines()[0]})") from None
+        raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({first_line(exc)})") from None
     finally:
         for handle in handles:
             handle.remove()
