@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import ParameterError
-from .fileio import atomic_write
+from .fileio import atomic_write, check_output_path
 from .paths import display_name
 
 FIGURE_DPI = 120
@@ -19,14 +20,32 @@ COLORMAP = "magma"
 ACCENT = ("#3b4cc0", "#d1495b")  # train, validation
 
 
-def _pyplot():
-    import matplotlib
+#: The family look, applied only while specnet draws (a notebook's own settings stay as they are).
+STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
-    return plt
+def _styled(draw: Callable[..., Path]) -> Callable[..., Path]:
+    """``draw`` run with :data:`STYLE` in matplotlib's settings, restored afterwards."""
+
+    @functools.wraps(draw)
+    def styled(*args: Any, **kwargs: Any) -> Path:
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return styled
+
+
+def _figure(path: str | os.PathLike, *, overwrite: bool, figsize: tuple[float, float]) -> Any:
+    """A new matplotlib Figure for a picture at ``path``, once ``path`` is known to be writable
+    (format, folder, an existing file) so that a refusal comes before the drawing. The figure is
+    not pyplot's: no backend is chosen, and nothing is left in pyplot's list of open figures."""
+    picture_format(path)
+    check_output_path(path, overwrite=overwrite)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
 
 
 PICTURE_FORMATS = ("png", "jpg", "jpeg", "svg", "pdf")
@@ -47,8 +66,6 @@ def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
     fmt = picture_format(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=FIGURE_DPI, bbox_inches="tight")
-    fig.clf()
-    _pyplot().close(fig)
     return atomic_write(path, buffer.getvalue(), overwrite=overwrite)
 
 
@@ -59,12 +76,13 @@ def _drawn(name: str) -> str:
     return display_name(name).replace("$", r"\$")
 
 
+@_styled
 def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *, title: str = "") -> Path:
     """Loss and validation accuracy per epoch (rows of ``metrics.jsonl``) as a picture
     (:func:`picture_format`)."""
-    plt = _pyplot()
+    fig = _figure(path, overwrite=True, figsize=(9, 3.4))  # the run's own picture: the run folder guards what was there
+    ax_loss, ax_acc = fig.subplots(1, 2)
     epochs = [row["epoch"] + 1 for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     train_loss = [math.nan if r["train_loss"] is None else r["train_loss"] for r in history]  # None: every step skipped
     ax_loss.plot(epochs, train_loss, color=ACCENT[0], label="train")
     validated = all("val_loss" in r for r in history)
@@ -80,9 +98,10 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, *,
     ax_acc.set(xlabel="epoch", ylabel="%", title="validation")
     if title:
         fig.suptitle(_drawn(title))
-    return _save(fig, path, overwrite=True)  # the run's own picture: the run folder guards what was there
+    return _save(fig, path, overwrite=True)
 
 
+@_styled
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os.PathLike, *, title: str = "", overwrite: bool = False) -> Path:
     """A (K, K) confusion matrix (rows true, columns predicted) with counts, as a picture
     (:func:`picture_format`); an existing ``path`` is kept unless ``overwrite``.
@@ -95,9 +114,9 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
     if not (np.issubdtype(confusion.dtype, np.number) and np.all(np.isfinite(confusion))
             and np.all(confusion >= 0) and np.all(confusion == np.round(confusion))):
         raise ParameterError("a confusion matrix holds counts: whole numbers >= 0")
-    plt = _pyplot()
     size = max(4.0, 0.5 * k + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = _figure(path, overwrite=overwrite, figsize=(size + 1, size))
+    ax = fig.subplots()
     row_sums = confusion.sum(axis=1, keepdims=True)
     share = np.divide(confusion, row_sums, out=np.zeros_like(confusion, dtype=float), where=row_sums > 0)
     image = ax.imshow(share, cmap=COLORMAP, vmin=0, vmax=1)
@@ -114,6 +133,7 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
     return _save(fig, path, overwrite=overwrite)
 
 
+@_styled
 def plot_spectrogram(
     logmel: np.ndarray,
     path: str | os.PathLike,
@@ -134,9 +154,6 @@ def plot_spectrogram(
     import librosa
     from matplotlib.ticker import MaxNLocator
 
-    picture_format(path)
-
-    plt = _pyplot()
     n_mels, frames = logmel.shape
     seconds = frames * hop_length / sample_rate
     peak = float(logmel.max())
@@ -144,7 +161,8 @@ def plot_spectrogram(
     # A narrow range is widened below its peak (the top colour stays the loudest cell); a flat
     # picture (silence) is drawn dark.
     vmin, vmax = (low, low + MIN_SPAN_DB) if low == peak else (min(low, peak - MIN_SPAN_DB), peak)
-    fig, ax = plt.subplots(figsize=(min(14.0, 3 + 1.2 * seconds), 3.6))
+    fig = _figure(path, overwrite=overwrite, figsize=(min(14.0, 3 + 1.2 * seconds), 3.6))
+    ax = fig.subplots()
     image = ax.imshow(logmel, origin="lower", aspect="auto", cmap=COLORMAP, extent=(0, seconds, 0, n_mels), vmin=vmin, vmax=vmax)
     # Band i's triangle peaks at the (i + 1)-th of n_mels + 2 points equally spaced in (Slaney) mel.
     centres = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=f_min, fmax=f_max)[1:-1]

@@ -110,3 +110,44 @@ def test_names_of_any_bytes_are_drawn_escaped(tmp_path, monkeypatch):
     assert figures[0].texts[0].get_text() == f"cnn on {shown}"
     ax = figures[1].axes[0]
     assert ax.get_title() == shown and [t.get_text() for t in ax.get_xticklabels()] == [shown, "b"]
+
+
+def test_drawing_leaves_matplotlib_as_the_caller_had_it(tmp_path):
+    # plot_confusion is public: a notebook calling it must keep its backend, its style and its figures.
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from specnet.errors import SpecnetError
+
+    backend, font_size = matplotlib.get_backend(), matplotlib.rcParams["font.size"]
+    with matplotlib.rc_context({"font.size": 13.0}):
+        figures = plt.get_fignums()
+        path = plots.plot_confusion([[3, 1], [0, 4]], ["a", "b"], tmp_path / "c.svg")
+        assert b"<svg" in path.read_bytes()[:400]
+        for bad in (tmp_path / "c.txt", tmp_path / "c.svg"):  # a format it cannot write, a file it would overwrite
+            with pytest.raises(SpecnetError):
+                plots.plot_confusion([[3, 1], [0, 4]], ["a", "b"], bad)
+        assert matplotlib.rcParams["font.size"] == 13.0 and matplotlib.rcParams["axes.spines.top"]
+        assert plt.get_fignums() == figures
+    assert (matplotlib.get_backend(), matplotlib.rcParams["font.size"]) == (backend, font_size)
+
+
+def test_an_existing_picture_is_refused_before_anything_is_drawn(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from specnet.errors import SpecnetError
+
+    (tmp_path / "c.png").write_bytes(b"mine")
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda *a, **k: pytest.fail("drew before refusing"))
+    with pytest.raises(SpecnetError, match="c.png"):
+        plots.plot_confusion(np.eye(60, dtype=int), [f"c{i}" for i in range(60)], tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes() == b"mine"
+
+
+def test_the_family_style_is_drawn_in(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite=True: figures.append(fig))
+    plots.plot_curves([{"epoch": 0, "train_loss": 1.0}], tmp_path / "curves.png")
+    ax = figures[0].axes[0]
+    assert not ax.spines["top"].get_visible() and ax.title.get_fontsize() > 0
+    assert ax.xaxis.label.get_fontsize() == plots.STYLE["font.size"]
