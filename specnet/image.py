@@ -77,14 +77,7 @@ def load_image(
     ParameterError
         ``channels`` or ``size`` is invalid.
     """
-    if not (channels is None or (is_integer(channels) and channels in (1, 3))):
-        raise ParameterError(f"channels={channels!r} must be 1, 3 or None")
-    if size is not None and not (
-        isinstance(size, (tuple, list)) and len(size) == 2
-        and all(is_integer(s) and s > 0 for s in size)
-    ):
-        raise ParameterError(f"size={size!r} must be a (height, width) pair of positive integers")
-
+    _check_channels_and_size(channels, size, none=True)
     name = display_name(path)
     with open_for_reading(path, name, ImageError, "an image") as fh:
         try:
@@ -127,6 +120,7 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
     Returns float32 ``(channels, height, width)`` in [0, 1]; raises ParameterError
     for any other shape, scale or a value that is not finite.
     """
+    _check_channels_and_size(channels, size, none=False)
     raw = as_numpy(pixels)
     shape = tuple(raw.shape)
     if raw.ndim != 3 or shape[0] not in _COLOUR_OF_CHANNELS or 0 in shape:
@@ -154,6 +148,18 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
     if image.shape[0] != channels:
         image = image.expand(3, -1, -1) if channels == 3 else (_LUMA.view(3, 1, 1) * image).sum(0, keepdim=True)
     return _resized(image.contiguous(), size)
+
+
+def _check_channels_and_size(channels: object, size: object, *, none: bool) -> None:
+    """ParameterError unless ``channels`` is 1 or 3 (or None, if ``none``) and ``size`` a
+    (height, width) pair of positive integers or None."""
+    if not ((none and channels is None) or (is_integer(channels) and channels in (1, 3))):
+        raise ParameterError(f"channels={channels!r} must be 1, 3" + (" or None" if none else ""))
+    if size is not None and not (
+        isinstance(size, (tuple, list)) and len(size) == 2
+        and all(is_integer(s) and s > 0 for s in size)
+    ):
+        raise ParameterError(f"size={size!r} must be a (height, width) pair of positive integers")
 
 
 #: The EXIF tag saying how to turn the stored pixels to show them upright.

@@ -7,11 +7,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import ParameterError
+
 
 def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
-    """(K, K) counts: row = true class, column = predicted class."""
+    """(K, K) counts: row = true class, column = predicted class; ``targets`` and ``predictions``
+    are class indices in ``[0, num_classes)``, one of each per item (else a ParameterError)."""
+    pairs = np.asarray(targets, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    if pairs[0].shape != pairs[1].shape or pairs[0].ndim != 1:
+        raise ParameterError(f"targets {pairs[0].shape} and predictions {pairs[1].shape} must be two lists of one length")
+    for name, indices in zip(("targets", "predictions"), pairs):
+        if indices.size and not (0 <= indices.min() and indices.max() < num_classes):  # -1 would count as the last
+            raise ParameterError(f"{name} hold class index {indices.min() if indices.min() < 0 else indices.max()}; "
+                                 f"the classes are 0 to {num_classes - 1}")
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(targets, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    np.add.at(matrix, pairs, 1)
     return matrix
 
 

@@ -295,3 +295,19 @@ def test_non_utf8_file_name(tmp_path):
     os.rename(tmp_path / "plain.png", raw)
     assert load_image(raw).shape == (1, 3, 5)
     assert load_image(os.fsdecode(raw)).shape == (1, 3, 5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # channels=5 (or 2, or 0) gave a grey image; a bad size reached torch's interpolate
+        ({"channels": 5}, r"^channels=5 must be 1, 3$"),
+        ({"channels": 0}, r"^channels=0 must be 1, 3$"),
+        ({"channels": None}, r"^channels=None must be 1, 3$"),
+        ({"channels": 3, "size": (0, 4)}, r"^size=\(0, 4\) must be a \(height, width\) pair of positive integers$"),
+        ({"channels": 1, "size": 5}, r"^size=5 must be a \(height, width\) pair of positive integers$"),
+    ],
+)
+def test_image_from_array_checks_channels_and_size_as_load_image_does(options, message):
+    with pytest.raises(ParameterError, match=message):
+        image_from_array(np.zeros((3, 8, 8), np.uint8), **options)

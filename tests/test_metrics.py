@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from specnet.errors import ParameterError
 from specnet.metrics import Scores, confusion_matrix, log_loss_sum, score
 
 # 10 clips, 3 classes:
@@ -20,6 +21,12 @@ def test_confusion_matrix_rows_true_columns_predicted():
     np.testing.assert_array_equal(matrix, [[3, 1, 0], [0, 2, 1], [1, 0, 2]])
     assert matrix.dtype == np.int64
     np.testing.assert_array_equal(confusion_matrix([], [], 2), np.zeros((2, 2)))
+    # -1 counted as the last class, and a length mismatch was an IndexError from numpy
+    for targets, predictions, message in (([0, -1], [0, 1], "targets hold class index -1; the classes are 0 to 1"),
+                                          ([0, 1], [0, 2], "predictions hold class index 2; the classes are 0 to 1"),
+                                          ([0, 1], [0], r"targets \(2,\) and predictions \(1,\) must be two lists of one length")):
+        with pytest.raises(ParameterError, match=message):
+            confusion_matrix(targets, predictions, 2)
 
 
 def test_scores_against_hand_computed_numbers():

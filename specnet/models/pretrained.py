@@ -193,9 +193,10 @@ def load_imagenet_weights(
     The first conv (``model.first_conv``) is adapted to ``model``'s input
     channels with :func:`adapt_input_conv`; keys whose shapes differ (the
     classifier when ``num_classes`` differs) or that ``model`` lacks (the
-    classifier of a ``head="global"`` model) are dropped. Dropped and missing
-    keys are logged as warnings on the ``specnet`` logger; a file that leaves
-    any convolution or batch-norm tensor of the trunk unfilled is refused.
+    classifier of a ``head="global"`` model) are dropped. On the ``specnet``
+    logger, keys dropped or missing inside the trunk are a warning and those past
+    it (the head) one info note; a file that leaves any convolution or
+    batch-norm tensor of the trunk unfilled is refused.
 
     Parameters
     ----------
