@@ -919,7 +919,11 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
                     "augment_args": dataclasses.asdict(settings.augment_config()), "augment": None, "mixup": None}
     except SpecnetError:  # settings this version refuses: compared as they were written
         resolved = {}
+    data = config.get("data")
     return {k: v for k, v in config.items() if k not in ignore} | resolved | {
+        # The files skipped are named as they were given ("tr/1/x.wav", "../tr/1/x.wav" from
+        # elsewhere); which files the run read is data.files, their count data.skipped.
+        **({"data": {k: v for k, v in data.items() if k != "skipped_files"}} if isinstance(data, dict) else {}),
         # The model's own; before they were recorded so, an audio run saved the default image
         # size and a run from init the default architecture, neither of which it used.
         **_model_choices(config),

@@ -318,6 +318,24 @@ def test_resume_with_nothing_but_the_run_folder_takes_the_runs_own_data_and_opti
         specnet.train(tiny_data, "start/run", resume=True, epochs=4, val_split=0.5)
 
 
+def test_resume_alone_of_a_run_that_skipped_a_file_from_another_folder(tiny_data, tmp_path, monkeypatch):
+    # The skipped files are saved as named ("data/a/empty.wav"); resume alone gives the data as a
+    # real path, and the names differed: "the data have changed since" on the same data.
+    data = tmp_path / "start" / "data"
+    shutil.copytree(tiny_data, data)
+    (data / sorted(p.name for p in data.iterdir())[0] / "empty.wav").write_bytes(b"")
+    monkeypatch.chdir(tmp_path / "start")
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train("data", "run", epochs=2, on_epoch_end=stop_after_epoch(0), **S.FAST)
+    assert read_config(tmp_path / "start/run")["data"]["skipped"] == 1
+    monkeypatch.chdir(tmp_path)
+    specnet.train(None, "start/run", resume=True)
+    assert [row["epoch"] for row in metric_rows(tmp_path / "start/run")] == [0, 1]
+    (data / sorted(p.name for p in data.iterdir())[1] / "empty.wav").write_bytes(b"")  # another file skipped: other data
+    with pytest.raises(SpecnetError, match=r"data.skipped: 1 then, 2 now"):
+        specnet.train(None, "start/run", resume=True, epochs=3)
+
+
 def test_cpu_bfloat16_training_is_reproducible_and_saves_float32(tiny_data, tmp_path):
     runs = {}
     for name, amp in (("bf16", True), ("bf16_again", True), ("fp32", False)):
