@@ -274,12 +274,29 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
         )
         if val.kind != data.kind:
             raise DataError(f"{config.val_dir}: holds {val.kind} files but the training data holds {data.kind}")
+        _check_apart(data, val, config.val_dir)
         return data, val
     if config.val_fold is not None:
         return split_by_fold(data, config.val_fold, config.manifest or data_dir)
     if config.val_split == 0:  # train on everything; the last epoch's model is kept
         return data, data.subset([])
     return data, None
+
+
+def _check_apart(train: LabelledFiles, val: LabelledFiles, val_dir: str | os.PathLike) -> None:
+    """DataError if a file of ``val`` is also one of ``train`` (``--val-dir`` naming the data
+    folder, or a folder inside it, or a link to either): its score would be the training files'.
+    Files are compared by the real path of their folder and their own name, so two names linked
+    to one stored copy (a content-addressed store) stay two files."""
+    def where(path: Path) -> str:
+        return os.path.join(os.path.realpath(path.parent), path.name)
+
+    trained = {where(p) for p, _ in train.samples}
+    shared = [p for p, _ in val.samples if where(p) in trained]
+    if shared:
+        raise DataError(f"{display_name(val_dir)}: {counted(len(shared), 'file')} of the validation folder "
+                        f"{'is a training file' if len(shared) == 1 else 'are training files'} too (e.g. {display_name(shared[0])}); "
+                        "validation needs files the model does not train on")
 
 
 def held_out_share(options: dict[str, Any]) -> float | None:

@@ -1148,6 +1148,22 @@ def test_val_dir(tiny_data, tmp_path):
         specnet.train(tiny_data, tmp_path / "run2", val_dir=str(odd), epochs=1, **S.FAST)
 
 
+def test_a_val_dir_holding_training_files_is_refused(tiny_data, tmp_path):
+    # --val-dir naming the data folder itself trained and validated on the same 12 files, without a word.
+    (tmp_path / "link").symlink_to(tiny_data, target_is_directory=True)
+    for val_dir, shared in ((tiny_data, "12 files of the validation folder are training files too"),
+                            (tmp_path / "link", "12 files of the validation folder are training files too")):
+        with pytest.raises(DataError, match=rf"^{re.escape(str(val_dir))}: {shared} \(e\.g\. .*\.wav\); validation needs files"):
+            specnet.train(tiny_data, tmp_path / "run", val_dir=str(val_dir), epochs=1, **S.FAST)
+    # A validation class folder that links to the training one: its four files are shared.
+    val = S.make_audio_dataset(tmp_path / "val", per_class=2, classes=("click", "tone"))
+    shutil.rmtree(val / "click")
+    (val / "click").symlink_to(tiny_data / "click", target_is_directory=True)
+    with pytest.raises(DataError, match=r"4 files of the validation folder are training files too \(e\.g\. .*click"):
+        specnet.train(tiny_data, tmp_path / "run", val_dir=str(val), epochs=1, **S.FAST)
+    assert not (tmp_path / "run").exists()
+
+
 def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data, tmp_path):
     best = specnet.train(tiny_data, tmp_path / "run", val_split=0, epochs=2, **S.FAST)
     assert best["epoch"] == 1 and "accuracy" not in best
