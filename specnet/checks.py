@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParameterError
+from .errors import ParameterError, listed
 
 
 def is_integer(value: object) -> bool:
@@ -73,11 +73,12 @@ def python_fields(options: Any) -> None:
 
 
 def check_known_names(values: dict[str, Any], options: type, what: str) -> None:
-    """Raise ParameterError naming the keys of ``values`` that are not fields of the dataclass ``options``."""
+    """Raise ParameterError naming the keys of ``values`` that are not fields of the dataclass
+    ``options``, ``what`` they are in the singular (``"feature setting"``)."""
     known = {f.name for f in dataclasses.fields(options)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ParameterError(f"unknown {what} {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ParameterError(f"unknown {listed(unknown, what)}; known: {', '.join(sorted(known))}")
 
 
 def python_scalars(value: Any) -> Any:

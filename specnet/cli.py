@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from ._version import __version__
-from .errors import Given, GivenValueError, ParameterError, SpecnetError, counted
+from .errors import Given, GivenValueError, ParameterError, SpecnetError, counted, listed
 from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, unreadable_folder, walk_files
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
@@ -196,15 +196,14 @@ def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
     from .audio import is_audio_file
     from .image import is_image_file
 
-    wanted, other, other_kind = (is_audio_file, is_image_file, "image") if kind == "audio" else (is_image_file, is_audio_file, "audio")
+    wanted, other = (is_audio_file, is_image_file) if kind == "audio" else (is_image_file, is_audio_file)
 
     def of_kind(files: list[str], source: str) -> list[str]:
         left_out = sum(map(other, files))
         if left_out:  # said once, not one line per file
-            logging.getLogger("specnet").warning(
-                "%s: %d %s file%s left out (the model takes %s)", display_name(source), left_out, other_kind,
-                "" if left_out == 1 else "s", "images" if kind == "image" else "audio",
-            )
+            from .data import left_out_note
+
+            logging.getLogger("specnet").warning("%s", left_out_note(source, left_out, kind))
         return [f for f in files if wanted(f) or os.path.isdir(f)]  # a folder here: one that cannot be searched
 
     found: list[str] = []
@@ -685,7 +684,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     unknown = sorted(set(options) - known)
     if unknown:  # only a config file can name one
         names = sorted(known | {"data_dir", "top_db", *feature_keys})
-        raise ParameterError(f"{config_file}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        raise ParameterError(f"{config_file}: unknown {listed(unknown, 'training option')}; known: {', '.join(names)}")
     if options.get("weights"):
         options["pretrained"] = True
     explicit = {name for name in flags if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}

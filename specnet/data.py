@@ -21,7 +21,7 @@ import numpy as np
 
 from .audio import AUDIO_EXTENSIONS
 from .checks import is_finite_number, is_integer
-from .errors import DataError, ParameterError, SpecnetError
+from .errors import DataError, ParameterError, SpecnetError, counted, listed
 from .image import IMAGE_EXTENSIONS
 from .paths import display_name, unreadable_folder, walk_files
 
@@ -91,13 +91,21 @@ def _single_kind(paths: Sequence[Path], source: str) -> str:
     return kinds.pop()
 
 
-def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> LabelledFiles:
+def left_out_note(source: str | os.PathLike, count: int, kind: str) -> str:
+    """The one warning for files a ``kind`` model cannot take, found in ``source``:
+    ``"test: 1 image file left out (the model takes audio)"``."""
+    other = "image" if kind == "audio" else "audio"
+    return f"{display_name(source)}: {counted(count, other + ' file')} left out (the model takes {'images' if kind == 'image' else 'audio'})"
+
+
+def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: str | None = None) -> LabelledFiles:
     """One subfolder per class under ``root``, files found recursively in each
     (following links to folders; see :func:`~specnet.paths.walk_files`).
 
-    Hidden files and files of other types are ignored. Raises ``DataError`` for
-    a missing or empty root, fewer than ``min_classes`` classes (training needs
-    two), or classes without files.
+    Hidden files and files of other types are ignored. With ``kind`` ("audio" or "image":
+    a model's input), files of the other kind are left out with one warning; without it,
+    a mix of both is refused. Raises ``DataError`` for a missing or empty root, fewer than
+    ``min_classes`` classes (training needs two), or classes without files.
     """
     root = Path(root)
     if not root.is_dir():
@@ -108,7 +116,6 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
     if not classes:
         raise DataError(f"{root}: has no class subfolders (expected {root}/<class>/<file>)")
     samples: list[tuple[Path, int]] = []
-    empty = []
     # The real folders each class reads: a link to another class's folder (or above it) would
     # give its files two labels. Linked files are left alone: a content-addressed store (the
     # Hugging Face cache, git-annex) links equal files to one blob, as copies would be.
@@ -118,24 +125,30 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2) -> Labe
         if refused := next(filter(os.path.isdir, found), None):  # a folder it cannot search: its files would be left out
             raise DataError(f"{display_name(refused)}: {unreadable_folder(refused)}")
         files = [Path(f) for f in found if file_kind(f) is not None]
-        if not files:
-            empty.append(name)
         for folder in dict.fromkeys(path.parent for path in files):  # each folder once, in order
             other, first = folder_class.setdefault(os.path.realpath(folder), (name, folder))
             if other != name:
                 raise DataError(f"{display_name(folder)}: the folder {display_name(first)} of class {other!r}, "
                                 f"reached through a link from class {name!r}; each file belongs to one class")
         samples.extend((p, target) for p in files)
+    # A stray picture among a model's audio is left out; data of the other kind only is named as such (_single_kind).
+    if kind is not None and any(file_kind(p) == kind for p, _ in samples):
+        kept = [(p, target) for p, target in samples if file_kind(p) == kind]
+        if len(kept) < len(samples):
+            log.warning("%s", left_out_note(root, len(samples) - len(kept), kind))
+        samples = kept
+    empty = [name for target, name in enumerate(classes) if target not in {t for _, t in samples}]
     if empty:
+        holds = f"{'holds' if len(empty) == 1 else 'hold'} no {'audio or image' if kind is None else 'audio' if kind == 'audio' else 'image'} files"
         raise DataError(
-            f"{root}: class folder(s) {', '.join(empty)} hold no audio or image files "
+            f"{root}: {listed(empty, 'class folder')} {holds} "
             f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     if len(classes) < min_classes:
         raise DataError(f"{root}: found only class {classes[0]!r}; at least two classes are needed")
     stray = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and file_kind(p) is not None)
     if stray:
-        log.warning("%s: %d file(s) outside the class folders, not used (%s%s)", display_name(root), len(stray),
+        log.warning("%s: %s outside the class folders, not used (%s%s)", display_name(root), counted(len(stray), "file"),
                     display_name(stray[0]), ", ..." if len(stray) > 1 else "")
     kind = _single_kind([p for p, _ in samples], str(root))
     return LabelledFiles(classes=classes, samples=samples, kind=kind)

@@ -7,7 +7,7 @@ wrong and say what would be right; the CLI prints them as one line on stderr.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 def counted(n: int, noun: str) -> str:
@@ -20,6 +20,11 @@ def first_line(exc: BaseException) -> str:
     ``assert``): how a message quotes an error from another library."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def listed(names: Sequence[str], noun: str, plural: str = "") -> str:
+    """``class b``, ``classes a, b``: a noun, made plural for more than one name, and the names."""
+    return f"{noun if len(names) == 1 else plural or noun + 's'} {', '.join(names)}"
 
 
 class SpecnetError(Exception):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data import LabelledFiles, check_one_source, check_outside_the_data, find_class_folders, read_manifest, split_by_fold
-from .errors import DataError, ParameterError, SpecnetError
+from .errors import DataError, ParameterError, SpecnetError, listed
 from .fileio import atomic_write, check_output_path
 from .inference import Failure, Model, load_model
 from .metrics import Scores, log_loss_sum, score
@@ -50,13 +50,13 @@ def evaluate(
         _report_paths(Path(out), overwrite=overwrite)
     loaded = model if isinstance(model, Model) else load_model(model, device=device)
     net = loaded.net
-    files = _load_files(data_dir, manifest, fold)
+    files = _load_files(data_dir, manifest, fold, kind=net.spec.input_kind)
     if files.kind != net.spec.input_kind:  # before the class names, which then cannot match anyway
         takes = "images" if net.spec.input_kind == "image" else "audio"
         raise DataError(f"{display_name(manifest or data_dir)}: holds {files.kind} files, and the model ({loaded.name}) takes {takes}")
     unknown = sorted({files.classes[target] for target in files.targets} - set(net.classes))  # of the files scored
     if unknown:
-        raise DataError(f"{display_name(manifest or data_dir)}: the data has class(es) {', '.join(repr(text_name(c)) for c in unknown)} that the "
+        raise DataError(f"{display_name(manifest or data_dir)}: the data has {listed([repr(text_name(c)) for c in unknown], 'class', 'classes')} that the "
                         f"model does not know (it knows {', '.join(repr(text_name(c)) for c in net.classes)})")
     model_index = {name: i for i, name in enumerate(net.classes)}  # the data's classes, by name
     # Through Model.predict_iter, as `specnet classify` runs: the same windows and scores,
@@ -83,7 +83,7 @@ def evaluate(
     return result
 
 
-def _load_files(data_dir, manifest, fold) -> LabelledFiles:
+def _load_files(data_dir, manifest, fold, *, kind: str) -> LabelledFiles:
     # One class is enough to score a model on (its recall); training needs two.
     check_one_source(data_dir, manifest)
     if manifest:
@@ -93,7 +93,7 @@ def _load_files(data_dir, manifest, fold) -> LabelledFiles:
         raise ParameterError("a fold= needs a manifest=")
     if data_dir is None:
         raise ParameterError("give a data folder or manifest=FILE.csv")
-    return find_class_folders(data_dir, min_classes=1)
+    return find_class_folders(data_dir, min_classes=1, kind=kind)  # a stray picture among the audio is left out
 
 
 def write_report(scores: Scores, result: dict[str, Any], out: Path, *, overwrite: bool) -> None:

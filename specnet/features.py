@@ -148,7 +148,7 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
         """Build from a dict, refusing names this version does not know."""
-        check_known_names(values, cls, "feature setting(s)")
+        check_known_names(values, cls, "feature setting")
         return cls(**values)
 
 

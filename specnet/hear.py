@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ParameterError
+from .errors import ParameterError, listed
 from .models.layers import eval_mode
 from .network import SpecNet
 
@@ -72,7 +72,7 @@ def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
 
     device = kwargs.pop("device", "cpu")
     if kwargs:
-        raise ParameterError(f"load_model got unknown option(s) {', '.join(sorted(kwargs))}; known: device")
+        raise ParameterError(f"load_model got unknown {listed(sorted(kwargs), 'option')}; known: device")
     loaded = load_specnet(model_file_path or None, device=device)
     if loaded.input_kind != "audio":  # named by the file, not the architecture
         raise ParameterError(f"HEAR needs an audio model; {loaded.name} takes images")

@@ -35,7 +35,7 @@ from .paths import display_name, naming, one_line, path_of_text, text_name, unna
 from .devices import autocast_dtype, device_name, resolve_device
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
-from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError, counted
+from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError, counted, listed
 from .features import FeatureConfig, clamp_to_peak
 from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
@@ -220,7 +220,7 @@ class TrainConfig:
         """The augmentation: ``augment_args`` over the defaults, or none when ``augment`` is
         off (``augment_args`` are still checked then, so a typo in a config file shows);
         ``mixup``, when given, sets the mixup alpha either way."""
-        check_known_names(self.augment_args, aug.AugmentConfig, "augmentation setting(s)")
+        check_known_names(self.augment_args, aug.AugmentConfig, "augmentation setting")
         given = aug.AugmentConfig(**self.augment_args)  # its checks run either way
         base = given if self.augment else aug.NO_AUGMENT
         if self.mixup is not None:
@@ -477,13 +477,13 @@ def check_classes(split: Split, files: LabelledFiles, source: str) -> None:
     class whose rows are all in the validation fold), or every one unreadable."""
     classes = files.classes
     decoded = np.bincount(split.targets.numpy(), minlength=len(classes))
-    listed = np.bincount(np.asarray(files.targets, dtype=np.int64), minlength=len(classes))
-    unlisted = [name for name, n in zip(classes, listed) if n == 0]
+    in_manifest = np.bincount(np.asarray(files.targets, dtype=np.int64), minlength=len(classes))
+    unlisted = [name for name, n in zip(classes, in_manifest) if n == 0]
     if unlisted:
-        raise DataError(f"{source}: no file of class(es) {', '.join(unlisted)}: the manifest lists them only in the validation fold")
+        raise DataError(f"{source}: no file of {listed(unlisted, 'class', 'classes')}: the manifest lists them only in the validation fold")
     empty = [name for name, n in zip(classes, decoded) if n == 0]
     if empty:
-        raise DataError(f"{source}: no usable file left for class(es) {', '.join(empty)}: every one was skipped")
+        raise DataError(f"{source}: no usable file left for {listed(empty, 'class', 'classes')}: every one was skipped")
 
 
 def crop_batch(waveforms: Sequence[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
@@ -991,7 +991,7 @@ def train(
     if config is not None and not isinstance(config, TrainConfig):
         raise ParameterError(f"config must be a TrainConfig, got {type(config).__name__} "
                              "(or pass the options as keyword arguments: train(data_dir, out, epochs=5))")
-    check_known_names(options, TrainConfig, "training option(s)")
+    check_known_names(options, TrainConfig, "training option")
     device_of_the_run = False
     if resume and config is None and (saved := run_options(out, required=not (data_dir or options.get("manifest")))):
         device_of_the_run = options.get("device") is None and "device" in saved

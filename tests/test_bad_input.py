@@ -552,7 +552,7 @@ def test_train_with_only_bad_files_in_a_class_is_one_line(capsys, cases, tmp_pat
     shutil.copy(cases["nan_samples"].path, root / "b" / "nan.wav")
     code, out, err = run_cli(capsys, "train", root, "-o", tmp_path / "run", "--arch", "cnn_tiny", "--epochs", "1")
     errors = [line for line in err.splitlines() if not line.startswith("warning: ")]
-    assert_one_error_line(code, "\n".join(errors) + "\n", names="training data", says="no usable file left for class(es) b")
+    assert_one_error_line(code, "\n".join(errors) + "\n", names="training data", says="no usable file left for class b")
 
 
 # ---------------------------------------------------------------- CLI: spectrogram and info

@@ -49,9 +49,11 @@ def test_unknown_names_are_listed_with_the_known_ones():
         width: int = 1
         height: int = 1
 
-    check_known_names({"width": 2}, Options, "option(s)")
-    with pytest.raises(ParameterError, match=r"unknown option\(s\) depth, widht; known: height, width"):
-        check_known_names({"widht": 2, "depth": 3}, Options, "option(s)")
+    check_known_names({"width": 2}, Options, "option")
+    with pytest.raises(ParameterError, match=r"^unknown options depth, widht; known: height, width$"):
+        check_known_names({"widht": 2, "depth": 3}, Options, "option")
+    with pytest.raises(ParameterError, match=r"^unknown option widht; known: height, width$"):
+        check_known_names({"widht": 2}, Options, "option")
 
 
 def test_check_int_returns_a_python_int_or_names_the_value():

@@ -187,7 +187,7 @@ def test_a_class_outside_the_scored_fold_does_not_matter(audio_run, test_data, t
     rows.append("extra.wav,a_class_the_model_lacks,2")
     manifest.write_text("\n".join(rows) + "\n")
     check_consistent(specnet.evaluate(audio_run.model, manifest=manifest, fold=1, device="cpu"), 12)
-    with pytest.raises(DataError, match=r"class\(es\) 'a_class_the_model_lacks' that the model does not know \(it knows '"):
+    with pytest.raises(DataError, match=r"has class 'a_class_the_model_lacks' that the model does not know \(it knows '"):
         specnet.evaluate(audio_run.model, manifest=manifest, fold=2, device="cpu")
 
 
@@ -212,4 +212,25 @@ def test_image_data_for_an_audio_model_is_refused(audio_run, tmp_path):
     for name in ("click", "hiss", "tone"):  # other class names: still the kind that is named first
         (data / name).rename(data / f"picture_{name}")
     with pytest.raises(DataError, match=f"^{data}: holds image files, and the model"):
+        specnet.evaluate(audio_run.model, data, device="cpu")
+
+
+def test_a_stray_picture_among_the_audio_is_left_out_with_one_warning(audio_run, test_data, tmp_path, caplog):
+    # One cover.png in a class folder refused the whole test folder ("mixes audio and image files"),
+    # where `specnet classify` of the same folder left it out.
+    from helpers import make_image
+
+    data = tmp_path / "data"
+    shutil.copytree(test_data, data)
+    make_image(data / "tone" / "cover.png")
+    expected = specnet.evaluate(audio_run.model, test_data, device="cpu")
+    with caplog.at_level("WARNING", logger="specnet"):
+        result = specnet.evaluate(audio_run.model, data, device="cpu")
+    assert [r.getMessage() for r in caplog.records] == [f"{data}: 1 image file left out (the model takes audio)"]
+    assert result["n"] == expected["n"] and result["confusion"] == expected["confusion"] and result["skipped"] == []
+    # A class folder holding nothing but a picture is a class without audio.
+    shutil.rmtree(data / "hiss")
+    (data / "hiss").mkdir()
+    make_image(data / "hiss" / "cover.png")
+    with pytest.raises(DataError, match=rf"^{data}: class folder hiss holds no audio files \(audio: "):
         specnet.evaluate(audio_run.model, data, device="cpu")
