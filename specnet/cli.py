@@ -635,14 +635,14 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.option("--top-db", type=FiniteFloat(min=0), default=None, help="Log-mel in dB relative to the peak of each clip the model sees (a training crop, one window of a long file), floored this far below it (0: absolute dB, no floor).  [default: 60]")
 @click.option("--image-size", type=(click.IntRange(1, MAX_IMAGE_SIDE), click.IntRange(1, MAX_IMAGE_SIDE)), default=None, help="Height and width images are resized to.  [default: 128 128, or the --init model's]")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Gain, speed, pitch, SpecAugment and mixup; --no-augment turns off all of them, [augment_args] included (a given --mixup still applies).")
-@click.option("--mixup", type=FiniteFloat(min=0), default=None, help="Mixup Beta alpha (0 turns it off).")
+@click.option("--mixup", type=FiniteFloat(min=0), default=None, help="Mixup Beta alpha (0 turns it off).  [default: 0.2 with --augment, 0 with --no-augment]")
 @click.option("--device", type=_Device(), default="auto", show_default=True)
 @click.option("--amp/--no-amp", default=None, help="Mixed precision: float16 on CUDA, bfloat16 on the CPU (default: on with CUDA and on CPUs with AMX, where it is faster).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint, with its own data and options (options given again must match the run's, except --epochs, --patience, --device, --amp and --num-workers).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --out.")
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no lines on stdout (per-epoch scores, resuming, early stop); warnings and errors still go to stderr.")
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
@@ -784,7 +784,8 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @click.pass_context
 def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size, list_all) -> None:
     """Keras-style layer table (output shapes, parameter counts) of NAME: an architecture
-    (see --list; also what a bare `specnet summary` prints), a bundled model or a model file."""
+    (see --list; also what a bare `specnet summary` prints), a bundled model or a model file
+    (./NAME for a file named as an architecture is)."""
     from .inference import bundled_models
     from .models import create_model, list_models
     from .models import summary as layer_summary
@@ -795,7 +796,8 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
     if input_size and input_size[0] * input_size[1] > MAX_IMAGE_SIDE**2:  # what a model file may hold; an audio width is frames
         raise click.BadParameter(f"{input_size[0]} x {input_size[1]} is more than the {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} cells "
                                  "a summary takes", param_hint="'--input-size'")
-    if name in bundled_models() or name.endswith(".safetensors") or os.path.exists(name):
+    # An architecture's name is the architecture, whatever the current folder holds (a folder "cnn").
+    if name in bundled_models() or name.endswith(".safetensors") or (os.path.exists(name) and name not in list_models()):
         from .inference import load_model
 
         built = [f"--{p.replace('_', '-')}" for p in ("in_chans", "no_top", "num_classes")

@@ -192,10 +192,10 @@ class Model:
         given_hop = Given("hop", f"{hop_s:g} s")
         if hop_s * rate > MAX_HOP_SAMPLES:  # beyond any recording (and beyond what an int holds)
             raise GivenValueError(f"%s must be at most {MAX_HOP_SAMPLES / rate:g} s", given_hop)
-        if hop is not None and round(hop_s * rate) < 1:
+        if hop is not None and round(hop_s * rate, 6) < 1:  # 0.8 samples too, not only what rounds to none
             raise GivenValueError(f"%s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)", given_hop)
         given_window = Given("window", f"{window_s:g} s") if window is not None else f"the model's {window_s:g} s window"
-        if window is not None and round(window_s * rate) < 1:
+        if window is not None and round(window_s * rate, 6) < 1:
             raise GivenValueError(f"%s is less than one sample of the model's {rate} Hz audio ({1 / rate:g} s)", given_window)
         if hop_s > window_s:
             # The first and the end-aligned last window cover a file up to twice the window; beyond that, gaps.

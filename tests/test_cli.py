@@ -669,6 +669,19 @@ def test_summary_vgg16_without_top(capsys):
     assert "Total params: 14,714,688" in out
 
 
+def test_summary_of_an_architecture_beside_a_folder_or_file_of_its_name(capsys, tmp_path, monkeypatch, model_file):
+    # A folder "cnn_tiny" in the current folder made `specnet summary cnn_tiny` "is a directory, not a model file".
+    monkeypatch.chdir(tmp_path)
+    Path("cnn_tiny").mkdir()
+    shutil.copy(model_file, "vgg11")
+    code, out, err = run(capsys, "summary", "cnn_tiny")
+    assert code == 0 and "Total params:" in out, err
+    code, out, err = run(capsys, "summary", "vgg11", "--input-size", "32", "32")
+    assert code == 0 and "block1_conv1" in out, err
+    code, out, err = run(capsys, "summary", "./vgg11")  # the file, named as a path
+    assert code == 0 and "features.0.conv1" in out, err
+
+
 def test_summary_list_and_model_file(capsys, model_file):
     code, out, _ = run(capsys, "summary", "--list")
     assert code == 0 and {"cnn_tiny", "vgg16"} <= set(out.split())

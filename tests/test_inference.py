@@ -516,6 +516,10 @@ def test_a_hop_of_less_than_one_sample_or_beyond_any_recording_is_refused(model,
     # Less than one sample is refused as a hop of less than one is, not made one sample quietly.
     with pytest.raises(ParameterError, match=r"^window=1e-05 s is less than one sample of the model's 8000 Hz audio \(0.000125 s\)$"):
         model.predict(str(recording), window=1e-5)
+    # 0.8 samples rounded to one and was scored (flat, about 1/K per class): refused as well.
+    for option in ("window", "hop"):
+        with pytest.raises(ParameterError, match=rf"^{option}=0.0001 s is less than one sample of the model's 8000 Hz audio"):
+            model.predict(str(recording), **{option: 1e-4})
 
 
 @pytest.mark.parametrize("where", ["file", "array", "adapt"])
