@@ -270,7 +270,7 @@ def split_by_fold(data: LabelledFiles, fold: int, source: str | os.PathLike) -> 
     if data.folds is None:
         raise DataError(f"{display_name(source)}: fold {fold}: the data has no folds (a manifest with a 'fold' column gives them)")
     if fold not in set(data.folds):
-        raise DataError(f"{display_name(source)}: fold {fold} is not in the manifest (folds: {sorted(set(data.folds))})")
+        raise DataError(f"{display_name(source)}: fold {fold} is not in the manifest (folds: {', '.join(map(str, sorted(set(data.folds))))})")
     held = [i for i, f in enumerate(data.folds) if f == fold]
     rest = [i for i, f in enumerate(data.folds) if f != fold]
     return data.subset(rest), data.subset(held)

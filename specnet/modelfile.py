@@ -277,7 +277,9 @@ def _check_is_safetensors(path: Path) -> None:
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
     if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, not a model file")
+        run_model = path / "model.safetensors"  # a training run's folder holds its model under this name
+        hint = f"; the model of a training run in it is {run_model}" if run_model.is_file() else ""
+        raise ModelFileError(f"{path}: is a directory, not a model file{hint}")
     refuse_special_file(path, display_name(path), ModelFileError)  # a named pipe would block open()
     try:
         with open(path, "rb") as handle:

@@ -289,7 +289,7 @@ def test_split_by_fold():
 
 
 def test_split_by_fold_errors():
-    with pytest.raises(DataError, match=r"^m.csv: fold 4 is not in the manifest \(folds: \[1, 2, 3\]\)$"):
+    with pytest.raises(DataError, match=r"^m.csv: fold 4 is not in the manifest \(folds: 1, 2, 3\)$"):
         split_by_fold(_with_folds(), 4, "m.csv")
     no_folds = LabelledFiles(classes=["a", "b"], samples=[(Path("x.wav"), 0)], kind="audio")
     with pytest.raises(DataError, match="^data: fold 1: the data has no folds"):

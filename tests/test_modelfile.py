@@ -243,8 +243,14 @@ def test_refuses_missing_and_unexpected_keys(tmp_path):
 def test_refuses_missing_file_directory_and_tiny_files(tmp_path):
     with pytest.raises(ModelFileError, match="model file not found"):
         load_model_file(tmp_path / "nope.safetensors")
-    with pytest.raises(ModelFileError, match="is a directory"):
+    with pytest.raises(ModelFileError, match=r"is a directory, not a model file$"):
         load_model_file(tmp_path)
+    # A training run's folder: its model is named, as a user who passed the run meant it.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"x" * 16)
+    with pytest.raises(ModelFileError, match=rf"^{run}: is a directory, not a model file; the model of a training run in it is {run}/model.safetensors$"):
+        load_model_file(run)
     (tmp_path / "tiny.safetensors").write_bytes(b"abc")
     with pytest.raises(ModelFileError, match="too short"):
         load_model_file(tmp_path / "tiny.safetensors")
