@@ -6,7 +6,8 @@ build the model -> measure normalisation statistics -> epochs of
 
 Every random draw of epoch ``e`` comes from generators seeded with
 ``(seed, e)``, so a run resumed from the checkpoint after epoch ``e - 1``
-repeats exactly what the uninterrupted run would have done.
+repeats what the uninterrupted run would have done: exactly on a CPU, and
+closely on CUDA, whose fastest cuDNN kernels do not all repeat bit for bit.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from .windows import default_hop, fit_length, silent_windows, window_starts
 log = logging.getLogger("specnet")
 
 MODEL_FILE = "model.safetensors"
+#: The largest seed: each epoch seeds torch with ``seed * 100_003 + epoch``, which must stay below 2**64.
+MAX_SEED = 2**32 - 1
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -139,8 +142,9 @@ class TrainConfig:
                 raise ParameterError(f"{name}={table!r} must be a dict of option names and values")
         if self.epochs is not None and not (is_integer(self.epochs) and self.epochs >= 1):
             raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
-        for name, minimum in (("batch_size", 1), ("seed", 0), ("num_workers", 0)):
+        for name, minimum in (("batch_size", 1), ("num_workers", 0)):
             check_int(name, getattr(self, name), minimum=minimum)
+        check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         for name in ("pretrained", "freeze_backbone", "augment", "channels_last"):
             check_bool(name, getattr(self, name))
         check_bool("amp", self.amp, none=True)
@@ -1009,8 +1013,6 @@ def train(
         device = dist.device
     quiet = quiet or not dist.is_main
     amp_dtype = autocast_dtype(device, config.amp)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
 
     files = RunFiles(out)
     if files.dir.exists() and not files.dir.is_dir():
@@ -1020,7 +1022,12 @@ def train(
     lock = RunLock(files.dir) if dist.is_main else None
     if lock:
         lock.acquire()
+    benchmark = torch.backends.cudnn.benchmark  # the caller's, given back at the end
     try:
+        if device.type == "cuda":
+            # Fixed input shapes: cuDNN picks the fastest kernels, which are not all bit-for-bit
+            # repeatable, so a CUDA run repeats closely, where a CPU run repeats exactly.
+            torch.backends.cudnn.benchmark = True
         if dist.is_main:
             files.prepare(resume=resume, overwrite=overwrite)
         best = _run(data_dir, files, config, device, dist, amp_dtype, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
@@ -1028,6 +1035,7 @@ def train(
             torch.distributed.barrier()  # leave together: rank 0 still writes the curves
         return best
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         if lock:
             lock.release()
             if created:
@@ -1093,7 +1101,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     model.spec = spec = dataclasses.replace(model.spec, clip_seconds=clip_seconds)
     clip = spec.clip_samples
 
-    steps_per_epoch = math.ceil(len(train_split.targets) // dist.world_size / config.batch_size)  # see Dist.shard
+    steps_per_epoch = len(batch_bounds(len(train_split.targets) // dist.world_size, config.batch_size))  # see Dist.shard
     # Counted as one process would, so a run takes as many epochs on one GPU as on several.
     epochs = int(config.epochs or default_epochs(math.ceil(len(train_split.targets) / config.batch_size)))
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
@@ -1288,6 +1296,16 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     return dict(best or {})
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each training batch of an epoch's ``n`` items: ``batch_size`` each, and
+    a last one of ``batch_size + 1`` where a batch of one item would be left (batch norm cannot
+    normalise one value per channel, as a VGG's 1 x 1 maps of small images give it)."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
 def default_epochs(steps_per_epoch: int) -> int:
     """Epochs when ``TrainConfig.epochs`` is None, for ``steps_per_epoch`` optimiser steps an epoch.
 
@@ -1396,10 +1414,8 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     statistics = [b for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
     total_loss, seen, lr = 0.0, 0, config.lr
     with tqdm(total=len(order), desc=f"epoch {epoch + 1}", unit="file", disable=not progress, leave=False) as bar:
-        for step_in_epoch in range(steps_per_epoch):
-            idx = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-            if len(idx) == 0:
-                break
+        for step_in_epoch, (start, stop) in enumerate(batch_bounds(len(order), config.batch_size)):
+            idx = order[start:stop]
             if model.frontend is not None:
                 inputs = torch.from_numpy(crop_batch([split.items[i] for i in idx.tolist()], clip, rng))
             else:

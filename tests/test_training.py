@@ -1203,6 +1203,8 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
         ({"val_split": "0.1"}, "val_split='0.1'"),
         ({"seed": -1}, "seed=-1"),
+        # 2**48 passed, decoded all the data, then overflowed torch.manual_seed in the first epoch
+        ({"seed": 2**48}, r"^seed=281474976710656 must be an integer in \[0, 4294967295\]$"),
         ({"num_workers": 1.5}, "num_workers=1.5"),
         ({"in_chans": 0}, "in_chans=0"),
         ({"image_size": (64,)}, r"image_size=\(64,\)"),
@@ -1331,3 +1333,30 @@ def test_resume_differences_keep_dotted_names_and_shorten_long_values():
     assert _differences(saved, current) == [("data.class_counts.v1.0", 4, 5)]
     assert _shown([{"path": f"bad{i}.wav", "reason": "corrupt"} for i in range(5)]) == "5 entries"
     assert _shown([32, 32]) == "[32, 32]" and _shown("runs/a") == "'runs/a'"
+
+
+def test_an_epoch_never_ends_on_a_batch_of_one():
+    assert training.batch_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert training.batch_bounds(9, 4) == [(0, 4), (4, 9)]  # not (8, 9): batch norm cannot take one item
+    assert training.batch_bounds(8, 4) == [(0, 4), (4, 8)]
+    assert training.batch_bounds(1, 4) == [(0, 1)] and training.batch_bounds(0, 4) == []
+
+
+def test_a_batch_norm_vgg_trains_on_small_images_whatever_the_count(tmp_path):
+    # 9 images in batches of 8 left one image, on VGG-BN's 1 x 1 maps: "Expected more than 1 value per channel".
+    data = S.make_image_dataset(tmp_path / "images", per_class=3, size=16)
+    best = specnet.train(data, tmp_path / "run", arch="vgg11_bn", image_size=(16, 16), batch_size=8, val_split=0,
+                         epochs=1, augment=False, device="cpu")
+    assert best["epoch"] == 0 and math.isfinite(best["train_loss"])
+
+
+def test_training_gives_cudnn_benchmark_back_as_it_found_it(tiny_data, tmp_path):
+    # A CUDA run turns cuDNN's kernel search on for its fixed shapes; a notebook's setting must survive it.
+    # (On a machine without CUDA this checks that a CPU run leaves it alone.)
+    was = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        specnet.train(tiny_data, tmp_path / "run", epochs=1, **{**S.FAST, "device": "auto"})
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = was
