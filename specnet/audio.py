@@ -255,10 +255,13 @@ def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
     lead, n = y.shape[:-1], y.shape[-1]
     if n == 0:
         return np.zeros((*lead, 0), dtype=y.dtype)
+    # soxr takes float32 and float64: float16 is resampled as float32, longer floats as float64.
+    work = np.float32 if y.dtype.itemsize <= 4 else np.float64
+    if math.prod(lead) == 0:  # no channels, which soxr refuses: as long as one channel would be
+        return np.zeros((*lead, len(soxr.resample(np.zeros(n, work), orig_sr, target_sr, quality=_RESAMPLE_QUALITY))), y.dtype)
     # soxr wants (frames, channels); fold any leading axes into channels.
-    out = soxr.resample(np.ascontiguousarray(y.reshape(-1, n).T), orig_sr, target_sr,
-                        quality=_RESAMPLE_QUALITY)
-    return np.ascontiguousarray(out.reshape(-1, math.prod(lead)).T).reshape(*lead, -1)
+    out = soxr.resample(np.ascontiguousarray(y.reshape(-1, n).T, dtype=work), orig_sr, target_sr, quality=_RESAMPLE_QUALITY)
+    return np.ascontiguousarray(out.reshape(-1, math.prod(lead)).T).reshape(*lead, -1).astype(y.dtype, copy=False)
 
 
 def iter_audio_blocks(

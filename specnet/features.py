@@ -138,8 +138,8 @@ class FeatureConfig:
 
     def num_frames(self, num_samples: int) -> int:
         """Frames the front-end makes from ``num_samples`` samples."""
-        if self.center:
-            return num_samples // self.hop_length + 1
+        if self.center:  # n_fft // 2 samples padded at each end: one fewer frame for an odd n_fft
+            return (num_samples + 2 * (self.n_fft // 2) - self.n_fft) // self.hop_length + 1
         return max(0, (num_samples - self.n_fft) // self.hop_length + 1)
 
     def to_dict(self) -> dict[str, Any]:

@@ -469,6 +469,18 @@ def test_resample_matches_soxr_and_keeps_leading_axes():
     np.testing.assert_allclose(out[1, 2], soxr.resample(y[1, 2], 44100, 16000, quality="HQ"),
                                atol=1e-6)
     assert resample(np.zeros((2, 0)), orig_sr=8000, target_sr=16000).shape == (2, 0)
+    # No channels: as many samples as a channel would get (soxr itself refuses it).
+    assert resample(np.zeros((0, 1601), np.float32), orig_sr=16000, target_sr=8000).shape == (0, 801)
+
+
+def test_resample_takes_every_float_type_and_gives_it_back():
+    # float16 and long double gave soxr's TypeError: "Data type must be one of [float32, float64, ...]"
+    y = np.sin(np.arange(4410) / 7)
+    reference = soxr.resample(y, 44100, 16000, quality="HQ")
+    for dtype, atol in ((np.float16, 2e-3), (np.longdouble, 1e-12)):
+        out = resample(y.astype(dtype), orig_sr=44100, target_sr=16000)
+        assert out.dtype == dtype and out.shape == reference.shape
+        np.testing.assert_allclose(out.astype(np.float64), reference, atol=atol)
 
 
 def test_resample_rejects_bad_input():

@@ -211,6 +211,9 @@ def test_num_frames_matches_output(center, num_samples):
         assert cfg.num_frames(num_samples) == num_samples // 160 + 1
     else:
         assert cfg.num_frames(num_samples) == (num_samples - 512) // 160 + 1
+    # An odd n_fft pads n_fft // 2 at each end, one sample short of n_fft: 1600 samples make 10 frames, not 11.
+    odd = FeatureConfig(center=center, n_fft=511, win_length=400)
+    assert MelSpectrogram(odd)(torch.zeros(num_samples)).shape[-1] == odd.num_frames(num_samples)
 
 
 @pytest.mark.parametrize("pad_mode", ["reflect", "constant", "replicate", "circular"])
