@@ -351,8 +351,9 @@ def test_cpu_bfloat16_training_is_reproducible_and_saves_float32(tiny_data, tmp_
 
 
 def test_weight_average_is_what_is_validated_saved_and_resumed(tiny_data, tmp_path):
-    # Validate on the training folder itself (val_dir), so the validation set is known here.
-    options = {**S.FAST, "ema_epochs": 1.0, "keep": "last", "val_dir": str(tiny_data)}
+    # Validate on a folder of its own (val_dir), so the validation set is known here.
+    val = S.make_audio_dataset(tmp_path / "val", per_class=2)
+    options = {**S.FAST, "ema_epochs": 1.0, "keep": "last", "val_dir": str(val)}
     handed = []
     reference = specnet.train(tiny_data, tmp_path / "whole", epochs=4, on_epoch_end=lambda row, m: handed.append(m), **options)
     checkpoint = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
@@ -364,7 +365,7 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(tiny_data, tmp_pa
     assert torch.equal(handed[-1].state_dict()[key], saved[key])  # and so does the callback's model
     assert int(checkpoint["ema"]["n_averaged"]) == 4 * 3  # every step: 12 clips, batch 4
     # The validation row scored the average: scoring the saved file again gives its loss.
-    rescored = specnet.evaluate(tmp_path / "whole" / "model.safetensors", tiny_data, device="cpu")
+    rescored = specnet.evaluate(tmp_path / "whole" / "model.safetensors", val, device="cpu")
     assert metric_rows(tmp_path / "whole")[-1]["val_loss"] == pytest.approx(rescored["loss"], abs=1e-5)
     assert read_config(tmp_path / "whole")["precision"] == "float32"
 
@@ -567,7 +568,7 @@ def test_training_that_diverges_stops_with_one_line_and_saves_no_nan(tiny_data, 
     monkeypatch.setattr("specnet.training.F", NanGradients("all"))
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as err:
-        specnet.train(tiny_data, out, epochs=6, **S.FAST)  # 3 steps an epoch: the 10th is in epoch 4
+        specnet.train(tiny_data, out, epochs=6, **{**S.FAST, "batch_size": 3})  # 9 clips, 3 steps an epoch: the 10th is in epoch 4
     text = str(err.value)
     assert text.startswith("training diverged in epoch 4: 10 steps in a row had a non-finite loss or gradient")
     assert "try a lower lr=, or amp=False" in text and "\n" not in text
@@ -632,23 +633,24 @@ def test_float16_loss_scaling_counts_its_skipped_steps_and_stops_a_diverged_run(
     # GradScaler skips every step with a NaN gradient itself, halving its scale: the first 16 take it
     # from 65,536 down to 1, its settling; from there ten more in a row stop the run (3 steps an
     # epoch: the 26th step is in epoch 9).
+    threes = {**S.FAST, "batch_size": 3}  # 9 training clips: 3 steps an epoch
     real = torch.amp.GradScaler
     scalers = []
     monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: scalers.append(real("cpu", enabled=True)) or scalers[-1])
     monkeypatch.setattr("specnet.training.F", NanGradients("all"))
     with pytest.raises(TrainingError, match="^training diverged in epoch 9: 10 steps in a row"):
-        specnet.train(tiny_data, tmp_path / "run", epochs=12, **S.FAST)
+        specnet.train(tiny_data, tmp_path / "run", epochs=12, **threes)
     # Now and then, an overflow (a finite loss, a non-finite gradient) is the scaler settling: it lowers
     # its scale and the run goes on. Counted in metrics.jsonl apart, with no warning; a non-finite loss warns.
     monkeypatch.setattr("specnet.training.F", NanGradients({1, 2, 7}))
     with specnet_warnings() as warnings:
-        specnet.train(tiny_data, tmp_path / "settles", epochs=3, **S.FAST)
+        specnet.train(tiny_data, tmp_path / "settles", epochs=3, **threes)
     rows = metric_rows(tmp_path / "settles")
     assert [r.get("loss_scaler_skips", 0) for r in rows] == [2, 0, 1] and not any("skipped_steps" in r for r in rows)
     assert warnings == [] and scalers[-1].get_scale() == 65536.0 / 2**3
     monkeypatch.setattr("specnet.training.F", InfiniteLoss({4}))
     with specnet_warnings() as warnings:
-        specnet.train(tiny_data, tmp_path / "inf", epochs=2, **S.FAST)
+        specnet.train(tiny_data, tmp_path / "inf", epochs=2, **threes)
     rows = metric_rows(tmp_path / "inf")
     assert [r.get("skipped_steps", 0) for r in rows] == [0, 1] and not any("loss_scaler_skips" in r for r in rows)
     assert warnings == ["epoch 2: skipped 1 step with a non-finite loss or gradient"]
@@ -1010,7 +1012,7 @@ def test_a_class_only_in_the_validation_fold_is_named_as_such(tiny_data, tmp_pat
     rows = [f"{p},{p.parent.name},{2 if p.parent.name == classes[-1] else i % 2 + 1}"
             for i, p in enumerate(sorted(tiny_data.rglob("*.wav")))]
     (tmp_path / "m.csv").write_text("path,label,fold\n" + "\n".join(rows) + "\n")
-    with pytest.raises(DataError, match=rf"^training data: no file of class\(es\) {classes[-1]}: the manifest lists them only in the validation fold$"):
+    with pytest.raises(DataError, match=rf"^training data: no file of class {classes[-1]}: the manifest lists them only in the validation fold$"):
         specnet.train(None, tmp_path / "run", manifest=tmp_path / "m.csv", val_fold=2, epochs=1, **S.FAST)
 
 
@@ -1100,7 +1102,7 @@ def test_single_class_and_empty_folders_are_data_errors(tmp_path):
     (empty / "a").mkdir()
     (empty / "b").mkdir()
     make_tone(empty / "a" / "x.wav", 440.0, 0.3, S.SR)
-    with pytest.raises(DataError, match="hold no audio or image files"):
+    with pytest.raises(DataError, match=r": class folder b holds no audio or image files \("):
         specnet.train(empty, tmp_path / "run3", epochs=1, **S.FAST)
     with pytest.raises(DataError, match="not found"):
         specnet.train(tmp_path / "missing", tmp_path / "run4", epochs=1, **S.FAST)
