@@ -335,10 +335,6 @@ def test_registry_errors():
         ("cnn", {"num_classes": 2, "drop_rate": "0.1"}, "drop_rate='0.1'"),
         ("vgg11", {"num_classes": 2, "head": "fancy"}, "head='fancy'"),
         ("vgg11", {"num_classes": 2, "depth": 12}, "depth=12"),
-        # the name fixes the network: vgg16 with depth=11 built a VGG-11 that called itself vgg16
-        ("vgg16", {"num_classes": 2, "depth": 11}, r"^depth=11: vgg16 has depth 16; another depth is another name"),
-        ("vgg16", {"num_classes": 2, "batch_norm": True}, r"^batch_norm=True: vgg16 is without batch norm; use vgg16_bn$"),
-        ("vgg11_bn", {"num_classes": 2, "batch_norm": 0}, r"^batch_norm=False: vgg11_bn is with batch norm; use vgg11$"),
         ("cnn", {"num_classes": 2, "channels": 16}, r"^channels=16 must be a sequence of block widths, such as \(16, 32, 64, 128\)$"),
         ("cnn", {"num_classes": 2, "channels": "16"}, r"^channels='16' must be a sequence of block widths"),
         ("cnn", {"num_classes": 2, "batch_norm": "yes"}, r"^batch_norm='yes' must be True or False$"),
@@ -358,7 +354,7 @@ def test_flags_take_0_1_and_numpy_bools_and_channels_a_numpy_array():
     # --arch-arg batch_norm=0 parses as 0, and model files trained that way hold it: they must still build.
     plain = create_model("cnn", num_classes=2, batch_norm=0, channels=np.array([8, 16]))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
-    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in create_model("vgg11_bn", num_classes=2, batch_norm=np.True_).modules()) == 8
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in create_model("vgg11", num_classes=2, batch_norm=np.True_).modules()) == 8
     assert create_model("cnn", include_top=0).num_features == create_model("cnn", include_top=False).num_features
 
 

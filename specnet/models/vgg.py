@@ -214,16 +214,7 @@ class VGG(SpectrogramModel):
 
 
 def _vgg(depth: int, batch_norm: bool, kwargs: dict[str, Any]) -> VGG:
-    """The VGG a registry name fixes; ``depth`` and ``batch_norm`` may be given again (as
-    ``create_model(model.arch, **model.arch_args)`` does) but not changed: the name would lie."""
-    name = f"vgg{depth}{'_bn' if batch_norm else ''}"
-    given_depth = kwargs.pop("depth", depth)
-    if not (is_integer(given_depth) and given_depth == depth):
-        raise ParameterError(f"depth={given_depth!r}: {name} has depth {depth}; another depth is another name (vgg11, vgg13, vgg16, vgg19)")
-    if as_flag("batch_norm", kwargs.pop("batch_norm", batch_norm)) != batch_norm:
-        raise ParameterError(f"batch_norm={not batch_norm}: {name} is {'with' if batch_norm else 'without'} batch norm; "
-                             f"use vgg{depth}{'' if batch_norm else '_bn'}")
-    return VGG(depth=depth, batch_norm=batch_norm, **kwargs)
+    return VGG(**{"depth": depth, "batch_norm": batch_norm, **kwargs})
 
 
 @register_model
