@@ -785,7 +785,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size, list_all) -> None:
     """Keras-style layer table (output shapes, parameter counts) of NAME: an architecture
     (see --list; also what a bare `specnet summary` prints), a bundled model or a model file
-    (./NAME for a file named as an architecture is)."""
+    (give a file named as an architecture as ./NAME)."""
     from .inference import bundled_models
     from .models import create_model, list_models
     from .models import summary as layer_summary

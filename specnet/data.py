@@ -137,7 +137,8 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
         if len(kept) < len(samples):
             log.warning("%s", left_out_note(root, len(samples) - len(kept), kind))
         samples = kept
-    empty = [name for target, name in enumerate(classes) if target not in {t for _, t in samples}]
+    present = {target for _, target in samples}
+    empty = [name for target, name in enumerate(classes) if target not in present]
     if empty:
         holds = f"{'holds' if len(empty) == 1 else 'hold'} no {'audio or image' if kind is None else 'audio' if kind == 'audio' else 'image'} files"
         raise DataError(

@@ -176,10 +176,8 @@ def export_onnx(
         example = torch.zeros(2, spec.in_chans, height, width)
         input_name = IMAGE_INPUT_NAME
         # Images are resized to image_size before the network, so only the batch varies.
-        axes = {0: "batch"} if spec.image_size else {0: "batch", 2: "height", 3: "width"}
-        dynamic = {input_name: axes, OUTPUT_NAME: {0: "batch"}}
-        size = f"{height}, {width}" if spec.image_size else "height, width"
-        input_doc = f"{input_name}: float32 (batch, {spec.in_chans}, {size}), pixels in [0, 1]"
+        dynamic = {input_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+        input_doc = f"{input_name}: float32 (batch, {spec.in_chans}, {height}, {width}), pixels in [0, 1]"
 
     # Export on CPU in eval mode (dropout off, batch-norm running statistics); leave the caller's model as it was.
     device = next(net.parameters()).device

@@ -154,7 +154,7 @@ def _check_channels_and_size(channels: object, size: object, *, none: bool) -> N
     """ParameterError unless ``channels`` is 1 or 3 (or None, if ``none``) and ``size`` a
     (height, width) pair of positive integers or None."""
     if not ((none and channels is None) or (is_integer(channels) and channels in (1, 3))):
-        raise ParameterError(f"channels={channels!r} must be 1, 3" + (" or None" if none else ""))
+        raise ParameterError(f"channels={channels!r} must be " + ("1, 3 or None" if none else "1 or 3"))
     if size is not None and not (
         isinstance(size, (tuple, list)) and len(size) == 2
         and all(is_integer(s) and s > 0 for s in size)

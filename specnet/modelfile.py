@@ -112,7 +112,7 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
     ):
         raise ModelFileError(
             f"{source}: image_size={image_size!r} must be [height, width] in pixels "
-            f"(each at most {MAX_IMAGE_SIDE}) or null"
+            f"(each at most {MAX_IMAGE_SIDE})" + (" or null" if meta["input_kind"] == "audio" else "")
         )
     if image_size is None and meta["input_kind"] == "image":
         raise ModelFileError(f"{source}: an image model needs image_size (the [height, width] its images are resized to)")

@@ -6,6 +6,7 @@ import functools
 import io
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,6 +25,11 @@ ACCENT = ("#3b4cc0", "#d1495b")  # train, validation
 STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 
 
+#: One drawing at a time: rc_context restores the settings it found, so two drawings
+#: overlapping in threads (a training's curves beside an evaluation) would leave the style set.
+_DRAWING = threading.Lock()
+
+
 def _styled(draw: Callable[..., Path]) -> Callable[..., Path]:
     """``draw`` run with :data:`STYLE` in matplotlib's settings, restored afterwards."""
 
@@ -31,7 +37,7 @@ def _styled(draw: Callable[..., Path]) -> Callable[..., Path]:
     def styled(*args: Any, **kwargs: Any) -> Path:
         import matplotlib
 
-        with matplotlib.rc_context(STYLE):
+        with _DRAWING, matplotlib.rc_context(STYLE):
             return draw(*args, **kwargs)
 
     return styled

@@ -49,8 +49,9 @@ from .windows import default_hop, fit_length, silent_windows, window_starts
 log = logging.getLogger("specnet")
 
 MODEL_FILE = "model.safetensors"
-#: The largest seed: each epoch seeds torch with ``seed * 100_003 + epoch``, which must stay below 2**64.
-MAX_SEED = 2**32 - 1
+#: The largest seed: each epoch seeds torch with ``seed * 100_003 + epoch``, which must stay below
+#: 2**64 (for the first 100,003 epochs), about 1.8e14: a millisecond clock's reading fits.
+MAX_SEED = 2**64 // 100_003 - 1
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -269,7 +270,7 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
         val = find_class_folders(config.val_dir)
         unknown = sorted(set(val.classes) - set(data.classes))
         if unknown:
-            raise DataError(f"{config.val_dir}: classes {', '.join(unknown)} are not in the training data")
+            raise DataError(f"{config.val_dir}: {listed(unknown, 'class', 'classes')} {'is' if len(unknown) == 1 else 'are'} not in the training data")
         index = data.class_to_idx
         val = LabelledFiles(
             classes=data.classes,
@@ -484,7 +485,7 @@ def check_classes(split: Split, files: LabelledFiles, source: str) -> None:
     in_manifest = np.bincount(np.asarray(files.targets, dtype=np.int64), minlength=len(classes))
     unlisted = [name for name, n in zip(classes, in_manifest) if n == 0]
     if unlisted:
-        raise DataError(f"{source}: no file of {listed(unlisted, 'class', 'classes')}: the manifest lists them only in the validation fold")
+        raise DataError(f"{source}: no file of {listed(unlisted, 'class', 'classes')}: the manifest lists {'it' if len(unlisted) == 1 else 'them'} only in the validation fold")
     empty = [name for name, n in zip(classes, decoded) if n == 0]
     if empty:
         raise DataError(f"{source}: no usable file left for {listed(empty, 'class', 'classes')}: every one was skipped")
@@ -1022,20 +1023,15 @@ def train(
     lock = RunLock(files.dir) if dist.is_main else None
     if lock:
         lock.acquire()
-    benchmark = torch.backends.cudnn.benchmark  # the caller's, given back at the end
     try:
-        if device.type == "cuda":
-            # Fixed input shapes: cuDNN picks the fastest kernels, which are not all bit-for-bit
-            # repeatable, so a CUDA run repeats closely, where a CPU run repeats exactly.
-            torch.backends.cudnn.benchmark = True
         if dist.is_main:
             files.prepare(resume=resume, overwrite=overwrite)
-        best = _run(data_dir, files, config, device, dist, amp_dtype, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
+        with cudnn_autotuned(device):
+            best = _run(data_dir, files, config, device, dist, amp_dtype, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
         if dist.world_size > 1:
             torch.distributed.barrier()  # leave together: rank 0 still writes the curves
         return best
     finally:
-        torch.backends.cudnn.benchmark = benchmark
         if lock:
             lock.release()
             if created:
@@ -1045,6 +1041,19 @@ def train(
             # Leave the group before exit: a gloo group still alive at interpreter
             # shutdown can abort the process ("terminate called without an active exception").
             torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def cudnn_autotuned(device: torch.device) -> Iterator[None]:
+    """On CUDA, let cuDNN pick the fastest kernels for the run's fixed input shapes, and give
+    the caller's setting back afterwards. Those kernels do not all repeat bit for bit, so a
+    CUDA run repeats closely, where a CPU run repeats exactly."""
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = was or device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = was
 
 
 def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
@@ -1103,7 +1112,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     steps_per_epoch = len(batch_bounds(len(train_split.targets) // dist.world_size, config.batch_size))  # see Dist.shard
     # Counted as one process would, so a run takes as many epochs on one GPU as on several.
-    epochs = int(config.epochs or default_epochs(math.ceil(len(train_split.targets) / config.batch_size)))
+    epochs = int(config.epochs or default_epochs(len(batch_bounds(len(train_split.targets), config.batch_size))))
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype), "arch": spec.arch,
                                    "image_size": list(spec.image_size) if spec.image_size else None,
@@ -1298,10 +1307,10 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of each training batch of an epoch's ``n`` items: ``batch_size`` each, and
-    a last one of ``batch_size + 1`` where a batch of one item would be left (batch norm cannot
-    normalise one value per channel, as a VGG's 1 x 1 maps of small images give it)."""
+    a last one of ``batch_size + 1`` where a batch of one item would be left after larger ones (batch
+    norm cannot normalise one value per channel, as a VGG's 1 x 1 maps of small images give it)."""
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
+    if batch_size > 1 and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return list(zip(starts, starts[1:] + [n]))
 

@@ -1012,7 +1012,7 @@ def test_a_class_only_in_the_validation_fold_is_named_as_such(tiny_data, tmp_pat
     rows = [f"{p},{p.parent.name},{2 if p.parent.name == classes[-1] else i % 2 + 1}"
             for i, p in enumerate(sorted(tiny_data.rglob("*.wav")))]
     (tmp_path / "m.csv").write_text("path,label,fold\n" + "\n".join(rows) + "\n")
-    with pytest.raises(DataError, match=rf"^training data: no file of class {classes[-1]}: the manifest lists them only in the validation fold$"):
+    with pytest.raises(DataError, match=rf"^training data: no file of class {classes[-1]}: the manifest lists it only in the validation fold$"):
         specnet.train(None, tmp_path / "run", manifest=tmp_path / "m.csv", val_fold=2, epochs=1, **S.FAST)
 
 
@@ -1206,7 +1206,7 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
         ({"val_split": "0.1"}, "val_split='0.1'"),
         ({"seed": -1}, "seed=-1"),
         # 2**48 passed, decoded all the data, then overflowed torch.manual_seed in the first epoch
-        ({"seed": 2**48}, r"^seed=281474976710656 must be an integer in \[0, 4294967295\]$"),
+        ({"seed": 2**48}, r"^seed=281474976710656 must be an integer in \[0, 184461906879888\]$"),
         ({"num_workers": 1.5}, "num_workers=1.5"),
         ({"in_chans": 0}, "in_chans=0"),
         ({"image_size": (64,)}, r"image_size=\(64,\)"),
@@ -1342,6 +1342,7 @@ def test_an_epoch_never_ends_on_a_batch_of_one():
     assert training.batch_bounds(9, 4) == [(0, 4), (4, 9)]  # not (8, 9): batch norm cannot take one item
     assert training.batch_bounds(8, 4) == [(0, 4), (4, 8)]
     assert training.batch_bounds(1, 4) == [(0, 1)] and training.batch_bounds(0, 4) == []
+    assert training.batch_bounds(3, 1) == [(0, 1), (1, 2), (2, 3)]  # every batch one item: nothing to merge into
 
 
 def test_a_batch_norm_vgg_trains_on_small_images_whatever_the_count(tmp_path):
@@ -1352,13 +1353,16 @@ def test_a_batch_norm_vgg_trains_on_small_images_whatever_the_count(tmp_path):
     assert best["epoch"] == 0 and math.isfinite(best["train_loss"])
 
 
-def test_training_gives_cudnn_benchmark_back_as_it_found_it(tiny_data, tmp_path):
+def test_training_gives_cudnn_benchmark_back_as_it_found_it(tiny_data, tmp_path, monkeypatch):
     # A CUDA run turns cuDNN's kernel search on for its fixed shapes; a notebook's setting must survive it.
-    # (On a machine without CUDA this checks that a CPU run leaves it alone.)
-    was = torch.backends.cudnn.benchmark
-    try:
-        torch.backends.cudnn.benchmark = False
-        specnet.train(tiny_data, tmp_path / "run", epochs=1, **{**S.FAST, "device": "auto"})
-        assert torch.backends.cudnn.benchmark is False
-    finally:
-        torch.backends.cudnn.benchmark = was
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    for device, during in (("cuda", True), ("cpu", False)):
+        seen = []
+        with pytest.raises(KeyboardInterrupt), training.cudnn_autotuned(torch.device(device)):
+            seen.append(torch.backends.cudnn.benchmark)
+            raise KeyboardInterrupt  # given back however the run ends
+        assert seen == [during] and torch.backends.cudnn.benchmark is False
+    # train() runs inside it: stopped in its first epoch, the setting is the caller's again.
+    with pytest.raises(KeyboardInterrupt):
+        specnet.train(tiny_data, tmp_path / "run", epochs=2, on_epoch_end=stop_after_epoch(0), **{**S.FAST, "device": "auto"})
+    assert torch.backends.cudnn.benchmark is False
