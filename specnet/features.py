@@ -78,11 +78,9 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         python_fields(self)
-        for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
-            check_int(name, getattr(self, name), minimum=1)
         for name, maximum in (("sample_rate", MAX_SAMPLE_RATE), ("n_fft", MAX_N_FFT), ("n_mels", MAX_N_MELS)):
-            if getattr(self, name) > maximum:
-                raise ParameterError(f"{name}={getattr(self, name)!r} must be an integer in [1, {maximum}]")
+            check_int(name, getattr(self, name), minimum=1, maximum=maximum)
+        check_int("hop_length", self.hop_length, minimum=1)
         if self.hop_length > self.n_fft:
             raise ParameterError(
                 f"hop_length={self.hop_length!r} must be an integer in [1, n_fft={self.n_fft}]: "

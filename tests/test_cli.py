@@ -1051,7 +1051,7 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--n-mels", "8")
     assert code == 2 and err == f"error: {bad}: lr=-1 must be a positive number\n"
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0.1")
-    assert code == 2 and err == f"error: {bad}: n_mels=0 must be an integer >= 1\n"
+    assert code == 2 and err == f"error: {bad}: n_mels=0 must be an integer in [1, 1024]\n"
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0", "--n-mels", "8")
     assert code == 2 and err == "error: --lr=0.0 must be a positive number\n"
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--lr", "0.1", "--n-mels", "8", "--keep", "last")
