@@ -132,17 +132,15 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
                                 f"reached through a link from class {name!r}; each file belongs to one class")
         samples.extend((p, target) for p in files)
     # A stray picture among a model's audio is left out; data of the other kind only is named as such (_single_kind).
-    if kind is not None and any(file_kind(p) == kind for p, _ in samples):
-        kept = [(p, target) for p, target in samples if file_kind(p) == kind]
-        if len(kept) < len(samples):
-            log.warning("%s", left_out_note(root, len(samples) - len(kept), kind))
+    kept = [(p, target) for p, target in samples if file_kind(p) == kind] if kind is not None else samples
+    if kept and len(kept) < len(samples):
+        log.warning("%s", left_out_note(root, len(samples) - len(kept), kind))
         samples = kept
     present = {target for _, target in samples}
     empty = [name for target, name in enumerate(classes) if target not in present]
     if empty:
-        holds = f"{'holds' if len(empty) == 1 else 'hold'} no {'audio or image' if kind is None else 'audio' if kind == 'audio' else 'image'} files"
         raise DataError(
-            f"{root}: {listed(empty, 'class folder')} {holds} "
+            f"{root}: {listed(empty, 'class folder')} {'holds' if len(empty) == 1 else 'hold'} no {kind or 'audio or image'} files "
             f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     if len(classes) < min_classes:

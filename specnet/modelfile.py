@@ -26,6 +26,9 @@ FORMAT_VERSION = 1
 METADATA_KEY = "specnet"
 _PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip
 
+#: The name of the model file in a training run's folder.
+MODEL_FILE = "model.safetensors"
+
 # Upper limits on what a model file may declare: the network is built from the
 # metadata before its weights are read, so without them a damaged or crafted
 # file could make loading (or every window of `classify`) allocate gigabytes or
@@ -277,7 +280,7 @@ def _check_is_safetensors(path: Path) -> None:
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
     if path.is_dir():
-        run_model = path / "model.safetensors"  # a training run's folder holds its model under this name
+        run_model = path / MODEL_FILE
         hint = f"; the model of a training run in it is {run_model}" if run_model.is_file() else ""
         raise ModelFileError(f"{path}: is a directory, not a model file{hint}")
     refuse_special_file(path, display_name(path), ModelFileError)  # a named pipe would block open()

@@ -42,13 +42,12 @@ from .fileio import RunLock, atomic_write, torch_load_safely
 from .image import load_image
 from .metrics import Scores, confusion_matrix, log_loss_sum
 from .inference import bundled_models, resolve_model
-from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds, clip_seconds_problem, load_model_file, metadata_to_spec, save_model_file, spec_to_metadata
+from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, MODEL_FILE, check_clip_seconds, clip_seconds_problem, load_model_file, metadata_to_spec, save_model_file, spec_to_metadata
 from .network import RESERVED_ARCH_ARGS, ModelSpec, SpecNet
 from .windows import default_hop, fit_length, silent_windows, window_starts
 
 log = logging.getLogger("specnet")
 
-MODEL_FILE = "model.safetensors"
 #: The largest seed: each epoch seeds torch with ``seed * 100_003 + epoch``, which must stay below
 #: 2**64 (for the first 100,003 epochs), about 1.8e14: a millisecond clock's reading fits.
 MAX_SEED = 2**64 // 100_003 - 1
@@ -293,8 +292,12 @@ def _check_apart(train: LabelledFiles, val: LabelledFiles, val_dir: str | os.Pat
     folder, or a folder inside it, or a link to either): its score would be the training files'.
     Files are compared by the real path of their folder and their own name, so two names linked
     to one stored copy (a content-addressed store) stay two files."""
+    real_folders: dict[Path, str] = {}  # each folder resolved once, not once per file
+
     def where(path: Path) -> str:
-        return os.path.join(os.path.realpath(path.parent), path.name)
+        if path.parent not in real_folders:
+            real_folders[path.parent] = os.path.realpath(path.parent)
+        return os.path.join(real_folders[path.parent], path.name)
 
     trained = {where(p) for p, _ in train.samples}
     shared = [p for p, _ in val.samples if where(p) in trained]
