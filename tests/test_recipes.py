@@ -4,6 +4,7 @@ the layout and folds they write, and that they never change (or write into) the 
 from __future__ import annotations
 
 import csv
+import os
 import hashlib
 import subprocess
 import sys
@@ -165,3 +166,28 @@ def test_fsdd_force_replaces_only_what_an_earlier_run_wrote(fsdd, tmp_path):
             mine.unlink()
         if mine.parent.name == "mine":
             mine.parent.rmdir()
+
+
+@pytest.mark.parametrize("step", ["loso", "adapt"])
+def test_fsdd_run_stops_when_a_speaker_fold_fails_to_evaluate(step, tmp_path):
+    """A fold whose ``specnet evaluate`` fails stops run.sh, even with an earlier run's results in WORK.
+
+    The folds run as bash functions on the left of ``||``, where ``set -e`` does not apply, so each
+    command must check its own status; a stand-in ``specnet`` on PATH fails at ``evaluate``.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "specnet"
+    fake.write_text('#!/bin/sh\n[ "$1" = evaluate ] && { echo "evaluate: broken" >&2; exit 1; }\nexit 0\n')
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    for kind in ("loso", "adapted"):  # stale results an earlier run left
+        for k in range(1, 7):
+            (work / "eval" / f"{kind}{k}").mkdir(parents=True)
+            (work / "eval" / f"{kind}{k}" / "metrics.json").write_text('{"accuracy": 0.5}')
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STEPS": step}
+    result = subprocess.run(["bash", str(REPO / "recipes" / "fsdd" / "run.sh"), str(work)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode != 0
+    assert "speaker fold 1: evaluat" in result.stderr and "failed" in result.stderr
+    assert "50.00 %" not in result.stdout  # the stale accuracies are not reported as this run's

@@ -61,6 +61,16 @@ def not_written_here(target: Path, header: list[str], written: set[str]) -> Path
     return None
 
 
+def write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
+    """Writes ``path`` whole or not at all: a temporary file beside it, then a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -120,14 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         official.append((rel, digit, 0 if take in TEST_TAKES else 1))
         loso.append((rel, digit, speaker_fold[speaker], speaker))
 
-    with open(out / "official.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(OFFICIAL_HEADER)
-        writer.writerows(official)
-    with open(out / "loso.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(LOSO_HEADER)
-        writer.writerows(loso)
+    write_csv(out / "official.csv", OFFICIAL_HEADER, official)
+    write_csv(out / "loso.csv", LOSO_HEADER, loso)
 
     n_test = sum(1 for row in official if row[2] == 0)
     print(f"{len(files)} recordings, {len(speakers)} speakers, {len(official) - n_test} train / {n_test} test "

@@ -32,6 +32,7 @@ runs=$work/runs
 evals=$work/eval
 has() { [[ " $steps " == *" $1 "* ]]; }
 each_speaker() {   # runs "$1 K" for the six speaker folds K, JOBS at a time; a failed fold stops the rest
+  # "$1" runs on the left of ||, where bash ignores set -e: each of its commands checks its own status.
   export -f "$1"
   export cfg work runs evals data
   # Exit status 255 makes xargs start no further fold (the ones running finish).
@@ -57,7 +58,8 @@ if has loso; then
     specnet train --config "$cfg" --manifest "$work/loso.csv" --val-fold "$k" --out "$runs/loso$k" --overwrite \
       > "$runs/loso$k.log" 2>&1 || { echo "speaker fold $k: training failed, see $runs/loso$k.log" >&2; return 1; }
     specnet evaluate "$runs/loso$k/model.safetensors" --manifest "$work/loso.csv" --fold "$k" \
-      --out "$evals/loso$k" --overwrite > "$evals/loso$k.txt"
+      --out "$evals/loso$k" --overwrite > "$evals/loso$k.txt" \
+      || { echo "speaker fold $k: evaluation failed" >&2; return 1; }
     head -n 1 "$evals/loso$k.txt" | sed "s/^/speaker fold $k: /"
   }
   mkdir -p "$runs" "$evals"
@@ -81,9 +83,11 @@ if has adapt; then
     specnet adapt "$runs/loso$k/model.safetensors" "$work/*/*/*_${name}_*.wav" -o "$runs/loso$k/adapted.safetensors" \
       --overwrite 2> "$runs/adapt$k.log" || { echo "speaker fold $k: adapting failed, see $runs/adapt$k.log" >&2; return 1; }
     specnet evaluate "$runs/loso$k/adapted.safetensors" --manifest "$work/loso.csv" --fold "$k" \
-      --out "$evals/adapted$k" --overwrite > "$evals/adapted$k.txt"
+      --out "$evals/adapted$k" --overwrite > "$evals/adapted$k.txt" \
+      || { echo "speaker fold $k: evaluating the adapted model failed" >&2; return 1; }
     head -n 1 "$evals/adapted$k.txt" | sed "s/^/adapted to speaker $k: /"
   }
+  mkdir -p "$runs" "$evals"
   each_speaker adapt_fold
   python - "$evals" <<'EOF'
 import json, sys
