@@ -31,10 +31,13 @@ class AugmentConfig:
     gain_db : level offset, uniform in [-gain_db, +gain_db] dB per clip, of the
         clamped log-mel (see :func:`random_gain`).
     time_stretch : speed change, factor uniform in [1 - s, 1 + s].
-    pitch_shift : mel-axis scaling, factor uniform in [1 - p, 1 + p]: below
-        1 kHz (where the Slaney mel scale is linear) a pitch change by that
-        factor (0.06 is about one semitone); above it a larger one (a factor
-        of 1.12 moves 2 kHz to about 2.45 kHz). See :func:`random_warp`.
+    pitch_shift : mel-axis scaling, factor uniform in [1 - p, 1 + p], about
+        the lowest band's lower edge f0 (``f_min`` plus half a band): below
+        1 kHz (where the Slaney mel scale is linear) a frequency f moves to
+        f0 + r (f - f0), nearly a pitch change by r (0.06 is about one
+        semitone) well above f0 and less of one near it; above 1 kHz a larger
+        one (a factor of 1.12 moves 2 kHz to about 2.45 kHz). See
+        :func:`random_warp`.
     freq_masks, freq_mask_width : SpecAugment masks on the mel axis, each up to
         ``freq_mask_width`` bins.
     time_masks, time_mask_fraction : masks on the time axis, each up to this
@@ -99,7 +102,7 @@ def random_gain(logmel: torch.Tensor, gain_db: float, generator: torch.Generator
     """
     if gain_db <= 0:
         return logmel
-    gain = _uniform(logmel.shape[0], -gain_db, gain_db, generator).to(logmel.device)
+    gain = _uniform(logmel.shape[0], -gain_db, gain_db, generator).to(logmel.device, logmel.dtype)
     return logmel + gain.view(-1, 1, 1)
 
 
@@ -123,25 +126,33 @@ def random_eq(logmel: torch.Tensor, eq_db: float, generator: torch.Generator) ->
     return logmel + curve.transpose(1, 2).to(logmel.device, logmel.dtype)
 
 
+#: Most dB by which :func:`random_noise`'s floor rises or falls from the lowest
+#: to the highest mel band (pink-ish to blue-ish noise).
+NOISE_TILT_DB = 10.0
+#: Spread (standard deviation, dB) of that floor from cell to cell: the
+#: fluctuation of a noise recording's power.
+NOISE_JITTER_DB = 1.3
+
+
 def random_noise(
     logmel: torch.Tensor, snr_db: tuple[float, float] | None, generator: torch.Generator
 ) -> torch.Tensor:
     """Add a background-noise floor, in power, to ``logmel`` (B, F, T) in dB.
 
     Per clip, the floor sits ``snr`` dB (uniform in ``snr_db``) below the
-    clip's loudest cell, tilted by up to +-10 dB from the lowest to the
-    highest mel band (pink-ish to blue-ish noise), and fluctuates per cell by a
-    log-normal factor (about 1.3 dB), like the power of a noise recording.
+    clip's loudest cell, tilted by up to :data:`NOISE_TILT_DB` from the lowest
+    to the highest mel band, and fluctuates per cell by a log-normal factor
+    (:data:`NOISE_JITTER_DB`), like the power of a noise recording.
     Models trained with it stop relying on one recording room's noise.
     """
     if snr_db is None:
         return logmel
     batch, n_mels, n_frames = logmel.shape
     snr = _uniform(batch, snr_db[0], snr_db[1], generator)
-    tilt = _uniform(batch, -10.0, 10.0, generator)
+    tilt = _uniform(batch, -NOISE_TILT_DB, NOISE_TILT_DB, generator)
     bands = torch.linspace(-0.5, 0.5, n_mels)
     floor_db = (-snr).view(-1, 1, 1) + (tilt.view(-1, 1) * bands).unsqueeze(2)  # (B, F, 1)
-    jitter_db = 1.3 * torch.randn(batch, n_mels, n_frames, generator=generator)
+    jitter_db = NOISE_JITTER_DB * torch.randn(batch, n_mels, n_frames, generator=generator)
     noise_db = logmel.amax(dim=(1, 2), keepdim=True) + (floor_db + jitter_db).to(logmel.device, logmel.dtype)
     to_nepers = np.log(10.0) / 10.0
     return torch.logaddexp(logmel * to_nepers, noise_db * to_nepers) / to_nepers
@@ -153,16 +164,18 @@ def random_warp(
     """Stretch time and scale the mel axis of ``logmel`` (B, F, T), per clip.
 
     Time is resampled about the clip's centre (a speed change), the mel axis
-    about its bottom edge (a pitch change); both by linear interpolation.
+    about its bottom edge, the lowest band's lower edge (a pitch change, see
+    :class:`AugmentConfig`); both by linear interpolation. Keeps ``logmel``'s
+    shape, dtype and device; an empty batch is returned as it is.
     Scaling the mel axis is not scaling every frequency by one factor: the
     mel scale is logarithmic above 1 kHz, so the upper formants move further
     than the lower ones. A warp that moves every frequency by the same factor
     was tried on the FSDD recipe and did no better in three runs
     (recipes/fsdd/README.md).
     """
-    if time_stretch <= 0 and pitch_shift <= 0:
-        return logmel
     batch = logmel.shape[0]
+    if (time_stretch <= 0 and pitch_shift <= 0) or batch == 0:
+        return logmel
     speed = _uniform(batch, 1 - time_stretch, 1 + time_stretch, generator)
     pitch = _uniform(batch, 1 - pitch_shift, 1 + pitch_shift, generator)
     theta = torch.zeros(batch, 2, 3)

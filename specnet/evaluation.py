@@ -66,7 +66,7 @@ def evaluate(
 
     results = loaded.predict_iter(files.paths, top_k=1, batch_size=batch_size, num_workers=num_workers)
     bar = tqdm(results, total=len(files.samples), desc="evaluating", unit="file", disable=not progress, leave=False)
-    for (path, target), result in zip(files.samples, bar):
+    for result, (path, target) in zip(bar, files.samples, strict=True):  # the results first: run to their end
         if isinstance(result, Failure):
             log.warning("skipping %s", result.message)
             skipped.append({"path": text_name(path), "reason": unnamed(path, result.reason)})  # the name once, exactly

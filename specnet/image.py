@@ -92,7 +92,7 @@ def load_image(
                 if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # a phone photo: as it is shown, not as stored
                     img = ImageOps.exif_transpose(img)
                 x = _to_array(img, channels)
-        except _PixelRangeError as exc:
+        except _PixelError as exc:
             raise ImageError(f"{name}: {exc}") from None
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not a readable image file (format not recognised)") from None
@@ -111,8 +111,9 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
 
     pixels : array or tensor ``(C, height, width)``, C = 1 (grey), 2 (grey and alpha),
         3 (RGB) or 4 (RGBA), alpha dropped as for files; uint8 values are scaled by 1/255
-        and uint16 by 1/65535, float values must lie in [0, 1]. A batch of grey images
-        is ``(images, 1, height, width)``: ``(3, height, width)`` is one RGB image.
+        and uint16 by 1/65535, float values must lie in [0, 1]. One image only:
+        ``(3, height, width)`` is one RGB image, and a batch ``(images, C, height, width)``
+        is refused.
     channels : 1 or 3; grey is repeated to RGB, RGB is made grey with the ITU-R
         601 weights Pillow uses for files.
     size : (height, width) to resize to, bilinear and antialiased as for files.
@@ -179,8 +180,9 @@ def _resized(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     return F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
 
 
-class _PixelRangeError(Exception):
-    """Wide grey pixels outside the range their mode is scaled from (or not finite)."""
+class _PixelError(Exception):
+    """Pixels that do not become values in [0, 1]: wide grey outside the range its mode is scaled
+    from (or not finite), or a mode Pillow cannot convert."""
 
 
 def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
@@ -192,7 +194,7 @@ def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
         raw, top = np.asarray(img, dtype=np.float32), _WIDE_GREY_SCALE[img.mode]
         if raw.size and not (np.isfinite(raw).all() and raw.min() >= 0.0 and raw.max() <= top):
             # Clipping would make a float image in dB, say, one flat grey without a word.
-            raise _PixelRangeError(
+            raise _PixelError(
                 f"pixel values {np.nanmin(raw):g} to {np.nanmax(raw):g} (mode {img.mode}) are not all within "
                 f"0 to {top:g}; scale them to that range or save 8- or 16-bit pixels"
             )
@@ -200,6 +202,13 @@ def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
     if img.mode == "P" and "transparency" in img.info:
         # Pillow warns when converting such palettes straight to RGB or L.
         img = img.convert("RGBA")
-    img = img.convert("L" if channels == 1 else "RGB")
+    target = "L" if channels == 1 else "RGB"
+    try:
+        img = img.convert(target)
+    except ValueError:  # Pillow makes RGB of LAB, but not grey
+        try:
+            img = img.convert("RGB").convert(target)
+        except ValueError:
+            raise _PixelError(f"image mode {img.mode} cannot be converted to {'grey' if channels == 1 else 'RGB'}") from None
     x = np.asarray(img, dtype=np.float32) / 255.0
     return x[..., None] if channels == 1 else x

@@ -10,16 +10,31 @@ import numpy as np
 from .errors import ParameterError
 
 
+def _class_indices(name: str, values: Sequence[int], num_classes: int) -> np.ndarray:
+    """``values`` as an int64 array (N,) of class indices in ``[0, num_classes)``, else a ParameterError
+    (-1 would count as the last class, and 1.7 as class 1)."""
+    indices = np.asarray(values)
+    if indices.ndim != 1:
+        raise ParameterError(f"{name} must be one list of class indices, not an array of shape {indices.shape}")
+    if np.issubdtype(indices.dtype, np.floating):
+        fractional = indices[indices != np.round(indices)]  # NaN included
+        if fractional.size:
+            raise ParameterError(f"{name} must be whole class indices, not values such as {fractional[0].item()!r}")
+    elif indices.size and not np.issubdtype(indices.dtype, np.integer):
+        raise ParameterError(f"{name} must be whole class indices, not values such as {indices[0].item()!r}")
+    indices = indices.astype(np.int64)
+    if indices.size and not (0 <= indices.min() and indices.max() < num_classes):
+        raise ParameterError(f"{name} hold class index {indices.min() if indices.min() < 0 else indices.max()}; "
+                             f"the classes are 0 to {num_classes - 1}")
+    return indices
+
+
 def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
     """(K, K) counts: row = true class, column = predicted class; ``targets`` and ``predictions``
     are class indices in ``[0, num_classes)``, one of each per item (else a ParameterError)."""
-    pairs = np.asarray(targets, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    if pairs[0].shape != pairs[1].shape or pairs[0].ndim != 1:
+    pairs = _class_indices("targets", targets, num_classes), _class_indices("predictions", predictions, num_classes)
+    if pairs[0].shape != pairs[1].shape:
         raise ParameterError(f"targets {pairs[0].shape} and predictions {pairs[1].shape} must be two lists of one length")
-    for name, indices in zip(("targets", "predictions"), pairs):
-        if indices.size and not (0 <= indices.min() and indices.max() < num_classes):  # -1 would count as the last
-            raise ParameterError(f"{name} hold class index {indices.min() if indices.min() < 0 else indices.max()}; "
-                                 f"the classes are 0 to {num_classes - 1}")
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, pairs, 1)
     return matrix
@@ -28,7 +43,13 @@ def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_cla
 def log_loss_sum(probabilities: np.ndarray, targets: Sequence[int]) -> float:
     """Summed cross-entropy (nats) of ``probabilities`` (N, K) against class indices ``targets`` (N,);
     a probability under 1e-8 counts as 1e-8, so one confident mistake cannot make it infinite."""
-    picked = np.asarray(probabilities, dtype=np.float64)[np.arange(len(targets)), np.asarray(targets, dtype=np.int64)]
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2:
+        raise ParameterError(f"probabilities must be (items, classes), not an array of shape {probabilities.shape}")
+    indices = _class_indices("targets", targets, probabilities.shape[1])
+    if len(indices) != len(probabilities):
+        raise ParameterError(f"{len(probabilities)} rows of probabilities and {len(indices)} targets: give one target per row")
+    picked = probabilities[np.arange(len(indices)), indices]
     return float(-np.log(np.maximum(picked, 1e-8)).sum())
 
 
@@ -41,28 +62,33 @@ class Scores:
 
     @property
     def n(self) -> int:
+        """Items scored."""
         return int(self.confusion.sum())
 
     @property
     def accuracy(self) -> float:
+        """Fraction right, in [0, 1] (0 when nothing was scored)."""
         return float(np.trace(self.confusion) / self.n) if self.n else 0.0
 
     @property
     def support(self) -> np.ndarray:
+        """(K,) items of each true class."""
         return self.confusion.sum(axis=1)
 
     @property
     def precision(self) -> np.ndarray:
+        """(K,) right / predicted as the class: 0 for a class nothing was predicted as."""
         predicted = self.confusion.sum(axis=0)
         return np.divide(np.diag(self.confusion), predicted, out=np.zeros(len(self.classes)), where=predicted > 0)
 
     @property
     def recall(self) -> np.ndarray:
+        """(K,) right / items of the class: 0 for a class with no items."""
         return np.divide(np.diag(self.confusion), self.support, out=np.zeros(len(self.classes)), where=self.support > 0)
 
     @property
     def f1(self) -> np.ndarray:
-        """2 TP / (2 TP + FP + FN) per class: 0 for a class predicted but absent from the targets."""
+        """(K,) 2 TP / (2 TP + FP + FN) per class: 0 for a class predicted but absent from the targets."""
         seen = self.support + self.confusion.sum(axis=0)  # 2 TP + FP + FN
         return np.divide(2 * np.diag(self.confusion), seen, out=np.zeros(len(self.classes)), where=seen > 0)
 

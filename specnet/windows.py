@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .checks import check_int
+
 #: A decoded input or window whose loudest sample is below this (-90 dBFS, one step of 16-bit
 #: audio) is silence: the front-end would only magnify rounding noise, so a silent input's
 #: labels are warned about and a silent window is left out of its clip's mean.
@@ -32,9 +34,10 @@ def window_starts(num_samples: int, window: int, hop: int) -> np.ndarray:
     """Start samples of windows covering ``num_samples`` samples.
 
     One window for a clip no longer than ``window``; otherwise windows every
-    ``hop`` samples, the last one ending exactly at the clip's end so no
-    sample is left out.
+    ``hop`` (>= 1) samples, the last one ending exactly at the clip's end so no
+    sample is left out. Returns the int64 start samples ``(n,)``, ascending.
     """
+    check_int("hop", hop, minimum=1)
     if num_samples <= window:
         return np.zeros(1, dtype=np.int64)
     starts = np.arange(0, num_samples - window + 1, hop, dtype=np.int64)
@@ -47,9 +50,12 @@ def fit_length(samples: np.ndarray, length: int, *, offset: int | None = None) -
     """Crop or zero-pad ``samples`` (n,) to ``length``.
 
     A longer clip is cut at ``offset`` (default: centred); a shorter clip is
-    placed at ``offset`` inside zeros (default: centred).
+    placed at ``offset`` inside zeros (default: centred); ``offset`` lies in
+    ``[0, |n - length|]``.
     """
     n = samples.shape[-1]
+    if offset is not None:
+        check_int("offset", offset, minimum=0, maximum=abs(n - length))
     if n == length:
         return samples
     if n > length:

@@ -313,3 +313,19 @@ def test_noise_only_raises_values_and_follows_the_clip_level():
     assert torch.all(quiet >= x) and torch.all(loud >= x + 30)
     # The floor is relative to each clip's peak, so a louder clip gets the same picture, shifted.
     torch.testing.assert_close(loud - 30, quiet, atol=1e-4, rtol=0)
+
+
+def test_every_step_keeps_the_dtype_and_passes_an_empty_batch():
+    # random_gain returned float32 for a bfloat16 batch, and random_warp failed on an empty one.
+    steps = {
+        "gain": lambda x, g: random_gain(x, 6.0, g),
+        "eq": lambda x, g: random_eq(x, 6.0, g),
+        "noise": lambda x, g: random_noise(x, (20.0, 40.0), g),
+        "warp": lambda x, g: random_warp(x, time_stretch=0.1, pitch_shift=0.1, generator=g),
+        "time warp": lambda x, g: random_time_warp(x, 0.1, g),
+    }
+    for name, step in steps.items():
+        for dtype in (torch.bfloat16, torch.float16):
+            assert step(_logmel().to(dtype), _gen(0)).dtype == dtype, name
+        empty = torch.zeros(0, 32, 50)
+        assert step(empty, _gen(0)).shape == (0, 32, 50), name

@@ -83,6 +83,18 @@ def test_channel_conversion(tmp_path):
         np.testing.assert_allclose(channel.numpy(), grey_pixels / 255, atol=1e-6)
 
 
+def test_a_lab_image_becomes_grey_through_rgb(tmp_path):
+    # Pillow converts LAB to RGB but not to L: channels=1 called the file corrupt.
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    lab = Image.fromarray(pixels).convert("LAB")
+    lab.save(tmp_path / "lab.tif")
+    expected = np.asarray(lab.convert("RGB"), dtype=np.float64)
+    grey = load_image(tmp_path / "lab.tif", channels=1)
+    assert grey.shape == (1, 6, 7)
+    np.testing.assert_allclose(grey[0].numpy(), _grey(expected), atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(load_image(tmp_path / "lab.tif").permute(1, 2, 0).numpy(), expected / 255, atol=1e-6)
+
+
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     values = np.array([[0, 256, 32768, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")

@@ -24,7 +24,9 @@ def test_confusion_matrix_rows_true_columns_predicted():
     # -1 counted as the last class, and a length mismatch was an IndexError from numpy
     for targets, predictions, message in (([0, -1], [0, 1], "targets hold class index -1; the classes are 0 to 1"),
                                           ([0, 1], [0, 2], "predictions hold class index 2; the classes are 0 to 1"),
-                                          ([0, 1], [0], r"targets \(2,\) and predictions \(1,\) must be two lists of one length")):
+                                          ([0, 1], [0], r"targets \(2,\) and predictions \(1,\) must be two lists of one length"),
+                                          ([0.9, 1.0], [0, 1], "targets must be whole class indices, not values such as 0.9"),
+                                          ([[0, 1]], [0, 1], r"targets must be one list of class indices, not an array of shape \(1, 2\)")):
         with pytest.raises(ParameterError, match=message):
             confusion_matrix(targets, predictions, 2)
 
@@ -103,3 +105,16 @@ def test_to_dict_gives_none_for_undefined_scores():
 def test_log_loss_sums_nats_and_clamps_a_zero_probability():
     probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [1.0, 0.0]])
     assert log_loss_sum(probabilities, [0, 1, 1]) == pytest.approx(-np.log(0.9) - np.log(0.2) - np.log(1e-8))
+    np.testing.assert_array_equal(confusion_matrix(np.array([0.0, 1.0]), [1, 1], 2), [[0, 1], [0, 1]])  # whole floats are indices
+
+
+def test_log_loss_refuses_targets_that_do_not_fit_its_rows():
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2]])
+    for targets, message in (([-1, 1], "targets hold class index -1; the classes are 0 to 1"),  # was the last class
+                             ([0, 2], "targets hold class index 2; the classes are 0 to 1"),
+                             ([0], "2 rows of probabilities and 1 targets: give one target per row"),
+                             ([0.5, 1], "targets must be whole class indices")):
+        with pytest.raises(ParameterError, match=message):
+            log_loss_sum(probabilities, targets)
+    with pytest.raises(ParameterError, match=r"probabilities must be \(items, classes\), not an array of shape \(2,\)"):
+        log_loss_sum(np.array([0.9, 0.1]), [0, 1])

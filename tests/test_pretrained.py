@@ -132,6 +132,18 @@ def test_folder_env_dir_and_safetensors(trunk_state, tmp_path, monkeypatch):
     assert torch.equal(model.features[0].weight, trunk_state["features.0.weight"])
 
 
+def test_weights_follow_the_network_the_options_build(tmp_path):
+    # vgg11 with batch_norm=True is torchvision's vgg11_bn: its file, found in a folder by that name.
+    torch.manual_seed(2)
+    bn_trunk = create_model("vgg11_bn", in_chans=3, include_top=False).state_dict()
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    torch.save(bn_trunk, folder / IMAGENET_FILES["vgg11_bn"])
+    model = create_model("vgg11", batch_norm=True, include_top=False, weights=folder)
+    assert model.arch == "vgg11"  # still the registry entry it was made from
+    assert torch.equal(model.features[4].weight, bn_trunk["features.4.weight"])
+
+
 class _Payload:
     """Pickles as a call to open(marker, "w"): unpickling it creates the marker."""
 

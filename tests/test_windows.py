@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import specnet.windows as windows_module
+from specnet.errors import ParameterError
 from specnet.windows import Windows, fit_length, window_starts
 
 
@@ -101,3 +102,12 @@ def test_fit_length_with_offset():
     np.testing.assert_array_equal(fit_length(samples, 3, offset=2), [3, 4, 5])
     np.testing.assert_array_equal(fit_length(samples, 7, offset=0), [1, 2, 3, 4, 5, 0, 0])
     np.testing.assert_array_equal(fit_length(samples, 7, offset=2), [0, 0, 1, 2, 3, 4, 5])
+    # An offset past the room there is gave a shorter crop, an empty one, or numpy's broadcasting error.
+    for length, offset, room in ((3, 3, 2), (3, -1, 2), (7, 3, 2)):
+        with pytest.raises(ParameterError, match=rf"offset={offset} must be an integer in \[0, {room}\]"):
+            fit_length(samples, length, offset=offset)
+
+
+def test_window_starts_needs_a_hop_of_one_sample_or_more():
+    with pytest.raises(ParameterError, match=r"hop=0 must be an integer >= 1"):  # was a ZeroDivisionError
+        window_starts(10, 4, 0)
