@@ -44,7 +44,7 @@ from .metrics import Scores, confusion_matrix, log_loss_sum
 from .inference import bundled_models, resolve_model
 from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, MODEL_FILE, check_clip_seconds, clip_seconds_problem, load_model_file, metadata_to_spec, save_model_file, spec_to_metadata
 from .network import RESERVED_ARCH_ARGS, ModelSpec, SpecNet
-from .windows import default_hop, fit_length, silent_windows, window_starts
+from .windows import Windows, default_hop, fit_length, silent_windows
 
 log = logging.getLogger("specnet")
 
@@ -759,13 +759,18 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
         return probs, torch.tensor(indices, dtype=torch.long)
     clip = model.spec.clip_samples
     hop = default_hop(clip)
-    # Windows are copied into one batch at a time: memory stays O(batch), however long the clips.
-    windows = ((row, fit_length(split.items[i][start : start + clip], clip))
-               for row, i in enumerate(indices) for start in window_starts(len(split.items[i]), clip, hop))
+
+    def windows() -> Iterator[tuple[int, np.ndarray]]:
+        """(row, one window (clip,)), clip after clip, cut as ``specnet classify`` cuts them."""
+        for row, i in enumerate(indices):
+            cut = Windows(split.items[i], clip, hop)
+            yield from ((row, cut[j]) for j in range(len(cut)))
+
     # clip_mean's rule: the mean over a clip's windows that are not silent, over all of them if none is.
     sums, sums_all = torch.zeros(2, len(indices), len(model.classes))
     counts, counts_all = torch.zeros(2, len(indices))
-    while chunk := list(itertools.islice(windows, batch_size)):
+    windows_left = windows()  # copied into one batch at a time: memory stays O(batch), however long the clips
+    while chunk := list(itertools.islice(windows_left, batch_size)):
         owner = torch.tensor([row for row, _ in chunk])
         batch = np.stack([w for _, w in chunk])
         heard = torch.from_numpy(~silent_windows(batch)).float()
