@@ -28,7 +28,8 @@ import click
 
 from ._version import __version__
 from .errors import Given, GivenValueError, ParameterError, SpecnetError, counted, listed
-from .paths import display_name, glob_paths, naming, one_line, text_name, unique_files, unreadable_folder, walk_files
+from .paths import (columns, display_name, glob_paths, naming, one_line, padded, text_name, unique_files, unreadable_folder,
+                    walk_files)
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
@@ -313,14 +314,14 @@ def _table_block(result, model_name: str) -> str:
     else:
         head += f"  (model {model_name})"
     segments = result.segments or []
-    width = max(len(p["label"] or "") for p in [*result.predictions, *segments])
-    lines = [head] + [f"  {p['label']:<{width}}  {p['score']:7.2%}" for p in result.predictions]
+    width = max(columns(p["label"] or "") for p in [*result.predictions, *segments])
+    lines = [head] + [f"  {padded(p['label'], width)}  {p['score']:7.2%}" for p in result.predictions]
     if segments:
         decimals = _distinct_decimals([seg["start"] for seg in segments])
         digits = len(f"{segments[-1]['end']:.{decimals}f}")
         lines.append("  top label of each window:")
         for seg in segments:
-            label = f"{seg['label']:<{width}}  {seg['score']:7.2%}" if seg["label"] is not None else SILENCE
+            label = f"{padded(seg['label'], width)}  {seg['score']:7.2%}" if seg["label"] is not None else SILENCE
             lines.append(f"    {seg['start']:>{digits}.{decimals}f} - {seg['end']:>{digits}.{decimals}f} s  {label}")
     return "\n".join(lines)
 
@@ -762,13 +763,13 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
-    width = max(len("class"), *(len(c) for c in result["classes"]))
+    width = max(len("class"), *(columns(c) for c in result["classes"]))
     click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {result['model']}")
     click.echo(f"{'class':<{width}}  precision  recall      f1  support")
     for name, row in result["per_class"].items():
         # None (shown "-"): no file predicted as the class (precision), no file of it (recall, F1).
         precision, recall, f1 = ("-" if row[key] is None else f"{row[key]:.4f}" for key in ("precision", "recall", "f1"))
-        click.echo(f"{name:<{width}}  {precision:>9}  {recall:>6}  {f1:>6}  {row['support']:7d}")
+        click.echo(f"{padded(name, width)}  {precision:>9}  {recall:>6}  {f1:>6}  {row['support']:7d}")
 
 
 # ------------------------------------------------------------------ look at models

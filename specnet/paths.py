@@ -43,6 +43,20 @@ def _shown(char: str) -> str:
     return repr(char)[1:-1] if unicodedata.category(char) in _ESCAPED else char
 
 
+def columns(text: str) -> int:
+    """Terminal columns ``text`` fills: two for a wide character (Chinese, Japanese, Korean),
+    none for a combining mark or a format character, one for any other."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def padded(text: str, width: int) -> str:
+    """``text`` and the spaces that make it fill ``width`` terminal columns (see :func:`columns`)."""
+    return text + " " * max(0, width - columns(text))
+
+
 def text_name(path: PathLike) -> str:
     """``path`` as text for data (JSON, CSV, npz): every character as it is, a newline
     too, so the name survives; only bytes that are not UTF-8, which no text holds, show

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import math
 import os
 import threading
@@ -14,33 +15,81 @@ import numpy as np
 
 from .errors import ParameterError
 from .fileio import atomic_write, check_output_path
-from .paths import display_name
+from .paths import display_name, one_line
 
 FIGURE_DPI = 120
 COLORMAP = "magma"
 ACCENT = ("#3b4cc0", "#d1495b")  # train, validation
+
+log = logging.getLogger("specnet")
 
 
 #: The family look, applied only while specnet draws (a notebook's own settings stay as they are).
 STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 
 
+#: Fonts that draw what matplotlib's own (DejaVu Sans) lacks, above all Chinese, Japanese and
+#: Korean; those installed follow it, in this order, for names in other scripts.
+FALLBACK_FONTS = (
+    "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans",
+    "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Hiragino Sans", "PingFang SC",
+    "Apple SD Gothic Neo", "Microsoft YaHei", "Yu Gothic", "Malgun Gothic", "Arial Unicode MS",
+    "Noto Sans", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
+)
+
+
 #: One drawing at a time: rc_context restores the settings it found, so two drawings
 #: overlapping in threads (a training's curves beside an evaluation) would leave the style set.
 _DRAWING = threading.Lock()
+#: Characters of the drawing in progress that no installed font has (drawn as ``\\uXXXX``).
+_undrawable: set[str] = set()
 
 
 def _styled(draw: Callable[..., Path]) -> Callable[..., Path]:
-    """``draw`` run with :data:`STYLE` in matplotlib's settings, restored afterwards."""
+    """``draw`` run with :data:`STYLE` and the installed :data:`FALLBACK_FONTS` in matplotlib's
+    settings, restored afterwards; one warning names the characters of names no font could draw."""
 
     @functools.wraps(draw)
     def styled(*args: Any, **kwargs: Any) -> Path:
         import matplotlib
 
-        with _DRAWING, matplotlib.rc_context(STYLE):
-            return draw(*args, **kwargs)
+        with _DRAWING, matplotlib.rc_context({**STYLE, "font.family": ["sans-serif", *_fonts()[1]]}):
+            _undrawable.clear()
+            written = draw(*args, **kwargs)
+            if _undrawable:
+                chars = sorted(_undrawable)
+                log.warning("%s: no installed font has %s %s of the names, drawn as \\uXXXX codes instead "
+                            "(a font that has them, such as Noto Sans CJK, would draw them)",
+                            display_name(written), "the character" if len(chars) == 1 else "the characters",
+                            one_line(" ".join(chars[:12])) + (" ..." if len(chars) > 12 else ""))
+            return written
 
     return styled
+
+
+def _fonts() -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """The fonts pictures are drawn with, as ``FT2Font`` objects: matplotlib's sans-serif one
+    (DejaVu Sans unless a user chose another) and the installed :data:`FALLBACK_FONTS`; and the
+    fallbacks' names."""
+    import matplotlib
+
+    return _fonts_for(tuple(matplotlib.rcParams["font.sans-serif"]))
+
+
+@functools.cache
+def _fonts_for(sans_serif: tuple[str, ...]) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """:func:`_fonts` for the sans-serif families ``sans_serif`` (matplotlib's setting)."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    names = tuple(name for name in FALLBACK_FONTS if name in installed)
+    families = [font_manager.FontProperties(family=[family]) for family in ("sans-serif", *names)]
+    return tuple(font_manager.get_font(font_manager.findfont(family)) for family in families), names
+
+
+def _drawable(char: str) -> bool:
+    """Whether a font of :func:`_fonts` has a glyph for ``char`` (spaces and marks count as drawn)."""
+    return char.isspace() or any(font.get_char_index(ord(char)) for font in _fonts()[0])
 
 
 def _figure(path: str | os.PathLike, *, overwrite: bool, figsize: tuple[float, float]) -> Any:
@@ -77,9 +126,15 @@ def _save(fig: Any, path: str | os.PathLike, *, overwrite: bool) -> Path:
 
 def _drawn(name: str) -> str:
     """A file or folder name as a picture shows it: as :func:`~specnet.paths.display_name` does
-    (bytes that are not UTF-8 as ``\\xNN``, control characters escaped), and ``$`` as itself,
-    not the start of matplotlib's maths markup."""
-    return display_name(name).replace("$", r"\$")
+    (bytes that are not UTF-8 as ``\\xNN``, control characters escaped), ``$`` as itself, not the
+    start of matplotlib's maths markup, and a character no installed font has as its ``\\uXXXX``
+    code, so that two such names still differ (matplotlib would draw the same empty boxes and warn)."""
+    shown = display_name(name).replace("$", r"\$")
+    if shown.isascii():
+        return shown
+    missing = {c for c in shown if not _drawable(c)}
+    _undrawable.update(missing)
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in missing else c for c in shown)
 
 
 @_styled

@@ -1209,3 +1209,16 @@ def test_evaluate_class_mismatch_is_a_clear_error(capsys, model_file, tmp_path):
     code, _, err = run(capsys, "evaluate", model_file, str(tmp_path / "data"))
     assert code == 1
     assert "class 'bird' that" in err and "(it knows 'click', 'hiss', 'tone')" in err and err.count("\n") == 1
+
+
+def test_evaluation_table_lines_up_wide_class_names(capsys):
+    # A name in Chinese characters counted one column per character and pushed its row's scores right.
+    from specnet.cli import _print_evaluation
+    from specnet.paths import columns
+
+    row = {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}
+    _print_evaluation({"accuracy": 0.75, "macro_f1": 0.7, "n": 4, "model": "m", "classes": ["猫犬", "dog"],
+                       "per_class": {"猫犬": row, "dog": row}})
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [columns(line) for line in lines] == [columns(lines[0])] * 3
+    assert [columns(line.split("1.0000")[0]) for line in lines[1:]] == [columns(lines[0].split("precision")[0]) + 3] * 2  # right-aligned under it

@@ -10,7 +10,8 @@ import pytest
 from helpers import make_unreadable
 
 from specnet.errors import AudioError
-from specnet.paths import display_name, glob_paths, one_line, open_for_reading, path_of_text, text_name, unreadable_folder, walk_files
+from specnet.paths import (columns, display_name, glob_paths, one_line, open_for_reading, padded, path_of_text, text_name,
+                           unreadable_folder, walk_files)
 
 
 def test_display_name_escapes_only_what_breaks_a_line_or_a_terminal():
@@ -201,3 +202,11 @@ def test_a_folder_that_lists_its_names_but_cannot_be_searched_lists_them_so_read
     monkeypatch.setattr(os.path, "lexists", lambda p: os.path.dirname(os.fsdecode(p)) != str(tmp_path / "noexec"))
     monkeypatch.setattr(os.path, "isfile", lambda p: False)
     assert walk_files(tmp_path) == [str(tmp_path / "noexec" / "c.wav")]
+
+
+def test_tables_pad_names_to_the_columns_a_terminal_gives_them():
+    # Chinese, Japanese and Korean characters fill two columns, a combining accent none.
+    assert [columns(t) for t in ("dog", "日本語", "e\u0301t\u00e9", "😀", "")] == [3, 6, 3, 2, 0]
+    rows = [padded(name, 8) + "|" for name in ("dog", "日本語", "e\u0301t\u00e9")]
+    assert rows == ["dog     |", "日本語  |", "e\u0301t\u00e9     |"]
+    assert padded("longer than", 4) == "longer than"

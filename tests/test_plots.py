@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +111,32 @@ def test_names_of_any_bytes_are_drawn_escaped(tmp_path, monkeypatch):
     assert figures[0].texts[0].get_text() == f"cnn on {shown}"
     ax = figures[1].axes[0]
     assert ax.get_title() == shown and [t.get_text() for t in ax.get_xticklabels()] == [shown, "b"]
+
+
+def test_characters_no_font_has_are_drawn_as_codes_with_one_warning(tmp_path, monkeypatch, caplog):
+    # matplotlib drew the same empty box for every such character, with two lines of UserWarning per glyph.
+    # STIXGeneral stands in for an installed CJK font: it has U+1D81, which DejaVu Sans lacks.
+    import warnings
+
+    monkeypatch.setattr(plots, "FALLBACK_FONTS", ("No Such Font", "STIXGeneral"))
+    plots._fonts_for.cache_clear()
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite=False: figures.append(fig) or Path(path))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plots.plot_confusion(np.eye(3), ["\u732b", "\u72ac", "\u1d81"], tmp_path / "c.png")
+            figures[0].canvas.draw()  # render the text as saving would
+    finally:
+        plots._fonts_for.cache_clear()
+    assert not [w for w in caught if "Glyph" in str(w.message)]  # U+1D81 drawn by the fallback font
+    assert [t.get_text() for t in figures[0].axes[0].get_yticklabels()] == ["\\u732b", "\\u72ac", "\u1d81"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "specnet"]
+    assert messages == [f"{tmp_path / 'c.png'}: no installed font has the characters \u72ac \u732b of the names, "
+                        "drawn as \\uXXXX codes instead (a font that has them, such as Noto Sans CJK, would draw them)"]
+    caplog.clear()
+    plots.plot_confusion(np.eye(2), ["caf\u00e9", "b"], tmp_path / "d.png")  # DejaVu Sans has it
+    assert not caplog.records and [t.get_text() for t in figures[1].axes[0].get_yticklabels()] == ["caf\u00e9", "b"]
 
 
 def test_drawing_leaves_matplotlib_as_the_caller_had_it(tmp_path):
