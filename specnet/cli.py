@@ -375,9 +375,11 @@ def _csv_timeline_rows(results) -> str:
 @click.option("--device", type=_Device(), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def embed(paths, output, level, model_name, batch_size, device, overwrite) -> None:
-    """Write embeddings of audio (or image) files to an .npz: embeddings, paths; with --level frame
-    (audio models) also timestamps (s) and frames (how many of each file's frames are centred
-    inside its audio; the rest of its row, up to the longest file's frames, is NaN)."""
+    """Write embeddings of audio (or image) files to an .npz: embeddings, paths. A clip embedding is
+    what the model's final layer reads (the pooled vector, after any hidden dense layer); with
+    --level frame (audio models), one vector per time frame from the last convolution block, before
+    the pooling, with timestamps (s) and frames (how many of each file's frames are centred inside
+    its audio; the rest of its row, up to the longest file's frames, is NaN)."""
     import io
 
     import numpy as np
@@ -410,16 +412,20 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     else:  # rows padded with NaN to the longest file's frames
         counts = [len(frames) for frames, _ in outputs]
         stamps = model.net.frame_times(max(counts, default=0))  # the frames' centres, shared by every row
-        padded = np.full((len(outputs), len(stamps), outputs[0][0].shape[-1] if outputs else 0), np.nan, np.float32)
-        for row, (frames, _) in zip(padded, outputs):
+        rows = np.full((len(outputs), len(stamps), outputs[0][0].shape[-1] if outputs else 0), np.nan, np.float32)
+        for row, (frames, _) in zip(rows, outputs):
             row[: len(frames)] = frames
-        arrays = {"embeddings": padded, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
+        arrays = {"embeddings": rows, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
     if good_paths:
         buffer = io.BytesIO()
         np.savez(buffer, paths=np.array([text_name(p) for p in good_paths]), **arrays)
         atomic_write(output, buffer.getvalue(), overwrite=overwrite)
-        count = len(good_paths)
-        click.echo(f"wrote {counted(count, f'{level} embedding')} of size {arrays['embeddings'].shape[-1]} to {display_name(output)}", err=True)
+        size = arrays["embeddings"].shape[-1]
+        if level == "clip":
+            wrote = f"{counted(len(good_paths), 'clip embedding')} of size {size}"
+        else:  # a file has many frames
+            wrote = f"{counted(sum(counts), 'frame embedding')} of size {size} from {counted(len(good_paths), 'file')}"
+        click.echo(f"wrote {wrote} to {display_name(output)}", err=True)
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed" + ("" if good_paths else f"; {display_name(output)} not written"), err=True)
@@ -778,7 +784,7 @@ def _print_evaluation(result: dict[str, Any]) -> None:
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--in-chans", type=click.IntRange(1, MAX_IN_CHANS), default=1, show_default=True)
-@click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk, its global pooling and the dropout after it (inert at inference; with hidden_dim, the hidden dense layers too), one descriptor vector per input.")
+@click.option("--no-top", is_flag=True, help="Without the classifier (include_top=False): the convolutional trunk and its global pooling, one descriptor vector per input.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--input-size", type=(click.IntRange(min=1), click.IntRange(min=1)), default=None, help=f"Height and width, at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} cells (default: a model's own; for an architecture, 224 224 for VGG, 64 101 otherwise).")
 @click.option("--list", "list_all", is_flag=True, help="List the registered architectures.")
@@ -804,7 +810,8 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
         built = [f"--{p.replace('_', '-')}" for p in ("in_chans", "no_top", "num_classes")
                  if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT]
         if built:
-            raise click.UsageError(f"{', '.join(built)}: for an architecture name only; {name} is a model, which has its own")
+            raise click.UsageError(f"{', '.join(built)}: for an architecture name only; {name} is a model, whose input "
+                                   "channels, classes and classifier are fixed")
         model = load_model(name, device="cpu")
         net = model.net.backbone
         spec = model.config
@@ -824,6 +831,8 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
             f"{name}: not an architecture ({', '.join(list_models())}), "
             f"a bundled model ({', '.join(bundled_models())}) or a model file"
         )
+    if no_top and ctx.get_parameter_source("num_classes") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--num-classes: --no-top leaves the classifier out; give one of them")
     kwargs: dict[str, Any] = {"include_top": False} if no_top else {}
     net = create_model(name, num_classes=0 if no_top else num_classes, in_chans=in_chans, **kwargs)
     size = input_size or ((224, 224) if name.startswith("vgg") else (64, 101))

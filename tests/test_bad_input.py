@@ -343,7 +343,9 @@ def test_options_a_model_cannot_use_are_refused(capsys, tmp_path_factory, model_
     assert_one_error_line(code, err, names=str(image_model), says="an image model, with no audio feature settings to draw with")
     assert not (tmp_path / "s.png").exists()
     code, out, err = run_cli(capsys, "summary", model_file, "--num-classes", "5", "--no-top")
-    assert code == 2 and out == "" and f"--no-top, --num-classes: for an architecture name only; {model_file} is a model" in err
+    assert code == 2 and out == "" and f"--no-top, --num-classes: for an architecture name only; {model_file} is a model, whose" in err
+    code, out, err = run_cli(capsys, "summary", "vgg11", "--num-classes", "5", "--no-top")  # the 5 was dropped silently
+    assert code == 2 and out == "" and "--num-classes: --no-top leaves the classifier out; give one of them" in err
 
 
 def test_timeline_needs_an_audio_model(capsys, tmp_path_factory, cases):

@@ -216,6 +216,18 @@ def test_pre_logits_include_top_and_num_classes_zero(name):
         create_model(name, include_top=False, num_classes=6)
 
 
+@pytest.mark.parametrize("name", ["cnn_small", "vgg11"])
+def test_a_descriptor_is_the_same_in_training_mode(name):
+    # As Keras's include_top=False: no dropout after the pooling (it gave another vector on every call).
+    bare = create_model(name, include_top=False, drop_rate=0.5)
+    assert bare.training and bare.arch_args["drop_rate"] == 0.0
+    x = torch.randn(2, 1, 32, 48)
+    torch.testing.assert_close(bare(x), bare(x))
+    rebuilt = create_model(bare.arch, **bare.arch_args)  # what a saved descriptor loads as
+    rebuilt.load_state_dict(bare.state_dict())
+    torch.testing.assert_close(rebuilt(x), bare(x))
+
+
 def test_num_features_follow_hidden_dim():
     assert create_model("cnn_small", num_classes=3).num_features == 128
     model = create_model("cnn_small", num_classes=3, hidden_dim=[64, 32])

@@ -71,9 +71,9 @@ class CNN(SpectrogramModel):
         Hidden dense layers between pooling and the final layer (at most 16 of at most
         65536 units).
     include_top : bool
-        False drops the hidden layers and the classifier, so ``forward``
-        returns the pooled ``(B, channels[-1] * freq_bands)`` descriptor (``num_classes``
-        becomes 0, ``hidden_dim`` None).
+        False drops the dropout, the hidden layers and the classifier, so ``forward``
+        returns the pooled ``(B, channels[-1] * freq_bands)`` descriptor, the same in
+        training mode (``num_classes`` becomes 0, ``drop_rate`` 0, ``hidden_dim`` None).
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class CNN(SpectrogramModel):
         if pool is not None:
             pool_size = check_int("pool_size", pool_size, minimum=1)
         freq_bands = check_int("freq_bands", freq_bands, minimum=1, maximum=MAX_FREQ_BANDS)
-        drop_rate = check_drop_rate(drop_rate)
+        drop_rate = check_drop_rate(drop_rate) if include_top else 0.0  # a descriptor is the same in training mode
         hidden = normalize_hidden_dim(hidden_dim)
 
         blocks = []

@@ -120,8 +120,10 @@ class VGG(SpectrogramModel):
         Hidden dense layers of the global head.
     include_top : bool
         False keeps only the trunk and the global pool: ``forward`` returns
-        the pooled ``(B, 512)`` descriptor (sets ``num_classes=0``,
-        ``head="global"``, ``hidden_dim=None``).
+        the pooled ``(B, 512)`` descriptor, the same in training mode, as
+        Keras's ``include_top=False`` does (sets ``num_classes=0``,
+        ``head="global"``, ``drop_rate=0``, ``hidden_dim=None``, whatever
+        they were given).
     """
 
     def __init__(
@@ -149,7 +151,7 @@ class VGG(SpectrogramModel):
         in_chans = check_int("in_chans", in_chans, minimum=1)
         batch_norm = as_flag("batch_norm", batch_norm)
         depth = int(depth)
-        drop_rate = check_drop_rate(drop_rate)
+        drop_rate = check_drop_rate(drop_rate) if include_top else 0.0  # a descriptor is the same in training mode
         hidden = normalize_hidden_dim(hidden_dim)
 
         cfg = CFGS[depth]
