@@ -174,8 +174,14 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
         raise DataError(f"{csv_path}: manifest not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read manifest ({exc})") from None
-    if not rows or not {"path", "label"} <= set(reader.fieldnames or ()):
-        raise DataError(f"{csv_path}: manifest needs a header with columns path,label[,fold] and at least one row")
+    missing = [column for column in ("path", "label") if column not in reader.fieldnames]
+    if not reader.fieldnames:
+        raise DataError(f"{csv_path}: manifest is empty; it needs a header line path,label[,fold] and a row per file")
+    if missing:
+        raise DataError(f"{csv_path}: the manifest's header names {','.join(reader.fieldnames)}; "
+                        f"it needs columns path,label[,fold] (no {' or '.join(missing)} column)")
+    if not rows:
+        raise DataError(f"{csv_path}: the manifest lists no files, only its header")
     has_fold = "fold" in reader.fieldnames
     for line, row in rows:
         if None in row:  # DictReader's key for the fields past the header's

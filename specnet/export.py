@@ -143,7 +143,7 @@ def export_onnx(
     try:
         import onnx
     except ImportError:
-        raise SpecnetError("ONNX export needs the onnx package: pip install specnet[onnx]") from None
+        raise SpecnetError("ONNX export needs the onnx package: pip install onnx (onnxruntime too, to run the file)") from None
     from .modelfile import load_model_file, spec_to_metadata
 
     opset = DEFAULT_OPSET if opset is None else opset

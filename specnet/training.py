@@ -572,9 +572,10 @@ class InitConflict(OptionsError, ParameterError):
                 "leave these options out, or train from scratch")
 
 
-class OptionsForOtherData(OptionsError, DataError):
+class OptionsForOtherData(OptionsError, ParameterError, DataError):
     """Options for the other kind of data than the data holds: audio options (``features.n_mels``,
-    ``clip_seconds``) for images, or ``image_size`` for audio."""
+    ``clip_seconds``) for images, or ``image_size`` for audio. Options to leave out, so a
+    ParameterError (exit code 2, as other refused combinations of options), and a DataError."""
 
     def __init__(self, options: list[str], kind: str) -> None:
         self.options, self.kind = options, kind

@@ -905,15 +905,15 @@ def test_audio_options_for_images_are_named_as_given(capsys, tmp_path):
     config = tmp_path / "train.toml"
     config.write_text("clip_seconds = 1.0\n[features]\nn_mels = 40\n")
     code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--config", str(config), "--top-db", "30")
-    assert code == 1 and err == (f"error: {config}: the data holds image files, and n_mels, --top-db, clip_seconds apply to audio: "
-                                 "leave them out\n"), err
+    assert code == 2 and err == (f"error: {config}: the data holds image files, and n_mels, --top-db, clip_seconds apply to audio: "
+                                 "leave them out\n"), err  # options to leave out: a usage error, as other refused combinations
 
 
 def test_options_the_data_or_front_end_rule_out_are_named_as_given(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)
     out = str(tmp_path / "run")
     code, _, err = run(capsys, "train", str(data), "--out", out, "--image-size", "32", "32")
-    assert code == 1 and err == "error: the data holds audio files, and --image-size applies to images: leave it out\n", err
+    assert code == 2 and err == "error: the data holds audio files, and --image-size applies to images: leave it out\n", err
     window = "is shorter than one FFT window (512 samples = 0.032 s at 16000 Hz)"
     code, _, err = run(capsys, "train", str(data), "--out", out, "--clip-seconds", "0.01")
     assert code == 2 and err == f"error: --clip-seconds 0.01 {window}\n", err
