@@ -23,7 +23,7 @@ from .audio import AUDIO_EXTENSIONS
 from .checks import is_finite_number, is_integer
 from .errors import DataError, ParameterError, SpecnetError, counted, listed
 from .image import IMAGE_EXTENSIONS
-from .paths import display_name, unreadable_folder, walk_files
+from .paths import display_name, one_line, unreadable_folder, walk_files
 
 T = TypeVar("T")
 log = logging.getLogger("specnet")
@@ -174,11 +174,13 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
         raise DataError(f"{csv_path}: manifest not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read manifest ({exc})") from None
+    if not any(reader.fieldnames):
+        raise DataError(f"{csv_path}: the manifest's first line is blank; it must be the header path,label[,fold]" if rows else
+                        f"{csv_path}: manifest is empty; it needs a header line path,label[,fold] and a row per file")
     missing = [column for column in ("path", "label") if column not in reader.fieldnames]
-    if not reader.fieldnames:
-        raise DataError(f"{csv_path}: manifest is empty; it needs a header line path,label[,fold] and a row per file")
     if missing:
-        raise DataError(f"{csv_path}: the manifest's header names {','.join(reader.fieldnames)}; "
+        header = one_line(",".join(reader.fieldnames))
+        raise DataError(f"{csv_path}: the manifest's header names {header if len(header) <= 80 else header[:77] + '...'}; "
                         f"it needs columns path,label[,fold] (no {' or '.join(missing)} column)")
     if not rows:
         raise DataError(f"{csv_path}: the manifest lists no files, only its header")

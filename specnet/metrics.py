@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import operator
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -11,22 +13,27 @@ from .errors import ParameterError
 
 
 def _class_indices(name: str, values: Sequence[int], num_classes: int) -> np.ndarray:
-    """``values`` as an int64 array (N,) of class indices in ``[0, num_classes)``, else a ParameterError
-    (-1 would count as the last class, and 1.7 as class 1)."""
+    """``values`` as an int64 array (N,) of class indices in ``[0, num_classes)``: integers, bools,
+    or whole finite floats; else a ParameterError (-1 would count as the last class, and 1.7 as 1)."""
     indices = np.asarray(values)
     if indices.ndim != 1:
         raise ParameterError(f"{name} must be one list of class indices, not an array of shape {indices.shape}")
-    if np.issubdtype(indices.dtype, np.floating):
-        fractional = indices[indices != np.round(indices)]  # NaN included
+    if indices.dtype == object:  # Python objects: ints (of any size) pass, anything else is named
+        try:
+            indices = np.array([operator.index(v) for v in indices], dtype=object)
+        except TypeError:
+            raise ParameterError(f"{name} must be whole class indices, not values such as "
+                                 f"{next(v for v in indices if not isinstance(v, numbers.Integral))!r}") from None
+    elif np.issubdtype(indices.dtype, np.floating):
+        fractional = indices[~np.isfinite(indices) | (indices != np.round(indices))]
         if fractional.size:
             raise ParameterError(f"{name} must be whole class indices, not values such as {fractional[0].item()!r}")
-    elif indices.size and not np.issubdtype(indices.dtype, np.integer):
+    elif indices.size and not (np.issubdtype(indices.dtype, np.integer) or indices.dtype == bool):
         raise ParameterError(f"{name} must be whole class indices, not values such as {indices[0].item()!r}")
-    indices = indices.astype(np.int64)
-    if indices.size and not (0 <= indices.min() and indices.max() < num_classes):
+    if indices.size and not (0 <= indices.min() and indices.max() < num_classes):  # in the values' own type: no wrap-around
         raise ParameterError(f"{name} hold class index {indices.min() if indices.min() < 0 else indices.max()}; "
                              f"the classes are 0 to {num_classes - 1}")
-    return indices
+    return indices.astype(np.int64)
 
 
 def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:

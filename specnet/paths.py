@@ -44,12 +44,20 @@ def _shown(char: str) -> str:
 
 
 def columns(text: str) -> int:
-    """Terminal columns ``text`` fills: two for a wide character (Chinese, Japanese, Korean),
-    none for a combining mark or a format character, one for any other."""
+    """Terminal columns ``text`` fills: two for a wide character (Chinese, Japanese, Korean, most
+    emoji), none for a combining mark, a format character (but a soft hyphen), a skin-tone modifier
+    or the vowel and final consonant jamo of a decomposed Hangul syllable, one for any other (as
+    terminals count, character by character: an emoji sequence joined by U+200D counts each part)."""
     if text.isascii():
         return len(text)
-    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else 2 if unicodedata.east_asian_width(c) in "WF" else 1
-               for c in text)
+    return sum(_columns_of(c) for c in text)
+
+
+def _columns_of(char: str) -> int:
+    if (unicodedata.category(char) in ("Mn", "Me", "Cf") and char != "\u00ad") or "\u1160" <= char <= "\u11ff" \
+            or "\ud7b0" <= char <= "\ud7ff" or "\U0001f3fb" <= char <= "\U0001f3ff":
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
 
 
 def padded(text: str, width: int) -> str:

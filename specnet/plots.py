@@ -41,55 +41,69 @@ FALLBACK_FONTS = (
 #: One drawing at a time: rc_context restores the settings it found, so two drawings
 #: overlapping in threads (a training's curves beside an evaluation) would leave the style set.
 _DRAWING = threading.Lock()
-#: Characters of the drawing in progress that no installed font has (drawn as ``\\uXXXX``).
+#: The drawing in progress: the fonts it draws with (``FT2Font``), and the characters of its names
+#: that none of them has (drawn as ``\\uXXXX``).
+_drawing_fonts: list[Any] = []
 _undrawable: set[str] = set()
 
 
 def _styled(draw: Callable[..., Path]) -> Callable[..., Path]:
-    """``draw`` run with :data:`STYLE` and the installed :data:`FALLBACK_FONTS` in matplotlib's
-    settings, restored afterwards; one warning names the characters of names no font could draw."""
+    """``draw`` run with :data:`STYLE` in matplotlib's settings, and the installed
+    :data:`FALLBACK_FONTS` after the caller's own fonts, restored afterwards; one warning names
+    the characters of names that none of those fonts has."""
 
     @functools.wraps(draw)
     def styled(*args: Any, **kwargs: Any) -> Path:
         import matplotlib
 
-        with _DRAWING, matplotlib.rc_context({**STYLE, "font.family": ["sans-serif", *_fonts()[1]]}):
-            _undrawable.clear()
-            written = draw(*args, **kwargs)
+        with _DRAWING:
+            families = _families()
+            with matplotlib.rc_context({**STYLE, "font.family": families}):
+                _drawing_fonts[:] = _fonts(families)
+                _undrawable.clear()
+                written = draw(*args, **kwargs)
             if _undrawable:
                 chars = sorted(_undrawable)
-                log.warning("%s: no installed font has %s %s of the names, drawn as \\uXXXX codes instead "
-                            "(a font that has them, such as Noto Sans CJK, would draw them)",
+                log.warning("%s: %s %s of the names %s in none of the fonts drawn with (matplotlib's own and "
+                            "installed fallbacks such as Noto Sans CJK), so %s drawn as \\uXXXX codes",
                             display_name(written), "the character" if len(chars) == 1 else "the characters",
-                            one_line(" ".join(chars[:12])) + (" ..." if len(chars) > 12 else ""))
+                            one_line(" ".join(chars[:12])) + (" ..." if len(chars) > 12 else ""),
+                            "is" if len(chars) == 1 else "are", "it is" if len(chars) == 1 else "they are")
             return written
 
     return styled
 
 
-def _fonts() -> tuple[tuple[Any, ...], tuple[str, ...]]:
-    """The fonts pictures are drawn with, as ``FT2Font`` objects: matplotlib's sans-serif one
-    (DejaVu Sans unless a user chose another) and the installed :data:`FALLBACK_FONTS`; and the
-    fallbacks' names."""
+def _families() -> list[str]:
+    """matplotlib's ``font.family`` as the caller has it, then the installed :data:`FALLBACK_FONTS`
+    it lacks: matplotlib draws a character with the first of these families that has it."""
     import matplotlib
-
-    return _fonts_for(tuple(matplotlib.rcParams["font.sans-serif"]))
-
-
-@functools.cache
-def _fonts_for(sans_serif: tuple[str, ...]) -> tuple[tuple[Any, ...], tuple[str, ...]]:
-    """:func:`_fonts` for the sans-serif families ``sans_serif`` (matplotlib's setting)."""
     from matplotlib import font_manager
 
+    own = matplotlib.rcParams["font.family"]
+    own = [own] if isinstance(own, str) else list(own)
     installed = {font.name for font in font_manager.fontManager.ttflist}
-    names = tuple(name for name in FALLBACK_FONTS if name in installed)
-    families = [font_manager.FontProperties(family=[family]) for family in ("sans-serif", *names)]
-    return tuple(font_manager.get_font(font_manager.findfont(family)) for family in families), names
+    return own + [name for name in FALLBACK_FONTS if name in installed and name not in own]
+
+
+def _fonts(families: list[str]) -> list[Any]:
+    """The font (``FT2Font``) matplotlib takes for each of ``families`` that it finds (a generic
+    family such as ``sans-serif`` is the first installed font of its list)."""
+    from matplotlib import font_manager
+
+    fonts = []
+    for family in families:
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=[family]), fallback_to_default=False)
+        except ValueError:  # not installed: matplotlib skips it too
+            continue
+        fonts.append(font_manager.get_font(path))
+    return fonts
 
 
 def _drawable(char: str) -> bool:
-    """Whether a font of :func:`_fonts` has a glyph for ``char`` (spaces and marks count as drawn)."""
-    return char.isspace() or any(font.get_char_index(ord(char)) for font in _fonts()[0])
+    """Whether a font of the drawing in progress has a glyph for ``char`` (a space counts as drawn)."""
+    return char.isspace() or any(font.get_char_index(ord(char)) for font in _drawing_fonts)
 
 
 def _figure(path: str | os.PathLike, *, overwrite: bool, figsize: tuple[float, float]) -> Any:

@@ -349,7 +349,11 @@ def test_a_manifest_without_its_columns_or_rows_says_which(tmp_path):
                                                    "(no path or label column)"),
                        ("path,class\na.wav,dog\n", "the manifest's header names path,class; it needs columns path,label[,fold] "
                                                    "(no label column)"),
-                       ("path,label,fold\n", "the manifest lists no files, only its header")):
+                       ("path,label,fold\n", "the manifest lists no files, only its header"),
+                       ("\npath,label\na.wav,dog\n", "the manifest's first line is blank; it must be the header path,label[,fold]"),
+                       ("  ,\na.wav,dog\n", "the manifest's first line is blank; it must be the header path,label[,fold]"),
+                       ('"pa\nth",label\na.wav,dog\n', "the manifest's header names pa\\nth,label; it needs columns "
+                                                        "path,label[,fold] (no path column)")):
         manifest.write_text(text)
         with pytest.raises(DataError) as err:
             read_manifest(manifest)

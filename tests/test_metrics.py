@@ -118,3 +118,19 @@ def test_log_loss_refuses_targets_that_do_not_fit_its_rows():
             log_loss_sum(probabilities, targets)
     with pytest.raises(ParameterError, match=r"probabilities must be \(items, classes\), not an array of shape \(2,\)"):
         log_loss_sum(np.array([0.9, 0.1]), [0, 1])
+
+
+def test_nan_and_text_are_not_class_indices():
+    for targets, shown in (([np.nan], "nan"), ([np.inf], "inf"), (["0"], "'0'"), ([None], "None")):
+        with pytest.raises(ParameterError, match=rf"^targets must be whole class indices, not values such as {shown}$"):
+            confusion_matrix(targets, [0], 2)
+    # Out of range in the values' own type: no wrap-around through int64.
+    for targets, shown in ((np.array([2**63], dtype=np.uint64), "9223372036854775808"), ([2**70], str(2**70)), ([1e300], r"1e\+300")):
+        with pytest.raises(ParameterError, match=rf"^targets hold class index {shown}; the classes are 0 to 1$"):
+            confusion_matrix(targets, [0], 2)
+
+
+def test_any_kind_of_whole_number_is_a_class_index():
+    expected = [[1, 0], [0, 1]]
+    for targets in ([0, 1], np.array([0, 1], dtype=object), np.array([0, 1], dtype=np.uint8), [False, True], [0.0, 1.0]):
+        np.testing.assert_array_equal(confusion_matrix(targets, [0, 1], 2), expected)

@@ -223,6 +223,8 @@ def test_a_descriptor_is_the_same_in_training_mode(name):
     assert bare.training and bare.arch_args["drop_rate"] == 0.0
     x = torch.randn(2, 1, 32, 48)
     torch.testing.assert_close(bare(x), bare(x))
+    with pytest.raises(ParameterError, match=r"drop_rate=5.0 must be"):  # still checked
+        create_model(name, include_top=False, drop_rate=5.0)
     rebuilt = create_model(bare.arch, **bare.arch_args)  # what a saved descriptor loads as
     rebuilt.load_state_dict(bare.state_dict())
     torch.testing.assert_close(rebuilt(x), bare(x))
@@ -399,3 +401,25 @@ def test_list_models():
         "cnn_tiny": [8, 16, 32, 64],
         "cnn_base": [32, 64, 128, 256],
     }
+
+
+
+class _OwnModel(nn.Module):
+    """A user's model, with no arch attribute of its own."""
+
+    def __init__(self, num_classes=None, in_chans=1):
+        super().__init__()
+        self.fc = nn.Linear(in_chans, num_classes or 1)
+
+
+def own_model(**kwargs) -> _OwnModel:
+    return _OwnModel(**kwargs)
+
+
+def test_a_registered_model_of_ones_own_is_built_and_named(monkeypatch):
+    # create_model read the model's arch before naming it, an AttributeError for such a model.
+    from specnet.models import registry
+
+    monkeypatch.setitem(registry._MODELS, "own_model", own_model)
+    model = create_model("own_model", num_classes=3)
+    assert isinstance(model, _OwnModel) and model.arch == "own_model" and model.fc.out_features == 3

@@ -207,6 +207,8 @@ def test_a_folder_that_lists_its_names_but_cannot_be_searched_lists_them_so_read
 def test_tables_pad_names_to_the_columns_a_terminal_gives_them():
     # Chinese, Japanese and Korean characters fill two columns, a combining accent none.
     assert [columns(t) for t in ("dog", "日本語", "e\u0301t\u00e9", "😀", "")] == [3, 6, 3, 2, 0]
+    # A Hangul syllable decomposed as macOS names files, a thumb with a skin tone, a soft hyphen.
+    assert [columns(t) for t in ("\u1112\u1161\u11ab", "\U0001f44d\U0001f3fd", "a\u00adb")] == [2, 2, 3]
     rows = [padded(name, 8) + "|" for name in ("dog", "日本語", "e\u0301t\u00e9")]
     assert rows == ["dog     |", "日本語  |", "e\u0301t\u00e9     |"]
     assert padded("longer than", 4) == "longer than"

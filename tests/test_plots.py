@@ -118,25 +118,29 @@ def test_characters_no_font_has_are_drawn_as_codes_with_one_warning(tmp_path, mo
     # STIXGeneral stands in for an installed CJK font: it has U+1D81, which DejaVu Sans lacks.
     import warnings
 
+    import matplotlib
+
     monkeypatch.setattr(plots, "FALLBACK_FONTS", ("No Such Font", "STIXGeneral"))
-    plots._fonts_for.cache_clear()
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite=False: figures.append(fig) or Path(path))
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            plots.plot_confusion(np.eye(3), ["\u732b", "\u72ac", "\u1d81"], tmp_path / "c.png")
-            figures[0].canvas.draw()  # render the text as saving would
-    finally:
-        plots._fonts_for.cache_clear()
-    assert not [w for w in caught if "Glyph" in str(w.message)]  # U+1D81 drawn by the fallback font
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, **kwargs: figures.append(fig) or save(fig, path, **kwargs))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.plot_confusion(np.eye(3), ["\u732b", "\u72ac", "\u1d81"], tmp_path / "c.png")  # saved: the text is rendered
+    assert [str(w.message) for w in caught] == []  # U+1D81 drawn by the fallback font, the others as codes
     assert [t.get_text() for t in figures[0].axes[0].get_yticklabels()] == ["\\u732b", "\\u72ac", "\u1d81"]
     messages = [r.getMessage() for r in caplog.records if r.name == "specnet"]
-    assert messages == [f"{tmp_path / 'c.png'}: no installed font has the characters \u72ac \u732b of the names, "
-                        "drawn as \\uXXXX codes instead (a font that has them, such as Noto Sans CJK, would draw them)"]
+    assert messages == [f"{tmp_path / 'c.png'}: the characters \u72ac \u732b of the names are in none of the fonts drawn with "
+                        "(matplotlib's own and installed fallbacks such as Noto Sans CJK), so they are drawn as \\uXXXX codes"]
     caplog.clear()
     plots.plot_confusion(np.eye(2), ["caf\u00e9", "b"], tmp_path / "d.png")  # DejaVu Sans has it
     assert not caplog.records and [t.get_text() for t in figures[1].axes[0].get_yticklabels()] == ["caf\u00e9", "b"]
+    # A caller's own font comes first, and what it has is drawn.
+    monkeypatch.setattr(plots, "FALLBACK_FONTS", ())
+    with matplotlib.rc_context({"font.family": ["STIXGeneral"]}), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.plot_confusion(np.eye(2), ["\u1d81", "b"], tmp_path / "e.png")
+    assert not caught and not caplog.records
+    assert [t.get_text() for t in figures[2].axes[0].get_yticklabels()] == ["\u1d81", "b"]
 
 
 def test_drawing_leaves_matplotlib_as_the_caller_had_it(tmp_path):

@@ -73,7 +73,8 @@ class CNN(SpectrogramModel):
     include_top : bool
         False drops the dropout, the hidden layers and the classifier, so ``forward``
         returns the pooled ``(B, channels[-1] * freq_bands)`` descriptor, the same in
-        training mode (``num_classes`` becomes 0, ``drop_rate`` 0, ``hidden_dim`` None).
+        training mode (``num_classes`` becomes 0, ``drop_rate`` 0, ``hidden_dim`` None; a final
+        layer added by ``reset_classifier`` has no dropout before it).
     """
 
     def __init__(
@@ -111,7 +112,9 @@ class CNN(SpectrogramModel):
         if pool is not None:
             pool_size = check_int("pool_size", pool_size, minimum=1)
         freq_bands = check_int("freq_bands", freq_bands, minimum=1, maximum=MAX_FREQ_BANDS)
-        drop_rate = check_drop_rate(drop_rate) if include_top else 0.0  # a descriptor is the same in training mode
+        drop_rate = check_drop_rate(drop_rate)
+        if not include_top:
+            drop_rate = 0.0  # a descriptor is the same in training mode
         hidden = normalize_hidden_dim(hidden_dim)
 
         blocks = []

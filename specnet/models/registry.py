@@ -104,7 +104,7 @@ def create_model(
             f"{', '.join(sorted(IMAGENET_FILES))}"
         )
     model = fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    built = model.arch  # what the options made: vgg11 with batch_norm=True is a vgg11_bn
+    built = getattr(model, "arch", name)  # what the options made: vgg11 with batch_norm=True is a vgg11_bn
     model.arch = name
     if pretrained or weights is not None:
         load_imagenet_weights(model, arch=built, weights=weights)

@@ -123,7 +123,8 @@ class VGG(SpectrogramModel):
         the pooled ``(B, 512)`` descriptor, the same in training mode, as
         Keras's ``include_top=False`` does (sets ``num_classes=0``,
         ``head="global"``, ``drop_rate=0``, ``hidden_dim=None``, whatever
-        they were given).
+        they were given; a final layer added by ``reset_classifier`` has no
+        dropout before it).
     """
 
     def __init__(
@@ -151,7 +152,9 @@ class VGG(SpectrogramModel):
         in_chans = check_int("in_chans", in_chans, minimum=1)
         batch_norm = as_flag("batch_norm", batch_norm)
         depth = int(depth)
-        drop_rate = check_drop_rate(drop_rate) if include_top else 0.0  # a descriptor is the same in training mode
+        drop_rate = check_drop_rate(drop_rate)
+        if not include_top:
+            drop_rate = 0.0  # a descriptor is the same in training mode
         hidden = normalize_hidden_dim(hidden_dim)
 
         cfg = CFGS[depth]
