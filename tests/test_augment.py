@@ -146,6 +146,7 @@ def test_mixup_targets_sum_to_one_and_lam_at_least_half():
     assert ((lam >= 0.5 - 1e-6) & (lam <= 1)).all()
     assert ((lam + partner_weight - 1).abs() < 1e-6).all()
     assert (lam < 0.999).any()  # real mixing happened
+    assert lam[lam < 0.999].unique().numel() > 3  # one draw per clip, not one for the batch
     # The images are mixed with the same weights as the targets.
     classes = torch.arange(batch, dtype=torch.float32)
     expected = soft @ classes
@@ -329,3 +330,30 @@ def test_every_step_keeps_the_dtype_and_passes_an_empty_batch():
             assert step(_logmel().to(dtype), _gen(0)).dtype == dtype, name
         empty = torch.zeros(0, 32, 50)
         assert step(empty, _gen(0)).shape == (0, 32, 50), name
+
+
+def test_pitch_shift_scales_the_mel_axis_about_its_lowest_edge():
+    # Each mel row holds its own index; rows are cell centres, so the edge y = -1 is row -0.5.
+    n_mels = 40
+    rows = torch.arange(n_mels, dtype=torch.float32).view(1, -1, 1).expand(8, -1, 5).contiguous()
+    gen = _gen(11)
+    warped = random_warp(rows, time_stretch=0.0, pitch_shift=0.2, generator=gen)
+    pitch = _uniform_draws(8, 0.2, seed=11)
+    for clip in range(8):
+        k = torch.arange(n_mels, dtype=torch.float32)
+        expected = ((k + 0.5) / pitch[clip] - 0.5).clamp(0, n_mels - 1)  # where each output row reads from
+        torch.testing.assert_close(warped[clip, :, 2], expected, atol=1e-3, rtol=0)
+
+
+def _uniform_draws(batch: int, shift: float, *, seed: int) -> torch.Tensor:
+    """The pitch factors random_warp draws from a fresh generator seeded ``seed`` (speed first)."""
+    gen = _gen(seed)
+    torch.rand(batch, generator=gen)  # the speed factors
+    return 1 - shift + 2 * shift * torch.rand(batch, generator=gen)
+
+
+def test_masks_reach_the_last_band_and_the_last_frame():
+    images = -_logmel(batch=256, n_mels=16, frames=20).unsqueeze(1)
+    masked = spec_augment(images, AugmentConfig(freq_masks=1, freq_mask_width=4, time_masks=1, time_mask_fraction=0.2), _gen(2))
+    assert (masked[:, 0, -1, :] == 0).all(dim=-1).any()  # a whole last band masked in some clip
+    assert (masked[:, 0, :, -1] == 0).all(dim=-1).any()  # a whole last frame

@@ -1223,3 +1223,22 @@ def test_evaluation_table_lines_up_wide_class_names(capsys):
     lines = capsys.readouterr().out.splitlines()[1:]
     assert [columns(line) for line in lines] == [columns(lines[0])] * 3
     assert [columns(line.split("1.0000")[0]) for line in lines[1:]] == [columns(lines[0].split("precision")[0]) + 3] * 2  # right-aligned under it
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    (RuntimeError("first\nsecond"), "error: internal error RuntimeError: first\\nsecond (rerun with --debug for the traceback)\n"),
+    (PermissionError(13, "Permission denied", "/x/y\nz"), "error: /x/y\\nz: Permission denied\n"),
+    (OSError(28, "No space left on device"), "error: No space left on device\n"),
+])
+def test_an_unexpected_error_is_one_line_and_a_traceback_under_debug(capsys, monkeypatch, error, says):
+    from specnet.cli import cli
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cli.commands["models"], "callback", fails)
+    monkeypatch.delenv("SPECNET_DEBUG", raising=False)
+    assert run(capsys, "models") == (1, "", says)
+    monkeypatch.setenv("SPECNET_DEBUG", "1")  # as --debug sets it: the error itself, for a bug report
+    with pytest.raises(type(error)):
+        main(["models"])

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import synthetic as S
 import torch
-from helpers import write_audio
+from helpers import make_tone, write_audio
 
 import specnet
 from specnet import inference
@@ -243,6 +243,8 @@ def test_both_decoding_modes_give_the_same_results_in_order(model, clips, tmp_pa
         (np.zeros(0, np.float32), {"sample_rate": S.SR}, "non-empty"),
         (np.zeros((800, 2), np.float32), {"sample_rate": S.SR},
          r"^samples of shape \(800, 2\) look like \(time, channels\), as soundfile.read gives them: pass y.mean\(axis=1\)"),
+        (np.zeros((800, 8), np.float32), {"sample_rate": S.SR},  # eight channels, the most that count as channels
+         r"^samples of shape \(800, 8\) look like \(time, channels\)"),
         (np.zeros(800, np.float32), {"sample_rate": True}, r"^sample_rate=True must be an integer >= 1$"),
         (np.zeros(800, np.float32), {"sample_rate": 8000.5}, r"^sample_rate=8000.5 must be an integer >= 1$"),
         (np.zeros(800, np.float32), {"sample_rate": "8000"}, r"^sample_rate='8000' must be an integer >= 1$"),
@@ -483,8 +485,10 @@ def test_timeline_places_the_event(model, recording):
     ("window", "hop", "count"),
     [(None, None, 119), (1.0, None, 59), (1.0, 0.5, 59), (2.0, 2.0, 15), (3.0, 1.5, 19), (0.5, 1.0, 31)],
 )
-def test_window_and_hop_set_the_segments(model, recording, window, hop, count):
+def test_window_and_hop_set_the_segments(model, recording, window, hop, count, caplog):
     segments = model.predict(str(recording), timeline=True, window=window, hop=hop)[0].segments
+    # Only a hop longer than the window skips audio, and only that is warned about.
+    assert ("is skipped" in caplog.text) == (hop is not None and hop > (window or S.CLIP_SECONDS)), caplog.text
     assert len(segments) == count
     length = window or S.CLIP_SECONDS
     step = hop or length / 2
@@ -779,3 +783,9 @@ def test_nearly_silent_inputs_are_classified_with_a_warning(model, tmp_path, cap
     assert len(results) == 2
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'dither.wav'}: nearly silent (loudest sample -84 dBFS): what the model hears is mostly noise; the scores say little"]
+
+
+def test_a_clip_shorter_than_the_window_is_one_segment_ending_at_its_end(model, tmp_path):
+    short = make_tone(tmp_path / "short.wav", 440.0, 0.3, S.SR)  # the model's windows are 0.5 s
+    segments = model.predict(str(short), timeline=True)[0].segments
+    assert len(segments) == 1 and segments[0]["start"] == 0.0 and segments[0]["end"] == pytest.approx(0.3)

@@ -136,6 +136,16 @@ def test_frame_seconds():
     assert _net(_audio_spec(features=cfg)).frame_seconds == pytest.approx(16 * 256 / 22050)
 
 
+@pytest.mark.parametrize("center", [True, False])
+def test_frame_times_are_the_centres_of_the_frames_each_column_pools(center):
+    # Column j pools frames 16j ... 16j + 15; frame t is centred on sample t * hop (+ n_fft / 2 uncentred).
+    cfg = FeatureConfig(sample_rate=16000, n_fft=512, hop_length=160, center=center)
+    times = _net(_audio_spec(features=cfg)).frame_times(3)
+    offset = 0 if center else 256
+    expected = [(offset + 160 * (16 * j + 7.5)) / 16000 for j in range(3)]
+    assert times.tolist() == pytest.approx(expected)
+
+
 def test_image_kind_forward():
     spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="image", classes=("x", "y"), in_chans=3,
                      image_size=(32, 48))

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import itertools
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -1366,3 +1367,41 @@ def test_training_gives_cudnn_benchmark_back_as_it_found_it(tiny_data, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         specnet.train(tiny_data, tmp_path / "run", epochs=2, on_epoch_end=stop_after_epoch(0), **{**S.FAST, "device": "auto"})
     assert torch.backends.cudnn.benchmark is False
+
+
+def test_a_tie_in_accuracy_keeps_the_epoch_with_the_lower_loss(tiny_data, tmp_path, monkeypatch):
+    from specnet.metrics import Scores
+
+    losses = itertools.chain([1.0, 0.8, 0.9], itertools.repeat(0.9))
+
+    def half_right(model, split, **kwargs):  # accuracy 0.5 every epoch, the loss from the list
+        confusion = np.zeros((len(model.classes),) * 2, dtype=np.int64)
+        confusion[0, 0] = confusion[0, 1] = 1
+        return Scores(tuple(model.classes), confusion), next(losses)
+
+    monkeypatch.setattr(training, "evaluate_split", half_right)
+    best = specnet.train(tiny_data, tmp_path / "run", epochs=3, **S.FAST)
+    assert best["epoch"] == 1 and best["loss"] == 0.8
+    assert specnet.load_model(tmp_path / "run" / "model.safetensors").config.extra["metrics"]["epoch"] == 1
+
+
+def test_the_validation_share_is_drawn_with_the_runs_seed():
+    split = training.Split([np.zeros(10, np.float32)] * 40, torch.tensor([0, 1] * 20), [f"{i}.wav" for i in range(40)])
+    held = {seed: training.hold_out(split, TrainConfig(val_split=0.25, seed=seed))[1].paths for seed in range(3)}
+    assert all(len(paths) == 10 for paths in held.values())
+    assert len({tuple(sorted(paths)) for paths in held.values()}) == 3  # another seed, other files
+    assert training.hold_out(split, TrainConfig(val_split=0.25, seed=1))[1].paths == held[1]
+
+
+def test_the_default_clip_length_is_the_90th_percentile_rounded_up_to_a_tenth():
+    assert training.clip_seconds_for([0.2] * 9 + [3.0]) == 0.5  # 0.48 s: the long outlier hardly counts
+    assert training.clip_seconds_for([1.21] * 10) == 1.3
+    assert training.clip_seconds_for([0.01]) == 0.1 and training.clip_seconds_for([30.0]) == 10.0
+
+
+def test_resuming_with_a_config_of_no_epochs_keeps_the_runs_own(four_epochs, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(four_epochs[0], run)
+    options = {name: value for name, value in S.FAST.items() if name != "quiet"}  # quiet is train()'s, not the run's
+    specnet.train(tiny_data, run, config=TrainConfig(**options), resume=True, quiet=True)
+    assert len(metric_rows(run)) == 4  # finished: not trained on to a default length

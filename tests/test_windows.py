@@ -111,3 +111,21 @@ def test_fit_length_with_offset():
 def test_window_starts_needs_a_hop_of_one_sample_or_more():
     with pytest.raises(ParameterError, match=r"hop=0 must be an integer >= 1"):  # was a ZeroDivisionError
         window_starts(10, 4, 0)
+
+
+def test_only_a_hop_past_the_window_leaves_gaps():
+    assert not windows_module.leaves_gaps(np.array([0, 100, 200]), 100)  # windows end to end
+    assert windows_module.leaves_gaps(np.array([0, 101]), 100)
+    assert not windows_module.leaves_gaps(np.array([0]), 100)
+
+
+def test_nearly_silent_starts_at_minus_75_dbfs(caplog):
+    # Silent below -90 dBFS, nearly silent below -75 dBFS, heard above.
+    for dbfs, says in ((-95, "silent"), (-78, "nearly silent"), (-72, None)):
+        caplog.clear()
+        windows_module.warn_if_silent(10 ** (dbfs / 20), "x.wav", silent="S", quiet="Q")
+        messages = [r.getMessage() for r in caplog.records]
+        if says is None:
+            assert messages == []
+        else:
+            assert len(messages) == 1 and messages[0].startswith(f"x.wav: {says} ")
