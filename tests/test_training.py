@@ -528,6 +528,7 @@ class NanGradients:
 
     def __init__(self, steps):
         self.steps, self.calls = steps, 0
+        self.seen: list[tuple[float, int, bool]] = []  # every training step's (loss, batch size, poisoned)
 
     def __getattr__(self, name):
         return getattr(torch.nn.functional, name)
@@ -536,9 +537,12 @@ class NanGradients:
         loss = torch.nn.functional.cross_entropy(logits, *args, **kwargs)
         if torch.is_grad_enabled():  # a training step, not validation
             self.calls += 1
-            if self.steps == "all" or self.calls in self.steps:
+            poisoned = self.steps == "all" or self.calls in self.steps
+            self.seen.append((loss.item(), len(logits), poisoned))
+            if poisoned:
                 loss = loss + torch.sqrt(logits.sum() * 0)
         return loss
+
 
 
 class InfiniteLoss(NanGradients):
@@ -554,11 +558,17 @@ class InfiniteLoss(NanGradients):
 
 
 def test_a_step_with_nan_gradients_is_skipped_and_reported(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr("specnet.training.F", NanGradients({2, 5}))
+    functional = NanGradients({2, 5})
+    monkeypatch.setattr("specnet.training.F", functional)
     with specnet_warnings() as warnings:
         specnet.train(tiny_data, tmp_path / "run", epochs=3, **S.FAST)
     rows = metric_rows(tmp_path / "run")
     assert sum(r.get("skipped_steps", 0) for r in rows) == 2
+    # An epoch's training loss is the mean over the items of the steps applied, the skipped ones left out.
+    per_epoch = len(functional.seen) // 3
+    for epoch, row in enumerate(rows):
+        steps = [(loss, n) for loss, n, poisoned in functional.seen[epoch * per_epoch : (epoch + 1) * per_epoch] if not poisoned]
+        assert row["train_loss"] == pytest.approx(sum(loss * n for loss, n in steps) / sum(n for _, n in steps), rel=1e-6)
     assert warnings.count("epoch 1: skipped 1 step with a non-finite loss or gradient") == 1
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in rows)
     weights = load_file(str(tmp_path / "run" / "model.safetensors"))
