@@ -317,7 +317,7 @@ def _table_block(result, model_name: str) -> str:
     width = max(columns(p["label"] or "") for p in [*result.predictions, *segments])
     lines = [head] + [f"  {padded(p['label'], width)}  {p['score']:7.2%}" for p in result.predictions]
     if segments:
-        decimals = _distinct_decimals([seg["start"] for seg in segments])
+        decimals = _distinct_decimals(segments)
         digits = len(f"{segments[-1]['end']:.{decimals}f}")
         lines.append("  top label of each window:")
         for seg in segments:
@@ -326,11 +326,13 @@ def _table_block(result, model_name: str) -> str:
     return "\n".join(lines)
 
 
-def _distinct_decimals(starts: Sequence[float]) -> int:
-    """Decimals (2 to 4) that print every window start (s) differently: the window that ends a
-    file can start a few milliseconds after the one before it."""
+def _distinct_decimals(segments: Sequence[dict[str, Any]]) -> int:
+    """Decimals (2 to 4) that print every window's start (s) differently, and each window's end
+    apart from its start: the window that ends a file can start a few milliseconds after the one
+    before it, and a --window of a few milliseconds would read "0.00 - 0.00 s"."""
     for decimals in (2, 3):
-        if len({f"{s:.{decimals}f}" for s in starts}) == len(starts):
+        shown = [(f"{seg['start']:.{decimals}f}", f"{seg['end']:.{decimals}f}") for seg in segments]
+        if len({start for start, _ in shown}) == len(shown) and all(start != end for start, end in shown):
             return decimals
     return 4
 

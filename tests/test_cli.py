@@ -317,6 +317,11 @@ def test_timeline_prints_a_window_that_ends_the_file_apart_from_the_one_before(c
     windows = [line.split()[:3] for line in lines[lines.index("  top label of each window:") + 1:]]
     assert code == 0 and windows[0] == ["0.000", "-", "1.000"]
     assert windows[-2:] == [["5.000", "-", "6.000"], ["5.004", "-", "6.004"]]
+    # Windows of a few milliseconds read "0.00 - 0.00 s" before: their ends are printed apart from their starts.
+    code, out, _ = run(capsys, "classify", "-m", model_file, str(recording), "--timeline", "--window", "0.004", "--hop", "2")
+    lines = out.splitlines()
+    windows = [line.split()[:3] for line in lines[lines.index("  top label of each window:") + 1:]]
+    assert code == 0 and windows[:2] == [["0.000", "-", "0.004"], ["2.000", "-", "2.004"]]
 
 
 def test_api_messages_name_flags_on_the_command_line(capsys, model_file, clips, tmp_path):
