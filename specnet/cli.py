@@ -19,6 +19,7 @@ import shlex
 import signal
 import stat
 import sys
+import textwrap
 import threading
 import warnings
 from pathlib import Path
@@ -280,23 +281,28 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
     except SpecnetError as exc:
         raise click.UsageError(as_flags(str(exc))) from None
     files = expand_inputs(paths, kind=model.input_kind)
-    results, failures = [], 0
+    # Every format is written as results come, so an interrupted batch keeps what it scored.
+    if fmt == "csv":
+        click.echo(_csv_text([TIMELINE_COLUMNS if timeline else LABEL_COLUMNS]), nl=False)
+    written, failures = 0, 0
     with _progress_bar(len(files), "classifying") as bar:  # closed on an error too: its line is not left half drawn
         for result in model.predict_iter(files, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size, num_workers=num_workers):
             bar.update(1)
+            bar.clear()
             if isinstance(result, Failure):
                 failures += 1
-                bar.clear()
                 click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
                 continue
-            results.append(result)
             if fmt == "table":
-                bar.clear()
                 click.echo(_table_block(result, model.name))
+            elif fmt == "csv":
+                click.echo(_csv_text(_window_rows(result) if timeline else _label_rows(result)), nl=False)
+            else:  # the items of one JSON array, indented as json.dumps(results, indent=2) would
+                item = textwrap.indent(json.dumps(result.to_dict(), indent=2), "  ")
+                click.echo(("[\n" if written == 0 else ",\n") + item, nl=False)
+            written += 1
     if fmt == "json":
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-    elif fmt == "csv":
-        click.echo(_csv_timeline_rows(results) if timeline else _csv_rows(results), nl=False)
+        click.echo("\n]" if written else "[]")
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed", err=True)
@@ -337,32 +343,32 @@ def _distinct_decimals(segments: Sequence[dict[str, Any]]) -> int:
     return 4
 
 
-def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
+def _csv_text(rows: Iterable[list[Any]]) -> str:
     import csv
     import io
 
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
 
 
-def _csv_rows(results) -> str:
-    """One row per input and rank: its top labels."""
-    return _csv_text(["path", "rank", "label", "score", "duration"], (
-        [text_name(r.path), rank, p["label"], f"{p['score']:.6f}", "" if r.duration is None else f"{r.duration:.3f}"]
-        for r in results for rank, p in enumerate(r.predictions, start=1)
-    ))
+#: ``classify --format csv``: one row per input and rank (its top labels), or with --timeline
+#: one row per window (its start and end in seconds and its top label).
+LABEL_COLUMNS = ["path", "rank", "label", "score", "duration"]
+TIMELINE_COLUMNS = ["path", "start", "end", "label", "score"]
 
 
-def _csv_timeline_rows(results) -> str:
-    """One row per window of every input: its start and end in seconds and its top label
-    (empty label and score for a window of digital silence)."""
-    return _csv_text(["path", "start", "end", "label", "score"], (
-        [text_name(r.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"] or "", "" if s["score"] is None else f"{s['score']:.6f}"]
-        for r in results for s in r.segments or []
-    ))
+def _label_rows(result) -> list[list[Any]]:
+    """:data:`LABEL_COLUMNS` rows of one input."""
+    duration = "" if result.duration is None else f"{result.duration:.3f}"
+    return [[text_name(result.path), rank, p["label"], f"{p['score']:.6f}", duration]
+            for rank, p in enumerate(result.predictions, start=1)]
+
+
+def _window_rows(result) -> list[list[Any]]:
+    """:data:`TIMELINE_COLUMNS` rows of one input (empty label and score for a window of digital silence)."""
+    return [[text_name(result.path), f"{s['start']:.4f}", f"{s['end']:.4f}", s["label"] or "", "" if s["score"] is None else f"{s['score']:.6f}"]
+            for s in result.segments or []]
 
 
 # ------------------------------------------------------------------ embed

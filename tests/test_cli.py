@@ -1247,3 +1247,28 @@ def test_an_unexpected_error_is_one_line_and_a_traceback_under_debug(capsys, mon
     monkeypatch.setenv("SPECNET_DEBUG", "1")  # as --debug sets it: the error itself, for a bug report
     with pytest.raises(type(error)):
         main(["models"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_an_interrupted_batch_keeps_the_rows_it_wrote(capsys, monkeypatch, model_file, clips, fmt):
+    # CSV and JSON were printed only once every file was scored: Ctrl-C lost them all.
+    from specnet.inference import Model
+
+    predict_iter = Model.predict_iter
+
+    def stopped_after_two(self, *args, **kwargs):
+        results = predict_iter(self, *args, **kwargs)
+        yield next(results)
+        yield next(results)
+        raise KeyboardInterrupt
+
+    paths = clip_paths(clips)
+    code, whole, _ = run(capsys, "classify", "-m", model_file, "-k", "1", "--format", fmt, *paths)
+    monkeypatch.setattr(Model, "predict_iter", stopped_after_two)
+    stopped, out, err = run(capsys, "classify", "-m", model_file, "-k", "1", "--format", fmt, *paths)
+    assert (code, stopped) == (0, 130) and err.split() == ["interrupted"]
+    if fmt == "csv":
+        assert out == "".join(whole.splitlines(keepends=True)[:3])  # the header and the first two files' rows
+    else:  # the first two items of the array, as they were written
+        assert out == whole[: whole.index(",\n  {", whole.index(",\n  {") + 1)]
+        assert json.loads(out + "\n]") == json.loads(whole)[:2]
