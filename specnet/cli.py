@@ -254,6 +254,8 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
         return f"{display_name(path)}: {unreadable_folder(path) or f'no {kind} files in this folder'}"
     if path == "-" and not os.path.lexists(path):
         return "-: reading standard input is not supported; give files, folders or glob patterns"
+    if path.endswith(".safetensors") and os.path.isfile(path):
+        return f"{display_name(path)}: a model file, not {'audio' if kind == 'audio' else 'an image'}; give it with --model"
     return one_line(naming(path, reason))
 
 

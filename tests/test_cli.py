@@ -1272,3 +1272,10 @@ def test_an_interrupted_batch_keeps_the_rows_it_wrote(capsys, monkeypatch, model
     else:  # the first two items of the array, as they were written
         assert out == whole[: whole.index(",\n  {", whole.index(",\n  {") + 1)]
         assert json.loads(out + "\n]") == json.loads(whole)[:2]
+
+
+def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips):
+    # "unsupported audio format '.safetensors'" did not say the file was meant as --model.
+    code, out, err = run(capsys, "classify", model_file, *clip_paths(clips)[:1])
+    assert code == 1 and f"error: {model_file}: a model file, not audio; give it with --model\n" in err
+    assert "1 of 2 inputs failed" in err and out.count("model esc10") == 1
