@@ -12,6 +12,7 @@ import csv
 import hashlib
 import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,13 +99,19 @@ def left_out_note(source: str | os.PathLike, count: int, kind: str) -> str:
     return f"{display_name(source)}: {counted(count, other + ' file')} left out (the model takes {'images' if kind == 'image' else 'audio'})"
 
 
+#: The share of a dataset's files that makes it one kind: the other kind's files are left out (with a
+#: warning) when they are fewer than one in ten, and refused as a mix when more.
+MOSTLY = 0.9
+
+
 def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: str | None = None) -> LabelledFiles:
     """One subfolder per class under ``root``, files found recursively in each
     (following links to folders; see :func:`~specnet.paths.walk_files`).
 
     Hidden files and files of other types are ignored. With ``kind`` ("audio" or "image":
     a model's input), files of the other kind are left out with one warning; without it,
-    a mix of both is refused. Raises ``DataError`` for a missing or empty root, fewer than
+    the kind of at least :data:`MOSTLY` of the files is taken (the others left out with one
+    warning), and a more even mix of both is refused. Raises ``DataError`` for a missing or empty root, fewer than
     ``min_classes`` classes (training needs two), or classes without files.
     """
     root = Path(root)
@@ -132,10 +139,20 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
                                 f"reached through a link from class {name!r}; each file belongs to one class")
         samples.extend((p, target) for p in files)
     # A stray picture among a model's audio is left out; data of the other kind only is named as such (_single_kind).
-    kept = [(p, target) for p, target in samples if file_kind(p) == kind] if kind is not None else samples
-    if kept and len(kept) < len(samples):
-        log.warning("%s", left_out_note(root, len(samples) - len(kept), kind))
-        samples = kept
+    # Without a model, the files are one kind when at least nine in ten are (album art among recordings).
+    if kind is None:
+        counts = Counter(file_kind(p) for p, _ in samples)
+        most, most_count = counts.most_common(1)[0] if counts else (None, 0)
+        if len(counts) > 1 and most_count >= MOSTLY * len(samples):
+            log.warning("%s: %s left out (%s make it %s dataset)", display_name(root),
+                        counted(len(samples) - most_count, ("image" if most == "audio" else "audio") + " file"),
+                        counted(most_count, f"{most} file"), "an audio" if most == "audio" else "an image")
+            samples = [(p, target) for p, target in samples if file_kind(p) == most]
+    else:
+        kept = [(p, target) for p, target in samples if file_kind(p) == kind]
+        if kept and len(kept) < len(samples):
+            log.warning("%s", left_out_note(root, len(samples) - len(kept), kind))
+            samples = kept
     present = {target for _, target in samples}
     empty = [name for target, name in enumerate(classes) if target not in present]
     if empty:

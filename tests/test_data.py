@@ -136,6 +136,21 @@ def test_audio_and_images_mixed(tmp_path):
         find_class_folders(tmp_path)
 
 
+def test_a_cover_picture_among_recordings_is_left_out(tmp_path, caplog):
+    # Album art in a sound folder refused the whole dataset as a mix; nine in ten files of one kind make it that kind.
+    for name in ("a", "b"):
+        for i in range(5):
+            _touch(tmp_path / name / f"{i}.wav")
+    _touch(tmp_path / "b" / "cover.png")
+    files = find_class_folders(tmp_path)
+    assert files.kind == "audio" and len(files.samples) == 10 and not any(p.suffix == ".png" for p, _ in files.samples)
+    assert [r.getMessage() for r in caplog.records] == [f"{tmp_path}: 1 image file left out (10 audio files make it an audio dataset)"]
+    for i in range(5, 7):  # 3 pictures in 13 files: a mix, refused
+        _touch(tmp_path / "a" / f"{i}.png")
+    with pytest.raises(DataError, match="mixes audio and image files"):
+        find_class_folders(tmp_path)
+
+
 def test_file_kind():
     assert file_kind("x/y.WAV") == "audio"
     assert file_kind("y.jpeg") == "image"
