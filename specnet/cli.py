@@ -246,6 +246,15 @@ def _progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False)
 
 
+def _check_data_dir(data_dir: str | None, *, model_file: str) -> None:
+    """A usage error for a file given as DATA_DIR, saying what the file seems to be; ``model_file``
+    says what to do with a model file. A folder that is missing is the data's own error."""
+    if data_dir is not None and os.path.isfile(data_dir):
+        hint = (f"a model file: {model_file}" if data_dir.endswith(".safetensors") else
+                "a file, not a folder of class folders (a CSV manifest is given with --manifest)")
+        raise click.BadParameter(f"{display_name(data_dir)} is {hint}", param_hint="DATA_DIR")
+
+
 def _fail_line(path: str, reason: str, kind: str) -> str:
     # A pattern or folder kept by expand_inputs: it gave no file.
     if not os.path.lexists(path) and glob.has_magic(path):
@@ -622,7 +631,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 
 
 @cli.command()
-@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.argument("data_dir", required=False)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder for the model, checkpoint, metrics and curves.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file with these options (flags win).")
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold] instead of DATA_DIR.")
@@ -665,6 +674,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
     from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, the_runs_setting, train as run_training, with_run_options, without_replaced
 
+    _check_data_dir(data_dir, model_file="to start from a model, give it with --init")
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     options = _read_config_file(config_file) if config_file else {}
@@ -752,7 +762,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 @cli.command()
 @click.argument("model_file", metavar="MODEL")
-@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.argument("data_dir", required=False)
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV with path,label[,fold].")
 @click.option("--fold", type=int, default=None, help="Evaluate on this fold of the manifest only.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Folder for metrics.json and confusion.png.")
@@ -764,6 +774,7 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     """Accuracy, macro-F1, per-class scores and a confusion matrix of MODEL (a bundled name or a model file) on labelled data."""
     from .evaluation import evaluate as run_evaluation
 
+    _check_data_dir(data_dir, model_file="MODEL comes first, then DATA_DIR")
     # Skipped files were already reported, one warning line each, as they were decoded.
     result = run_evaluation(model_file, data_dir, manifest=manifest, fold=fold, out=out, batch_size=batch_size, device=device,
                             overwrite=overwrite, progress=sys.stderr.isatty())

@@ -1279,3 +1279,16 @@ def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips
     code, out, err = run(capsys, "classify", model_file, *clip_paths(clips)[:1])
     assert code == 1 and f"error: {model_file}: a model file, not audio; give it with --model\n" in err
     assert "1 of 2 inputs failed" in err and out.count("model esc10") == 1
+
+
+def test_evaluate_names_a_file_given_as_its_data(capsys, model_file, clips, tmp_path):
+    # The arguments the wrong way round said "Directory ... is a file" under '[DATA_DIR]'.
+    code, out, err = run(capsys, "evaluate", str(clips), model_file)
+    assert code == 2 and out == "" and err.startswith(f"error: Invalid value for DATA_DIR: {model_file} is a model file: MODEL comes first")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n")
+    code, out, err = run(capsys, "evaluate", model_file, str(manifest))
+    assert code == 2 and "is a file, not a folder of class folders (a CSV manifest is given with --manifest)" in err
+    code, out, err = run(capsys, "train", model_file, "--out", str(tmp_path / "run"))
+    assert code == 2 and f"{model_file} is a model file: to start from a model, give it with --init" in err
+    assert not (tmp_path / "run").exists()
