@@ -45,6 +45,7 @@ __all__ = [
     "iter_audio_blocks",
     "load_audio",
     "resample",
+    "resampled_to",
 ]
 
 
@@ -180,13 +181,19 @@ def load_audio(
         y = frames.T  # (channels, samples)
     if sample_rate is None or sample_rate == native_sr:
         return np.ascontiguousarray(y), native_sr
-    y = resample(y, orig_sr=native_sr, target_sr=sample_rate)
-    if y.shape[-1] == 0:
-        raise AudioError(
-            f"{name}: too short to resample ({frames.shape[0]} samples at {native_sr} Hz "
-            f"give none at {sample_rate} Hz)"
-        )
-    return y, sample_rate
+    return resampled_to(y, native_sr, sample_rate, name), sample_rate
+
+
+def resampled_to(y: np.ndarray, native_sr: int, sample_rate: int, name: str) -> np.ndarray:
+    """``y`` (..., samples) at ``native_sr`` Hz resampled to ``sample_rate`` Hz (soxr "HQ"), as
+    :func:`load_audio` does; ``y`` itself when the rates agree. AudioError, naming ``name``, for
+    a clip too short to give one sample."""
+    if sample_rate == native_sr:
+        return y
+    out = resample(y, orig_sr=native_sr, target_sr=sample_rate)
+    if out.shape[-1] == 0:
+        raise AudioError(f"{name}: too short to resample ({y.shape[-1]} samples at {native_sr} Hz give none at {sample_rate} Hz)")
+    return out
 
 
 def audio_info(path: PathLike) -> AudioInfo:

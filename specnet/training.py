@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
-from .audio import load_audio
+from .audio import load_audio, resampled_to
 from .paths import display_name, naming, one_line, path_of_text, text_name, unnamed
 from .devices import autocast_dtype, device_name, resolve_device
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
@@ -457,13 +457,16 @@ def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
     return split.subset(train_idx), split.subset(val_idx)
 
 
-def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, progress: bool, desc: str) -> tuple[Split, list]:
-    """Decode every file once; failures are skipped and returned as ``(path, reason)``."""
+def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, progress: bool, desc: str,
+                 check_rates: bool = False) -> tuple[Split, list]:
+    """Decode every file once; failures are skipped and returned as ``(path, reason)``. With
+    ``check_rates`` (the training files), :func:`warn_about_sample_rates` looks at the files' rates."""
     if files.kind == "audio":
         sample_rate = spec.features.sample_rate
 
-        def decode(path: Path) -> np.ndarray:
-            return load_audio(path, sample_rate=sample_rate)[0]
+        def decode(path: Path) -> tuple[np.ndarray, int]:  # the samples at the model's rate, and the file's rate
+            samples, native_sr = load_audio(path)
+            return resampled_to(samples, native_sr, sample_rate, display_name(path)), native_sr
     else:
 
         def decode(path: Path) -> np.ndarray:
@@ -473,11 +476,41 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
     for path, reason in failures:
         log.warning("skipping %s", naming(path, reason))
     keep = [i for i, item in enumerate(items) if item is not None]
+    if files.kind == "audio":
+        if check_rates:
+            warn_about_sample_rates([(files.classes[files.targets[i]], items[i][1]) for i in keep], sample_rate)
+        items = [None if item is None else item[0] for item in items]
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
     kept_items = [items[i] for i in keep]
     if files.kind == "image":
         kept_items = torch.stack(kept_items) if kept_items else torch.empty(0)
     return Split(kept_items, targets, [str(files.paths[i]) for i in keep]), failures
+
+
+def warn_about_sample_rates(class_rates: list[tuple[str, int]], model_rate: int) -> None:
+    """Warn about training files' sample rates (``(class, Hz)`` per file) that a model at
+    ``model_rate`` Hz would learn the wrong thing from: every file below that rate (the mel bands
+    above half the files' rate hold nothing), or classes recorded at rates no other class shares
+    (the network can tell such classes apart by their bandwidth alone)."""
+    if not class_rates:
+        return
+    highest = max(rate for _, rate in class_rates)
+    if highest < model_rate:
+        log.warning("every training file is recorded at %d Hz or less, and the model hears %d Hz: its mel bands above "
+                    "%d Hz hold nothing; features.sample_rate=%d suits these files", highest, model_rate, highest // 2, highest)
+    by_class: dict[str, set[int]] = {}
+    for name, rate in class_rates:
+        by_class.setdefault(name, set()).add(rate)
+    apart = [(a, b) for a, b in itertools.combinations(sorted(by_class), 2) if not by_class[a] & by_class[b]]
+    if apart and len({rate for _, rate in class_rates}) > 1:
+        a, b = apart[0]
+
+        def rates(name: str) -> str:
+            return " or ".join(f"{rate} Hz" for rate in sorted(by_class[name]))
+
+        log.warning("class %r is recorded at %s and class %r at %s%s: a model can tell such classes apart by their "
+                    "bandwidth alone; resample the files to one rate, or make sure the classes share their sources",
+                    text_name(a), rates(a), text_name(b), rates(b), f" ({counted(len(apart) - 1, 'other pair')} too)" if len(apart) > 1 else "")
 
 
 def check_classes(split: Split, files: LabelledFiles, source: str) -> None:
@@ -1098,7 +1131,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         if problem:
             raise OptionValueError("clip_seconds", config.clip_seconds, problem)
     desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
-    train_split, train_failures = decode_split(train_files, model.spec, num_workers=config.num_workers, progress=progress, desc=desc)
+    train_split, train_failures = decode_split(train_files, model.spec, num_workers=config.num_workers, progress=progress, desc=desc,
+                                               check_rates=True)
     if val_files is None:
         (train_split, val_split), val_failures = hold_out(train_split, config), []
     else:

@@ -1415,3 +1415,29 @@ def test_resuming_with_a_config_of_no_epochs_keeps_the_runs_own(four_epochs, tin
     options = {name: value for name, value in S.FAST.items() if name != "quiet"}  # quiet is train()'s, not the run's
     specnet.train(tiny_data, run, config=TrainConfig(**options), resume=True, quiet=True)
     assert len(metric_rows(run)) == 4  # finished: not trained on to a default length
+
+
+def test_sample_rates_a_model_would_learn_the_wrong_thing_from_are_warned_about(caplog):
+    training.warn_about_sample_rates([("a", 16000), ("b", 16000), ("a", 8000)], 16000)  # shared rates: nothing to say
+    assert caplog.records == []
+    training.warn_about_sample_rates([("a", 8000), ("b", 8000)], 16000)
+    assert [r.getMessage() for r in caplog.records] == [
+        "every training file is recorded at 8000 Hz or less, and the model hears 16000 Hz: its mel bands above 4000 Hz "
+        "hold nothing; features.sample_rate=8000 suits these files"]
+    caplog.clear()
+    training.warn_about_sample_rates([("dog", 44100), ("dog", 16000), ("3", 8000), ("4", 8000)], 16000)
+    assert [r.getMessage() for r in caplog.records] == [
+        "class '3' is recorded at 8000 Hz and class 'dog' at 16000 Hz or 44100 Hz (1 other pair too): a model can tell "
+        "such classes apart by their bandwidth alone; resample the files to one rate, or make sure the classes share their sources"]
+
+
+def test_training_files_at_a_lower_rate_than_the_model_are_named_once(tmp_path, caplog):
+    data = tmp_path / "data"
+    for label, freq in (("low", 300.0), ("high", 900.0)):
+        for i in range(3):
+            (data / label).mkdir(parents=True, exist_ok=True)
+            make_tone(data / label / f"{i}.wav", freq + 10 * i, 0.5, S.SR // 2)
+    specnet.train(data, tmp_path / "run", epochs=1, **S.FAST)
+    said = [r.getMessage() for r in caplog.records if "every training file" in r.getMessage()]
+    assert said == [f"every training file is recorded at {S.SR // 2} Hz or less, and the model hears {S.SR} Hz: its mel bands "
+                    f"above {S.SR // 4} Hz hold nothing; features.sample_rate={S.SR // 2} suits these files"]
