@@ -1259,9 +1259,12 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         _print(f"resuming {files.dir} after epoch {start_epoch}", quiet=quiet)
 
     n_params = sum(p.numel() for p in params)
+    length = counted(epochs, "epoch")
+    if config.epochs is None and epochs > DEFAULT_EPOCHS and start_epoch == 0:  # a small set: say why so many
+        length += f" (a small training set: at least {MIN_STEPS:,} steps in all, {steps_per_epoch} an epoch)"
     _print(
         f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
-        f"validating on {len(val_split.targets)}; {n_params:,} trainable parameters; device {device}"
+        f"validating on {len(val_split.targets)}; {length}; {n_params:,} trainable parameters; device {device}"
         + (f"; {counted(len(train_failures) + len(val_failures), 'file')} skipped" if train_failures or val_failures else ""),
         quiet=quiet,
     )

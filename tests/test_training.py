@@ -1441,3 +1441,16 @@ def test_training_files_at_a_lower_rate_than_the_model_are_named_once(tmp_path, 
     said = [r.getMessage() for r in caplog.records if "every training file" in r.getMessage()]
     assert said == [f"every training file is recorded at {S.SR // 2} Hz or less, and the model hears {S.SR} Hz: its mel bands "
                     f"above {S.SR // 4} Hz hold nothing; features.sample_rate={S.SR // 2} suits these files"]
+
+
+def test_the_first_line_says_how_many_epochs_and_why_so_many(tiny_data, tmp_path, monkeypatch, capsys):
+    # "epoch 1/300" on a small set, with nothing saying where 300 came from.
+    monkeypatch.setattr(training, "DEFAULT_EPOCHS", 2)
+    monkeypatch.setattr(training, "MIN_STEPS", 12)
+    options = {**S.FAST, "quiet": False}
+    specnet.train(tiny_data, tmp_path / "run", **options)
+    first = capsys.readouterr().out.splitlines()[0]
+    steps = len(training.batch_bounds(read_config(tmp_path / "run")["data"]["train_files"], S.FAST["batch_size"]))
+    assert f"; {-(-12 // steps)} epochs (a small training set: at least 12 steps in all, {steps} an epoch); " in first
+    specnet.train(tiny_data, tmp_path / "given", epochs=1, **options)
+    assert "; 1 epoch; " in capsys.readouterr().out.splitlines()[0]
