@@ -634,10 +634,17 @@ class OptionsDiffer(OptionsError):
         def said(option: str) -> str:
             return option if option.startswith("data.") else name(option).removesuffix("=")
 
-        changed = "; ".join(f"{said(option)}: which files, their classes or sizes" if option == "data.files" else
-                            f"{said(option)}: {_shown(was)} then, {_shown(now)} now" for option, was, now in self.differences)
-        return (f"{self.checkpoint}: was written with different options ({changed}); {self.advice}, "
-                "or pass overwrite=True to start again")
+        def listed_changes(differences: list[tuple[str, Any, Any]]) -> str:
+            return "; ".join(f"{said(option)}: which files, their classes or sizes" if option == "data.files" else
+                             f"{said(option)}: {_shown(was)} then, {_shown(now)} now" for option, was, now in differences)
+
+        options = [d for d in self.differences if not d[0].startswith("data.")]
+        data = [d for d in self.differences if d[0].startswith("data.")]
+        if any(option == "data.source" for option, _, _ in data):  # another folder: its counts say nothing more
+            data = [d for d in data if d[0] in ("data.source", "data.val_source")]
+        parts = ([f"was written with different options ({listed_changes(options)})"] if options else []) + (
+            [f"was trained on other data ({listed_changes(data)})"] if data else [])
+        return f"{self.checkpoint}: {' and '.join(parts)}; {self.advice}, or pass overwrite=True to start again"
 
 
 class OptionValueError(OptionsError, ParameterError):
