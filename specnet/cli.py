@@ -246,12 +246,12 @@ def _progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False)
 
 
-def _check_data_dir(data_dir: str | None, *, model_file: str) -> None:
+def _check_data_dir(data_dir: str | None, *, model_file: str, manifest: str | None) -> None:
     """A usage error for a file given as DATA_DIR, saying what the file seems to be; ``model_file``
     says what to do with a model file. A folder that is missing is the data's own error."""
     if data_dir is not None and os.path.isfile(data_dir):
-        hint = (f"a model file: {model_file}" if data_dir.endswith(".safetensors") else
-                "a file, not a folder of class folders (a CSV manifest is given with --manifest)")
+        hint = (f"a model file: {model_file}" if data_dir.lower().endswith(".safetensors") else
+                "a file, not a folder of class folders" + ("" if manifest else " (a CSV manifest is given with --manifest)"))
         raise click.BadParameter(f"{display_name(data_dir)} is {hint}", param_hint="DATA_DIR")
 
 
@@ -263,7 +263,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
         return f"{display_name(path)}: {unreadable_folder(path) or f'no {kind} files in this folder'}"
     if path == "-" and not os.path.lexists(path):
         return "-: reading standard input is not supported; give files, folders or glob patterns"
-    if path.endswith(".safetensors") and os.path.isfile(path):
+    if path.lower().endswith(".safetensors") and os.path.isfile(path):
         return f"{display_name(path)}: a model file, not {'audio' if kind == 'audio' else 'an image'}; give it with --model"
     return one_line(naming(path, reason))
 
@@ -296,24 +296,27 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
     if fmt == "csv":
         click.echo(_csv_text([TIMELINE_COLUMNS if timeline else LABEL_COLUMNS]), nl=False)
     written, failures = 0, 0
-    with _progress_bar(len(files), "classifying") as bar:  # closed on an error too: its line is not left half drawn
-        for result in model.predict_iter(files, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size, num_workers=num_workers):
-            bar.update(1)
-            bar.clear()
-            if isinstance(result, Failure):
-                failures += 1
-                click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
-                continue
-            if fmt == "table":
-                click.echo(_table_block(result, model.name))
-            elif fmt == "csv":
-                click.echo(_csv_text(_window_rows(result) if timeline else _label_rows(result)), nl=False)
-            else:  # the items of one JSON array, indented as json.dumps(results, indent=2) would
-                item = textwrap.indent(json.dumps(result.to_dict(), indent=2), "  ")
-                click.echo(("[\n" if written == 0 else ",\n") + item, nl=False)
-            written += 1
-    if fmt == "json":
-        click.echo("\n]" if written else "[]")
+    try:
+        with _progress_bar(len(files), "classifying") as bar:  # closed on an error too: its line is not left half drawn
+            for result in model.predict_iter(files, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size, num_workers=num_workers):
+                bar.clear()  # the lines go where the bar was, and the bar is drawn again below them
+                if isinstance(result, Failure):
+                    failures += 1
+                    click.echo(f"error: {_fail_line(result.path, result.reason, model.input_kind)}", err=True)
+                elif fmt == "table":
+                    click.echo(_table_block(result, model.name))
+                elif fmt == "csv":
+                    click.echo(_csv_text(_window_rows(result) if timeline else _label_rows(result)), nl=False)
+                else:  # the items of one JSON array, indented as json.dumps(results, indent=2) would
+                    item = textwrap.indent(json.dumps(result.to_dict(), indent=2), "  ")
+                    click.echo(("[\n" if written == 0 else ",\n") + item, nl=False)
+                written += not isinstance(result, Failure)
+                bar.update(1)
+    finally:  # also when stopped: what was written stays one valid JSON array
+        if fmt == "json" and written:
+            click.echo("\n]")
+    if fmt == "json" and not written:
+        click.echo("[]")
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed", err=True)
@@ -674,7 +677,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
     from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, the_runs_setting, train as run_training, with_run_options, without_replaced
 
-    _check_data_dir(data_dir, model_file="to start from a model, give it with --init")
+    _check_data_dir(data_dir, model_file="to start from a model, give it with --init", manifest=flags.get("manifest"))
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     options = _read_config_file(config_file) if config_file else {}
@@ -774,7 +777,9 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
     """Accuracy, macro-F1, per-class scores and a confusion matrix of MODEL (a bundled name or a model file) on labelled data."""
     from .evaluation import evaluate as run_evaluation
 
-    _check_data_dir(data_dir, model_file="MODEL comes first, then DATA_DIR")
+    swapped = os.path.isdir(model_file)  # the data folder where the model belongs
+    _check_data_dir(data_dir, model_file="MODEL comes first, then DATA_DIR" if swapped else "give one model, then the data",
+                    manifest=manifest)
     # Skipped files were already reported, one warning line each, as they were decoded.
     result = run_evaluation(model_file, data_dir, manifest=manifest, fold=fold, out=out, batch_size=batch_size, device=device,
                             overwrite=overwrite, progress=sys.stderr.isatty())

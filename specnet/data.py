@@ -110,8 +110,8 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
 
     Hidden files and files of other types are ignored. With ``kind`` ("audio" or "image":
     a model's input), files of the other kind are left out with one warning; without it,
-    the kind of at least :data:`MOSTLY` of the files is taken (the others left out with one
-    warning), and a more even mix of both is refused. Raises ``DataError`` for a missing or empty root, fewer than
+    the kind of at least :data:`MOSTLY` of the files is taken (the others, fewer than the kept
+    ones in each class, left out with one warning), and any other mix of both is refused. Raises ``DataError`` for a missing or empty root, fewer than
     ``min_classes`` classes (training needs two), or classes without files.
     """
     root = Path(root)
@@ -143,7 +143,11 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
     if kind is None:
         counts = Counter(file_kind(p) for p, _ in samples)
         most, most_count = counts.most_common(1)[0] if counts else (None, 0)
-        if len(counts) > 1 and most_count >= MOSTLY * len(samples):
+        kept_per_class = Counter(target for p, target in samples if file_kind(p) == most)
+        left_per_class = Counter(target for p, target in samples if file_kind(p) != most)
+        # Strays only: a class would not lose most of its files (a class of pictures among recordings is a mix).
+        strays = all(left_per_class[t] < kept_per_class[t] for t in left_per_class)
+        if len(counts) > 1 and most_count >= MOSTLY * len(samples) and strays:
             log.warning("%s: %s left out (%s make it %s dataset)", display_name(root),
                         counted(len(samples) - most_count, ("image" if most == "audio" else "audio") + " file"),
                         counted(most_count, f"{most} file"), "an audio" if most == "audio" else "an image")

@@ -266,7 +266,7 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
     else:
         raise ParameterError("give a data folder or manifest=FILE.csv")
     if config.val_dir:
-        val = find_class_folders(config.val_dir)
+        val = find_class_folders(config.val_dir, kind=data.kind)  # a cover picture per class is left out there too
         unknown = sorted(set(val.classes) - set(data.classes))
         if unknown:
             raise DataError(f"{config.val_dir}: {listed(unknown, 'class', 'classes')} {'is' if len(unknown) == 1 else 'are'} not in the training data")
@@ -478,7 +478,7 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
     keep = [i for i, item in enumerate(items) if item is not None]
     if files.kind == "audio":
         if check_rates:
-            warn_about_sample_rates([(files.classes[files.targets[i]], items[i][1]) for i in keep], sample_rate)
+            warn_about_sample_rates([(files.classes[files.targets[i]], items[i][1]) for i in keep], spec.features)
         items = [None if item is None else item[0] for item in items]
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
     kept_items = [items[i] for i in keep]
@@ -487,30 +487,40 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
     return Split(kept_items, targets, [str(files.paths[i]) for i in keep]), failures
 
 
-def warn_about_sample_rates(class_rates: list[tuple[str, int]], model_rate: int) -> None:
-    """Warn about training files' sample rates (``(class, Hz)`` per file) that a model at
-    ``model_rate`` Hz would learn the wrong thing from: every file below that rate (the mel bands
-    above half the files' rate hold nothing), or classes recorded at rates no other class shares
-    (the network can tell such classes apart by their bandwidth alone)."""
+def warn_about_sample_rates(class_rates: list[tuple[str, int]], features: FeatureConfig) -> None:
+    """Warn about training files' sample rates (``(class, Hz)`` per file) that a model with
+    ``features`` would learn the wrong thing from: every file's bandwidth (half its rate) below the
+    front-end's top frequency (its top mel bands hold nothing), or classes recorded with
+    bandwidths no other class shares (the network can tell such classes apart by them alone).
+    A bandwidth counts up to the front-end's top frequency: 44.1 and 48 kHz sound alike at 16 kHz."""
     if not class_rates:
         return
+    top = min(features.sample_rate / 2, features.f_max or features.sample_rate / 2)  # Hz the model hears
+
+    def heard(rate: int) -> float:
+        return min(rate / 2, top)
+
     highest = max(rate for _, rate in class_rates)
-    if highest < model_rate:
-        log.warning("every training file is recorded at %d Hz or less, and the model hears %d Hz: its mel bands above "
-                    "%d Hz hold nothing; features.sample_rate=%d suits these files", highest, model_rate, highest // 2, highest)
-    by_class: dict[str, set[int]] = {}
+    if heard(highest) < top:
+        log.warning("every training file is recorded at %d Hz or less, and the model hears up to %g Hz: its mel bands above "
+                    "%g Hz hold nothing; features.sample_rate=%d suits these files", highest, top, highest / 2, highest)
+    by_class: dict[str, set[float]] = {}
+    rates: dict[str, set[int]] = {}
     for name, rate in class_rates:
-        by_class.setdefault(name, set()).add(rate)
+        by_class.setdefault(name, set()).add(heard(rate))
+        rates.setdefault(name, set()).add(rate)
+    if len(set().union(*by_class.values())) < 2:
+        return
     apart = [(a, b) for a, b in itertools.combinations(sorted(by_class), 2) if not by_class[a] & by_class[b]]
-    if apart and len({rate for _, rate in class_rates}) > 1:
+    if apart:
         a, b = apart[0]
 
-        def rates(name: str) -> str:
-            return " or ".join(f"{rate} Hz" for rate in sorted(by_class[name]))
+        def rates_of(name: str) -> str:
+            return " or ".join(f"{rate} Hz" for rate in sorted(rates[name]))
 
         log.warning("class %r is recorded at %s and class %r at %s%s: a model can tell such classes apart by their "
                     "bandwidth alone; resample the files to one rate, or make sure the classes share their sources",
-                    text_name(a), rates(a), text_name(b), rates(b), f" ({counted(len(apart) - 1, 'other pair')} too)" if len(apart) > 1 else "")
+                    text_name(a), rates_of(a), text_name(b), rates_of(b), f" ({counted(len(apart) - 1, 'other pair')} too)" if len(apart) > 1 else "")
 
 
 def check_classes(split: Split, files: LabelledFiles, source: str) -> None:
@@ -621,6 +631,12 @@ class OptionsForOtherData(OptionsError, ParameterError, DataError):
         return f"the data holds {self.kind} files, and {', '.join(map(name, self.options))} {apply} to {other}: leave {them} out"
 
 
+def _of_the_data(setting: str) -> bool:
+    """Whether a run's ``setting`` (a name in config.json) comes from its data, not from an option
+    given: the data's counts and files (``data.*``), its classes and its kind."""
+    return setting.startswith("data.") or setting in ("classes", "input_kind")
+
+
 class OptionsDiffer(OptionsError):
     """A resumed run given other options or data than its checkpoint's: ``differences`` holds
     ``(option, value then, value now)``, the data's as ``data.files``, ``data.source`` ..."""
@@ -632,14 +648,14 @@ class OptionsDiffer(OptionsError):
     def describe(self, name: Callable[[str], str]) -> str:
         """The message, with each option as ``name`` says it (the data's as they are)."""
         def said(option: str) -> str:
-            return option if option.startswith("data.") else name(option).removesuffix("=")
+            return option if _of_the_data(option) else name(option).removesuffix("=")
 
         def listed_changes(differences: list[tuple[str, Any, Any]]) -> str:
             return "; ".join(f"{said(option)}: which files, their classes or sizes" if option == "data.files" else
                              f"{said(option)}: {_shown(was)} then, {_shown(now)} now" for option, was, now in differences)
 
-        options = [d for d in self.differences if not d[0].startswith("data.")]
-        data = [d for d in self.differences if d[0].startswith("data.")]
+        options = [d for d in self.differences if not _of_the_data(d[0])]
+        data = [d for d in self.differences if _of_the_data(d[0])]
         if any(option == "data.source" for option, _, _ in data):  # another folder: its counts say nothing more
             data = [d for d in data if d[0] in ("data.source", "data.val_source")]
         parts = ([f"was written with different options ({listed_changes(options)})"] if options else []) + (
@@ -1193,7 +1209,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         differences = sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])
         if differences:
             advice = (f"leave them out to resume with the run's own (in {display_name(files.config)})"
-                      if any(not name.startswith("data.") for name, _, _ in differences) else
+                      if any(not _of_the_data(name) for name, _, _ in differences) else
                       "the data have changed since, and resuming needs the files the run was trained on")
             raise OptionsDiffer(files.checkpoint, differences, advice)
         if saved.get("precision", current["precision"]) != current["precision"]:
@@ -1268,7 +1284,9 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     n_params = sum(p.numel() for p in params)
     length = counted(epochs, "epoch")
     if config.epochs is None and epochs > DEFAULT_EPOCHS and start_epoch == 0:  # a small set: say why so many
-        length += f" (a small training set: at least {MIN_STEPS:,} steps in all, {steps_per_epoch} an epoch)"
+        steps = len(batch_bounds(len(train_split.targets), config.batch_size))  # as default_epochs counts them
+        length += (f" (a small training set: the most the default gives, {steps} steps an epoch)" if epochs == MAX_DEFAULT_EPOCHS
+                   else f" (a small training set: at least {MIN_STEPS:,} steps in all, {steps} an epoch)")
     _print(
         f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
         f"validating on {len(val_split.targets)}; {length}; {n_params:,} trainable parameters; device {device}"

@@ -1269,9 +1269,9 @@ def test_an_interrupted_batch_keeps_the_rows_it_wrote(capsys, monkeypatch, model
     assert (code, stopped) == (0, 130) and err.split() == ["interrupted"]
     if fmt == "csv":
         assert out == "".join(whole.splitlines(keepends=True)[:3])  # the header and the first two files' rows
-    else:  # the first two items of the array, as they were written
-        assert out == whole[: whole.index(",\n  {", whole.index(",\n  {") + 1)]
-        assert json.loads(out + "\n]") == json.loads(whole)[:2]
+    else:  # the first two items, and the array closed: still one valid JSON document
+        assert out == whole[: whole.index(",\n  {", whole.index(",\n  {") + 1)] + "\n]\n"
+        assert json.loads(out) == json.loads(whole)[:2]
 
 
 def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips):
@@ -1285,6 +1285,8 @@ def test_evaluate_names_a_file_given_as_its_data(capsys, model_file, clips, tmp_
     # The arguments the wrong way round said "Directory ... is a file" under '[DATA_DIR]'.
     code, out, err = run(capsys, "evaluate", str(clips), model_file)
     assert code == 2 and out == "" and err.startswith(f"error: Invalid value for DATA_DIR: {model_file} is a model file: MODEL comes first")
+    code, out, err = run(capsys, "evaluate", "esc10", model_file)  # the model first, and a second model: not swapped
+    assert code == 2 and f"{model_file} is a model file: give one model, then the data" in err
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\n")
     code, out, err = run(capsys, "evaluate", model_file, str(manifest))

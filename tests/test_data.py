@@ -149,6 +149,16 @@ def test_a_cover_picture_among_recordings_is_left_out(tmp_path, caplog):
         _touch(tmp_path / "a" / f"{i}.png")
     with pytest.raises(DataError, match="mixes audio and image files"):
         find_class_folders(tmp_path)
+    # A class of pictures among many classes of recordings is a mix too, however few its files.
+    for i in range(5, 7):
+        (tmp_path / "a" / f"{i}.png").unlink()
+    for name in "cdefghijklmnopqrstu":
+        for i in range(5):
+            _touch(tmp_path / name / f"{i}.wav")
+    for i in range(3):
+        _touch(tmp_path / "v" / f"{i}.png")
+    with pytest.raises(DataError, match="mixes audio and image files"):
+        find_class_folders(tmp_path)
 
 
 def test_file_kind():

@@ -1419,14 +1419,19 @@ def test_resuming_with_a_config_of_no_epochs_keeps_the_runs_own(four_epochs, tin
 
 
 def test_sample_rates_a_model_would_learn_the_wrong_thing_from_are_warned_about(caplog):
-    training.warn_about_sample_rates([("a", 16000), ("b", 16000), ("a", 8000)], 16000)  # shared rates: nothing to say
+    from specnet.features import FeatureConfig
+
+    at_16k = FeatureConfig(sample_rate=16000, f_max=8000.0)
+    training.warn_about_sample_rates([("a", 16000), ("b", 16000), ("a", 8000)], at_16k)  # shared rates: nothing to say
+    training.warn_about_sample_rates([("dog", 44100), ("cat", 48000)], at_16k)  # both heard up to 8 kHz: alike
+    training.warn_about_sample_rates([("a", 8000), ("b", 8000)], FeatureConfig(sample_rate=16000, f_max=3000.0))  # 3 kHz heard
     assert caplog.records == []
-    training.warn_about_sample_rates([("a", 8000), ("b", 8000)], 16000)
+    training.warn_about_sample_rates([("a", 8000), ("b", 8000)], at_16k)
     assert [r.getMessage() for r in caplog.records] == [
-        "every training file is recorded at 8000 Hz or less, and the model hears 16000 Hz: its mel bands above 4000 Hz "
+        "every training file is recorded at 8000 Hz or less, and the model hears up to 8000 Hz: its mel bands above 4000 Hz "
         "hold nothing; features.sample_rate=8000 suits these files"]
     caplog.clear()
-    training.warn_about_sample_rates([("dog", 44100), ("dog", 16000), ("3", 8000), ("4", 8000)], 16000)
+    training.warn_about_sample_rates([("dog", 44100), ("dog", 16000), ("3", 8000), ("4", 8000)], at_16k)
     assert [r.getMessage() for r in caplog.records] == [
         "class '3' is recorded at 8000 Hz and class 'dog' at 16000 Hz or 44100 Hz (1 other pair too): a model can tell "
         "such classes apart by their bandwidth alone; resample the files to one rate, or make sure the classes share their sources"]
@@ -1440,8 +1445,9 @@ def test_training_files_at_a_lower_rate_than_the_model_are_named_once(tmp_path, 
             make_tone(data / label / f"{i}.wav", freq + 10 * i, 0.5, S.SR // 2)
     specnet.train(data, tmp_path / "run", epochs=1, **S.FAST)
     said = [r.getMessage() for r in caplog.records if "every training file" in r.getMessage()]
-    assert said == [f"every training file is recorded at {S.SR // 2} Hz or less, and the model hears {S.SR} Hz: its mel bands "
-                    f"above {S.SR // 4} Hz hold nothing; features.sample_rate={S.SR // 2} suits these files"]
+    top = S.FEATURES["f_max"]  # 4000 Hz: half the model's 8000 Hz
+    assert said == [f"every training file is recorded at {S.SR // 2} Hz or less, and the model hears up to {top:g} Hz: its mel "
+                    f"bands above {S.SR // 4} Hz hold nothing; features.sample_rate={S.SR // 2} suits these files"]
 
 
 def test_the_first_line_says_how_many_epochs_and_why_so_many(tiny_data, tmp_path, monkeypatch, capsys):
@@ -1455,3 +1461,20 @@ def test_the_first_line_says_how_many_epochs_and_why_so_many(tiny_data, tmp_path
     assert f"; {-(-12 // steps)} epochs (a small training set: at least 12 steps in all, {steps} an epoch); " in first
     specnet.train(tiny_data, tmp_path / "given", epochs=1, **options)
     assert "; 1 epoch; " in capsys.readouterr().out.splitlines()[0]
+    monkeypatch.setattr(training, "MAX_DEFAULT_EPOCHS", 3)  # capped: fewer steps than MIN_STEPS, said so
+    monkeypatch.setattr(training, "MIN_STEPS", 1000)
+    specnet.train(tiny_data, tmp_path / "capped", **options)
+    assert f"; 3 epochs (a small training set: the most the default gives, {steps} steps an epoch); " in capsys.readouterr().out
+
+
+def test_a_class_added_to_the_data_is_named_as_data_not_an_option(tiny_data, tmp_path):
+    out, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    specnet.train(data, out, epochs=1, **S.FAST)
+    shutil.copytree(data / "click", data / "newcomer")
+    with pytest.raises(SpecnetError) as err:
+        specnet.train(data, out, resume=True, epochs=2, **S.FAST)
+    text = str(err.value)
+    # "was written with different options (classes: ...); leave them out": no option to leave out.
+    assert "different options" not in text and "was trained on other data (" in text and "classes: [" in text
+    assert "the data have changed since, and resuming needs the files the run was trained on" in text
