@@ -916,7 +916,15 @@ def _print_info(meta: dict[str, Any]) -> None:
         click.echo("features:     " + ", ".join(f"{k}={v}" for k, v in meta["features"].items()))
     for key in ("dataset", "training", "metrics", "adapted"):
         if meta.get(key):
-            click.echo(f"{key + ':':<13} {json.dumps(meta[key])}")
+            value = meta[key]
+            if key == "metrics" and isinstance(value, dict) and type(value.get("epoch")) is int:  # stored from 0, as in metrics.jsonl
+                training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+                total = training.get("epochs") if type(training.get("epochs")) is int else None
+                rest = {k: v for k, v in value.items() if k != "epoch"}
+                click.echo(f"{key + ':':<13} epoch {value['epoch'] + 1}" + (f" of {total}" if total else "")
+                           + f" (as training counted them), {json.dumps(rest)}")
+            else:
+                click.echo(f"{key + ':':<13} {json.dumps(value)}")
     click.echo(f"format:       {meta['format_version']} (specnet {meta.get('specnet_version', '?')})")
 
 

@@ -506,8 +506,11 @@ def test_info_text_and_json(capsys, model_file):
     assert "classes:      click, hiss, tone" in out
     assert f"sample_rate={S.SR}" in out
     assert f"{S.CLIP_SECONDS} s clips" in out
-    code, out, _ = run(capsys, "info", model_file, "--format", "json")
-    meta = json.loads(out)
+    code, text, _ = run(capsys, "info", model_file, "--format", "json")
+    meta = json.loads(text)
+    # The kept epoch as the console counted it ("metrics: {"epoch": 5 ...}" read as the 5th of 6).
+    kept, total = meta["metrics"]["epoch"], meta["training"]["epochs"]
+    assert f"metrics:      epoch {kept + 1} of {total} (as training counted them), {{" in out
     assert meta["classes"] == list(S.AUDIO_CLASSES)
     assert meta["features"]["n_mels"] == S.FEATURES["n_mels"]
     assert meta["metrics"]["val_accuracy"] >= 0.95
