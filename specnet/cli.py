@@ -246,11 +246,16 @@ def _progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False)
 
 
+def _is_model_file(path: str) -> bool:
+    """Whether ``path`` is a file named as specnet's model files are (``*.safetensors``)."""
+    return path.lower().endswith(".safetensors") and os.path.isfile(path)
+
+
 def _check_data_dir(data_dir: str | None, *, model_file: str, manifest: str | None) -> None:
     """A usage error for a file given as DATA_DIR, saying what the file seems to be; ``model_file``
     says what to do with a model file. A folder that is missing is the data's own error."""
     if data_dir is not None and os.path.isfile(data_dir):
-        hint = (f"a model file: {model_file}" if data_dir.lower().endswith(".safetensors") else
+        hint = (f"a model file: {model_file}" if _is_model_file(data_dir) else
                 "a file, not a folder of class folders" + ("" if manifest else " (a CSV manifest is given with --manifest)"))
         raise click.BadParameter(f"{display_name(data_dir)} is {hint}", param_hint="DATA_DIR")
 
@@ -263,7 +268,7 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
         return f"{display_name(path)}: {unreadable_folder(path) or f'no {kind} files in this folder'}"
     if path == "-" and not os.path.lexists(path):
         return "-: reading standard input is not supported; give files, folders or glob patterns"
-    if path.lower().endswith(".safetensors") and os.path.isfile(path):
+    if _is_model_file(path):
         return f"{display_name(path)}: a model file, not {'audio' if kind == 'audio' else 'an image'}; give it with --model"
     return one_line(naming(path, reason))
 

@@ -92,11 +92,9 @@ def _single_kind(paths: Sequence[Path], source: str) -> str:
     return kinds.pop()
 
 
-def left_out_note(source: str | os.PathLike, count: int, kind: str) -> str:
-    """The one warning for files a ``kind`` model cannot take, found in ``source``:
-    ``"test: 1 image file left out (the model takes audio)"``."""
-    other = "image" if kind == "audio" else "audio"
-    return f"{display_name(source)}: {counted(count, other + ' file')} left out (the model takes {'images' if kind == 'image' else 'audio'})"
+def _other(kind: str) -> str:
+    """The other kind of file: "image" for "audio", "audio" for "image"."""
+    return "image" if kind == "audio" else "audio"
 
 
 #: The share of a dataset's files that makes it one kind: the other kind's files are left out (with a
@@ -104,15 +102,34 @@ def left_out_note(source: str | os.PathLike, count: int, kind: str) -> str:
 MOSTLY = 0.9
 
 
+def _main_kind(samples: Sequence[tuple[Path, int]]) -> str | None:
+    """The kind of at least :data:`MOSTLY` of ``samples``' files when the others are strays (fewer than
+    the kept files in every class: a class of pictures among recordings is a mix), else None."""
+    kinds = Counter(file_kind(p) for p, _ in samples)
+    if len(kinds) < 2:
+        return None
+    main, count = kinds.most_common(1)[0]
+    kept = Counter(target for p, target in samples if file_kind(p) == main)
+    left = Counter(target for p, target in samples if file_kind(p) != main)
+    return main if count >= MOSTLY * len(samples) and all(left[t] < kept[t] for t in left) else None
+
+
+def left_out_note(source: str | os.PathLike, count: int, kind: str) -> str:
+    """The one warning for files a ``kind`` model cannot take, found in ``source``:
+    ``"test: 1 image file left out (the model takes audio)"``."""
+    return f"{display_name(source)}: {counted(count, _other(kind) + ' file')} left out (the model takes {'images' if kind == 'image' else 'audio'})"
+
+
 def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: str | None = None) -> LabelledFiles:
     """One subfolder per class under ``root``, files found recursively in each
     (following links to folders; see :func:`~specnet.paths.walk_files`).
 
     Hidden files and files of other types are ignored. With ``kind`` ("audio" or "image":
-    a model's input), files of the other kind are left out with one warning; without it,
-    the kind of at least :data:`MOSTLY` of the files is taken (the others, fewer than the kept
-    ones in each class, left out with one warning), and any other mix of both is refused. Raises ``DataError`` for a missing or empty root, fewer than
-    ``min_classes`` classes (training needs two), or classes without files.
+    a model's input), files of the other kind are left out with one warning; without it, the
+    kind of at least :data:`MOSTLY` of the files is kept in the same way (the others fewer than
+    the kept ones in each class), and any other mix of both is refused. Raises ``DataError`` for
+    a missing or empty root, fewer than ``min_classes`` classes (training needs two), or classes
+    without files.
     """
     root = Path(root)
     if not root.is_dir():
@@ -139,24 +156,15 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
                                 f"reached through a link from class {name!r}; each file belongs to one class")
         samples.extend((p, target) for p in files)
     # A stray picture among a model's audio is left out; data of the other kind only is named as such (_single_kind).
-    # Without a model, the files are one kind when at least nine in ten are (album art among recordings).
-    if kind is None:
-        counts = Counter(file_kind(p) for p, _ in samples)
-        most, most_count = counts.most_common(1)[0] if counts else (None, 0)
-        kept_per_class = Counter(target for p, target in samples if file_kind(p) == most)
-        left_per_class = Counter(target for p, target in samples if file_kind(p) != most)
-        # Strays only: a class would not lose most of its files (a class of pictures among recordings is a mix).
-        strays = all(left_per_class[t] < kept_per_class[t] for t in left_per_class)
-        if len(counts) > 1 and most_count >= MOSTLY * len(samples) and strays:
-            log.warning("%s: %s left out (%s make it %s dataset)", display_name(root),
-                        counted(len(samples) - most_count, ("image" if most == "audio" else "audio") + " file"),
-                        counted(most_count, f"{most} file"), "an audio" if most == "audio" else "an image")
-            samples = [(p, target) for p, target in samples if file_kind(p) == most]
-    else:
-        kept = [(p, target) for p, target in samples if file_kind(p) == kind]
-        if kept and len(kept) < len(samples):
-            log.warning("%s", left_out_note(root, len(samples) - len(kept), kind))
-            samples = kept
+    # Without a model, the kind of nine in ten files, when the others are strays (album art among recordings).
+    keep = kind if kind is not None else _main_kind(samples)
+    kept = [(p, target) for p, target in samples if file_kind(p) == keep] if keep else []
+    if kept and len(kept) < len(samples):
+        note = left_out_note(root, len(samples) - len(kept), keep) if kind is not None else (
+            f"{display_name(root)}: {counted(len(samples) - len(kept), _other(keep) + ' file')} left out "
+            f"({counted(len(kept), keep + ' file')} make it {'an audio' if keep == 'audio' else 'an image'} dataset)")
+        log.warning("%s", note)
+        samples = kept
     present = {target for _, target in samples}
     empty = [name for target, name in enumerate(classes) if target not in present]
     if empty:

@@ -54,6 +54,7 @@ def columns(text: str) -> int:
 
 
 def _columns_of(char: str) -> int:
+    """The terminal columns of one character, as :func:`columns` counts them (0, 1 or 2)."""
     if (unicodedata.category(char) in ("Mn", "Me", "Cf") and char != "\u00ad") or "\u1160" <= char <= "\u11ff" \
             or "\ud7b0" <= char <= "\ud7ff" or "\U0001f3fb" <= char <= "\U0001f3ff":
         return 0

@@ -495,7 +495,7 @@ def warn_about_sample_rates(class_rates: list[tuple[str, int]], features: Featur
     A bandwidth counts up to the front-end's top frequency: 44.1 and 48 kHz sound alike at 16 kHz."""
     if not class_rates:
         return
-    top = min(features.sample_rate / 2, features.f_max or features.sample_rate / 2)  # Hz the model hears
+    top = features.max_frequency  # Hz the model hears
 
     def heard(rate: int) -> float:
         return min(rate / 2, top)
@@ -504,14 +504,11 @@ def warn_about_sample_rates(class_rates: list[tuple[str, int]], features: Featur
     if heard(highest) < top:
         log.warning("every training file is recorded at %d Hz or less, and the model hears up to %g Hz: its mel bands above "
                     "%g Hz hold nothing; features.sample_rate=%d suits these files", highest, top, highest / 2, highest)
-    by_class: dict[str, set[float]] = {}
     rates: dict[str, set[int]] = {}
     for name, rate in class_rates:
-        by_class.setdefault(name, set()).add(heard(rate))
         rates.setdefault(name, set()).add(rate)
-    if len(set().union(*by_class.values())) < 2:
-        return
-    apart = [(a, b) for a, b in itertools.combinations(sorted(by_class), 2) if not by_class[a] & by_class[b]]
+    bandwidths = {name: {heard(rate) for rate in its_rates} for name, its_rates in rates.items()}
+    apart = [(a, b) for a, b in itertools.combinations(sorted(rates), 2) if not bandwidths[a] & bandwidths[b]]
     if apart:
         a, b = apart[0]
 
@@ -1178,7 +1175,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
     steps_per_epoch = len(batch_bounds(len(train_split.targets) // dist.world_size, config.batch_size))  # see Dist.shard
     # Counted as one process would, so a run takes as many epochs on one GPU as on several.
-    epochs = int(config.epochs or default_epochs(len(batch_bounds(len(train_split.targets), config.batch_size))))
+    steps_alone = len(batch_bounds(len(train_split.targets), config.batch_size))  # as one process would take them
+    epochs = int(config.epochs or default_epochs(steps_alone))
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype), "arch": spec.arch,
                                    "image_size": list(spec.image_size) if spec.image_size else None,
@@ -1284,9 +1282,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     n_params = sum(p.numel() for p in params)
     length = counted(epochs, "epoch")
     if config.epochs is None and epochs > DEFAULT_EPOCHS and start_epoch == 0:  # a small set: say why so many
-        steps = len(batch_bounds(len(train_split.targets), config.batch_size))  # as default_epochs counts them
-        length += (f" (a small training set: the most the default gives, {steps} steps an epoch)" if epochs == MAX_DEFAULT_EPOCHS
-                   else f" (a small training set: at least {MIN_STEPS:,} steps in all, {steps} an epoch)")
+        length += (f" (a small training set: the most the default gives, {steps_alone} steps an epoch)" if epochs == MAX_DEFAULT_EPOCHS
+                   else f" (a small training set: at least {MIN_STEPS:,} steps in all, {steps_alone} an epoch)")
     _print(
         f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
         f"validating on {len(val_split.targets)}; {length}; {n_params:,} trainable parameters; device {device}"
