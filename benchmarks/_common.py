@@ -150,7 +150,7 @@ def model_file(name: str, tmpdir: Path) -> tuple[Path, str]:
 
 
 def train_config(name: str, **overrides: Any):
-    from specnet.training import TrainConfig
+    from specnet.trainconfig import TrainConfig
 
     options = recipe_options(name)
     known = set(TrainConfig.__dataclass_fields__)

@@ -34,7 +34,7 @@ _LAZY = {
     "Prediction": "inference",
     "Failure": "inference",
     "train": "training",
-    "TrainConfig": "training",
+    "TrainConfig": "trainconfig",
     "evaluate": "evaluation",
     "plot_confusion": "plots",
     "SpecNet": "network",

@@ -36,7 +36,7 @@ from .paths import (columns, display_name, glob_paths, naming, one_line, padded,
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
 #: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
 MAX_WINDOW_SECONDS = 300.0
-#: training.DEFAULT_VAL_SPLIT, for --help without importing torch (a test keeps the two equal).
+#: trainconfig.DEFAULT_VAL_SPLIT, for --help without importing torch (a test keeps the two equal).
 DEFAULT_VAL_SPLIT = 0.1
 #: FeatureConfig's defaults, for --help without importing torch (a test keeps them equal).
 FRONT_END_DEFAULTS = {"n_mels": 64, "n_fft": 512, "hop_length": 160, "f_min": 50.0}
@@ -680,7 +680,9 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
     """Train a classifier on DATA_DIR (one subfolder per class of audio or image files)."""
-    from .training import CHECKPOINT_FILE, OptionsError, TrainConfig, run_options, the_runs_setting, train as run_training, with_run_options, without_replaced
+    from .runs import CHECKPOINT_FILE, run_options, the_runs_setting, with_run_options, without_replaced
+    from .trainconfig import OptionsError, TrainConfig
+    from .training import train as run_training
 
     _check_data_dir(data_dir, model_file="to start from a model, give it with --init", manifest=flags.get("manifest"))
     if resume and overwrite:
@@ -961,7 +963,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
             raise SpecnetError(f"{model_name}: an image model, with no audio feature settings to draw with")
         features = FeatureConfig.from_dict(settings)
     else:
-        from .training import TrainConfig
+        from .trainconfig import TrainConfig
 
         features = TrainConfig().feature_config()
     samples, _ = load_audio(path, sample_rate=features.sample_rate)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import itertools
 import json
 import logging
@@ -22,7 +21,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -32,35 +31,27 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .audio import load_audio, resampled_to
-from .paths import display_name, naming, one_line, path_of_text, text_name, unnamed
-from .devices import autocast_dtype, device_name, resolve_device
-from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
+from .checks import check_known_names
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
+from .devices import autocast_dtype, resolve_device
+from .distributed import Dist, setup_distributed
 from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError, counted, listed
 from .features import FeatureConfig, clamp_to_peak
-from .fileio import RunLock, atomic_write, torch_load_safely
+from .fileio import RunLock, atomic_write
 from .image import load_image
+from .inference import resolve_model
 from .metrics import Scores, confusion_matrix, log_loss_sum
-from .inference import bundled_models, resolve_model
-from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, MODEL_FILE, check_clip_seconds, clip_seconds_problem, load_model_file, metadata_to_spec, save_model_file, spec_to_metadata
-from .network import RESERVED_ARCH_ARGS, ModelSpec, SpecNet
+from .modelfile import clip_seconds_problem, load_model_file, save_model_file, spec_to_metadata
+from .network import ModelSpec, SpecNet
+from .paths import display_name, naming, one_line, text_name, unnamed
+from .runs import RunFiles, checked_resume, checkpoint_network, load_checkpoint, real_file, patience_stops, resume_trains, run_options, save_checkpoint, the_runs_setting, with_run_options
+from .trainconfig import InitConflict, OptionsForOtherData, OptionValueError, TrainConfig, features_given, held_out_share, init_conflicts
 from .windows import Windows, default_hop, fit_length, silent_windows
 
 log = logging.getLogger("specnet")
 
-#: The largest seed: each epoch seeds torch with ``seed * 100_003 + epoch``, which must stay below
-#: 2**64 (for the first 100,003 epochs), about 1.8e14: a millisecond clock's reading fits.
-MAX_SEED = 2**64 // 100_003 - 1
-CHECKPOINT_FILE = "checkpoint.pt"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
 
 
-#: Front-end settings a training run starts from (``TrainConfig.features`` wins):
-#: dB relative to each clip's peak with a 60 dB floor, so neither recording level
-#: nor room noise is a cue. Measured gains are in recipes/esc10 and recipes/fsdd.
-TRAIN_FEATURES = {"ref_peak": True, "top_db": 60.0}
 
 #: Epochs when none are given: DEFAULT_EPOCHS, or more on a small training set, so that
 #: training takes at least MIN_STEPS optimiser steps (at most MAX_DEFAULT_EPOCHS epochs).
@@ -70,169 +61,11 @@ DEFAULT_EPOCHS = 30
 MIN_STEPS = 2400
 MAX_DEFAULT_EPOCHS = 300
 
-#: Share of the training data held out for validation when no other validation data is named.
-DEFAULT_VAL_SPLIT = 0.1
-
-#: The architecture and image size of a run that names none (a run started from ``init``
-#: takes the model's own).
-DEFAULT_ARCH = "cnn"
-DEFAULT_IMAGE_SIZE = (128, 128)
 
 #: Optimiser steps in a row with a non-finite loss or gradient after which training stops.
 MAX_SKIPPED_STEPS = 10
 
 
-@dataclass
-class TrainConfig:
-    """Every training option, with defaults that work without tuning.
-
-    Shapes and units: ``clip_seconds`` in seconds (None: the 90th percentile
-    of the training clips' durations, at most 10 s); ``image_size`` is
-    (height, width) in pixels (None: :data:`DEFAULT_IMAGE_SIZE`, or the ``init`` model's;
-    image data only), ``arch`` likewise (None: :data:`DEFAULT_ARCH`, or the ``init`` model's); ``lr`` is the peak learning rate reached after
-    ``warmup_epochs``, then decayed to zero with a cosine over ``epochs`` (None:
-    :func:`default_epochs` of the training set's size). ``ema_epochs`` > 0
-    validates and saves an exponential moving average of the weights (and
-    batch-norm statistics) that forgets with a time constant of that many epochs.
-    The validation data is one of ``val_dir`` (class folders), ``val_fold`` (that
-    fold of the manifest) or ``val_split`` (a stratified share of the training files
-    that decode; 0: none, train on everything); with none of them, ``val_split`` is
-    :data:`DEFAULT_VAL_SPLIT`.
-    """
-
-    arch: str | None = None
-    arch_args: dict[str, Any] = field(default_factory=dict)
-    pretrained: bool = False
-    weights: str | None = None
-    init: str | None = None
-    freeze_backbone: bool = False
-    epochs: int | None = None
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    ema_epochs: float = 0.0
-    grad_clip: float = 5.0
-    patience: int | None = None
-    keep: str = "best"
-    clip_seconds: float | None = None
-    features: dict[str, Any] = field(default_factory=dict)
-    augment: bool = True
-    augment_args: dict[str, Any] = field(default_factory=dict)
-    mixup: float | None = None
-    image_size: tuple[int, int] | None = None
-    in_chans: int | None = None
-    val_split: float | None = None
-    val_fold: int | None = None
-    val_dir: str | None = None
-    manifest: str | None = None
-    seed: int = 0
-    device: str | torch.device = "auto"  # kept as its name: "cuda:1"
-    amp: bool | None = None
-    num_workers: int = 2
-    channels_last: bool = True
-    dataset: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        python_fields(self)
-        for name in ("arch_args", "features", "augment_args"):
-            table = getattr(self, name)
-            if not (isinstance(table, dict) and all(isinstance(key, str) for key in table)):
-                raise ParameterError(f"{name}={table!r} must be a dict of option names and values")
-        if self.epochs is not None and not (is_integer(self.epochs) and self.epochs >= 1):
-            raise ParameterError(f"epochs={self.epochs!r} must be a positive integer (or None: chosen from the training set's size)")
-        for name, minimum in (("batch_size", 1), ("num_workers", 0)):
-            check_int(name, getattr(self, name), minimum=minimum)
-        check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
-        for name in ("pretrained", "freeze_backbone", "augment", "channels_last"):
-            check_bool(name, getattr(self, name))
-        check_bool("amp", self.amp, none=True)
-        self.device = device_name(self.device)
-        if self.mixup is not None:
-            check_number("mixup", self.mixup, minimum=0)
-        for name in ("in_chans", "patience"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), minimum=1)
-        if self.in_chans is not None and self.in_chans > MAX_IN_CHANS:  # what a model file may hold
-            raise ParameterError(f"in_chans={self.in_chans!r} must be an integer in [1, {MAX_IN_CHANS}]")
-        if not (is_finite_number(self.lr) and self.lr > 0):
-            raise ParameterError(f"lr={self.lr!r} must be a positive number")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip", "ema_epochs"):  # ema_epochs 0: no weight average
-            check_number(name, getattr(self, name), minimum=0)
-        check_number("label_smoothing", self.label_smoothing, minimum=0, below=1)
-        if self.val_split is not None:
-            check_number("val_split", self.val_split, minimum=0, below=1)
-        if self.val_fold is not None and not is_integer(self.val_fold):
-            raise ParameterError(f"val_fold={self.val_fold!r} must be an integer (a fold of the manifest)")
-        chosen = [name for name in ("val_dir", "val_fold", "val_split") if getattr(self, name) is not None]
-        if len(chosen) > 1:
-            raise ParameterError(f"{' and '.join(chosen)} each choose the validation data: give one of them")
-        if self.image_size is not None and not (
-            isinstance(self.image_size, (tuple, list)) and len(self.image_size) == 2
-            and all(is_integer(s) and 0 < s <= MAX_IMAGE_SIDE for s in self.image_size)
-        ):
-            raise ParameterError(f"image_size={self.image_size!r} must be a (height, width) pair of positive integers, "
-                                 f"each at most {MAX_IMAGE_SIDE}")
-        if self.clip_seconds is not None:
-            check_clip_seconds(self.clip_seconds, None)  # against the front-end once it is known, in train()
-        if self.keep not in ("best", "last"):
-            raise ParameterError(f"keep={self.keep!r} must be 'best' (by validation accuracy) or 'last'")
-        if self.freeze_backbone and not (self.pretrained or self.weights or self.init):
-            raise ParameterError("freeze_backbone needs a trained backbone: pass pretrained=True, weights=FILE or init=MODEL")
-        if self.init and (self.pretrained or self.weights):
-            raise ParameterError("init starts from a specnet model; pretrained and weights start from ImageNet: give one of them")
-        if self.patience is not None and self.keep == "last":
-            # keep="last" treats the validation data as a test set: nothing may be chosen on it.
-            raise ParameterError("patience stops at the best validation epoch, which keep='last' never looks for; use keep='best'")
-        if self.patience is not None and self.val_split == 0:
-            raise ParameterError("patience watches the validation accuracy, and val_split=0 leaves no validation data")
-        reserved = sorted(set(self.arch_args) & RESERVED_ARCH_ARGS)
-        if reserved:
-            raise ParameterError(
-                f"arch_args cannot set {', '.join(reserved)}: the classes come from the data, in_chans from in_chans, "
-                "ImageNet weights from pretrained/weights, and a classifier is always trained"
-            )
-        if self.image_size is not None:
-            self.image_size = tuple(self.image_size)
-        self.feature_config(), self.augment_config()  # their own checks, before any file is decoded
-
-    def model_arch(self) -> str:
-        """The architecture a run from scratch builds: ``arch``, or :data:`DEFAULT_ARCH`."""
-        return DEFAULT_ARCH if self.arch is None else self.arch
-
-    def model_image_size(self) -> tuple[int, int]:
-        """The (height, width) images are resized to in a run from scratch."""
-        return DEFAULT_IMAGE_SIZE if self.image_size is None else tuple(self.image_size)
-
-    def feature_config(self) -> FeatureConfig:
-        """The front-end: :data:`TRAIN_FEATURES`, then ``features`` on top.
-
-        ``top_db = 0`` means absolute dB without a floor, as ``--top-db 0`` does; without
-        ``f_max``, a sample rate whose Nyquist frequency is below the default 8 kHz top
-        takes the filterbank up to its Nyquist frequency."""
-        values = {**TRAIN_FEATURES, **self.features}
-        if is_finite_number(values.get("top_db")) and values["top_db"] == 0:
-            values["top_db"] = None
-            values["ref_peak"] = self.features.get("ref_peak", False)
-        rate = values.get("sample_rate", FeatureConfig.sample_rate)
-        if "f_max" not in values and is_integer(rate) and rate / 2 < FeatureConfig.f_max:
-            values["f_max"] = None
-        return FeatureConfig.from_dict(values)
-
-    def augment_config(self) -> aug.AugmentConfig:
-        """The augmentation: ``augment_args`` over the defaults, or none when ``augment`` is
-        off (``augment_args`` are still checked then, so a typo in a config file shows);
-        ``mixup``, when given, sets the mixup alpha either way."""
-        check_known_names(self.augment_args, aug.AugmentConfig, "augmentation setting")
-        given = aug.AugmentConfig(**self.augment_args)  # its checks run either way
-        base = given if self.augment else aug.NO_AUGMENT
-        if self.mixup is not None:
-            base = dataclasses.replace(base, mixup_alpha=self.mixup)
-        return base
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------- data
@@ -307,147 +140,8 @@ def _check_apart(train: LabelledFiles, val: LabelledFiles, val_dir: str | os.Pat
                         "validation needs files the model does not train on")
 
 
-def held_out_share(options: dict[str, Any]) -> float | None:
-    """The share of the training files a run with these options (``TrainConfig.to_dict()``,
-    or a checkpoint's) holds out for validation: None beside ``val_dir`` or ``val_fold``,
-    :data:`DEFAULT_VAL_SPLIT` when ``val_split`` is unset."""
-    if options.get("val_dir") is not None or options.get("val_fold") is not None:
-        return None
-    return DEFAULT_VAL_SPLIT if options.get("val_split") is None else options["val_split"]
 
 
-#: Options that choose the same thing: giving one of a group replaces the others' saved values.
-ALTERNATIVES = (("data_dir", "manifest"), ("val_dir", "val_fold", "val_split"))
-#: Options that are tables: given entries go over the saved ones.
-TABLES = ("arch_args", "features", "augment_args", "dataset")
-
-
-def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, Any]:
-    """The options the run in ``out`` was started with: ``data_dir`` (None with a manifest) and
-    :class:`TrainConfig` fields, data and files as real paths, so a run resumes from any folder.
-
-    Read from the run's ``config.json``, or from its checkpoint's copy when ``config.json`` is
-    missing or damaged (with a warning). When neither is there, a ParameterError; when neither
-    can be read, a ModelFileError (one line) naming the file; with ``required=False`` (a resume
-    given its data does not need them), ``{}`` in both cases. Resolved values go back as the choices that give
-    them: ``val_split`` only when it chose the validation data, ``arch`` and ``image_size``
-    only when the run chose them (:func:`_model_choices`).
-    """
-    files = RunFiles(out)
-    problems = []
-    checkpoint_unreadable = False  # then nothing given can resume the run: only overwrite=True helps
-    for path, read in ((files.config, _read_config_json), (files.checkpoint, lambda p: json.loads(_load_checkpoint(p)["config"]))):
-        if path.is_file():
-            try:
-                saved = read(path)
-            except ModelFileError as exc:
-                problems.append(str(exc))
-                checkpoint_unreadable = path == files.checkpoint
-                continue
-            try:
-                options = _options_of_run(saved, path)
-            except ModelFileError as exc:
-                problems.append(str(exc))
-                continue
-            if problems:
-                log.warning("%s; the run's options are read from %s", problems[0], display_name(path))
-            return options
-    if problems and required:
-        if checkpoint_unreadable:  # read last, so the last problem; its message says overwrite=True
-            raise ModelFileError(problems[-1])
-        goes_on = "resume it" if files.checkpoint.is_file() else "start it again"  # no checkpoint: a new run
-        raise ModelFileError(f"{problems[0]}; give the run's data and options to {goes_on}")
-    if required:
-        raise ParameterError(f"{display_name(files.dir)}: holds no run to resume (no {CONFIG_FILE} or {CHECKPOINT_FILE}); "
-                             "give the data to start one")
-    return {}
-
-
-def _read_config_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelFileError(f"{display_name(path)}: cannot be read as a run's options ({one_line(str(exc))})") from None
-
-
-def _options_of_run(saved: Any, path: Path) -> dict[str, Any]:
-    """:func:`run_options` from a run's resolved options ``saved``, read from ``path``."""
-    data = saved.get("data") if isinstance(saved, dict) else None
-    if not (isinstance(data, dict) and isinstance(data.get("source"), str)
-            and (saved.get("val_dir") is None or isinstance(data.get("val_source"), str))):
-        raise ModelFileError(f"{display_name(path)}: not the options of a specnet run (the data it read are not named)")
-    options = {name: saved[name] for name in TrainConfig.__dataclass_fields__ if name in saved}
-    options |= {
-        "manifest": path_of_text(data["source"]) if options.get("manifest") is not None else None,
-        "val_dir": path_of_text(data["val_source"]) if options.get("val_dir") is not None else None,
-        "val_split": held_out_share(options),
-        **_model_choices(saved),
-    }
-    try:
-        TrainConfig(**options)
-    except SpecnetError as exc:  # a hand-edited file
-        raise ModelFileError(f"{display_name(path)}: {exc}") from None
-    return options | {"data_dir": None if options["manifest"] else path_of_text(data["source"])}
-
-
-def _model_choices(config: dict[str, Any]) -> dict[str, Any]:
-    """``arch`` and ``image_size`` of a run's resolved options as the run chose them: None for
-    a run from ``init`` (the model's own), ``image_size`` None unless the data are images."""
-    from_init = bool(config.get("init"))
-    return {"arch": None if from_init else config.get("arch"),
-            "image_size": config.get("image_size") if config.get("input_kind") == "image" and not from_init else None}
-
-
-def _patience_stops(patience: int | None, epochs_since_best: int | None) -> bool:
-    """Whether early stopping ends a run whose best epoch lies ``epochs_since_best`` epochs
-    back (None: no best epoch yet)."""
-    return patience is not None and epochs_since_best is not None and epochs_since_best >= patience
-
-
-def _epochs_since_best(checkpoint: dict[str, Any]) -> int | None:
-    """How many epochs back ``checkpoint``'s best epoch lies; None without one. A damaged
-    ``best`` counts as none here; loading the checkpoint says so."""
-    try:
-        return checkpoint["epoch"] - json.loads(checkpoint["best"])["epoch"] if checkpoint.get("best") else None
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
-def _trains_on(checkpoint: dict[str, Any], epochs: int, patience: int | None) -> bool:
-    """Whether resuming ``checkpoint`` trains: fewer than ``epochs`` epochs are done and
-    ``patience`` does not stop the run where it is."""
-    return checkpoint["epoch"] + 1 < epochs and not _patience_stops(patience, _epochs_since_best(checkpoint))
-
-
-def _real_file(value: Any) -> Any:
-    """``value`` as a real path when it names a file (an ``init`` model or ImageNet weights), so
-    a run reads the same file from any folder, also once the file is gone (a resume reads it no
-    more); else as it is (a bundled model's name, None)."""
-    if not (isinstance(value, str) and value) or value in bundled_models():  # a bundled name wins, as in resolve_model
-        return value
-    return os.path.realpath(os.path.expanduser(value))
-
-
-def without_replaced(options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """``options`` without each :data:`ALTERNATIVES` group of which ``given`` sets a member (not
-    None): a given manifest replaces a data folder, a given val_fold a val_split. A given data
-    folder also replaces a val_fold, which only a manifest's folds can mean."""
-    replaced = {name for group in ALTERNATIVES if any(given.get(name) is not None for name in group) for name in group}
-    if given.get("data_dir") is not None:
-        replaced.add("val_fold")
-    return {name: value for name, value in options.items() if name not in replaced}
-
-
-def with_run_options(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """``given`` options over a run's ``saved`` ones (:func:`run_options`): a given member of
-    an :data:`ALTERNATIVES` group replaces the group, a given table's entries go over the saved
-    table's, any other given option replaces the saved one; a None leaves the saved value."""
-    given = {name: value for name, value in given.items() if value is not None}  # None: not given
-    merged = without_replaced(saved, given)
-    for name, value in given.items():
-        both_tables = name in TABLES and isinstance(value, dict) and isinstance(merged.get(name), dict)
-        merged[name] = {**merged[name], **value} if both_tables else value
-    return merged
 
 
 def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
@@ -562,7 +256,7 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     """A new :class:`SpecNet` for ``classes``, from scratch or ImageNet weights; with ``config.init``,
     ``base`` (that model, loaded and checked to take ``kind``) made into one for ``classes``."""
     if base is not None:
-        conflicts = _init_conflicts(config, base.spec)
+        conflicts = init_conflicts(config, base.spec)
         if conflicts:
             raise InitConflict(config.init, conflicts)
         if tuple(classes) != base.spec.classes:  # a new final layer for new classes, even as many
@@ -584,132 +278,8 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
 
 
-class OptionsError(SpecnetError):
-    """An error about training options that names them: :meth:`describe` says the message with
-    each option as a caller names it (the CLI as the user gave it: a flag, or a config file's
-    setting); the message itself names them as the Python API takes them (``arch=``,
-    ``features.n_mels``). Options are named as TrainConfig names them (``arch_args.drop_rate``)."""
-
-    def __init__(self) -> None:
-        super().__init__(self.describe(lambda option: option if "." in option else f"{option}="))
-
-    def describe(self, name: Callable[[str], str]) -> str:
-        raise NotImplementedError
 
 
-class InitConflict(OptionsError, ParameterError):
-    """Options a model started from ``init`` cannot take: ``conflicts`` holds ``(option, value
-    given, value in the model)``."""
-
-    def __init__(self, init: str, conflicts: list[tuple[str, Any, Any]]) -> None:
-        self.init, self.conflicts = init, conflicts
-        super().__init__()
-
-    def describe(self, name: Callable[[str], str]) -> str:
-        """The message, with each option (and ``init``) as ``name`` says it."""
-        found = "; ".join(f"{name(option)} is {mine!r} here and {theirs!r} in the model" for option, mine, theirs in self.conflicts)
-        return (f"{self.init}: a model started from {name('init')} keeps its architecture and front-end, but {found}: "
-                "leave these options out, or train from scratch")
-
-
-class OptionsForOtherData(OptionsError, ParameterError, DataError):
-    """Options for the other kind of data than the data holds: audio options (``features.n_mels``,
-    ``clip_seconds``) for images, or ``image_size`` for audio. Options to leave out, so a
-    ParameterError (exit code 2, as other refused combinations of options), and a DataError."""
-
-    def __init__(self, options: list[str], kind: str) -> None:
-        self.options, self.kind = options, kind
-        super().__init__()
-
-    def describe(self, name: Callable[[str], str]) -> str:
-        """The message, with each option as ``name`` says it."""
-        other = "audio" if self.kind == "image" else "images"
-        apply, them = ("applies", "it") if len(self.options) == 1 else ("apply", "them")
-        return f"the data holds {self.kind} files, and {', '.join(map(name, self.options))} {apply} to {other}: leave {them} out"
-
-
-def _of_the_data(setting: str) -> bool:
-    """Whether a run's ``setting`` (a name in config.json) comes from its data, not from an option
-    given: the data's counts and files (``data.*``), its classes and its kind."""
-    return setting.startswith("data.") or setting in ("classes", "input_kind")
-
-
-class OptionsDiffer(OptionsError):
-    """A resumed run given other options or data than its checkpoint's: ``differences`` holds
-    ``(option, value then, value now)``, the data's as ``data.files``, ``data.source`` ..."""
-
-    def __init__(self, checkpoint: Path, differences: list[tuple[str, Any, Any]], advice: str) -> None:
-        self.checkpoint, self.differences, self.advice = checkpoint, differences, advice
-        super().__init__()
-
-    def describe(self, name: Callable[[str], str]) -> str:
-        """The message, with each option as ``name`` says it (the data's as they are)."""
-        def said(option: str) -> str:
-            return option if _of_the_data(option) else name(option).removesuffix("=")
-
-        def listed_changes(differences: list[tuple[str, Any, Any]]) -> str:
-            return "; ".join(f"{said(option)}: which files, their classes or sizes" if option == "data.files" else
-                             f"{said(option)}: {_shown(was)} then, {_shown(now)} now" for option, was, now in differences)
-
-        options = [d for d in self.differences if not _of_the_data(d[0])]
-        data = [d for d in self.differences if _of_the_data(d[0])]
-        if any(option == "data.source" for option, _, _ in data):  # another folder: its counts say nothing more
-            data = [d for d in data if d[0] in ("data.source", "data.val_source")]
-        parts = ([f"was written with different options ({listed_changes(options)})"] if options else []) + (
-            [f"was trained on other data ({listed_changes(data)})"] if data else [])
-        return f"{self.checkpoint}: {' and '.join(parts)}; {self.advice}, or pass overwrite=True to start again"
-
-
-class OptionValueError(OptionsError, ParameterError):
-    """A value of ``option`` that the data or the model it trains make impossible: ``problem``
-    says why (``clip_seconds``, shorter than one FFT window of the front-end)."""
-
-    def __init__(self, option: str, value: Any, problem: str) -> None:
-        self.option, self.value, self.problem = option, value, problem
-        super().__init__()
-
-    def describe(self, name: Callable[[str], str]) -> str:
-        """The message, with the option as ``name`` says it: ``clip_seconds=0.01`` (the API, and a
-        config file's setting), ``--clip-seconds 0.01`` (a flag)."""
-        said = name(self.option)
-        setting = f"{said} {self.value!r}" if said.startswith("--") else f"{said.removesuffix('=')}={self.value!r}"
-        return f"{setting} {self.problem}"
-
-
-def _feature_value(features: FeatureConfig, key: str) -> Any:
-    """What front-end setting ``key`` amounts to: f_max the frequency it stands for (None is the
-    Nyquist frequency), top_db the floor (0 for absolute dB, as ``--top-db 0`` says it)."""
-    if key == "f_max":
-        return features.max_frequency
-    if key == "top_db":
-        return features.top_db if features.ref_peak else 0
-    return getattr(features, key, None)
-
-
-def _features_given(config: TrainConfig) -> list[str]:
-    """The front-end settings ``config`` sets, as the user said them: ``ref_peak`` goes without
-    saying beside ``top_db`` (``--top-db`` sets both)."""
-    return [key for key in config.features if not (key == "ref_peak" and "top_db" in config.features)]
-
-
-def _init_conflicts(config: TrainConfig, base: ModelSpec) -> list[tuple[str, Any, Any]]:
-    """The options ``config`` sets that the ``init`` model's spec contradicts: ``(option, given, model's)``."""
-    given: list[tuple[str, Any, Any]] = []
-    if config.arch is not None and config.arch != base.arch:
-        given.append(("arch", config.arch, base.arch))
-    for name, value in config.arch_args.items():
-        if base.arch_args.get(name) != value:
-            given.append((f"arch_args.{name}", value, base.arch_args.get(name)))
-    if config.in_chans is not None and config.in_chans != base.in_chans:
-        given.append(("in_chans", config.in_chans, base.in_chans))
-    if base.features is not None and config.features:
-        mine, theirs = config.feature_config(), base.features
-        for key in _features_given(config):
-            if _feature_value(mine, key) != _feature_value(theirs, key):
-                given.append((f"features.{key}", _feature_value(mine, key), _feature_value(theirs, key)))
-    if base.image_size is not None and config.image_size is not None and tuple(config.image_size) != tuple(base.image_size):
-        given.append(("image_size", tuple(config.image_size), tuple(base.image_size)))
-    return given
 
 
 # ---------------------------------------------------------------- schedule
@@ -721,72 +291,6 @@ def get_lr(step: int, *, peak: float, warmup_steps: int, total_steps: int) -> fl
         return peak * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-# ---------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    owns_group: bool = False  # this run joined the process group, so it must leave it
-    device: torch.device = torch.device("cpu")  # this rank's: NCCL reduces CUDA tensors only
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, order: torch.Tensor) -> torch.Tensor:
-        """This rank's items of ``order``, as many on every rank (the last ``len % world_size`` are dropped).
-
-        Equal shares mean equal step counts: a rank that ran out of batches
-        first would leave the others waiting forever in DDP's gradient all-reduce.
-        """
-        usable = len(order) - len(order) % self.world_size
-        return order[self.rank : usable : self.world_size]
-
-    def sync_buffers(self, module: torch.nn.Module) -> None:
-        """Give every rank rank 0's buffers.
-
-        Each rank updates batch-norm statistics with its own batches (DDP
-        broadcasts them again only at the next forward), so without this the
-        ranks would validate different models, none of them the one rank 0 saves.
-        """
-        if self.world_size > 1:
-            for buffer in module.buffers():
-                torch.distributed.broadcast(buffer, src=0)
-
-    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` summed over the ranks, in place (and returned), wherever it lives."""
-        if self.world_size > 1:
-            on_device = tensor.to(self.device)
-            torch.distributed.all_reduce(on_device)
-            tensor.copy_(on_device)
-        return tensor
-
-
-def setup_distributed(device: torch.device) -> Dist:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on GPUs, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    # Each process takes the GPU of its local rank: said before any process joins the group, so
-    # every one of them stops with this line rather than one failing and the rest waiting for it.
-    processes_here, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count()
-    if device.type == "cuda" and processes_here > gpus:  # cuda:N too: each process takes its local rank's GPU
-        raise ParameterError(f"torchrun started {processes_here} processes on this machine, which has "
-                             f"{counted(gpus, 'CUDA device')}: one process per GPU (--nproc_per_node {gpus}), "
-                             "or device='cpu' for all of them")
-    owns_group = not torch.distributed.is_initialized()
-    if owns_group:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    rank = torch.distributed.get_rank()
-    if device.type == "cuda":  # cuda:N too: each process takes its local rank's GPU
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-        torch.cuda.set_device(device)
-    return Dist(rank, torch.distributed.get_world_size(), owns_group, device)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -852,108 +356,6 @@ def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: tor
 # ---------------------------------------------------------------- the run
 
 
-class RunFiles:
-    """Where a run writes: model, checkpoint, config, metrics, curves."""
-
-    def __init__(self, out: str | os.PathLike) -> None:
-        self.dir = Path(out)
-        self._replace = False  # set by prepare(overwrite=True): clear_previous() removes the old run
-        self.model = self.dir / MODEL_FILE
-        self.checkpoint = self.dir / CHECKPOINT_FILE
-        self.config = self.dir / CONFIG_FILE
-        self.metrics = self.dir / METRICS_FILE
-        self.curves = self.dir / CURVES_FILE
-
-    def prepare(self, *, resume: bool, overwrite: bool) -> None:
-        if self.dir.exists() and not self.dir.is_dir():
-            raise SpecnetError(f"{self.dir}: exists and is not a folder")
-        previous = [p for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves) if p.exists()]
-        if previous and not (resume or overwrite):
-            raise SpecnetError(
-                f"{self.dir}: already holds a run ({previous[0].name}); pass resume=True to continue it "
-                "or overwrite=True to start again"
-            )
-        trained = [p for p in (self.model, self.metrics) if p.exists()]  # a run killed in its first epoch has neither
-        if trained and resume and not self.checkpoint.exists():
-            raise SpecnetError(
-                f"{self.dir}: holds a run ({trained[0].name}) but no {self.checkpoint.name} to resume from; "
-                "pass overwrite=True to start again"
-            )
-        # The previous run's files go only once the new run has its data and model (clear_previous).
-        self._replace = overwrite
-        self.dir.mkdir(parents=True, exist_ok=True)
-        # Temporary files of atomic writes a killed run left behind (a checkpoint's can be
-        # hundreds of MB); the caller holds the run's lock, so no live process owns them.
-        for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
-            for leftover in self.dir.glob(f".{p.name}.*.tmp"):
-                leftover.unlink(missing_ok=True)
-
-    def clear_previous(self) -> None:
-        """With overwrite=True, remove the previous run's files: called when the new run is
-        about to write its own, so a run that fails before that leaves the old one whole."""
-        if self._replace:
-            run = (self.model, self.checkpoint, self.config, self.metrics, self.curves)
-            replaced = [p for p in run if p.exists()]
-            for p in replaced:
-                p.unlink()
-            others = sorted(p.name for p in self.dir.iterdir() if not p.name.startswith(".") and p not in run)
-            if replaced and others:  # the user's own files stay; say so, since they may describe the old run
-                named = ", ".join(map(display_name, others[:5])) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-                log.warning("%s: kept %s, which %s not the run's own files (and may be about the run replaced)",
-                            display_name(self.dir), named, "is" if len(others) == 1 else "are")
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, buffer.getvalue())
-
-
-#: What a checkpoint holds (``_save_checkpoint``) and the type of each entry, besides
-#: "ema" and "scaler" (state dicts, empty unless used), "best" (JSON) and "spec" (JSON: the
-#: network's model-file metadata, so a resumed run started from an init model needs that file no
-#: more; a checkpoint written before it was added reads the init model again).
-_CHECKPOINT_ENTRIES = {"config": str, "model": dict, "optimizer": dict, "epoch": int, "history": str}
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint in ``path``; a ModelFileError (one line) if it is not one specnet wrote."""
-    hint = "; pass overwrite=True to start the run again"
-    checkpoint = torch_load_safely(path, what="a checkpoint", hint=hint)
-    if not isinstance(checkpoint, dict):
-        raise ModelFileError(f"{path}: not a specnet checkpoint (it holds a {type(checkpoint).__name__}){hint}")
-    wrong = [key for key, kind in _CHECKPOINT_ENTRIES.items() if not isinstance(checkpoint.get(key), kind)]
-    if not wrong:
-        try:
-            config = json.loads(checkpoint["config"])  # the run's options, "data" among them
-        except ValueError:
-            config = None
-        if not (isinstance(config, dict) and isinstance(config.get("data"), dict)):
-            wrong = ["config"]
-    if wrong:
-        raise ModelFileError(f"{path}: not a specnet checkpoint (no valid {', '.join(wrong)}){hint}")
-    return checkpoint
-
-
-def _checkpoint_network(path: Path, checkpoint: dict[str, Any]) -> SpecNet:
-    """The network a checkpoint's weights fit, built (with fresh weights) from its "spec" entry, a
-    model file's metadata; a ModelFileError (one line) naming ``path`` if that entry is damaged."""
-    try:
-        meta = json.loads(checkpoint["spec"])
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        return SpecNet(metadata_to_spec(meta, source=str(path)))
-    except (TypeError, ValueError, SpecnetError) as exc:
-        raise ModelFileError(f"{path}: damaged checkpoint (its spec: {unnamed(path, one_line(str(exc)))}); "
-                             "pass overwrite=True to start the run again") from None
-
-
-def the_runs_setting(out: str | os.PathLike, error: GivenValueError) -> GivenValueError:
-    """``error`` about a value a resumed run took from its own options (a device not here, say),
-    naming the run and the options that change it."""
-    names = ", ".join(f"{given.option}=" for given in error.given)
-    run = display_name(out).replace("%", "%%")
-    return GivenValueError(f"{run}: {error.template} (the run's own setting: pass {names} to resume it with another)", *error.given)
 
 
 def _init_model(init: str, older_checkpoint: Path | None) -> SpecNet:
@@ -968,55 +370,6 @@ def _init_model(init: str, older_checkpoint: Path | None) -> SpecNet:
                              "put the init model back to resume, or pass overwrite=True to start the run again") from None
 
 
-def _differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(name, saved value, current value)`` of each entry that differs, ``data.source``
-    style for nested tables."""
-    found = []
-    for key in set(saved) | set(current):
-        old, new = saved.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            found += _differences(old, new, f"{prefix}{key}.")
-        elif old != new:
-            found.append((prefix + key, old, new))
-    return found
-
-
-def _shown(value: Any) -> str:
-    """``value`` for a one-line message: its repr, or how many entries a long list or table has."""
-    text = repr(value)
-    return f"{len(value)} entries" if len(text) > 60 and isinstance(value, (list, dict)) else text
-
-
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The options that must match for a run to be resumed, ``val_split`` as the share it
-    held out (some checkpoints hold None for the default, some its value), ``manifest`` and
-    ``val_dir`` as whether they were given: the folders and files they name are compared as
-    ``data.source`` and ``data.val_source``, real paths, so "./val" resumes a run given "val"."""
-    ignore = {"epochs", "device", "num_workers", "patience", "amp", "precision"}
-    # The front-end and augmentation as they resolve, so `--n-mels 64` resumes a run that
-    # left the default 64 unsaid, and `[features] top_db` one given `--top-db`.
-    given = {name: config.get(name) for name in ("features", "augment", "augment_args", "mixup") if name in config}
-    try:
-        settings = TrainConfig(**given)
-        front_end = settings.feature_config()
-        resolved = {"features": front_end.to_dict() | {"f_max": front_end.max_frequency},  # None is the Nyquist frequency
-                    "augment_args": dataclasses.asdict(settings.augment_config()), "augment": None, "mixup": None}
-    except SpecnetError:  # settings this version refuses: compared as they were written
-        resolved = {}
-    data = config.get("data")
-    return {k: v for k, v in config.items() if k not in ignore} | resolved | {
-        # The files skipped are named as they were given ("tr/1/x.wav", "../tr/1/x.wav" from
-        # elsewhere); which files the run read is data.files, their count data.skipped.
-        **({"data": {k: v for k, v in data.items() if k != "skipped_files"}} if isinstance(data, dict) else {}),
-        # The model's own; before they were recorded so, an audio run saved the default image
-        # size and a run from init the default architecture, neither of which it used.
-        **_model_choices(config),
-        # Files by what they are, however their paths are spelled (a bundled name stays a name).
-        **{key: _real_file(config.get(key)) for key in ("init", "weights")},
-        "val_split": held_out_share(config),
-        "manifest": config.get("manifest") is not None,
-        "val_dir": config.get("val_dir") is not None,
-    }
 
 
 def _loss_text(loss: float | None) -> str:
@@ -1126,15 +479,15 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if kind == "audio" and config.image_size is not None:
         raise OptionsForOtherData(["image_size"], kind)
     if kind == "image" and (config.features or config.clip_seconds is not None):
-        given = [f"features.{key}" for key in _features_given(config)]
+        given = [f"features.{key}" for key in features_given(config)]
         raise OptionsForOtherData(given + (["clip_seconds"] if config.clip_seconds is not None else []), kind)
-    checkpoint = _load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
+    checkpoint = load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
     # A checkpoint holds every weight, so a resumed run reads no ImageNet weights, and the network
     # it holds stands in for the init model: either file may be gone by now.
     # (A checkpoint written before it held its network's spec still needs the init model file.)
     resumed = checkpoint is not None
     if config.init:
-        base = (_checkpoint_network(files.checkpoint, checkpoint) if resumed and "spec" in checkpoint
+        base = (checkpoint_network(files.checkpoint, checkpoint) if resumed and "spec" in checkpoint
                 else _init_model(config.init, files.checkpoint if resumed else None))
         if base.spec.input_kind != kind:
             raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
@@ -1180,7 +533,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
                                    "input_kind": kind, "precision": _precision_name(amp_dtype), "arch": spec.arch,
                                    "image_size": list(spec.image_size) if spec.image_size else None,
-                                   "init": _real_file(config.init), "weights": _real_file(config.weights)}
+                                   "init": real_file(config.init), "weights": real_file(config.weights)}
     resolved["data"] = {
         # A resumed run must read the same data, however its paths are spelled.
         "source": text_name(os.path.realpath(config.manifest or data_dir)),
@@ -1196,28 +549,10 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     # Resume: the checkpoint must come from the same configuration.
     trains_on = True  # a resumed run may have nothing left to train
     if checkpoint is not None:
-        # Options this version added read as their defaults in a checkpoint written before them.
-        defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
-        saved = defaults | json.loads(checkpoint["config"])
-        current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
-        # Not recorded by earlier versions: the data read now, and the validation folder they named.
-        saved["data"].setdefault("source", current["data"]["source"])
-        saved["data"].setdefault("files", current["data"]["files"])
-        saved["data"].setdefault("val_source", text_name(os.path.realpath(saved["val_dir"])) if saved.get("val_dir") else None)
-        differences = sorted(_differences(_comparable(saved), _comparable(current)), key=lambda d: d[0])
-        if differences:
-            advice = (f"leave them out to resume with the run's own (in {display_name(files.config)})"
-                      if any(not _of_the_data(name) for name, _, _ in differences) else
-                      "the data have changed since, and resuming needs the files the run was trained on")
-            raise OptionsDiffer(files.checkpoint, differences, advice)
-        if saved.get("precision", current["precision"]) != current["precision"]:
-            log.warning(
-                "resuming a run trained in %s in %s (another machine?): it will not repeat the uninterrupted run "
-                "exactly; amp=True or amp=False chooses the precision", saved["precision"], current["precision"],
-            )
+        saved = checked_resume(files, checkpoint, resolved)
         if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
             epochs = resolved["epochs"] = int(saved["epochs"])
-        trains_on = _trains_on(checkpoint, epochs, config.patience)
+        trains_on = resume_trains(checkpoint, epochs, config.patience)
         if config.epochs is not None and epochs != int(saved["epochs"]) and dist.is_main and trains_on:
             log.warning(
                 "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
@@ -1299,7 +634,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
                f"patience={config.patience} stops it (patience={epochs_since_best + 1} or more trains on)", quiet=quiet)
     skipped = SkippedSteps()
     for epoch in range(start_epoch, start_epoch if out_of_patience else epochs):
-        if _patience_stops(config.patience, None if best is None else epochs_since_best):
+        if patience_stops(config.patience, None if best is None else epochs_since_best):
             _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
             break
         started = time.perf_counter()
@@ -1349,7 +684,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             epochs_since_best += 1
         if dist.is_main:
             atomic_write(files.metrics, "".join(json.dumps(r) + "\n" for r in history))
-            _save_checkpoint(files.checkpoint, {
+            save_checkpoint(files.checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else {},
                 "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "epoch": epoch,

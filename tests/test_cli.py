@@ -257,17 +257,17 @@ def test_window_limit_is_the_streaming_limit():
 
 
 def test_the_defaults_in_help_are_trainings(capsys):
-    from specnet import cli, training
+    from specnet import cli, trainconfig
     from specnet.features import FeatureConfig
 
-    assert cli.DEFAULT_VAL_SPLIT == training.DEFAULT_VAL_SPLIT
+    assert cli.DEFAULT_VAL_SPLIT == trainconfig.DEFAULT_VAL_SPLIT
     assert cli.FRONT_END_DEFAULTS == {name: getattr(FeatureConfig, name) for name in cli.FRONT_END_DEFAULTS}
     code, out, _ = run(capsys, "train", "--help")
     text = " ".join(out.split())
-    assert code == 0 and f"[default: {training.DEFAULT_VAL_SPLIT:g} without --val-dir or" in text
+    assert code == 0 and f"[default: {trainconfig.DEFAULT_VAL_SPLIT:g} without --val-dir or" in text
     assert "--n-mels INTEGER RANGE Mel bands. [default: 64]" in text and "[default: 50]" in text
-    height, width = training.DEFAULT_IMAGE_SIZE
-    assert f"[default: {training.DEFAULT_ARCH}, or the --init model's]" in text
+    height, width = trainconfig.DEFAULT_IMAGE_SIZE
+    assert f"[default: {trainconfig.DEFAULT_ARCH}, or the --init model's]" in text
     assert f"[default: {height} {width}, or the --init model's]" in text
     # Unbounded finite floats read as plain floats; bounded ones show their range.
     assert "--lr FLOAT Peak learning rate" in text and "None" not in text
@@ -711,7 +711,7 @@ def test_spectrogram_without_a_model_draws_what_train_gives_a_model_by_default(c
     drawn = {}
     monkeypatch.setattr(specnet.plots, "plot_spectrogram", lambda logmel, output, **kw: drawn.update(logmel=logmel, **kw))
     code, _, _ = run(capsys, "spectrogram", clip_paths(clips)[2], "-o", str(tmp_path / "s.png"))
-    from specnet.training import TrainConfig
+    from specnet.trainconfig import TrainConfig
 
     features = TrainConfig().feature_config()
     assert code == 0 and drawn["sample_rate"] == features.sample_rate and drawn["logmel"].shape[0] == features.n_mels
@@ -806,13 +806,13 @@ def test_interrupted_training_says_how_to_continue(capsys, tmp_path, monkeypatch
 
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)
     out = tmp_path / "my runs" / "first"
-    save = specnet.training._save_checkpoint
+    save = specnet.training.save_checkpoint
 
     def ctrl_c_after_the_checkpoint(*args, **kwargs):
         save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("specnet.training._save_checkpoint", ctrl_c_after_the_checkpoint)
+    monkeypatch.setattr("specnet.training.save_checkpoint", ctrl_c_after_the_checkpoint)
     code, _, err = run(capsys, "train", str(data), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "2", "--device", "cpu")
     assert code == 130 and err.splitlines()[-1] == f"interrupted; continue with: specnet train --out '{out}' --resume", err
     # A name that cannot be pasted as shown (a line break, a byte that is not UTF-8) is not shown as one.
@@ -820,7 +820,7 @@ def test_interrupted_training_says_how_to_continue(capsys, tmp_path, monkeypatch
     code, _, odd_err = run(capsys, "train", str(data), "--out", str(odd), "--arch", "cnn_tiny", "--epochs", "2", "--device", "cpu")
     assert code == 130 and odd_err.splitlines()[-1] == "interrupted; continue with --resume and the same --out", odd_err
 
-    monkeypatch.setattr("specnet.training._save_checkpoint", save)
+    monkeypatch.setattr("specnet.training.save_checkpoint", save)
     code, _, err = run(capsys, *shlex.split(err.splitlines()[-1].split(": ", 1)[1])[1:])  # the command it gave
     assert code == 0, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
@@ -933,7 +933,7 @@ def test_options_the_data_or_front_end_rule_out_are_named_as_given(capsys, tmp_p
 
 
 def test_resume_alone_continues_a_run_with_its_own_data_and_options(capsys, tmp_path, monkeypatch):
-    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    S.make_audio_dataset(tmp_path / "data", per_class=4)
     config = tmp_path / "train.toml"
     config.write_text(f'arch = "cnn_tiny"\nbatch_size = 2\nlr = 0.003\naugment = false\nnum_workers = 1\ndevice = "cpu"\n'
                       f"amp = false\nclip_seconds = {S.CLIP_SECONDS}\nval_split = 0.25\n[features]\n"

@@ -25,8 +25,10 @@ from safetensors.torch import load_file
 import specnet
 from specnet.augment import NO_AUGMENT
 from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError, TrainingError
-from specnet import training
-from specnet.training import TrainConfig, default_epochs, get_lr
+from specnet import runs, training
+from specnet.distributed import Dist
+from specnet.trainconfig import TrainConfig
+from specnet.training import default_epochs, get_lr
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -298,7 +300,7 @@ def test_resume_with_nothing_but_the_run_folder_takes_the_runs_own_data_and_opti
     with pytest.raises(KeyboardInterrupt):
         specnet.train(None, "run", manifest="m.csv", val_fold=1, epochs=3, on_epoch_end=stop_after_epoch(0), **options)
     specnet.train(None, "whole", manifest="m.csv", val_fold=1, epochs=3, **options)
-    saved = specnet.training.run_options("run")
+    saved = runs.run_options("run")
     assert saved["data_dir"] is None and saved["manifest"] == str(tmp_path / "start" / "m.csv")
     assert saved["val_fold"] == 1 and saved["val_split"] is None and saved["epochs"] == 3
     assert saved["features"]["n_mels"] == 12 and saved["keep"] == "last" and saved["arch"] == "cnn_tiny"
@@ -472,7 +474,7 @@ def test_resume_refuses_other_files_in_the_same_numbers(four_epochs, tiny_data, 
 
 
 def test_resume_comparison_sees_one_setting_however_it_is_written(tmp_path, monkeypatch):
-    from specnet.training import _comparable
+    from specnet.runs import _comparable
 
     def same(saved, current):
         return _comparable(saved) == _comparable(current)
@@ -635,9 +637,9 @@ def test_all_sum_reduces_in_place_on_the_ranks_device(monkeypatch):
     reduced_on = []
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: reduced_on.append(t.device) or t.mul_(2))
     confusion = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
-    assert training.Dist(0, 2, device=torch.device("cpu")).all_sum(confusion) is confusion
+    assert Dist(0, 2, device=torch.device("cpu")).all_sum(confusion) is confusion
     assert confusion.tolist() == [[2.0, 4.0]] and reduced_on == [torch.device("cpu")]
-    assert training.Dist().all_sum(confusion).tolist() == [[2.0, 4.0]]  # one process: nothing to reduce
+    assert Dist().all_sum(confusion).tolist() == [[2.0, 4.0]]  # one process: nothing to reduce
 
 
 def test_float16_loss_scaling_counts_its_skipped_steps_and_stops_a_diverged_run(tiny_data, tmp_path, monkeypatch):
@@ -735,7 +737,7 @@ def test_resume_alone_reads_the_checkpoint_when_config_json_is_damaged(four_epoc
     shutil.copytree(four_epochs[0], out)
     (out / "config.json").write_text("{")
     with caplog.at_level(logging.WARNING, logger="specnet"):
-        assert specnet.training.run_options(out) == specnet.training.run_options(four_epochs[0])
+        assert runs.run_options(out) == runs.run_options(four_epochs[0])
     assert [r.getMessage() for r in caplog.records] == [
         f"{out}/config.json: cannot be read as a run's options (Expecting property name enclosed in double quotes: line 1 "
         f"column 2 (char 1)); the run's options are read from {out}/checkpoint.pt"]
@@ -767,7 +769,7 @@ def test_resume_alone_reads_the_checkpoint_when_config_json_is_damaged(four_epoc
         (edited / "config.json").write_text(json.dumps({**config, **change}))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="specnet"):
-            assert specnet.training.run_options(edited)["batch_size"] == S.FAST["batch_size"]
+            assert runs.run_options(edited)["batch_size"] == S.FAST["batch_size"]
         assert caplog.records[0].getMessage() == f"{edited}/config.json: {problem}; the run's options are read from {edited}/checkpoint.pt"
 
 
@@ -860,7 +862,7 @@ def test_resume_alone_finds_data_in_a_folder_whose_name_is_not_utf8(tiny_data, t
     with pytest.raises(KeyboardInterrupt):
         specnet.train(data, tmp_path / "run", epochs=2, on_epoch_end=stop_after_epoch(0), **S.FAST)
     assert read_config(tmp_path / "run")["data"]["source"] == f"{tmp_path}/caf\\xe9"  # JSON text, as names are shown
-    assert specnet.training.run_options(tmp_path / "run")["data_dir"] == data
+    assert runs.run_options(tmp_path / "run")["data_dir"] == data
     specnet.train(None, tmp_path / "run", resume=True)
     assert [r["epoch"] for r in metric_rows(tmp_path / "run")] == [0, 1]
 
@@ -990,14 +992,14 @@ def test_a_data_folder_and_a_manifest_together_are_refused(tiny_data, tmp_path):
 def test_init_compares_the_frequency_f_max_stands_for():
     from specnet.features import FeatureConfig
     from specnet.network import ModelSpec
-    from specnet.training import _init_conflicts
+    from specnet.trainconfig import init_conflicts
 
     base = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"),
                      features=FeatureConfig(sample_rate=8000, f_max=None), clip_seconds=1.0)
     same = TrainConfig(features={"sample_rate": 8000, "f_max": 4000.0})  # None at 8 kHz is 4 kHz
-    assert _init_conflicts(same, base) == []
+    assert init_conflicts(same, base) == []
     lower = TrainConfig(features={"sample_rate": 8000, "f_max": 3000.0})
-    assert _init_conflicts(lower, base) == [("features.f_max", 3000.0, 4000.0)]
+    assert init_conflicts(lower, base) == [("features.f_max", 3000.0, 4000.0)]
 
 
 def test_resume_without_checkpoint_does_not_start_over(four_epochs, tiny_data, tmp_path):
@@ -1340,7 +1342,7 @@ def test_validation_share_is_held_out_from_the_files_that_decode(tmp_path):
 
 
 def test_resume_differences_keep_dotted_names_and_shorten_long_values():
-    from specnet.training import _differences, _shown
+    from specnet.runs import _differences, _shown
 
     saved = {"data": {"class_counts": {"v1.0": 4, "v2": 3}}, "lr": 0.002}
     current = {"data": {"class_counts": {"v1.0": 5, "v2": 3}}, "lr": 0.002}
