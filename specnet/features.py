@@ -253,7 +253,10 @@ class MelSpectrogram(nn.Module):
         power = stft.real.square() + stft.imag.square()
         if cfg.power == 1.0:
             power = power.sqrt()
-        return torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
+        # In float32 under a caller's autocast too: a full-scale tone's bins reach 65,536 with
+        # n_fft=1024, past float16's largest number, and its peak-relative dB would be inf - inf.
+        with torch.autocast(flat.device.type, enabled=False):
+            return torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
 
 
 def preemphasis_response(config: FeatureConfig) -> torch.Tensor:

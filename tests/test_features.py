@@ -380,3 +380,17 @@ def test_a_large_batch_computed_in_chunks_equals_its_rows_one_by_one():
         whole = mel(waves)
         one_by_one = torch.stack([mel(row) for row in waves[::9]])
     torch.testing.assert_close(whole[::9], one_by_one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_fft", [512, 1024])
+def test_the_front_end_stays_float32_under_a_callers_float16_autocast(n_fft):
+    # A full-scale tone's FFT bins reach n_fft**2 / 16 (65,536 at 1024), past float16's largest
+    # number (65,504): the mel matmul must not run in float16, or the peak-relative dB is inf - inf.
+    config = FeatureConfig(sample_rate=16000, n_fft=n_fft, hop_length=160)
+    tone = torch.from_numpy(np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000).astype(np.float32))[None]
+    front_end = LogMelSpectrogram(config)
+    expected = front_end(tone)
+    with torch.autocast("cpu", dtype=torch.float16):
+        logmel = front_end(tone)
+    assert logmel.dtype == torch.float32 and torch.isfinite(logmel).all()
+    torch.testing.assert_close(logmel, expected)
