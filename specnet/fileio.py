@@ -35,8 +35,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool 
     except OSError as exc:
         raise SpecnetError(f"{display_name(path)}: cannot write here ({exc.strerror or exc})") from None
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a user's file gets the usual mode
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:  # owns fd from here: closed whatever fails
+            with contextlib.suppress(OSError):  # a file system without modes (FAT, some shares) refuses it
+                os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a user's file gets the usual mode
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

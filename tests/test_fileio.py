@@ -290,3 +290,16 @@ def test_release_only_removes_a_lock_it_holds(tmp_path):
     other.release()
     assert holder.path.exists()
     holder.release()
+
+
+def test_atomic_write_where_the_file_system_refuses_modes(tmp_path, monkeypatch):
+    # FAT and some network shares refuse chmod: the file is still written, in the mode they give,
+    # and the temporary file's descriptor is closed.
+    def refused(fd, mode):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "fchmod", refused)
+    before = set(os.listdir("/proc/self/fd"))
+    path = atomic_write(tmp_path / "out.json", "{}")
+    assert path.read_text() == "{}" and os.listdir(tmp_path) == ["out.json"]
+    assert set(os.listdir("/proc/self/fd")) == before
