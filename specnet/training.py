@@ -419,7 +419,6 @@ def train(
         data_dir = options.pop("data_dir", None)
     config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
     check_outside_the_data(out, [data_dir, config.val_dir])
-    torch.manual_seed(config.seed)
     try:
         device = resolve_device(config.device)
     except GivenValueError as exc:
@@ -441,7 +440,9 @@ def train(
     try:
         if dist.is_main:
             files.prepare(resume=resume, overwrite=overwrite)
-        with cudnn_autotuned(device):
+        # Seeded for the run, and the caller's random streams (CPU, and the run's GPU) given back after.
+        with cudnn_autotuned(device), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
             best = _run(data_dir, files, config, device, dist, amp_dtype, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
         if dist.world_size > 1:
             torch.distributed.barrier()  # leave together: rank 0 still writes the curves

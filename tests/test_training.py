@@ -1191,6 +1191,18 @@ def test_val_split_zero_trains_on_everything_and_keeps_the_last_epoch(tiny_data,
     assert (tmp_path / "run" / "curves.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_training_leaves_the_callers_random_stream_as_it_was(tiny_data, tmp_path):
+    torch.manual_seed(12345)
+    expected = torch.rand(3)
+    torch.manual_seed(12345)
+    specnet.train(tiny_data, tmp_path / "run", val_split=0, epochs=1, **S.FAST)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(12345)
+    with pytest.raises(DataError):
+        specnet.train(tmp_path / "run", tmp_path / "other", epochs=1, **S.FAST)  # no class folders there
+    assert torch.equal(torch.rand(3), expected)
+
+
 # ------------------------------------------------------------------ options and helpers
 
 
