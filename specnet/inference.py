@@ -202,10 +202,13 @@ class Model:
             log.warning("%s is longer than %s: in files longer than %g s, the audio between the windows is skipped",
                         given_hop, given_window, 2 * window_s)
         features = self.config.features
+        window_n = max(1, int(round(window_s * rate)))
+        if not features.center and window_n < features.n_fft:  # uncentred frames: none in a shorter window
+            raise GivenValueError(f"%s is shorter than one of the model's FFT frames ({features.n_fft / rate:g} s), "
+                                  "which it takes whole (center=False)", given_window)
         if window_s * rate < features.window_length:
             log.warning("%s is shorter than one of the model's FFT frames (%g s): the scores say little",
                         given_window, features.window_length / rate)
-        window_n = max(1, int(round(window_s * rate)))
         return window_n, default_hop(window_n) if hop is None else int(round(hop_s * rate))
 
     # ---------------------------------------------------------- decoding
@@ -307,9 +310,9 @@ class Model:
         if sample_rate is not None:
             check_int("sample_rate", sample_rate, minimum=1)
         entries = _as_entries(inputs, kind=self.input_kind)
-        overlap = self._decode_overlaps_network()
-        with ThreadPoolExecutor(max_workers=max(1, num_workers)) if overlap else _InlineExecutor() as pool:
-            pending: deque = deque()
+        pool = ThreadPoolExecutor(max_workers=max(1, num_workers)) if self._decode_overlaps_network() else _InlineExecutor()
+        pending: deque = deque()
+        try:
             for index, entry in enumerate(entries):
                 path = _input_path(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
                 if path:  # an empty one is refused with the samples' checks
@@ -317,11 +320,19 @@ class Model:
                     # later, in order; checking its length there keeps header reads off this thread.
                     pending.append((index, path, pool.submit(_HELD.run, self._decode_path, index, path, window, hop)))
                 else:
+                    # Copied here, before the caller's next entry: windows are views of the samples and
+                    # run batches later, and a generator may refill one buffer (a recorder's loop).
+                    if isinstance(entry, (np.ndarray, torch.Tensor)):
+                        entry = entry.clone() if isinstance(entry, torch.Tensor) else entry.copy()
                     pending.append((index, None, pool.submit(_HELD.run, self._from_samples, index, entry, sample_rate, window, hop)))
                 while len(pending) > PREFETCH_FILES:
                     yield _resolve(pending.popleft())
             while pending:
                 yield _resolve(pending.popleft())
+        finally:
+            # Stopped early (a closed generator, Ctrl-C): files queued but not started are dropped,
+            # not decoded first; only those the workers have started are waited for.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # ---------------------------------------------------------- network
 
@@ -346,7 +357,9 @@ class Model:
         Windows are queued across inputs and run exactly ``batch_size`` at a time
         (only the last batch is smaller), so every forward pass has one shape and
         a bounded size; a file's windows may span two batches. Items without
-        windows (long files, streamed later) and failures pass through.
+        windows (long files, which the caller streams) and failures pass through
+        as soon as every input before them is done: a long file runs the windows
+        queued before it, in a smaller batch.
         """
         pending: deque[_Item | Failure] = deque()  # in input order, not yet handed on
         queue: deque[list] = deque()  # [item, first window not yet run], in input order
@@ -388,7 +401,10 @@ class Model:
                 while queued >= batch_size:
                     run(batch_size)
                     queued -= batch_size
-                yield from finished()
+            elif isinstance(item, _Item) and queued:  # a long file, which the caller streams: what is before it goes first
+                run(queued)
+                queued = 0
+            yield from finished()  # a failure or a long file at the head goes at once
         if queued:
             run(queued)
         yield from pending
@@ -822,11 +838,8 @@ class _InlineExecutor:
             future.set_exception(exc)
         return future
 
-    def __enter__(self) -> "_InlineExecutor":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        return None
+    def shutdown(self, *, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None  # every job ran when it was submitted
 
 
 def _name(item: _Item) -> str:

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -643,6 +644,86 @@ def test_a_hop_longer_than_the_window_warns(model, recording, caplog):
 def test_bad_counts_are_parameter_errors(model, recording, options, message):
     with pytest.raises(ParameterError, match=message):
         model.predict(str(recording), **options)
+
+
+def test_a_window_shorter_than_an_uncentred_frame_is_refused():
+    from specnet.errors import GivenValueError
+    from specnet.features import FeatureConfig
+    from specnet.network import ModelSpec, SpecNet
+
+    features = FeatureConfig(**{**S.FEATURES, "center": False})
+    spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"), features=features,
+                     clip_seconds=S.CLIP_SECONDS)
+    uncentred = Model(SpecNet(spec), name="uncentred", device=torch.device("cpu"))
+    clip = np.zeros(S.SR // 2, np.float32) + 0.1
+    seconds = features.n_fft / S.SR
+    with pytest.raises(GivenValueError, match=re.escape(f"window={seconds / 2:g} s is shorter than one of the model's FFT frames ({seconds:g} s), which it takes whole (center=False)")):
+        uncentred.predict(clip, sample_rate=S.SR, window=seconds / 2)
+    assert len(uncentred.predict(clip, sample_rate=S.SR, window=seconds)[0].probabilities) == 2  # one frame
+
+
+def test_a_generator_refilling_one_buffer_gets_each_clips_own_scores(model, clips):
+    # A recorder's loop hands on one array again and again; windows are views of the samples and
+    # run batches later, so each input is copied when it is taken.
+    arrays = [y for _, y in clips.values()]
+
+    def refilled():
+        buffer = np.empty_like(arrays[0])
+        for y in arrays:
+            buffer[:] = y
+            yield buffer
+
+    expected = probabilities(model.predict(arrays, sample_rate=S.SR))
+    assert len({row.argmax() for row in expected}) > 1  # the clips differ
+    np.testing.assert_allclose(probabilities(model.predict(refilled(), sample_rate=S.SR)), expected, atol=1e-6, rtol=0)
+    tensors = (torch.from_numpy(y) for y in arrays)
+    buffer = torch.empty(len(arrays[0]))
+    refilled_tensors = (buffer.copy_(y) for y in tensors)
+    np.testing.assert_allclose(probabilities(model.predict(refilled_tensors, sample_rate=S.SR)), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["decode-in-threads", "decode-in-caller"])
+def test_failures_and_long_files_come_back_without_waiting_for_later_inputs(model, clips, recording, tmp_path, monkeypatch, overlap):
+    monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: overlap)
+    pulled = []
+
+    def inputs(names):
+        for name in names:
+            pulled.append(name)
+            yield name
+
+    missing = [str(tmp_path / f"missing{i}.wav") for i in range(3 * inference.PREFETCH_FILES)]
+    results = model.predict_iter(inputs(missing))
+    assert isinstance(next(results), Failure) and len(pulled) <= inference.PREFETCH_FILES + 1
+    results.close()
+    # A long file, streamed, behind a short one whose windows wait for a full batch: both come
+    # back once the decoding has read ahead, not at the end of the inputs.
+    monkeypatch.setattr(inference, "STREAM_SECONDS", 10.0)
+    short = str(next(iter(clips.values()))[0])
+    pulled.clear()
+    results = model.predict_iter(inputs([short, str(recording)] * (2 * inference.PREFETCH_FILES)), batch_size=64)
+    first, second = next(results), next(results)
+    assert (first.path, second.path) == (short, str(recording)) and len(pulled) <= inference.PREFETCH_FILES + 2
+    np.testing.assert_allclose(first.probabilities, model.predict(short)[0].probabilities, atol=1e-5, rtol=0)
+    results.close()
+
+
+def test_closing_early_does_not_decode_the_files_read_ahead(model, clips, monkeypatch):
+    monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: True)
+    started = []
+    decode = Model._decode_path
+
+    def slow_decode(self, *args):
+        started.append(args[1])
+        time.sleep(0.05)  # a long file's decoding
+        return decode(self, *args)
+
+    monkeypatch.setattr(Model, "_decode_path", slow_decode)
+    results = model.predict_iter([str(path) for path, _ in clips.values()] * 30, num_workers=1, batch_size=1)
+    next(results)  # PREFETCH_FILES files are queued for the worker by now
+    started_then = len(started)
+    results.close()
+    assert len(started) <= started_then + 1  # the one the worker was on; the queued ones were dropped
 
 
 def test_streamed_long_file_matches_in_memory(model, recording, monkeypatch):
