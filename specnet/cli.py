@@ -846,18 +846,13 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
             raise click.UsageError(f"{', '.join(built)}: for an architecture name only; {name} is a model, whose input "
                                    "channels, classes and classifier are fixed")
         model = load_model(name, device="cpu")
-        net = model.net.backbone
         spec = model.config
-        if spec.features is None:
-            if input_size and tuple(input_size) != tuple(spec.image_size):
-                raise click.UsageError(f"--input-size: {name} resizes every image to {spec.image_size[0]} x {spec.image_size[1]}; leave it out")
-            size = spec.image_size
-        else:
-            if input_size and input_size[0] != spec.features.n_mels:
-                raise click.UsageError(f"--input-size: {name} makes spectrograms of {spec.features.n_mels} mel bands, so the height is "
-                                       f"{spec.features.n_mels}; the width is how many frames")
-            size = input_size or (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
-        click.echo(layer_summary(net, (spec.in_chans, *size)).rstrip("\n"))
+        if input_size and spec.features is None and tuple(input_size) != tuple(spec.image_size):
+            raise click.UsageError(f"--input-size: {name} resizes every image to {spec.image_size[0]} x {spec.image_size[1]}; leave it out")
+        if input_size and spec.features is not None and input_size[0] != spec.features.n_mels:
+            raise click.UsageError(f"--input-size: {name} makes spectrograms of {spec.features.n_mels} mel bands, so the height is "
+                                   f"{spec.features.n_mels}; the width is how many frames")
+        click.echo(layer_summary(model, (spec.in_chans, *input_size) if input_size else None).rstrip("\n"))  # its backbone
         return
     if name not in list_models():
         raise SpecnetError(

@@ -82,3 +82,28 @@ def test_an_input_the_model_cannot_take_is_a_parameter_error_and_modes_come_back
     for bad in ((1, -5, 3), (1.5, 64, 101), "1x64x101", 64):
         with pytest.raises(ParameterError, match=r"must be a sequence of positive integers, such as \(1, 64, 101\)$"):
             summary(net, bad)
+    # A batch-norm network given (64, 101): batch norm's own ValueError ("expected 4D input") is the same line.
+    with pytest.raises(ParameterError, match=r"^input size \(64, 101\) does not fit this model \("):
+        summary(create_model("cnn", num_classes=10), (64, 101))
+
+
+def test_a_loaded_model_is_summarised_as_its_backbone_on_its_own_input():
+    import torch
+
+    import specnet
+    from specnet.errors import ParameterError
+
+    model = specnet.load_model("fsdd", device="cpu")
+    spec = model.config
+    frames = spec.features.num_frames(spec.clip_samples)
+    own = summary(model)
+    assert own == summary(model.net) == summary(model.net.backbone, (1, spec.features.n_mels, frames))
+    rows, totals = _parse(own)
+    assert totals["Total"] == sum(p.numel() for p in model.net.backbone.parameters())
+    assert list(rows.values())[-1][1] == f"(None, {len(spec.classes)})"
+    wider = summary(model, (1, spec.features.n_mels, 2 * frames))
+    assert wider != own and _parse(wider)[1] == totals
+    with pytest.raises(ParameterError, match=r"^input_size is needed for a network without a specnet model's spec"):
+        summary(torch.nn.Linear(3, 2))
+    with pytest.raises(ParameterError, match=r"^summary\(\) takes a torch module or a loaded specnet model, got str$"):
+        summary("fsdd", (1, 64, 81))

@@ -21,7 +21,7 @@ def _is_placeholder(module: nn.Module) -> bool:
     return isinstance(module, (nn.Identity, nn.Sequential))
 
 
-def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None = None) -> str:
+def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: TextIO | None = None) -> str:
     """Tabulate ``model``'s leaf layers for an input of shape ``(1, *input_size)``.
 
     Each row gives the layer name, type, output shape (batch shown as
@@ -33,10 +33,14 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
 
     Parameters
     ----------
-    model : nn.Module
-        Any model.
-    input_size : sequence of int
-        Input shape without the batch dimension, e.g. ``(1, 64, 101)``.
+    model : nn.Module or specnet.Model
+        Any model. A loaded model (:func:`specnet.load_model`) or a
+        :class:`~specnet.network.SpecNet` is shown as its backbone, the
+        layers from the spectrogram (or image) on.
+    input_size : sequence of int or None
+        Input shape without the batch dimension, e.g. ``(1, 64, 101)``; None
+        (a loaded model or SpecNet only): the model's own, its clip's
+        log-mel or its image size.
     file : text stream or None
         Also print the table there.
 
@@ -45,6 +49,7 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
     str
         The table.
     """
+    model, input_size = _backbone_and_input(model, input_size)
     if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence) or not all(
         is_integer(n) and n > 0 for n in input_size
     ):
@@ -78,7 +83,7 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
     try:
         with eval_mode(model), torch.no_grad():  # batch norm over one item would fail in training mode
             model(x)
-    except (RuntimeError, IndexError) as exc:  # pooled down to nothing; (64, 101) without its channels
+    except (RuntimeError, IndexError, ValueError) as exc:  # pooled down to nothing; (64, 101) without its channels
         raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({first_line(exc)})") from None
     finally:
         for handle in handles:
@@ -110,3 +115,22 @@ def summary(model: nn.Module, input_size: Sequence[int], *, file: TextIO | None 
     if file is not None:
         print(text, file=file)
     return text
+
+
+def _backbone_and_input(model: object, input_size: Sequence[int] | None) -> tuple[nn.Module, Sequence[int]]:
+    """The module a summary runs and its input size: a loaded model's (or a SpecNet's) backbone,
+    with the model's own input size unless one is given; any other module as it is."""
+    from ..network import SpecNet
+
+    net = getattr(model, "net", model)  # a specnet.Model holds its SpecNet as .net
+    if isinstance(net, SpecNet):
+        spec = net.spec
+        if input_size is None:
+            own = spec.image_size if spec.features is None else (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
+            input_size = (spec.in_chans, *own)
+        return net.backbone, input_size
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"summary() takes a torch module or a loaded specnet model, got {type(model).__name__}")
+    if input_size is None:
+        raise ParameterError("input_size is needed for a network without a specnet model's spec, e.g. (1, 64, 101)")
+    return model, input_size
