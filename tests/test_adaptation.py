@@ -67,6 +67,8 @@ def test_first_layer_statistics_become_those_of_the_new_windows(model, audio_run
     result = model.adapt(clips, sample_rate=S.SR, batch_size=5)  # batches of 5, 5, 2: every window counts once
     assert (result.inputs, result.windows, result.failures) == (12, 12, [])
     torch.testing.assert_close(bn.running_mean, seen.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    # The variance over all 12 windows, not a mean of the three batches' variances.
+    torch.testing.assert_close(bn.running_var, seen.var((0, 2, 3)), atol=1e-5, rtol=1e-4)
     assert (bn.running_mean - old_mean).abs().max() > 0.01  # the training statistics are gone
     assert not model.net.training and all(m.momentum == 0.1 for m in norms(model))  # back to inference
 
@@ -113,6 +115,22 @@ def test_silent_windows_and_bad_inputs_are_left_out(model, audio_run, tmp_path):
     expected = specnet.load_model(audio_run.model, device="cpu")
     expected.adapt([*heard, *clips[1:]], sample_rate=S.SR, batch_size=3)
     assert_same_statistics(statistics(model), statistics(expected))
+
+
+def test_without_on_failure_each_skipped_input_is_a_warning(model, tmp_path, caplog):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all\n" * 20)
+    missing = tmp_path / "missing.wav"
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        result = model.adapt([str(broken), *new_clips(3), str(missing)], sample_rate=S.SR)
+    assert [f.path for f in result.failures] == [str(broken), str(missing)]
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert skipped == [f"skipping {f.message}" for f in result.failures]
+    assert "not a readable audio file" in skipped[0] and "missing.wav" in skipped[1]
+    caplog.clear()
+    told = []
+    model.adapt([str(broken), *new_clips(3)], sample_rate=S.SR, on_failure=told.append)
+    assert [f.path for f in told] == [str(broken)] and not [r for r in caplog.records if "skipping" in r.getMessage()]
 
 
 def test_a_long_file_is_streamed_with_the_same_result(model, audio_run, tmp_path, monkeypatch):
