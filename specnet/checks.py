@@ -72,13 +72,17 @@ def python_fields(options: Any) -> None:
         object.__setattr__(options, f.name, python_scalars(getattr(options, f.name)))
 
 
-def check_known_names(values: dict[str, Any], options: type, what: str) -> None:
+def check_known_names(values: dict[str, Any], options: type, what: str, *, tables: dict[str, type] | None = None) -> None:
     """Raise ParameterError naming the keys of ``values`` that are not fields of the dataclass
-    ``options``, ``what`` they are in the singular (``"feature setting"``)."""
+    ``options``, ``what`` they are in the singular (``"feature setting"``). A key that is a field
+    of one of the dataclasses ``tables`` names (option -> dataclass) is said to go in that option."""
     known = {f.name for f in dataclasses.fields(options)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ParameterError(f"unknown {listed(unknown, what)}; known: {', '.join(sorted(known))}")
+        homes = [f"{name} goes in {table}={{{name!r}: ...}}" for name in unknown for table, kind in (tables or {}).items()
+                 if name in {f.name for f in dataclasses.fields(kind)}]
+        raise ParameterError(f"unknown {listed(unknown, what)}{' (' + '; '.join(homes) + ')' if homes else ''}; "
+                             f"known: {', '.join(sorted(known))}")
 
 
 def python_scalars(value: Any) -> Any:

@@ -411,7 +411,7 @@ def train(
     if config is not None and not isinstance(config, TrainConfig):
         raise ParameterError(f"config must be a TrainConfig, got {type(config).__name__} "
                              "(or pass the options as keyword arguments: train(data_dir, out, epochs=5))")
-    check_known_names(options, TrainConfig, "training option")
+    check_known_names(options, TrainConfig, "training option", tables={"features": FeatureConfig, "augment_args": aug.AugmentConfig})
     device_of_the_run = False
     if resume and config is None and (saved := run_options(out, required=not (data_dir or options.get("manifest")))):
         device_of_the_run = options.get("device") is None and "device" in saved

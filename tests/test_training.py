@@ -241,6 +241,11 @@ def test_options_beside_a_config_replace_its_values(four_epochs, tiny_data, tmp_
     with pytest.raises(ParameterError, match="unknown training option.* epoch;"):
         specnet.train(tiny_data, tmp_path / "typo", config=base, epoch=4)
     assert not (tmp_path / "typo").exists()
+    # The command line's --sample-rate and --time-stretch are table entries in Python: said so.
+    with pytest.raises(ParameterError, match=r"^unknown training options sample_rate, time_stretch \(sample_rate goes in "
+                                             r"features=\{'sample_rate': \.\.\.\}; time_stretch goes in augment_args="
+                                             r"\{'time_stretch': \.\.\.\}\); known: amp, arch, "):
+        specnet.train(tiny_data, tmp_path / "typo", sample_rate=8000, time_stretch=0.1)
 
 
 def test_other_seed_gives_other_metrics(four_epochs, tiny_data, tmp_path):
