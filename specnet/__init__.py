@@ -37,6 +37,7 @@ _LAZY = {
     "TrainConfig": "trainconfig",
     "evaluate": "evaluation",
     "plot_confusion": "plots",
+    "export_onnx": "export",
     "SpecNet": "network",
     "ModelSpec": "network",
 }

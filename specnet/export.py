@@ -22,6 +22,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,7 +122,7 @@ class ExportableSpecNet(nn.Module):
 
 
 def export_onnx(
-    model_file_or_name: str | os.PathLike | SpecNet,
+    model_file_or_name: str | os.PathLike | SpecNet | Any,  # Any: a specnet.Model (imported when called)
     output: str | os.PathLike,
     *,
     overwrite: bool = False,
@@ -129,7 +130,8 @@ def export_onnx(
 ) -> Path:
     """Write a model as ONNX, front-end included; return the path written.
 
-    model_file_or_name : a model file, a bundled model name, or a :class:`SpecNet`.
+    model_file_or_name : a model file, a bundled model name, a loaded model
+        (:func:`specnet.load_model`; one adapted in place, say) or a :class:`SpecNet`.
     output : the ``.onnx`` file to write (atomically; an existing file is an
         error unless ``overwrite``).
     opset : ONNX opset version, default :data:`DEFAULT_OPSET`.
@@ -150,7 +152,11 @@ def export_onnx(
     if not (is_integer(opset) and opset >= 13):
         raise ParameterError(f"opset={opset!r} must be an integer >= 13")
     output = check_output_path(output, overwrite=overwrite, suffix=".onnx", holds="ONNX models")
-    if isinstance(model_file_or_name, SpecNet):
+    from .inference import Model
+
+    if isinstance(model_file_or_name, Model):
+        net, source = model_file_or_name.net, model_file_or_name.name
+    elif isinstance(model_file_or_name, SpecNet):
         net, source = model_file_or_name, "model"
     else:
         from .inference import resolve_model

@@ -151,18 +151,33 @@ class _Item:
 
 
 class Model:
-    """A loaded model ready for inference; see :func:`load_model`.
+    """A model ready for inference: one :func:`load_model` loaded, or ``Model(net)`` for a
+    :class:`~specnet.network.SpecNet` built or trained in Python.
 
+    net : the :class:`~specnet.network.SpecNet` (raw samples or pixels in, logits out), in eval mode.
+    name : how messages name the model.
+    device : the ``torch.device`` it runs on (``device`` given as :func:`load_model` takes it).
     classes : class names in logit order.
     config : the model's :class:`~specnet.network.ModelSpec` (features, clip length, provenance).
     """
 
-    def __init__(self, net: SpecNet, *, name: str, device: torch.device) -> None:
+    def __init__(self, net: SpecNet, *, name: str = "model", device: str | torch.device = "auto") -> None:
+        if not isinstance(net, SpecNet):
+            raise ParameterError(f"Model() takes a specnet SpecNet, got {type(net).__name__} "
+                                 "(specnet.load_model loads a model file or a bundled model)")
+        device = resolve_device(device)
         self.net = net.to(device).eval()
         if device.type != "mps":  # as in training: channels_last convolutions ran ~20 % faster on CPU
             self.net.backbone.to(memory_format=torch.channels_last)
         self.name = name
         self.device = device
+
+    def __repr__(self) -> str:
+        spec = self.config
+        shown = ", ".join(spec.classes[:4]) + (", ..." if len(spec.classes) > 4 else "")
+        takes = (f"audio at {spec.sample_rate} Hz, {spec.clip_seconds:g} s clips" if spec.input_kind == "audio"
+                 else f"images of {spec.image_size[0]} x {spec.image_size[1]} pixels")
+        return f"<specnet.Model {self.name!r}: {spec.arch}, {len(spec.classes)} classes ({shown}), {takes}, on {self.device}>"
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -942,7 +957,7 @@ def load_model(path: str | bytes | os.PathLike | None = None, *, device: str | t
     name, file = resolve_model(path)
     if not file.exists():
         raise ModelFileError(f"{file}: model file not found")
-    target = resolve_device(device)
+    target = resolve_device(device)  # a device this machine lacks is said before the file is read
     return Model(load_model_file(file), name=name, device=target)
 
 

@@ -232,6 +232,19 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     assert net.training
 
 
+def test_a_loaded_and_adapted_model_exports_as_it_classifies(model_file, tmp_path):
+    model = specnet.load_model(model_file, device="cpu")
+    clips = _audio(6, 1.0, seed=11).numpy()
+    model.adapt(list(clips), sample_rate=SR)  # in place, not saved
+    target = specnet.export_onnx(model, tmp_path / "adapted.onnx")
+    session = ort.InferenceSession(str(target))
+    samples = _audio(3, model.config.clip_seconds, seed=12)
+    (logits,) = session.run(None, {"samples": samples.numpy()})
+    np.testing.assert_allclose(logits, model.net(samples).detach().numpy(), atol=1e-4, rtol=1e-4)
+    metadata = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
+    assert json.loads(metadata["specnet"])["adapted"]["windows"] == 6
+
+
 def test_existing_output_needs_overwrite(model_file, tmp_path):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"old")

@@ -68,6 +68,19 @@ def test_load_model_gives_classes_and_config(model, audio_run):
     assert not model.net.training
 
 
+def test_a_model_built_in_python_is_wrapped_as_load_model_wraps_one(model):
+    wrapped = Model(model.net, device="cpu")  # a device by name, as load_model takes it
+    assert wrapped.device == torch.device("cpu") and wrapped.name == "model"
+    np.testing.assert_array_equal(wrapped.predict(np.full(S.SR // 2, 0.1, np.float32), sample_rate=S.SR)[0].probabilities,
+                                  model.predict(np.full(S.SR // 2, 0.1, np.float32), sample_rate=S.SR)[0].probabilities)
+    assert repr(wrapped) == (f"<specnet.Model 'model': cnn_tiny, {len(S.AUDIO_CLASSES)} classes ({', '.join(S.AUDIO_CLASSES[:4])}"
+                             f"{', ...' if len(S.AUDIO_CLASSES) > 4 else ''}), audio at {S.SR} Hz, {S.CLIP_SECONDS:g} s clips, on cpu>")
+    with pytest.raises(ParameterError, match=r"^Model\(\) takes a specnet SpecNet, got str \(specnet.load_model loads"):
+        Model("esc10")
+    with pytest.raises(SpecnetError, match="cuda:7"):
+        Model(model.net, device="cuda:7")
+
+
 def test_the_types_results_come_in_are_public():
     # README names specnet.Failure; type hints want Model and Prediction without reaching into modules.
     assert (specnet.Model, specnet.Prediction, specnet.Failure) == (Model, Prediction, Failure)
