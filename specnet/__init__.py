@@ -22,6 +22,7 @@ _LAZY = {
     "iter_audio_blocks": "audio",
     "audio_info": "audio",
     "load_image": "image",
+    "find_inputs": "paths",
     "FeatureConfig": "features",
     "MelSpectrogram": "features",
     "LogMelSpectrogram": "features",

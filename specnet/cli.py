@@ -29,8 +29,7 @@ import click
 
 from ._version import __version__
 from .errors import Given, GivenValueError, ParameterError, SpecnetError, counted, listed
-from .paths import (columns, display_name, glob_paths, naming, one_line, padded, text_name, unique_files, unreadable_folder,
-                    walk_files)
+from .paths import columns, display_name, find_inputs, naming, one_line, padded, text_name, unreadable_folder
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
@@ -188,40 +187,6 @@ def cli(debug: bool) -> None:
 # ------------------------------------------------------------------ helpers
 
 
-def expand_inputs(patterns: Iterable[str], *, kind: str) -> list[str]:
-    """Files from paths, folders (searched recursively for ``kind`` files) and glob patterns, in order.
-
-    A folder and a pattern both give their ``kind`` files: files of the other kind are left out
-    with one warning, other files silently. Names, patterns and folders that give no file are
-    kept, so each is reported as a failed input.
-    """
-    from .audio import is_audio_file
-    from .image import is_image_file
-
-    wanted, other = (is_audio_file, is_image_file) if kind == "audio" else (is_image_file, is_audio_file)
-
-    def of_kind(files: list[str], source: str) -> list[str]:
-        left_out = sum(map(other, files))
-        if left_out:  # said once, not one line per file
-            from .data import left_out_note
-
-            logging.getLogger("specnet").warning("%s", left_out_note(source, left_out, kind))
-        return [f for f in files if wanted(f) or os.path.isdir(f)]  # a folder here: one that cannot be searched
-
-    found: list[str] = []
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            found.extend(of_kind(walk_files(pattern), pattern) or [pattern])
-        elif not os.path.lexists(pattern) and glob.has_magic(pattern):
-            # A matched folder is searched like a folder argument; a file reached twice ("**/*"
-            # matches sub and sub/a.wav, and the walk of sub gives sub/a.wav again) is listed once.
-            matches = unique_files(f for m in glob_paths(pattern) for f in (walk_files(m) if os.path.isdir(m) else [m]))
-            found.extend(of_kind(matches, pattern) or [pattern])
-        else:
-            found.append(pattern)
-    return found
-
-
 class _NoBar:
     """What ``_progress_bar`` gives when no bar is shown (and tqdm need not be imported)."""
 
@@ -261,7 +226,7 @@ def _check_data_dir(data_dir: str | None, *, model_file: str, manifest: str | No
 
 
 def _fail_line(path: str, reason: str, kind: str) -> str:
-    # A pattern or folder kept by expand_inputs: it gave no file.
+    # A pattern or folder kept by find_inputs: it gave no file.
     if not os.path.lexists(path) and glob.has_magic(path):
         return f"{display_name(path)}: no {kind} files match this pattern"
     if os.path.isdir(path):
@@ -296,7 +261,7 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
         model.check_audio_options(timeline=timeline, window=window, hop=hop)
     except SpecnetError as exc:
         raise click.UsageError(as_flags(str(exc))) from None
-    files = expand_inputs(paths, kind=model.input_kind)
+    files = find_inputs(paths, kind=model.input_kind)
     # Every format is written as results come, so an interrupted batch keeps what it scored.
     if fmt == "csv":
         click.echo(_csv_text([TIMELINE_COLUMNS if timeline else LABEL_COLUMNS]), nl=False)
@@ -418,7 +383,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     model = load_model(model_name, device=device)
     if level == "frame" and model.input_kind != "audio":
         raise click.UsageError(f"--level frame needs an audio model; {model.name} takes images")
-    files = expand_inputs(paths, kind=model.input_kind)
+    files = find_inputs(paths, kind=model.input_kind)
     if level == "clip":
         results = model.embed_iter(files, batch_size=batch_size)
     else:  # each file's frames (count, C) centred inside its audio, and their times
@@ -481,7 +446,7 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
 
     check_output_path(output, overwrite=overwrite, suffix=".safetensors", holds="model files")
     model = load_model(model_file, device=device)
-    files = expand_inputs(paths, kind=model.input_kind)
+    files = find_inputs(paths, kind=model.input_kind)
 
     def report(failure) -> None:
         click.echo(f"error: {_fail_line(failure.path, failure.reason, model.input_kind)}", err=True)

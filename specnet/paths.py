@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import stat
@@ -236,3 +237,42 @@ def _special_kind(mode: int) -> str:
     if stat.S_ISBLK(mode):
         return "a block device"
     return "a special file"
+
+
+def find_inputs(patterns: str | Iterable[str], *, kind: str = "audio") -> list[str]:
+    """Files from paths, folders (searched recursively for ``kind`` files, "audio" or "image")
+    and glob patterns (``"data/**/*.wav"``), in order, as ``specnet classify`` finds them.
+
+    A folder and a pattern both give their ``kind`` files: files of the other kind are left out
+    with one warning, other files silently. Names, patterns and folders that give no file are
+    kept, so that predicting on the list reports each as a failed input.
+    """
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [patterns]
+    if kind not in ("audio", "image"):
+        raise SpecnetError(f"kind={kind!r} must be 'audio' or 'image'")
+    from .audio import is_audio_file
+    from .image import is_image_file
+
+    wanted, other = (is_audio_file, is_image_file) if kind == "audio" else (is_image_file, is_audio_file)
+
+    def of_kind(files: list[str], source: str) -> list[str]:
+        left_out = sum(map(other, files))
+        if left_out:  # said once, not one line per file
+            from .data import left_out_note
+
+            logging.getLogger("specnet").warning("%s", left_out_note(source, left_out, kind))
+        return [f for f in files if wanted(f) or os.path.isdir(f)]  # a folder here: one that cannot be searched
+
+    found: list[str] = []
+    for pattern in map(os.fspath, patterns):
+        if os.path.isdir(pattern):
+            found.extend(of_kind(walk_files(pattern), pattern) or [pattern])
+        elif not os.path.lexists(pattern) and glob.has_magic(pattern):
+            # A matched folder is searched like a folder argument; a file reached twice ("**/*"
+            # matches sub and sub/a.wav, and the walk of sub gives sub/a.wav again) is listed once.
+            matches = unique_files(f for m in glob_paths(pattern) for f in (walk_files(m) if os.path.isdir(m) else [m]))
+            found.extend(of_kind(matches, pattern) or [pattern])
+        else:
+            found.append(pattern)
+    return found

@@ -185,6 +185,19 @@ def test_classify_folders_and_globs(capsys, model_file, clips):
         (clips / "cover.png").unlink()
 
 
+def test_the_api_finds_folders_and_patterns_as_classify_does(model_file, clips):
+    expected = sorted(clip_paths(clips))
+    assert specnet.find_inputs(str(clips)) == specnet.find_inputs([clips]) == expected
+    assert specnet.find_inputs([str(clips / "t*" / "*.wav"), str(clips / "nomatch*.wav")]) == [
+        str(clips / "tone" / "tone.wav"), str(clips / "nomatch*.wav")]  # kept, to fail as an input
+    results = specnet.load_model(model_file).predict_iter(specnet.find_inputs([str(clips), str(clips / "nomatch*.wav")]))
+    results = list(results)
+    assert [r.path for r in results] == [*expected, str(clips / "nomatch*.wav")]
+    assert isinstance(results[-1], specnet.Failure) and results[-1].reason.endswith("nomatch*.wav: file not found")
+    with pytest.raises(specnet.SpecnetError, match="^kind='video' must be 'audio' or 'image'$"):
+        specnet.find_inputs(str(clips), kind="video")
+
+
 def test_classify_double_star_glob_and_linked_folders_list_each_file_once(capsys, model_file, clips, tmp_path):
     expected = sorted(clip_paths(clips))
     # "clips/**" matches the folder itself and everything under it: each file still comes once.
