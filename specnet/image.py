@@ -109,7 +109,8 @@ def load_image(
 def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
     """An image held in memory, made what :func:`load_image` makes of a file.
 
-    pixels : array or tensor ``(C, height, width)``, C = 1 (grey), 2 (grey and alpha),
+    pixels : a Pillow image (converted as a file's pixels are), or an array or tensor
+        ``(C, height, width)``, C = 1 (grey), 2 (grey and alpha),
         3 (RGB) or 4 (RGBA), alpha dropped as for files; uint8 values are scaled by 1/255
         and uint16 by 1/65535, float values must lie in [0, 1]. One image only:
         ``(3, height, width)`` is one RGB image, and a batch ``(images, C, height, width)``
@@ -122,6 +123,12 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
     for any other shape, scale or a value that is not finite.
     """
     _check_channels_and_size(channels, size, none=False)
+    if isinstance(pixels, Image.Image):  # converted as a file's pixels are
+        try:
+            x = _to_array(pixels, channels)
+        except _PixelError as exc:
+            raise ParameterError(str(exc)) from None
+        return _resized(torch.from_numpy(x).permute(2, 0, 1).contiguous(), size)
     raw = as_numpy(pixels)
     shape = tuple(raw.shape)
     if raw.ndim != 3 or shape[0] not in _COLOUR_OF_CHANNELS or 0 in shape:
@@ -212,3 +219,8 @@ def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:
             raise _PixelError(f"image mode {img.mode} cannot be converted to {'grey' if channels == 1 else 'RGB'}") from None
     x = np.asarray(img, dtype=np.float32) / 255.0
     return x[..., None] if channels == 1 else x
+
+
+def is_pil_image(value: Any) -> bool:
+    """Whether ``value`` is a Pillow image (one input, where an iterable would be many)."""
+    return isinstance(value, Image.Image)

@@ -35,7 +35,7 @@ from .checks import as_numpy, check_int, is_finite_number
 from .devices import resolve_device
 from .errors import DataError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError, counted
 from .fileio import check_output_path
-from .image import image_from_array, is_image_file, load_image
+from .image import image_from_array, is_image_file, is_pil_image, load_image
 from .modelfile import load_model_file, read_metadata, save_model_file
 from .models.layers import eval_mode
 from .network import SpecNet
@@ -284,7 +284,7 @@ class Model:
         """Refuse an input given in memory that is not an array (an empty file name, a number)."""
         if isinstance(samples, (str, bytes, os.PathLike)):  # what is left of paths here: an empty one
             raise ParameterError("an empty file name")
-        if not isinstance(samples, (np.ndarray, torch.Tensor, list, tuple)):
+        if not (isinstance(samples, (np.ndarray, torch.Tensor, list, tuple)) or (self.input_kind == "image" and is_pil_image(samples))):
             what = "samples" if self.input_kind == "audio" else "pixels"
             hint = " (each item of a list is one input: pass np.asarray(the_list) for one clip)" if isinstance(samples, numbers.Number) else ""
             raise ParameterError(f"expected a file path or an array of {what}, got {type(samples).__name__}{hint}")
@@ -539,7 +539,8 @@ class Model:
             list of arrays with ``sample_rate=`` (Hz; floats, or integer PCM scaled as
             soundfile scales it; a ``(time, channels)`` array is refused: mix it down), or
             images ``(C, H, W)`` or a batch ``(B, C, H, W)`` (C = 1, 3 or 4; uint8, or float in
-            [0, 1]; made what a file would be, see :func:`specnet.image.image_from_array`).
+            [0, 1]) or Pillow images, each made what a file would be (see
+            :func:`specnet.image.image_from_array`). Folders and glob patterns: :func:`specnet.find_inputs`.
         Raises the first failing input's :class:`SpecnetError`.
         """
         results = list(self.predict_iter(inputs, sample_rate=sample_rate, top_k=top_k, window=window, hop=hop, timeline=timeline, batch_size=batch_size))
@@ -927,7 +928,7 @@ def _input_path(entry: Any) -> str | None:
 def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
     """Single inputs (paths, arrays or tensors) from whatever the user passed: one of them,
     a batch array, or any iterable of them (a generator is read as it is used)."""
-    if isinstance(inputs, (str, bytes, os.PathLike)):
+    if isinstance(inputs, (str, bytes, os.PathLike)) or is_pil_image(inputs):
         return [inputs]
     if isinstance(inputs, np.ndarray) and (inputs.dtype.kind in "US" or (
             inputs.dtype.kind == "O" and inputs.size and all(isinstance(p, (str, bytes, os.PathLike)) for p in inputs.flat))):

@@ -280,6 +280,22 @@ def test_image_arrays_of_the_wrong_shape_say_the_right_one(tmp_path_factory):
     np.testing.assert_allclose(image_model.predict(rgba)[0].probabilities, image_model.predict(rgba[:3])[0].probabilities)
 
 
+def test_a_pillow_image_is_scored_as_its_file_is(tmp_path_factory, tmp_path, model_file):
+    from PIL import Image
+
+    image_model = specnet.load_model(tiny_image_model(tmp_path_factory), device="cpu")
+    make_image(tmp_path / "p.png", "P", (20, 24))  # a palette image: converted as the file is
+    with Image.open(tmp_path / "p.png") as picture:
+        picture.load()
+        from_file = image_model.predict(str(tmp_path / "p.png"))[0].probabilities
+        np.testing.assert_allclose(image_model.predict(picture)[0].probabilities, from_file, atol=SCORE_ATOL)
+        both = image_model.predict([picture, str(tmp_path / "p.png")])
+        np.testing.assert_allclose(both[0].probabilities, both[1].probabilities, atol=SCORE_ATOL)
+        audio_model = specnet.load_model(model_file, device="cpu")
+        with pytest.raises(ParameterError, match=r"^input 0: expected a file path or an array of samples, got PngImageFile$"):
+            audio_model.predict(picture, sample_rate=16000)
+
+
 # ---------------------------------------------------------------- CLI: classify
 
 
