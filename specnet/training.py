@@ -46,7 +46,7 @@ from .network import ModelSpec, SpecNet
 from .paths import display_name, naming, one_line, text_name, unnamed
 from .runs import RunFiles, checked_resume, checkpoint_network, load_checkpoint, real_file, patience_stops, resume_trains, run_options, save_checkpoint, the_runs_setting, with_run_options
 from .trainconfig import InitConflict, OptionsForOtherData, OptionValueError, TrainConfig, features_given, held_out_share, init_conflicts
-from .windows import Windows, default_hop, fit_length, silent_windows
+from .windows import Windows, clip_mean, default_hop, fit_length, silent_windows
 
 log = logging.getLogger("specnet")
 
@@ -307,7 +307,7 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
     """
     model.eval()
     indices = list(range(dist.rank, len(split.targets), dist.world_size))
-    if split.targets.numel() == 0:
+    if not indices:  # no data, or fewer items than ranks
         return torch.zeros(0, len(model.classes)), torch.tensor(indices, dtype=torch.long)
     if model.spec.input_kind == "image":
         probs = torch.zeros(len(indices), len(model.classes))
@@ -324,21 +324,17 @@ def predict_split(model: SpecNet, split: Split, *, batch_size: int, device: torc
             cut = Windows(split.items[i], clip, hop)
             yield from ((row, cut[j]) for j in range(len(cut)))
 
-    # clip_mean's rule: the mean over a clip's windows that are not silent, over all of them if none is.
-    sums, sums_all = torch.zeros(2, len(indices), len(model.classes))
-    counts, counts_all = torch.zeros(2, len(indices))
+    owners, silent, window_probs = [], [], []
     windows_left = windows()  # copied into one batch at a time: memory stays O(batch), however long the clips
     while chunk := list(itertools.islice(windows_left, batch_size)):
-        owner = torch.tensor([row for row, _ in chunk])
         batch = np.stack([w for _, w in chunk])
-        heard = torch.from_numpy(~silent_windows(batch)).float()
-        window_probs = model(torch.from_numpy(batch).to(device)).float().softmax(-1).cpu()
-        sums.index_add_(0, owner, window_probs * heard[:, None])
-        counts.index_add_(0, owner, heard)
-        sums_all.index_add_(0, owner, window_probs)
-        counts_all.index_add_(0, owner, torch.ones(len(chunk)))
-    means = torch.where((counts > 0)[:, None], sums / counts.clamp(min=1)[:, None], sums_all / counts_all.clamp(min=1)[:, None])
-    return means, torch.tensor(indices, dtype=torch.long)
+        owners += [row for row, _ in chunk]
+        silent.append(silent_windows(batch))
+        window_probs.append(model(torch.from_numpy(batch).to(device)).float().softmax(-1).cpu().numpy())
+    probs, silent = np.concatenate(window_probs), np.concatenate(silent)
+    bounds = np.searchsorted(owners, np.arange(len(indices) + 1))  # each clip's windows, in order, at least one
+    means = np.stack([clip_mean(probs[a:b], silent[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])  # classify's mean
+    return torch.from_numpy(means), torch.tensor(indices, dtype=torch.long)
 
 
 def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: torch.device, dist: Dist = Dist()) -> tuple[Scores, float]:

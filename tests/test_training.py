@@ -937,6 +937,11 @@ def test_validation_scores_clips_with_silence_as_classify_does(audio_run):
     assert indices.tolist() == [0, 1, 2, 3]
     expected = np.stack([p.probabilities for p in model.predict(clips, sample_rate=S.SR)])
     np.testing.assert_allclose(probs.numpy(), expected, atol=1e-5, rtol=0)
+    # Ranks share the items; a rank past the last item scores none.
+    probs, indices = training.predict_split(model.net, split, batch_size=5, device=torch.device("cpu"), dist=Dist(1, 3))
+    assert indices.tolist() == [1] and np.allclose(probs.numpy(), expected[1:2], atol=1e-5)
+    probs, indices = training.predict_split(model.net, split.subset([0, 1]), batch_size=5, device=torch.device("cpu"), dist=Dist(2, 3))
+    assert probs.shape == (0, len(model.classes)) and indices.tolist() == []
 
 
 @pytest.mark.parametrize(("options", "message"), [
