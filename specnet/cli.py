@@ -377,7 +377,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     import numpy as np
 
     from .fileio import atomic_write, check_output_path
-    from .inference import Failure, load_model
+    from .inference import Failure, load_model, nan_padded
 
     check_output_path(output, overwrite=overwrite, suffix=".npz", holds="embeddings (a NumPy archive)")
     model = load_model(model_name, device=device)
@@ -404,9 +404,7 @@ def embed(paths, output, level, model_name, batch_size, device, overwrite) -> No
     else:  # rows padded with NaN to the longest file's frames
         counts = [len(frames) for frames, _ in outputs]
         stamps = model.net.frame_times(max(counts, default=0))  # the frames' centres, shared by every row
-        rows = np.full((len(outputs), len(stamps), outputs[0][0].shape[-1] if outputs else 0), np.nan, np.float32)
-        for row, (frames, _) in zip(rows, outputs):
-            row[: len(frames)] = frames
+        rows = nan_padded([frames for frames, _ in outputs], outputs[0][0].shape[-1] if outputs else 0)
         arrays = {"embeddings": rows, "timestamps": stamps, "frames": np.array(counts, dtype=np.int64)}
     if good_paths:
         buffer = io.BytesIO()

@@ -645,17 +645,14 @@ class Model:
                         rows[i] = row
             # Frames centred inside the audio, as hear.get_timestamp_embeddings keeps them.
             counts = [self.net.frames_inside(len(row), len(clip) / self.sample_rate) for row, clip in zip(rows, clips)]
-            longest = max(counts, default=0)
+            longest = max(counts, default=0)  # the timestamps' count
             # The width of a frame embedding (the clip embedding's, unless frequency bands are kept
             # apart there: frames average them), also for no input, so that results concatenate.
             if rows:
                 dim = rows[0].shape[-1]
             else:
                 dim = self.net.embed(torch.zeros(1, self.config.clip_samples or 1, device=self.device), level="frame").shape[-1]
-            frames = np.full((len(rows), longest, dim), np.nan, dtype=np.float32)
-            for out_row, row, count in zip(frames, rows, counts):
-                out_row[:count] = row[:count]
-            return frames, self.net.frame_times(longest), np.array(counts, dtype=np.int64)
+            return nan_padded([row[:count] for row, count in zip(rows, counts)], dim), self.net.frame_times(longest), np.array(counts, dtype=np.int64)
 
     # ---------------------------------------------------------- adapting to new recordings
 
@@ -848,6 +845,15 @@ def _say(records: list[logging.LogRecord]) -> None:
     """Log ``records`` held back by :class:`_HeldMessages` now, as they were logged."""
     for record in records:
         logging.getLogger(record.name).handle(record)
+
+
+def nan_padded(frames: list[np.ndarray], dim: int) -> np.ndarray:
+    """Clips' frame embeddings ``(count_i, dim)`` as one float32 array ``(clips, most frames, dim)``,
+    each row ending in NaN after its own frames."""
+    rows = np.full((len(frames), max(map(len, frames), default=0), dim), np.nan, dtype=np.float32)
+    for row, clip_frames in zip(rows, frames):
+        row[: len(clip_frames)] = clip_frames
+    return rows
 
 
 class _PooledMoments:
