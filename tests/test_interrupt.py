@@ -101,6 +101,9 @@ DRIVER = textwrap.dedent(
             def __exit__(self, *exc):
                 return False
 
+            def fileno(self):
+                return self.handle.fileno()
+
             def write(self, data):
                 self.handle.write(data[: len(data) // 2])
                 self.handle.flush()
