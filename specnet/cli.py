@@ -264,7 +264,7 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
     files = find_inputs(paths, kind=model.input_kind)
     # Every format is written as results come, so an interrupted batch keeps what it scored.
     if fmt == "csv":
-        click.echo(_csv_text([TIMELINE_COLUMNS if timeline else LABEL_COLUMNS]), nl=False)
+        click.echo(_csv_text([TIMELINE_COLUMNS if timeline else LABEL_COLUMNS]), nl=False, color=True)  # color: no ANSI stripping
     written, failures = 0, 0
     try:
         with _progress_bar(len(files), "classifying") as bar:  # closed on an error too: its line is not left half drawn
@@ -276,7 +276,8 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
                 elif fmt == "table":
                     click.echo(_table_block(result, model.name))
                 elif fmt == "csv":
-                    click.echo(_csv_text(_window_rows(result) if timeline else _label_rows(result)), nl=False)
+                    # color=True: written as they are, where click would strip an escape sequence from a name
+                    click.echo(_csv_text(_window_rows(result) if timeline else _label_rows(result)), nl=False, color=True)
                 else:  # the items of one JSON array, indented as json.dumps(results, indent=2) would
                     item = textwrap.indent(json.dumps(result.to_dict(), indent=2), "  ")
                     click.echo(("[\n" if written == 0 else ",\n") + item, nl=False)
@@ -332,7 +333,9 @@ def _csv_text(rows: Iterable[list[Any]]) -> str:
     import io
 
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    plain, quoted = csv.writer(buffer, lineterminator="\n"), csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:  # a carriage return in a file's name is quoted as a newline is: readers end a row at either
+        (quoted if any("\r" in str(cell) for cell in row) else plain).writerow(row)
     return buffer.getvalue()
 
 

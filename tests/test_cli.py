@@ -229,6 +229,14 @@ def test_control_characters_in_names_stay_on_one_line(capsys, model_file, tmp_pa
     assert code == 0 and list(csv.reader(io.StringIO(out)))[1][0] == str(good)
     code, out, _ = run(capsys, "classify", "-m", model_file, str(good), "--timeline", "--format", "csv")
     assert code == 0 and list(csv.reader(io.StringIO(out)))[1][0] == str(good)
+    # An escape sequence and a carriage return in names: kept (not stripped as terminal colour), and quoted.
+    odd = [tmp_path / "esc\x1b[31mred.wav", tmp_path / "cr\rret.wav"]
+    for path in odd:
+        write_audio(path, S.class_clip("tone", 1), S.SR)
+    for options in ((), ("--timeline",)):
+        code, out, _ = run(capsys, "classify", "-m", model_file, *map(str, odd), "--format", "csv", "-k", "1", *options)
+        rows = list(csv.reader(io.StringIO(out)))
+        assert code == 0 and [row[0] for row in rows[1:]] == list(map(str, odd)), out
     code, out, _ = run(capsys, "classify", "-m", model_file, str(good))
     assert code == 0 and out.startswith(f"{tmp_path}/tab\\there.wav  (")
     code, _, _ = run(capsys, "embed", "-m", model_file, str(good), "-o", str(tmp_path / "e.npz"))
