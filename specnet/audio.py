@@ -64,6 +64,11 @@ _RESAMPLE_QUALITY = "HQ"
 # Frames read per soundfile call when streaming: big enough to amortise the
 # call overhead, small enough that memory stays O(block) for long files.
 _READ_FRAMES = 1 << 16
+
+#: The largest sample magnitude analysed. Full scale is 1, and a float file written with 32-bit
+#: integer values reaches 2.1e9; from about 1e16 on, a spectrogram's power overflows float32
+#: (inf, then NaN scores), so samples beyond this are refused as NaN samples are.
+MAX_SAMPLE = 1e12
 #: libsndfile formats whose length is only known by decoding (the others' headers count their samples).
 _COMPRESSED_CONTAINERS = frozenset({"OGG", "FLAC", "MP3"})
 # libsndfile's SF_ERR_UNRECOGNISED_FORMAT and SF_ERR_UNSUPPORTED_ENCODING.
@@ -364,10 +369,13 @@ def _stream_chunks(
     if sample_rate is not None and sample_rate != f.samplerate:
         stream = soxr.ResampleStream(f.samplerate, sample_rate, channels, dtype="float32",
                                      quality=_RESAMPLE_QUALITY)
+    # About _READ_FRAMES samples out per read, however far the rate goes up: 65,536 frames of a
+    # 1 Hz file would come out as a billion samples at 16 kHz.
+    per_read = max(1, min(_READ_FRAMES, _READ_FRAMES * f.samplerate // (sample_rate or f.samplerate)))
     n_in = n_out = 0
     while True:
-        frames = _read(f, name, _READ_FRAMES)  # (frames, file channels)
-        last = frames.shape[0] < _READ_FRAMES
+        frames = _read(f, name, per_read)  # (frames, file channels)
+        last = frames.shape[0] < per_read
         n_in += frames.shape[0]
         x = frames.mean(axis=1) if mono else frames  # soxr's (frames[, channels]) layout
         if stream is not None:
@@ -586,7 +594,17 @@ def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
     data = _call(name, f.read, frames, dtype="float32", always_2d=True)
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: contains NaN or infinite samples")
+    if problem := beyond_full_scale(data):
+        raise AudioError(f"{name}: {problem}")
     return data
+
+
+def beyond_full_scale(samples: np.ndarray) -> str:
+    """Why finite ``samples`` are too large to analyse (beyond :data:`MAX_SAMPLE`), or ""."""
+    peak = max(float(samples.max()), -float(samples.min())) if samples.size else 0.0
+    if peak > MAX_SAMPLE:
+        return f"samples reach {peak:.3g}, far beyond full scale (1.0), where a spectrogram overflows; scale the audio"
+    return ""
 
 
 def _call(name: str, method, *args, **kwargs):

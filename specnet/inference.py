@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import float_samples, is_audio_file, iter_audio_blocks, load_audio, resample
+from .audio import beyond_full_scale, float_samples, is_audio_file, iter_audio_blocks, load_audio, resample
 from .paths import display_name, naming, text_name
 from .checks import as_numpy, check_int, is_finite_number
 from .devices import resolve_device
@@ -299,6 +299,8 @@ class Model:
             raise ParameterError(f"expected a non-empty 1-D array of samples, got shape {y.shape}")
         if not np.isfinite(y).all():
             raise ParameterError("samples contain NaN or infinite values")
+        if problem := beyond_full_scale(y):
+            raise ParameterError(problem)
         resampled = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
         if resampled.size == 0:
             raise ParameterError(f"{counted(y.size, 'sample')} at {sample_rate} Hz make less than one "

@@ -352,6 +352,10 @@ def _inf_double_wav(tmp_path):
                        subtype="DOUBLE")
 
 
+def _huge_float_wav(tmp_path):  # finite, but its spectrogram's power overflows float32
+    return write_audio(tmp_path / "huge.wav", 3e38 * np.sin(np.arange(800) / 5), 8000, subtype="FLOAT")
+
+
 FILE_ERRORS = [
     (_missing, "file not found"),
     (_directory, "is a directory, not an audio file"),
@@ -369,9 +373,10 @@ FILE_ERRORS = [
     (_unknown_m4a, ("no installed decoder reads this file", "not a readable audio file", "truncated or corrupt audio data")),
     (_nan_float_wav, "contains NaN or infinite samples"),
     (_inf_double_wav, "contains NaN or infinite samples"),
+    (_huge_float_wav, "samples reach 3e+38, far beyond full scale (1.0), where a spectrogram overflows; scale the audio"),
 ]
 # Problems only decoding finds: audio_info reads the header alone.
-HEADER_IS_FINE = {_header_only, _truncated_flac, _ogg_cut_in_its_first_audio_page, _nan_float_wav, _inf_double_wav}
+HEADER_IS_FINE = {_header_only, _truncated_flac, _ogg_cut_in_its_first_audio_page, _nan_float_wav, _inf_double_wav, _huge_float_wav}
 
 
 # audioread's stdlib backend imports aifc/audioop/sunau, deprecated in Python 3.11+
@@ -582,6 +587,20 @@ def test_stream_memory_does_not_grow_with_length(tmp_path):
         tracemalloc.stop()
     assert n == 60
     assert peak < 2_000_000
+
+
+def test_stream_memory_stays_small_for_a_low_rate_file(tmp_path):
+    # 30,000 samples at 100 Hz are 300 s: 4.8 million samples at 16 kHz, read a few at a time.
+    path = tmp_path / "low.wav"
+    sf.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, 30000).astype(np.float32), 100, subtype="FLOAT")
+    tracemalloc.start()
+    try:
+        n = sum(1 for _ in iter_audio_blocks(path, block_samples=16000, sample_rate=16000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 300
+    assert peak < 4_000_000  # 19 MB or more when the file was read in one go
 
 
 @pytest.mark.parametrize(

@@ -560,6 +560,17 @@ def test_a_short_hop_copies_windows_a_batch_at_a_time(audio_run, tmp_path, where
     assert peak < 12e6, peak  # 72 MB (143 MB adapting) when every window was copied at once
 
 
+def test_samples_too_large_for_a_spectrogram_are_refused_not_scored_nan(model, clips):
+    huge = (3e38 * np.sin(np.arange(S.SR) / 5)).astype(np.float32)  # finite; its power is not
+    message = "samples reach 3e+38, far beyond full scale (1.0), where a spectrogram overflows; scale the audio"
+    results = list(model.predict_iter([clips["tone"][1], huge], sample_rate=S.SR))
+    assert isinstance(results[0], Prediction) and results[1].message == f"input 1: {message}"
+    with pytest.raises(ParameterError, match=re.escape(f"input 0: {message}")):
+        model.embed_frames([huge], sample_rate=S.SR)
+    scaled = model.predict(clips["tone"][1] * 2.0e9, sample_rate=S.SR)[0]  # a float file in 32-bit integer units
+    assert np.isfinite(scaled.probabilities).all()
+
+
 def test_frame_embeddings_one_input_at_a_time_skip_bad_inputs(model, clips, tmp_path):
     broken = tmp_path / "broken.wav"
     broken.write_text("not audio")
