@@ -46,7 +46,7 @@ from .network import ModelSpec, SpecNet
 from .paths import display_name, naming, one_line, text_name, unnamed
 from .runs import RunFiles, checked_resume, checkpoint_network, load_checkpoint, real_file, patience_stops, resume_trains, run_options, save_checkpoint, the_runs_setting, with_run_options
 from .trainconfig import InitConflict, OptionsForOtherData, OptionValueError, TrainConfig, features_given, held_out_share, init_conflicts
-from .windows import Windows, clip_mean, default_hop, fit_length, silent_windows
+from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, loudest_sample, silent_windows
 
 log = logging.getLogger("specnet")
 
@@ -167,13 +167,15 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
             return load_image(path, channels=spec.in_chans, size=spec.image_size)
 
     items, failures = decode_all(files.paths, decode, num_workers=num_workers, progress=progress, desc=desc)
+    native_rates = [item[1] if files.kind == "audio" and item is not None else None for item in items]
     for path, reason in failures:
         log.warning("skipping %s", naming(path, reason))
     keep = [i for i, item in enumerate(items) if item is not None]
     if files.kind == "audio":
-        if check_rates:
-            warn_about_sample_rates([(files.classes[files.targets[i]], items[i][1]) for i in keep], spec.features)
         items = [None if item is None else item[0] for item in items]
+        if check_rates:
+            warn_about_sample_rates([(files.classes[files.targets[i]], native_rates[i]) for i in keep], spec.features)
+            warn_about_silence([(files.classes[files.targets[i]], loudest_sample(items[i])) for i in keep])
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
     kept_items = [items[i] for i in keep]
     if files.kind == "image":
@@ -212,6 +214,24 @@ def warn_about_sample_rates(class_rates: list[tuple[str, int]], features: Featur
         log.warning("class %r is recorded at %s and class %r at %s%s: a model can tell such classes apart by their "
                     "bandwidth alone; resample the files to one rate, or make sure the classes share their sources",
                     text_name(a), rates_of(a), text_name(b), rates_of(b), f" ({counted(len(apart) - 1, 'other pair')} too)" if len(apart) > 1 else "")
+
+
+def warn_about_silence(class_peaks: list[tuple[str, float]]) -> None:
+    """Warn about training files that are digital silence (``(class, loudest sample)`` per file:
+    none above -90 dBFS), which the model would learn as a sound of their class, and name the
+    classes that hold nothing else."""
+    silent: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for name, peak in class_peaks:
+        total[name] = total.get(name, 0) + 1
+        silent[name] = silent.get(name, 0) + bool(is_silence(peak))
+    count = sum(silent.values())
+    if count:
+        only = [name for name, n in silent.items() if n == total[name]]
+        log.warning("%s of the training data %s digital silence (no sample above -90 dBFS), which the model learns as "
+                    "a sound of %s class%s", counted(count, "file"), "is" if count == 1 else "are",
+                    "its" if count == 1 else "their",
+                    f"; {listed([repr(text_name(n)) for n in only], 'class', 'classes')} {'holds' if len(only) == 1 else 'hold'} nothing else" if only else "")
 
 
 def check_classes(split: Split, files: LabelledFiles, source: str) -> None:

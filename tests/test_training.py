@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import synthetic as S
 import torch
-from helpers import make_tone, stop_after_epoch
+from helpers import make_tone, stop_after_epoch, write_audio
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -1472,6 +1472,24 @@ def test_training_files_at_a_lower_rate_than_the_model_are_named_once(tmp_path, 
     top = S.FEATURES["f_max"]  # 4000 Hz: half the model's 8000 Hz
     assert said == [f"every training file is recorded at {S.SR // 2} Hz or less, and the model hears up to {top:g} Hz: its mel "
                     f"bands above {S.SR // 4} Hz hold nothing; features.sample_rate={S.SR // 2} suits these files"]
+
+
+def test_silent_training_files_are_counted_and_a_silent_class_named(tmp_path, caplog):
+    training.warn_about_silence([("dog", 0.5), ("cat", 0.2)])
+    assert caplog.records == []
+    data = tmp_path / "data"
+    for label, freq in (("tone", 440.0), ("quiet", None)):
+        (data / label).mkdir(parents=True)
+        for i in range(3):
+            if freq is None:
+                write_audio(data / label / f"{i}.wav", np.zeros(S.SR // 2, np.float32), S.SR)
+            else:
+                make_tone(data / label / f"{i}.wav", freq + 10 * i, 0.5, S.SR)
+    write_audio(data / "tone" / "blank.wav", np.zeros(S.SR // 2, np.float32), S.SR)
+    specnet.train(data, tmp_path / "run", epochs=1, val_split=0, **S.FAST)
+    said = [r.getMessage() for r in caplog.records if "digital silence" in r.getMessage()]
+    assert said == ["4 files of the training data are digital silence (no sample above -90 dBFS), which the model learns as "
+                    "a sound of their class; class 'quiet' holds nothing else"]
 
 
 def test_the_first_line_says_how_many_epochs_and_why_so_many(tiny_data, tmp_path, monkeypatch, capsys):
