@@ -868,6 +868,7 @@ def info(model_file, fmt) -> None:
     if fmt == "json":
         click.echo(json.dumps(meta, indent=2))
     else:
+        click.echo(f"file:         {display_name(path)}")  # a bundled model's: its credits (ATTRIBUTION.txt) lie beside it
         _print_info(meta)
     # A file whose weights do not fit still describes itself, then says why it would not load.
     check_weight_shapes(path)

@@ -77,6 +77,9 @@ def test_every_entry_point_uses_the_bundled_models(name, clip, tmp_path, capsys)
         main(argv)  # returns normally on success; errors exit non-zero
     out = capsys.readouterr().out
     assert f"model {name}" in out and "classes:" in out and "license" in out
+    # info names the file, so its credits beside it can be found in any install
+    shown = next(line for line in out.splitlines() if line.startswith("file:")).split(None, 1)[1]
+    assert Path(shown) == specnet.bundled_models()[name] and (Path(shown).parent / "ATTRIBUTION.txt").is_file()
     main(["embed", "-m", name, path, "-o", str(tmp_path / "e.npz")])
     assert np.load(tmp_path / "e.npz")["embeddings"].shape == (1, model.net.backbone.num_features)
     main(["adapt", name, path, path, "-o", str(tmp_path / "adapted.safetensors")])  # a spread needs 2 windows
