@@ -30,7 +30,7 @@ _LAZY = {
     "list_models": "models",
     "summary": "models",
     "load_model": "inference",
-    "bundled_models": "inference",
+    "bundled_models": "catalog",
     "Model": "inference",
     "Prediction": "inference",
     "Failure": "inference",

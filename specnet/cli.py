@@ -792,7 +792,7 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
     """Keras-style layer table (output shapes, parameter counts) of NAME: an architecture
     (see --list; also what a bare `specnet summary` prints), a bundled model or a model file
     (give a file named as an architecture as ./NAME)."""
-    from .inference import bundled_models
+    from .catalog import bundled_models
     from .models import create_model, list_models
     from .models import summary as layer_summary
 
@@ -836,14 +836,14 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
 @cli.command()
 def models() -> None:
     """List the bundled models with their classes, accuracy and license."""
-    from .inference import DEFAULT_MODEL, bundled_models, model_metadata
+    from .catalog import DEFAULT_MODEL, bundled_models, header_metadata  # not torch: a listing answers at once
 
     bundled = bundled_models()
     if not bundled:
         click.echo("no bundled models installed")
         return
     for name in bundled:
-        meta = model_metadata(name)
+        meta = header_metadata(bundled[name])
         dataset = meta.get("dataset") or {}
         default = "  (default)" if name == DEFAULT_MODEL else ""
         click.echo(f"{name}{default}: {dataset.get('description', meta['arch'])}")

@@ -21,7 +21,6 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .catalog import DEFAULT_MODEL, bundled_models
 from .audio import beyond_full_scale, float_samples, is_audio_file, iter_audio_blocks, load_audio, resample
 from .paths import display_name, naming, text_name
 from .checks import as_numpy, check_int, is_finite_number
@@ -41,7 +41,6 @@ from .models.layers import eval_mode
 from .network import SpecNet
 from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_if_silent
 
-DEFAULT_MODEL = "esc10"
 STREAM_SECONDS = 300.0
 PREFETCH_FILES = 64
 #: Most log-mel cells (windows x mel bands x frames) in one forward pass: it bounds the
@@ -56,17 +55,6 @@ FEW_WINDOWS = 100
 MAX_CHANNELS = 8
 
 log = logging.getLogger("specnet")
-
-
-def bundled_models() -> dict[str, Path]:
-    """Names and paths of the models shipped inside the package."""
-    try:
-        folder = resources.files("specnet") / "bundled"
-        if not folder.is_dir():
-            return {}
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".safetensors")}
 
 
 def _warn_if_silent(peak: float, name: str, *, gaps: bool = False) -> None:

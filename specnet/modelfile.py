@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ._version import __version__
+from .catalog import METADATA_KEY
 from .checks import is_finite_number, is_integer
 from .errors import ModelFileError, ParameterError, SpecnetError, first_line
 from .features import FeatureConfig
@@ -23,7 +24,6 @@ from .paths import display_name, one_line, refuse_special_file
 from .network import INPUT_KINDS, RESERVED_ARCH_ARGS, ModelSpec, SpecNet, create_backbone
 
 FORMAT_VERSION = 1
-METADATA_KEY = "specnet"
 _PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip
 
 #: The name of the model file in a training run's folder.

@@ -20,7 +20,7 @@ import torch
 
 from .errors import GivenValueError, ModelFileError, ParameterError, SpecnetError
 from .fileio import atomic_write, torch_load_safely
-from .inference import bundled_models
+from .catalog import bundled_models
 from .modelfile import MODEL_FILE, metadata_to_spec
 from .network import SpecNet
 from .paths import display_name, one_line, path_of_text, text_name, unnamed

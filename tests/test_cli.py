@@ -68,11 +68,11 @@ def subprocess_specnet(*args: str, cwd: Path | None = None, timeout: float = 180
 # ------------------------------------------------------------------ help, version, usage
 
 
-def test_help_and_version_do_not_import_torch():
+def test_help_version_and_the_model_list_do_not_import_torch():
     script = (
         "import sys\n"
         "from specnet.cli import main\n"
-        "for argv in (['--help'], ['--version'], ['classify', '--help'], ['train', '--help']):\n"
+        "for argv in (['--help'], ['--version'], ['classify', '--help'], ['train', '--help'], ['models']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exc:\n"
@@ -87,6 +87,7 @@ def test_help_and_version_do_not_import_torch():
     assert f"specnet, version {__version__}" in result.stdout
     assert "Usage: specnet classify" in result.stdout and "--top-k" in result.stdout
     assert "Usage: specnet train" in result.stdout and "--val-fold" in result.stdout
+    assert "esc10  (default): environmental sounds" in result.stdout  # the bundled models, listed from their headers
 
 
 def test_python_m_specnet_version():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -435,3 +436,12 @@ def test_weight_shapes_are_checked_from_the_header(tmp_path):
     assert read_metadata(tmp_path / "other.safetensors")["arch"] == "cnn_tiny"  # it describes itself ...
     with pytest.raises(ModelFileError, match=r"other.safetensors: weights do not match the declared architecture: missing backbone\."):
         check_weight_shapes(tmp_path / "other.safetensors")  # ... and would not load
+
+
+def test_header_metadata_reads_the_document_without_torch_and_names_a_file_without_one(tmp_path):
+    from specnet.catalog import header_metadata
+
+    not_safetensors = tmp_path / "x.safetensors"
+    not_safetensors.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ModelFileError, match=f"^{re.escape(str(not_safetensors))}: no readable specnet metadata in its header"):
+        header_metadata(not_safetensors)
