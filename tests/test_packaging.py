@@ -77,8 +77,9 @@ def test_the_sdist_carries_the_test_suite_and_what_it_reads(tmp_path):
     (sdist,) = (tmp_path / "dist").glob("specnet-*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    needed = {name for name in files if name.startswith(("tests/", "examples/", "recipes/"))}
-    assert {"tests/conftest.py", "tests/helpers.py", "tests/fuzz/fuzz_audio.py", "examples/dog.wav", "recipes/fsdd/config.toml"} <= needed
+    needed = {name for name in files if name.startswith(("tests/", "examples/", "recipes/", ".ci/"))}  # what the tests read
+    assert {"tests/conftest.py", "tests/helpers.py", "tests/fuzz/fuzz_audio.py", "examples/dog.wav", "recipes/fsdd/config.toml",
+            ".ci/run"} <= needed
     assert not needed - names, f"left out of the sdist: {sorted(needed - names)[:5]}"
     assert {"specnet/bundled/esc10.safetensors", "specnet/bundled/ATTRIBUTION.txt", "LICENSE", "README.md"} <= names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc") or name.startswith(".venv")]

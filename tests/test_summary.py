@@ -103,6 +103,9 @@ def test_a_loaded_model_is_summarised_as_its_backbone_on_its_own_input():
     assert list(rows.values())[-1][1] == f"(None, {len(spec.classes)})"
     wider = summary(model, (1, spec.features.n_mels, 2 * frames))
     assert wider != own and _parse(wider)[1] == totals
+    # Given raw samples, the whole network: the front-end's rows come first, its buffers hold no parameters.
+    whole = summary(model.net, (spec.clip_samples,))
+    assert "frontend" in whole and _parse(whole)[1]["Total"] == sum(p.numel() for p in model.net.parameters())
     with pytest.raises(ParameterError, match=r"^input_size is needed for a network without a specnet model's spec"):
         summary(torch.nn.Linear(3, 2))
     with pytest.raises(ParameterError, match=r"^summary\(\) takes a torch module or a loaded specnet model, got str$"):

@@ -35,8 +35,10 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
     ----------
     model : nn.Module or specnet.Model
         Any model. A loaded model (:func:`specnet.load_model`) or a
-        :class:`~specnet.network.SpecNet` is shown as its backbone, the
-        layers from the spectrogram (or image) on.
+        :class:`~specnet.network.SpecNet` given no ``input_size``, or a
+        ``(channels, height, width)`` one, is shown as its backbone: the
+        layers from the spectrogram (or image) on; given ``(samples,)``, as
+        the whole network, front-end included.
     input_size : sequence of int or None
         Input shape without the batch dimension, e.g. ``(1, 64, 101)``; None
         (a loaded model or SpecNet only): the model's own, its clip's
@@ -120,17 +122,19 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
 def _backbone_and_input(model: object, input_size: Sequence[int] | None) -> tuple[nn.Module, Sequence[int]]:
     """The module a summary runs and its input size: a loaded model's (or a SpecNet's) backbone,
     with the model's own input size unless one is given; any other module as it is."""
+    from ..inference import Model
     from ..network import SpecNet
 
-    net = getattr(model, "net", model)  # a specnet.Model holds its SpecNet as .net
-    if isinstance(net, SpecNet):
+    net = model.net if isinstance(model, Model) else model
+    image_like = isinstance(input_size, Sequence) and len(input_size) == 3  # (channels, height, width)
+    if isinstance(net, SpecNet) and (input_size is None or image_like):  # else raw samples in: the whole network
         spec = net.spec
         if input_size is None:
             own = spec.image_size if spec.features is None else (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
             input_size = (spec.in_chans, *own)
         return net.backbone, input_size
-    if not isinstance(model, nn.Module):
-        raise ParameterError(f"summary() takes a torch module or a loaded specnet model, got {type(model).__name__}")
+    if not isinstance(net, nn.Module):
+        raise ParameterError(f"summary() takes a torch module or a loaded specnet model, got {type(net).__name__}")
     if input_size is None:
         raise ParameterError("input_size is needed for a network without a specnet model's spec, e.g. (1, 64, 101)")
-    return model, input_size
+    return net, input_size
