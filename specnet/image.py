@@ -88,10 +88,7 @@ def load_image(
                 limit, pixels = Image.MAX_IMAGE_PIXELS, img.width * img.height
                 if limit is not None and pixels > limit:
                     raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of {limit} pixels")
-                img.load()  # decode now, so truncated data fails inside this try
-                if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # a phone photo: as it is shown, not as stored
-                    img = ImageOps.exif_transpose(img)
-                x = _to_array(img, channels)
+                x = _to_array(_upright(img), channels)
         except _PixelError as exc:
             raise ImageError(f"{name}: {exc}") from None
         except UnidentifiedImageError:
@@ -125,9 +122,11 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
     _check_channels_and_size(channels, size, none=False)
     if isinstance(pixels, Image.Image):  # converted as a file's pixels are
         try:
-            x = _to_array(pixels, channels)
+            x = _to_array(_upright(pixels), channels)
         except _PixelError as exc:
             raise ParameterError(str(exc)) from None
+        except (OSError, ValueError) as exc:  # a closed image, or one whose file is gone or truncated
+            raise ParameterError(f"the Pillow image cannot be read ({exc})") from None
         return _resized(torch.from_numpy(x).permute(2, 0, 1).contiguous(), size)
     raw = as_numpy(pixels)
     shape = tuple(raw.shape)
@@ -190,6 +189,15 @@ def _resized(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
 class _PixelError(Exception):
     """Pixels that do not become values in [0, 1]: wide grey outside the range its mode is scaled
     from (or not finite), or a mode Pillow cannot convert."""
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` decoded (so that truncated data fails here) and turned as its EXIF orientation
+    says: a phone photo as it is shown, not as it is stored."""
+    img.load()
+    if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    return img
 
 
 def _to_array(img: Image.Image, channels: int | None) -> np.ndarray:

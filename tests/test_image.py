@@ -267,6 +267,12 @@ def test_exif_orientation_is_applied(tmp_path):
     shown = np.rot90(pixels, k=-1)  # (6, 4, 3)
     np.testing.assert_allclose(load_image(tmp_path / "turned.png", channels=3), np.moveaxis(shown, -1, 0) / 255, atol=1e-6)
     np.testing.assert_allclose(load_image(tmp_path / "plain.png", channels=3), np.moveaxis(pixels, -1, 0) / 255, atol=1e-6)
+    # A Pillow image in memory is turned as its file is; a closed one is one line.
+    picture = Image.open(tmp_path / "turned.png")
+    torch.testing.assert_close(image_from_array(picture, channels=3), load_image(tmp_path / "turned.png", channels=3))
+    picture.close()
+    with pytest.raises(ParameterError, match=r"^the Pillow image cannot be read \(Operation on closed image\)$"):
+        image_from_array(picture, channels=3)
 
 
 @pytest.mark.parametrize(
