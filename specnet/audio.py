@@ -603,7 +603,7 @@ def beyond_full_scale(samples: np.ndarray) -> str:
     """Why finite ``samples`` are too large to analyse (beyond :data:`MAX_SAMPLE`), or ""."""
     peak = max(float(samples.max()), -float(samples.min())) if samples.size else 0.0
     if peak > MAX_SAMPLE:
-        return f"samples reach {peak:.3g}, far beyond full scale (1.0), where a spectrogram overflows; scale the audio"
+        return f"samples reach {peak:.3g}, far beyond full scale (1.0), where a spectrogram overflows; rescale them to within ±1"
     return ""
 
 

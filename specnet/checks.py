@@ -99,10 +99,14 @@ def python_scalars(value: Any) -> Any:
 
 def as_numpy(values: Any) -> np.ndarray:
     """An array, a tensor (on any device, with or without gradients) or a sequence as a numpy
-    array; a tensor of a floating dtype numpy lacks (bfloat16, float8) comes as float32."""
+    array; a tensor of a floating dtype numpy lacks (bfloat16, float8) comes as float32. A
+    ragged sequence is a ParameterError."""
     torch = sys.modules.get("torch")  # not imported here: without torch loaded, nothing is a tensor
     if torch is not None and isinstance(values, torch.Tensor):
         values = values.detach().cpu()
         numpy_lacks = values.is_floating_point() and values.dtype not in (torch.float16, torch.float32, torch.float64)
         return (values.float() if numpy_lacks else values).numpy()
-    return np.asarray(values)
+    try:
+        return np.asarray(values)
+    except ValueError as exc:  # a ragged list: rows of different lengths
+        raise ParameterError(f"not an array of numbers ({str(exc).split('.')[0]})") from None

@@ -8,6 +8,7 @@ filterbank once as buffers, so ``.to(device)`` moves them; ``forward`` takes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import warnings
@@ -255,7 +256,8 @@ class MelSpectrogram(nn.Module):
             power = power.sqrt()
         # In float32 under a caller's autocast too: a full-scale tone's bins reach 65,536 with
         # n_fft=1024, past float16's largest number, and its peak-relative dB would be inf - inf.
-        with torch.autocast(flat.device.type, enabled=False):
+        kind = flat.device.type
+        with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext():
             return torch.matmul(self.filterbank, power)  # (B, n_mels, frames)
 
 

@@ -163,7 +163,8 @@ class Model:
     def __repr__(self) -> str:
         spec = self.config
         shown = ", ".join(spec.classes[:4]) + (", ..." if len(spec.classes) > 4 else "")
-        takes = (f"audio at {spec.sample_rate} Hz, {spec.clip_seconds:g} s clips" if spec.input_kind == "audio"
+        clips = f", {spec.clip_seconds:g} s clips" if spec.clip_seconds else ""
+        takes = (f"audio at {spec.sample_rate} Hz{clips}" if spec.input_kind == "audio"
                  else f"images of {spec.image_size[0]} x {spec.image_size[1]} pixels")
         return f"<specnet.Model {self.name!r}: {spec.arch}, {len(spec.classes)} classes ({shown}), {takes}, on {self.device}>"
 
@@ -327,8 +328,7 @@ class Model:
                 else:
                     # Copied here, before the caller's next entry: windows are views of the samples and
                     # run batches later, and a generator may refill one buffer (a recorder's loop).
-                    if isinstance(entry, (np.ndarray, torch.Tensor)):
-                        entry = entry.clone() if isinstance(entry, torch.Tensor) else entry.copy()
+                    entry = _taken(entry)
                     pending.append((index, None, pool.submit(_HELD.run, self._from_samples, index, entry, sample_rate, window, hop)))
                 while len(pending) > PREFETCH_FILES:
                     yield _resolve(pending.popleft())
@@ -359,8 +359,8 @@ class Model:
     def _window_outputs(self, items: Iterable[_Item | Failure], *, batch_size: int, embed: str | None) -> Iterator[_Item | Failure]:
         """The items again, in order, with ``outputs`` set.
 
-        Windows are queued across inputs and run exactly ``batch_size`` at a time
-        (only the last batch is smaller), so every forward pass has one shape and
+        Windows are queued across inputs and run ``batch_size`` at a time (a smaller
+        batch only at the end, or before a long file), so forward passes have one shape and
         a bounded size; a file's windows may span two batches. Items without
         windows (long files, which the caller streams) and failures pass through
         as soon as every input before them is done: a long file runs the windows
@@ -837,6 +837,21 @@ def _say(records: list[logging.LogRecord]) -> None:
         logging.getLogger(record.name).handle(record)
 
 
+def _taken(entry: Any) -> Any:
+    """An input given in memory as the caller holds it now: a copy of an array, a tensor, a list
+    or tuple of samples, or a Pillow image (anything else is refused later, as it is)."""
+    if isinstance(entry, torch.Tensor):
+        return entry.clone()
+    if isinstance(entry, np.ndarray):
+        return entry.copy()
+    if isinstance(entry, (list, tuple)):
+        try:
+            return np.array(entry)
+        except ValueError:  # ragged: refused with the other checks, as this input's failure
+            return entry
+    return entry.copy() if is_pil_image(entry) else entry
+
+
 def nan_padded(frames: list[np.ndarray], dim: int) -> np.ndarray:
     """Clips' frame embeddings ``(count_i, dim)`` as one float32 array ``(clips, most frames, dim)``,
     each row ending in NaN after its own frames."""
@@ -871,7 +886,10 @@ class _PooledMoments:
         self.count = total
 
     def set_running_stats(self, norm: nn.modules.batchnorm._BatchNorm) -> None:
-        """Give ``norm`` these statistics as its running ones (the variance unbiased, as batch norm keeps it)."""
+        """Give ``norm`` these statistics as its running ones (the variance unbiased, as batch norm
+        keeps it); a layer no batch reached keeps its own."""
+        if self.mean is None:
+            return
         norm.running_mean.copy_(self.mean)
         norm.running_var.copy_(self.m2 / max(1, self.count - 1))
 

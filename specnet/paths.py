@@ -239,7 +239,7 @@ def _special_kind(mode: int) -> str:
     return "a special file"
 
 
-def find_inputs(patterns: str | Iterable[str], *, kind: str = "audio") -> list[str]:
+def find_inputs(patterns: PathLike | Iterable[PathLike], *, kind: str = "audio") -> list[str]:
     """Files from paths, folders (searched recursively for ``kind`` files, "audio" or "image")
     and glob patterns (``"data/**/*.wav"``), in order, as ``specnet classify`` finds them.
 
@@ -247,7 +247,7 @@ def find_inputs(patterns: str | Iterable[str], *, kind: str = "audio") -> list[s
     with one warning, other files silently. Names, patterns and folders that give no file are
     kept, so that predicting on the list reports each as a failed input.
     """
-    if isinstance(patterns, (str, os.PathLike)):
+    if isinstance(patterns, (str, bytes, os.PathLike)):
         patterns = [patterns]
     if kind not in ("audio", "image"):
         raise SpecnetError(f"kind={kind!r} must be 'audio' or 'image'")
@@ -265,7 +265,7 @@ def find_inputs(patterns: str | Iterable[str], *, kind: str = "audio") -> list[s
         return [f for f in files if wanted(f) or os.path.isdir(f)]  # a folder here: one that cannot be searched
 
     found: list[str] = []
-    for pattern in map(os.fspath, patterns):
+    for pattern in map(os.fsdecode, patterns):
         if os.path.isdir(pattern):
             found.extend(of_kind(walk_files(pattern), pattern) or [pattern])
         elif not os.path.lexists(pattern) and glob.has_magic(pattern):

@@ -152,9 +152,9 @@ def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
 
 
 def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, progress: bool, desc: str,
-                 check_rates: bool = False) -> tuple[Split, list]:
-    """Decode every file once; failures are skipped and returned as ``(path, reason)``. With
-    ``check_rates`` (the training files), :func:`warn_about_sample_rates` looks at the files' rates."""
+                 training: bool = False) -> tuple[Split, list]:
+    """Decode every file once; failures are skipped and returned as ``(path, reason)``. For the
+    ``training`` files, :func:`warn_about_sample_rates` and :func:`warn_about_silence` look at them."""
     if files.kind == "audio":
         sample_rate = spec.features.sample_rate
 
@@ -173,7 +173,7 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
     keep = [i for i, item in enumerate(items) if item is not None]
     if files.kind == "audio":
         items = [None if item is None else item[0] for item in items]
-        if check_rates:
+        if training:
             warn_about_sample_rates([(files.classes[files.targets[i]], native_rates[i]) for i in keep], spec.features)
             warn_about_silence([(files.classes[files.targets[i]], loudest_sample(items[i])) for i in keep])
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
@@ -456,8 +456,7 @@ def train(
     try:
         if dist.is_main:
             files.prepare(resume=resume, overwrite=overwrite)
-        # Seeded for the run, and the caller's random streams (CPU, and the run's GPU) given back after.
-        with cudnn_autotuned(device), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with cudnn_autotuned(device), _callers_random_streams_kept(device):
             torch.manual_seed(config.seed)
             best = _run(data_dir, files, config, device, dist, amp_dtype, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
         if dist.world_size > 1:
@@ -473,6 +472,20 @@ def train(
             # Leave the group before exit: a gloo group still alive at interpreter
             # shutdown can abort the process ("terminate called without an active exception").
             torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _callers_random_streams_kept(device: torch.device) -> Iterator[None]:
+    """Give the caller's random streams back after the run seeds its own: the CPU's, every CUDA
+    device's that is in use (``torch.manual_seed`` seeds them all) and the run's CUDA or MPS device's."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    if device.type == "cuda" and (device.index or 0) not in cuda:
+        cuda.append(device.index or 0)
+    with contextlib.ExitStack() as kept:
+        kept.enter_context(torch.random.fork_rng(devices=cuda))
+        if device.type == "mps":
+            kept.enter_context(torch.random.fork_rng(devices=[device], device_type="mps"))
+        yield
 
 
 @contextlib.contextmanager
@@ -522,7 +535,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             raise OptionValueError("clip_seconds", config.clip_seconds, problem)
     desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
     train_split, train_failures = decode_split(train_files, model.spec, num_workers=config.num_workers, progress=progress, desc=desc,
-                                               check_rates=True)
+                                               training=True)
     if val_files is None:
         (train_split, val_split), val_failures = hold_out(train_split, config), []
     else:

@@ -158,6 +158,16 @@ def test_no_window_to_adapt_to_leaves_the_model_unchanged(model, tmp_path):
     np.testing.assert_array_equal(model.predict(new_clips(1), sample_rate=S.SR)[0].probabilities, probabilities)
 
 
+def test_a_batch_norm_layer_no_window_reaches_keeps_its_statistics(audio_run):
+    model = specnet.load_model(audio_run.model, device="cpu")
+    unused = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        unused.running_mean.fill_(0.5)
+    model.net.backbone.add_module("unused", unused)  # never called by forward
+    model.adapt(new_clips(4), sample_rate=S.SR)
+    assert unused.running_mean.tolist() == [0.5] * 3 and not unused.training
+
+
 def test_a_model_without_batch_norm_says_so():
     spec = ModelSpec(arch="cnn_tiny", arch_args={"batch_norm": False}, input_kind="audio", classes=("a", "b"),
                      features=FeatureConfig(**S.FEATURES), clip_seconds=S.CLIP_SECONDS)

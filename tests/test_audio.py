@@ -373,7 +373,7 @@ FILE_ERRORS = [
     (_unknown_m4a, ("no installed decoder reads this file", "not a readable audio file", "truncated or corrupt audio data")),
     (_nan_float_wav, "contains NaN or infinite samples"),
     (_inf_double_wav, "contains NaN or infinite samples"),
-    (_huge_float_wav, "samples reach 3e+38, far beyond full scale (1.0), where a spectrogram overflows; scale the audio"),
+    (_huge_float_wav, "samples reach 3e+38, far beyond full scale (1.0), where a spectrogram overflows; rescale them to within ±1"),
 ]
 # Problems only decoding finds: audio_info reads the header alone.
 HEADER_IS_FINE = {_header_only, _truncated_flac, _ogg_cut_in_its_first_audio_page, _nan_float_wav, _inf_double_wav, _huge_float_wav}

@@ -188,7 +188,7 @@ def test_classify_folders_and_globs(capsys, model_file, clips):
 
 def test_the_api_finds_folders_and_patterns_as_classify_does(model_file, clips):
     expected = sorted(clip_paths(clips))
-    assert specnet.find_inputs(str(clips)) == specnet.find_inputs([clips]) == expected
+    assert specnet.find_inputs(str(clips)) == specnet.find_inputs([clips]) == specnet.find_inputs(os.fsencode(clips)) == expected
     assert specnet.find_inputs([str(clips / "t*" / "*.wav"), str(clips / "nomatch*.wav")]) == [
         str(clips / "tone" / "tone.wav"), str(clips / "nomatch*.wav")]  # kept, to fail as an input
     results = specnet.load_model(model_file).predict_iter(specnet.find_inputs([str(clips), str(clips / "nomatch*.wav")]))

@@ -394,3 +394,10 @@ def test_the_front_end_stays_float32_under_a_callers_float16_autocast(n_fft):
         logmel = front_end(tone)
     assert logmel.dtype == torch.float32 and torch.isfinite(logmel).all()
     torch.testing.assert_close(logmel, expected)
+
+
+def test_the_front_end_runs_on_the_meta_device():
+    # Shapes without memory (how model files are checked): no autocast context there.
+    front_end = LogMelSpectrogram(FeatureConfig(sample_rate=16000)).to("meta")
+    logmel = front_end(torch.zeros(2, 16000, device="meta"))
+    assert logmel.device.type == "meta" and logmel.shape == (2, 64, FeatureConfig(sample_rate=16000).num_frames(16000))

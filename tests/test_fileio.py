@@ -302,4 +302,5 @@ def test_atomic_write_where_the_file_system_refuses_modes(tmp_path, monkeypatch)
     before = set(os.listdir("/proc/self/fd"))
     path = atomic_write(tmp_path / "out.json", "{}")
     assert path.read_text() == "{}" and os.listdir(tmp_path) == ["out.json"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # mkstemp's, which the file system kept
     assert set(os.listdir("/proc/self/fd")) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ import specnet
 from specnet import inference
 from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError
 from specnet.inference import Failure, Model, Prediction
+from specnet.network import SpecNet
 from specnet.windows import default_hop
 
 EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
@@ -69,12 +71,16 @@ def test_load_model_gives_classes_and_config(model, audio_run):
 
 
 def test_a_model_built_in_python_is_wrapped_as_load_model_wraps_one(model):
-    wrapped = Model(model.net, device="cpu")  # a device by name, as load_model takes it
-    assert wrapped.device == torch.device("cpu") and wrapped.name == "model"
+    import copy
+
+    wrapped = Model(copy.deepcopy(model.net).train(), device="cpu")  # a device by name, as load_model takes it
+    assert wrapped.device == torch.device("cpu") and wrapped.name == "model" and not wrapped.net.training
     np.testing.assert_array_equal(wrapped.predict(np.full(S.SR // 2, 0.1, np.float32), sample_rate=S.SR)[0].probabilities,
                                   model.predict(np.full(S.SR // 2, 0.1, np.float32), sample_rate=S.SR)[0].probabilities)
     assert repr(wrapped) == (f"<specnet.Model 'model': cnn_tiny, {len(S.AUDIO_CLASSES)} classes ({', '.join(S.AUDIO_CLASSES[:4])}"
                              f"{', ...' if len(S.AUDIO_CLASSES) > 4 else ''}), audio at {S.SR} Hz, {S.CLIP_SECONDS:g} s clips, on cpu>")
+    without_clip = Model(SpecNet(dataclasses.replace(model.config, clip_seconds=None)), name="x", device="cpu")
+    assert repr(without_clip).endswith(f"audio at {S.SR} Hz, on cpu>")
     with pytest.raises(ParameterError, match=r"^Model\(\) takes a specnet SpecNet, got str \(specnet.load_model loads"):
         Model("esc10")
     with pytest.raises(SpecnetError, match="cuda:7"):
@@ -562,7 +568,7 @@ def test_a_short_hop_copies_windows_a_batch_at_a_time(audio_run, tmp_path, where
 
 def test_samples_too_large_for_a_spectrogram_are_refused_not_scored_nan(model, clips):
     huge = (3e38 * np.sin(np.arange(S.SR) / 5)).astype(np.float32)  # finite; its power is not
-    message = "samples reach 3e+38, far beyond full scale (1.0), where a spectrogram overflows; scale the audio"
+    message = "samples reach 3e+38, far beyond full scale (1.0), where a spectrogram overflows; rescale them to within ±1"
     results = list(model.predict_iter([clips["tone"][1], huge], sample_rate=S.SR))
     assert isinstance(results[0], Prediction) and results[1].message == f"input 1: {message}"
     with pytest.raises(ParameterError, match=re.escape(f"input 0: {message}")):
@@ -704,6 +710,18 @@ def test_a_generator_refilling_one_buffer_gets_each_clips_own_scores(model, clip
     buffer = torch.empty(len(arrays[0]))
     refilled_tensors = (buffer.copy_(y) for y in tensors)
     np.testing.assert_allclose(probabilities(model.predict(refilled_tensors, sample_rate=S.SR)), expected, atol=1e-6, rtol=0)
+
+    def refilled_list():
+        samples = [0.0] * len(arrays[0])
+        for y in arrays:
+            samples[:] = y.tolist()
+            yield samples
+
+    np.testing.assert_allclose(probabilities(model.predict(refilled_list(), sample_rate=S.SR)), expected, atol=1e-6, rtol=0)
+    # A ragged list is that input's failure, not the call's crash.
+    results = list(model.predict_iter([[0.1, [0.2, 0.3]], arrays[0]], sample_rate=S.SR))
+    assert results[0].message == "input 0: not an array of numbers (setting an array element with a sequence)"
+    assert isinstance(results[1], Prediction)
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["decode-in-threads", "decode-in-caller"])
