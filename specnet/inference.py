@@ -276,7 +276,8 @@ class Model:
         if not (isinstance(samples, (np.ndarray, torch.Tensor, list, tuple)) or (self.input_kind == "image" and is_pil_image(samples))):
             what = "samples" if self.input_kind == "audio" else "pixels"
             hint = " (each item of a list is one input: pass np.asarray(the_list) for one clip)" if isinstance(samples, numbers.Number) else ""
-            raise ParameterError(f"expected a file path or an array of {what}, got {type(samples).__name__}{hint}")
+            given = "a Pillow image, and the model takes audio" if is_pil_image(samples) else type(samples).__name__
+            raise ParameterError(f"expected a file path or an array of {what}, got {given}{hint}")
 
     def _samples(self, index: int, samples: Any, sample_rate: int | None) -> np.ndarray:
         """Audio given in memory as mono float32 samples ``(n,)`` at the model's rate."""
