@@ -151,7 +151,8 @@ def load_audio(
     ------
     AudioError
         The file is missing, unreadable, corrupt, empty, holds NaN or
-        infinite samples, or is in a format that cannot be decoded here.
+        infinite samples or samples beyond :data:`MAX_SAMPLE` (far past full
+        scale), or is in a format that cannot be decoded here.
     ParameterError
         ``sample_rate``, ``offset`` or ``duration`` is out of range.
     """

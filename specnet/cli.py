@@ -625,7 +625,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.option("--label-smoothing", type=FiniteFloat(), default=0.1, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without a better validation accuracy (needs --keep best).")
 @click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which epoch's model to save: best validation accuracy, or the last (for an unbiased test fold).")
-@click.option("--clip-seconds", type=FiniteFloat(min=0, min_open=True), default=None, help="Training crop length (default: 90th percentile of durations).")
+@click.option("--clip-seconds", type=FiniteFloat(min=0, min_open=True), default=None, help="Training crop length (default: the 90th percentile of the training files' durations, rounded up to 0.1 s, at most 10 s).")
 @click.option("--sample-rate", type=click.IntRange(min=1), default=None, help="Model sample rate in Hz (default 16000).")
 @click.option("--n-mels", type=click.IntRange(min=1), default=None, help=f"Mel bands.  [default: {FRONT_END_DEFAULTS['n_mels']}]")
 @click.option("--n-fft", type=click.IntRange(min=1), default=None, help=f"FFT length in samples.  [default: {FRONT_END_DEFAULTS['n_fft']}]")

@@ -8,8 +8,8 @@ embedding the mean of its windows' embeddings. Windows of digital silence
 whole clip is silent: a model that measures dB from each window's own peak
 (``ref_peak``, the training default) would see rounding noise magnified into a
 confident, meaningless vote. Files longer than
-:data:`STREAM_SECONDS` are read as a stream, so memory does not grow with
-their length.
+:data:`STREAM_SECONDS` are read as a stream, a batch of windows at a time, so
+memory grows only slowly with their length (the C allocator's fragmentation).
 """
 
 from __future__ import annotations
@@ -540,8 +540,9 @@ class Model:
     def embed(self, inputs: Any, *, sample_rate: int | None = None, level: str = "clip", window: float | None = None, hop: float | None = None, batch_size: int = 64):
         """Pre-logit embeddings.
 
-        level="clip": ``(n, D)`` array, the mean over each input's windows of the pooled
-        descriptor (``D = net.backbone.num_features``).
+        level="clip": ``(n, D)`` array, the mean over each input's windows of what the final
+        layer reads: the pooled vector, after the hidden dense layers a model has
+        (``D = net.backbone.num_features``).
         level="frame": ``(embeddings (n, frames, C), timestamps (frames,) in s)``, as
         :meth:`embed_frames` gives them (requires audio; each clip whole, so no window or hop);
         ``C`` is the last block's channels, which differs from ``D`` when the pooling keeps

@@ -11,7 +11,7 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Union
 
-from .errors import SpecnetError
+from .errors import ParameterError, SpecnetError
 
 PathLike = Union[str, bytes, os.PathLike]
 
@@ -245,12 +245,16 @@ def find_inputs(patterns: PathLike | Iterable[PathLike], *, kind: str = "audio")
 
     A folder and a pattern both give their ``kind`` files: files of the other kind are left out
     with one warning, other files silently. Names, patterns and folders that give no file are
-    kept, so that predicting on the list reports each as a failed input.
+    kept, so that ``Model.predict_iter`` on the list reports each as a failed input (``predict``
+    raises the first).
     """
     if isinstance(patterns, (str, bytes, os.PathLike)):
         patterns = [patterns]
     if kind not in ("audio", "image"):
-        raise SpecnetError(f"kind={kind!r} must be 'audio' or 'image'")
+        raise ParameterError(f"kind={kind!r} must be 'audio' or 'image'")
+    patterns = list(patterns) if isinstance(patterns, Iterable) else [None]
+    if not all(isinstance(p, (str, bytes, os.PathLike)) for p in patterns):
+        raise ParameterError("find_inputs() takes a path, folder or glob pattern, or a list of them")
     from .audio import is_audio_file
     from .image import is_image_file
 

@@ -154,7 +154,7 @@ def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
 def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, progress: bool, desc: str,
                  training: bool = False) -> tuple[Split, list]:
     """Decode every file once; failures are skipped and returned as ``(path, reason)``. For the
-    ``training`` files, :func:`warn_about_sample_rates` and :func:`warn_about_silence` look at them."""
+    ``training`` files, :func:`warn_about_sample_rates` looks at their rates."""
     if files.kind == "audio":
         sample_rate = spec.features.sample_rate
 
@@ -175,7 +175,6 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
         items = [None if item is None else item[0] for item in items]
         if training:
             warn_about_sample_rates([(files.classes[files.targets[i]], native_rates[i]) for i in keep], spec.features)
-            warn_about_silence([(files.classes[files.targets[i]], loudest_sample(items[i])) for i in keep])
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
     kept_items = [items[i] for i in keep]
     if files.kind == "image":
@@ -541,6 +540,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     else:
         val_split, val_failures = decode_split(val_files, model.spec, num_workers=config.num_workers, progress=progress, desc="decoding val")
     check_classes(train_split, train_files, "training data")
+    if kind == "audio":  # the files trained on, a held-out share left out
+        warn_about_silence([(train_files.classes[target], loudest_sample(wave)) for wave, target in zip(train_split.items, train_split.targets.tolist())])
     validate = val_files is None or len(val_files.samples) > 0
     if validate and len(val_split.targets) == 0:
         raise DataError("no usable validation file: add files or change val_split=, val_fold= or val_dir=")

@@ -195,8 +195,11 @@ def test_the_api_finds_folders_and_patterns_as_classify_does(model_file, clips):
     results = list(results)
     assert [r.path for r in results] == [*expected, str(clips / "nomatch*.wav")]
     assert isinstance(results[-1], specnet.Failure) and results[-1].reason.endswith("nomatch*.wav: file not found")
-    with pytest.raises(specnet.SpecnetError, match="^kind='video' must be 'audio' or 'image'$"):
+    with pytest.raises(specnet.ParameterError, match="^kind='video' must be 'audio' or 'image'$"):
         specnet.find_inputs(str(clips), kind="video")
+    for bad in (5, None, [str(clips), 5]):
+        with pytest.raises(specnet.ParameterError, match=r"^find_inputs\(\) takes a path, folder or glob pattern, or a list of them$"):
+            specnet.find_inputs(bad)
 
 
 def test_classify_double_star_glob_and_linked_folders_list_each_file_once(capsys, model_file, clips, tmp_path):
