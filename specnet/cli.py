@@ -233,9 +233,18 @@ def _fail_line(path: str, reason: str, kind: str) -> str:
         return f"{display_name(path)}: {unreadable_folder(path) or f'no {kind} files in this folder'}"
     if path == "-" and not os.path.lexists(path):
         return "-: reading standard input is not supported; give files, folders or glob patterns"
+    not_input = f"not {'audio' if kind == 'audio' else 'an image'}"
     if _is_model_file(path):
-        return f"{display_name(path)}: a model file, not {'audio' if kind == 'audio' else 'an image'}; give it with --model"
+        return f"{display_name(path)}: a model file, {not_input}; give it with --model"
+    other = _OTHER_MODEL_FILES.get(os.path.splitext(path)[1].lower()) if os.path.isfile(path) else None
+    if other:
+        return f"{display_name(path)}: {other}, {not_input}; specnet takes its own .safetensors model files with --model"
     return one_line(naming(path, reason))
+
+
+#: Other model and checkpoint files a classify input may be by mistake, by suffix.
+_OTHER_MODEL_FILES = {".onnx": "an ONNX model (run it with onnxruntime)", ".pt": "a PyTorch file", ".pth": "a PyTorch file",
+                      ".ckpt": "a checkpoint file"}
 
 
 # ------------------------------------------------------------------ classify

@@ -210,9 +210,13 @@ class Model:
         if not features.center and window_n < features.n_fft:  # uncentred frames: none in a shorter window
             raise GivenValueError(f"%s is shorter than one of the model's FFT frames ({features.n_fft / rate:g} s), "
                                   "which it takes whole (center=False)", given_window)
+        trained_on = self.config.clip_seconds
         if window_s * rate < features.window_length:
             log.warning("%s is shorter than one of the model's FFT frames (%g s): the scores say little",
                         given_window, features.window_length / rate)
+        elif trained_on and window_s < trained_on / 2:  # a model hears a window as it heard its training clips
+            log.warning("%s is less than half the %g s clips the model was trained on: the scores say little",
+                        given_window, trained_on)
         return window_n, default_hop(window_n) if hop is None else int(round(hop_s * rate))
 
     # ---------------------------------------------------------- decoding

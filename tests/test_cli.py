@@ -310,6 +310,10 @@ def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, cli
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.001", clip_paths(clips)[0])
     assert code == 0
     assert err == "warning: --window 0.001 s is shorter than one of the model's FFT frames (0.032 s): the scores say little\n"
+    code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.2", clip_paths(clips)[0])  # trained on 0.5 s clips
+    assert code == 0 and err == "warning: --window 0.2 s is less than half the 0.5 s clips the model was trained on: the scores say little\n"
+    code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.25", clip_paths(clips)[0])
+    assert code == 0 and err == ""
 
 
 def test_classify_timeline_in_json(capsys, model_file, tmp_path):
@@ -1307,6 +1311,18 @@ def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips
     code, out, err = run(capsys, "classify", model_file, *clip_paths(clips)[:1])
     assert code == 1 and f"error: {model_file}: a model file, not audio; give it with --model\n" in err
     assert "1 of 2 inputs failed" in err and out.count("model esc10") == 1
+    exported, checkpoint = Path(model_file).with_name("m.onnx"), Path(model_file).with_name("checkpoint.pt")
+    for path in (exported, checkpoint):
+        path.write_bytes(b"not audio")
+    try:
+        code, out, err = run(capsys, "classify", str(exported), str(checkpoint))
+        assert code == 1 and err.splitlines() == [
+            f"error: {exported}: an ONNX model (run it with onnxruntime), not audio; specnet takes its own .safetensors model files with --model",
+            f"error: {checkpoint}: a PyTorch file, not audio; specnet takes its own .safetensors model files with --model",
+            "2 of 2 inputs failed"]
+    finally:
+        exported.unlink()
+        checkpoint.unlink()
 
 
 def test_evaluate_names_a_file_given_as_its_data(capsys, model_file, clips, tmp_path):
