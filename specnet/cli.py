@@ -292,11 +292,9 @@ def classify(paths, model_name, top_k, fmt, window, hop, timeline, batch_size, d
                     click.echo(("[\n" if written == 0 else ",\n") + item, nl=False)
                 written += not isinstance(result, Failure)
                 bar.update(1)
-    finally:  # also when stopped: what was written stays one valid JSON array
-        if fmt == "json" and written:
-            click.echo("\n]")
-    if fmt == "json" and not written:
-        click.echo("[]")
+    finally:  # also when stopped, before the first item too: what was written is one valid JSON array
+        if fmt == "json":
+            click.echo("\n]" if written else "[]")
     if failures:
         if len(files) > 1:
             click.echo(f"{failures} of {len(files)} inputs failed", err=True)

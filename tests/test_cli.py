@@ -1305,6 +1305,14 @@ def test_an_interrupted_batch_keeps_the_rows_it_wrote(capsys, monkeypatch, model
         assert out == whole[: whole.index(",\n  {", whole.index(",\n  {") + 1)] + "\n]\n"
         assert json.loads(out) == json.loads(whole)[:2]
 
+        def stopped_at_once(self, *args, **kwargs):
+            raise KeyboardInterrupt
+            yield
+
+        monkeypatch.setattr(Model, "predict_iter", stopped_at_once)
+        stopped, out, err = run(capsys, "classify", "-m", model_file, "--format", fmt, *paths)
+        assert stopped == 130 and out == "[]\n"  # stopped before the first item: an empty array, not nothing
+
 
 def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips):
     # "unsupported audio format '.safetensors'" did not say the file was meant as --model.

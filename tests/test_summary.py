@@ -37,6 +37,7 @@ def test_vgg16_keras_numbers(vgg16_table):
     assert rows["block5_conv3"] == ("Conv2d", "(None, 512, 14, 14)", 2359808)
     assert rows["block5_pool"][1] == "(None, 512, 7, 7)"
     assert rows["head.global_pool"] == ("GlobalPool", "(None, 512)", 0)
+    assert list(rows)[-1] == "head.global_pool"  # the descriptor ends at the pooling: no dropout row, as in Keras
     assert totals == {"Total": 14714688, "Trainable": 14714688, "Non-trainable": 0}
     assert "Total params: 14,714,688" in vgg16_table
     assert sum(r[2] for r in rows.values()) == 14714688

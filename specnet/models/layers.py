@@ -313,7 +313,8 @@ class ClassifierHead(nn.Module):
     ) -> None:
         super().__init__()
         self.global_pool = GlobalPool(global_pool, freq_bands=freq_bands)
-        self.drop = nn.Dropout(check_drop_rate(drop_rate))
+        # No dropout layer at all when there is none to do (include_top=False, Keras's shape).
+        self.drop = nn.Dropout(drop_rate) if check_drop_rate(drop_rate) else nn.Identity()
         self.hidden = nn.Sequential()
         width = in_features * freq_bands
         for dim in normalize_hidden_dim(hidden_dim):
