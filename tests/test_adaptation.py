@@ -158,6 +158,19 @@ def test_no_window_to_adapt_to_leaves_the_model_unchanged(model, tmp_path):
     np.testing.assert_array_equal(model.predict(new_clips(1), sample_rate=S.SR)[0].probabilities, probabilities)
 
 
+def test_pooled_moments_are_those_of_all_values_together():
+    from specnet.inference import _PooledMoments
+
+    values = torch.randn(5, 3, 2, 1, generator=torch.Generator().manual_seed(0))
+    pooled = _PooledMoments()
+    for batch in (values[:2], values[2:3], values[3:]):  # uneven batches
+        pooled.add(batch)
+    norm = torch.nn.BatchNorm2d(3)
+    pooled.set_running_stats(norm)
+    torch.testing.assert_close(norm.running_mean, values.mean((0, 2, 3)))
+    torch.testing.assert_close(norm.running_var, values.var((0, 2, 3)))  # unbiased over the 10 values, as batch norm keeps it
+
+
 def test_a_batch_norm_layer_no_window_reaches_keeps_its_statistics(audio_run):
     model = specnet.load_model(audio_run.model, device="cpu")
     unused = torch.nn.BatchNorm2d(3)
@@ -166,6 +179,7 @@ def test_a_batch_norm_layer_no_window_reaches_keeps_its_statistics(audio_run):
     model.net.backbone.add_module("unused", unused)  # never called by forward
     model.adapt(new_clips(4), sample_rate=S.SR)
     assert unused.running_mean.tolist() == [0.5] * 3 and not unused.training
+    assert not any(m._forward_pre_hooks for m in norms(model))  # adapting leaves no hook behind
 
 
 def test_a_model_without_batch_norm_says_so():

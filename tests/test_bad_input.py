@@ -296,6 +296,32 @@ def test_a_pillow_image_is_scored_as_its_file_is(tmp_path_factory, tmp_path, mod
             audio_model.predict(picture, sample_rate=16000)
 
 
+def test_a_generator_refilling_one_pillow_image_gets_each_its_own_scores(tmp_path_factory, monkeypatch):
+    import time
+
+    from PIL import Image
+
+    from specnet.inference import Model
+
+    image_model = specnet.load_model(tiny_image_model(tmp_path_factory), device="cpu")
+    assert repr(image_model).endswith(", images of 16 x 16 pixels, on cpu>")
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)) for _ in range(3)]
+    expected = [r.probabilities for r in image_model.predict(pictures)]
+    # Decoded in a worker thread, behind the caller: the image must be copied when it is taken.
+    monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: True)
+    from_samples = Model._from_samples
+    monkeypatch.setattr(Model, "_from_samples", lambda self, *args: time.sleep(0.05) or from_samples(self, *args))
+
+    def refilled():
+        canvas = Image.new("RGB", (20, 24))
+        for picture in pictures:
+            canvas.paste(picture)
+            yield canvas
+
+    np.testing.assert_allclose([r.probabilities for r in image_model.predict(refilled())], expected, atol=1e-6)
+
+
 # ---------------------------------------------------------------- CLI: classify
 
 

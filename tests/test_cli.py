@@ -189,6 +189,8 @@ def test_classify_folders_and_globs(capsys, model_file, clips):
 def test_the_api_finds_folders_and_patterns_as_classify_does(model_file, clips):
     expected = sorted(clip_paths(clips))
     assert specnet.find_inputs(str(clips)) == specnet.find_inputs([clips]) == specnet.find_inputs(os.fsencode(clips)) == expected
+    tone = str(clips / "tone" / "tone.wav")
+    assert specnet.find_inputs(os.fsencode(tone)) == specnet.find_inputs([os.fsencode(str(clips / "t*" / "*.wav"))]) == [tone]
     assert specnet.find_inputs([str(clips / "t*" / "*.wav"), str(clips / "nomatch*.wav")]) == [
         str(clips / "tone" / "tone.wav"), str(clips / "nomatch*.wav")]  # kept, to fail as an input
     results = specnet.load_model(model_file).predict_iter(specnet.find_inputs([str(clips), str(clips / "nomatch*.wav")]))
@@ -1319,18 +1321,22 @@ def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips
     code, out, err = run(capsys, "classify", model_file, *clip_paths(clips)[:1])
     assert code == 1 and f"error: {model_file}: a model file, not audio; give it with --model\n" in err
     assert "1 of 2 inputs failed" in err and out.count("model esc10") == 1
-    exported, checkpoint = Path(model_file).with_name("m.onnx"), Path(model_file).with_name("checkpoint.pt")
-    for path in (exported, checkpoint):
+    others = {"m.onnx": "an ONNX model (run it with onnxruntime)", "checkpoint.pt": "a PyTorch file", "weights.pth": "a PyTorch file",
+              "last.ckpt": "a checkpoint file"}
+    paths = [Path(model_file).with_name(name) for name in others]
+    for path in paths:
         path.write_bytes(b"not audio")
     try:
-        code, out, err = run(capsys, "classify", str(exported), str(checkpoint))
+        code, out, err = run(capsys, "classify", *map(str, paths))
         assert code == 1 and err.splitlines() == [
-            f"error: {exported}: an ONNX model (run it with onnxruntime), not audio; specnet takes its own .safetensors model files with --model",
-            f"error: {checkpoint}: a PyTorch file, not audio; specnet takes its own .safetensors model files with --model",
-            "2 of 2 inputs failed"]
+            *(f"error: {path}: {what}, not audio; specnet takes its own .safetensors model files with --model"
+              for path, what in zip(paths, others.values())), "4 of 4 inputs failed"]
     finally:
-        exported.unlink()
-        checkpoint.unlink()
+        for path in paths:
+            path.unlink()
+    exported = paths[0]
+    code, out, err = run(capsys, "classify", str(exported))  # gone: not found, whatever its name
+    assert code == 1 and err == f"error: {exported}: file not found\n"
 
 
 def test_evaluate_names_a_file_given_as_its_data(capsys, model_file, clips, tmp_path):

@@ -573,7 +573,10 @@ def test_samples_too_large_for_a_spectrogram_are_refused_not_scored_nan(model, c
     assert isinstance(results[0], Prediction) and results[1].message == f"input 1: {message}"
     with pytest.raises(ParameterError, match=re.escape(f"input 0: {message}")):
         model.embed_frames([huge], sample_rate=S.SR)
-    scaled = model.predict(clips["tone"][1] * 2.0e9, sample_rate=S.SR)[0]  # a float file in 32-bit integer units
+    with pytest.raises(ParameterError, match=re.escape(message)):  # the peak is the largest magnitude, negative too
+        model.predict(-np.abs(huge), sample_rate=S.SR)
+    tone = clips["tone"][1]
+    scaled = model.predict((tone / np.abs(tone).max() * 2**31).astype(np.float32), sample_rate=S.SR)[0]  # 32-bit integer units
     assert np.isfinite(scaled.probabilities).all()
 
 

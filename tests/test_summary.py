@@ -109,5 +109,12 @@ def test_a_loaded_model_is_summarised_as_its_backbone_on_its_own_input():
     assert "frontend" in whole and _parse(whole)[1]["Total"] == sum(p.numel() for p in model.net.parameters())
     with pytest.raises(ParameterError, match=r"^input_size is needed for a network without a specnet model's spec"):
         summary(torch.nn.Linear(3, 2))
+    class Holder(torch.nn.Module):  # a user's module that keeps a network as .net: summarised as it is
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+    with pytest.raises(ParameterError, match=r"^input_size is needed"):
+        summary(Holder(model.net))
     with pytest.raises(ParameterError, match=r"^summary\(\) takes a torch module or a loaded specnet model, got str$"):
         summary("fsdd", (1, 64, 81))

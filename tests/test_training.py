@@ -1490,6 +1490,13 @@ def test_silent_training_files_are_counted_and_a_silent_class_named(tmp_path, ca
     said = [r.getMessage() for r in caplog.records if "digital silence" in r.getMessage()]
     assert said == ["4 files of the training data are digital silence (no sample above -90 dBFS), which the model learns as "
                     "a sound of their class; class 'quiet' holds nothing else"]
+    caplog.clear()  # a held-out share is not trained on: 2 of the 4 silent files are
+    (data / "tone" / "blank.wav").rename(tmp_path / "blank.wav")
+    write_audio(data / "quiet" / "3.wav", np.zeros(S.SR // 2, np.float32), S.SR)
+    make_tone(data / "tone" / "3.wav", 470.0, 0.5, S.SR)  # 4 tones, 4 silent files, half of each held out
+    specnet.train(data, tmp_path / "held_out", epochs=1, val_split=0.5, **S.FAST)
+    said = [r.getMessage() for r in caplog.records if "digital silence" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("2 files of the training data are digital silence"), said
 
 
 def test_the_first_line_says_how_many_epochs_and_why_so_many(tiny_data, tmp_path, monkeypatch, capsys):
