@@ -1316,25 +1316,22 @@ def test_an_interrupted_batch_keeps_the_rows_it_wrote(capsys, monkeypatch, model
         assert stopped == 130 and out == "[]\n"  # stopped before the first item: an empty array, not nothing
 
 
-def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips):
+def test_a_model_file_among_the_inputs_is_named_as_one(capsys, model_file, clips, tmp_path):
     # "unsupported audio format '.safetensors'" did not say the file was meant as --model.
     code, out, err = run(capsys, "classify", model_file, *clip_paths(clips)[:1])
     assert code == 1 and f"error: {model_file}: a model file, not audio; give it with --model\n" in err
     assert "1 of 2 inputs failed" in err and out.count("model esc10") == 1
     others = {"m.onnx": "an ONNX model (run it with onnxruntime)", "checkpoint.pt": "a PyTorch file", "weights.pth": "a PyTorch file",
               "last.ckpt": "a checkpoint file"}
-    paths = [Path(model_file).with_name(name) for name in others]
+    paths = [tmp_path / name for name in others]  # not beside the shared run's own checkpoint.pt
     for path in paths:
         path.write_bytes(b"not audio")
-    try:
-        code, out, err = run(capsys, "classify", *map(str, paths))
-        assert code == 1 and err.splitlines() == [
-            *(f"error: {path}: {what}, not audio; specnet takes its own .safetensors model files with --model"
-              for path, what in zip(paths, others.values())), "4 of 4 inputs failed"]
-    finally:
-        for path in paths:
-            path.unlink()
+    code, out, err = run(capsys, "classify", *map(str, paths))
+    assert code == 1 and err.splitlines() == [
+        *(f"error: {path}: {what}, not audio; specnet takes its own .safetensors model files with --model"
+          for path, what in zip(paths, others.values())), "4 of 4 inputs failed"]
     exported = paths[0]
+    exported.unlink()
     code, out, err = run(capsys, "classify", str(exported))  # gone: not found, whatever its name
     assert code == 1 and err == f"error: {exported}: file not found\n"
 
