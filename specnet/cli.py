@@ -843,14 +843,14 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
 @cli.command()
 def models() -> None:
     """List the bundled models with their classes, accuracy and license."""
-    from .catalog import DEFAULT_MODEL, bundled_models, header_metadata  # not torch: a listing answers at once
+    from .catalog import DEFAULT_MODEL, bundled_models, metadata_document  # not torch: a listing answers at once
 
     bundled = bundled_models()
     if not bundled:
         click.echo("no bundled models installed")
         return
     for name in bundled:
-        meta = header_metadata(bundled[name])
+        meta = metadata_document(bundled[name])
         dataset = meta.get("dataset") or {}
         default = "  (default)" if name == DEFAULT_MODEL else ""
         click.echo(f"{name}{default}: {dataset.get('description', meta['arch'])}")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .catalog import METADATA_KEY
+from .catalog import METADATA_KEY, MODEL_FILE, metadata_document
 from .checks import is_finite_number, is_integer
 from .errors import ModelFileError, ParameterError, SpecnetError, first_line
 from .features import FeatureConfig
@@ -24,10 +24,7 @@ from .paths import display_name, one_line, refuse_special_file
 from .network import INPUT_KINDS, RESERVED_ARCH_ARGS, ModelSpec, SpecNet, create_backbone
 
 FORMAT_VERSION = 1
-_PICKLE_MAGICS = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip
 
-#: The name of the model file in a training run's folder.
-MODEL_FILE = "model.safetensors"
 
 # Upper limits on what a model file may declare: the network is built from the
 # metadata before its weights are read, so without them a damaged or crafted
@@ -172,7 +169,7 @@ def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The specnet metadata document of a model file, checked as loading it checks it
     (:func:`metadata_to_spec`), without loading weights."""
-    meta = _metadata_document(path)
+    meta = metadata_document(path)
     metadata_to_spec(meta, source=str(path))
     return meta
 
@@ -181,7 +178,7 @@ def check_weight_shapes(path: str | os.PathLike) -> None:
     """Refuse a model file whose backbone tensors are not those its metadata declares, from
     the file's header alone (what loading it would refuse, without loading it)."""
     path = Path(path)
-    _check_backbone_shapes(path, metadata_to_spec(_metadata_document(path), source=str(path)))
+    _check_backbone_shapes(path, metadata_to_spec(metadata_document(path), source=str(path)))
 
 
 def _check_backbone_shapes(path: Path, spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -199,28 +196,6 @@ def _check_backbone_shapes(path: Path, spec: ModelSpec) -> dict[str, tuple[int, 
     return stored
 
 
-def _metadata_document(path: str | os.PathLike) -> dict[str, Any]:
-    """The specnet metadata document of a model file as it is: a JSON object, not yet checked."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    _check_is_safetensors(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as exc:  # safetensors raises its own untyped errors
-        raise ModelFileError(f"{path}: not a valid safetensors file: truncated, or another format ({exc})") from None
-    if METADATA_KEY not in metadata:
-        raise ModelFileError(f"{path}: safetensors file has no specnet metadata (not a specnet model file)")
-    try:
-        meta = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: specnet metadata is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{path}: specnet metadata must be a JSON object")
-    return meta
-
-
 def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SpecNet:
     """Rebuild a :class:`SpecNet` from a model file, in eval mode on ``device``.
 
@@ -231,7 +206,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     from safetensors.torch import load_file
 
     path = Path(path)
-    spec = metadata_to_spec(_metadata_document(path), source=str(path))
+    spec = metadata_to_spec(metadata_document(path), source=str(path))
     stored = _check_backbone_shapes(path, spec)
     model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
     _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
@@ -274,32 +249,3 @@ def _check_shapes(expected: dict[str, Any], stored: dict[str, tuple[int, ...]], 
             k = wrong[0]
             problems.append(f"{k} has shape {tuple(stored[k])}, {arch} needs {tuple(expected[k])}")
         raise ModelFileError(f"{path}: weights do not match the declared architecture: {'; '.join(problems)}")
-
-
-def _check_is_safetensors(path: Path) -> None:
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found")
-    if path.is_dir():
-        run_model = path / MODEL_FILE
-        hint = f"; the model of a training run in it is {run_model}" if run_model.is_file() else ""
-        raise ModelFileError(f"{path}: is a directory, not a model file{hint}")
-    refuse_special_file(path, display_name(path), ModelFileError)  # a named pipe would block open()
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read model file ({exc.strerror})") from None
-    if len(head) < 8:
-        raise ModelFileError(f"{path}: file is too short to be a model file")
-    header_len = int.from_bytes(head[:8], "little")
-    if 0 < header_len <= 100_000_000 and head[8:9] == b"{":
-        # Checked first: a header length of 128 + 256 * k starts with b"\x80", like a pickle.
-        # Whatever else the file holds, safetensors parses it without running code.
-        return
-    if head.startswith(_PICKLE_MAGICS):
-        raise ModelFileError(
-            f"{path}: is a pickle/torch.save file; specnet refuses to unpickle model files "
-            "(they can run code) and loads only .safetensors"
-        )
-    raise ModelFileError(f"{path}: not a safetensors model file")
-

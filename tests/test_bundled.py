@@ -11,7 +11,7 @@ import torch
 import specnet
 from specnet import hear
 from specnet.cli import main
-from specnet.catalog import bundled_models, header_metadata
+from specnet.catalog import bundled_models, metadata_document
 from specnet.inference import model_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_example_clips_get_their_labels(model, clip, label):
 @pytest.mark.parametrize("name", ["esc10", "fsdd"])
 def test_bundled_metadata_credits_the_data(name):
     meta = model_metadata(name)
-    assert header_metadata(bundled_models()[name]) == meta  # what specnet models lists without torch
+    assert metadata_document(bundled_models()[name]) == meta  # what specnet models lists without torch
     dataset = meta["dataset"]
     assert dataset["name"] == name
     assert dataset["license"] in ("CC BY 3.0", "CC BY-SA 4.0")

@@ -438,10 +438,17 @@ def test_weight_shapes_are_checked_from_the_header(tmp_path):
         check_weight_shapes(tmp_path / "other.safetensors")  # ... and would not load
 
 
-def test_header_metadata_reads_the_document_without_torch_and_names_a_file_without_one(tmp_path):
-    from specnet.catalog import header_metadata
+def test_the_metadata_reader_needs_no_torch_and_names_a_file_without_metadata(tmp_path):
+    import subprocess
+    import sys
+
+    from specnet.catalog import metadata_document
 
     not_safetensors = tmp_path / "x.safetensors"
     not_safetensors.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{}")
-    with pytest.raises(ModelFileError, match=f"^{re.escape(str(not_safetensors))}: no readable specnet metadata in its header"):
-        header_metadata(not_safetensors)
+    with pytest.raises(ModelFileError, match=f"^{re.escape(str(not_safetensors))}: not a valid safetensors file: truncated, or another format"):
+        metadata_document(not_safetensors)
+    script = ("import sys; from specnet.catalog import bundled_models, metadata_document; "
+              "print(metadata_document(bundled_models()['fsdd'])['classes'][:2], 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.split() == ["['0',", "'1']", "False"], result.stderr
