@@ -577,14 +577,19 @@ def test_stream_stereo(stereo_wav):
     np.testing.assert_allclose(joined, whole, atol=1e-3)
 
 
-def test_stream_memory_does_not_grow_with_length(tmp_path):
-    path = make_noise(tmp_path / "long.wav", 120.0, 16000)  # 7.7 MB as float32
+def _streamed_blocks_and_peak_memory(path, **options) -> tuple[int, int]:
+    """How many blocks ``iter_audio_blocks(path, **options)`` gives, and the peak of what NumPy allocated meanwhile."""
     tracemalloc.start()
     try:
-        n = sum(1 for _ in iter_audio_blocks(path, block_samples=16000, sample_rate=8000))
-        _, peak = tracemalloc.get_traced_memory()
+        n = sum(1 for _ in iter_audio_blocks(path, **options))
+        return n, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def test_stream_memory_does_not_grow_with_length(tmp_path):
+    path = make_noise(tmp_path / "long.wav", 120.0, 16000)  # 7.7 MB as float32
+    n, peak = _streamed_blocks_and_peak_memory(path, block_samples=16000, sample_rate=8000)
     assert n == 60
     assert peak < 2_000_000
 
@@ -593,12 +598,7 @@ def test_stream_memory_stays_small_for_a_low_rate_file(tmp_path):
     # 30,000 samples at 100 Hz are 300 s: 4.8 million samples at 16 kHz, read a few at a time.
     path = tmp_path / "low.wav"
     sf.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, 30000).astype(np.float32), 100, subtype="FLOAT")
-    tracemalloc.start()
-    try:
-        n = sum(1 for _ in iter_audio_blocks(path, block_samples=16000, sample_rate=16000))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    n, peak = _streamed_blocks_and_peak_memory(path, block_samples=16000, sample_rate=16000)
     assert n == 300
     assert peak < 4_000_000  # 19 MB or more when the file was read in one go
 
