@@ -229,8 +229,8 @@ def deny_reads(monkeypatch, paths) -> None:
         return
     import builtins
 
+    import specnet.catalog
     import specnet.paths
-    import specnet.modelfile
 
     denied = {os.fsencode(os.path.abspath(os.fsdecode(p))) for p in paths}
     real_open = builtins.open
@@ -242,7 +242,7 @@ def deny_reads(monkeypatch, paths) -> None:
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr(specnet.paths, "open", guarded_open, raising=False)
-    monkeypatch.setattr(specnet.modelfile, "open", guarded_open, raising=False)
+    monkeypatch.setattr(specnet.catalog, "open", guarded_open, raising=False)  # model files are checked there
 
 
 #: Names of the cases make_corpus writes, for parametrising tests at collection time.
