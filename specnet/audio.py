@@ -33,6 +33,7 @@ import soxr
 from specnet.checks import is_finite_number, is_integer
 from specnet.errors import AudioError, ParameterError
 from specnet.paths import PathLike, display_name, open_for_reading
+from specnet.windows import loudest_sample
 
 log = logging.getLogger("specnet")
 
@@ -593,16 +594,17 @@ def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
                 break
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     data = _call(name, f.read, frames, dtype="float32", always_2d=True)
-    if not np.isfinite(data).all():
+    peak = loudest_sample(data)  # NaN if any sample is: one pass checks both
+    if not math.isfinite(peak):
         raise AudioError(f"{name}: contains NaN or infinite samples")
-    if problem := beyond_full_scale(data):
+    if problem := beyond_full_scale(peak):
         raise AudioError(f"{name}: {problem}")
     return data
 
 
-def beyond_full_scale(samples: np.ndarray) -> str:
-    """Why finite ``samples`` are too large to analyse (beyond :data:`MAX_SAMPLE`), or ""."""
-    peak = max(float(samples.max()), -float(samples.min())) if samples.size else 0.0
+def beyond_full_scale(peak: float) -> str:
+    """Why samples whose largest magnitude is ``peak`` are too large to analyse (beyond
+    :data:`MAX_SAMPLE`), or ""."""
     if peak > MAX_SAMPLE:
         return f"samples reach {peak:.3g}, far beyond full scale (1.0), where a spectrogram overflows; rescale them to within ±1"
     return ""

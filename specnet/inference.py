@@ -15,6 +15,7 @@ memory grows only slowly with their length (the C allocator's fragmentation).
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 import threading
@@ -291,9 +292,10 @@ class Model:
         y = float_samples(as_numpy(samples))
         if y.ndim != 1 or y.size == 0:
             raise ParameterError(f"expected a non-empty 1-D array of samples, got shape {y.shape}")
-        if not np.isfinite(y).all():
+        peak = loudest_sample(y)  # NaN if any sample is
+        if not math.isfinite(peak):
             raise ParameterError("samples contain NaN or infinite values")
-        if problem := beyond_full_scale(y):
+        if problem := beyond_full_scale(peak):
             raise ParameterError(problem)
         resampled = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
         if resampled.size == 0:
