@@ -882,8 +882,9 @@ def info(model_file, fmt) -> None:
 
 
 def _print_info(meta: dict[str, Any]) -> None:
-    """A model's metadata document as ``specnet info`` shows it."""
-    click.echo(f"architecture: {meta['arch']} {json.dumps(meta.get('arch_args', {}))}, in_chans {meta.get('in_chans', 1)}")
+    """A model's metadata document as ``specnet info`` shows it: one line per setting, tables indented."""
+    arch_args = ", ".join(f"{k}={_info_text(v)}" for k, v in (meta.get("arch_args") or {}).items())
+    click.echo(f"architecture: {meta['arch']}" + (f" ({arch_args})" if arch_args else "") + f", in_chans {meta.get('in_chans', 1)}")
     size = meta.get("image_size")
     click.echo(f"input:        {meta['input_kind']}" + (f", {meta['clip_seconds']} s clips" if meta.get("clip_seconds") else "")
                + (f", resized to {size[0]} x {size[1]} pixels (height x width)" if size else ""))
@@ -891,17 +892,45 @@ def _print_info(meta: dict[str, Any]) -> None:
     if meta.get("features"):
         click.echo("features:     " + ", ".join(f"{k}={v}" for k, v in meta["features"].items()))
     for key in ("dataset", "training", "metrics", "adapted"):
-        if meta.get(key):
-            value = meta[key]
-            if key == "metrics" and isinstance(value, dict) and type(value.get("epoch")) is int:  # stored from 0, as in metrics.jsonl
-                training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-                total = training.get("epochs") if type(training.get("epochs")) is int else None
-                rest = {k: v for k, v in value.items() if k != "epoch"}
-                click.echo(f"{key + ':':<13} epoch {value['epoch'] + 1}" + (f" of {total}" if total else "")
-                           + f" (as training counted them), {json.dumps(rest)}")
-            else:
-                click.echo(f"{key + ':':<13} {json.dumps(value)}")
+        value = meta.get(key)
+        if not value:
+            continue
+        heading = f"{key}:"
+        if key == "metrics" and isinstance(value, dict) and type(value.get("epoch")) is int:  # stored from 0, as in metrics.jsonl
+            training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+            total = training.get("epochs") if type(training.get("epochs")) is int else None
+            heading = f"{heading:<13} epoch {value['epoch'] + 1}" + (f" of {total}" if total else "") + " (as training counted them)"
+            value = {k: v for k, v in value.items() if k != "epoch"}
+        if isinstance(value, dict):
+            click.echo(heading)
+            for line in _info_lines(value, depth=1):
+                click.echo(line)
+        else:
+            click.echo(f"{heading:<13} {_info_text(value)}")
     click.echo(f"format:       {meta['format_version']} (specnet {meta.get('specnet_version', '?')})")
+
+
+def _info_lines(table: dict[str, Any], depth: int) -> list[str]:
+    """`table` as ``key: value`` lines indented two spaces per `depth`; a table of tables goes one level further in."""
+    width = max((len(key) for key in table), default=0) + 1
+    lines = []
+    for key, value in table.items():
+        if isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()):
+            lines += [f"{'  ' * depth}{key}:", *_info_lines(value, depth + 1)]
+        else:
+            lines.append(f"{'  ' * depth}{key + ':':<{width}} {_info_text(value)}")
+    return lines
+
+
+def _info_text(value: Any) -> str:
+    """One metadata value in a line: floats to four significant digits (``1.0``, ``0.8502``), a table as ``k=v, ...``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_info_text(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_info_text(v) for v in value)
+    if isinstance(value, float):
+        return str(float(f"{value:.4g}"))
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 # ------------------------------------------------------------------ pictures and export

@@ -541,7 +541,18 @@ def test_info_text_and_json(capsys, model_file):
     meta = json.loads(text)
     # The kept epoch as the console counted it ("metrics: {"epoch": 5 ...}" read as the 5th of 6).
     kept, total = meta["metrics"]["epoch"], meta["training"]["epochs"]
-    assert f"metrics:      epoch {kept + 1} of {total} (as training counted them), {{" in out
+    lines = out.splitlines()
+    # Tables are indented lines, keys aligned, floats to four significant digits; nested tables go further in.
+    metrics = lines.index(f"metrics:      epoch {kept + 1} of {total} (as training counted them)")
+    accuracy = float(f"{meta['metrics']['val_accuracy']:.4g}")
+    assert f"  val_accuracy: {accuracy}" in lines[metrics + 1:]
+    assert "training:" in lines and "  data:" in lines
+    counts = ", ".join(f"{name}={count}" for name, count in meta["training"]["data"]["class_counts"].items())
+    assert f"    class_counts: {counts}" in lines
+    assert not meta.get("arch_args") and "architecture: cnn_tiny, in_chans 1" in lines
+    code, text, _ = run(capsys, "info", "fsdd", "--format", "json")
+    arch_args = ", ".join(f"{name}={value}" for name, value in json.loads(text)["arch_args"].items())
+    assert arch_args and f"architecture: cnn_small ({arch_args}), in_chans 1" in run(capsys, "info", "fsdd")[1].splitlines()
     assert meta["classes"] == list(S.AUDIO_CLASSES)
     assert meta["features"]["n_mels"] == S.FEATURES["n_mels"]
     assert meta["metrics"]["val_accuracy"] >= 0.95
