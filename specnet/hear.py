@@ -19,11 +19,13 @@ they come in, and outputs are float32 on the audio's device.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from .audio import beyond_full_scale
 from .errors import ParameterError, listed
 from .models.layers import eval_mode
 from .network import SpecNet
@@ -123,8 +125,11 @@ def _check_audio(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
         raise ParameterError(f"audio must have shape (n_sounds, n_samples) with both > 0, got {tuple(audio.shape)}")
     if not audio.is_floating_point():
         raise ParameterError(f"audio must be floating point samples in [-1, 1], got {audio.dtype}")
-    if not torch.isfinite(audio).all():
+    peak = float(audio.abs().amax())  # NaN if any sample is: one pass checks both
+    if not math.isfinite(peak):
         raise ParameterError("audio contains NaN or infinite values")
+    if problem := beyond_full_scale(peak):  # finite, but its spectrogram would overflow
+        raise ParameterError(problem)
     return audio.float()
 
 

@@ -184,6 +184,8 @@ def test_float64_audio_gives_float32(model):
         (torch.zeros(2, 0), "shape"),
         (torch.zeros(2, 100, dtype=torch.int16), "floating point"),
         (torch.full((1, 100), float("nan")), "NaN"),
+        # Finite, but a spectrogram's power overflows float32: NaN embeddings, as Model.embed refuses them.
+        (torch.full((1, 100), 1e20), "^samples reach 1e\\+20, far beyond full scale"),
         (np.zeros((1, 100), dtype=np.float32), "torch.Tensor"),
     ],
 )
