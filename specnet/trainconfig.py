@@ -18,9 +18,12 @@ from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds
 from .network import RESERVED_ARCH_ARGS, ModelSpec
 
 
-#: The largest seed: each epoch seeds torch with ``seed * 100_003 + epoch``, which must stay below
-#: 2**64 (for the first 100,003 epochs), about 1.8e14: a millisecond clock's reading fits.
-MAX_SEED = 2**64 // 100_003 - 1
+#: Each epoch seeds torch with ``seed * EPOCH_SEEDS + epoch`` (:meth:`TrainConfig.epoch_seed`): a
+#: prime above any run's epoch count, so no two (seed, epoch) pairs share a seed.
+EPOCH_SEEDS = 100_003
+#: The largest seed: an epoch's seed must stay below 2**64 (for the first EPOCH_SEEDS epochs),
+#: about 1.8e14: a millisecond clock's reading fits.
+MAX_SEED = 2**64 // EPOCH_SEEDS - 1
 
 
 #: Front-end settings a training run starts from (``TrainConfig.features`` wins):
@@ -152,6 +155,11 @@ class TrainConfig:
         if self.image_size is not None:
             self.image_size = tuple(self.image_size)
         self.feature_config(), self.augment_config()  # their own checks, before any file is decoded
+
+    def epoch_seed(self, epoch: int) -> int:
+        """The seed of everything random in epoch ``epoch`` (from 0): a run resumed after epoch
+        ``epoch - 1`` draws what the uninterrupted run would have drawn."""
+        return self.seed * EPOCH_SEEDS + epoch
 
     def model_arch(self) -> str:
         """The architecture a run from scratch builds: ``arch``, or :data:`DEFAULT_ARCH`."""

@@ -845,8 +845,8 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     if config.freeze_backbone:
         model.backbone.features.eval()  # frozen means frozen: batch-norm statistics too
     # Everything random in this epoch comes from (seed, epoch): resuming repeats it exactly.
-    torch.manual_seed(config.seed * 100_003 + epoch)
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    torch.manual_seed(config.epoch_seed(epoch))
+    generator = torch.Generator().manual_seed(config.epoch_seed(epoch))
     rng = np.random.default_rng([config.seed, epoch])
     order = dist.shard(torch.randperm(len(split.targets), generator=generator))
     num_classes = len(model.classes)
