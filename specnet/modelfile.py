@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .catalog import METADATA_KEY, MODEL_FILE, metadata_document
+from .catalog import METADATA_KEY, metadata_document
 from .checks import is_finite_number, is_integer
 from .errors import ModelFileError, ParameterError, SpecnetError, first_line
 from .features import FeatureConfig
 from .fileio import atomic_write
-from .paths import display_name, one_line, refuse_special_file
+from .paths import one_line
 from .network import INPUT_KINDS, RESERVED_ARCH_ARGS, ModelSpec, SpecNet, create_backbone
 
 FORMAT_VERSION = 1
