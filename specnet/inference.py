@@ -271,7 +271,7 @@ class Model:
             self._check_array(samples)
             spec = self.config
             return _Item(index, None, image_from_array(samples, channels=spec.in_chans, size=spec.image_size).unsqueeze(0))
-        y = self._samples(index, samples, sample_rate)
+        y = self._samples(samples, sample_rate)
         return self._cut(index, None, y, window, hop)
 
     def _check_array(self, samples: Any) -> None:
@@ -284,7 +284,7 @@ class Model:
             given = "a Pillow image, and the model takes audio" if is_pil_image(samples) else type(samples).__name__
             raise ParameterError(f"expected a file path or an array of {what}, got {given}{hint}")
 
-    def _samples(self, index: int, samples: Any, sample_rate: int | None) -> np.ndarray:
+    def _samples(self, samples: Any, sample_rate: int | None) -> np.ndarray:
         """Audio given in memory as mono float32 samples ``(n,)`` at the model's rate."""
         self._check_array(samples)
         if sample_rate is None:
@@ -620,7 +620,7 @@ class Model:
             self._check_kind(path)
             clip = load_audio(path, sample_rate=self.sample_rate)[0]
         else:
-            clip = self._samples(index, entry, sample_rate)
+            clip = self._samples(entry, sample_rate)
         self._warn_about(len(clip), loudest_sample(clip), display_name(path) if path else f"input {index}")
         return clip
 
@@ -922,10 +922,9 @@ def _name(item: _Item) -> str:
     return display_name(item.path) if item.path is not None else f"input {item.index}"
 
 
-def _resolve(entry: tuple[int, str | None, Any]) -> _Item | Failure:
+def _resolve(entry: tuple[int, str | None, Future]) -> _Item | Failure:
+    """The decoded input a queued ``(index, path, future)`` holds, or its :class:`Failure`."""
     index, path, future = entry
-    if future is None:
-        return _Item(index, path, None)
     try:
         return future.result()
     except SpecnetError as exc:
