@@ -1,8 +1,10 @@
 """The training loop: labelled files in, a self-describing model file out.
 
-Read it top to bottom: resolve options -> find and decode the data once ->
-build the model -> measure normalisation statistics -> epochs of
-(batch, augment, step) -> validate -> keep the best model -> checkpoint.
+Read it top to bottom: resolve options -> find the data -> build the model
+(before decoding: its spec gives the sample rate or image size, and a bad
+weight file or init model is said at once) -> decode the data once -> measure
+normalisation statistics -> epochs of (batch, augment, step) -> validate ->
+keep the best model -> checkpoint.
 
 Every random draw of epoch ``e`` comes from generators seeded with
 ``(seed, e)``, so a run resumed from the checkpoint after epoch ``e - 1``
