@@ -213,10 +213,15 @@ class RunFiles:
         self.metrics = self.dir / METRICS_FILE
         self.curves = self.dir / CURVES_FILE
 
+    @property
+    def own_files(self) -> tuple[Path, ...]:
+        """Every file the run writes here (its lock and the temporary files of atomic writes aside)."""
+        return (self.model, self.checkpoint, self.config, self.metrics, self.curves)
+
     def prepare(self, *, resume: bool, overwrite: bool) -> None:
         if self.dir.exists() and not self.dir.is_dir():
             raise SpecnetError(f"{self.dir}: exists and is not a folder")
-        previous = [p for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves) if p.exists()]
+        previous = [p for p in self.own_files if p.exists()]
         if previous and not (resume or overwrite):
             raise SpecnetError(
                 f"{self.dir}: already holds a run ({previous[0].name}); pass resume=True to continue it "
@@ -233,7 +238,7 @@ class RunFiles:
         self.dir.mkdir(parents=True, exist_ok=True)
         # Temporary files of atomic writes a killed run left behind (a checkpoint's can be
         # hundreds of MB); the caller holds the run's lock, so no live process owns them.
-        for p in (self.model, self.checkpoint, self.config, self.metrics, self.curves):
+        for p in self.own_files:
             for leftover in self.dir.glob(f".{p.name}.*.tmp"):
                 leftover.unlink(missing_ok=True)
 
@@ -241,7 +246,7 @@ class RunFiles:
         """With overwrite=True, remove the previous run's files: called when the new run is
         about to write its own, so a run that fails before that leaves the old one whole."""
         if self._replace:
-            run = (self.model, self.checkpoint, self.config, self.metrics, self.curves)
+            run = self.own_files
             replaced = [p for p in run if p.exists()]
             for p in replaced:
                 p.unlink()
