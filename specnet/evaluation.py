@@ -18,7 +18,7 @@ from .inference import Failure, Model, load_model
 from .metrics import Scores, log_loss_sum, score
 from .paths import display_name, text_name, unnamed
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("specnet")
 
 
 def evaluate(

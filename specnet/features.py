@@ -22,7 +22,7 @@ from torch import nn
 from .checks import check_bool, check_int, check_known_names, is_finite_number, is_integer, python_fields
 from .errors import ParameterError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("specnet")
 
 PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
