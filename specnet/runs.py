@@ -219,8 +219,8 @@ class RunFiles:
         return (self.model, self.checkpoint, self.config, self.metrics, self.curves)
 
     def prepare(self, *, resume: bool, overwrite: bool) -> None:
-        if self.dir.exists() and not self.dir.is_dir():
-            raise SpecnetError(f"{self.dir}: exists and is not a folder")
+        """Check the run folder (which the run's lock has made) holds no run, or one that ``resume``
+        or ``overwrite`` allows, and remove the temporary files a killed run left behind."""
         previous = [p for p in self.own_files if p.exists()]
         if previous and not (resume or overwrite):
             raise SpecnetError(
@@ -235,7 +235,6 @@ class RunFiles:
             )
         # The previous run's files go only once the new run has its data and model (clear_previous).
         self._replace = overwrite
-        self.dir.mkdir(parents=True, exist_ok=True)
         # Temporary files of atomic writes a killed run left behind (a checkpoint's can be
         # hundreds of MB); the caller holds the run's lock, so no live process owns them.
         for p in self.own_files:
