@@ -56,8 +56,6 @@ def metadata_document(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-
-
 def _check_is_safetensors(path: Path) -> None:
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")

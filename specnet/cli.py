@@ -559,8 +559,6 @@ def _said_as_given(message: str, ctx: click.Context, config_file: str | None, ex
 
     Quoted values are left as they are, and so is a message listing unknown names (``unknown
     ... x; known: ...``): its names are the user's own keys and the list of right ones."""
-    import re
-
     flags = _flag_names(ctx)
     if "; known: " in message:
         unknown = set(re.findall(r"\w+", message.split("; known: ")[0]))

@@ -53,8 +53,6 @@ from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, lo
 log = logging.getLogger("specnet")
 
 
-
-
 #: Epochs when none are given: DEFAULT_EPOCHS, or more on a small training set, so that
 #: training takes at least MIN_STEPS optimiser steps (at most MAX_DEFAULT_EPOCHS epochs).
 #: ESC-10's 320 training clips are 10 steps an epoch: 60 epochs scored 90.00 % in 5-fold
@@ -66,8 +64,6 @@ MAX_DEFAULT_EPOCHS = 300
 
 #: Optimiser steps in a row with a non-finite loss or gradient after which training stops.
 MAX_SKIPPED_STEPS = 10
-
-
 
 
 # ---------------------------------------------------------------- data
@@ -140,10 +136,6 @@ def _check_apart(train: LabelledFiles, val: LabelledFiles, val_dir: str | os.Pat
         raise DataError(f"{display_name(val_dir)}: {counted(len(shared), 'file')} of the validation folder "
                         f"{'is a training file' if len(shared) == 1 else 'are training files'} too (e.g. {display_name(shared[0])}); "
                         "validation needs files the model does not train on")
-
-
-
-
 
 
 def hold_out(split: Split, config: TrainConfig) -> tuple[Split, Split]:
@@ -299,10 +291,6 @@ def build_model(config: TrainConfig, classes: Sequence[str], kind: str, clip_sec
     return SpecNet(spec, pretrained=config.pretrained, weights=config.weights)
 
 
-
-
-
-
 # ---------------------------------------------------------------- schedule
 
 
@@ -373,8 +361,6 @@ def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: tor
 # ---------------------------------------------------------------- the run
 
 
-
-
 def _init_model(init: str, older_checkpoint: Path | None) -> SpecNet:
     """The ``init`` model a run starts from, or that a resume of ``older_checkpoint`` (one that
     does not hold its network's spec, written by an earlier version) still needs."""
@@ -385,8 +371,6 @@ def _init_model(init: str, older_checkpoint: Path | None) -> SpecNet:
             raise
         raise ModelFileError(f"{exc}; {older_checkpoint}, written by an earlier specnet, does not hold its network: "
                              "put the init model back to resume, or pass overwrite=True to start the run again") from None
-
-
 
 
 def _loss_text(loss: float | None) -> str:
