@@ -33,7 +33,7 @@ from .paths import columns, display_name, find_inputs, naming, one_line, padded,
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
-#: inference.STREAM_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
+#: modelfile.MAX_CLIP_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
 MAX_WINDOW_SECONDS = 300.0
 #: trainconfig.DEFAULT_VAL_SPLIT, for --help without importing torch (a test keeps the two equal).
 DEFAULT_VAL_SPLIT = 0.1

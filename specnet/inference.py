@@ -37,7 +37,7 @@ from .devices import resolve_device
 from .errors import DataError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError, counted
 from .fileio import check_output_path
 from .image import image_from_array, is_image_file, is_pil_image, load_image
-from .modelfile import load_model_file, read_metadata, save_model_file
+from .modelfile import MAX_CLIP_SECONDS, load_model_file, read_metadata, save_model_file
 from .models.layers import eval_mode
 from .network import SpecNet
 from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_if_silent
@@ -187,8 +187,8 @@ class Model:
 
     def _window_samples(self, window: float | None, hop: float | None) -> tuple[int, int]:
         rate = self.sample_rate
-        if window is not None and not (is_finite_number(window) and 0 < window <= STREAM_SECONDS):
-            raise ParameterError(f"window={window!r} must be a positive number of seconds, at most {STREAM_SECONDS:g}")
+        if window is not None and not (is_finite_number(window) and 0 < window <= MAX_CLIP_SECONDS):
+            raise ParameterError(f"window={window!r} must be a positive number of seconds, at most {MAX_CLIP_SECONDS:g}")
         window_s = window if window is not None else self.config.clip_seconds  # the model's own, whatever its length
         hop_s = hop if hop is not None else window_s / 2  # in samples: default_hop below
         if not (is_finite_number(hop_s) and hop_s > 0):

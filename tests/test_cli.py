@@ -277,10 +277,10 @@ def test_a_warning_under_a_progress_bar_gets_its_own_line(capsys):
     assert capsys.readouterr().err == "note: adapting weights\n"  # information is not called a warning
 
 
-def test_window_limit_is_the_streaming_limit():
-    from specnet import cli, inference
+def test_window_limit_is_the_longest_clip():
+    from specnet import cli, modelfile
 
-    assert cli.MAX_WINDOW_SECONDS == inference.STREAM_SECONDS
+    assert cli.MAX_WINDOW_SECONDS == modelfile.MAX_CLIP_SECONDS
 
 
 def test_the_defaults_in_help_are_trainings(capsys):
