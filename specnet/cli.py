@@ -673,8 +673,8 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
             features[key] = options.pop(key)
     if "top_db" in options:  # as --top-db says it; [features] takes ref_peak and top_db apart
         features.update(_floor_settings(options.pop("top_db"), config_file))  # only a file sets it here
+    explicit = {name for name in flags if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
     for name, value in flags.items():
-        explicit = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
         if name in feature_keys:
             if value is not None:
                 features[name] = value
@@ -684,7 +684,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         elif name == "arch_args":
             if value:
                 options["arch_args"] = {**options.get("arch_args", {}), **_parse_arch_args(value)}
-        elif explicit or name not in options:
+        elif name in explicit or name not in options:
             options[name] = value
     options["features"] = features
     data_dir = data_dir or options.pop("data_dir", None)
@@ -695,7 +695,6 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         raise ParameterError(f"{config_file}: unknown {listed(unknown, 'training option')}; known: {', '.join(names)}")
     if options.get("weights"):
         options["pretrained"] = True
-    explicit = {name for name in flags if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
     try:
         config = TrainConfig(**options)
     except SpecnetError as exc:  # said again, as a ParameterError still (exit code 2)

@@ -425,9 +425,13 @@ class SpectrogramModel(nn.Module):
     features: nn.Module
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map ``(B, C, H', W')`` of inputs ``(B, in_chans, H, W)``; column ``j``
+        of it starts at input column ``j * time_stride``."""
         raise NotImplementedError
 
     def forward_head(self, feats: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of a feature map from :meth:`forward_features`, or with
+        ``pre_logits`` the pooled embedding ``(B, num_features)`` the classifier reads."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
