@@ -90,6 +90,10 @@ class SpecNet(nn.Module):
             raise ParameterError("an audio model needs features=FeatureConfig(...)")
         if spec.input_kind == "image" and spec.image_size is None:
             raise ParameterError("an image model needs image_size=(height, width), the size its images are resized to")
+        reserved = sorted(set(spec.arch_args) & RESERVED_ARCH_ARGS)
+        if reserved:  # else create_model gets them twice (a TypeError), or include_top contradicts the classes
+            raise ParameterError(f"arch_args may not set {', '.join(reserved)}: a SpecNet sets them from classes, "
+                                 "in_chans and its pretrained/weights arguments")
         self.spec = spec
         extra: dict[str, Any] = {}
         if pretrained or weights:

@@ -191,3 +191,11 @@ def test_bad_specs_are_parameter_errors():
         SpecNet(_audio_spec(features=None))
     with pytest.raises(ParameterError, match="unknown architecture 'nope'"):
         SpecNet(_audio_spec(arch="nope"))
+
+
+@pytest.mark.parametrize("name", sorted(network.RESERVED_ARCH_ARGS))
+def test_arch_args_that_a_specnet_sets_itself_are_refused(name):
+    # num_classes reached create_model twice (a raw TypeError); include_top=False refused a
+    # num_classes the caller never gave
+    with pytest.raises(ParameterError, match=f"arch_args may not set {name}"):
+        SpecNet(_audio_spec(arch_args={name: 3}))
