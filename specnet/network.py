@@ -112,9 +112,23 @@ class SpecNet(nn.Module):
 
     def images(self, inputs: torch.Tensor) -> torch.Tensor:
         """Standardised network input (B, in_chans, F, frames) from waveforms (B, T) or images."""
+        self._check_input(inputs)
         if self.frontend is None:
             return self.standardize(inputs)
         return self.logmel_to_images(self.frontend(inputs))
+
+    def _check_input(self, inputs: torch.Tensor) -> None:
+        """Refuse inputs of another shape than the network takes, which torch's layers would
+        meet with errors about the spectrogram's shape (64 channels for a waveform without
+        its batch axis) or, for an image without one, about a dimension out of range."""
+        if self.frontend is not None:
+            if inputs.dim() != 2:
+                one = "; one clip is samples[None]" if inputs.dim() == 1 else ""
+                raise ParameterError(f"an audio model takes waveforms (batch, time), got shape {tuple(inputs.shape)}{one}")
+        elif inputs.dim() != 4 or inputs.shape[1] != self.spec.in_chans:
+            one = "; one image is pixels[None]" if inputs.dim() == 3 else ""
+            raise ParameterError(f"this image model takes images (batch, {self.spec.in_chans}, height, width), "
+                                 f"got shape {tuple(inputs.shape)}{one}")
 
     def logmel_to_images(self, logmel: torch.Tensor) -> torch.Tensor:
         """(B, F, frames) log-mel in dB -> standardised (B, in_chans, F, frames)."""

@@ -159,6 +159,21 @@ def test_image_kind_forward():
         assert net.embed(x, level="frame").shape == (2, 3, 64)  # ceil(48 / 16) columns
 
 
+@pytest.mark.parametrize("input_kind, shape, hint", [
+    ("audio", (16000,), "one clip is samples"), ("audio", (2, 2, 16000), "waveforms"),
+    ("image", (3, 32, 48), "one image is pixels"), ("image", (2, 1, 32, 48), r"\(batch, 3, height, width\)"),
+])
+def test_inputs_of_another_shape_are_parameter_errors(input_kind, shape, hint):
+    # forward and embed met them with torch's errors: "expected input[1, 64, 64, 101] to have
+    # 1 channels, but got 64 channels" for a clip without its batch axis, an IndexError for an image
+    spec = _audio_spec() if input_kind == "audio" else ModelSpec(
+        arch="cnn_tiny", arch_args={}, input_kind="image", classes=("x", "y"), in_chans=3, image_size=(32, 48))
+    net = _net(spec)
+    for run in (net, net.embed):
+        with pytest.raises(ParameterError, match=hint):
+            run(torch.rand(shape))
+
+
 def test_multi_channel_audio_input_repeats_the_spectrogram():
     net = _net(_audio_spec(in_chans=3))
     with torch.no_grad():
