@@ -72,9 +72,12 @@ class CNN(SpectrogramModel):
         65536 units).
     include_top : bool
         False drops the dropout, the hidden layers and the classifier, so ``forward``
-        returns the pooled ``(B, channels[-1] * freq_bands)`` descriptor, the same in
-        training mode (``num_classes`` becomes 0, ``drop_rate`` 0, ``hidden_dim`` None; a final
-        layer added by ``reset_classifier`` has no dropout before it).
+        returns the pooled ``(B, channels[-1] * freq_bands)`` descriptor with no dropout
+        in training mode (``num_classes`` becomes 0, ``drop_rate`` 0, ``hidden_dim`` None; a final
+        layer added by ``reset_classifier`` has no dropout before it). Its batch norm in
+        training mode, as a new model starts, still normalises by each batch's statistics
+        and updates its running ones: call ``.eval()`` for descriptors that do not depend
+        on the rest of the batch.
     """
 
     def __init__(

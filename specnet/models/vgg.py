@@ -120,11 +120,14 @@ class VGG(SpectrogramModel):
         Hidden dense layers of the global head.
     include_top : bool
         False keeps only the trunk and the global pool: ``forward`` returns
-        the pooled ``(B, 512)`` descriptor, the same in training mode, as
-        Keras's ``include_top=False`` does (sets ``num_classes=0``,
+        the pooled ``(B, 512)`` descriptor, with no dropout in training mode,
+        as Keras's ``include_top=False`` does (sets ``num_classes=0``,
         ``head="global"``, ``drop_rate=0``, ``hidden_dim=None``, whatever
         they were given; a final layer added by ``reset_classifier`` has no
-        dropout before it).
+        dropout before it). The ``_bn`` models in training mode, as a new
+        model starts, still normalise by each batch's statistics and update
+        their running ones: call ``.eval()`` for descriptors that do not
+        depend on the rest of the batch.
     """
 
     def __init__(
