@@ -946,7 +946,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
     from .features import FeatureConfig, LogMelSpectrogram
     from .fileio import check_output_path
     from .plots import picture_format, plot_spectrogram
-    from .windows import loudest_sample, warn_if_silent
+    from .windows import loudest_sample, warn_about_level
 
     check_output_path(output, overwrite=overwrite)
     picture_format(output)  # a suffix it cannot write is refused before the file is decoded
@@ -968,8 +968,8 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is %d frame%s, mostly padding",
                                              name, len(samples) / features.sample_rate, features.window_length / features.sample_rate,
                                              frames, "" if frames == 1 else "s")
-    warn_if_silent(loudest_sample(samples), name, silent="the picture shows nothing but the floor",
-                   quiet="the picture shows mostly its rounding noise")
+    warn_about_level(loudest_sample(samples), name, silent="the picture shows nothing but the floor",
+                     quiet="the picture shows mostly its rounding noise")
     with torch.no_grad():
         logmel = LogMelSpectrogram(features)(torch.from_numpy(samples)).numpy()
     plot_spectrogram(

@@ -40,7 +40,7 @@ from .image import image_from_array, is_image_file, is_pil_image, load_image
 from .modelfile import MAX_CLIP_SECONDS, load_model_file, read_metadata, save_model_file
 from .models.layers import eval_mode
 from .network import SpecNet
-from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_if_silent
+from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_about_level
 
 STREAM_SECONDS = 300.0
 PREFETCH_FILES = 64
@@ -58,9 +58,9 @@ MAX_CHANNELS = 8
 log = logging.getLogger("specnet")
 
 
-def _warn_if_silent(peak: float, name: str, *, gaps: bool = False) -> None:
-    """:func:`~specnet.windows.warn_if_silent`, saying what that means for scores and embeddings."""
-    warn_if_silent(peak, name, gaps=gaps, silent="what the model makes of it means nothing",
+def _warn_about_level(peak: float, name: str, *, gaps: bool = False) -> None:
+    """:func:`~specnet.windows.warn_about_level`, saying what that means for scores and embeddings."""
+    warn_about_level(peak, name, gaps=gaps, silent="what the model makes of it means nothing",
                    quiet="what the model hears is mostly noise; the scores say little")
 
 
@@ -255,7 +255,7 @@ class Model:
         whose loudest sample is ``peak`` (of its windows, which skip audio if ``gaps``): shorter
         than one FFT frame, silent or nearly."""
         self._warn_if_shorter_than_a_frame(num_samples, name)
-        _warn_if_silent(peak, name, gaps=gaps)
+        _warn_about_level(peak, name, gaps=gaps)
 
     def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str, *, meaning: str = "the scores say little") -> None:
         """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT
@@ -437,7 +437,7 @@ class Model:
         if batch:
             outputs.append(self._run(np.stack(batch), embed=embed))
             starts.extend(batch_starts)
-        _warn_if_silent(max(peaks, default=0.0), display_name(path), gaps=leaves_gaps(np.asarray(starts), window))
+        _warn_about_level(max(peaks, default=0.0), display_name(path), gaps=leaves_gaps(np.asarray(starts), window))
         silent = is_silence(np.asarray(peaks))
         item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate, silent=silent)
         return item, torch.cat(outputs)
@@ -719,8 +719,8 @@ class Model:
                     if not item.silent.all():  # a silent one is left out whatever its length
                         self._warn_if_shorter_than_a_frame(item.windows.num_samples, _name(item),
                                                            meaning="what it adds to the statistics is mostly padding")
-                    warn_if_silent(item.peak, _name(item), gaps=item.windows.leave_gaps(), silent="left out, with nothing to adapt to",
-                                   quiet="what it adds to the statistics is mostly noise")
+                    warn_about_level(item.peak, _name(item), gaps=item.windows.leave_gaps(), silent="left out, with nothing to adapt to",
+                                     quiet="what it adds to the statistics is mostly noise")
                 heard = 0
                 try:
                     for rows in self._heard_windows(item, window_n, hop_n, batch_size):

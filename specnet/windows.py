@@ -20,6 +20,11 @@ SILENT_PEAK = 10 ** (-90 / 20)
 #: loudly as a recording's sound, and the model names what that noise resembles.
 QUIET_PEAK = 10 ** (-75 / 20)
 
+#: An input whose loudest sample is above this (+6 dBFS) is used, but warned about: samples
+#: are floats within ±1, and a peak far beyond that is most often integer samples given as
+#: floats, whose level the silence checks (and a model trained on absolute dB) misread.
+LOUD_PEAK = 2.0
+
 #: Most samples one chunk of :class:`Windows` copies at a time (4 MB of float32).
 CHUNK_SAMPLES = 2**20
 
@@ -127,17 +132,22 @@ def leaves_gaps(starts: np.ndarray, length: int) -> bool:
     return bool(np.any(np.diff(starts) > length))
 
 
-def warn_if_silent(peak: float, name: str, *, silent: str, quiet: str, gaps: bool = False) -> None:
+def warn_about_level(peak: float, name: str, *, silent: str, quiet: str, gaps: bool = False) -> None:
     """Warn when an input's loudest sample ``peak`` (absolute value) is below :data:`SILENT_PEAK`
-    or below :data:`QUIET_PEAK`; ``silent`` and ``quiet`` say what that means for the caller's output.
-    With ``gaps``, ``peak`` is the loudest sample of windows that skip audio between them, and the
-    warning says it is about them, not the whole input."""
+    or below :data:`QUIET_PEAK`, where ``silent`` and ``quiet`` say what that means for the
+    caller's output, or above :data:`LOUD_PEAK`. With ``gaps``, ``peak`` is the loudest sample
+    of windows that skip audio between them, and the warning says it is about them, not the
+    whole input."""
     where, why = (" in its windows", "; a hop longer than the window skips the audio between them") if gaps else ("", "")
     if is_silence(peak):
         logging.getLogger("specnet").warning("%s: silent%s (no sample above -90 dBFS%s): %s", name, where, why, silent)
     elif peak < QUIET_PEAK:
         logging.getLogger("specnet").warning("%s: nearly silent%s (loudest sample %.0f dBFS%s): %s",
                                              name, where, 20 * math.log10(peak), why, quiet)
+    elif peak > LOUD_PEAK:
+        logging.getLogger("specnet").warning("%s: samples reach %.3g%s, beyond full scale (±1): integer samples given as floats? "
+                                             "Divide 16-bit ones by 32768; levels and silence are measured against ±1",
+                                             name, peak, where)
 
 
 def silent_windows(windows: np.ndarray) -> np.ndarray:

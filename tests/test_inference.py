@@ -911,6 +911,18 @@ def test_nearly_silent_inputs_are_classified_with_a_warning(model, tmp_path, cap
         f"{tmp_path / 'dither.wav'}: nearly silent (loudest sample -84 dBFS): what the model hears is mostly noise; the scores say little"]
 
 
+def test_integer_samples_given_as_floats_are_classified_with_a_warning(model, caplog):
+    tone = (0.5 * np.sin(2 * np.pi * 440.0 * np.arange(S.SR) / S.SR)).astype(np.float32)
+    int16_scale = np.round(tone * 32767).astype(np.float32)  # peak 16384: int16 samples cast, not scaled
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        scaled, unscaled = model.predict([tone, int16_scale], sample_rate=S.SR)
+    assert [r.getMessage() for r in caplog.records] == [
+        "input 1: samples reach 1.64e+04, beyond full scale (±1): integer samples given as floats? "
+        "Divide 16-bit ones by 32768; levels and silence are measured against ±1"]
+    assert model.config.features.ref_peak  # dB from each clip's peak: the scale itself changes nothing
+    np.testing.assert_allclose(unscaled.probabilities, scaled.probabilities, atol=1e-3)
+
+
 def test_a_clip_shorter_than_the_window_is_one_segment_ending_at_its_end(model, tmp_path):
     short = make_tone(tmp_path / "short.wav", 440.0, 0.3, S.SR)  # the model's windows are 0.5 s
     segments = model.predict(str(short), timeline=True)[0].segments

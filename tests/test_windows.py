@@ -123,9 +123,20 @@ def test_nearly_silent_starts_at_minus_75_dbfs(caplog):
     # Silent below -90 dBFS, nearly silent below -75 dBFS, heard above.
     for dbfs, says in ((-95, "silent"), (-78, "nearly silent"), (-72, None)):
         caplog.clear()
-        windows_module.warn_if_silent(10 ** (dbfs / 20), "x.wav", silent="S", quiet="Q")
+        windows_module.warn_about_level(10 ** (dbfs / 20), "x.wav", silent="S", quiet="Q")
         messages = [r.getMessage() for r in caplog.records]
         if says is None:
             assert messages == []
         else:
             assert len(messages) == 1 and messages[0].startswith(f"x.wav: {says} ")
+
+
+def test_samples_beyond_twice_full_scale_are_warned_about(caplog):
+    # +6 dBFS and below: a float file's overs, said nothing of; above: most often integers given as floats.
+    for peak, says in ((1.0, False), (2.0, False), (2.01, True), (32767.0, True)):
+        caplog.clear()
+        windows_module.warn_about_level(peak, "x.wav", silent="S", quiet="Q", gaps=True)
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages == ([f"x.wav: samples reach {peak:.3g} in its windows, beyond full scale (±1): integer samples "
+                             "given as floats? Divide 16-bit ones by 32768; levels and silence are measured against ±1"]
+                            if says else [])
