@@ -81,6 +81,16 @@ def run_options(out: str | os.PathLike, *, required: bool = True) -> dict[str, A
     return {}
 
 
+def _someone_elses(path: Path) -> bool:
+    """Whether ``path``, a run folder's config.json, is JSON that names no data a run read: a file of
+    the user's own, not one a run wrote (a damaged one, which cannot be told apart, is not)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return not (isinstance(saved, dict) and isinstance(saved.get("data"), dict))
+
+
 def _read_config_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -227,12 +237,16 @@ class RunFiles:
                 f"{self.dir}: already holds a run ({previous[0].name}); pass resume=True to continue it "
                 "or overwrite=True to start again"
             )
-        trained = [p for p in (self.model, self.metrics) if p.exists()]  # a run killed in its first epoch has neither
+        # A run killed in its first epoch has none of these (its curves come once an epoch has its checkpoint).
+        trained = [p for p in (self.model, self.metrics, self.curves) if p.exists()]
         if trained and resume and not self.checkpoint.exists():
             raise SpecnetError(
                 f"{self.dir}: holds a run ({trained[0].name}) but no {self.checkpoint.name} to resume from; "
                 "pass overwrite=True to start again"
             )
+        if resume and not self.checkpoint.exists() and _someone_elses(self.config):  # a new run would replace it
+            raise SpecnetError(f"{self.config}: not the options of a specnet run, and there is no {self.checkpoint.name} "
+                               "to resume from; choose another folder for the run, or pass overwrite=True to replace it")
         # The previous run's files go only once the new run has its data and model (clear_previous).
         self._replace = overwrite
         # Temporary files of atomic writes a killed run left behind (a checkpoint's can be

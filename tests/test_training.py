@@ -1049,6 +1049,19 @@ def test_a_picture_named_like_the_run_curves_is_kept(tiny_data, tmp_path):
     assert (out / "curves.png").read_bytes() == b"my own picture"
 
 
+def test_resume_without_a_checkpoint_replaces_no_file_of_the_users(tiny_data, tmp_path):
+    # "already holds a run (config.json); pass resume=True ..." of a folder the user keeps their own files in:
+    # with no checkpoint the resume would start a new run there, which must not replace them.
+    for name, mine, problem in (("config.json", b'{"my": "settings"}', "config.json: not the options of a specnet run"),
+                                ("curves.png", b"my own picture", "holds a run (curves.png) but no checkpoint.pt")):
+        out = tmp_path / name
+        out.mkdir()
+        (out / name).write_bytes(mine)
+        with pytest.raises(SpecnetError, match=rf"{re.escape(problem)}.*pass overwrite=True"):
+            specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_bytes() == mine
+
+
 def test_a_run_folder_inside_the_data_is_refused(tiny_data, tmp_path):
     first_class = sorted(p for p in tiny_data.iterdir())[0]
     for out, folder in [(first_class, tiny_data), (tiny_data / "runs" / "mine", tiny_data), (tiny_data, tiny_data)]:
