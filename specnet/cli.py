@@ -312,14 +312,15 @@ def _table_block(result, model_name: str) -> str:
     else:
         head += f"  (model {model_name})"
     segments = result.segments or []
-    width = max(columns(p["label"] or "") for p in [*result.predictions, *segments])
-    lines = [head] + [f"  {padded(p['label'], width)}  {p['score']:7.2%}" for p in result.predictions]
+    # A class is named after its folder: a newline or a byte that is not UTF-8 shows as a file name does.
+    width = max(columns(display_name(p["label"] or "")) for p in [*result.predictions, *segments])
+    lines = [head] + [f"  {padded(display_name(p['label']), width)}  {p['score']:7.2%}" for p in result.predictions]
     if segments:
         decimals = _distinct_decimals(segments)
         digits = len(f"{segments[-1]['end']:.{decimals}f}")
         lines.append("  top label of each window:")
         for seg in segments:
-            label = f"{padded(seg['label'], width)}  {seg['score']:7.2%}" if seg["label"] is not None else SILENCE
+            label = f"{padded(display_name(seg['label']), width)}  {seg['score']:7.2%}" if seg["label"] is not None else SILENCE
             lines.append(f"    {seg['start']:>{digits}.{decimals}f} - {seg['end']:>{digits}.{decimals}f} s  {label}")
     return "\n".join(lines)
 
@@ -772,13 +773,13 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
-    width = max(len("class"), *(columns(c) for c in result["classes"]))
+    width = max(len("class"), *(columns(display_name(c)) for c in result["classes"]))
     click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {result['model']}")
     click.echo(f"{'class':<{width}}  precision  recall      f1  support")
     for name, row in result["per_class"].items():
         # None (shown "-"): no file predicted as the class (precision), no file of it (recall, F1).
         precision, recall, f1 = ("-" if row[key] is None else f"{row[key]:.4f}" for key in ("precision", "recall", "f1"))
-        click.echo(f"{padded(name, width)}  {precision:>9}  {recall:>6}  {f1:>6}  {row['support']:7d}")
+        click.echo(f"{padded(display_name(name), width)}  {precision:>9}  {recall:>6}  {f1:>6}  {row['support']:7d}")
 
 
 # ------------------------------------------------------------------ look at models
@@ -885,7 +886,7 @@ def _print_info(meta: dict[str, Any]) -> None:
     size = meta.get("image_size")
     click.echo(f"input:        {meta['input_kind']}" + (f", {meta['clip_seconds']} s clips" if meta.get("clip_seconds") else "")
                + (f", resized to {size[0]} x {size[1]} pixels (height x width)" if size else ""))
-    click.echo(f"classes:      {', '.join(meta['classes'])}")
+    click.echo(f"classes:      {', '.join(map(display_name, meta['classes']))}")
     if meta.get("features"):
         click.echo("features:     " + ", ".join(f"{k}={v}" for k, v in meta["features"].items()))
     for key in ("dataset", "training", "metrics", "adapted"):

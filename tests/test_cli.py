@@ -455,6 +455,28 @@ def test_messages_stay_one_line_when_names_hold_a_newline(capsys, model_file, cl
     assert code == 1 and err.count("\n") == 1 and "class 'odd\\nclass' that the model does not know" in err
 
 
+def test_tables_show_a_class_name_on_one_line(capsys, model_file, clips, tmp_path):
+    # Classes are named after folders: one whose name holds a newline split the table's row in two,
+    # and a byte that is not UTF-8 went out raw; both show as in a file name.
+    import dataclasses
+
+    odd = ("cl\nick", "hiss", os.fsdecode(b"t\xffone"))  # AUDIO_CLASSES, renamed
+    model = specnet.load_model(model_file, device="cpu")
+    model.net.spec = dataclasses.replace(model.net.spec, classes=odd)
+    renamed = str(model.save(tmp_path / "renamed.safetensors"))
+    data = tmp_path / "data"
+    for name, label in zip(odd, S.AUDIO_CLASSES):
+        shutil.copytree(clips / label, data / name)
+    shown = ("cl\\nick", "t\\xffone")
+    code, out, _ = run(capsys, "evaluate", renamed, str(data))
+    assert code == 0 and len(out.splitlines()) == 2 + len(odd) and all(name in out for name in shown)
+    assert len({len(line) for line in out.splitlines()[1:]}) == 1  # the columns line up
+    code, out, _ = run(capsys, "classify", "-m", renamed, str(data / odd[0] / "click.wav"))
+    assert code == 0 and len(out.splitlines()) == 1 + len(odd) and all(name in out for name in shown)
+    code, out, _ = run(capsys, "info", renamed)
+    assert code == 0 and "classes:      cl\\nick, hiss, t\\xffone\n" in out
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_a_full_disk_under_standard_output_is_one_line(model_file, clips):
     with open("/dev/full", "w") as full:
