@@ -97,7 +97,8 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
     else:
         raise ParameterError("give a data folder or manifest=FILE.csv")
     if config.val_dir:
-        val = find_class_folders(config.val_dir, kind=data.kind)  # a cover picture per class is left out there too
+        # One class is enough to validate on, as to evaluate on; a cover picture per class is left out there too.
+        val = find_class_folders(config.val_dir, min_classes=1, kind=data.kind)
         unknown = sorted(set(val.classes) - set(data.classes))
         if unknown:
             raise DataError(f"{config.val_dir}: {listed(unknown, 'class', 'classes')} {'is' if len(unknown) == 1 else 'are'} not in the training data")

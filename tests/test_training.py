@@ -1181,6 +1181,9 @@ def test_val_dir(tiny_data, tmp_path):
     assert best["n"] == 4
     assert config["val_split"] is None  # nothing held out of the training folders
     assert read_config(tmp_path / "run")["val_dir"] == str(val)
+    # One class is enough (it was refused: "found only class 'tone'; at least two classes are needed", of the training data's three).
+    one = S.make_audio_dataset(tmp_path / "one", per_class=2, classes=("tone",))
+    assert specnet.train(tiny_data, tmp_path / "run1", val_dir=str(one), epochs=1, **S.FAST)["n"] == 2
 
     odd = S.make_chirp_dataset(tmp_path / "odd", per_class=1)
     with pytest.raises(DataError, match="down, up"):
