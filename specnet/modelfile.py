@@ -203,7 +203,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     its parameter shapes compared with the file's: a file cannot make loading allocate
     more than the weights it holds, whatever its metadata says.
     """
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     path = Path(path)
     spec = metadata_to_spec(metadata_document(path), source=str(path))
@@ -211,7 +211,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
     _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
                   {k: v for k, v in stored.items() if not k.startswith("backbone.")}, path, spec.arch)
-    state = load_file(str(path))
+    state = load(path.read_bytes())  # safetensors' torch reader refuses a name that is not UTF-8
     broken = _non_finite(state)
     if broken:
         raise ModelFileError(f"{path}: {broken}; the model could only answer NaN")
@@ -230,7 +230,7 @@ def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape of each tensor in a safetensors file, from its header (no data read)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
+    with safe_open(str(path), framework="numpy") as handle:  # "pt" refuses a name that is not UTF-8
         return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
 
 

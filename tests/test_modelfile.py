@@ -73,6 +73,16 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path):
     assert meta["classes"] == ["a", "b"] and meta["arch"] == "cnn_tiny" and meta["clip_seconds"] == 1.0
 
 
+def test_a_model_in_a_folder_whose_name_is_not_utf8_loads(tmp_path):
+    # safetensors' torch reader refused the name: "internal error SafetensorError: Path ... is not valid UTF-8".
+    folder = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")  # as sys.argv holds it
+    model = _trained_looking(_spec())
+    path = save_model_file(model, Path(folder) / "m.safetensors")
+    loaded = load_model_file(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 def test_loading_checks_shapes_without_drawing_weights(tmp_path):
     """The shape check builds the backbone on the meta device with no random draws there, which
     would import torch's compiler (seconds and 150 MB on every load), and loads VGG files too."""
