@@ -308,9 +308,9 @@ SILENCE = "(silence)"
 def _table_block(result, model_name: str) -> str:
     head = display_name(result.path)
     if result.duration is not None:
-        head += f"  ({result.duration:.2f} s, model {model_name})"
+        head += f"  ({result.duration:.2f} s, model {display_name(model_name)})"
     else:
-        head += f"  (model {model_name})"
+        head += f"  (model {display_name(model_name)})"
     segments = result.segments or []
     # A class is named after its folder: a newline or a byte that is not UTF-8 shows as a file name does.
     width = max(columns(display_name(p["label"] or "")) for p in [*result.predictions, *segments])
@@ -466,7 +466,7 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
         what = counted(result.windows, "image")
     else:
         what = f"{counted(result.windows, 'window')} of {counted(result.inputs, 'input')}"
-    click.echo(f"adapted {model.name} to {what}; wrote {display_name(output)}", err=True)
+    click.echo(f"adapted {display_name(model.name)} to {what}; wrote {display_name(output)}", err=True)
     if result.failures:
         click.echo(f"{len(result.failures)} of {len(files)} inputs failed", err=True)
         sys.exit(1)
@@ -725,7 +725,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
             scores = f"val accuracy {best['accuracy']:.4f}, macro-F1 {best['macro_f1']:.4f}"
         else:
             scores = "train loss " + ("not measured (every step skipped)" if best["train_loss"] is None else f"{best['train_loss']:.4f}")
-        click.echo(f"kept epoch {best['epoch'] + 1}: {scores}; model in {Path(out) / 'model.safetensors'}")
+        click.echo(f"kept epoch {best['epoch'] + 1}: {scores}; model in {display_name(Path(out) / 'model.safetensors')}")
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -774,7 +774,7 @@ def evaluate(model_file, data_dir, manifest, fold, out, fmt, batch_size, device,
 
 def _print_evaluation(result: dict[str, Any]) -> None:
     width = max(len("class"), *(columns(display_name(c)) for c in result["classes"]))
-    click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {result['model']}")
+    click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   n {result['n']}   model {display_name(result['model'])}")
     click.echo(f"{'class':<{width}}  precision  recall      f1  support")
     for name, row in result["per_class"].items():
         # None (shown "-"): no file predicted as the class (precision), no file of it (recall, F1).

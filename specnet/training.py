@@ -630,7 +630,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
                 "pass overwrite=True to start the run again"
             ) from None
         start_epoch = checkpoint["epoch"] + 1
-        _print(f"resuming {files.dir} after epoch {start_epoch}", quiet=quiet)
+        _print(f"resuming {display_name(files.dir)} after epoch {start_epoch}", quiet=quiet)
 
     n_params = sum(p.numel() for p in params)
     length = counted(epochs, "epoch")

@@ -1147,6 +1147,23 @@ FAST_FLAGS = [
 ]
 
 
+def test_what_train_and_evaluate_print_names_a_folder_on_one_line(capsys, tmp_path):
+    # The run's folder went out as it is: a newline split the line, and a byte that is not UTF-8 stopped a
+    # finished training with an internal UnicodeEncodeError (exit code 1) where standard output is strict UTF-8.
+    data = S.make_audio_dataset(tmp_path / "data", per_class=2)
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9\nrun")
+    flags = [flag for flag in FAST_FLAGS if flag != "--quiet"]
+    code, stdout, err = run(capsys, "train", str(data), "--out", out, *flags)
+    assert code == 0 and stdout.splitlines()[-1].endswith(f"; model in {tmp_path}/caf\\xe9\\nrun/model.safetensors"), err
+    code, stdout, err = run(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+    assert code == 0 and f"resuming {tmp_path}/caf\\xe9\\nrun after epoch 1\n" in stdout, err
+    model = os.path.join(out, "model.safetensors")
+    code, stdout, err = run(capsys, "evaluate", model, str(data))
+    assert code == 0 and stdout.splitlines()[0].endswith(f"model {tmp_path}/caf\\xe9\\nrun/model.safetensors"), err
+    code, stdout, err = run(capsys, "classify", "-m", model, str(data / "tone" / "tone_0.wav"))
+    assert code == 0 and stdout.splitlines()[0].endswith(f"model {tmp_path}/caf\\xe9\\nrun/model.safetensors)"), err
+
+
 def test_train_top_db_sets_the_front_ends_reference_and_floor(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)
     cases = {"default": ([], (True, 60.0)), "35": (["--top-db", "35"], (True, 35.0)), "0": (["--top-db", "0"], (False, None))}
