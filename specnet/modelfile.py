@@ -203,7 +203,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     its parameter shapes compared with the file's: a file cannot make loading allocate
     more than the weights it holds, whatever its metadata says.
     """
-    from safetensors.torch import load
+    from safetensors.torch import load, load_file
 
     path = Path(path)
     spec = metadata_to_spec(metadata_document(path), source=str(path))
@@ -211,7 +211,9 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
     _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
                   {k: v for k, v in stored.items() if not k.startswith("backbone.")}, path, spec.arch)
-    state = load(path.read_bytes())  # safetensors' torch reader refuses a name that is not UTF-8
+    # safetensors' torch reader refuses a name that is not UTF-8; the file's bytes (held beside
+    # the weights for a moment) serve there, and a memory map everywhere else.
+    state = load_file(str(path)) if _is_utf8(path) else load(path.read_bytes())
     broken = _non_finite(state)
     if broken:
         raise ModelFileError(f"{path}: {broken}; the model could only answer NaN")
@@ -224,6 +226,14 @@ def _non_finite(state: dict[str, torch.Tensor]) -> str:
     holds non-finite values (NaN or inf)"``; "" if none."""
     names = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()][:3]
     return f"{', '.join(names)} {'holds' if len(names) == 1 else 'hold'} non-finite values (NaN or inf)" if names else ""
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
