@@ -242,6 +242,16 @@ def check_classes(split: Split, files: LabelledFiles, source: str) -> None:
         raise DataError(f"{source}: no usable file left for {listed(empty, 'class', 'classes')}: every one was skipped")
 
 
+def warn_about_unvalidated(classes: Sequence[str], val: Split) -> None:
+    """Warn when validation has no file of some of ``classes``: a class with one usable file,
+    which training keeps, or one a validation fold or folder lacks. Its accuracy is then unmeasured."""
+    counts = np.bincount(val.targets.numpy(), minlength=len(classes))
+    unseen = [repr(text_name(name)) for name, n in zip(classes, counts) if n == 0]
+    if unseen:
+        log.warning("validation has no file of %s: the validation scores say nothing of %s",
+                    listed(unseen, "class", "classes"), "it" if len(unseen) == 1 else "them")
+
+
 def crop_batch(waveforms: Sequence[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
     """(B, length) random crops of longer clips; shorter clips placed at a random offset in zeros."""
     batch = np.zeros((len(waveforms), length), dtype=np.float32)
@@ -532,6 +542,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     validate = val_files is None or len(val_files.samples) > 0
     if validate and len(val_split.targets) == 0:
         raise DataError("no usable validation file: add files or change val_split=, val_fold= or val_dir=")
+    if validate:
+        warn_about_unvalidated(train_files.classes, val_split)
 
     clip_seconds = None
     if kind == "audio":

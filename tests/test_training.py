@@ -1173,9 +1173,13 @@ def test_manifest_with_val_fold(tiny_data, tmp_path):
         specnet.train(None, tmp_path / "run7", manifest=str(manifest), val_fold=7, epochs=1, **S.FAST)
 
 
-def test_val_dir(tiny_data, tmp_path):
+def test_val_dir(tiny_data, tmp_path, caplog):
     val = S.make_audio_dataset(tmp_path / "val", per_class=2, classes=("click", "tone"))
-    best = specnet.train(tiny_data, tmp_path / "run", val_dir=str(val), epochs=1, **S.FAST)
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        best = specnet.train(tiny_data, tmp_path / "run", val_dir=str(val), epochs=1, **S.FAST)
+    # The training data's third class is trained on but never validated: said, not silently scored as absent.
+    assert [r.getMessage() for r in caplog.records] == [
+        "validation has no file of class 'hiss': the validation scores say nothing of it"]
     config = read_config(tmp_path / "run")
     assert config["data"]["train_files"] == 12 and config["data"]["val_files"] == 4
     assert best["n"] == 4
@@ -1183,11 +1187,27 @@ def test_val_dir(tiny_data, tmp_path):
     assert read_config(tmp_path / "run")["val_dir"] == str(val)
     # One class is enough (it was refused: "found only class 'tone'; at least two classes are needed", of the training data's three).
     one = S.make_audio_dataset(tmp_path / "one", per_class=2, classes=("tone",))
-    assert specnet.train(tiny_data, tmp_path / "run1", val_dir=str(one), epochs=1, **S.FAST)["n"] == 2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        assert specnet.train(tiny_data, tmp_path / "run1", val_dir=str(one), epochs=1, **S.FAST)["n"] == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "validation has no file of classes 'click', 'hiss': the validation scores say nothing of them"]
 
     odd = S.make_chirp_dataset(tmp_path / "odd", per_class=1)
     with pytest.raises(DataError, match="down, up"):
         specnet.train(tiny_data, tmp_path / "run2", val_dir=str(odd), epochs=1, **S.FAST)
+
+
+def test_a_class_of_one_file_is_trained_on_and_said_to_be_unvalidated(tmp_path, caplog):
+    data = S.make_audio_dataset(tmp_path / "data", per_class=4)
+    for extra in sorted((data / "tone").iterdir())[1:]:
+        extra.unlink()
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        specnet.train(data, tmp_path / "run", epochs=1, **S.FAST)
+    assert [r.getMessage() for r in caplog.records] == [
+        "validation has no file of class 'tone': the validation scores say nothing of it"]
+    config = read_config(tmp_path / "run")
+    assert config["data"]["class_counts"]["tone"] == 1 and config["data"]["val_files"] == 2  # one of 4 click, one of 4 hiss
 
 
 def test_a_val_dir_holding_training_files_is_refused(tiny_data, tmp_path):
