@@ -647,7 +647,7 @@ def _options_as_given(error, ctx: click.Context, config_file: str | None, explic
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Threads decoding files.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint, with its own data and options (options given again must match the run's, except --epochs, --patience, --device, --amp and --num-workers).")
-@click.option("--overwrite", is_flag=True, help="Replace a finished run in --out.")
+@click.option("--overwrite", is_flag=True, help="Start again in --out, replacing the run there (finished or stopped) once the new one has its data and model.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no lines on stdout (per-epoch scores, resuming, early stop); warnings and errors still go to stderr.")
 @click.pass_context
 def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, quiet, **flags) -> None:
