@@ -288,14 +288,26 @@ def check_one_source(data_dir: str | os.PathLike | None, manifest: str | os.Path
 
 
 def check_outside_the_data(out: str | os.PathLike, data_folders: Sequence[str | os.PathLike | None]) -> None:
-    """Refuse an output folder inside a class-folder tree: its files (pictures among them)
-    would be read as data by the next run, a folder of them as a class."""
+    """Refuse an output folder inside a class-folder tree, or inside a class folder it links to:
+    its files (pictures among them) would be read as data by the next run, a folder of them as a class."""
     run = os.path.realpath(out)
     for folder in filter(None, data_folders):
-        root = os.path.realpath(folder)
-        if run == root or run.startswith(root.rstrip(os.sep) + os.sep):
-            raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where what specnet "
-                            "writes would be read as data next time; choose a folder outside it")
+        for root in _real_class_roots(folder):
+            if run == root or run.startswith(root.rstrip(os.sep) + os.sep):
+                raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where what specnet "
+                                "writes would be read as data next time; choose a folder outside it")
+
+
+def _real_class_roots(folder: str | os.PathLike) -> list[str]:
+    """The real path of ``folder`` and of each linked folder directly in it (a class folder
+    that lies elsewhere)."""
+    roots = [os.path.realpath(folder)]
+    try:
+        with os.scandir(folder) as entries:
+            roots += [os.path.realpath(e.path) for e in entries if e.is_symlink() and e.is_dir()]
+    except OSError:  # not a readable folder: the data search says so
+        pass
+    return roots
 
 
 def split_by_fold(data: LabelledFiles, fold: int, source: str | os.PathLike) -> tuple[LabelledFiles, LabelledFiles]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,14 @@ def test_an_output_folder_inside_the_data_is_refused(tmp_path):
     for out in (tmp_path / "data", tmp_path / "data" / "runs" / "mine", tmp_path / "data" / ".runs"):  # even hidden: strict
         with pytest.raises(DataError, match="inside the data folder"):
             check_outside_the_data(out, [None, tmp_path / "data"])
+    # A class folder linked from elsewhere: a run written there (through the link or not) lands among its files.
+    (tmp_path / "elsewhere" / "click").mkdir(parents=True)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "click").symlink_to(tmp_path / "elsewhere" / "click", target_is_directory=True)
+    check_outside_the_data(tmp_path / "elsewhere" / "run", [tmp_path / "linked"])  # beside the class folder: fine
+    for out in (tmp_path / "elsewhere" / "click" / "run", tmp_path / "linked" / "click" / "run"):
+        with pytest.raises(DataError, match=f"^{re.escape(str(out))}: inside the data folder {re.escape(str(tmp_path / 'linked'))}, "):
+            check_outside_the_data(out, [tmp_path / "linked"])
 
 
 def test_audio_and_images_mixed(tmp_path):
