@@ -231,6 +231,9 @@ class RunFiles:
     def prepare(self, *, resume: bool, overwrite: bool) -> None:
         """Check the run folder (which the run's lock has made) holds no run, or one that ``resume``
         or ``overwrite`` allows, and remove the temporary files a killed run left behind."""
+        if not overwrite and not self.checkpoint.exists() and _someone_elses(self.config):  # a new run would replace it
+            raise SpecnetError(f"{self.config}: not the options of a specnet run; choose another folder for the run, "
+                               "or pass overwrite=True to replace it")
         previous = [p for p in self.own_files if p.exists()]
         if previous and not (resume or overwrite):
             raise SpecnetError(
@@ -244,9 +247,6 @@ class RunFiles:
                 f"{self.dir}: holds a run ({trained[0].name}) but no {self.checkpoint.name} to resume from; "
                 "pass overwrite=True to start again"
             )
-        if resume and not self.checkpoint.exists() and _someone_elses(self.config):  # a new run would replace it
-            raise SpecnetError(f"{self.config}: not the options of a specnet run, and there is no {self.checkpoint.name} "
-                               "to resume from; choose another folder for the run, or pass overwrite=True to replace it")
         # The previous run's files go only once the new run has its data and model (clear_previous).
         self._replace = overwrite
         # Temporary files of atomic writes a killed run left behind (a checkpoint's can be

@@ -1060,6 +1060,9 @@ def test_resume_without_a_checkpoint_replaces_no_file_of_the_users(tiny_data, tm
         with pytest.raises(SpecnetError, match=rf"{re.escape(problem)}.*pass overwrite=True"):
             specnet.train(tiny_data, out, resume=True, epochs=1, **S.FAST)
         assert [p.name for p in out.iterdir()] == [name] and (out / name).read_bytes() == mine
+    # Without resume, the user's config.json is not called a run either.
+    with pytest.raises(SpecnetError, match=rf"^{re.escape(str(tmp_path / 'config.json' / 'config.json'))}: not the options of a specnet run; "):
+        specnet.train(tiny_data, tmp_path / "config.json", epochs=1, **S.FAST)
 
 
 def test_a_run_folder_inside_the_data_is_refused(tiny_data, tmp_path):
