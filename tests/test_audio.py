@@ -158,6 +158,8 @@ def test_cut_short_warning_threshold_and_partial_reads(tone_wav, caplog):
         audio._warn_if_cut_short("x.mp3", 15000, 16000, 16000)  # 1000 frames short: under 0.1 s, padding
         y, _ = load_audio(tone_wav, offset=0.25, duration=0.5)  # asked for less than the file holds
         assert caplog.records == [] and len(y) == 8000
+        tail, _ = load_audio(tone_wav, offset=0.75)  # read from 0.75 s to the end: all there is
+        assert caplog.records == [] and len(tail) == 4000
         audio._warn_if_cut_short("x.mp3", 14000, 16000, 16000)
     assert [r.getMessage() for r in caplog.records] == [
         "x.mp3: decoding stopped after 0.88 s of the 1.00 s the file declares (damaged data?); using what was decoded"
@@ -193,6 +195,15 @@ def test_offset_and_duration_select_a_slice(tone_wav):
     np.testing.assert_array_equal(tail, whole[12000:])
 
 
+def test_offset_and_duration_round_to_the_nearest_sample(tmp_path):
+    # 0.35 s and 0.57 s at 44.1 kHz are 15435 and 25137 samples, though in floating point
+    # 0.35 * 44100 is 15434.999...: truncating would start a sample early and stop one short.
+    path = make_noise(tmp_path / "noise.wav", 1.0, 44100, subtype="FLOAT")
+    whole, _ = sf.read(path, dtype="float32")
+    part, _ = load_audio(path, offset=0.35, duration=0.57)
+    np.testing.assert_array_equal(part, whole[15435 : 15435 + 25137])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
@@ -206,6 +217,7 @@ def test_offset_and_duration_select_a_slice(tone_wav):
         ({"duration": "1"}, "duration='1'"),
         ({"duration": 0}, "duration=0"),
         ({"offset": 5.0}, "past the end"),
+        ({"offset": 1.0}, "past the end"),  # the 1 s file's end itself: no sample left to read
     ],
 )
 def test_bad_arguments_raise_parameter_error(tone_wav, kwargs, fragment):
