@@ -387,6 +387,7 @@ FILE_ERRORS = [
     (_inf_double_wav, "contains NaN or infinite samples"),
     (_huge_float_wav, "samples reach 3e+38, far beyond full scale (1.0), where a spectrogram overflows; rescale them to within ±1"),
 ]
+
 # Problems only decoding finds: audio_info reads the header alone.
 HEADER_IS_FINE = {_header_only, _truncated_flac, _ogg_cut_in_its_first_audio_page, _nan_float_wav, _inf_double_wav, _huge_float_wav}
 
@@ -407,6 +408,18 @@ def test_file_errors_name_the_file(tmp_path, make, fragment):
         assert _message(excinfo).startswith(f"{path}: ")
         assert any(f in _message(excinfo) for f in (fragment if isinstance(fragment, tuple) else (fragment,)))
         assert excinfo.value.__cause__ is None  # no raw decoder exception chained
+
+
+def test_samples_whose_spectrogram_would_overflow_are_refused(tmp_path):
+    # 1e17 is a finite float32 sample, but a 1024-point FFT of a tone that loud has bins whose
+    # power, (1e17 * 512 / 2) ** 2 = 6.6e38, is past float32's largest number (3.4e38).
+    y = 1e17 * np.sin(np.arange(16000) / 5)
+    bins = np.fft.rfft(np.hanning(1024) * y[:1024])  # in float64, where it fits
+    assert (np.abs(bins) ** 2).max() > np.finfo(np.float32).max
+    path = write_audio(tmp_path / "hot.wav", y, 16000, subtype="FLOAT")
+    for read in (load_audio, lambda p: list(iter_audio_blocks(p, block_samples=4000))):
+        with pytest.raises(AudioError, match=r"samples reach 1e\+17, far beyond full scale"):
+            read(path)
 
 
 def test_a_decoder_error_without_words_still_gives_a_reason(tmp_path, monkeypatch):
