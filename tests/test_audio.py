@@ -436,6 +436,43 @@ def test_a_decoder_error_without_words_still_gives_a_reason(tmp_path, monkeypatc
         load_audio(junk)
 
 
+class _FakeAudioreadFile:
+    """What ``audioread.audio_open`` gives for a file only ffmpeg or GStreamer decodes: 16-bit
+    little-endian PCM with the channels interleaved, in blocks that need not end on a frame."""
+
+    def __init__(self, pcm: np.ndarray, samplerate: int) -> None:  # pcm: int16 (frames, channels)
+        self.samplerate, self.channels, self.duration = samplerate, pcm.shape[1], len(pcm) / samplerate
+        self._bytes = pcm.astype("<i2").tobytes()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def __iter__(self):
+        yield self._bytes[:1001]
+        yield self._bytes[1001:]
+
+
+def test_a_file_only_audioread_decodes_is_scaled_split_into_channels_and_sliced(tmp_path, monkeypatch):
+    import audioread
+
+    pcm = np.random.default_rng(0).integers(-32768, 32768, size=(8000, 2)).astype(np.int16)
+    pcm[0] = [-32768, 32767]
+    monkeypatch.setattr(audioread, "audio_open", lambda path: _FakeAudioreadFile(pcm, 8000))
+    path = tmp_path / "voice.m4a"
+    path.write_text("junk\n")  # soundfile does not recognise it
+    expected = pcm / 32768.0  # as soundfile reads PCM_16: -32768 is -1.0
+    both, sr = load_audio(path, mono=False)
+    assert sr == 8000 and both.shape == (2, 8000) and both[0, 0] == -1.0
+    np.testing.assert_array_equal(both, expected.T.astype(np.float32))
+    mono, _ = load_audio(path)
+    np.testing.assert_allclose(mono, expected.mean(axis=1), atol=1e-7)
+    part, _ = load_audio(path, offset=0.25, duration=0.5)  # samples 2000 to 6000
+    np.testing.assert_allclose(part, expected[2000:6000].mean(axis=1), atol=1e-7)
+
+
 def test_unsupported_suffix_lists_supported_formats(tmp_path):
     with pytest.raises(AudioError) as excinfo:
         load_audio(_unsupported_suffix(tmp_path))
