@@ -639,6 +639,19 @@ def test_stream_stereo(stereo_wav):
     np.testing.assert_allclose(joined, whole, atol=1e-3)
 
 
+@pytest.mark.parametrize(("sample_rate", "atol"), [(None, 1e-7), (8000, 1e-3)])
+def test_stream_mono_mixes_a_stereo_file_down_to_the_mean_of_its_channels(stereo_wav, sample_rate, atol):
+    # classify streams long files: a stereo one is heard as both channels, as load_audio mixes it.
+    channels, sr = sf.read(stereo_wav, dtype="float64")  # (frames, 2): 440 Hz left, 880 Hz right
+    mean = channels.mean(axis=1)
+    if sample_rate:
+        mean = soxr.resample(mean, sr, sample_rate, quality="HQ")
+    blocks = list(iter_audio_blocks(stereo_wav, block_samples=1500, sample_rate=sample_rate))
+    assert all(b.samples.shape == (1500,) for b in blocks)
+    joined = np.concatenate([b.samples for b in blocks])[: len(mean)]
+    np.testing.assert_allclose(joined, mean, atol=atol)
+
+
 def _streamed_blocks_and_peak_memory(path, **options) -> tuple[int, int]:
     """How many blocks ``iter_audio_blocks(path, **options)`` gives, and the peak of what NumPy allocated meanwhile."""
     tracemalloc.start()
