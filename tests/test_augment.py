@@ -117,6 +117,23 @@ def test_spec_augment_masks_within_widths_and_counts(freq_masks, width, time_mas
     assert widest <= freq_masks * width
 
 
+def test_mask_widths_are_uniform_up_to_the_axis_and_time_masks_count_frames():
+    # One mask per axis, its width uniform from 0 to its most: time_mask_fraction of the frames
+    # (not of the mel bands), and a freq_mask_width past the axis masks the whole axis no more
+    # often than any other width.
+    batch, n_mels, frames = 4000, 8, 40
+    images = -_logmel(batch=batch, n_mels=n_mels, frames=frames).unsqueeze(1)  # all > 0
+    freq_only = AugmentConfig(freq_masks=1, freq_mask_width=100, time_masks=0)
+    time_only = AugmentConfig(freq_masks=0, time_masks=1, time_mask_fraction=0.25)  # up to 10 frames
+    bands = (spec_augment(images, freq_only, _gen(12))[:, 0] == 0).all(dim=2).sum(dim=1)  # (B,) masked bands
+    times = (spec_augment(images, time_only, _gen(13))[:, 0] == 0).all(dim=1).sum(dim=1)  # (B,) masked frames
+    for widths, most in ((bands, n_mels), (times, 10)):
+        counts = torch.bincount(widths, minlength=most + 1)
+        assert len(counts) == most + 1  # never wider
+        expected = batch / (most + 1)
+        assert ((counts - expected).abs() < 0.25 * expected).all(), counts
+
+
 def test_spec_augment_zero_width_or_count_masks_nothing():
     images = -_logmel().unsqueeze(1)
     for config in (AugmentConfig(freq_masks=0, time_masks=0),
