@@ -209,6 +209,22 @@ def test_random_warp_time_only_keeps_each_mel_row():
     assert (out - rows).abs().max() < 1e-4
 
 
+def test_time_stretch_reads_time_about_the_centre_at_one_speed_per_clip():
+    # Each frame holds its own index, so the output says which input time it read: a speed r
+    # reads input frame c + r (j - c) at output frame j, c the clip's centre, in every mel band.
+    frames, stretch = 81, 0.2
+    ramp = torch.arange(frames, dtype=torch.float32).view(1, 1, -1).expand(256, 4, -1).contiguous()
+    out = random_warp(ramp, time_stretch=stretch, pitch_shift=0.0, generator=_gen(8))
+    assert (out - out[:, :1]).abs().max() < 1e-4  # time only: every mel band alike
+    read, centre = out[:, 0], (frames - 1) // 2
+    assert (read[:, centre] - centre).abs().max() < 1e-3  # the centre stays where it is
+    steps = read[:, centre - 30 : centre + 31].diff(dim=1)  # inside the clip at any speed up to 1.2
+    speed = steps[:, :1]
+    assert (steps - speed).abs().max() < 1e-3  # one speed per clip
+    assert speed.min() >= 1 - stretch - 1e-3 and speed.max() <= 1 + stretch + 1e-3
+    assert speed.min() < 1 - 0.8 * stretch and speed.max() > 1 + 0.8 * stretch  # uniform, up to the bounds
+
+
 def test_random_time_warp_bends_time_within_bounds_and_keeps_the_ends():
     # Each frame holds its own index, so the output says which input time it read.
     frames = 81
