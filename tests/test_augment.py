@@ -324,6 +324,10 @@ def test_config_takes_numpy_numbers():
     assert type(config.time_masks) is int
 
 
+def test_a_fixed_noise_snr_is_a_range_of_one_value():
+    assert AugmentConfig(noise_snr_db=[20, 20]).noise_snr_db == (20.0, 20.0)
+
+
 def test_noise_floor_sits_at_the_drawn_snr_below_each_peak():
     # A silent clip (-100 dB everywhere) but one cell at 0 dB: after the noise,
     # the quiet cells read the noise floor, which is 20-30 dB below the peak
