@@ -151,6 +151,7 @@ def test_cuda_agrees_with_cpu():
         (dict(f_min="50"), "f_min='50'"),
         (dict(f_max=float("inf")), "f_max=inf"),
         (dict(top_db="35"), "top_db='35'"),
+        (dict(top_db=0), "top_db=0 must be positive or None"),  # a floor at the peak: every cell the same
         (dict(preemphasis=True), "preemphasis=True"),
         (dict(power=True), "power=True"),
         (dict(center="yes"), "center='yes' must be True or False"),
