@@ -170,6 +170,19 @@ def test_mixup_targets_sum_to_one_and_lam_at_least_half():
     assert torch.allclose(mixed[:, 0, 0, 0], expected, atol=1e-5)
 
 
+def test_mixup_draws_new_weights_for_every_batch():
+    # One generator serves a whole run: each batch's clips get weights of their own.
+    images, targets, gen = torch.zeros(16, 1, 2, 2), torch.eye(16), _gen(0)
+    weights = []
+    for _ in range(2):
+        mixed = mixup(images, targets, 0.4, gen)[1]
+        with_another = (mixed > 0).sum(dim=1) == 2  # not a clip that drew itself as its partner
+        weights.append(torch.where(with_another, mixed.diagonal(), torch.nan))  # each clip's own weight
+    both = ~(weights[0].isnan() | weights[1].isnan())
+    assert both.sum() >= 8
+    assert (weights[0][both] - weights[1][both]).abs().min() > 1e-6
+
+
 def test_mixup_alpha_zero_is_identity():
     images, targets = torch.randn(4, 1, 3, 3), torch.eye(4)
     out_images, out_targets = mixup(images, targets, 0.0, _gen(0))
