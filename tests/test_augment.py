@@ -272,6 +272,12 @@ def test_random_time_warp_is_one_bend_per_clip():
     assert (steps >= torch.minimum(first, last) - 1e-3).all() and (steps <= torch.maximum(first, last) + 1e-3).all()
 
 
+def test_random_time_warp_keeps_each_mel_band():
+    # A time warp moves frames, never mel bands: a row-constant input stays as it is.
+    rows = torch.linspace(-80, 0, 16).view(1, 16, 1).expand(8, 16, 30).contiguous()
+    assert (random_time_warp(rows, 0.15, _gen(9)) - rows).abs().max() < 1e-4
+
+
 def test_random_gain_shifts_each_clip_by_at_most_gain_db():
     x = _logmel(batch=64)
     out = random_gain(x, 6.0, _gen(4))
