@@ -306,6 +306,7 @@ def test_random_eq_adds_one_smooth_bounded_curve_per_clip():
     assert (segment_slopes - segment_slopes[:, :, :1]).abs().max() < 1e-4
     assert curve.std(dim=1).mean() > 1.0  # not a flat gain: the bands really move apart
     assert (curve[:, 0] - curve[0, 0]).abs().max() > 3.0  # a new curve for every clip
+    assert curve[:, 0].max() > 4.0 and curve[:, 0].min() < -4.0  # cuts as well as boosts, up to eq_db
     assert torch.equal(random_eq(x, 0.0, _gen(5)), x)
 
 
