@@ -881,7 +881,7 @@ def info(model_file, fmt) -> None:
 
 def _print_info(meta: dict[str, Any]) -> None:
     """A model's metadata document as ``specnet info`` shows it: one line per setting, tables indented."""
-    arch_args = ", ".join(f"{k}={_info_text(v)}" for k, v in (meta.get("arch_args") or {}).items())
+    arch_args = _info_text(meta.get("arch_args") or {})
     click.echo(f"architecture: {meta['arch']}" + (f" ({arch_args})" if arch_args else "") + f", in_chans {meta.get('in_chans', 1)}")
     size = meta.get("image_size")
     click.echo(f"input:        {meta['input_kind']}" + (f", {meta['clip_seconds']} s clips" if meta.get("clip_seconds") else "")
@@ -910,25 +910,26 @@ def _print_info(meta: dict[str, Any]) -> None:
 
 def _info_lines(table: dict[str, Any], depth: int) -> list[str]:
     """`table` as ``key: value`` lines indented two spaces per `depth`; a table of tables goes one level further in."""
-    width = max((len(key) for key in table), default=0) + 1
+    width = max((columns(one_line(key)) for key in table), default=0) + 1
     lines = []
     for key, value in table.items():
         if isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()):
-            lines += [f"{'  ' * depth}{key}:", *_info_lines(value, depth + 1)]
+            lines += [f"{'  ' * depth}{one_line(key)}:", *_info_lines(value, depth + 1)]
         else:
-            lines.append(f"{'  ' * depth}{key + ':':<{width}} {_info_text(value)}")
+            lines.append(f"{'  ' * depth}{padded(one_line(key) + ':', width)} {_info_text(value)}")
     return lines
 
 
 def _info_text(value: Any) -> str:
-    """One metadata value in a line: floats to four significant digits (``1.0``, ``0.8502``), a table as ``k=v, ...``."""
+    """One metadata value in a line: floats to four significant digits (``1.0``, ``0.8502``), a table as ``k=v, ...``,
+    text with its line breaks and bytes that are not UTF-8 escaped (a file name, a config file's multi-line string)."""
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_info_text(v)}" for k, v in value.items())
+        return ", ".join(f"{one_line(k)}={_info_text(v)}" for k, v in value.items())
     if isinstance(value, list):
         return ", ".join(_info_text(v) for v in value)
     if isinstance(value, float):
         return str(float(f"{value:.4g}"))
-    return value if isinstance(value, str) else json.dumps(value)
+    return one_line(value) if isinstance(value, str) else json.dumps(value)
 
 
 # ------------------------------------------------------------------ pictures and export

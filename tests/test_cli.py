@@ -477,6 +477,19 @@ def test_tables_show_a_class_name_on_one_line(capsys, model_file, clips, tmp_pat
     assert code == 0 and "classes:      cl\\nick, hiss, t\\xffone\n" in out
 
 
+def test_info_shows_each_metadata_key_and_text_on_one_line(capsys, model_file, tmp_path):
+    # adapt stores the name of the model it started from, a [dataset] table may hold a multi-line
+    # string: a newline split info's line in two, and a byte that is not UTF-8 went out raw.
+    model = specnet.load_model(model_file, device="cpu")
+    odd = os.fsdecode(b"m\xff\nx.safetensors")
+    model.net.spec = model.net.spec.with_extra(adapted={"inputs": 2, "windows": 3, "from": odd},
+                                               dataset={"about": "two\nlines", "li\nnes": 1})
+    code, out, _ = run(capsys, "info", str(model.save(tmp_path / "odd.safetensors")))
+    lines = out.splitlines()
+    assert code == 0 and "  from:    m\\xff\\nx.safetensors" in lines
+    assert "  about:   two\\nlines" in lines and "  li\\nnes: 1" in lines  # keys aligned as shown
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_a_full_disk_under_standard_output_is_one_line(model_file, clips):
     with open("/dev/full", "w") as full:
