@@ -920,13 +920,15 @@ def _info_lines(table: dict[str, Any], depth: int) -> list[str]:
     return lines
 
 
-def _info_text(value: Any) -> str:
+def _info_text(value: Any, *, inner: bool = False) -> str:
     """One metadata value in a line: floats to four significant digits (``1.0``, ``0.8502``), a table as ``k=v, ...``,
-    text with its line breaks and bytes that are not UTF-8 escaped (a file name, a config file's multi-line string)."""
+    text with its line breaks and bytes that are not UTF-8 escaped (a file name, a config file's multi-line string).
+    A list is ``[a, b]`` and a table inside a value ``(k=v, ...)``, so their commas are not read as the next key's."""
     if isinstance(value, dict):
-        return ", ".join(f"{one_line(k)}={_info_text(v)}" for k, v in value.items())
+        text = ", ".join(f"{one_line(k)}={_info_text(v, inner=True)}" for k, v in value.items())
+        return f"({text})" if inner else text
     if isinstance(value, list):
-        return ", ".join(_info_text(v) for v in value)
+        return "[" + ", ".join(_info_text(v, inner=True) for v in value) + "]"
     if isinstance(value, float):
         return str(float(f"{value:.4g}"))
     return one_line(value) if isinstance(value, str) else json.dumps(value)

@@ -490,6 +490,20 @@ def test_info_shows_each_metadata_key_and_text_on_one_line(capsys, model_file, t
     assert "  about:   two\\nlines" in lines and "  li\\nnes: 1" in lines  # keys aligned as shown
 
 
+def test_info_shows_where_a_list_or_table_in_a_value_ends(capsys, model_file, tmp_path):
+    # "(channels=8, 16, 32, 64, drop_rate=0.2)" read as five arguments, the list's 16 as one of them.
+    import dataclasses
+
+    model = specnet.load_model(model_file, device="cpu")
+    spec = model.net.spec
+    model.net.spec = dataclasses.replace(spec, arch_args={**spec.arch_args, "channels": [8, 16, 32, 64], "drop_rate": 0.2}).with_extra(
+        dataset={"parts": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]})
+    code, out, _ = run(capsys, "info", str(model.save(tmp_path / "lists.safetensors")))
+    lines = out.splitlines()
+    assert code == 0 and "architecture: cnn_tiny (channels=[8, 16, 32, 64], drop_rate=0.2), in_chans 1" in lines
+    assert "  parts: [(a=1, b=2), (a=3, b=4)]" in lines
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_a_full_disk_under_standard_output_is_one_line(model_file, clips):
     with open("/dev/full", "w") as full:
