@@ -298,15 +298,24 @@ def check_outside_the_data(out: str | os.PathLike, data_folders: Sequence[str | 
                                 "writes would be read as data next time; choose a folder outside it")
 
 
-def _real_class_roots(folder: str | os.PathLike) -> list[str]:
-    """The real path of ``folder`` and of each linked folder directly in it (a class folder
-    that lies elsewhere)."""
-    roots = [os.path.realpath(folder)]
-    try:
-        with os.scandir(folder) as entries:
-            roots += [os.path.realpath(e.path) for e in entries if e.is_symlink() and e.is_dir()]
-    except OSError:  # not a readable folder: the data search says so
-        pass
+def _real_class_roots(folder: str | os.PathLike) -> set[str]:
+    """The real path of ``folder`` and of each folder a link under it leads to (a class folder,
+    or a folder in one, that lies elsewhere): the data search follows them all, hidden ones aside.
+    Folders that cannot be read are passed over: the data search says so."""
+    roots = {os.path.realpath(folder)}
+    for parent, folders, _ in os.walk(folder, followlinks=True):
+        kept = []
+        for name in folders:
+            if name.startswith("."):
+                continue
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+                if real in roots:
+                    continue  # reached already: a link loop ends here
+                roots.add(real)
+            kept.append(name)
+        folders[:] = kept
     return roots
 
 

@@ -135,6 +135,14 @@ def test_an_output_folder_inside_the_data_is_refused(tmp_path):
     for out in (tmp_path / "elsewhere" / "click" / "run", tmp_path / "linked" / "click" / "run"):
         with pytest.raises(DataError, match=f"^{re.escape(str(out))}: inside the data folder {re.escape(str(tmp_path / 'linked'))}, "):
             check_outside_the_data(out, [tmp_path / "linked"])
+    # Deeper in, as the data search follows links at any depth; a link loop ends.
+    (tmp_path / "takes").mkdir()
+    (tmp_path / "data" / "hiss").mkdir(parents=True)
+    (tmp_path / "data" / "hiss" / "more").symlink_to(tmp_path / "takes", target_is_directory=True)
+    (tmp_path / "takes" / "again").symlink_to(tmp_path / "data" / "hiss", target_is_directory=True)
+    check_outside_the_data(tmp_path / "run", [tmp_path / "data"])
+    with pytest.raises(DataError, match="inside the data folder"):
+        check_outside_the_data(tmp_path / "takes" / "run", [tmp_path / "data"])
 
 
 def test_audio_and_images_mixed(tmp_path):
