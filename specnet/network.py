@@ -125,9 +125,10 @@ class SpecNet(nn.Module):
             if inputs.dim() != 2:
                 one = "; one clip is samples[None]" if inputs.dim() == 1 else ""
                 raise ParameterError(f"an audio model takes waveforms (batch, time), got shape {tuple(inputs.shape)}{one}")
-        elif inputs.dim() != 4 or inputs.shape[1] != self.spec.in_chans:
+        elif inputs.dim() != 4 or inputs.shape[1] not in (1, self.spec.in_chans):  # grey: standardize repeats it
             one = "; one image is pixels[None]" if inputs.dim() == 3 else ""
-            raise ParameterError(f"this image model takes images (batch, {self.spec.in_chans}, height, width), "
+            grey = " or grey ones (batch, 1, height, width)" if self.spec.in_chans > 1 else ""
+            raise ParameterError(f"this image model takes images (batch, {self.spec.in_chans}, height, width){grey}, "
                                  f"got shape {tuple(inputs.shape)}{one}")
 
     def logmel_to_images(self, logmel: torch.Tensor) -> torch.Tensor:
@@ -138,7 +139,7 @@ class SpecNet(nn.Module):
         return images
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K) for waveforms (B, T) or images (B, C, H, W)."""
+        """Logits (B, K) for waveforms (B, T) or images (B, C, H, W), C = in_chans or 1 (grey)."""
         return self.backbone(self.images(inputs))
 
     def embed(self, inputs: torch.Tensor, *, level: str = "clip") -> torch.Tensor:

@@ -161,7 +161,7 @@ def test_image_kind_forward():
 
 @pytest.mark.parametrize("input_kind, shape, hint", [
     ("audio", (16000,), "one clip is samples"), ("audio", (2, 2, 16000), "waveforms"),
-    ("image", (3, 32, 48), "one image is pixels"), ("image", (2, 1, 32, 48), r"\(batch, 3, height, width\)"),
+    ("image", (3, 32, 48), "one image is pixels"), ("image", (2, 2, 32, 48), r"\(batch, 3, height, width\) or grey"),
 ])
 def test_inputs_of_another_shape_are_parameter_errors(input_kind, shape, hint):
     # forward and embed met them with torch's errors: "expected input[1, 64, 64, 101] to have
@@ -172,6 +172,15 @@ def test_inputs_of_another_shape_are_parameter_errors(input_kind, shape, hint):
     for run in (net, net.embed):
         with pytest.raises(ParameterError, match=hint):
             run(torch.rand(shape))
+
+
+def test_grey_images_go_to_an_rgb_model_as_the_grey_repeated():
+    # Standardisation repeats a single channel: refused since the shape check, which torch never was.
+    net = _net(ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="image", classes=("x", "y"), in_chans=3, image_size=(32, 48)))
+    grey = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(net(grey), net(grey.expand(-1, 3, -1, -1)))
+        torch.testing.assert_close(net.embed(grey), net.embed(grey.expand(-1, 3, -1, -1)))
 
 
 def test_multi_channel_audio_input_repeats_the_spectrogram():
