@@ -452,7 +452,7 @@ def train(
     try:
         if dist.is_main:
             files.prepare(resume=resume, overwrite=overwrite)
-        with cudnn_autotuned(device), _callers_random_streams_kept(device):
+        with cudnn_autotuned(device), _callers_random_streams_kept(device), _warnings_from_rank_0(dist):
             torch.manual_seed(config.seed)
             best = _run(data_dir, files, config, device, dist, amp_dtype, resume=resume, quiet=quiet, on_epoch_end=on_epoch_end)
         if dist.world_size > 1:
@@ -468,6 +468,24 @@ def train(
             # Leave the group before exit: a gloo group still alive at interpreter
             # shutdown can abort the process ("terminate called without an active exception").
             torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _warnings_from_rank_0(dist: Dist) -> Iterator[None]:
+    """Every rank decodes the same files and would warn about them alike: only rank 0's warnings
+    are said (every rank's errors still are)."""
+    if dist.is_main:
+        yield
+        return
+
+    def errors_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    log.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        log.removeFilter(errors_only)
 
 
 @contextlib.contextmanager

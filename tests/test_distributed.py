@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,9 +106,11 @@ def test_ranks_end_with_identical_weights_and_only_rank_0_writes(data, tmp_path)
 def test_torchrun_specnet_train_cli(data, tmp_path):
     out = tmp_path / "run"
     features = S.FEATURES
+    shutil.copytree(data, tmp_path / "data")
+    (tmp_path / "data" / "tone" / "broken.wav").write_text("not audio")  # each rank decodes it; one says so
     result = torchrun(
         [
-            "-m", "specnet", "train", str(data), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "1",
+            "-m", "specnet", "train", str(tmp_path / "data"), "--out", str(out), "--arch", "cnn_tiny", "--epochs", "1",
             "--batch-size", "2", "--no-augment", "--device", "cpu", "--num-workers", "1",
             "--clip-seconds", str(S.CLIP_SECONDS), "--sample-rate", str(features["sample_rate"]),
             "--n-fft", str(features["n_fft"]), "--hop-length", str(features["hop_length"]),
@@ -116,7 +119,8 @@ def test_torchrun_specnet_train_cli(data, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    # Rank 1 is quiet: every line is printed once.
+    # Rank 1 is quiet: every line is printed once, warnings too.
+    assert result.stderr.count("warning: skipping") == 1 and "broken.wav" in result.stderr
     assert result.stdout.count("training cnn_tiny on 9 audio files") == 1
     assert result.stdout.count("epoch   1/1") == 1
     assert result.stdout.count("kept epoch 1") == 1
