@@ -916,7 +916,7 @@ def _info_lines(table: dict[str, Any], depth: int) -> list[str]:
         if isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()):
             lines += [f"{'  ' * depth}{one_line(key)}:", *_info_lines(value, depth + 1)]
         else:
-            lines.append(f"{'  ' * depth}{padded(one_line(key) + ':', width)} {_info_text(value)}")
+            lines.append(f"{'  ' * depth}{padded(one_line(key) + ':', width)} {_info_text(value)}".rstrip())
     return lines
 
 
@@ -930,7 +930,8 @@ def _info_text(value: Any, *, inner: bool = False) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_info_text(v, inner=True) for v in value) + "]"
     if isinstance(value, float):
-        return str(float(f"{value:.4g}"))
+        text = f"{value:.4g}"  # 1.235e+05, not 123500.0, which would look exact
+        return text if any(c in text for c in ".en") else text + ".0"  # 1.0 stays a float; nan, inf
     return one_line(value) if isinstance(value, str) else json.dumps(value)
 
 

@@ -497,11 +497,13 @@ def test_info_shows_where_a_list_or_table_in_a_value_ends(capsys, model_file, tm
     model = specnet.load_model(model_file, device="cpu")
     spec = model.net.spec
     model.net.spec = dataclasses.replace(spec, arch_args={**spec.arch_args, "channels": [8, 16, 32, 64], "drop_rate": 0.2}).with_extra(
-        dataset={"parts": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]})
+        dataset={"parts": [{"a": 1, "b": 2}, {"a": 3, "b": 4}], "none": {}, "big": 123456.7, "one": 1.0})
     code, out, _ = run(capsys, "info", str(model.save(tmp_path / "lists.safetensors")))
     lines = out.splitlines()
     assert code == 0 and "architecture: cnn_tiny (channels=[8, 16, 32, 64], drop_rate=0.2), in_chans 1" in lines
     assert "  parts: [(a=1, b=2), (a=3, b=4)]" in lines
+    # An empty table leaves no trailing spaces; a float rounded to four digits never looks exact.
+    assert "  none:" in lines and "  big:   1.235e+05" in lines and "  one:   1.0" in lines
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
