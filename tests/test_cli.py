@@ -90,6 +90,38 @@ def test_help_version_and_the_model_list_do_not_import_torch():
     assert "esc10  (default): environmental sounds" in result.stdout  # the bundled models, listed from their headers
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"),
+                    reason="glibc's malloc settings")
+def test_commands_keep_freed_memory_for_the_next_batch_unless_the_user_set_malloc():
+    # 40 MB blocks allocated, written and freed in turn, as a batch's layer outputs are: by default
+    # glibc maps each afresh (page faults on every page, every batch); the commands keep them.
+    script = (
+        "import resource\n"
+        "import numpy as np\n"
+        "from specnet.cli import main\n"
+        "try:\n"
+        "    main(['models'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "np.ones(10 << 20, np.float32)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(10):\n"
+        "    np.ones(10 << 20, np.float32)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        env.pop(name, None)
+
+    def faults(**extra: str) -> int:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**env, **extra}, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.split()[-1])
+
+    assert faults() < 100
+    assert faults(MALLOC_MMAP_THRESHOLD_=str(128 << 10)) > 1000  # the user's own setting: every block mapped afresh
+
+
 def test_python_m_specnet_version():
     result = subprocess_specnet("--version")
     assert result.returncode == 0
