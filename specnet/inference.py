@@ -61,7 +61,7 @@ log = logging.getLogger("specnet")
 def _warn_about_level(peak: float, name: str, *, gaps: bool = False) -> None:
     """:func:`~specnet.windows.warn_about_level`, saying what that means for scores and embeddings."""
     warn_about_level(peak, name, gaps=gaps, silent="what the model makes of it means nothing",
-                   quiet="what the model hears is mostly noise; the scores say little")
+                   quiet="what the model hears is mostly noise; its output says little")
 
 
 def resolve_model(name_or_path: str | bytes | os.PathLike | None) -> tuple[str, Path]:
@@ -213,10 +213,10 @@ class Model:
                                   "which it takes whole (center=False)", given_window)
         trained_on = self.config.clip_seconds
         if window_s * rate < features.window_length:
-            log.warning("%s is shorter than one of the model's FFT frames (%g s): the scores say little",
+            log.warning("%s is shorter than one of the model's FFT frames (%g s): the model's output says little",
                         given_window, features.window_length / rate)
         elif trained_on and window_s < trained_on / 2:  # a model hears a window as it heard its training clips
-            log.warning("%s is less than half the %g s clips the model was trained on: the scores say little",
+            log.warning("%s is less than half the %g s clips the model was trained on: the model's output says little",
                         given_window, trained_on)
         return window_n, default_hop(window_n) if hop is None else int(round(hop_s * rate))
 
@@ -257,7 +257,7 @@ class Model:
         self._warn_if_shorter_than_a_frame(num_samples, name)
         _warn_about_level(peak, name, gaps=gaps)
 
-    def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str, *, meaning: str = "the scores say little") -> None:
+    def _warn_if_shorter_than_a_frame(self, num_samples: int, name: str, *, meaning: str = "the model's output says little") -> None:
         """Warn when an input of ``num_samples`` (at the model's rate) is shorter than one FFT
         frame, saying what that ``meaning`` is for its user. Said by the user of each input, in
         input order (decoding runs ahead)."""

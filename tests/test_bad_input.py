@@ -347,7 +347,7 @@ def test_classify_batch_reports_bad_files_and_keeps_good_results(capsys, model_f
     [truncated] = [w for w in warnings if w.startswith(f"warning: {cases['truncated_wav'].display}: truncated: ")]
     assert sorted(warnings) == sorted([
         truncated, f"warning: {cases['silence'].display}: silent (no sample above -90 dBFS): what the model makes of it means nothing",
-        *(f"warning: {cases[name].display}: {seconds} s is shorter than one of the model's FFT frames (0.032 s): the scores say little"
+        *(f"warning: {cases[name].display}: {seconds} s is shorter than one of the model's FFT frames (0.032 s): the model's output says little"
           for name, seconds in (("one_sample", "6.25e-05"), ("10ms", "0.01"))),
     ])
     lines = [line for line in err.splitlines() if not line.startswith("warning: ")]

@@ -343,9 +343,9 @@ def test_window_range_is_checked_and_a_tiny_window_warns(capsys, model_file, cli
     assert code == 2 and "Invalid value for '--lr': 'nan' is not a finite number (see 'specnet" in err
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.001", clip_paths(clips)[0])
     assert code == 0
-    assert err == "warning: --window 0.001 s is shorter than one of the model's FFT frames (0.032 s): the scores say little\n"
+    assert err == "warning: --window 0.001 s is shorter than one of the model's FFT frames (0.032 s): the model's output says little\n"
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.2", clip_paths(clips)[0])  # trained on 0.5 s clips
-    assert code == 0 and err == "warning: --window 0.2 s is less than half the 0.5 s clips the model was trained on: the scores say little\n"
+    assert code == 0 and err == "warning: --window 0.2 s is less than half the 0.5 s clips the model was trained on: the model's output says little\n"
     code, _, err = run(capsys, "classify", "-m", model_file, "--window", "0.25", clip_paths(clips)[0])
     assert code == 0 and err == ""
 

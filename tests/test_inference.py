@@ -380,9 +380,9 @@ def test_an_input_shorter_than_an_fft_frame_warns(model, tmp_path, caplog):
         model.predict(S.class_clip("tone", 0, seconds=0.5)[:frame], sample_rate=S.SR)  # one whole frame: no warning
     seconds = f"{frame / S.SR:g}"
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tiny}: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the scores say little",
-        f"input 0: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the scores say little",
-        f"{tiny}: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the scores say little",
+        f"{tiny}: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the model's output says little",
+        f"input 0: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the model's output says little",
+        f"{tiny}: {frame // 2 / S.SR:g} s is shorter than one of the model's FFT frames ({seconds} s): the model's output says little",
     ]
 
     # Said as each input's result comes, in input order, though decoding runs ahead of it.
@@ -908,7 +908,7 @@ def test_nearly_silent_inputs_are_classified_with_a_warning(model, tmp_path, cap
         results = model.predict([str(tmp_path / "dither.wav"), quiet_but_real], sample_rate=S.SR)
     assert len(results) == 2
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'dither.wav'}: nearly silent (loudest sample -84 dBFS): what the model hears is mostly noise; the scores say little"]
+        f"{tmp_path / 'dither.wav'}: nearly silent (loudest sample -84 dBFS): what the model hears is mostly noise; its output says little"]
 
 
 def test_integer_samples_given_as_floats_are_classified_with_a_warning(model, caplog):
