@@ -191,3 +191,13 @@ def test_fsdd_run_stops_when_a_speaker_fold_fails_to_evaluate(step, tmp_path):
     assert result.returncode != 0
     assert "speaker fold 1: evaluat" in result.stderr and "failed" in result.stderr
     assert "50.00 %" not in result.stdout  # the stale accuracies are not reported as this run's
+
+
+def test_fsdd_bundle_step_asks_for_the_official_step_first(tmp_path):
+    """``STEPS=bundle`` reads the official split's accuracy: without it, one line naming the step, not a traceback."""
+    work = tmp_path / "work"
+    env = {**os.environ, "STEPS": "bundle"}
+    result = subprocess.run(["bash", str(REPO / "recipes" / "fsdd" / "run.sh"), str(work)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert result.stderr == f"bundle: no {work}/eval/official/metrics.json; run the official step first (STEPS=\"official bundle\")\n"

@@ -102,6 +102,9 @@ fi
 #    the measured test accuracy written into its metadata ([dataset] is the last table of config.toml,
 #    so an appended key lands in it).
 if has bundle; then
+  if [[ ! -f $evals/official/metrics.json ]]; then
+    echo "bundle: no $evals/official/metrics.json; run the official step first (STEPS=\"official bundle\")" >&2; exit 1
+  fi
   acc=$(python -c "import json,sys; print(f\"{100 * json.load(open(sys.argv[1]))['accuracy']:.2f} %\")" \
     "$evals/official/metrics.json")
   { cat "$cfg"; echo "accuracy = \"$acc on the official test split (takes 0-4, 300 files)\""; } > "$work/bundle.toml"
