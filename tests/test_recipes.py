@@ -201,3 +201,22 @@ def test_fsdd_bundle_step_asks_for_the_official_step_first(tmp_path):
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1
     assert result.stderr == f"bundle: no {work}/eval/official/metrics.json; run the official step first (STEPS=\"official bundle\")\n"
+
+
+def test_esc10_rerun_on_other_data_removes_the_links_it_no_longer_lists(esc10, tmp_path):
+    """all/ is what the final stage trains on: it holds the clips of the last run's meta.csv only."""
+    out = tmp_path / "out"
+    assert prepare("esc10", out, "--data", esc10).returncode == 0
+    (out / "all" / "dog" / "my_notes.txt").write_text("mine")  # not a link: kept
+    dogs = tmp_path / "dogs"  # the same clips, without the rain class
+    (dogs / "audio").mkdir(parents=True)
+    (dogs / "audio" / "dog").symlink_to(esc10 / "audio" / "dog", target_is_directory=True)
+    with open(esc10 / "meta.csv", newline="") as handle:
+        lines = [line for line in handle if ",rain," not in line]
+    (dogs / "meta.csv").write_text("".join(lines))
+    result = prepare("esc10", out, "--data", dogs)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.relative_to(out / "all").as_posix() for p in (out / "all").rglob("*")) == [
+        "dog", "dog/1-dogA-A-0.wav", "dog/1-dogB-B-0.wav", "dog/2-dogA-A-0.wav", "dog/2-dogB-B-0.wav", "dog/my_notes.txt"]
+    assert {r["label"] for r in read_rows(out / "folds.csv")} == {"dog"}
+    assert sorted(p.name for p in (esc10 / "audio" / "rain").iterdir()) == ["1-rainA-A-0.wav", "1-rainB-B-0.wav", "2-rainA-A-0.wav", "2-rainB-B-0.wav"]

@@ -8,7 +8,8 @@ Writes, in OUT_DIR (outside the repository and the dataset):
 - ``folds.csv``: ``path,label,fold`` for the 400 clips, from ``meta.csv``;
   paths are absolute, so the manifest can live anywhere.
 - ``all/<class>/<file>.wav``: symbolic links to every clip, one folder per
-  class, for training the shipped model on all 400 clips.
+  class, for training the shipped model on all 400 clips; links an earlier
+  run left for clips meta.csv no longer lists are removed (links only).
 
 The dataset folder is only read, never changed. Standard library only.
 """
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     all_dir = out / "all"
 
-    manifest, missing = [], []
+    manifest, missing, links = [], [], set()
     for row in rows:
         label, name, fold = row["category"], row["filename"], int(row["fold"])
         source = data / "audio" / label / name
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         manifest.append((str(source), label, fold))
         link = all_dir / label / name
+        links.add(link)
         # A folder on the way that is a link into the dataset would make `link` a dataset file:
         # checked before anything is created there.
         if data == link.parent.resolve() or data in link.parent.resolve().parents:
@@ -76,6 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {len(missing)} clips listed in {meta} are missing, e.g. {missing[0]}", file=sys.stderr)
         return 1
+    # Links an earlier run made for clips this meta.csv does not list (other --data) would be
+    # trained on by the final stage: removed, and class folders left empty with them.
+    folders = all_dir.iterdir() if all_dir.is_dir() and not all_dir.is_symlink() else []
+    for folder in [p for p in folders if p.is_dir() and not p.is_symlink()]:
+        for path in folder.iterdir():
+            if path.is_symlink() and path not in links:
+                path.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
     manifest.sort(key=lambda r: (r[2], r[1], r[0]))
     tmp = out / "folds.csv.tmp"
