@@ -444,7 +444,9 @@ def train(
     files = RunFiles(out)
     if files.dir.exists() and not files.dir.is_dir():
         raise SpecnetError(f"{files.dir}: exists and is not a folder")
-    created = not files.dir.exists()  # a run that fails before writing anything leaves no empty folder
+    # A run that fails before writing anything leaves no empty folder: neither its own nor the
+    # missing folders above it that the lock makes (innermost first).
+    created = [folder for folder in (files.dir, *files.dir.parents) if not folder.exists()]
     # Lock first: --overwrite must not delete the files of a run another process is writing.
     lock = RunLock(files.dir) if dist.is_main else None
     if lock:
@@ -461,9 +463,9 @@ def train(
     finally:
         if lock:
             lock.release()
-            if created:
-                with contextlib.suppress(OSError):  # not empty: the run wrote something
-                    files.dir.rmdir()
+            with contextlib.suppress(OSError):  # not empty: the run wrote something, and its parents hold it
+                for folder in created:
+                    folder.rmdir()
         if dist.owns_group:
             # Leave the group before exit: a gloo group still alive at interpreter
             # shutdown can abort the process ("terminate called without an active exception").

@@ -204,6 +204,10 @@ def test_init_refuses_options_the_base_model_contradicts(audio_run, tmp_path):
     with pytest.raises(DataError, match=r"^the data holds audio files, and image_size= applies to images: leave it out$"):
         specnet.train(data, tmp_path / "run", epochs=1, **{**S.FAST, "image_size": (64, 64)})
     assert not (tmp_path / "run").exists()
+    # Nor the missing folders above the run's, which its lock made.
+    with pytest.raises(DataError, match="image_size= applies to images"):
+        specnet.train(data, tmp_path / "new" / "runs" / "run", epochs=1, **{**S.FAST, "image_size": (64, 64)})
+    assert not (tmp_path / "new").exists()
 
 
 def test_init_gives_new_classes_a_new_final_layer_even_when_as_many(audio_run, tmp_path):
