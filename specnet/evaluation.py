@@ -102,9 +102,10 @@ def write_report(scores: Scores, result: dict[str, Any], out: Path, *, overwrite
 
     metrics, picture = _report_paths(out, overwrite=overwrite)  # both, so neither is written alone
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(metrics, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
     title = f"{result['model']}: accuracy {100 * scores.accuracy:.1f} % on {scores.n} files"
+    # The picture first: drawing it takes a while, and a Ctrl-C or error there leaves no metrics.json alone.
     plot_confusion(scores.confusion, scores.classes, picture, title=title, overwrite=overwrite)
+    atomic_write(metrics, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
 
 
 def _report_paths(out: Path, *, overwrite: bool) -> tuple[Path, Path]:

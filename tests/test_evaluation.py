@@ -234,3 +234,21 @@ def test_a_stray_picture_among_the_audio_is_left_out_with_one_warning(audio_run,
     make_image(data / "hiss" / "cover.png")
     with pytest.raises(DataError, match=rf"^{data}: class folder hiss holds no audio files \(audio: "):
         specnet.evaluate(audio_run.model, data, device="cpu")
+
+
+def test_report_stopped_while_drawing_leaves_no_metrics_alone(tmp_path, monkeypatch):
+    """Drawing confusion.png takes a while: a Ctrl-C there writes neither file, not a metrics.json
+    that a rerun then refuses to replace."""
+    from matplotlib.figure import Figure
+
+    from specnet.evaluation import write_report
+    from specnet.metrics import Scores
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    out = tmp_path / "report"
+    with pytest.raises(KeyboardInterrupt):
+        write_report(Scores(("a", "b"), np.eye(2, dtype=int)), {"model": "m", "accuracy": 1.0}, out, overwrite=False)
+    assert list(out.iterdir()) == []
