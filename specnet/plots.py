@@ -119,6 +119,10 @@ def _figure(path: str | os.PathLike, *, overwrite: bool, figsize: tuple[float, f
 
 PICTURE_FORMATS = ("png", "jpg", "jpeg", "svg", "pdf")
 MIN_SPAN_DB = 20.0  # the least a spectrogram's colour bar spans
+#: Most time columns a spectrogram picture draws (its widest figure is 14 inches, 1,680 pixels at
+#: FIGURE_DPI): a longer one is averaged over time down to at most this many, as drawing it would
+#: smooth it anyway, so that drawing an hour-long file does not take gigabytes.
+MAX_PICTURE_COLUMNS = 4096
 
 
 def picture_format(path: str | os.PathLike) -> str:
@@ -221,6 +225,7 @@ def plot_spectrogram(
     overwrite: bool = False,
 ) -> Path:
     """A log-mel spectrogram (n_mels, frames) in dB as a picture: time in s, mel axis labelled in Hz.
+    Over :data:`MAX_PICTURE_COLUMNS` frames, each drawn column is the mean of its frames' dB.
 
     The colours span the picture's own range, at most 80 dB below its peak and at
     least MIN_SPAN_DB (widened below the peak), so a spectrogram floored by ``top_db``
@@ -232,7 +237,10 @@ def plot_spectrogram(
     n_mels, frames = logmel.shape
     seconds = frames * hop_length / sample_rate
     peak = float(logmel.max())
-    low = max(float(logmel.min()), peak - 80)
+    low = max(float(logmel.min()), peak - 80)  # of every frame: the colour bar spans the spectrogram's range
+    if frames > MAX_PICTURE_COLUMNS:
+        starts = np.arange(0, frames, -(-frames // MAX_PICTURE_COLUMNS))  # each drawn column's first frame
+        logmel = np.add.reduceat(logmel, starts, axis=1) / np.diff(starts, append=frames)
     # A narrow range is widened below its peak (the top colour stays the loudest cell); a flat
     # picture (silence) is drawn dark.
     vmin, vmax = (low, low + MIN_SPAN_DB) if low == peak else (min(low, peak - MIN_SPAN_DB), peak)

@@ -50,6 +50,19 @@ def test_spectrogram_colours_span_its_range_with_the_peak_on_top(tmp_path, monke
     assert ticks and all(t == round(t) for t in ticks)  # whole dB, so "%+.0f dB" rounds none
 
 
+def test_a_long_spectrogram_is_drawn_as_column_means_over_its_whole_time_and_range(tmp_path, monkeypatch):
+    # An hour is 360,000 frames: drawn whole it took gigabytes, and the picture has ~1,700 pixel columns.
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, overwrite=True: figures.append(fig))
+    monkeypatch.setattr(plots, "MAX_PICTURE_COLUMNS", 4)
+    logmel = np.tile(np.array([-60.0, 0.0, -30.0, -10.0, -20.0, -40.0, -50.0, 0.0, -5.0, -35.0, -45.0]), (3, 1))
+    plots.plot_spectrogram(logmel, tmp_path / "s.png", sample_rate=8000, hop_length=80, f_min=0.0, f_max=4000.0)
+    image = figures[0].axes[0].images[0]
+    # 11 frames in columns of 3, the last of 2; the colours span every frame's range, not the means'.
+    np.testing.assert_allclose(image.get_array()[0], [-30.0, -70 / 3, -55 / 3, -40.0])
+    assert image.get_clim() == (-60.0, 0.0) and image.get_extent() == [0.0, 11 * 80 / 8000, 0.0, 3.0]
+
+
 def test_a_picture_suffix_names_its_format_and_others_are_refused(tmp_path):
     from specnet.errors import ParameterError
 
