@@ -594,17 +594,17 @@ def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
                 break
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     data = _call(name, f.read, frames, dtype="float32", always_2d=True)
-    peak = loudest_sample(data)  # NaN if any sample is: one pass checks both
-    if not math.isfinite(peak):
-        raise AudioError(f"{name}: contains NaN or infinite samples")
-    if problem := beyond_full_scale(peak):
+    if problem := unusable_samples(loudest_sample(data), non_finite="contains NaN or infinite samples"):
         raise AudioError(f"{name}: {problem}")
     return data
 
 
-def beyond_full_scale(peak: float) -> str:
-    """Why samples whose largest magnitude is ``peak`` are too large to analyse (beyond
-    :data:`MAX_SAMPLE`), or ""."""
+def unusable_samples(peak: float, *, non_finite: str) -> str:
+    """Why samples whose largest magnitude is ``peak`` (NaN if any sample is, so one pass over
+    them checks both) cannot be analysed: ``non_finite`` for NaN or infinite samples, or that
+    they lie beyond :data:`MAX_SAMPLE`, where a spectrogram overflows; "" if they can."""
+    if not math.isfinite(peak):
+        return non_finite
     if peak > MAX_SAMPLE:
         return f"samples reach {peak:.3g}, far beyond full scale (1.0), where a spectrogram overflows; rescale them to within ±1"
     return ""

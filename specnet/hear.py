@@ -19,13 +19,12 @@ they come in, and outputs are float32 on the audio's device.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from .audio import beyond_full_scale
+from .audio import unusable_samples
 from .errors import ParameterError, listed
 from .models.layers import eval_mode
 from .network import SpecNet
@@ -125,10 +124,7 @@ def _check_audio(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
         raise ParameterError(f"audio must have shape (n_sounds, n_samples) with both > 0, got {tuple(audio.shape)}")
     if not audio.is_floating_point():
         raise ParameterError(f"audio must be floating point samples in [-1, 1], got {audio.dtype}")
-    peak = float(audio.abs().amax())  # NaN if any sample is: one pass checks both
-    if not math.isfinite(peak):
-        raise ParameterError("audio contains NaN or infinite values")
-    if problem := beyond_full_scale(peak):  # finite, but its spectrogram would overflow
+    if problem := unusable_samples(float(audio.abs().amax()), non_finite="audio contains NaN or infinite values"):
         raise ParameterError(problem)
     return audio.float()
 

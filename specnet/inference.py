@@ -15,7 +15,6 @@ memory grows only slowly with their length (the C allocator's fragmentation).
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 import threading
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from .catalog import DEFAULT_MODEL, bundled_models
-from .audio import beyond_full_scale, float_samples, is_audio_file, iter_audio_blocks, load_audio, resample
+from .audio import float_samples, is_audio_file, iter_audio_blocks, load_audio, resample, unusable_samples
 from .paths import display_name, naming, text_name
 from .checks import as_numpy, check_int, is_finite_number
 from .devices import resolve_device
@@ -61,7 +60,7 @@ log = logging.getLogger("specnet")
 def _warn_about_level(peak: float, name: str, *, gaps: bool = False) -> None:
     """:func:`~specnet.windows.warn_about_level`, saying what that means for scores and embeddings."""
     warn_about_level(peak, name, gaps=gaps, silent="what the model makes of it means nothing",
-                   quiet="what the model hears is mostly noise; its output says little")
+                     quiet="what the model hears is mostly noise; its output says little")
 
 
 def resolve_model(name_or_path: str | bytes | os.PathLike | None) -> tuple[str, Path]:
@@ -292,10 +291,7 @@ class Model:
         y = float_samples(as_numpy(samples))
         if y.ndim != 1 or y.size == 0:
             raise ParameterError(f"expected a non-empty 1-D array of samples, got shape {y.shape}")
-        peak = loudest_sample(y)  # NaN if any sample is
-        if not math.isfinite(peak):
-            raise ParameterError("samples contain NaN or infinite values")
-        if problem := beyond_full_scale(peak):
+        if problem := unusable_samples(loudest_sample(y), non_finite="samples contain NaN or infinite values"):
             raise ParameterError(problem)
         resampled = resample(y, orig_sr=int(sample_rate), target_sr=self.sample_rate)
         if resampled.size == 0:
