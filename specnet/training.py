@@ -162,14 +162,13 @@ def decode_split(files: LabelledFiles, spec: ModelSpec, *, num_workers: int, pro
             return load_image(path, channels=spec.in_chans, size=spec.image_size)
 
     items, failures = decode_all(files.paths, decode, num_workers=num_workers, progress=progress, desc=desc)
-    native_rates = [item[1] if files.kind == "audio" and item is not None else None for item in items]
     for path, reason in failures:
         log.warning("skipping %s", naming(path, reason))
     keep = [i for i, item in enumerate(items) if item is not None]
     if files.kind == "audio":
-        items = [None if item is None else item[0] for item in items]
         if training:
-            warn_about_sample_rates([(files.classes[files.targets[i]], native_rates[i]) for i in keep], spec.features)
+            warn_about_sample_rates([(files.classes[files.targets[i]], items[i][1]) for i in keep], spec.features)
+        items = [None if item is None else item[0] for item in items]
     targets = torch.tensor([files.targets[i] for i in keep], dtype=torch.long)
     kept_items = [items[i] for i in keep]
     if files.kind == "image":
