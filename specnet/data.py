@@ -24,7 +24,7 @@ from .audio import AUDIO_EXTENSIONS
 from .checks import is_finite_number, is_integer
 from .errors import DataError, ParameterError, SpecnetError, counted, listed
 from .image import IMAGE_EXTENSIONS
-from .paths import display_name, one_line, unreadable_folder, walk_files
+from .paths import display_name, one_line, real_folders, unreadable_folder, walk_files
 
 T = TypeVar("T")
 log = logging.getLogger("specnet")
@@ -292,31 +292,10 @@ def check_outside_the_data(out: str | os.PathLike, data_folders: Sequence[str | 
     its files (pictures among them) would be read as data by the next run, a folder of them as a class."""
     run = os.path.realpath(out)
     for folder in filter(None, data_folders):
-        for root in _real_class_roots(folder):
+        for root in real_folders(folder):
             if run == root or run.startswith(root.rstrip(os.sep) + os.sep):
                 raise DataError(f"{display_name(out)}: inside the data folder {display_name(folder)}, where what specnet "
                                 "writes would be read as data next time; choose a folder outside it")
-
-
-def _real_class_roots(folder: str | os.PathLike) -> set[str]:
-    """The real path of ``folder`` and of each folder a link under it leads to (a class folder,
-    or a folder in one, that lies elsewhere): the data search follows them all, hidden ones aside.
-    Folders that cannot be read are passed over: the data search says so."""
-    roots = {os.path.realpath(folder)}
-    for parent, folders, _ in os.walk(folder, followlinks=True):
-        kept = []
-        for name in folders:
-            if name.startswith("."):
-                continue
-            path = os.path.join(parent, name)
-            if os.path.islink(path):
-                real = os.path.realpath(path)
-                if real in roots:
-                    continue  # reached already: a link loop ends here
-                roots.add(real)
-            kept.append(name)
-        folders[:] = kept
-    return roots
 
 
 def split_by_fold(data: LabelledFiles, fold: int, source: str | os.PathLike) -> tuple[LabelledFiles, LabelledFiles]:

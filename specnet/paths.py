@@ -135,6 +135,12 @@ def _real_folders(folder: str, unreadable: list[str] | None = None) -> Iterator[
         unreadable.extend(refused.values())
 
 
+def real_folders(folder: PathLike) -> set[str]:
+    """The real path of ``folder`` and of every folder the search of :func:`walk_files` reaches
+    under it (through links too: a class folder that lies elsewhere)."""
+    return {os.path.realpath(folder)} | {os.path.realpath(parent) for parent, _ in _real_folders(os.fsdecode(folder))}
+
+
 def walk_files(folder: PathLike) -> list[str]:
     """Every file under ``folder``, in path order, following symbolic links to folders (each
     real folder once, so a link loop ends). A broken link and a folder that cannot be searched
