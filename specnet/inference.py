@@ -19,6 +19,7 @@ import numbers
 import os
 import threading
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -676,91 +677,90 @@ class Model:
         """
         check_int("batch_size", batch_size, minimum=1)
         check_int("num_workers", num_workers, minimum=0)
+        norms = self._batch_norms()
+        window_n, hop_n = self._window_sizes(window, hop)
+        batches = _AdaptationBatches(self._forward, size=max(2, self._windows_per_batch(batch_size, window_n)))
+        report = on_failure if on_failure is not None else _warn_skipping
+        seen, inputs_heard, failures = 0, 0, []
+        with _restored_on_error(self.net), _pooling_moments(norms) as pooled:
+            for seen, item in enumerate(self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers), start=1):
+                _say(item._messages)
+                if isinstance(item, Failure):
+                    heard, failure = 0, item
+                else:
+                    heard, failure = self._feed(item, batches, window_n, hop_n)
+                if failure is not None:
+                    failures.append(failure)
+                    report(failure)
+                inputs_heard += heard > 0
+            self._check_enough_to_adapt(batches.windows_added, seen=seen, failed=len(failures))
+            batches.run_rest()
+            for norm, moments in pooled.items():
+                moments.set_running_stats(norm)
+        result = Adaptation(inputs=inputs_heard, windows=batches.windows_run, failures=failures)
+        self._warn_if_few(result.windows)
+        self._record_adaptation(result)
+        return result
+
+    def _batch_norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        """The network's batch-norm layers, whose statistics adapting measures; a ParameterError
+        when it has none."""
         norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             raise ParameterError(f"{self.name}: has no batch-norm layers, so there are no statistics to adapt")
-        window_n, hop_n = self._window_sizes(window, hop)
-        batch_size = max(2, self._windows_per_batch(batch_size, window_n))
-        before = {name: value.clone() for name, value in self.net.state_dict().items()}
-        result = Adaptation(inputs=0, windows=0, failures=[])
-        pending: list = []  # windows (n, samples) or images (1, C, H, W) not yet run
-        pooled = {m: _PooledMoments() for m in norms}
+        return norms
 
-        def skip(failure: Failure) -> None:
-            result.failures.append(failure)
-            if on_failure is not None:
-                on_failure(failure)
-            else:
-                log.warning("skipping %s", failure.message)
-
-        def run(batch: np.ndarray | torch.Tensor) -> None:
-            self._forward(batch)
-            result.windows += len(batch)
-
-        def pending_rows() -> np.ndarray | torch.Tensor:
-            return np.concatenate(pending) if isinstance(pending[0], np.ndarray) else torch.cat(pending)
-
-        hooks = [m.register_forward_pre_hook(lambda m, inputs: pooled[m].add(inputs[0])) for m in norms]
+    def _feed(self, item: _Item, batches: _AdaptationBatches, window_n: int, hop_n: int) -> tuple[int, Failure | None]:
+        """Hand ``batches`` an input's windows of ``window_n`` samples every ``hop_n``, the silent
+        ones left out: ``(how many it heard, the Failure of a long file damaged part-way, or None)``.
+        The windows read before such a failure still count."""
+        self._warn_before_adapting_to(item)
+        heard = 0
         try:
-            for m in norms:
-                m.train()  # each batch normalised by its own statistics, as in training
-            seen = 0
-            for item in self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers):
-                seen += 1
-                _say(item._messages)
-                if isinstance(item, Failure):
-                    skip(item)
-                    continue
-                if item.peak is not None:  # audio decoded whole
-                    if not item.silent.all():  # a silent one is left out whatever its length
-                        self._warn_if_shorter_than_a_frame(item.windows.num_samples, _name(item),
-                                                           meaning="what it adds to the statistics is mostly padding")
-                    warn_about_level(item.peak, _name(item), gaps=item.windows.leave_gaps(), silent="left out, with nothing to adapt to",
-                                     quiet="what it adds to the statistics is mostly noise")
-                heard = 0
-                try:
-                    for rows in self._heard_windows(item, window_n, hop_n, batch_size):
-                        pending.append(rows)
-                        heard += len(rows)
-                        while sum(map(len, pending)) >= 2 * batch_size:  # a full batch always stays for the end
-                            rows = pending_rows()
-                            run(rows[:batch_size])
-                            pending = [rows[batch_size:]]
-                except SpecnetError as exc:  # a long file damaged part-way
-                    skip(Failure(item.path, str(exc), type(exc)))
-                result.inputs += heard > 0
-            rest = pending_rows() if pending else []
-            total = result.windows + len(rest)
-            if total < 2 and len(result.failures) == seen:
-                raise DataError("no input to adapt to" if not seen else
-                                f"nothing to adapt to: {'the input' if seen == 1 else f'all {seen} inputs'} failed")
-            if total < 2 and self.input_kind == "image":
-                raise DataError(f"too little to adapt to: {counted(total, 'image')}, and a spread needs 2 "
-                                "(failed inputs are left out)")
-            if total < 2:
-                raise DataError(f"too little to adapt to: {counted(total, 'window')} of sound in {counted(seen, 'input')}, "
-                                "and a spread needs 2 (failed inputs and silence are left out)")
-            if len(rest) - batch_size >= 2:  # never a batch of one window
-                run(rest[:batch_size])
-                rest = rest[batch_size:]
-            if len(rest):
-                run(rest)
-            for m in norms:
-                pooled[m].set_running_stats(m)
-        except BaseException:
-            self.net.load_state_dict(before)
-            raise
-        finally:
-            for hook in hooks:
-                hook.remove()
-            for m in norms:
-                m.eval()
-        if result.windows < FEW_WINDOWS:
+            for rows in self._heard_windows(item, window_n, hop_n, batches.size):
+                batches.add(rows)
+                heard += len(rows)
+        except SpecnetError as exc:  # a long file damaged part-way
+            return heard, Failure(item.path, str(exc), type(exc))
+        return heard, None
+
+    def _warn_before_adapting_to(self, item: _Item) -> None:
+        """What adapting says about an input decoded whole: shorter than one FFT frame (unless it
+        is silent: left out whatever its length), silent, or nearly."""
+        if item.peak is None:  # an image, or a long file (streamed: its level is not known yet)
+            return
+        name = _name(item)
+        if not item.silent.all():
+            self._warn_if_shorter_than_a_frame(item.windows.num_samples, name,
+                                               meaning="what it adds to the statistics is mostly padding")
+        warn_about_level(item.peak, name, gaps=item.windows.leave_gaps(), silent="left out, with nothing to adapt to",
+                         quiet="what it adds to the statistics is mostly noise")
+
+    def _check_enough_to_adapt(self, windows: int, *, seen: int, failed: int) -> None:
+        """Refuse to adapt to fewer than 2 ``windows`` (or images), a spread's least, saying why
+        the ``seen`` inputs, ``failed`` of them skipped, gave so few."""
+        if windows >= 2:
+            return
+        if failed == seen:
+            raise DataError("no input to adapt to" if not seen else
+                            f"nothing to adapt to: {'the input' if seen == 1 else f'all {seen} inputs'} failed")
+        if self.input_kind == "image":
+            raise DataError(f"too little to adapt to: {counted(windows, 'image')}, and a spread needs 2 "
+                            "(failed inputs are left out)")
+        raise DataError(f"too little to adapt to: {counted(windows, 'window')} of sound in {counted(seen, 'input')}, "
+                        "and a spread needs 2 (failed inputs and silence are left out)")
+
+    def _warn_if_few(self, windows: int) -> None:
+        """Warn when the statistics come from fewer than FEW_WINDOWS ``windows`` (or images): they are noisy."""
+        if windows < FEW_WINDOWS:
             unit = "images" if self.input_kind == "image" else "windows"
-            log.warning("adapted to %d %s: statistics from fewer than %d are noisy", result.windows, unit, FEW_WINDOWS)
-        first = (self.net.spec.extra.get("adapted") or {}).get("from") or Path(self.name).name  # adapting again: the same base
+            log.warning("adapted to %d %s: statistics from fewer than %d are noisy", windows, unit, FEW_WINDOWS)
+
+    def _record_adaptation(self, result: Adaptation) -> None:
+        """Note in the model's spec (``extra["adapted"]``) what it was adapted to, and from which
+        model: adapting again keeps the first model's name."""
+        first = (self.net.spec.extra.get("adapted") or {}).get("from") or Path(self.name).name
         self.net.spec = self.net.spec.with_extra(adapted={"inputs": result.inputs, "windows": result.windows, "from": first})
-        return result
 
     def _heard_windows(self, item: _Item, window_n: int, hop_n: int, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
         """An input's windows without the silent ones, in pieces: ``batch_size`` windows at a time,
@@ -896,6 +896,86 @@ class _PooledMoments:
             return
         norm.running_mean.copy_(self.mean)
         norm.running_var.copy_(self.m2 / max(1, self.count - 1))
+
+
+class _AdaptationBatches:
+    """Windows handed in pieces, run through ``run`` ``size`` at a time in the order given, and
+    never as a batch of one: batch norm in training mode needs a spread in every batch."""
+
+    def __init__(self, run: Callable[[np.ndarray | torch.Tensor], Any], *, size: int) -> None:
+        self.size = size
+        self.windows_run = 0
+        self._run = run
+        self._pending: list[np.ndarray | torch.Tensor] = []  # windows (n, samples) or images (1, C, H, W) not yet run
+        self._pending_count = 0
+
+    @property
+    def windows_added(self) -> int:
+        """Every window (or image) handed in so far, run or not."""
+        return self.windows_run + self._pending_count
+
+    def add(self, rows: np.ndarray | torch.Tensor) -> None:
+        """Take windows ``(n, samples)`` or an image ``(1, C, H, W)``; run full batches while a
+        full one is left for the end (what :meth:`run_rest` needs to avoid a batch of one)."""
+        self._pending.append(rows)
+        self._pending_count += len(rows)
+        while self._pending_count >= 2 * self.size:
+            self._run_first(self.size)
+
+    def run_rest(self) -> None:
+        """Run what is left (fewer than 2 full batches): as one batch, unless a full batch leaves
+        at least 2 for a second."""
+        if self._pending_count - self.size >= 2:
+            self._run_first(self.size)
+        if self._pending_count:
+            self._run_first(self._pending_count)
+
+    def _run_first(self, count: int) -> None:
+        """Run the first ``count`` windows waiting, as one batch."""
+        rows = _joined(self._pending)
+        self._run(rows[:count])
+        self._pending = [rows[count:]]
+        self._pending_count -= count
+        self.windows_run += count
+
+
+@contextmanager
+def _restored_on_error(net: nn.Module) -> Iterator[None]:
+    """Put ``net``'s weights and buffers back as they were when the block raises (Ctrl-C too)."""
+    before = {name: value.clone() for name, value in net.state_dict().items()}
+    try:
+        yield
+    except BaseException:
+        net.load_state_dict(before)
+        raise
+
+
+@contextmanager
+def _pooling_moments(norms: list[nn.modules.batchnorm._BatchNorm]) -> Iterator[dict[nn.modules.batchnorm._BatchNorm, _PooledMoments]]:
+    """Within the block, batch-norm layers ``norms`` in training mode (each batch normalised by
+    its own statistics, as in training), the moments of every batch each one is given pooled
+    in the :class:`_PooledMoments` yielded; after it, unhooked and in eval mode."""
+    pooled = {m: _PooledMoments() for m in norms}
+    hooks = [m.register_forward_pre_hook(lambda m, inputs: pooled[m].add(inputs[0])) for m in norms]
+    try:
+        for m in norms:
+            m.train()
+        yield pooled
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m in norms:
+            m.eval()
+
+
+def _warn_skipping(failure: Failure) -> None:
+    """What adapting says of an input it skips when the caller gives no ``on_failure``."""
+    log.warning("skipping %s", failure.message)
+
+
+def _joined(rows: list[np.ndarray] | list[torch.Tensor]) -> np.ndarray | torch.Tensor:
+    """Windows ``(n_i, samples)`` (or images ``(n_i, C, H, W)``) as one batch ``(sum n_i, ...)``."""
+    return np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows)
 
 
 class _InlineExecutor:
