@@ -22,6 +22,7 @@ from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -371,51 +372,17 @@ class Model:
         queued before it, in a smaller batch.
         """
         pending: deque[_Item | Failure] = deque()  # in input order, not yet handed on
-        queue: deque[list] = deque()  # [item, first window not yet run], in input order
-        head_outputs: list[torch.Tensor] = []  # outputs so far of the queue's first item, run in part
-        queued = 0
-
-        def run(count: int) -> None:
-            """Run the first ``count`` queued windows; completes the items they finish."""
-            taken = []
-            while count:
-                entry = queue[0]
-                item, first = entry
-                last = min(len(item.windows), first + count)
-                taken.append((item, item.windows[first:last]))
-                count -= last - first
-                entry[1] = last
-                if last == len(item.windows):
-                    queue.popleft()
-            rows = [windows for _, windows in taken]
-            outputs = self._run(np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows), embed=embed)
-            offset = 0
-            for item, windows in taken:
-                head_outputs.append(outputs[offset : offset + len(windows)])
-                offset += len(windows)
-                if queue and queue[0][0] is item:
-                    break  # only the last item taken can still have windows to run
-                item.outputs = head_outputs[0] if len(head_outputs) == 1 else torch.cat(head_outputs)
-                head_outputs.clear()
-
-        def finished() -> Iterator[_Item | Failure]:
-            while pending and not (isinstance(pending[0], _Item) and pending[0].windows is not None and pending[0].outputs is None):
-                yield pending.popleft()
-
+        queue = _WindowQueue(partial(self._run, embed=embed))
         for item in items:
             pending.append(item)
             if isinstance(item, _Item) and item.windows is not None:
-                queue.append([item, 0])
-                queued += len(item.windows)
-                while queued >= batch_size:
-                    run(batch_size)
-                    queued -= batch_size
-            elif isinstance(item, _Item) and queued:  # a long file, which the caller streams: what is before it goes first
-                run(queued)
-                queued = 0
-            yield from finished()  # a failure or a long file at the head goes at once
-        if queued:
-            run(queued)
+                queue.add(item)
+                while queue.waiting >= batch_size:
+                    queue.run(batch_size)
+            elif isinstance(item, _Item):  # a long file, which the caller streams: what is before it goes first
+                queue.run_all()
+            yield from _done(pending)  # a failure or a long file at the head goes at once
+        queue.run_all()
         yield from pending
 
     def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
@@ -896,6 +863,68 @@ class _PooledMoments:
             return
         norm.running_mean.copy_(self.mean)
         norm.running_var.copy_(self.m2 / max(1, self.count - 1))
+
+
+class _WindowQueue:
+    """Inputs' windows queued across inputs, in input order, and run a given number at a time
+    through ``run`` (windows ``(n, samples)`` or images ``(1, C, H, W)`` -> outputs ``(n, K or D)``);
+    an input's ``outputs`` are set once its last window has run."""
+
+    def __init__(self, run: Callable[[np.ndarray | torch.Tensor], torch.Tensor]) -> None:
+        self.waiting = 0  # windows queued and not yet run
+        self._run = run
+        self._queue: deque[list] = deque()  # [item, first window not yet run], in input order
+        self._head_outputs: list[torch.Tensor] = []  # outputs so far of the queue's first item, run in part
+
+    def add(self, item: _Item) -> None:
+        """Queue all of ``item``'s windows."""
+        self._queue.append([item, 0])
+        self.waiting += len(item.windows)
+
+    def run(self, count: int) -> None:
+        """Run the first ``count`` queued windows as one batch; completes the items they finish."""
+        taken = self._take(count)
+        self._hand_out(taken, self._run(_joined([windows for _, windows in taken])))
+
+    def run_all(self) -> None:
+        """Run every queued window, as one batch."""
+        if self.waiting:
+            self.run(self.waiting)
+
+    def _take(self, count: int) -> list[tuple[_Item, np.ndarray | torch.Tensor]]:
+        """The first ``count`` queued windows as ``(item, its windows taken)``, in order; the queue
+        moves past them."""
+        self.waiting -= count
+        taken = []
+        while count:
+            entry = self._queue[0]
+            item, first = entry
+            last = min(len(item.windows), first + count)
+            taken.append((item, item.windows[first:last]))
+            count -= last - first
+            entry[1] = last
+            if last == len(item.windows):
+                self._queue.popleft()
+        return taken
+
+    def _hand_out(self, taken: list[tuple[_Item, np.ndarray | torch.Tensor]], outputs: torch.Tensor) -> None:
+        """Give each item in ``taken`` its rows of ``outputs``; an item whose last window has run gets
+        all its outputs, those of earlier batches first."""
+        offset = 0
+        for item, windows in taken:
+            self._head_outputs.append(outputs[offset : offset + len(windows)])
+            offset += len(windows)
+            if self._queue and self._queue[0][0] is item:
+                break  # only the last item taken can still have windows to run
+            item.outputs = self._head_outputs[0] if len(self._head_outputs) == 1 else torch.cat(self._head_outputs)
+            self._head_outputs.clear()
+
+
+def _done(pending: deque[_Item | Failure]) -> Iterator[_Item | Failure]:
+    """Pop the head of ``pending`` while it is done: a failure, a long file (which its user
+    streams), or an input whose windows have all run."""
+    while pending and not (isinstance(pending[0], _Item) and pending[0].windows is not None and pending[0].outputs is None):
+        yield pending.popleft()
 
 
 class _AdaptationBatches:
