@@ -21,7 +21,9 @@ import json
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -32,8 +34,10 @@ from .checks import is_integer
 from .errors import ParameterError, SpecnetError, first_line
 from .features import LogMelSpectrogram, mel_to_db
 from .fileio import atomic_write, check_output_path
+from .inference import Model, resolve_model
+from .modelfile import load_model_file, spec_to_metadata
 from .models.layers import eval_mode
-from .network import SpecNet
+from .network import ModelSpec, SpecNet
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "samples"
@@ -122,7 +126,7 @@ class ExportableSpecNet(nn.Module):
 
 
 def export_onnx(
-    model_file_or_name: str | os.PathLike | SpecNet | Any,  # Any: a specnet.Model (imported when called)
+    model_file_or_name: str | os.PathLike | SpecNet | Model,
     output: str | os.PathLike,
     *,
     overwrite: bool = False,
@@ -142,73 +146,111 @@ def export_onnx(
     (the model file's metadata document), ``classes`` and ``features`` (JSON),
     ``sample_rate`` and ``input``.
     """
+    onnx = _import_onnx()
+    opset = _checked_opset(opset)
+    output = check_output_path(output, overwrite=overwrite, suffix=".onnx", holds="ONNX models")
+    net, source = _network_and_name(model_file_or_name)
+    graph_input = _audio_input(net.spec) if net.spec.input_kind == "audio" else _image_input(net.spec)
+    proto = onnx.load_from_string(_exported_bytes(net, graph_input, source=source, opset=opset))
+    _describe(proto, net.spec, input_doc=graph_input.doc)
+    onnx.checker.check_model(proto)
+    return atomic_write(output, proto.SerializeToString(), overwrite=overwrite)
+
+
+def _import_onnx() -> ModuleType:
+    """The onnx package, or a SpecnetError saying how to install it."""
     try:
         import onnx
     except ImportError:
         raise SpecnetError("ONNX export needs the onnx package: pip install onnx (onnxruntime too, to run the file)") from None
-    from .modelfile import load_model_file, spec_to_metadata
+    return onnx
 
+
+def _checked_opset(opset: int | None) -> int:
+    """The ONNX opset to write: ``opset`` (at least 13), or :data:`DEFAULT_OPSET` for None."""
     opset = DEFAULT_OPSET if opset is None else opset
     if not (is_integer(opset) and opset >= 13):
         raise ParameterError(f"opset={opset!r} must be an integer >= 13")
-    output = check_output_path(output, overwrite=overwrite, suffix=".onnx", holds="ONNX models")
-    from .inference import Model
+    return opset
 
+
+def _network_and_name(model_file_or_name: str | os.PathLike | SpecNet | Model) -> tuple[SpecNet, str]:
+    """The network to export and how errors name it: a loaded model's, a SpecNet as it is,
+    or a model file or bundled model read."""
     if isinstance(model_file_or_name, Model):
-        net, source = model_file_or_name.net, model_file_or_name.name
-    elif isinstance(model_file_or_name, SpecNet):
-        net, source = model_file_or_name, "model"
-    else:
-        from .inference import resolve_model
+        return model_file_or_name.net, model_file_or_name.name
+    if isinstance(model_file_or_name, SpecNet):
+        return model_file_or_name, "model"
+    source, path = resolve_model(model_file_or_name)
+    return load_model_file(path), source
 
-        source, path = resolve_model(model_file_or_name)
-        net = load_model_file(path)
-    spec = net.spec
-    if spec.input_kind == "audio":
-        rate = spec.features.sample_rate
-        example = torch.zeros(2, spec.clip_samples or rate)
-        input_name = INPUT_NAME
-        dynamic = {input_name: {0: "batch", 1: "time"}, OUTPUT_NAME: {0: "batch"}}
-        input_doc = f"{input_name}: float32 (batch, time), mono samples at {rate} Hz"
-        if spec.clip_seconds:
-            input_doc += (
-                f"; specnet classify scores a clip as one {spec.clip_seconds:g} s window (a shorter clip centred "
-                f"in zeros) or, if longer, as the mean softmax of such windows every {spec.clip_seconds / 2:g} s, "
-                "the last ending at the clip's end, leaving out windows of digital silence (no sample above "
-                "-90 dBFS) unless all are"
-            )
-    else:
-        height, width = spec.image_size
-        example = torch.zeros(2, spec.in_chans, height, width)
-        input_name = IMAGE_INPUT_NAME
-        # Images are resized to image_size before the network, so only the batch varies.
-        dynamic = {input_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-        input_doc = f"{input_name}: float32 (batch, {spec.in_chans}, {height}, {width}), pixels in [0, 1]"
 
-    # Export on CPU in eval mode (dropout off, batch-norm running statistics); leave the caller's model as it was.
+@dataclass(frozen=True)
+class _GraphInput:
+    """The exported graph's input: its name, an example batch to trace, the axes left dynamic
+    (by input and output name), and the description its metadata gives."""
+
+    name: str
+    example: torch.Tensor
+    dynamic_axes: dict[str, dict[int, str]]
+    doc: str
+
+
+def _audio_input(spec: ModelSpec) -> _GraphInput:
+    """Samples ``(batch, time)`` float32 at the model's rate; batch and time dynamic."""
+    rate = spec.features.sample_rate
+    doc = f"{INPUT_NAME}: float32 (batch, time), mono samples at {rate} Hz"
+    if spec.clip_seconds:
+        doc += (
+            f"; specnet classify scores a clip as one {spec.clip_seconds:g} s window (a shorter clip centred "
+            f"in zeros) or, if longer, as the mean softmax of such windows every {spec.clip_seconds / 2:g} s, "
+            "the last ending at the clip's end, leaving out windows of digital silence (no sample above "
+            "-90 dBFS) unless all are"
+        )
+    return _GraphInput(INPUT_NAME, torch.zeros(2, spec.clip_samples or rate),
+                       {INPUT_NAME: {0: "batch", 1: "time"}, OUTPUT_NAME: {0: "batch"}}, doc)
+
+
+def _image_input(spec: ModelSpec) -> _GraphInput:
+    """Pixels ``(batch, in_chans, H, W)`` float32 in [0, 1]; only the batch is dynamic, as images
+    are resized to the model's ``image_size`` before the network."""
+    height, width = spec.image_size
+    return _GraphInput(IMAGE_INPUT_NAME, torch.zeros(2, spec.in_chans, height, width),
+                       {IMAGE_INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                       f"{IMAGE_INPUT_NAME}: float32 (batch, {spec.in_chans}, {height}, {width}), pixels in [0, 1]")
+
+
+def _exported_bytes(net: SpecNet, graph_input: _GraphInput, *, source: str, opset: int) -> bytes:
+    """``net`` (front-end swapped for :class:`ConvLogMel`) as a serialised ONNX model, traced on
+    the CPU in eval mode (dropout off, batch-norm running statistics); the caller's model is left
+    as it was, on its device. An exporter error becomes one SpecnetError line naming ``source``."""
     device = next(net.parameters()).device
     buffer = io.BytesIO()
     try:
         wrapper = ExportableSpecNet(net.cpu())
         with eval_mode(wrapper):
-            _check_adaptive_pools(wrapper, example, source=source, dynamic_time=spec.input_kind == "audio")
+            _check_adaptive_pools(wrapper, graph_input.example, source=source, dynamic_time=net.spec.input_kind == "audio")
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
                 # dynamo=False: the TorchScript exporter needs no onnxscript and handles the dynamic time axis.
                 torch.onnx.export(
-                    wrapper, (example,), buffer, dynamo=False, opset_version=opset,
-                    input_names=[input_name], output_names=[OUTPUT_NAME], dynamic_axes=dynamic,
+                    wrapper, (graph_input.example,), buffer, dynamo=False, opset_version=opset,
+                    input_names=[graph_input.name], output_names=[OUTPUT_NAME], dynamic_axes=graph_input.dynamic_axes,
                     do_constant_folding=True,
                 )
     except SpecnetError:
         raise
     except Exception as exc:  # the exporter raises many untyped errors; keep their first line
         reason = first_line(exc).split(" [Caused by", 1)[0]
-        raise SpecnetError(f"{source}: ONNX export of {spec.arch!r} failed (opset {opset}): {reason}") from None
+        raise SpecnetError(f"{source}: ONNX export of {net.spec.arch!r} failed (opset {opset}): {reason}") from None
     finally:
         net.to(device)
+    return buffer.getvalue()
 
-    proto = onnx.load_from_string(buffer.getvalue())
+
+def _describe(proto: Any, spec: ModelSpec, *, input_doc: str) -> None:
+    """Give the ONNX model ``proto`` its producer and the metadata_props that make the file
+    self-describing: the model file's metadata document, classes, features, rate, input and output."""
     meta = spec_to_metadata(spec)
     props = {
         "specnet": json.dumps(meta),
@@ -222,8 +264,6 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "specnet"
-    onnx.checker.check_model(proto)
-    return atomic_write(output, proto.SerializeToString(), overwrite=overwrite)
 
 
 def _check_adaptive_pools(model: nn.Module, example: torch.Tensor, *, source: str, dynamic_time: bool) -> None:
