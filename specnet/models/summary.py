@@ -14,6 +14,8 @@ from .layers import eval_mode
 
 __all__ = ["summary"]
 
+_HEADER = ("Layer", "Type", "Output Shape", "Param #")
+
 
 def _is_placeholder(module: nn.Module) -> bool:
     # An Identity (no classifier) or an empty Sequential (no hidden layers)
@@ -51,11 +53,48 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
     str
         The table.
     """
-    model, input_size = _backbone_and_input(model, input_size)
+    module, input_size = _module_and_input(model, input_size)
+    _check_input_size(input_size)
+    rows = _layer_rows(module, input_size)
+    text = _table(module, input_size, rows)
+    if file is not None:
+        print(text, file=file)
+    return text
+
+
+def _module_and_input(model: object, input_size: Sequence[int] | None) -> tuple[nn.Module, Sequence[int]]:
+    """The module a summary runs and its input size: a loaded model's (or a SpecNet's) backbone,
+    with the model's own input size unless one is given; any other module as it is."""
+    from ..inference import Model
+    from ..network import SpecNet
+
+    net = model.net if isinstance(model, Model) else model
+    image_like = isinstance(input_size, Sequence) and len(input_size) == 3  # (channels, height, width)
+    if isinstance(net, SpecNet) and (input_size is None or image_like):  # else raw samples in: the whole network
+        spec = net.spec
+        if input_size is None:
+            own = spec.image_size if spec.features is None else (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
+            input_size = (spec.in_chans, *own)
+        return net.backbone, input_size
+    if not isinstance(net, nn.Module):
+        raise ParameterError(f"summary() takes a torch module or a loaded specnet model, got {type(net).__name__}")
+    if input_size is None:
+        raise ParameterError("input_size is needed for a network without a specnet model's spec, e.g. (1, 64, 101)")
+    return net, input_size
+
+
+def _check_input_size(input_size: object) -> None:
+    """Refuse an ``input_size`` that is not a sequence of positive integers."""
     if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence) or not all(
         is_integer(n) and n > 0 for n in input_size
     ):
         raise ParameterError(f"input_size={input_size!r} must be a sequence of positive integers, such as (1, 64, 101)")
+
+
+def _layer_rows(model: nn.Module, input_size: Sequence[int]) -> list[tuple[str, str, str, int]]:
+    """``(name, type, output shape, parameters)`` of each leaf layer, in the order they run on a
+    zero input ``(1, *input_size)``; a layer that runs twice has two rows and counts its
+    parameters once."""
     names = getattr(model, "display_names", {})
     rows: list[tuple[str, str, str, int]] = []
     seen: set[int] = set()
@@ -63,11 +102,9 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
     def hook(path: str):
         def record(module: nn.Module, inputs: object, output: object) -> None:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
-            # A module called twice counts its parameters once.
             params = 0 if id(module) in seen else sum(p.numel() for p in module.parameters())
             seen.add(id(module))
-            shown = "(" + ", ".join(["None", *map(str, shape[1:])]) + ")"
-            rows.append((names.get(path, path), type(module).__name__, shown, params))
+            rows.append((names.get(path, path), type(module).__name__, _shown(shape[1:]), params))
 
         return record
 
@@ -90,13 +127,22 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
     finally:
         for handle in handles:
             handle.remove()
+    return rows
 
+
+def _shown(shape: Sequence[int]) -> str:
+    """A shape without its batch axis as the table shows it, the batch as None: ``(None, 64, 101)``."""
+    return "(" + ", ".join(["None", *map(str, shape)]) + ")"
+
+
+def _table(model: nn.Module, input_size: Sequence[int], rows: list[tuple[str, str, str, int]]) -> str:
+    """The summary's text: a title, the input's row and ``rows`` in aligned columns, and the
+    total, trainable and non-trainable parameters."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    table = [("input", "Input", "(" + ", ".join(["None", *map(str, input_size)]) + ")", "0")]
+    table = [("input", "Input", _shown(input_size), "0")]
     table += [(name, kind, shape, f"{n:,}") for name, kind, shape, n in rows]
-    header = ("Layer", "Type", "Output Shape", "Param #")
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(4)]
+    widths = [max(len(r[i]) for r in [_HEADER, *table]) for i in range(4)]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -104,7 +150,7 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
         ).rstrip()
 
     rule = "=" * (sum(widths) + 2 * 3)
-    out = [f'Model: "{getattr(model, "arch", type(model).__name__)}"', rule, line(header), rule]
+    out = [f'Model: "{getattr(model, "arch", type(model).__name__)}"', rule, line(_HEADER), rule]
     out += [line(r) for r in table]
     out += [
         rule,
@@ -113,28 +159,4 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
         f"Non-trainable params: {total - trainable:,}",
         rule,
     ]
-    text = "\n".join(out)
-    if file is not None:
-        print(text, file=file)
-    return text
-
-
-def _backbone_and_input(model: object, input_size: Sequence[int] | None) -> tuple[nn.Module, Sequence[int]]:
-    """The module a summary runs and its input size: a loaded model's (or a SpecNet's) backbone,
-    with the model's own input size unless one is given; any other module as it is."""
-    from ..inference import Model
-    from ..network import SpecNet
-
-    net = model.net if isinstance(model, Model) else model
-    image_like = isinstance(input_size, Sequence) and len(input_size) == 3  # (channels, height, width)
-    if isinstance(net, SpecNet) and (input_size is None or image_like):  # else raw samples in: the whole network
-        spec = net.spec
-        if input_size is None:
-            own = spec.image_size if spec.features is None else (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
-            input_size = (spec.in_chans, *own)
-        return net.backbone, input_size
-    if not isinstance(net, nn.Module):
-        raise ParameterError(f"summary() takes a torch module or a loaded specnet model, got {type(net).__name__}")
-    if input_size is None:
-        raise ParameterError("input_size is needed for a network without a specnet model's spec, e.g. (1, 64, 101)")
-    return net, input_size
+    return "\n".join(out)
