@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -185,6 +185,11 @@ class Model:
     @property
     def sample_rate(self) -> int | None:
         return self.net.spec.sample_rate
+
+    def summary_view(self, input_size: Sequence[int] | None = None) -> tuple[nn.Module, Sequence[int] | None]:
+        """What a layer summary (:func:`specnet.summary`) shows of the model: its network's
+        :meth:`~specnet.network.SpecNet.summary_view`."""
+        return self.net.summary_view(input_size)
 
     def _window_samples(self, window: float | None, hop: float | None) -> tuple[int, int]:
         rate = self.sample_rate

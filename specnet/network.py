@@ -10,6 +10,7 @@ Training, inference, embedding and ONNX export all go through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -141,6 +142,20 @@ class SpecNet(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits (B, K) for waveforms (B, T) or images (B, C, H, W), C = in_chans or 1 (grey)."""
         return self.backbone(self.images(inputs))
+
+    def summary_view(self, input_size: Sequence[int] | None = None) -> tuple[nn.Module, Sequence[int] | None]:
+        """The module a layer summary (:func:`specnet.summary`) shows for an input of ``input_size``
+        (without the batch axis), and that size: given none or ``(channels, height, width)``, the
+        backbone, from the log-mel (or image) on, by default for the model's own clip's log-mel
+        ``(in_chans, n_mels, frames)`` or its image size; given ``(samples,)``, the whole network."""
+        image_like = isinstance(input_size, Sequence) and len(input_size) == 3  # (channels, height, width)
+        if input_size is not None and not image_like:  # raw samples in: the whole network
+            return self, input_size
+        if input_size is None:
+            spec = self.spec
+            own = spec.image_size if spec.features is None else (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
+            input_size = (spec.in_chans, *own)
+        return self.backbone, input_size
 
     def embed(self, inputs: torch.Tensor, *, level: str = "clip") -> torch.Tensor:
         """Pre-logit embeddings: clip level ``(B, D)``, ``D = backbone.num_features`` (the pooled

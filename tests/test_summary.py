@@ -1,4 +1,4 @@
-"""Tests for specnet/models/summary.py."""
+"""Tests for specnet/models/summary.py (and the summary_view that SpecNet and Model offer it)."""
 
 from __future__ import annotations
 
@@ -118,3 +118,26 @@ def test_a_loaded_model_is_summarised_as_its_backbone_on_its_own_input():
         summary(Holder(model.net))
     with pytest.raises(ParameterError, match=r"^summary\(\) takes a torch module or a loaded specnet model, got str$"):
         summary("fsdd", (1, 64, 81))
+
+
+def test_summary_shows_what_an_objects_summary_view_names():
+    """summary knows no specnet class: a loaded model and a SpecNet say through summary_view which
+    module it shows and for what input, and so can any other object."""
+    import torch
+
+    import specnet
+
+    model = specnet.load_model("fsdd", device="cpu")
+    spec = model.config
+    frames = spec.features.num_frames(spec.clip_samples)
+    assert model.summary_view() == model.net.summary_view() == (model.net.backbone, (1, spec.features.n_mels, frames))
+    assert model.summary_view((1, 64, 20)) == (model.net.backbone, (1, 64, 20))
+    assert model.summary_view((spec.clip_samples,)) == (model.net, (spec.clip_samples,))
+
+    class Viewed:  # not a module itself: what its view names is summarised
+        def summary_view(self, input_size):
+            return torch.nn.Sequential(torch.nn.Linear(3, 2)), input_size or (3,)
+
+    rows, totals = _parse(summary(Viewed()))
+    assert rows == {"input": ("Input", "(None, 3)", 0), "0": ("Linear", "(None, 2)", 8)}
+    assert totals["Total"] == 8

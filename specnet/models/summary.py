@@ -1,4 +1,11 @@
-"""Keras-style model summary: one row per layer with output shape and parameter count."""
+"""Keras-style model summary: one row per layer with output shape and parameter count.
+
+What it reads of a model is what the model offers, so this module knows no
+specnet class: ``display_names`` (layer names, VGG's ``block1_conv1``),
+``arch`` (the title), and ``summary_view(input_size)``, by which a loaded
+model or a :class:`~specnet.network.SpecNet` says which of its modules a
+summary shows and for what input.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
         :class:`~specnet.network.SpecNet` given no ``input_size``, or a
         ``(channels, height, width)`` one, is shown as its backbone: the
         layers from the spectrogram (or image) on; given ``(samples,)``, as
-        the whole network, front-end included.
+        the whole network, front-end included (its ``summary_view``).
     input_size : sequence of int or None
         Input shape without the batch dimension, e.g. ``(1, 64, 101)``; None
         (a loaded model or SpecNet only): the model's own, its clip's
@@ -63,24 +70,17 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
 
 
 def _module_and_input(model: object, input_size: Sequence[int] | None) -> tuple[nn.Module, Sequence[int]]:
-    """The module a summary runs and its input size: a loaded model's (or a SpecNet's) backbone,
-    with the model's own input size unless one is given; any other module as it is."""
-    from ..inference import Model
-    from ..network import SpecNet
-
-    net = model.net if isinstance(model, Model) else model
-    image_like = isinstance(input_size, Sequence) and len(input_size) == 3  # (channels, height, width)
-    if isinstance(net, SpecNet) and (input_size is None or image_like):  # else raw samples in: the whole network
-        spec = net.spec
-        if input_size is None:
-            own = spec.image_size if spec.features is None else (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
-            input_size = (spec.in_chans, *own)
-        return net.backbone, input_size
-    if not isinstance(net, nn.Module):
-        raise ParameterError(f"summary() takes a torch module or a loaded specnet model, got {type(net).__name__}")
+    """The module a summary runs and its input size: those ``model.summary_view(input_size)``
+    gives where it has one (a loaded model's or a SpecNet's backbone and own input size, say),
+    else ``model`` and ``input_size`` as they are."""
+    view = getattr(model, "summary_view", None)
+    if view is not None:
+        model, input_size = view(input_size)
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"summary() takes a torch module or a loaded specnet model, got {type(model).__name__}")
     if input_size is None:
         raise ParameterError("input_size is needed for a network without a specnet model's spec, e.g. (1, 64, 101)")
-    return net, input_size
+    return model, input_size
 
 
 def _check_input_size(input_size: object) -> None:
