@@ -867,9 +867,6 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     generator = torch.Generator().manual_seed(config.epoch_seed(epoch))
     rng = np.random.default_rng([config.seed, epoch])
     order = dist.shard(torch.randperm(len(split.targets), generator=generator))
-    num_classes = len(model.classes)
-    clip = model.spec.clip_samples
-    pin = device.type == "cuda"
     trainable = [p for p in model.backbone.parameters() if p.requires_grad]
     # What a forward pass in training mode changes besides the weights: kept to undo a skipped step.
     statistics = [b for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
@@ -877,65 +874,20 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     with tqdm(total=len(order), desc=f"epoch {epoch + 1}", unit="file", disable=not progress, leave=False) as bar:
         for step_in_epoch, (start, stop) in enumerate(batch_bounds(len(order), config.batch_size)):
             idx = order[start:stop]
-            if model.frontend is not None:
-                inputs = torch.from_numpy(crop_batch([split.items[i] for i in idx.tolist()], clip, rng))
-            else:
-                inputs = split.items[idx]
-            if pin:
-                inputs = inputs.pin_memory()  # pinned, so the copy to the GPU overlaps compute
-            inputs = inputs.to(device, non_blocking=True)
-            targets = F.one_hot(split.targets[idx], num_classes).float().to(device, non_blocking=True)
-
-            with torch.no_grad():
-                if model.frontend is not None:
-                    # Equalise, add noise and warp in absolute dB, then clamp to the peak, as the
-                    # front-end would have done for a clip recorded through another microphone.
-                    db = model.frontend.absolute_db(inputs)  # (B, F, T), float32 outside autocast
-                    db = aug.random_eq(db, augment.eq_db, generator)
-                    db = aug.random_noise(db, augment.noise_snr_db, generator)
-                    db = aug.random_warp(db, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
-                    db = aug.random_time_warp(db, augment.time_warp, generator)
-                    logmel = clamp_to_peak(db, model.spec.features)
-                    logmel = aug.random_gain(logmel, augment.gain_db, generator)  # after the clamp: see random_gain
-                    images = model.logmel_to_images(logmel)
-                else:
-                    images = model.standardize(inputs)
-                images = aug.spec_augment(images, augment, generator)
-                images, targets = aug.mixup(images, targets, augment.mixup_alpha, generator)
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-
-            step = epoch * steps_per_epoch + step_in_epoch
-            lr = get_lr(step, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
+            inputs, targets = _training_batch(model, split, idx, rng, device)
+            images, targets = _augmented(model, inputs, targets, augment, generator, channels_last=config.channels_last)
+            lr = get_lr(epoch * steps_per_epoch + step_in_epoch, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             statistics_before = [b.clone() for b in statistics]
-            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = net(images)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            # A non-finite gradient would turn every weight into NaN: the step is skipped, as GradScaler
-            # skips a float16 overflow (CPU bfloat16 convolutions were seen to give a NaN gradient from a
-            # finite loss now and then). The norm is taken after DDP's all-reduce: every rank agrees.
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf)
-            applied = bool(torch.isfinite(grad_norm))
-            if scaler.is_enabled():
-                scaler.step(optimizer)  # skips the step itself when applied is False, and lowers the scale
-                scaler.update()
-            elif applied:
-                optimizer.step()
+            loss, applied = _optimiser_step(net, optimizer, scaler, images, targets, trainable, config, device, amp_dtype)
             bar.update(len(idx))
             if not applied:
                 with torch.no_grad():
                     for buffer, before in zip(statistics, statistics_before):
                         buffer.copy_(before)
                 loss_value = loss.item()
-                # Every rank is here (the gradient norm is all-reduced); they agree on the kind of skip too.
-                nonfinite_losses = dist.all_sum(torch.tensor([0.0 if math.isfinite(loss_value) else 1.0], dtype=torch.float64))
-                settling = scaler.is_enabled() and scaler.get_scale() > 0.5 and not nonfinite_losses.item()
-                skipped.skip(epoch, loss_value, by_scaler=settling)
+                skipped.skip(epoch, loss_value, by_scaler=_scaler_settling(scaler, loss_value, dist))
                 continue
             skipped.applied()
             if ema is not None:
@@ -945,3 +897,76 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
             bar.set_postfix(loss=f"{loss.item():.3f}")
     sums = dist.all_sum(torch.tensor([total_loss, seen], dtype=torch.float64))
     return (float(sums[0] / sums[1]) if sums[1] else None), lr
+
+
+def _training_batch(model: SpecNet, split: Split, idx: torch.Tensor, rng: np.random.Generator,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The items ``idx`` (B,) of ``split`` on ``device``: a random ``rng`` crop of each waveform
+    (B, clip samples), or the images (B, C, H, W); and their one-hot targets (B, K)."""
+    if model.frontend is not None:
+        inputs = torch.from_numpy(crop_batch([split.items[i] for i in idx.tolist()], model.spec.clip_samples, rng))
+    else:
+        inputs = split.items[idx]
+    if device.type == "cuda":
+        inputs = inputs.pin_memory()  # pinned, so the copy to the GPU overlaps compute
+    inputs = inputs.to(device, non_blocking=True)
+    targets = F.one_hot(split.targets[idx], len(model.classes)).float().to(device, non_blocking=True)
+    return inputs, targets
+
+
+@torch.no_grad()
+def _augmented(model: SpecNet, inputs: torch.Tensor, targets: torch.Tensor, augment: aug.AugmentConfig,
+               generator: torch.Generator, *, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's input images (B, C, F, T) for a batch of ``inputs`` (from :func:`_training_batch`),
+    augmented with draws from ``generator``, and the ``targets`` (B, K) mixed up with them."""
+    if model.frontend is not None:
+        # Equalise, add noise and warp in absolute dB, then clamp to the peak, as the
+        # front-end would have done for a clip recorded through another microphone.
+        db = model.frontend.absolute_db(inputs)  # (B, F, T), float32 outside autocast
+        db = aug.random_eq(db, augment.eq_db, generator)
+        db = aug.random_noise(db, augment.noise_snr_db, generator)
+        db = aug.random_warp(db, time_stretch=augment.time_stretch, pitch_shift=augment.pitch_shift, generator=generator)
+        db = aug.random_time_warp(db, augment.time_warp, generator)
+        logmel = clamp_to_peak(db, model.spec.features)
+        logmel = aug.random_gain(logmel, augment.gain_db, generator)  # after the clamp: see random_gain
+        images = model.logmel_to_images(logmel)
+    else:
+        images = model.standardize(inputs)
+    images = aug.spec_augment(images, augment, generator)
+    images, targets = aug.mixup(images, targets, augment.mixup_alpha, generator)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets
+
+
+def _optimiser_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    images: torch.Tensor, targets: torch.Tensor, trainable: list[torch.nn.Parameter],
+                    config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, bool]:
+    """Forward and backward pass of ``net`` on ``images`` (B, C, F, T) with soft ``targets`` (B, K),
+    and an optimiser step where the gradient of the ``trainable`` parameters is finite.
+    Returns the loss (a 0-d tensor) and whether the step was applied."""
+    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = net(images)
+    loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    # A non-finite gradient would turn every weight into NaN: the step is skipped, as GradScaler
+    # skips a float16 overflow (CPU bfloat16 convolutions were seen to give a NaN gradient from a
+    # finite loss now and then). The norm is taken after DDP's all-reduce: every rank agrees.
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip or math.inf)
+    applied = bool(torch.isfinite(grad_norm))
+    if scaler.is_enabled():
+        scaler.step(optimizer)  # skips the step itself when applied is False, and lowers the scale
+        scaler.update()
+    elif applied:
+        optimizer.step()
+    return loss, applied
+
+
+def _scaler_settling(scaler: torch.amp.GradScaler, loss_value: float, dist: Dist) -> bool:
+    """Whether a step skipped for a non-finite gradient was the float16 loss scaler settling (see
+    :class:`SkippedSteps`): a finite loss on every rank, and a scale still above 0.5. Every rank
+    calls it for the same step (the gradient norm is all-reduced), so they agree on the kind of skip."""
+    nonfinite_losses = dist.all_sum(torch.tensor([0.0 if math.isfinite(loss_value) else 1.0], dtype=torch.float64))
+    return scaler.is_enabled() and scaler.get_scale() > 0.5 and not nonfinite_losses.item()
