@@ -621,28 +621,8 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if config.channels_last and device.type != "mps":
         model.backbone.to(memory_format=torch.channels_last)  # measurably faster convolutions on CPU
 
-    if config.freeze_backbone:
-        head = {id(p) for p in model.backbone.head_parameters()}
-        for p in model.backbone.parameters():
-            p.requires_grad_(id(p) in head)
-    params = [p for p in model.backbone.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() > 1]
-    no_decay = [p for p in params if p.dim() <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
-    )
-    net = model.backbone
-    if dist.world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model.backbone, device_ids=[device.index] if device.type == "cuda" else None)
-    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    total_steps = steps_per_epoch * epochs
-    warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
-    augment = config.augment_config()
-    # The averaged weights are the ones validated and saved; model keeps training.
-    ema = _weight_average(model, config.ema_epochs * steps_per_epoch) if config.ema_epochs else None
-    scored = ema.module if ema is not None else model
+    trainer = _Trainer.build(model, config, device, dist, amp_dtype, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    optimizer, scaler, ema, scored = trainer.optimizer, trainer.scaler, trainer.ema, trainer.scored
 
     start_epoch, best, history = 0, None, []
     if checkpoint is not None:
@@ -663,7 +643,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
         start_epoch = checkpoint["epoch"] + 1
         _print(f"resuming {display_name(files.dir)} after epoch {start_epoch}", quiet=quiet)
 
-    n_params = sum(p.numel() for p in params)
+    n_params = sum(p.numel() for p in _trainable_parameters(model))
     length = counted(epochs, "epoch")
     if config.epochs is None and epochs > DEFAULT_EPOCHS and start_epoch == 0:  # a small set: say why so many
         length += (f" (a small training set: the most the default gives, {steps_alone} steps an epoch)" if epochs == MAX_DEFAULT_EPOCHS
@@ -688,11 +668,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             break
         started = time.perf_counter()
         skipped_before = skipped.counts()
-        train_loss, lr = _train_epoch(
-            model, net, optimizer, scaler, ema, train_split, config, augment, device, dist,
-            epoch=epoch, steps_per_epoch=steps_per_epoch, warmup_steps=warmup_steps, total_steps=total_steps,
-            amp_dtype=amp_dtype, progress=progress, skipped=skipped,
-        )
+        train_loss, lr = _train_epoch(trainer, train_split, config, device, dist, epoch=epoch, progress=progress, skipped=skipped)
         skipped_in_epoch, scaler_skips_in_epoch = (now - before for now, before in zip(skipped.counts(), skipped_before))
         dist.sync_buffers(model)
         if ema is not None:
@@ -805,6 +781,76 @@ def _stat_batches(model: SpecNet, split: Split, clip: int | None, batch_size: in
                 yield model.frontend(torch.from_numpy(waves)).unsqueeze(1)
 
 
+@dataclass
+class _Trainer:
+    """What the training steps update, and how: the unwrapped ``model``, and ``net``, its backbone
+    as the steps run it (in DistributedDataParallel with several processes); the optimiser and the
+    float16 loss scaler (off otherwise); ``ema``, the weight average (None without ``ema_epochs``);
+    the augmentation, the autocast precision (None: float32) and the learning-rate schedule's lengths
+    in optimiser steps, as one process takes them."""
+
+    model: SpecNet
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: torch.optim.swa_utils.AveragedModel | None
+    augment: aug.AugmentConfig
+    amp_dtype: torch.dtype | None
+    steps_per_epoch: int
+    warmup_steps: int
+    total_steps: int
+
+    @classmethod
+    def build(cls, model: SpecNet, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None, *,
+              steps_per_epoch: int, epochs: int) -> "_Trainer":
+        """Everything that trains ``model`` (on ``device`` already) with ``config`` for ``epochs`` of
+        ``steps_per_epoch`` steps: with ``freeze_backbone`` its trunk's parameters stop needing gradients first."""
+        if config.freeze_backbone:
+            _freeze_the_trunk(model)
+        optimizer = _adamw(_trainable_parameters(model), lr=config.lr, weight_decay=config.weight_decay)
+        net = model.backbone
+        if dist.world_size > 1:
+            net = torch.nn.parallel.DistributedDataParallel(model.backbone, device_ids=[device.index] if device.type == "cuda" else None)
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none.
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        augment = config.augment_config()
+        # The averaged weights are the ones validated and saved; model keeps training.
+        ema = _weight_average(model, config.ema_epochs * steps_per_epoch) if config.ema_epochs else None
+        return cls(model, net, optimizer, scaler, ema, augment, amp_dtype, steps_per_epoch=steps_per_epoch,
+                   warmup_steps=max(1, int(config.warmup_epochs * steps_per_epoch)), total_steps=steps_per_epoch * epochs)
+
+    @property
+    def scored(self) -> SpecNet:
+        """The model validated and saved: the weight average where there is one, else ``model``."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def set_lr(self, step: int, *, peak: float) -> float:
+        """Set and return the learning rate of optimiser step ``step`` (from 0, counted over the run)."""
+        lr = get_lr(step, peak=peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+def _freeze_the_trunk(model: SpecNet) -> None:
+    """Train ``model``'s head only: its other parameters stop needing gradients."""
+    head = {id(p) for p in model.backbone.head_parameters()}
+    for p in model.backbone.parameters():
+        p.requires_grad_(id(p) in head)
+
+
+def _trainable_parameters(model: SpecNet) -> list[torch.nn.Parameter]:
+    """The parameters of ``model``'s backbone that need gradients: the ones the optimiser updates."""
+    return [p for p in model.backbone.parameters() if p.requires_grad]
+
+
+def _adamw(params: list[torch.nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over ``params``, with weight decay on weight matrices and kernels, none on biases and norms (1-d)."""
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
 def _weight_average(model: SpecNet, time_constant_steps: float) -> torch.optim.swa_utils.AveragedModel:
     """An exponential moving average of ``model``'s parameters and buffers, updated every step."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -852,13 +898,16 @@ class SkippedSteps:
         self.in_a_row = 0
 
 
-def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: TrainConfig, augment: aug.AugmentConfig, device, dist: Dist, *, epoch, steps_per_epoch, warmup_steps, total_steps, amp_dtype, progress, skipped: SkippedSteps) -> tuple[float | None, float]:
-    """One pass over the training split.
+def _train_epoch(trainer: _Trainer, split: Split, config: TrainConfig, device: torch.device, dist: Dist, *,
+                 epoch: int, progress: bool, skipped: SkippedSteps) -> tuple[float | None, float]:
+    """One pass of ``trainer`` over the training ``split`` (this process's share of it), epoch ``epoch``
+    (from 0); ``skipped`` counts the steps skipped, and ``progress`` shows a bar on stderr.
 
     Returns the mean loss of the steps applied (None if all were skipped) and the last learning rate.
     """
     from tqdm.auto import tqdm
 
+    model = trainer.model
     model.train()
     if config.freeze_backbone:
         model.backbone.features.eval()  # frozen means frozen: batch-norm statistics too
@@ -867,7 +916,7 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
     generator = torch.Generator().manual_seed(config.epoch_seed(epoch))
     rng = np.random.default_rng([config.seed, epoch])
     order = dist.shard(torch.randperm(len(split.targets), generator=generator))
-    trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+    trainable = _trainable_parameters(model)
     # What a forward pass in training mode changes besides the weights: kept to undo a skipped step.
     statistics = [b for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
     total_loss, seen, lr = 0.0, 0, config.lr
@@ -875,23 +924,21 @@ def _train_epoch(model, net, optimizer, scaler, ema, split: Split, config: Train
         for step_in_epoch, (start, stop) in enumerate(batch_bounds(len(order), config.batch_size)):
             idx = order[start:stop]
             inputs, targets = _training_batch(model, split, idx, rng, device)
-            images, targets = _augmented(model, inputs, targets, augment, generator, channels_last=config.channels_last)
-            lr = get_lr(epoch * steps_per_epoch + step_in_epoch, peak=config.lr, warmup_steps=warmup_steps, total_steps=total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            images, targets = _augmented(model, inputs, targets, trainer.augment, generator, channels_last=config.channels_last)
+            lr = trainer.set_lr(epoch * trainer.steps_per_epoch + step_in_epoch, peak=config.lr)
             statistics_before = [b.clone() for b in statistics]
-            loss, applied = _optimiser_step(net, optimizer, scaler, images, targets, trainable, config, device, amp_dtype)
+            loss, applied = _optimiser_step(trainer, images, targets, trainable, config, device)
             bar.update(len(idx))
             if not applied:
                 with torch.no_grad():
                     for buffer, before in zip(statistics, statistics_before):
                         buffer.copy_(before)
                 loss_value = loss.item()
-                skipped.skip(epoch, loss_value, by_scaler=_scaler_settling(scaler, loss_value, dist))
+                skipped.skip(epoch, loss_value, by_scaler=_scaler_settling(trainer.scaler, loss_value, dist))
                 continue
             skipped.applied()
-            if ema is not None:
-                ema.update_parameters(model)
+            if trainer.ema is not None:
+                trainer.ema.update_parameters(model)
             total_loss += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -939,14 +986,14 @@ def _augmented(model: SpecNet, inputs: torch.Tensor, targets: torch.Tensor, augm
     return images, targets
 
 
-def _optimiser_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    images: torch.Tensor, targets: torch.Tensor, trainable: list[torch.nn.Parameter],
-                    config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, bool]:
-    """Forward and backward pass of ``net`` on ``images`` (B, C, F, T) with soft ``targets`` (B, K),
+def _optimiser_step(trainer: _Trainer, images: torch.Tensor, targets: torch.Tensor, trainable: list[torch.nn.Parameter],
+                    config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """Forward and backward pass of ``trainer.net`` on ``images`` (B, C, F, T) with soft ``targets`` (B, K),
     and an optimiser step where the gradient of the ``trainable`` parameters is finite.
     Returns the loss (a 0-d tensor) and whether the step was applied."""
-    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        logits = net(images)
+    optimizer, scaler = trainer.optimizer, trainer.scaler
+    with torch.autocast(device_type=device.type, dtype=trainer.amp_dtype or torch.float32, enabled=trainer.amp_dtype is not None):
+        logits = trainer.net(images)
     loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
