@@ -516,112 +516,42 @@ def cudnn_autotuned(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = was
 
 
-def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None, *, resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
+def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None, *,
+         resume: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
+    """The run :func:`train` describes, in ``files.dir`` (prepared for it), on ``device`` in this process
+    of ``dist``, with autocast to ``amp_dtype`` (None: float32). Returns the kept epoch's scores."""
     progress = not quiet and sys.stderr.isatty()
     train_files, val_files = load_dataset(str(data_dir) if data_dir else None, config)
-    kind = train_files.kind
-
-    if kind == "audio" and config.image_size is not None:
-        raise OptionsForOtherData(["image_size"], kind)
-    if kind == "image" and (config.features or config.clip_seconds is not None):
-        given = [f"features.{key}" for key in features_given(config)]
-        raise OptionsForOtherData(given + (["clip_seconds"] if config.clip_seconds is not None else []), kind)
+    _check_options_suit(config, train_files.kind)
     checkpoint = load_checkpoint(files.checkpoint) if resume and files.checkpoint.exists() else None
-    # A checkpoint holds every weight, so a resumed run reads no ImageNet weights, and the network
-    # it holds stands in for the init model: either file may be gone by now.
-    # (A checkpoint written before it held its network's spec still needs the init model file.)
-    resumed = checkpoint is not None
-    if config.init:
-        base = (checkpoint_network(files.checkpoint, checkpoint) if resumed and "spec" in checkpoint
-                else _init_model(config.init, files.checkpoint if resumed else None))
-        if base.spec.input_kind != kind:
-            raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
-    else:
-        base = None
     # Built before decoding, so that a wrong ImageNet weight file or an option the init model
     # contradicts is reported at once; its spec tells decoding the sample rate or image size.
     # The clip length, measured on the decoded data, comes after.
-    model = build_model(dataclasses.replace(config, pretrained=False, weights=None) if resumed else config,
-                        train_files.classes, kind, None, base)
-    features = model.spec.features
-    if kind == "audio" and config.clip_seconds:  # before decoding: a model file must hold one FFT window
-        problem = clip_seconds_problem(config.clip_seconds, features)
-        if problem:
-            raise OptionValueError("clip_seconds", config.clip_seconds, problem)
-    desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
-    train_split, train_failures = decode_split(train_files, model.spec, num_workers=config.num_workers, progress=progress, desc=desc,
-                                               training=True)
-    if val_files is None:
-        (train_split, val_split), val_failures = hold_out(train_split, config), []
-    else:
-        val_split, val_failures = decode_split(val_files, model.spec, num_workers=config.num_workers, progress=progress, desc="decoding val")
-    check_classes(train_split, train_files, "training data")
-    if kind == "audio":  # the files trained on, a held-out share left out
-        warn_about_silence([(train_files.classes[target], loudest_sample(wave)) for wave, target in zip(train_split.items, train_split.targets.tolist())])
-    validate = val_files is None or len(val_files.samples) > 0
-    if validate and len(val_split.targets) == 0:
-        raise DataError("no usable validation file: add files or change val_split=, val_fold= or val_dir=")
-    if validate:
-        warn_about_unvalidated(train_files.classes, val_split)
+    model = _starting_model(config, train_files, files.checkpoint, checkpoint)
+    _check_clip_seconds(config, model.spec)
+    data = _decoded_data(train_files, val_files, model.spec, config, progress=progress)
+    model.spec = spec = dataclasses.replace(model.spec, clip_seconds=_clip_seconds(config, model.spec, data.train))
 
-    clip_seconds = None
-    if kind == "audio":
-        rate = features.sample_rate
-        if config.clip_seconds:
-            clip_seconds = config.clip_seconds
-        else:  # at least one FFT window, which a model file must hold
-            shortest = math.ceil(features.min_clip_samples / rate * 10) / 10
-            clip_seconds = max(shortest, clip_seconds_for([len(w) / rate for w in train_split.items]))
-    model.spec = spec = dataclasses.replace(model.spec, clip_seconds=clip_seconds)
-    clip = spec.clip_samples
-
-    steps_per_epoch = len(batch_bounds(len(train_split.targets) // dist.world_size, config.batch_size))  # see Dist.shard
+    steps_per_epoch = len(batch_bounds(len(data.train.targets) // dist.world_size, config.batch_size))  # see Dist.shard
     # Counted as one process would, so a run takes as many epochs on one GPU as on several.
-    steps_alone = len(batch_bounds(len(train_split.targets), config.batch_size))  # as one process would take them
-    epochs = int(config.epochs or default_epochs(steps_alone))
-    resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": clip_seconds, "val_split": held_out_share(config.to_dict()), "classes": list(spec.classes),
-                                   "input_kind": kind, "precision": _precision_name(amp_dtype), "arch": spec.arch,
-                                   "image_size": list(spec.image_size) if spec.image_size else None,
-                                   "init": real_file(config.init), "weights": real_file(config.weights)}
-    resolved["data"] = {
-        # A resumed run must read the same data, however its paths are spelled.
-        "source": text_name(os.path.realpath(config.manifest or data_dir)),
-        "val_source": text_name(os.path.realpath(config.val_dir)) if config.val_dir else None,
-        "train_files": len(train_split.targets),
-        "val_files": len(val_split.targets),
-        "skipped": len(train_failures) + len(val_failures),
-        "skipped_files": [{"path": text_name(p), "reason": unnamed(p, r)} for p, r in train_failures + val_failures],
-        "class_counts": {name: int(n) for name, n in zip(spec.classes, np.bincount(train_split.targets.numpy(), minlength=len(spec.classes)))},
-        "files": files_digest(train_files, val_files),  # which files, labels and sizes: not only how many
-    }
-
-    # Resume: the checkpoint must come from the same configuration.
-    trains_on = True  # a resumed run may have nothing left to train
-    if checkpoint is not None:
-        saved = checked_resume(files, checkpoint, resolved)
-        if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
-            epochs = resolved["epochs"] = int(saved["epochs"])
-        trains_on = resume_trains(checkpoint, epochs, config.patience)
-        if config.epochs is not None and epochs != int(saved["epochs"]) and dist.is_main and trains_on:
-            log.warning(
-                "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
-                "so the result is not what an uninterrupted %d-epoch run gives", int(saved["epochs"]), epochs, epochs,
-            )
-    elif resume and dist.is_main:
-        log.warning("%s: no checkpoint to resume from; starting a new run", display_name(files.dir))
+    steps_alone = len(batch_bounds(len(data.train.targets), config.batch_size))
+    resolved = _resolved_config(config, data_dir, spec, data, epochs=int(config.epochs or default_epochs(steps_alone)),
+                                precision=_precision_name(amp_dtype))
+    epochs, trains_on = _run_length(files, checkpoint, resolved, config, resume=resume, warn=dist.is_main)
+    resolved["epochs"] = epochs
     if dist.is_main:
         files.clear_previous()
         if trains_on:  # else the run keeps its own
             atomic_write(files.config, json.dumps(resolved, indent=2, default=str) + "\n")
 
-    # Normalisation statistics from the training data (deterministic centred crops).
-    if checkpoint is None and not config.init:
-        model.standardize.fit(_stat_batches(model, train_split, clip, config.batch_size))
+    if checkpoint is None and not config.init:  # else the weights loaded hold them
+        _fit_normalisation(model, data.train, config.batch_size)
     model.to(device)
     if config.channels_last and device.type != "mps":
         model.backbone.to(memory_format=torch.channels_last)  # measurably faster convolutions on CPU
-
     trainer = _Trainer.build(model, config, device, dist, amp_dtype, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    optimizer, scaler, ema, scored = trainer.optimizer, trainer.scaler, trainer.ema, trainer.scored
+    train_split, val_split, kind, validate, skipped_files = data.train, data.val, data.kind, data.validates, data.skipped
     optimizer, scaler, ema, scored = trainer.optimizer, trainer.scaler, trainer.ema, trainer.scored
 
     start_epoch, best, history = 0, None, []
@@ -651,7 +581,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     _print(
         f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
         f"validating on {len(val_split.targets)}; {length}; {n_params:,} trainable parameters; device {device}"
-        + (f"; {counted(len(train_failures) + len(val_failures), 'file')} skipped" if train_failures or val_failures else ""),
+        + (f"; {counted(len(skipped_files), 'file')} skipped" if skipped_files else ""),
         quiet=quiet,
     )
     epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
@@ -668,7 +598,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
             break
         started = time.perf_counter()
         skipped_before = skipped.counts()
-        train_loss, lr = _train_epoch(trainer, train_split, config, device, dist, epoch=epoch, progress=progress, skipped=skipped)
+        train_loss, lr = _train_epoch(trainer, data.train, config, device, dist, epoch=epoch, progress=progress, skipped=skipped)
         skipped_in_epoch, scaler_skips_in_epoch = (now - before for now, before in zip(skipped.counts(), skipped_before))
         dist.sync_buffers(model)
         if ema is not None:
@@ -731,6 +661,164 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
 
         plot_curves(history, files.curves, title=f"{spec.arch} on {Path(str(data_dir or config.manifest)).name}")
     return dict(best or {})
+
+
+@dataclass
+class _Data:
+    """A run's data, decoded: the ``train`` and ``val`` splits, the files listed for them
+    (``val_files`` None where ``val`` is a share of the training files, held out after decoding),
+    and the ``(path, reason)`` of each file skipped, the training files' first."""
+
+    train_files: LabelledFiles
+    val_files: LabelledFiles | None
+    train: Split
+    val: Split
+    skipped: list[tuple[Path, str]]
+
+    @property
+    def kind(self) -> str:
+        """"audio" or "image"."""
+        return self.train_files.kind
+
+    @property
+    def validates(self) -> bool:
+        """Whether the run validates: not with ``val_split=0``, where it keeps the last epoch's model."""
+        return self.val_files is None or len(self.val_files.samples) > 0
+
+
+def _check_options_suit(config: TrainConfig, kind: str) -> None:
+    """:class:`OptionsForOtherData` where ``config`` sets an option that ``kind`` ("audio" or
+    "image") data has no use for: an image size for sounds, features or a clip length for images."""
+    if kind == "audio" and config.image_size is not None:
+        raise OptionsForOtherData(["image_size"], kind)
+    if kind == "image" and (config.features or config.clip_seconds is not None):
+        given = [f"features.{key}" for key in features_given(config)]
+        raise OptionsForOtherData(given + (["clip_seconds"] if config.clip_seconds is not None else []), kind)
+
+
+def _starting_model(config: TrainConfig, train_files: LabelledFiles, checkpoint_path: Path, checkpoint: dict[str, Any] | None) -> SpecNet:
+    """The model the run trains, for ``train_files``' classes and kind, still without a clip length:
+    a new one, or with ``config.init`` that model made into one. ``checkpoint`` is the one a
+    resumed run loaded from ``checkpoint_path`` (None for a new run)."""
+    kind = train_files.kind
+    # A checkpoint holds every weight, so a resumed run reads no ImageNet weights, and the network
+    # it holds stands in for the init model: either file may be gone by now.
+    # (A checkpoint written before it held its network's spec still needs the init model file.)
+    resumed = checkpoint is not None
+    if config.init:
+        base = (checkpoint_network(checkpoint_path, checkpoint) if resumed and "spec" in checkpoint
+                else _init_model(config.init, checkpoint_path if resumed else None))
+        if base.spec.input_kind != kind:
+            raise DataError(f"{config.init}: is an {base.spec.input_kind} model, and the data holds {kind} files")
+    else:
+        base = None
+    return build_model(dataclasses.replace(config, pretrained=False, weights=None) if resumed else config,
+                       train_files.classes, kind, None, base)
+
+
+def _check_clip_seconds(config: TrainConfig, spec: ModelSpec) -> None:
+    """:class:`OptionValueError` where an audio model with ``spec``'s features cannot take the given
+    ``clip_seconds`` (a model file must hold one FFT window): said before the data is decoded."""
+    if spec.input_kind == "audio" and config.clip_seconds:
+        problem = clip_seconds_problem(config.clip_seconds, spec.features)
+        if problem:
+            raise OptionValueError("clip_seconds", config.clip_seconds, problem)
+
+
+def _decoded_data(train_files: LabelledFiles, val_files: LabelledFiles | None, spec: ModelSpec, config: TrainConfig, *,
+                  progress: bool) -> _Data:
+    """Decode ``train_files`` and ``val_files`` for a model with ``spec`` (or hold the configured
+    share of the training files out, where ``val_files`` is None), with progress bars on stderr
+    where ``progress``; checked by :func:`_check_decoded`."""
+    desc = "decoding" if val_files is None else "decoding train"  # None: validation is held out after decoding
+    train_split, train_failures = decode_split(train_files, spec, num_workers=config.num_workers, progress=progress, desc=desc,
+                                               training=True)
+    if val_files is None:
+        (train_split, val_split), val_failures = hold_out(train_split, config), []
+    else:
+        val_split, val_failures = decode_split(val_files, spec, num_workers=config.num_workers, progress=progress, desc="decoding val")
+    data = _Data(train_files, val_files, train_split, val_split, train_failures + val_failures)
+    _check_decoded(data)
+    return data
+
+
+def _check_decoded(data: _Data) -> None:
+    """DataError where a class has no training file left, or validation none at all; warnings about
+    silent training files and classes that validation lacks."""
+    check_classes(data.train, data.train_files, "training data")
+    if data.kind == "audio":  # the files trained on, a held-out share left out
+        classes = data.train_files.classes
+        warn_about_silence([(classes[target], loudest_sample(wave)) for wave, target in zip(data.train.items, data.train.targets.tolist())])
+    if data.validates and len(data.val.targets) == 0:
+        raise DataError("no usable validation file: add files or change val_split=, val_fold= or val_dir=")
+    if data.validates:
+        warn_about_unvalidated(data.train_files.classes, data.val)
+
+
+def _clip_seconds(config: TrainConfig, spec: ModelSpec, train: Split) -> float | None:
+    """The training crop length in seconds of an audio model with ``spec``'s features (None for an
+    image model): ``config.clip_seconds``, else :func:`clip_seconds_for` the ``train`` clips, and
+    at least one FFT window, which a model file must hold."""
+    if spec.input_kind != "audio":
+        return None
+    if config.clip_seconds:
+        return config.clip_seconds
+    rate = spec.features.sample_rate
+    shortest = math.ceil(spec.features.min_clip_samples / rate * 10) / 10
+    return max(shortest, clip_seconds_for([len(w) / rate for w in train.items]))
+
+
+def _resolved_config(config: TrainConfig, data_dir, spec: ModelSpec, data: _Data, *, epochs: int, precision: str) -> dict[str, Any]:
+    """What ``config.json`` says of the run: ``config``'s options with the values the run settled
+    on (``epochs``, the clip length and classes of ``spec``, the autocast ``precision``, the real
+    paths of the init model and weights), and under "data" what it trains and validates on: the
+    source read (``data_dir`` or the manifest), the counts, the files skipped and a digest of the files."""
+    resolved = config.to_dict() | {"epochs": epochs, "clip_seconds": spec.clip_seconds, "val_split": held_out_share(config.to_dict()),
+                                   "classes": list(spec.classes), "input_kind": data.kind, "precision": precision, "arch": spec.arch,
+                                   "image_size": list(spec.image_size) if spec.image_size else None,
+                                   "init": real_file(config.init), "weights": real_file(config.weights)}
+    resolved["data"] = {
+        # A resumed run must read the same data, however its paths are spelled.
+        "source": text_name(os.path.realpath(config.manifest or data_dir)),
+        "val_source": text_name(os.path.realpath(config.val_dir)) if config.val_dir else None,
+        "train_files": len(data.train.targets),
+        "val_files": len(data.val.targets),
+        "skipped": len(data.skipped),
+        "skipped_files": [{"path": text_name(p), "reason": unnamed(p, r)} for p, r in data.skipped],
+        "class_counts": {name: int(n) for name, n in zip(spec.classes, np.bincount(data.train.targets.numpy(), minlength=len(spec.classes)))},
+        "files": files_digest(data.train_files, data.val_files),  # which files, labels and sizes: not only how many
+    }
+    return resolved
+
+
+def _run_length(files: RunFiles, checkpoint: dict[str, Any] | None, resolved: dict[str, Any], config: TrainConfig, *,
+                resume: bool, warn: bool) -> tuple[int, bool]:
+    """``(epochs, trains_on)``: how many epochs the run has in all (``resolved["epochs"]``, or a
+    resumed run's own where ``config.epochs`` is None, so that its schedule does not jump), and
+    whether a resumed run has any left to train. Refuses a ``checkpoint`` written with other options
+    (:func:`checked_resume`); with ``warn``, says that a resumed run changes length, or that there
+    is no checkpoint to ``resume``."""
+    epochs = resolved["epochs"]
+    if checkpoint is None:
+        if resume and warn:
+            log.warning("%s: no checkpoint to resume from; starting a new run", display_name(files.dir))
+        return epochs, True
+    saved = checked_resume(files, checkpoint, resolved)
+    if config.epochs is None:  # the run's own length (a default or a flag), so the schedule does not jump
+        epochs = int(saved["epochs"])
+    trains_on = resume_trains(checkpoint, epochs, config.patience)
+    if config.epochs is not None and epochs != int(saved["epochs"]) and warn and trains_on:
+        log.warning(
+            "resuming a %d-epoch run as a %d-epoch one: the learning rate follows the new length from here, "
+            "so the result is not what an uninterrupted %d-epoch run gives", int(saved["epochs"]), epochs, epochs,
+        )
+    return epochs, trains_on
+
+
+def _fit_normalisation(model: SpecNet, train: Split, batch_size: int) -> None:
+    """Fit ``model``'s input normalisation to the ``train`` split: its clips' centred crops (which
+    draw nothing random) or its images, ``batch_size`` at a time."""
+    model.standardize.fit(_stat_batches(model, train, model.spec.clip_samples, batch_size))
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
