@@ -550,117 +550,24 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if config.channels_last and device.type != "mps":
         model.backbone.to(memory_format=torch.channels_last)  # measurably faster convolutions on CPU
     trainer = _Trainer.build(model, config, device, dist, amp_dtype, steps_per_epoch=steps_per_epoch, epochs=epochs)
-    optimizer, scaler, ema, scored = trainer.optimizer, trainer.scaler, trainer.ema, trainer.scored
-    train_split, val_split, kind, validate, skipped_files = data.train, data.val, data.kind, data.validates, data.skipped
-    optimizer, scaler, ema, scored = trainer.optimizer, trainer.scaler, trainer.ema, trainer.scored
-
     start_epoch, best, history = 0, None, []
     if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-            if ema is not None:
-                ema.load_state_dict(checkpoint["ema"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if scaler.is_enabled() and checkpoint.get("scaler"):
-                scaler.load_state_dict(checkpoint["scaler"])
-            best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
-            history = json.loads(checkpoint["history"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch's shape mismatches
-            raise ModelFileError(
-                f"{files.checkpoint}: damaged checkpoint ({type(exc).__name__}: {one_line(' '.join(str(exc).split()))[:200]}); "
-                "pass overwrite=True to start the run again"
-            ) from None
-        start_epoch = checkpoint["epoch"] + 1
+        start_epoch, best, history = _resumed(trainer, checkpoint, files.checkpoint)
         _print(f"resuming {display_name(files.dir)} after epoch {start_epoch}", quiet=quiet)
-
-    n_params = sum(p.numel() for p in _trainable_parameters(model))
-    length = counted(epochs, "epoch")
-    if config.epochs is None and epochs > DEFAULT_EPOCHS and start_epoch == 0:  # a small set: say why so many
-        length += (f" (a small training set: the most the default gives, {steps_alone} steps an epoch)" if epochs == MAX_DEFAULT_EPOCHS
-                   else f" (a small training set: at least {MIN_STEPS:,} steps in all, {steps_alone} an epoch)")
-    _print(
-        f"training {spec.arch} on {len(train_split.targets)} {kind} files ({len(spec.classes)} classes), "
-        f"validating on {len(val_split.targets)}; {length}; {n_params:,} trainable parameters; device {device}"
-        + (f"; {counted(len(skipped_files), 'file')} skipped" if skipped_files else ""),
-        quiet=quiet,
-    )
-    epochs_since_best = 0 if best is None else start_epoch - 1 - best["epoch"]
-    out_of_patience = start_epoch < epochs and not trains_on
-    if start_epoch >= epochs:
-        _print(f"nothing to train: the run already has {counted(start_epoch, 'epoch')} of the {epochs} asked for", quiet=quiet)
-    elif out_of_patience:  # a resumed run, then
-        _print(f"nothing to train: no improvement in the run's last {counted(epochs_since_best, 'epoch')}, where "
-               f"patience={config.patience} stops it (patience={epochs_since_best + 1} or more trains on)", quiet=quiet)
-    skipped = SkippedSteps()
-    for epoch in range(start_epoch, start_epoch if out_of_patience else epochs):
-        if patience_stops(config.patience, None if best is None else epochs_since_best):
-            _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
-            break
-        started = time.perf_counter()
-        skipped_before = skipped.counts()
-        train_loss, lr = _train_epoch(trainer, data.train, config, device, dist, epoch=epoch, progress=progress, skipped=skipped)
-        skipped_in_epoch, scaler_skips_in_epoch = (now - before for now, before in zip(skipped.counts(), skipped_before))
-        dist.sync_buffers(model)
-        if ema is not None:
-            dist.sync_buffers(ema.module)
-        row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
-        if skipped_in_epoch:
-            row["skipped_steps"] = skipped_in_epoch
-            log.warning("epoch %d: skipped %s with a non-finite loss or gradient", epoch + 1, counted(skipped_in_epoch, "step"))
-        if scaler_skips_in_epoch:
-            row["loss_scaler_skips"] = scaler_skips_in_epoch
-        if validate:
-            scores, val_loss = evaluate_split(scored, val_split, batch_size=config.batch_size * 2, device=device, dist=dist)
-            if not math.isfinite(val_loss):
-                raise TrainingError(
-                    f"training diverged in epoch {epoch + 1}: the model's validation loss is {val_loss}; "
-                    "try a lower lr=, or amp=False"
-                )
-            row |= {"val_loss": val_loss, "val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1}
-            improved = config.keep == "last" or best is None or (scores.accuracy, -val_loss) > (best["accuracy"], -best["loss"])
-        else:
-            improved = True  # without validation the latest model is the one kept
-        row["seconds"] = time.perf_counter() - started
-        history.append(row)
-        if improved:
-            best = {"epoch": epoch, "train_loss": train_loss}
-            if validate:
-                best |= {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "loss": val_loss, "n": scores.n}
-            epochs_since_best = 0
-            if dist.is_main:
-                metrics = {"epoch": epoch, "train_loss": train_loss}
-                if validate:
-                    metrics |= {"val_accuracy": scores.accuracy, "val_macro_f1": scores.macro_f1, "val_files": scores.n}
-                model_spec = spec.with_extra(metrics=metrics, training=_training_summary(config, resolved), dataset=config.dataset or None)
-                scored.spec = model_spec
-                save_model_file(scored, files.model)
-                scored.spec = spec
-        else:
-            epochs_since_best += 1
-        if dist.is_main:
-            atomic_write(files.metrics, "".join(json.dumps(r) + "\n" for r in history))
-            save_checkpoint(files.checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "ema": ema.state_dict() if ema is not None else {},
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "epoch": epoch,
-                "best": json.dumps(best), "history": json.dumps(history), "config": json.dumps(resolved, default=str),
-                "spec": json.dumps(spec_to_metadata(spec)),
-            })
-        validation = (
-            f"  val_loss {val_loss:.4f}  val_acc {scores.accuracy:.4f}  val_f1 {scores.macro_f1:.4f}" if validate else ""
-        )
-        _print(
-            f"epoch {epoch + 1:3d}/{epochs}  train_loss {_loss_text(train_loss)}{validation}  lr {lr:.2e}  "
-            f"{row['seconds']:.1f}s" + ("  *" if improved and validate else ""),
-            quiet=quiet,
-        )
-        if on_epoch_end:
-            on_epoch_end(dict(row), scored)
-    if dist.is_main and history:
+    length = _epochs_text(epochs, by_default=config.epochs is None and start_epoch == 0, steps_alone=steps_alone)
+    _print(_announcement(spec, data, length, n_params=sum(p.numel() for p in _trainable_parameters(model)), device=device), quiet=quiet)
+    record = _Record(history, best, epochs_since_best=0 if best is None else start_epoch - 1 - best["epoch"])
+    out_of_patience = start_epoch < epochs and not trains_on  # a resumed run, then
+    if start_epoch >= epochs or out_of_patience:
+        _print(_nothing_to_train(start_epoch, epochs, record, config.patience), quiet=quiet)
+    _train_epochs(trainer, data, record, range(start_epoch, start_epoch if out_of_patience else epochs), epochs=epochs,
+                  config=config, device=device, dist=dist, files=files, spec=spec, resolved=resolved,
+                  quiet=quiet, progress=progress, on_epoch_end=on_epoch_end)
+    if dist.is_main and record.history:
         from .plots import plot_curves
 
-        plot_curves(history, files.curves, title=f"{spec.arch} on {Path(str(data_dir or config.manifest)).name}")
-    return dict(best or {})
+        plot_curves(record.history, files.curves, title=f"{spec.arch} on {Path(str(data_dir or config.manifest)).name}")
+    return dict(record.best or {})
 
 
 @dataclass
@@ -821,6 +728,191 @@ def _fit_normalisation(model: SpecNet, train: Split, batch_size: int) -> None:
     model.standardize.fit(_stat_batches(model, train, model.spec.clip_samples, batch_size))
 
 
+def _resumed(trainer: _Trainer, checkpoint: dict[str, Any], path: Path) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
+    """Load into ``trainer`` the state ``checkpoint`` (read from ``path``) holds. Returns the epoch
+    to start from (from 0), the kept epoch's scores (None before one was kept) and metrics.jsonl's rows
+    so far; a ModelFileError naming ``path`` where the checkpoint is damaged."""
+    try:
+        trainer.load_state(checkpoint)
+        best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
+        history = json.loads(checkpoint["history"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch's shape mismatches
+        raise ModelFileError(
+            f"{path}: damaged checkpoint ({type(exc).__name__}: {one_line(' '.join(str(exc).split()))[:200]}); "
+            "pass overwrite=True to start the run again"
+        ) from None
+    return checkpoint["epoch"] + 1, best, history
+
+
+def _epochs_text(epochs: int, *, by_default: bool, steps_alone: int) -> str:
+    """"N epochs", and where a new run's length ``by_default`` is more than DEFAULT_EPOCHS (a small
+    training set of ``steps_alone`` optimiser steps an epoch, as one process takes them), why so many."""
+    length = counted(epochs, "epoch")
+    if by_default and epochs > DEFAULT_EPOCHS:
+        length += (f" (a small training set: the most the default gives, {steps_alone} steps an epoch)" if epochs == MAX_DEFAULT_EPOCHS
+                   else f" (a small training set: at least {MIN_STEPS:,} steps in all, {steps_alone} an epoch)")
+    return length
+
+
+def _announcement(spec: ModelSpec, data: _Data, length: str, *, n_params: int, device: torch.device) -> str:
+    """The line that starts a run: what it trains (``spec``) on how much of ``data``, for how
+    long (``length``), with how many trainable parameters, on which device, and the files skipped."""
+    return (f"training {spec.arch} on {len(data.train.targets)} {data.kind} files ({len(spec.classes)} classes), "
+            f"validating on {len(data.val.targets)}; {length}; {n_params:,} trainable parameters; device {device}"
+            + (f"; {counted(len(data.skipped), 'file')} skipped" if data.skipped else ""))
+
+
+@dataclass(frozen=True)
+class _Validation:
+    """An epoch's scores on the validation split, and its mean cross-entropy ``loss`` there."""
+
+    scores: Scores
+    loss: float
+
+    def row(self) -> dict[str, float]:
+        """Its entries of the epoch's metrics.jsonl row."""
+        return {"val_loss": self.loss, "val_accuracy": self.scores.accuracy, "val_macro_f1": self.scores.macro_f1}
+
+    def text(self) -> str:
+        """Its part of the epoch's line on stdout."""
+        return f"  val_loss {self.loss:.4f}  val_acc {self.scores.accuracy:.4f}  val_f1 {self.scores.macro_f1:.4f}"
+
+
+@dataclass
+class _Record:
+    """The run's epochs so far: ``history``, the rows of metrics.jsonl; ``best``, the kept epoch's
+    scores (None before an epoch is kept); and the epochs trained since that one."""
+
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    epochs_since_best: int
+
+    def patience_stops(self, patience: int | None) -> bool:
+        """Whether ``patience`` (epochs without a better model) stops the run here."""
+        return patience_stops(patience, None if self.best is None else self.epochs_since_best)
+
+    def improved_by(self, validation: _Validation | None, *, keep: str) -> bool:
+        """Whether an epoch with ``validation`` (None: the run does not validate) is the one to keep:
+        every epoch with ``keep="last"``, else the one of best accuracy, the lower loss breaking ties."""
+        if validation is None:
+            return True  # without validation the latest model is the one kept
+        return (keep == "last" or self.best is None
+                or (validation.scores.accuracy, -validation.loss) > (self.best["accuracy"], -self.best["loss"]))
+
+    def add(self, row: dict[str, Any], validation: _Validation | None, *, improved: bool) -> None:
+        """Add an epoch's metrics ``row``; where it ``improved``, the epoch becomes ``best``."""
+        self.history.append(row)
+        if improved:
+            self.best = {"epoch": row["epoch"], "train_loss": row["train_loss"]}
+            if validation is not None:
+                scores = validation.scores
+                self.best |= {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, "loss": validation.loss, "n": scores.n}
+            self.epochs_since_best = 0
+        else:
+            self.epochs_since_best += 1
+
+
+def _nothing_to_train(start_epoch: int, epochs: int, record: _Record, patience: int | None) -> str:
+    """Why a resumed run at ``start_epoch`` (from 0) trains no more: it has its ``epochs``, or its
+    ``patience`` stops it where its ``record`` is."""
+    if start_epoch >= epochs:
+        return f"nothing to train: the run already has {counted(start_epoch, 'epoch')} of the {epochs} asked for"
+    since = record.epochs_since_best
+    return (f"nothing to train: no improvement in the run's last {counted(since, 'epoch')}, where "
+            f"patience={patience} stops it (patience={since + 1} or more trains on)")
+
+
+def _train_epochs(trainer: _Trainer, data: _Data, record: _Record, epoch_range: range, *, epochs: int, config: TrainConfig,
+                  device: torch.device, dist: Dist, files: RunFiles, spec: ModelSpec, resolved: dict[str, Any],
+                  quiet: bool, progress: bool, on_epoch_end: Callable[[dict[str, Any], SpecNet], None] | None) -> None:
+    """Train the epochs of ``epoch_range`` (of ``epochs`` in all) until ``config.patience`` stops the
+    run, adding each to ``record``. After each, rank 0 saves the model where it is the best (the
+    kept model, of ``spec`` with the scores and the ``resolved`` options), and metrics.jsonl and the
+    checkpoint in any case; the epoch's line is printed unless ``quiet``, and ``on_epoch_end`` called."""
+    skipped = SkippedSteps()
+    for epoch in epoch_range:
+        if record.patience_stops(config.patience):
+            _print(f"early stop: no improvement for {config.patience} epochs", quiet=quiet)
+            break
+        started = time.perf_counter()
+        row = _trained_epoch(trainer, data.train, config, device, dist, epoch=epoch, progress=progress, skipped=skipped)
+        validation = _validate(trainer.scored, data.val, config.batch_size * 2, device, dist, epoch=epoch) if data.validates else None
+        if validation is not None:
+            row |= validation.row()
+        improved = record.improved_by(validation, keep=config.keep)
+        row["seconds"] = time.perf_counter() - started
+        record.add(row, validation, improved=improved)
+        if dist.is_main:
+            if improved:
+                _save_kept_model(trainer.scored, spec, files.model, record.best, config, resolved)
+            _save_progress(files, trainer, record, epoch, resolved, spec)
+        _print(_epoch_line(row, validation, epochs, starred=improved and validation is not None), quiet=quiet)
+        if on_epoch_end:
+            on_epoch_end(dict(row), trainer.scored)
+
+
+def _trained_epoch(trainer: _Trainer, split: Split, config: TrainConfig, device: torch.device, dist: Dist, *,
+                   epoch: int, progress: bool, skipped: SkippedSteps) -> dict[str, Any]:
+    """Train epoch ``epoch`` (from 0) on ``split`` (:func:`_train_epoch`) and give every rank rank 0's
+    buffers. Returns the start of its metrics.jsonl row: epoch, train_loss, lr, and the steps skipped
+    in it, where there were any (``skipped`` counts them over the run)."""
+    skipped_before = skipped.counts()
+    train_loss, lr = _train_epoch(trainer, split, config, device, dist, epoch=epoch, progress=progress, skipped=skipped)
+    skipped_in_epoch, scaler_skips_in_epoch = (now - before for now, before in zip(skipped.counts(), skipped_before))
+    dist.sync_buffers(trainer.model)
+    if trainer.ema is not None:
+        dist.sync_buffers(trainer.ema.module)
+    row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
+    if skipped_in_epoch:
+        row["skipped_steps"] = skipped_in_epoch
+        log.warning("epoch %d: skipped %s with a non-finite loss or gradient", epoch + 1, counted(skipped_in_epoch, "step"))
+    if scaler_skips_in_epoch:
+        row["loss_scaler_skips"] = scaler_skips_in_epoch
+    return row
+
+
+def _validate(model: SpecNet, split: Split, batch_size: int, device: torch.device, dist: Dist, *, epoch: int) -> _Validation:
+    """``model``'s scores on the validation ``split`` after epoch ``epoch`` (from 0), in batches of
+    ``batch_size``; a TrainingError where its loss is not finite: the run has diverged."""
+    scores, loss = evaluate_split(model, split, batch_size=batch_size, device=device, dist=dist)
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"training diverged in epoch {epoch + 1}: the model's validation loss is {loss}; "
+            "try a lower lr=, or amp=False"
+        )
+    return _Validation(scores, loss)
+
+
+def _save_kept_model(model: SpecNet, spec: ModelSpec, path: Path, best: dict[str, Any], config: TrainConfig,
+                     resolved: dict[str, Any]) -> None:
+    """Save ``model`` in ``path`` as the run's model: its ``spec`` with the ``best`` epoch's scores
+    (:class:`_Record`), a summary of the training (``config`` and ``resolved``) and the dataset."""
+    metrics = {"epoch": best["epoch"], "train_loss": best["train_loss"]}
+    if "accuracy" in best:  # validated
+        metrics |= {"val_accuracy": best["accuracy"], "val_macro_f1": best["macro_f1"], "val_files": best["n"]}
+    model.spec = spec.with_extra(metrics=metrics, training=_training_summary(config, resolved), dataset=config.dataset or None)
+    save_model_file(model, path)
+    model.spec = spec
+
+
+def _save_progress(files: RunFiles, trainer: _Trainer, record: _Record, epoch: int, resolved: dict[str, Any], spec: ModelSpec) -> None:
+    """Write metrics.jsonl and the checkpoint of the run after epoch ``epoch`` (from 0): the
+    ``trainer``'s state, the ``record``, and the ``resolved`` options and ``spec`` a resume checks."""
+    atomic_write(files.metrics, "".join(json.dumps(r) + "\n" for r in record.history))
+    save_checkpoint(files.checkpoint, {
+        **trainer.state(), "epoch": epoch,
+        "best": json.dumps(record.best), "history": json.dumps(record.history), "config": json.dumps(resolved, default=str),
+        "spec": json.dumps(spec_to_metadata(spec)),
+    })
+
+
+def _epoch_line(row: dict[str, Any], validation: _Validation | None, epochs: int, *, starred: bool) -> str:
+    """The line printed after an epoch: its number of ``epochs``, the scores of its metrics ``row``
+    and ``validation``, its time, and "*" where ``starred`` (a better model, kept)."""
+    return (f"epoch {row['epoch'] + 1:3d}/{epochs}  train_loss {_loss_text(row['train_loss'])}"
+            f"{validation.text() if validation is not None else ''}  lr {row['lr']:.2e}  "
+            f"{row['seconds']:.1f}s" + ("  *" if starred else ""))
+
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of each training batch of an epoch's ``n`` items: ``batch_size`` each, and
     a last one of ``batch_size + 1`` where a batch of one item would be left after larger ones (batch
@@ -906,6 +998,25 @@ class _Trainer:
         ema = _weight_average(model, config.ema_epochs * steps_per_epoch) if config.ema_epochs else None
         return cls(model, net, optimizer, scaler, ema, augment, amp_dtype, steps_per_epoch=steps_per_epoch,
                    warmup_steps=max(1, int(config.warmup_epochs * steps_per_epoch)), total_steps=steps_per_epoch * epochs)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint's entries of what training changes: "model", "optimizer", "ema" and "scaler"
+        (the last two empty where unused)."""
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+        }
+
+    def load_state(self, checkpoint: dict[str, Any]) -> None:
+        """Take the state :meth:`state` put in ``checkpoint`` (KeyError, ValueError, TypeError or
+        RuntimeError where it does not fit)."""
+        self.model.load_state_dict(checkpoint["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scaler.is_enabled() and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
 
     @property
     def scored(self) -> SpecNet:
