@@ -423,20 +423,9 @@ def train(
         raise ParameterError(f"config must be a TrainConfig, got {type(config).__name__} "
                              "(or pass the options as keyword arguments: train(data_dir, out, epochs=5))")
     check_known_names(options, TrainConfig, "training option", tables={"features": FeatureConfig, "augment_args": aug.AugmentConfig})
-    device_of_the_run = False
-    if resume and config is None and (saved := run_options(out, required=not (data_dir or options.get("manifest")))):
-        device_of_the_run = options.get("device") is None and "device" in saved
-        options = with_run_options(saved, {"data_dir": data_dir, **options})  # the run's own options, unless given
-        data_dir = options.pop("data_dir", None)
-    config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
+    data_dir, config, device_of_the_run = _data_and_config(data_dir, out, config, options, resume=resume)
     check_outside_the_data(out, [data_dir, config.val_dir])
-    try:
-        device = resolve_device(config.device)
-    except GivenValueError as exc:
-        raise the_runs_setting(out, exc) if device_of_the_run else exc from None
-    dist = setup_distributed(device)
-    if dist.world_size > 1:
-        device = dist.device
+    device, dist = _device_and_processes(config, out, device_of_the_run=device_of_the_run)
     quiet = quiet or not dist.is_main
     amp_dtype = autocast_dtype(device, config.amp)
 
@@ -469,6 +458,34 @@ def train(
             # Leave the group before exit: a gloo group still alive at interpreter
             # shutdown can abort the process ("terminate called without an active exception").
             torch.distributed.destroy_process_group()
+
+
+def _data_and_config(data_dir: str | os.PathLike | None, out: str | os.PathLike, config: TrainConfig | None,
+                     options: dict[str, Any], *, resume: bool) -> tuple[str | os.PathLike | None, TrainConfig, bool]:
+    """The data folder and options of :func:`train`'s run: ``options`` over ``config`` (or over the
+    defaults), and for a resume without ``config`` the run's own in ``out`` (:func:`run_options`)
+    where not given. The third value says whether the device is the run's own, not given."""
+    device_of_the_run = False
+    if resume and config is None and (saved := run_options(out, required=not (data_dir or options.get("manifest")))):
+        device_of_the_run = options.get("device") is None and "device" in saved
+        options = with_run_options(saved, {"data_dir": data_dir, **options})  # the run's own options, unless given
+        data_dir = options.pop("data_dir", None)
+    config = dataclasses.replace(config, **options) if config else TrainConfig(**options)
+    return data_dir, config, device_of_the_run
+
+
+def _device_and_processes(config: TrainConfig, out: str | os.PathLike, *, device_of_the_run: bool) -> tuple[torch.device, Dist]:
+    """The device this process trains on (with several torchrun processes, the one
+    :func:`setup_distributed` gives it), and its place among them, their group joined. A device
+    not here is a GivenValueError, naming the run in ``out`` where it is ``device_of_the_run``."""
+    try:
+        device = resolve_device(config.device)
+    except GivenValueError as exc:
+        raise the_runs_setting(out, exc) if device_of_the_run else exc from None
+    dist = setup_distributed(device)
+    if dist.world_size > 1:
+        device = dist.device
+    return device, dist
 
 
 @contextlib.contextmanager
