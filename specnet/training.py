@@ -371,18 +371,6 @@ def evaluate_split(model: SpecNet, split: Split, *, batch_size: int, device: tor
 # ---------------------------------------------------------------- the run
 
 
-def _init_model(init: str, older_checkpoint: Path | None) -> SpecNet:
-    """The ``init`` model a run starts from, or that a resume of ``older_checkpoint`` (one that
-    does not hold its network's spec, written by an earlier version) still needs."""
-    try:
-        return load_model_file(resolve_model(init)[1])
-    except ModelFileError as exc:
-        if older_checkpoint is None:
-            raise
-        raise ModelFileError(f"{exc}; {older_checkpoint}, written by an earlier specnet, does not hold its network: "
-                             "put the init model back to resume, or pass overwrite=True to start the run again") from None
-
-
 def _loss_text(loss: float | None) -> str:
     return "skipped" if loss is None else f"{loss:.4f}"
 
@@ -638,6 +626,18 @@ def _starting_model(config: TrainConfig, train_files: LabelledFiles, checkpoint_
         base = None
     return build_model(dataclasses.replace(config, pretrained=False, weights=None) if resumed else config,
                        train_files.classes, kind, None, base)
+
+
+def _init_model(init: str, older_checkpoint: Path | None) -> SpecNet:
+    """The ``init`` model a run starts from, or that a resume of ``older_checkpoint`` (one that
+    does not hold its network's spec, written by an earlier version) still needs."""
+    try:
+        return load_model_file(resolve_model(init)[1])
+    except ModelFileError as exc:
+        if older_checkpoint is None:
+            raise
+        raise ModelFileError(f"{exc}; {older_checkpoint}, written by an earlier specnet, does not hold its network: "
+                             "put the init model back to resume, or pass overwrite=True to start the run again") from None
 
 
 def _check_clip_seconds(config: TrainConfig, spec: ModelSpec) -> None:
