@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .audio import load_audio, resampled_to
-from .checks import check_known_names
+from .checks import check_known_names, is_finite_number, is_integer
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .devices import autocast_dtype, resolve_device
 from .distributed import Dist, setup_distributed
@@ -557,7 +557,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     trainer = _Trainer.build(model, config, device, dist, amp_dtype, steps_per_epoch=steps_per_epoch, epochs=epochs)
     start_epoch, best, history = 0, None, []
     if checkpoint is not None:
-        start_epoch, best, history = _resumed(trainer, checkpoint, files.checkpoint)
+        start_epoch, best, history = _resumed(trainer, checkpoint, files.checkpoint, validates=data.validates)
         _print(f"resuming {display_name(files.dir)} after epoch {start_epoch}", quiet=quiet)
     length = _epochs_text(epochs, by_default=config.epochs is None and start_epoch == 0, steps_alone=steps_alone)
     _print(_announcement(spec, data, length, n_params=sum(p.numel() for p in _trainable_parameters(model)), device=device), quiet=quiet)
@@ -745,20 +745,33 @@ def _fit_normalisation(model: SpecNet, train: Split, batch_size: int) -> None:
     model.standardize.fit(_stat_batches(model, train, model.spec.clip_samples, batch_size))
 
 
-def _resumed(trainer: _Trainer, checkpoint: dict[str, Any], path: Path) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
+def _resumed(trainer: _Trainer, checkpoint: dict[str, Any], path: Path, *, validates: bool) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
     """Load into ``trainer`` the state ``checkpoint`` (read from ``path``) holds. Returns the epoch
-    to start from (from 0), the kept epoch's scores (None before one was kept) and metrics.jsonl's rows
-    so far; a ModelFileError naming ``path`` where the checkpoint is damaged."""
+    to start from (from 0), the kept epoch's scores (None before one was kept; with the validation
+    scores the run compares where it ``validates``) and metrics.jsonl's rows so far; a
+    ModelFileError naming ``path`` where the checkpoint is damaged."""
     try:
         trainer.load_state(checkpoint)
         best = json.loads(checkpoint["best"]) if checkpoint.get("best") else None
         history = json.loads(checkpoint["history"])
+        _check_record(best, history, validates=validates)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: torch's shape mismatches
         raise ModelFileError(
             f"{path}: damaged checkpoint ({type(exc).__name__}: {one_line(' '.join(str(exc).split()))[:200]}); "
             "pass overwrite=True to start the run again"
         ) from None
     return checkpoint["epoch"] + 1, best, history
+
+
+def _check_record(best: Any, history: Any, *, validates: bool) -> None:
+    """ValueError unless a checkpoint's record of epochs is one a run writes: ``history`` a list of
+    rows, and ``best`` None or the kept epoch's scores, an object with its epoch number and, where
+    the run ``validates``, the accuracy and loss a better epoch is measured against."""
+    needed = {"epoch": is_integer} | ({"accuracy": is_finite_number, "loss": is_finite_number} if validates else {})
+    if not isinstance(history, list):
+        raise ValueError(f"its history is a {type(history).__name__}, not a list of epochs")
+    if best is not None and not (isinstance(best, dict) and all(check(best.get(key)) for key, check in needed.items())):
+        raise ValueError(f"its kept epoch is not a run's record of one: {one_line(json.dumps(best))[:80]}")
 
 
 def _epochs_text(epochs: int, *, by_default: bool, steps_alone: int) -> str:

@@ -830,6 +830,26 @@ def test_resume_alone_of_a_checkpoint_that_does_not_name_its_data_asks_for_them(
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
 
 
+def test_resume_refuses_a_checkpoint_whose_record_of_epochs_is_damaged(four_epochs, tmp_path):
+    # Valid JSON that is no run's record: named as a damaged checkpoint before anything is trained,
+    # where a kept epoch without its number or scores stopped the run with a bare KeyError.
+    out = tmp_path / "run"
+    shutil.copytree(four_epochs[0], out)
+    checkpoint = out / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    best = json.loads(saved["best"])
+    for change, problem in (({"best": json.dumps({"x": 1})}, r'its kept epoch is not a run\'s record of one: \{"x": 1\}'),
+                            ({"best": json.dumps({**best, "accuracy": None})}, "its kept epoch is not"),
+                            ({"history": "{}"}, "its history is a dict, not a list of epochs")):
+        torch.save({**saved, **change}, checkpoint)
+        with pytest.raises(ModelFileError, match=rf"^{checkpoint}: damaged checkpoint \(ValueError: {problem}.*\); pass overwrite=True"):
+            specnet.train(None, out, resume=True, epochs=5)
+        assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3]  # nothing trained, nothing written
+    torch.save(saved, checkpoint)
+    specnet.train(None, out, resume=True, epochs=5)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4]
+
+
 def test_resume_needs_the_init_model_no_more(four_epochs, tiny_data, tmp_path):
     # The checkpoint holds the network (the init model's architecture and front-end) and every weight.
     base = tmp_path / "base.safetensors"
