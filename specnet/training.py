@@ -414,10 +414,21 @@ def train(
     data_dir, config, device_of_the_run = _data_and_config(data_dir, out, config, options, resume=resume)
     check_outside_the_data(out, [data_dir, config.val_dir])
     device, dist = _device_and_processes(config, out, device_of_the_run=device_of_the_run)
-    quiet = quiet or not dist.is_main
-    amp_dtype = autocast_dtype(device, config.amp)
+    try:
+        amp_dtype = autocast_dtype(device, config.amp)
+        return _locked_run(data_dir, RunFiles(out), config, device, dist, amp_dtype, resume=resume, overwrite=overwrite,
+                           quiet=quiet or not dist.is_main, on_epoch_end=on_epoch_end)
+    finally:
+        if dist.owns_group:
+            # Leave the group before exit, however the run ended: a gloo group still alive at
+            # interpreter shutdown can abort the process ("terminate called without an active exception").
+            torch.distributed.destroy_process_group()
 
-    files = RunFiles(out)
+
+def _locked_run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, dist: Dist, amp_dtype: torch.dtype | None,
+                *, resume: bool, overwrite: bool, quiet: bool, on_epoch_end) -> dict[str, Any]:
+    """:func:`_run` in ``files.dir``, which rank 0 locks against other processes and prepares
+    (``resume``, ``overwrite``); a run that fails before writing anything leaves no folder behind."""
     if files.dir.exists() and not files.dir.is_dir():
         raise SpecnetError(f"{files.dir}: exists and is not a folder")
     # A run that fails before writing anything leaves no empty folder: neither its own nor the
@@ -442,10 +453,6 @@ def train(
             with contextlib.suppress(OSError):  # not empty: the run wrote something, and its parents hold it
                 for folder in created:
                     folder.rmdir()
-        if dist.owns_group:
-            # Leave the group before exit: a gloo group still alive at interpreter
-            # shutdown can abort the process ("terminate called without an active exception").
-            torch.distributed.destroy_process_group()
 
 
 def _data_and_config(data_dir: str | os.PathLike | None, out: str | os.PathLike, config: TrainConfig | None,

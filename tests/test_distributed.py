@@ -130,6 +130,28 @@ def test_torchrun_specnet_train_cli(data, tmp_path):
     assert state["backbone.head.fc.weight"].shape[0] == 3
 
 
+def test_a_run_refused_after_joining_the_group_leaves_it(data, tmp_path):
+    # out is a file: every rank refuses the run after joining the group, and leaves it all the same.
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(
+        """
+        import sys
+        import torch
+        import specnet
+
+        try:
+            specnet.train(sys.argv[1], sys.argv[2], **{"device": "cpu", "arch": "cnn_tiny", "epochs": 1})
+        except specnet.SpecnetError as exc:
+            print(f"refused: {exc}; group left: {not torch.distributed.is_initialized()}")
+        """
+    ))
+    (tmp_path / "a_file").write_text("mine")
+    result = torchrun([str(driver), str(data), str(tmp_path / "a_file")], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"refused: {tmp_path / 'a_file'}: exists and is not a folder; group left: True") == 2
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])
 def test_more_processes_than_gpus_stop_every_rank_with_one_line(tmp_path, monkeypatch, device):
     # torchrun --nproc_per_node=2 on a machine with one GPU: each rank would take the GPU of its
