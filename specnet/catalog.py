@@ -51,6 +51,9 @@ def metadata_document(path: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: specnet metadata is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError):  # Python's limits on reading JSON, which the message names
+        raise ModelFileError(f"{path}: specnet metadata cannot be read: it holds a number of thousands of digits, "
+                             "or arrays or objects nested thousands deep") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: specnet metadata must be a JSON object")
     return meta

@@ -175,6 +175,8 @@ def test_refuses_safetensors_without_specnet_metadata(tmp_path):
     ("{not json", "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
     ('{"arch": "cnn_tiny"}', "no integer format_version"),
+    ('{"format_version": 1' + "0" * 5000 + "}", "cannot be read: it holds a number of thousands of digits"),
+    ("[" * 100_000 + "]" * 100_000, "cannot be read: .* nested thousands deep"),
 ])
 def test_refuses_malformed_metadata(tmp_path, text, message):
     path = _write_with_metadata(tmp_path / "bad.safetensors", SpecNet(_spec()), text)
