@@ -83,6 +83,8 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
         raise ModelFileError(f"{source}: 'arch' must be the name of an architecture, got {meta['arch']!r}")
     if not isinstance(meta["arch_args"], dict):
         raise ModelFileError(f"{source}: 'arch_args' must be an object")
+    if not isinstance(meta.get("features"), (dict, type(None))):
+        raise ModelFileError(f"{source}: 'features' must be an object or null")
     reserved = sorted(set(meta["arch_args"]) & RESERVED_ARCH_ARGS)
     if reserved:  # e.g. "pretrained" would download ImageNet weights, "weights" read another file
         raise ModelFileError(f"{source}: 'arch_args' may not set {', '.join(reserved)}")

@@ -199,6 +199,8 @@ def test_refuses_newer_format_version(tmp_path):
     ({"features": {"n_fft": 0}}, "bad feature settings: n_fft=0"),
     ({"features": {"n_fftt": 512}}, "bad feature settings: unknown feature setting"),
     ({"features": None}, "audio model needs feature settings"),
+    ({"features": "n_fft"}, "'features' must be an object or null"),
+    ({"features": [512]}, "'features' must be an object or null"),
     ({"arch": "resnet9000"}, "cannot build 'resnet9000'"),
 ])
 def test_refuses_bad_spec_fields(tmp_path, change, message):
