@@ -177,10 +177,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_weight_shapes(path: str | os.PathLike) -> None:
-    """Refuse a model file whose backbone tensors are not those its metadata declares, from
-    the file's header alone (what loading it would refuse, without loading it)."""
+    """Refuse a model file whose tensors are not those its metadata declares, from the
+    file's header alone (what loading it would refuse, without reading its weights)."""
     path = Path(path)
-    _check_backbone_shapes(path, metadata_to_spec(metadata_document(path), source=str(path)))
+    _unloaded_model(path, metadata_to_spec(metadata_document(path), source=str(path)))
 
 
 def _check_backbone_shapes(path: Path, spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -208,11 +208,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     from safetensors.torch import load, load_file
 
     path = Path(path)
-    spec = metadata_to_spec(metadata_document(path), source=str(path))
-    stored = _check_backbone_shapes(path, spec)
-    model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
-    _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
-                  {k: v for k, v in stored.items() if not k.startswith("backbone.")}, path, spec.arch)
+    model = _unloaded_model(path, metadata_to_spec(metadata_document(path), source=str(path)))
     # safetensors' torch reader refuses a name that is not UTF-8; the file's bytes (held beside
     # the weights for a moment) serve there, and a memory map everywhere else.
     state = load_file(str(path)) if _is_utf8(path) else load(path.read_bytes())
@@ -221,6 +217,17 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
         raise ModelFileError(f"{path}: {broken}; the model could only answer NaN")
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def _unloaded_model(path: Path, spec: ModelSpec) -> SpecNet:
+    """The :class:`SpecNet` ``spec`` declares, its weights not yet read from ``path``: built
+    once the file's header shows the backbone's tensors, then its front-end's and
+    standardisation's, to be the ones it declares (ModelFileError naming what differs)."""
+    stored = _check_backbone_shapes(path, spec)
+    model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
+    _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
+                  {k: v for k, v in stored.items() if not k.startswith("backbone.")}, path, spec.arch)
+    return model
 
 
 def _non_finite(state: dict[str, torch.Tensor]) -> str:

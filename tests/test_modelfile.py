@@ -450,6 +450,11 @@ def test_weight_shapes_are_checked_from_the_header(tmp_path):
     assert read_metadata(tmp_path / "other.safetensors")["arch"] == "cnn_tiny"  # it describes itself ...
     with pytest.raises(ModelFileError, match=r"other.safetensors: weights do not match the declared architecture: missing backbone\."):
         check_weight_shapes(tmp_path / "other.safetensors")  # ... and would not load
+    meta = json.loads(metadata[METADATA_KEY])
+    meta["features"]["n_mels"] = 64  # the backbone's shapes do not depend on it, the standardisation's do
+    _write_with_metadata(tmp_path / "mels.safetensors", SpecNet(spec), meta)
+    with pytest.raises(ModelFileError, match=r"mels.safetensors: .*standardize.mean has shape \(1, 32, 1\), cnn_tiny needs \(1, 64, 1\)"):
+        check_weight_shapes(tmp_path / "mels.safetensors")
 
 
 def test_the_metadata_reader_needs_no_torch_and_names_a_file_without_metadata(tmp_path):
