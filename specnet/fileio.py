@@ -16,14 +16,25 @@ from .errors import ModelFileError, ParameterError, SpecnetError
 from .paths import display_name
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> Path:
+def output_path(path: str | bytes | os.PathLike) -> Path:
+    """An output file's name as a Path; bytes (a name that is not UTF-8) are decoded as
+    ``os.fsdecode`` does. An empty name or anything else (None, a number) is a ParameterError."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise ParameterError(f"an output file name must be a str, bytes or os.PathLike, got {type(path).__name__}")
+    name = os.fsdecode(path)
+    if not name:  # Path("") would be the current folder
+        raise ParameterError("empty output file name")
+    return Path(name)
+
+
+def atomic_write(path: str | bytes | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     A reader (or a crash) sees the old file or the new one, never half of one.
     With ``overwrite=False`` an existing file is an error, even one that appears while
     the data is written.
     """
-    path = Path(path)
+    path = output_path(path)
     if not overwrite and os.path.lexists(path):  # fail before the work; _publish checks again
         raise _exists_error(path)
     if isinstance(data, str):
@@ -116,14 +127,12 @@ def _process_umask() -> int:
 _UMASK = _process_umask()
 
 
-def check_output_path(path: str | os.PathLike, *, overwrite: bool, suffix: str | None = None, holds: str = "") -> Path:
+def check_output_path(path: str | bytes | os.PathLike, *, overwrite: bool, suffix: str | None = None, holds: str = "") -> Path:
     """Refuse, before any work, an output that cannot be written: an existing file unless
     ``overwrite``, a folder, a name under a file or in a folder this process may not write in
     (read-only, or another user's), or a name without ``suffix`` (the format ``holds`` names is
     written there); return it as a Path. Missing folders are fine (:func:`atomic_write` makes them)."""
-    if not os.fspath(path):  # Path("") would be the current folder
-        raise ParameterError("empty output file name")
-    path = Path(path)
+    path = output_path(path)
     if suffix and path.suffix.lower() != suffix:
         raise ParameterError(f"{display_name(path)}: {holds} are written as {suffix} files: name the output *{suffix}")
     if os.path.isdir(path):

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import ParameterError
-from .fileio import atomic_write, check_output_path
+from .fileio import atomic_write, check_output_path, output_path
 from .paths import display_name, one_line
 
 FIGURE_DPI = 120
@@ -125,10 +125,10 @@ MIN_SPAN_DB = 20.0  # the least a spectrogram's colour bar spans
 MAX_PICTURE_COLUMNS = 4096
 
 
-def picture_format(path: str | os.PathLike) -> str:
+def picture_format(path: str | bytes | os.PathLike) -> str:
     """The format a picture at ``path`` is written in: its suffix, one of :data:`PICTURE_FORMATS`
     (PNG for a name without one). Any other suffix is a ParameterError, raised before any work."""
-    suffix = Path(path).suffix.lower().lstrip(".")
+    suffix = output_path(path).suffix.lower().lstrip(".")
     if suffix and suffix not in PICTURE_FORMATS:
         raise ParameterError(f"{display_name(path)}: .{suffix} is not a picture format specnet writes ({', '.join(PICTURE_FORMATS)})")
     return suffix or "png"

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from specnet import fileio
-from specnet.errors import SpecnetError
+from specnet.errors import ParameterError, SpecnetError
 from specnet.fileio import RunLock, atomic_write, check_output_path
 
 OURS = f"{os.getpid()}\n{socket.gethostname()}\n"  # what a lock this process holds says
@@ -161,6 +161,25 @@ def test_check_output_path(tmp_path):
     assert check_output_path(tmp_path / "old.csv", overwrite=True) == tmp_path / "old.csv"
     with pytest.raises(SpecnetError, match="is a directory"):
         check_output_path(tmp_path, overwrite=True)
+
+
+def test_output_names_of_any_encoding_are_written_and_other_objects_refused(tmp_path):
+    import numpy as np
+
+    import specnet
+
+    name = os.fsencode(tmp_path) + b"/conf\xff.png"  # not UTF-8: kept as bytes, as input names may be
+    assert specnet.plot_confusion(np.eye(2, dtype=int), ["a", "b"], name) == Path(os.fsdecode(name))
+    assert os.path.exists(name)
+    assert atomic_write(os.fsencode(tmp_path) + b"/x\xfe.txt", "data").read_text() == "data"
+    for wrong in (None, 5, ["x.png"]):
+        with pytest.raises(ParameterError, match=f"output file name must be a str, bytes or os.PathLike, got {type(wrong).__name__}"):
+            check_output_path(wrong, overwrite=True)
+        with pytest.raises(ParameterError, match="output file name must be"):
+            specnet.plot_confusion(np.eye(2, dtype=int), ["a", "b"], wrong)
+    for empty in ("", b""):
+        with pytest.raises(ParameterError, match="empty output file name"):
+            atomic_write(empty, "data")
 
 
 def test_check_output_path_under_a_file(tmp_path):
