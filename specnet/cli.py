@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from ._version import __version__
-from .errors import Given, GivenValueError, ParameterError, SpecnetError, counted, listed
+from .errors import AudioError, Given, GivenValueError, ParameterError, SpecnetError, counted, listed
 from .paths import columns, display_name, find_inputs, naming, one_line, padded, text_name, unreadable_folder
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
@@ -968,11 +968,7 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         features = TrainConfig().feature_config()
     samples, _ = load_audio(path, sample_rate=features.sample_rate)
     name = display_name(path)
-    if len(samples) < features.window_length and features.center:  # (uncentred frames: refused below)
-        frames = features.num_frames(len(samples))
-        logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is %d frame%s, mostly padding",
-                                             name, len(samples) / features.sample_rate, features.window_length / features.sample_rate,
-                                             frames, "" if frames == 1 else "s")
+    _check_picture_length(len(samples), features, name)
     warn_about_level(loudest_sample(samples), name, silent="the picture shows nothing but the floor",
                      quiet="the picture shows mostly its rounding noise")
     with torch.no_grad():
@@ -982,6 +978,19 @@ def spectrogram(path, output, model_name, overwrite) -> None:
         f_min=features.f_min, f_max=features.max_frequency, title=Path(path).name, overwrite=overwrite,
     )
     click.echo(f"wrote {display_name(output)}" + ("" if Path(output).suffix else " (a PNG)"), err=True)
+
+
+def _check_picture_length(num_samples: int, features: Any, name: str) -> None:
+    """Refuse (AudioError) a file of ``num_samples`` (at the ``features``' rate) too short for one
+    uncentred frame; warn that one shorter than an FFT frame draws mostly padding."""
+    rate = features.sample_rate
+    if not features.center and num_samples < features.n_fft:
+        raise AudioError(f"{name}: {num_samples / rate:g} s is shorter than one FFT frame ({features.n_fft / rate:g} s), "
+                         "which the front-end takes whole (center=False): there is no frame to draw")
+    if features.center and num_samples < features.window_length:
+        frames = features.num_frames(num_samples)
+        logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is %d frame%s, mostly padding",
+                                             name, num_samples / rate, features.window_length / rate, frames, "" if frames == 1 else "s")
 
 
 @cli.command()

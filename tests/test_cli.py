@@ -884,6 +884,21 @@ def test_spectrogram_of_a_silent_quiet_or_short_file_says_what_the_picture_shows
         assert err == ("" if warning is None else f"warning: {path}: {warning}\n") + f"wrote {tmp_path / name}.png\n"
 
 
+def test_spectrogram_of_a_file_shorter_than_an_uncentred_frame_is_one_line_naming_it(capsys, tmp_path):
+    from specnet.features import FeatureConfig
+    from specnet.modelfile import save_model_file
+    from specnet.network import ModelSpec, SpecNet
+
+    spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"),
+                     features=FeatureConfig(center=False), clip_seconds=1.0)
+    model = save_model_file(SpecNet(spec), tmp_path / "uncentred.safetensors")
+    path = write_audio(tmp_path / "short.wav", np.full(500, 0.3, np.float32), 16000, subtype="FLOAT")
+    code, out, err = run(capsys, "spectrogram", str(path), "-m", str(model), "-o", str(tmp_path / "short.png"))
+    assert (code, out) == (1, "") and not (tmp_path / "short.png").exists()
+    assert err == (f"error: {path}: 0.03125 s is shorter than one FFT frame (0.032 s), which the front-end takes whole "
+                   "(center=False): there is no frame to draw\n")
+
+
 # ------------------------------------------------------------------ train and evaluate
 
 
