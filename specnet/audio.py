@@ -522,10 +522,19 @@ def _warn_if_truncated(f: sf.SoundFile, name: str) -> None:
     if declared >= _UNKNOWN_SIZE or held >= declared:
         return
     seconds = f.frames / f.samplerate
-    log.warning(
-        "%s: truncated: the header declares %.2f s of audio, the file holds %.3f s; using what is there",
-        name, seconds * declared / held, seconds,
-    )
+    declared_text, held_text = _distinct_seconds(seconds * declared / held, seconds)
+    log.warning("%s: truncated: the header declares %s s of audio, the file holds %s s; using what is there",
+                name, declared_text, held_text)
+
+
+def _distinct_seconds(longer: float, shorter: float) -> tuple[str, str]:
+    """Two durations in seconds, ``longer > shorter``, written with the same decimals: three,
+    or as many more as it takes for the longer to read as longer (a file one byte short)."""
+    for decimals in range(3, 10):  # a byte of audio at 384 kHz, 8 channels of doubles, lasts 4e-8 s
+        longer_text, shorter_text = f"{longer:.{decimals}f}", f"{shorter:.{decimals}f}"
+        if longer_text != shorter_text:
+            break
+    return longer_text, shorter_text
 
 
 def _warn_if_ogg_cut(fh: Any, name: str) -> None:

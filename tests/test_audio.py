@@ -134,6 +134,17 @@ def test_truncated_wav_reads_what_is_there(tmp_path, tone_wav):
     np.testing.assert_allclose(y, sine(440.0, 1.0, 16000)[: len(y)], atol=1e-4)
 
 
+def test_a_wav_one_byte_short_warns_that_it_declares_more_than_it_holds(tmp_path, caplog):
+    # 6912 samples declared (0.432 s), 6911 held (0.4319375 s): written at one precision, they differ.
+    whole = write_audio(tmp_path / "whole.wav", np.zeros(6912), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:-1])
+    with caplog.at_level("WARNING", logger="specnet"):
+        assert len(load_audio(cut)[0]) == 6911
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{cut}: truncated: the header declares 0.4320 s of audio, the file holds 0.4319 s; using what is there"]
+
+
 @pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile cannot write MP3")
 def test_an_mp3_that_stops_early_is_named_in_a_warning(tmp_path, caplog):
     # The decoder stops at the first bad frame (here: the file's end, halfway through what its

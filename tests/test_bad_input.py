@@ -138,7 +138,7 @@ def test_a_truncated_wav_is_used_with_a_warning(cases, tmp_path, caplog):
     assert len(y) == 1000
     [record] = caplog.records
     assert record.getMessage() == (
-        f"{cases['truncated_wav'].display}: truncated: the header declares 1.00 s of audio, "
+        f"{cases['truncated_wav'].display}: truncated: the header declares 1.000 s of audio, "
         "the file holds 0.062 s; using what is there"
     )
     caplog.clear()

@@ -414,9 +414,9 @@ def test_a_decoders_warning_is_said_with_its_inputs_result(model, tmp_path, capl
         for _ in model.embed_iter([str(good), str(cut)], num_workers=num_workers):
             logging.getLogger("specnet").warning("embedding")
     assert [r.getMessage().split(";")[0] for r in caplog.records] == [
-        "result good.wav", f"{cut}: truncated: the header declares 0.50 s of audio, the file holds 0.100 s",
+        "result good.wav", f"{cut}: truncated: the header declares 0.500 s of audio, the file holds 0.100 s",
         "result cut.wav", "result good.wav",
-        "embedding", f"{cut}: truncated: the header declares 0.50 s of audio, the file holds 0.100 s", "embedding",
+        "embedding", f"{cut}: truncated: the header declares 0.500 s of audio, the file holds 0.100 s", "embedding",
     ]
 
 
@@ -458,7 +458,7 @@ specnet.load_model({str(audio_run.model)!r}, device="cpu").predict({str(cut)!r})
 print(len(seen), seen[0].split(";")[0])
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == f"1 {cut}: truncated: the header declares 0.50 s of audio, the file holds 0.100 s", done.stderr
+    assert done.stdout.strip() == f"1 {cut}: truncated: the header declares 0.500 s of audio, the file holds 0.100 s", done.stderr
 
 
 def test_adapting_says_a_decoders_warning_in_input_order(audio_run, tmp_path, caplog):
@@ -793,7 +793,7 @@ def test_a_cut_short_long_file_is_streamed_with_one_warning(model, recording, tm
         [result] = model.predict([str(cut)], timeline=True)
     assert 19.0 < result.duration < 20.5  # two thirds of the samples, streamed to the end
     [record] = caplog.records  # the first read reports it; the stream that follows does not
-    assert record.getMessage().startswith(f"{cut}: truncated: the header declares 30.00 s of audio")
+    assert record.getMessage().startswith(f"{cut}: truncated: the header declares 30.000 s of audio")
 
 
 SILENT = "silent (no sample above -90 dBFS): what the model makes of it means nothing"
