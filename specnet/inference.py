@@ -501,7 +501,7 @@ class Model:
     def predict(self, inputs: Any, *, sample_rate: int | None = None, top_k: int = 5, window: float | None = None, hop: float | None = None, timeline: bool = False, batch_size: int = 64) -> list[Prediction]:
         """Top-k labels with probabilities for each input.
 
-        inputs : a path, any iterable of paths, samples ``(n,)`` or a batch ``(B, n)`` /
+        inputs : a path, any iterable of paths but a dict or set, samples ``(n,)`` or a batch ``(B, n)`` /
             list of arrays with ``sample_rate=`` (Hz; floats, or integer PCM scaled as
             soundfile scales it; a ``(time, channels)`` array is refused: mix it down), or
             images ``(C, H, W)`` or a batch ``(B, C, H, W)`` (C = 1, 3 or 4; uint8, or float in
@@ -1058,7 +1058,7 @@ def _input_path(entry: Any) -> str | None:
 
 def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
     """Single inputs (paths, arrays or tensors) from whatever the user passed: one of them,
-    a batch array, or any iterable of them (a generator is read as it is used)."""
+    a batch array, or any iterable of them but a dict or set (a generator is read as it is used)."""
     if isinstance(inputs, (str, bytes, os.PathLike)) or is_pil_image(inputs):
         return [inputs]
     if isinstance(inputs, np.ndarray) and (inputs.dtype.kind in "US" or (
@@ -1077,6 +1077,10 @@ def _as_entries(inputs: Any, *, kind: str) -> Iterable[Any]:
             return list(inputs)
         hint = "; a grey image is (1, height, width): pixels[None]" if kind == "image" and inputs.ndim == 2 else ""
         raise ParameterError(f"expected {single_dims}-D input or a batch of them, got shape {tuple(inputs.shape)}{hint}")
+    if isinstance(inputs, (dict, set, frozenset)):  # read as its keys, or in no set order
+        what = "samples" if kind == "audio" else "pixels"
+        hint = "list(inputs.values()) for its values" if isinstance(inputs, dict) else "sorted(inputs) for an order"
+        raise ParameterError(f"expected a path, an array of {what} or a list of them, got a {type(inputs).__name__}: pass {hint}")
     if isinstance(inputs, Iterable):
         return inputs
     raise ParameterError(f"cannot use an input of type {type(inputs).__name__}")

@@ -174,6 +174,18 @@ def test_inputs_that_are_neither_files_nor_arrays_are_named(model, clips):
         model.predict([0.1, 0.2, 0.3], sample_rate=S.SR)
 
 
+def test_a_dict_or_a_set_of_inputs_is_refused_saying_what_inputs_may_be(model, clips):
+    # Iterated, a dict gives its keys (read as file names) and a set its items in no set order.
+    path = str(next(iter(clips.values()))[0])
+    wanted = r"^expected a path, an array of samples or a list of them, got a "
+    for method in (model.predict, model.embed, model.embed_frames, lambda inputs: list(model.embed_iter(inputs))):
+        with pytest.raises(ParameterError, match=wanted + r"dict: pass list\(inputs.values\(\)\) for its values$"):
+            method({"a": np.zeros(S.SR, dtype=np.float32)})
+        with pytest.raises(ParameterError, match=wanted + r"set: pass sorted\(inputs\) for an order$"):
+            method({path})
+    assert len(model.predict({"a": path}.values())) == 1  # a dict's values are a list of inputs
+
+
 def test_integer_pcm_arrays_are_scaled_as_their_file_is(model, tmp_path):
     path = write_audio(tmp_path / "pcm16.wav", S.class_clip("click", 5), S.SR, subtype="PCM_16")
     reference = model.predict(str(path))[0].probabilities
