@@ -538,6 +538,16 @@ def test_info_shows_where_a_list_or_table_in_a_value_ends(capsys, model_file, tm
     assert "  none:" in lines and "  big:   1.235e+05" in lines and "  one:   1.0" in lines
 
 
+def test_info_json_writes_a_non_finite_number_in_metadata_as_null(capsys, model_file, tmp_path):
+    # json.dumps wrote bare NaN and Infinity, which JSON readers other than Python's refuse.
+    model = specnet.load_model(model_file, device="cpu")
+    model.net.spec = model.net.spec.with_extra(dataset={"accuracy": float("nan"), "range": [0.5, float("inf")]})
+    code, text, _ = run(capsys, "info", str(model.save(tmp_path / "nan.safetensors")), "--format", "json")
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    assert code == 0 and json.loads(text, parse_constant=refuse)["dataset"] == {"accuracy": None, "range": [0.5, None]}
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_a_full_disk_under_standard_output_is_one_line(model_file, clips):
     with open("/dev/full", "w") as full:
