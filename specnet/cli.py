@@ -807,8 +807,10 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
     if input_size and input_size[0] * input_size[1] > MAX_IMAGE_SIDE**2:  # what a model file may hold; an audio width is frames
         raise click.BadParameter(f"{input_size[0]} x {input_size[1]} is more than the {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} cells "
                                  "a summary takes", param_hint="'--input-size'")
-    # An architecture's name is the architecture, whatever the current folder holds (a folder "cnn").
-    if name in bundled_models() or name.endswith(".safetensors") or (os.path.exists(name) and name not in list_models()):
+    # An architecture's name is the architecture, whatever the current folder holds (a folder "cnn");
+    # a name with a folder in it (./vgg11) is a file's, found or not.
+    names_a_file = name.endswith(".safetensors") or os.sep in name or "/" in name
+    if name in bundled_models() or names_a_file or (os.path.exists(name) and name not in list_models()):
         from .inference import load_model
 
         built = [f"--{p.replace('_', '-')}" for p in ("in_chans", "no_top", "num_classes")

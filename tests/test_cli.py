@@ -766,6 +766,13 @@ def test_summary_of_an_unknown_name_says_what_it_takes(capsys):
     assert "a bundled model (" in err and err.endswith(") or a model file\n")
 
 
+def test_summary_of_a_path_that_is_not_there_says_the_file_is_not_found(capsys, tmp_path):
+    # "./vgg11" was "not an architecture (..., vgg11, ...)": the name of a file, not an architecture.
+    for given, named in [("./vgg11", "vgg11"), (str(tmp_path / "cnn"), str(tmp_path / "cnn"))]:
+        code, _, err = run(capsys, "summary", given)
+        assert (code, err) == (1, f"error: {named}: model file not found\n")
+
+
 def test_summary_of_too_small_or_too_large_an_input_is_one_line(capsys):
     from specnet import cli, modelfile
 
