@@ -96,6 +96,9 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
         raise ModelFileError(f"{source}: an audio model needs feature settings")
     if len(set(classes)) != len(classes):
         raise ModelFileError(f"{source}: 'classes' names a class twice")
+    blank = next((i for i, name in enumerate(classes) if not name.strip()), None)
+    if blank is not None:  # a label no table or output could show
+        raise ModelFileError(f"{source}: class {blank} in 'classes' has an empty or blank name ({classes[blank]!r})")
     in_chans = meta.get("in_chans", 1)
     if not (is_integer(in_chans) and 1 <= in_chans <= MAX_IN_CHANS):
         raise ModelFileError(f"{source}: in_chans={in_chans!r} must be a positive integer, at most {MAX_IN_CHANS}")

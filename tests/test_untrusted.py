@@ -182,6 +182,8 @@ def _bad_safetensors(model_file: Path, tmp_path: Path) -> dict[str, tuple[Path, 
         variant("no_classes", "specnet metadata lacks classes", meta=missing_classes),
         variant("empty_classes", "'classes' must be a non-empty list", meta={**meta, "classes": []}),
         variant("duplicate_classes", "names a class twice", meta={**meta, "classes": ["a", "a"]}),
+        variant("empty_class", "class 0 in 'classes' has an empty or blank name ('')", meta={**meta, "classes": ["", "b"]}),
+        variant("blank_class", "class 1 in 'classes' has an empty or blank name (' \\t')", meta={**meta, "classes": ["a", " \t"]}),
         variant("bad_kind", "input_kind 'video' is not one of", meta={**meta, "input_kind": "video"}),
         variant("bad_features", "bad feature settings: n_mels='x'", meta={**meta, "features": {**meta["features"], "n_mels": "x"}}),
         variant("no_features", "an audio model needs feature settings", meta={**meta, "features": None}),
@@ -217,7 +219,7 @@ def test_info_reads_metadata_only(capsys, model_file, tmp_path):
     # ... but metadata it cannot read, or would refuse to load, is an error (in `models`,
     # `spectrogram --model` and the API's model_metadata alike: one reading).
     for name in ("no_metadata", "not_json", "json_list", "no_version", "newer_version", "no_classes", "empty_classes",
-                 "duplicate_classes", "bad_kind", "bad_features", "no_features", "bad_in_chans", "bad_clip", "bad_image_size"):
+                 "duplicate_classes", "empty_class", "blank_class", "bad_kind", "bad_features", "no_features", "bad_in_chans", "bad_clip", "bad_image_size"):
         path, expected = bad[name]
         line = error_line(*run_cli(capsys, "info", path)[::2])
         assert line.startswith(f"error: {path}: ") and expected in line, name
