@@ -139,6 +139,9 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"{root}: has no class subfolders (expected {root}/<class>/<file>)")
+    blank = [name for name in classes if not name.strip()]
+    if blank:  # a model file with such a class is refused on load
+        raise DataError(f"{root}: class folder {blank[0]!r} has a blank name; rename it: a class needs a name to show")
     samples: list[tuple[Path, int]] = []
     # The real folders each class reads: a link to another class's folder (or above it) would
     # give its files two labels. Linked files are left alone: a content-addressed store (the

@@ -106,6 +106,14 @@ def test_single_class(tmp_path):
         find_class_folders(tmp_path)
 
 
+def test_a_class_folder_with_a_blank_name_is_refused(tmp_path):
+    # Its class would be named " ", and a model file with a blank class name is refused on load.
+    for name in ("dog/a.wav", " /b.wav"):
+        _touch(tmp_path / name)
+    with pytest.raises(DataError, match=r"^.*: class folder ' ' has a blank name; rename it: a class needs a name to show$"):
+        find_class_folders(tmp_path)
+
+
 def test_a_class_folder_reached_from_another_class_through_a_link_is_refused(tmp_path):
     for name in ("one/a.wav", "one/b.wav", "two/c.wav"):
         _touch(tmp_path / name)
