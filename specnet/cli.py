@@ -908,9 +908,9 @@ def _print_info(meta: dict[str, Any]) -> None:
         if not value:
             continue
         heading = f"{key}:"
-        if key == "metrics" and isinstance(value, dict) and type(value.get("epoch")) is int:  # stored from 0, as in metrics.jsonl
+        if key == "metrics" and isinstance(value, dict) and _is_count(value.get("epoch")):  # stored from 0, as in metrics.jsonl
             training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-            total = training.get("epochs") if type(training.get("epochs")) is int else None
+            total = training.get("epochs") if _is_count(training.get("epochs")) else None
             heading = f"{heading:<13} epoch {value['epoch'] + 1}" + (f" of {total}" if total else "") + " (as training counted them)"
             value = {k: v for k, v in value.items() if k != "epoch"}
         if isinstance(value, dict):
@@ -920,6 +920,12 @@ def _print_info(meta: dict[str, Any]) -> None:
         else:
             click.echo(f"{heading:<13} {_info_text(value)}")
     click.echo(f"format:       {meta['format_version']} (specnet {meta.get('specnet_version', '?')})")
+
+
+def _is_count(value: Any) -> bool:
+    """Whether a metadata value is a count (an integer >= 0, not a bool): an epoch -5 or 2.5 is no
+    epoch training counted, and stays in its table as stored rather than read as one."""
+    return type(value) is int and value >= 0
 
 
 def _info_lines(table: dict[str, Any], depth: int) -> list[str]:

@@ -538,6 +538,17 @@ def test_info_shows_where_a_list_or_table_in_a_value_ends(capsys, model_file, tm
     assert "  none:" in lines and "  big:   1.235e+05" in lines and "  one:   1.0" in lines
 
 
+def test_info_reads_only_a_count_as_the_kept_epoch(capsys, model_file, tmp_path):
+    # An epoch of -5 showed as "epoch -4 of 6": a negative or fractional one is left as stored.
+    model = specnet.load_model(model_file, device="cpu")
+    metrics = model.config.extra["metrics"]
+    for epoch in (-5, 2.5, True):
+        model.net.spec = model.net.spec.with_extra(metrics={**metrics, "epoch": epoch})
+        code, out, _ = run(capsys, "info", str(model.save(tmp_path / f"epoch_{epoch}.safetensors")))
+        lines = out.splitlines()
+        assert code == 0 and "metrics:" in lines and ["epoch:", json.dumps(epoch)] in [line.split() for line in lines], epoch
+
+
 def test_info_json_writes_a_non_finite_number_in_metadata_as_null(capsys, model_file, tmp_path):
     # json.dumps wrote bare NaN and Infinity, which JSON readers other than Python's refuse.
     model = specnet.load_model(model_file, device="cpu")
