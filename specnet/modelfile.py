@@ -20,7 +20,7 @@ from .checks import is_finite_number, is_integer
 from .errors import ModelFileError, ParameterError, SpecnetError, first_line
 from .features import FeatureConfig
 from .fileio import atomic_write
-from .paths import one_line
+from .paths import display_name, one_line
 from .network import INPUT_KINDS, RESERVED_ARCH_ARGS, ModelSpec, SpecNet, create_backbone
 
 FORMAT_VERSION = 1
@@ -159,15 +159,18 @@ def check_clip_seconds(clip_seconds: object, features: FeatureConfig | None) -> 
 def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write ``model`` (weights + metadata) to ``path`` atomically.
 
-    A model with a NaN or infinite weight or statistic is refused: it could only ever answer NaN.
+    A model with a NaN or infinite weight or statistic is refused: it could only ever answer NaN;
+    so is one whose spec loading would refuse (a blank class name, say), which could never be read.
     """
     from safetensors.torch import save
 
+    document = json.dumps(spec_to_metadata(model.spec))
+    metadata_to_spec(json.loads(document), source=f"{display_name(path)}: not saved")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     broken = _non_finite(state)
     if broken:
         raise ModelFileError(f"{path}: not saved: {broken}")
-    payload = save(state, metadata={METADATA_KEY: json.dumps(spec_to_metadata(model.spec))})
+    payload = save(state, metadata={METADATA_KEY: document})
     return atomic_write(path, payload, overwrite=overwrite)
 
 

@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,17 @@ def test_saved_file_is_atomic_and_refuses_overwrite(tmp_path):
     save_model_file(SpecNet(_spec(note="second")), path, overwrite=True)
     assert read_metadata(path)["note"] == "second"
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+
+
+def test_a_model_loading_would_refuse_is_not_saved(tmp_path):
+    # Built in Python with classes no model file may hold: refused before anything is written,
+    # where it was saved as a file that no command could then read.
+    for classes, problem in ((("a", " "), r"class 1 in 'classes' has an empty or blank name \(' '\)"),
+                             (("a", "a"), "'classes' names a class twice")):
+        path = tmp_path / "m.safetensors"
+        with pytest.raises(ModelFileError, match=rf"^{path}: not saved: {problem}$"):
+            save_model_file(SpecNet(replace(_spec(), classes=classes)), path)
+        assert not path.exists() and os.listdir(tmp_path) == []
 
 
 def test_refuses_torch_save_pickle(tmp_path):
