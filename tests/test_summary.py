@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 
 import pytest
 
@@ -141,3 +142,64 @@ def test_summary_shows_what_an_objects_summary_view_names():
     rows, totals = _parse(summary(Viewed()))
     assert rows == {"input": ("Input", "(None, 3)", 0), "0": ("Linear", "(None, 2)", 8)}
     assert totals["Total"] == 8
+
+
+def _run_python(code: str) -> str:
+    """Stdout of ``code`` run by a fresh interpreter, which must succeed."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="caps memory by RLIMIT_DATA and /proc (Linux)")
+def test_a_large_input_is_summarised_from_shapes_without_memory_for_its_activations():
+    """VGG11 on 1 x 4096 x 4096: a real pass would hold 4 GiB in its first layer's output alone.
+    Run with 1 GiB of new memory at most, the summary gives the rows of a 64 x 64 input with
+    every side 64 times longer, and leaves the network's own tensors where they were."""
+    code = (
+        "import resource, torch\n"
+        "from specnet.models import create_model, summary\n"
+        "net = create_model('vgg11', num_classes=10)\n"
+        "before = {name: t.clone() for name, t in net.state_dict().items()}\n"
+        "used = int(next(line for line in open('/proc/self/status') if line.startswith('VmData')).split()[1]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (used + 2**30, resource.RLIM_INFINITY))\n"
+        "print(summary(net, (1, 4096, 4096)))\n"
+        "after = net.state_dict()\n"
+        "assert all(t.device.type == 'cpu' and t.equal(before[name]) for name, t in after.items())\n"
+    )
+    rows, totals = _parse(_run_python(code))
+    small_rows, small_totals = _parse(summary(create_model("vgg11", num_classes=10), (1, 64, 64)))
+
+    def scaled(shape: str) -> str:  # (None, C, H, W) -> (None, C, 64 H, 64 W); flat shapes as they are
+        sides = shape[1:-1].split(", ")
+        return "(" + ", ".join(sides[:2] + [str(64 * int(n)) for n in sides[2:]]) + ")"
+
+    assert rows == {name: (kind, scaled(shape), n) for name, (kind, shape, n) in small_rows.items()}
+    assert rows["block5_pool"][1] == "(None, 512, 128, 128)" and totals == small_totals
+
+
+def test_an_input_too_large_for_a_real_pass_and_wrong_for_the_model_is_the_same_error():
+    import torch
+
+    from specnet.errors import ParameterError
+
+    net = create_model("vgg11", include_top=False)
+    tensors = [*net.parameters(), *net.buffers()]
+    with pytest.raises(ParameterError, match=r"^input size \(600, 600\) does not fit this model \("):
+        summary(net, (600, 600))  # without its channels
+    kept = [*net.parameters(), *net.buffers()]
+    assert all(a is b for a, b in zip(kept, tensors, strict=True)) and all(t.device == torch.device("cpu") for t in kept)
+
+
+def test_a_summary_of_a_small_input_does_not_import_torchs_compiler():
+    """The meta device's kernels import torch._dynamo (seconds, 150 MB); summaries of a model's
+    own input and of VGG's 224 x 224 do without it."""
+    _run_python(
+        "import sys, specnet\n"
+        "from specnet.models import create_model\n"
+        "specnet.summary(specnet.load_model('esc10', device='cpu'))\n"
+        "specnet.summary(create_model('vgg16', in_chans=3, num_classes=10), (3, 224, 224))\n"
+        "assert 'torch._dynamo' not in sys.modules, 'the compiler was imported'\n"
+    )
