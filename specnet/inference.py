@@ -9,7 +9,9 @@ whole clip is silent: a model that measures dB from each window's own peak
 (``ref_peak``, the training default) would see rounding noise magnified into a
 confident, meaningless vote. Files longer than
 :data:`STREAM_SECONDS` are read as a stream, a batch of windows at a time, so
-memory grows only slowly with their length (the C allocator's fragmentation).
+memory grows with their length only by what is kept per window (its outputs,
+start and peak: ~110 bytes for a 10-class model, 0.6 MB for 3 hours of 4 s
+windows every 2 s).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .image import image_from_array, is_image_file, is_pil_image, load_image
 from .modelfile import MAX_CLIP_SECONDS, load_model_file, read_metadata, save_model_file
 from .models.layers import eval_mode
 from .network import SpecNet
-from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_about_level
+from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_about_level, window_peaks
 
 STREAM_SECONDS = 300.0
 PREFETCH_FILES = 64
@@ -391,25 +393,29 @@ class Model:
         yield from pending
 
     def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
-        """Window outputs of a long file read block by block (memory independent of its length)."""
-        outputs, starts, batch, batch_starts, peaks = [], [], [], [], []
+        """Window outputs of a long file read block by block (memory independent of its length,
+        but for each window's outputs, start and peak, kept in arrays that double as they fill)."""
+        outputs, starts, peaks = _GrowingRows(), _GrowingRows(), _GrowingRows()
+        batch: list = []  # AudioBlocks not yet run
         total = 0
+
+        def run_batch() -> None:
+            samples = np.stack([block.samples for block in batch])
+            outputs.append(self._run(samples, embed=embed).numpy())
+            starts.append(np.array([block.start for block in batch], dtype=np.int64))
+            peaks.append(window_peaks(samples))
+            batch.clear()
+
         for block in self._blocks(path, window, hop):
-            batch.append(block.samples)
-            batch_starts.append(block.start)
+            batch.append(block)
             total = block.start + block.n_valid
-            peaks.append(loudest_sample(block.samples))
             if len(batch) == batch_size:
-                outputs.append(self._run(np.stack(batch), embed=embed))
-                starts.extend(batch_starts)
-                batch, batch_starts = [], []
+                run_batch()
         if batch:
-            outputs.append(self._run(np.stack(batch), embed=embed))
-            starts.extend(batch_starts)
-        _warn_about_level(max(peaks, default=0.0), display_name(path), gaps=leaves_gaps(np.asarray(starts), window))
-        silent = is_silence(np.asarray(peaks))
-        item = _Item(-1, path, None, np.asarray(starts), total / self.sample_rate, silent=silent)
-        return item, torch.cat(outputs)
+            run_batch()
+        _warn_about_level(float(peaks.rows().max(initial=0.0)), display_name(path), gaps=leaves_gaps(starts.rows(), window))
+        item = _Item(-1, path, None, starts.rows(), total / self.sample_rate, silent=is_silence(peaks.rows()))
+        return item, torch.from_numpy(outputs.rows())
 
     def _blocks(self, path: str, window: int, hop: int) -> Iterator:
         """A long file's windows, block by block, placed as :class:`~specnet.windows.Windows` places them. Its
@@ -1010,6 +1016,35 @@ def _warn_skipping(failure: Failure) -> None:
 def _joined(rows: list[np.ndarray] | list[torch.Tensor]) -> np.ndarray | torch.Tensor:
     """Windows ``(n_i, samples)`` (or images ``(n_i, C, H, W)``) as one batch ``(sum n_i, ...)``."""
     return np.concatenate(rows) if isinstance(rows[0], np.ndarray) else torch.cat(rows)
+
+
+class _GrowingRows:
+    """Rows ``(n, D)`` added a batch at a time to one array that doubles when full.
+
+    A long file's window outputs, kept this way rather than as one array per batch: with
+    the C allocator as ``specnet`` sets it up (``cli._keep_freed_memory``), each small block
+    kept between batches split the freed memory the next batch's layers would reuse, and a
+    3-hour file's peak RSS grew by ~150 MB (benchmarks/README.md, change 16).
+    """
+
+    def __init__(self) -> None:
+        self._rows: np.ndarray | None = None  # (capacity, D), the first `count` rows filled
+        self.count = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        """Add ``rows`` ``(b, D)``, the array grown to twice what it holds when they do not fit."""
+        needed = self.count + len(rows)
+        if self._rows is None or needed > len(self._rows):
+            grown = np.empty((max(needed, 2 * self.count), *rows.shape[1:]), rows.dtype)
+            if self.count:
+                grown[: self.count] = self.rows()
+            self._rows = grown
+        self._rows[self.count : needed] = rows
+        self.count = needed
+
+    def rows(self) -> np.ndarray:
+        """The rows added so far ``(count, D)``, a view of the array that holds them."""
+        return self._rows[: self.count]
 
 
 class _InlineExecutor:
