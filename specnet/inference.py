@@ -1019,20 +1019,21 @@ def _joined(rows: list[np.ndarray] | list[torch.Tensor]) -> np.ndarray | torch.T
 
 
 class _GrowingRows:
-    """Rows ``(n, D)`` added a batch at a time to one array that doubles when full.
+    """Rows ``(n, ...)`` added a batch at a time to one array that doubles when full.
 
-    A long file's window outputs, kept this way rather than as one array per batch: with
-    the C allocator as ``specnet`` sets it up (``cli._keep_freed_memory``), each small block
-    kept between batches split the freed memory the next batch's layers would reuse, and a
-    3-hour file's peak RSS grew by ~150 MB (benchmarks/README.md, change 16).
+    A long file's per-window outputs, starts and peaks, kept this way rather than as an
+    array or list items per batch: with the C allocator as ``specnet`` sets it up
+    (``cli._keep_freed_memory``), each small block kept between batches split the freed
+    memory the next batch's layers would reuse, and the heap grew by 150-460 MB over a
+    3-hour file (benchmarks/README.md, change 16).
     """
 
     def __init__(self) -> None:
-        self._rows: np.ndarray | None = None  # (capacity, D), the first `count` rows filled
+        self._rows: np.ndarray | None = None  # (capacity, ...), the first `count` rows filled
         self.count = 0
 
     def append(self, rows: np.ndarray) -> None:
-        """Add ``rows`` ``(b, D)``, the array grown to twice what it holds when they do not fit."""
+        """Add ``rows`` ``(b, ...)``, the array grown to twice what it holds when they do not fit."""
         needed = self.count + len(rows)
         if self._rows is None or needed > len(self._rows):
             grown = np.empty((max(needed, 2 * self.count), *rows.shape[1:]), rows.dtype)
@@ -1043,7 +1044,7 @@ class _GrowingRows:
         self.count = needed
 
     def rows(self) -> np.ndarray:
-        """The rows added so far ``(count, D)``, a view of the array that holds them."""
+        """The rows added so far ``(count, ...)``, a view of the array that holds them."""
         return self._rows[: self.count]
 
 

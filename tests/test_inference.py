@@ -799,8 +799,8 @@ def test_streamed_long_file_matches_in_memory(model, recording, monkeypatch):
 
 def test_a_streamed_file_keeps_no_array_per_batch(model, recording, monkeypatch):
     # Each batch's outputs kept as an array of their own split the freed memory that the next
-    # batch's layers reuse (glibc's malloc as the CLI sets it up): a 3-hour file's peak RSS grew
-    # by ~150 MB. They are copied into one array, grown by doubling.
+    # batch's layers reuse (glibc's malloc as the CLI sets it up): the heap grew by 150-460 MB
+    # over a 3-hour file. They are copied into one array, grown by doubling.
     monkeypatch.setattr(inference, "STREAM_SECONDS", 10.0)
     run, kept, most_kept = Model._run, weakref.WeakSet(), []
 
