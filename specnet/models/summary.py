@@ -49,7 +49,8 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
     path. The model runs once in eval mode without gradients, in the dtype
     of its parameters: on their device for a small input, on torch's meta
     device (shapes only, no memory for activations) for one of more than
-    2**18 values; its training mode is restored afterwards.
+    2**18 values, unless the model reads its values (``if x.max() > 1``),
+    which the meta device cannot give; its training mode is restored afterwards.
 
     Parameters
     ----------
@@ -126,7 +127,11 @@ def _layer_rows(model: nn.Module, input_size: Sequence[int]) -> list[tuple[str, 
     ]
     try:
         with eval_mode(model), torch.no_grad():  # batch norm over one item would fail in training mode
-            _run_on_zeros(model, input_size)
+            # A large input runs on the meta device, shapes only; for real where that fails.
+            if not (math.prod(input_size) > _REAL_PASS_MAX_VALUES and _ran_on_meta(model, input_size)):
+                rows.clear()  # what a failed meta pass recorded
+                seen.clear()
+                _run_on_zeros(model, input_size)
     except (RuntimeError, IndexError, ValueError) as exc:  # pooled down to nothing; (64, 101) without its channels
         raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({first_line(exc)})") from None
     finally:
@@ -136,18 +141,27 @@ def _layer_rows(model: nn.Module, input_size: Sequence[int]) -> list[tuple[str, 
 
 
 def _run_on_zeros(model: nn.Module, input_size: Sequence[int]) -> None:
-    """Run ``model`` once on zeros ``(1, *input_size)`` in the dtype of its parameters: on their
-    device for an input of up to ``_REAL_PASS_MAX_VALUES`` values, else on the meta device, where
-    every layer gives its output's shape and holds no values. The module keeps its own tensors;
-    the meta pass swaps meta stand-ins in for the run (``torch.func.functional_call``)."""
+    """Run ``model`` once on zeros ``(1, *input_size)`` on the device and in the dtype of its parameters."""
     first = next(model.parameters(), None)
-    dtype = first.dtype if first is not None else None
-    if math.prod(input_size) <= _REAL_PASS_MAX_VALUES:
-        model(torch.zeros((1, *input_size), device=first.device if first is not None else None, dtype=dtype))
-        return
+    model(torch.zeros((1, *input_size), device=first.device if first is not None else None,
+                      dtype=first.dtype if first is not None else None))
+
+
+def _ran_on_meta(model: nn.Module, input_size: Sequence[int]) -> bool:
+    """Whether ``model`` ran once on zeros ``(1, *input_size)`` on the meta device, in the dtype of
+    its parameters, where every layer gives its output's shape and holds no values. The module
+    keeps its own tensors: meta stand-ins take their place for the run
+    (``torch.func.functional_call``). False where the meta pass fails: for a module that reads
+    its values (``if x.max() > 1``, ``x.numpy()``) as for an input that does not fit it."""
+    first = next(model.parameters(), None)
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
     stand_ins = {name: torch.empty_like(tensor, device="meta") for name, tensor in tensors}
-    torch.func.functional_call(model, stand_ins, (torch.zeros((1, *input_size), device="meta", dtype=dtype),))
+    inputs = torch.zeros((1, *input_size), device="meta", dtype=first.dtype if first is not None else None)
+    try:
+        torch.func.functional_call(model, stand_ins, (inputs,))
+    except Exception:  # a real pass tells which, and gives the table or the error it always gave
+        return False
+    return True
 
 
 def _shown(shape: Sequence[int]) -> str:
