@@ -141,10 +141,9 @@ def _layer_rows(model: nn.Module, input_size: Sequence[int]) -> list[tuple[str, 
 
 
 def _run_on_zeros(model: nn.Module, input_size: Sequence[int]) -> None:
-    """Run ``model`` once on zeros ``(1, *input_size)`` on the device and in the dtype of its parameters."""
+    """Run ``model`` once on zeros ``(1, *input_size)`` on the device of its parameters."""
     first = next(model.parameters(), None)
-    model(torch.zeros((1, *input_size), device=first.device if first is not None else None,
-                      dtype=first.dtype if first is not None else None))
+    model(_zeros(model, input_size, device=first.device if first is not None else None))
 
 
 def _ran_on_meta(model: nn.Module, input_size: Sequence[int]) -> bool:
@@ -153,15 +152,19 @@ def _ran_on_meta(model: nn.Module, input_size: Sequence[int]) -> bool:
     keeps its own tensors: meta stand-ins take their place for the run
     (``torch.func.functional_call``). False where the meta pass fails: for a module that reads
     its values (``if x.max() > 1``, ``x.numpy()``) as for an input that does not fit it."""
-    first = next(model.parameters(), None)
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
     stand_ins = {name: torch.empty_like(tensor, device="meta") for name, tensor in tensors}
-    inputs = torch.zeros((1, *input_size), device="meta", dtype=first.dtype if first is not None else None)
     try:
-        torch.func.functional_call(model, stand_ins, (inputs,))
+        torch.func.functional_call(model, stand_ins, (_zeros(model, input_size, device="meta"),))
     except Exception:  # a real pass tells which, and gives the table or the error it always gave
         return False
     return True
+
+
+def _zeros(model: nn.Module, input_size: Sequence[int], *, device: torch.device | str | None) -> torch.Tensor:
+    """Zeros ``(1, *input_size)`` on ``device``, in the dtype of ``model``'s parameters (the default without any)."""
+    first = next(model.parameters(), None)
+    return torch.zeros((1, *input_size), device=device, dtype=first.dtype if first is not None else None)
 
 
 def _shown(shape: Sequence[int]) -> str:
