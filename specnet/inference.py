@@ -51,6 +51,8 @@ PREFETCH_FILES = 64
 #: activation memory (64 bytes per cell for each 16-channel float32 layer output)
 #: whatever the window length, e.g. 20 windows of 4 s at 10 ms frames and 64 bands.
 MAX_BATCH_CELLS = 2**19
+#: Most batches run through the network at once on a CPU (see :meth:`Model._lanes`).
+MAX_LANES = 4
 #: The longest hop (in samples) a window may take: far beyond any recording.
 MAX_HOP_SAMPLES = 2**53
 #: Adapting to fewer windows than this gives a warning: the statistics are then noisy.
@@ -318,6 +320,41 @@ class Model:
         """
         return self.device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
 
+    def _lanes(self) -> int:
+        """How many batches run through the network at once, each in a worker thread with its
+        share of torch's threads, while the caller decodes the next files; 0: one at a time, in
+        the caller's thread, between decoding.
+
+        Lanes on a CPU whose cores torch's threads fill (:meth:`_decode_overlaps_network` is
+        False), where decoding would otherwise leave a core idle and a small network's layers
+        keep two threads busy less well than two batches keep one each (FSDD's model: about
+        20 % more files a second on 2 cores, benchmarks/README.md). None on a GPU, with cores
+        to spare for decoding, or while a layer is in training mode: :meth:`_run` then sets eval
+        mode around each batch, which concurrent batches could not share.
+        """
+        threads = torch.get_num_threads()
+        if self._decode_overlaps_network() or threads < 2 or any(m.training for m in self.net.modules()):
+            return 0
+        return min(threads, MAX_LANES)
+
+    @contextmanager
+    def _batch_runner(self, lanes: int, *, embed: str | None) -> Iterator[Callable[[np.ndarray | torch.Tensor], Future]]:
+        """``submit``: ``submit(batch)`` gives a Future of the batch's outputs (probabilities, or
+        embeddings with ``embed``), run in one of ``lanes`` worker threads, or at once when
+        ``lanes`` is 0 (see :meth:`_lanes`). Batches submitted and not yet started when the block
+        ends are dropped; those started are waited for."""
+        if not lanes:
+            yield partial(_InlineExecutor().submit, partial(self._run, embed=embed))
+            return
+        threads = torch.get_num_threads()
+        pool = ThreadPoolExecutor(lanes, thread_name_prefix="specnet-forward",
+                                  initializer=torch.set_num_threads, initargs=(max(1, threads // lanes),))
+        try:
+            yield partial(pool.submit, partial(self._forward, embed=embed))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)  # a worker's setting also resized a thread pool torch shares
+
     def _items(self, inputs: Any, sample_rate: int | None, window: int, hop: int, *, num_workers: int) -> Iterator[_Item | Failure]:
         """Decoded inputs in order.
 
@@ -368,28 +405,31 @@ class Model:
             return self.net.embed(inputs, level=embed).float().cpu()
         return self.net(inputs).float().softmax(-1).cpu()
 
-    def _window_outputs(self, items: Iterable[_Item | Failure], *, batch_size: int, embed: str | None) -> Iterator[_Item | Failure]:
+    def _window_outputs(self, items: Iterable[_Item | Failure], *, batch_size: int, lanes: int, embed: str | None) -> Iterator[_Item | Failure]:
         """The items again, in order, with ``outputs`` set.
 
         Windows are queued across inputs and run ``batch_size`` at a time (a smaller
         batch only at the end, or before a long file), so forward passes have one shape and
-        a bounded size; a file's windows may span two batches. Items without
+        a bounded size; a file's windows may span several batches, and up to ``lanes`` batches
+        run while this thread decodes the next inputs (:meth:`_lanes`). Items without
         windows (long files, which the caller streams) and failures pass through
         as soon as every input before them is done: a long file runs the windows
         queued before it, in a smaller batch.
         """
         pending: deque[_Item | Failure] = deque()  # in input order, not yet handed on
-        queue = _WindowQueue(partial(self._run, embed=embed))
-        for item in items:
-            pending.append(item)
-            if isinstance(item, _Item) and item.windows is not None:
-                queue.add(item)
-                while queue.waiting >= batch_size:
-                    queue.run(batch_size)
-            elif isinstance(item, _Item):  # a long file, which the caller streams: what is before it goes first
-                queue.run_all()
-            yield from _done(pending)  # a failure or a long file at the head goes at once
-        queue.run_all()
+        with self._batch_runner(lanes, embed=embed) as submit:
+            queue = _WindowQueue(submit, in_flight=lanes)
+            for item in items:
+                pending.append(item)
+                if isinstance(item, _Item) and item.windows is not None:
+                    queue.add(item)
+                    while queue.waiting >= batch_size:
+                        queue.run(batch_size)
+                elif isinstance(item, _Item):  # a long file, which the caller streams: what is before it goes first
+                    queue.run_all()
+                queue.hand_out_finished()
+                yield from _done(pending)  # a failure or a long file at the head goes at once
+            queue.run_all()
         yield from pending
 
     def _stream(self, path: str, window: int, hop: int, *, batch_size: int, embed: str | None) -> tuple[_Item, torch.Tensor]:
@@ -423,13 +463,14 @@ class Model:
         return iter_audio_blocks(path, block_samples=window, hop_samples=hop, sample_rate=self.sample_rate,
                                  warn_truncated=False, align_last=True)
 
-    def _windows_per_batch(self, batch_size: int, window: int) -> int:
-        """``batch_size``, lowered so one batch of ``window``-sample windows stays within MAX_BATCH_CELLS."""
+    def _windows_per_batch(self, batch_size: int, window: int, *, lanes: int = 0) -> int:
+        """``batch_size``, lowered so one batch of ``window``-sample windows stays within MAX_BATCH_CELLS,
+        or the ``lanes`` batches that run at once within it together."""
         features = self.config.features
         if features is None:
             return batch_size
         cells = features.n_mels * features.num_frames(window)
-        return max(1, min(batch_size, MAX_BATCH_CELLS // cells))
+        return max(1, min(batch_size, MAX_BATCH_CELLS // max(1, lanes) // cells))
 
     def check_audio_options(self, **options: Any) -> None:
         """Refuse, on an image model, the options only audio takes (``sample_rate``, ``window``,
@@ -449,9 +490,12 @@ class Model:
         ``window_n`` samples every ``hop_n`` (from :meth:`_window_sizes`)."""
         check_int("batch_size", batch_size, minimum=1)
         check_int("num_workers", num_workers, minimum=0)
-        batch_size = self._windows_per_batch(batch_size, window_n)
+        lanes = self._lanes()
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
-        for item in self._window_outputs(items, batch_size=batch_size, embed=embed):
+        queued = self._window_outputs(items, batch_size=self._windows_per_batch(batch_size, window_n, lanes=lanes),
+                                      lanes=lanes, embed=embed)
+        batch_size = self._windows_per_batch(batch_size, window_n)  # a long file's, streamed one batch at a time
+        for item in queued:
             _say(item._messages)
             if isinstance(item, Failure):
                 yield item
@@ -878,13 +922,16 @@ class _PooledMoments:
 
 class _WindowQueue:
     """Inputs' windows queued across inputs, in input order, and run a given number at a time
-    through ``run`` (windows ``(n, samples)`` or images ``(1, C, H, W)`` -> outputs ``(n, K or D)``);
-    an input's ``outputs`` are set once its last window has run."""
+    through ``submit`` (windows ``(n, samples)`` or images ``(1, C, H, W)`` -> a Future of outputs
+    ``(n, K or D)``), with up to ``in_flight`` batches running while the caller goes on; an
+    input's ``outputs`` are set once its last window has run, in input order."""
 
-    def __init__(self, run: Callable[[np.ndarray | torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, submit: Callable[[np.ndarray | torch.Tensor], Future], *, in_flight: int = 0) -> None:
         self.waiting = 0  # windows queued and not yet run
-        self._run = run
+        self._submit = submit
+        self._in_flight = in_flight
         self._queue: deque[list] = deque()  # [item, first window not yet run], in input order
+        self._running: deque[tuple[list, Future]] = deque()  # (windows taken, their outputs to come), in order
         self._head_outputs: list[torch.Tensor] = []  # outputs so far of the queue's first item, run in part
 
     def add(self, item: _Item) -> None:
@@ -893,42 +940,55 @@ class _WindowQueue:
         self.waiting += len(item.windows)
 
     def run(self, count: int) -> None:
-        """Run the first ``count`` queued windows as one batch; completes the items they finish."""
+        """Run the first ``count`` queued windows as one batch, waiting for the oldest batches
+        while more than ``in_flight`` run; completes the items the batches waited for finish."""
         taken = self._take(count)
-        self._hand_out(taken, self._run(_joined([windows for _, windows in taken])))
+        self._running.append((taken, self._submit(_joined([windows for _, windows, _ in taken]))))
+        while len(self._running) > self._in_flight:
+            self._hand_out_oldest()
 
     def run_all(self) -> None:
-        """Run every queued window, as one batch."""
+        """Run every queued window, as one batch, and wait for every batch."""
         if self.waiting:
             self.run(self.waiting)
+        while self._running:
+            self._hand_out_oldest()
 
-    def _take(self, count: int) -> list[tuple[_Item, np.ndarray | torch.Tensor]]:
-        """The first ``count`` queued windows as ``(item, its windows taken)``, in order; the queue
-        moves past them."""
+    def hand_out_finished(self) -> None:
+        """Complete the items of the batches that have finished, without waiting for any."""
+        while self._running and self._running[0][1].done():
+            self._hand_out_oldest()
+
+    def _hand_out_oldest(self) -> None:
+        taken, outputs = self._running.popleft()
+        self._hand_out(taken, outputs.result())
+
+    def _take(self, count: int) -> list[tuple[_Item, np.ndarray | torch.Tensor, bool]]:
+        """The first ``count`` queued windows as ``(item, its windows taken, whether they are its
+        last)``, in order; the queue moves past them."""
         self.waiting -= count
         taken = []
         while count:
             entry = self._queue[0]
             item, first = entry
             last = min(len(item.windows), first + count)
-            taken.append((item, item.windows[first:last]))
+            taken.append((item, item.windows[first:last], last == len(item.windows)))
             count -= last - first
             entry[1] = last
             if last == len(item.windows):
                 self._queue.popleft()
         return taken
 
-    def _hand_out(self, taken: list[tuple[_Item, np.ndarray | torch.Tensor]], outputs: torch.Tensor) -> None:
+    def _hand_out(self, taken: list[tuple[_Item, np.ndarray | torch.Tensor, bool]], outputs: torch.Tensor) -> None:
         """Give each item in ``taken`` its rows of ``outputs``; an item whose last window has run gets
-        all its outputs, those of earlier batches first."""
+        all its outputs, those of earlier batches first (batches are handed out in order)."""
         offset = 0
-        for item, windows in taken:
+        for item, windows, ends_item in taken:
             self._head_outputs.append(outputs[offset : offset + len(windows)])
             offset += len(windows)
-            if self._queue and self._queue[0][0] is item:
-                break  # only the last item taken can still have windows to run
-            item.outputs = self._head_outputs[0] if len(self._head_outputs) == 1 else torch.cat(self._head_outputs)
-            self._head_outputs.clear()
+            if ends_item:
+                item.outputs = self._head_outputs[0] if len(self._head_outputs) == 1 else torch.cat(self._head_outputs)
+                self._head_outputs.clear()
 
 
 def _done(pending: deque[_Item | Failure]) -> Iterator[_Item | Failure]:

@@ -958,3 +958,78 @@ def test_a_clip_shorter_than_the_window_is_one_segment_ending_at_its_end(model, 
     short = make_tone(tmp_path / "short.wav", 440.0, 0.3, S.SR)  # the model's windows are 0.5 s
     segments = model.predict(str(short), timeline=True)[0].segments
     assert len(segments) == 1 and segments[0]["start"] == 0.0 and segments[0]["end"] == pytest.approx(0.3)
+
+
+@pytest.fixture
+def two_torch_threads():
+    """torch on two intra-op threads for one test (the suite runs on one: conftest.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_batches_run_in_lanes_on_a_cpu_torch_fills_give_the_same_results_in_order(model, clips, recording, tmp_path,
+                                                                                   monkeypatch, two_torch_threads):
+    # 2 cores, 2 torch threads: two batches run at once, each in a worker on one thread, while this
+    # thread decodes. batch_size=2 spreads the recording's windows over batches running together.
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
+    assert model._lanes() == 2
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEjunk")
+    good = [str(path) for path, _ in clips.values()]
+    inputs = [good[0], str(recording), good[1], str(broken), *good[2:]] * 3
+    ran_in: list[tuple[str, int]] = []
+    forward = Model._forward
+
+    def recorded(self, batch, *, embed=None):
+        ran_in.append((threading.current_thread().name, torch.get_num_threads()))
+        return forward(self, batch, embed=embed)
+
+    monkeypatch.setattr(Model, "_forward", recorded)
+    threads_before = threading.active_count()
+    results = list(model.predict_iter(inputs, batch_size=2, timeline=True))
+    embeddings = model.embed([p for p in inputs if p != str(broken)], batch_size=2)
+    assert {name.split("_")[0] for name, _ in ran_in} == {"specnet-forward"} and {n for _, n in ran_in} == {1}
+    assert torch.get_num_threads() == 2 and threading.active_count() == threads_before
+
+    monkeypatch.setattr(Model, "_lanes", lambda self: 0)  # one batch at a time, in this thread
+    ran_in.clear()
+    expected = list(model.predict_iter(inputs, batch_size=2, timeline=True))
+    assert {name for name, _ in ran_in} == {threading.current_thread().name}
+    assert [r.path for r in results] == [r.path for r in expected] == inputs
+    assert [type(r) for r in results] == [type(r) for r in expected]
+    for got, want in zip(results, expected):
+        if isinstance(want, Prediction):
+            np.testing.assert_array_equal(got.probabilities, want.probabilities)
+            assert got.segments == want.segments
+    np.testing.assert_array_equal(embeddings, model.embed([p for p in inputs if p != str(broken)], batch_size=2))
+
+
+def test_lanes_only_where_torch_fills_the_cores_and_no_layer_is_training(model, monkeypatch):
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 16)
+    for threads, lanes in ((16, inference.MAX_LANES), (32, inference.MAX_LANES), (8, 0), (1, 0)):
+        monkeypatch.setattr(inference.torch, "get_num_threads", lambda: threads)
+        assert model._lanes() == lanes, threads
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(inference.torch, "get_num_threads", lambda: 2)
+    assert model._lanes() == 2
+    layer = next(m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    layer.train()  # eval mode is then set around each batch, which batches running together could not share
+    try:
+        assert model._lanes() == 0
+    finally:
+        layer.eval()
+
+
+def test_batches_running_together_share_the_log_mel_cell_cap(model, clips, recording, monkeypatch, two_torch_threads):
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes (the test above)
+    features = model.config.features
+    cells = features.n_mels * features.num_frames(model.config.clip_samples)
+    monkeypatch.setattr(inference, "MAX_BATCH_CELLS", 6 * cells + 1)  # room for 6 windows: 3 in each of 2 lanes
+    sizes: list[int] = []
+    forward = Model._forward
+    monkeypatch.setattr(Model, "_forward", lambda self, batch, **kw: sizes.append(len(batch)) or forward(self, batch, **kw))
+    inputs = [str(path) for path, _ in clips.values()] * 3 + [str(recording)]
+    model.predict(inputs, batch_size=64)
+    assert max(sizes) == 3 and sum(sizes) > 6
