@@ -75,6 +75,8 @@ _COMPRESSED_CONTAINERS = frozenset({"OGG", "FLAC", "MP3"})
 # libsndfile's SF_ERR_UNRECOGNISED_FORMAT and SF_ERR_UNSUPPORTED_ENCODING.
 _SF_UNRECOGNISED = 1
 _SF_UNSUPPORTED_ENCODING = 4
+# The frame count libsndfile reports for a FLAC stream whose header leaves its length out (SF_COUNT_MAX).
+_UNKNOWN_FRAMES = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def load_audio(
                 _call(name, f.seek, start)
             frames = _read(f, name, count)
             expected = f.frames - start if count < 0 else min(count, f.frames - start)
-            _warn_if_cut_short(name, frames.shape[0], expected, native_sr)
+            _warn_if_cut_short(f, name, frames.shape[0], expected)
 
     if frames.shape[0] == 0:
         raise _no_samples(name, None if f is None else f.format)
@@ -389,7 +391,7 @@ def _stream_chunks(
             break
     if n_in == 0:
         raise _no_samples(name, f.format)
-    _warn_if_cut_short(name, n_in, f.frames, f.samplerate)
+    _warn_if_cut_short(f, name, n_in, f.frames)
     if n_out == 0:
         raise AudioError(
             f"{name}: too short to resample ({n_in} samples at {f.samplerate} Hz "
@@ -570,25 +572,34 @@ def _warn_if_ogg_cut(fh: Any, name: str) -> None:
 _OGG_MAX_PAGE = 27 + 255 + 255 * 255
 
 
-def _warn_if_cut_short(name: str, decoded: int, expected: int, sample_rate: int) -> None:
-    """Log a warning when decoding ended well before the frames the file declares.
+def _warn_if_cut_short(f: sf.SoundFile, name: str, decoded: int, expected: int) -> None:
+    """Log a warning when decoding ``f`` ended before the ``expected`` frames its header declares.
 
     A damaged or cut MP3 makes the decoder stop at the first bad frame (libmpg123 prints
-    its own lines to stderr, naming no file): this names the file and says how much of it
-    was used (for a cut Ogg file, see :func:`_warn_if_ogg_cut`). Shortfalls under 0.1 s and
-    2 % (encoder padding) pass.
+    its own lines to stderr, naming no file), and a FLAC file stops at its first FLAC frame
+    cut short (see :func:`_read_flac`): this names the file and says how much of it was used
+    (for a cut Ogg file, see :func:`_warn_if_ogg_cut`). A FLAC header counts its samples
+    exactly, so any shortfall is said; an MP3's count is an estimate, and shortfalls under
+    0.1 s and 2 % (encoder padding) pass. A FLAC stream whose header leaves its length out
+    declares nothing to fall short of.
     """
+    if f.frames == _UNKNOWN_FRAMES:
+        return
     missing = expected - decoded
-    if decoded > 0 and missing > max(sample_rate // 10, expected // 50):
+    allowed = 0 if f.format == "FLAC" else max(f.samplerate // 10, expected // 50)
+    if decoded > 0 and missing > allowed:
+        declared_text, decoded_text = _distinct_seconds(expected / f.samplerate, decoded / f.samplerate)
         log.warning(
-            "%s: decoding stopped after %.2f s of the %.2f s the file declares (damaged data?); using what was decoded",
-            name, decoded / sample_rate, expected / sample_rate,
+            "%s: decoding stopped after %s s of the %s s the file declares (damaged data?); using what was decoded",
+            name, decoded_text, declared_text,
         )
 
 
 def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
     """Read up to ``frames`` frames (-1: all) as float32 [shape=(frames, channels)].
 
+    Fewer frames than asked means the audio ended: at the end of the file or, in a FLAC
+    file, at its first FLAC frame that does not decode (see :func:`_read_flac`).
     Raises AudioError for decoder errors and for NaN or infinite samples.
     """
     if frames < 0 or frames > _READ_FRAMES:
@@ -602,10 +613,30 @@ def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
             if blocks[-1].shape[0] < want:
                 break
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    data = _call(name, f.read, frames, dtype="float32", always_2d=True)
+    if f.format == "FLAC":
+        data = _read_flac(f, frames)
+    else:
+        data = _call(name, f.read, frames, dtype="float32", always_2d=True)
     if problem := unusable_samples(loudest_sample(data), non_finite="contains NaN or infinite samples"):
         raise AudioError(f"{name}: {problem}")
     return data
+
+
+def _read_flac(f: sf.SoundFile, frames: int) -> np.ndarray:
+    """Up to ``frames`` frames of a FLAC file as float32 [shape=(frames, channels)]: fewer at its
+    end, or where a FLAC frame is cut short or damaged (the frames before it).
+
+    libsndfile decodes whole FLAC frames into the array it is given and fails at one that does
+    not decode (or soundfile's seek past the frames decoded fails there), leaving the rest of the
+    array as it was: NaN, which FLAC's integer samples never are. A read after such a failure
+    decodes nothing, so the caller, given fewer frames than it asked for, stops.
+    """
+    out = np.full((max(0, min(frames, f.frames - f.tell())), f.channels), np.nan, dtype=np.float32)
+    try:
+        return f.read(out=out)
+    except sf.LibsndfileError:
+        unwritten = np.isnan(out[:, 0])
+        return out[: unwritten.argmax() if unwritten.any() else len(out)]
 
 
 def unusable_samples(peak: float, *, non_finite: str) -> str:

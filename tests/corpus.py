@@ -34,7 +34,8 @@ class Case:
     input_kind : "audio" or "image" (which model the file is meant for).
     expect : for odd audio cases, what :func:`specnet.audio.audio_info` must
         report (``sample_rate``, ``channels``, ``frames``), plus ``silent``
-        when every sample is zero.
+        when every sample is zero and ``decoded`` when fewer frames decode
+        than the header declares (a FLAC file cut short).
     unreadable : the file has mode 000; as root reads still work, so tests
         simulate the refusal (see :func:`deny_reads`).
     slow : big enough that tests should use it sparingly (the 10-minute clip).
@@ -155,9 +156,9 @@ def make_corpus(directory: str | os.PathLike, *, long: bool = True) -> list[Case
     bad("png_as_wav", d / "picture.wav", "not a readable audio file")
 
     make_tone(d / "cut.flac", 440.0, 1.0, 16000)
-    data = (d / "cut.flac").read_bytes()
-    (d / "cut.flac").write_bytes(data[: len(data) // 2])
-    bad("truncated_flac", d / "cut.flac", "truncated or corrupt")
+    flac = (d / "cut.flac").read_bytes()
+    (d / "cut.flac").write_bytes(flac[:200])  # the header (86 bytes) and the start of the first frame (2.7 kB)
+    bad("flac_cut_in_first_frame", d / "cut.flac", "contains no audio samples that decode")
 
     (d / "notes.xyz").write_text("hello")
     bad("unknown_suffix", d / "notes.xyz", "unsupported audio format")
@@ -174,6 +175,10 @@ def make_corpus(directory: str | os.PathLike, *, long: bool = True) -> list[Case
     # libsndfile reads what is there, like sox and ffmpeg: a recording cut off
     # by a crash is still usable audio.
     odd("truncated_wav", d / "truncated.wav", expect={"sample_rate": 16000, "channels": 1, "frames": 1000})
+
+    (d / "half.flac").write_bytes(flac[: len(flac) // 2])
+    # FLAC decodes a frame of 4096 samples at a time: the one whole frame before the cut, with a warning.
+    odd("truncated_flac", d / "half.flac", expect={"sample_rate": 16000, "channels": 1, "frames": 16000, "decoded": 4096})
 
     write_audio(d / "one.wav", np.array([0.5]), 16000, subtype="PCM_16")
     odd("one_sample", d / "one.wav", expect={"sample_rate": 16000, "channels": 1, "frames": 1})
@@ -247,10 +252,10 @@ def deny_reads(monkeypatch, paths) -> None:
 
 #: Names of the cases make_corpus writes, for parametrising tests at collection time.
 BAD_AUDIO = ["empty", "header_only", "random_bytes", "text_as_flac", "directory", "no_read_permission",
-             "broken_symlink", "missing", "nan_samples", "inf_samples", "png_as_wav", "truncated_flac",
+             "broken_symlink", "missing", "nan_samples", "inf_samples", "png_as_wav", "flac_cut_in_first_frame",
              "unknown_suffix"]
 BAD_IMAGE = ["corrupt_png"]
-ODD_AUDIO = ["truncated_wav", "one_sample", "silence", "96k_8ch_24bit", "8bit_unsigned", "float64", "10ms",
+ODD_AUDIO = ["truncated_wav", "truncated_flac", "one_sample", "silence", "96k_8ch_24bit", "8bit_unsigned", "float64", "10ms",
              "non_utf8_name", "list_junk_chunks", "stereo_flac_44k", "float32_noise", "10min"]
 
 # One tiny model of each kind per test session, whichever test module asks first.

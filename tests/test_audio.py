@@ -7,6 +7,7 @@ import math
 import os
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -158,23 +159,79 @@ def test_an_mp3_that_stops_early_is_named_in_a_warning(tmp_path, caplog):
         assert caplog.records == []
         y, sr = load_audio(cut, sample_rate=8000)
         blocks = list(audio.iter_audio_blocks(cut, block_samples=4000))
-    assert 0.5 < len(y) / sr < 2.5 and sum(b.n_valid for b in blocks) == pytest.approx(len(y) * 2, abs=2)
-    seconds = f"{len(y) / sr:.2f}"
-    message = f"{cut}: decoding stopped after {seconds} s of the 3.00 s the file declares (damaged data?); using what was decoded"
+    decoded = sum(b.n_valid for b in blocks)  # at the file's 16 kHz
+    assert 0.5 < len(y) / sr < 2.5 and decoded == pytest.approx(len(y) * 2, abs=2)
+    message = f"{cut}: decoding stopped after {decoded / 16000:.3f} s of the 3.000 s the file declares (damaged data?); using what was decoded"
     assert [r.getMessage() for r in caplog.records] == [message, message]  # decoded whole, and streamed
 
 
 def test_cut_short_warning_threshold_and_partial_reads(tone_wav, caplog):
+    mp3, flac = (SimpleNamespace(format=container, frames=16000, samplerate=16000) for container in ("MP3", "FLAC"))
+    unknown_length = SimpleNamespace(format="FLAC", frames=2**63 - 1, samplerate=16000)  # libsndfile's SF_COUNT_MAX
     with caplog.at_level("WARNING", logger="specnet"):
-        audio._warn_if_cut_short("x.mp3", 15000, 16000, 16000)  # 1000 frames short: under 0.1 s, padding
+        audio._warn_if_cut_short(mp3, "x.mp3", 15000, 16000)  # 1000 frames short: under 0.1 s, padding
+        audio._warn_if_cut_short(unknown_length, "x.flac", 15999, 2**63 - 1)  # no length declared to fall short of
         y, _ = load_audio(tone_wav, offset=0.25, duration=0.5)  # asked for less than the file holds
         assert caplog.records == [] and len(y) == 8000
         tail, _ = load_audio(tone_wav, offset=0.75)  # read from 0.75 s to the end: all there is
         assert caplog.records == [] and len(tail) == 4000
-        audio._warn_if_cut_short("x.mp3", 14000, 16000, 16000)
+        audio._warn_if_cut_short(mp3, "x.mp3", 14000, 16000)
+        audio._warn_if_cut_short(flac, "x.flac", 15999, 16000)  # a FLAC header counts exactly: one frame short is short
     assert [r.getMessage() for r in caplog.records] == [
-        "x.mp3: decoding stopped after 0.88 s of the 1.00 s the file declares (damaged data?); using what was decoded"
+        "x.mp3: decoding stopped after 0.875 s of the 1.000 s the file declares (damaged data?); using what was decoded",
+        "x.flac: decoding stopped after 0.9999 s of the 1.0000 s the file declares (damaged data?); using what was decoded",
     ]
+
+
+def _flac_end_of_frame(tmp_path, samples: np.ndarray, frames: int) -> int:
+    """The byte where FLAC frame ``frames - 1`` of ``samples`` (16 kHz, 16-bit) written whole ends. libFLAC
+    codes each block of 4096 samples on its own, so a file of the first ``frames`` blocks is the whole
+    file's first bytes (its header, the same size, differs only in what it counts)."""
+    first = write_audio(tmp_path / "first_frames.flac", samples[: frames * 4096], 16000, subtype="PCM_16")
+    return first.stat().st_size
+
+
+def test_a_flac_file_cut_short_decodes_its_whole_frames_with_a_warning(tmp_path, monkeypatch, caplog):
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * 16000)
+    whole = write_audio(tmp_path / "whole.flac", noise, 16000, subtype="PCM_16")
+    original, _ = load_audio(whole)
+    data = whole.read_bytes()
+    samples_left = {  # bytes kept -> samples that decode (None: some whole frames)
+        len(data) // 2: None,  # inside a frame: the frames before it
+        _flac_end_of_frame(tmp_path, noise, 2): 2 * 4096,  # where a frame ends: every frame before the cut
+        len(data) - 1: 11 * 4096,  # the last frame one byte short
+    }
+    for size, expected in samples_left.items():
+        cut = tmp_path / f"cut{size}.flac"
+        cut.write_bytes(data[:size])
+        for read_frames in (1024, 4096, 1 << 16):  # reads that end where FLAC frames do, and one past them
+            monkeypatch.setattr(audio, "_READ_FRAMES", read_frames)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="specnet"):
+                y, _ = load_audio(cut)
+                streamed = [block.samples[: block.n_valid] for block in iter_audio_blocks(cut, block_samples=3000)]
+            assert 0 < len(y) < len(original) and len(y) % 4096 == 0 and len(y) == (expected or len(y)), (size, read_frames)
+            np.testing.assert_array_equal(y, original[: len(y)])  # lossless: the very samples
+            np.testing.assert_array_equal(np.concatenate(streamed), y)
+            message = (f"{cut}: decoding stopped after {len(y) / 16000:.3f} s of the 3.000 s the file declares "
+                       "(damaged data?); using what was decoded")
+            assert [r.getMessage() for r in caplog.records] == [message, message]
+
+
+def test_a_flac_stream_that_leaves_its_length_out_decodes_whole(tmp_path, caplog):
+    # A streaming encoder may leave STREAMINFO's 36-bit total_samples (the low nibble of byte 21,
+    # bytes 22-25) at 0, unknown; libsndfile then reports 2**63 - 1 frames.
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000)
+    data = bytearray(write_audio(tmp_path / "whole.flac", noise, 16000, subtype="PCM_16").read_bytes())
+    data[21] &= 0xF0
+    data[22:26] = bytes(4)
+    path = tmp_path / "streamed.flac"
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        y, _ = load_audio(path)
+        assert sum(block.n_valid for block in iter_audio_blocks(path, block_samples=3000)) == 16000
+    np.testing.assert_array_equal(y, load_audio(tmp_path / "whole.flac")[0])
+    assert caplog.records == []
 
 
 # --- channels, offset, duration ---------------------------------------------
@@ -311,8 +368,19 @@ def _half_of(tmp_path, name, subtype):
     return path
 
 
-def _truncated_flac(tmp_path):
-    return _half_of(tmp_path, "trunc.flac", "PCM_16")
+def _flac_cut_in_its_header(tmp_path):
+    data = make_tone(tmp_path / "whole.flac", 440.0, 1.0, 16000).read_bytes()
+    path = tmp_path / "cut.flac"
+    path.write_bytes(data[:30])  # inside STREAMINFO
+    return path
+
+
+def _flac_cut_in_its_first_frame(tmp_path):
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000)
+    data = write_audio(tmp_path / "whole.flac", noise, 16000, subtype="PCM_16").read_bytes()
+    path = tmp_path / "cut.flac"
+    path.write_bytes(data[: _flac_end_of_frame(tmp_path, noise, 1) - 1])  # the header, and the first frame one byte short
+    return path
 
 
 def _truncated_ogg(tmp_path):
@@ -384,7 +452,8 @@ FILE_ERRORS = [
     (_directory, "is a directory, not an audio file"),
     (_empty, "file is empty (0 bytes)"),
     (_header_only, "contains no audio samples"),
-    (_truncated_flac, "truncated or corrupt audio data"),
+    (_flac_cut_in_its_header, "truncated or corrupt audio data"),
+    (_flac_cut_in_its_first_frame, "contains no audio samples that decode (empty, or truncated before its first"),
     (_truncated_ogg, "truncated or corrupt audio data"),
     (_ogg_cut_in_its_first_audio_page, "contains no audio samples that decode (empty, or truncated before its first"),
     (_bad_wav_header, "truncated or corrupt audio data"),
@@ -400,7 +469,7 @@ FILE_ERRORS = [
 ]
 
 # Problems only decoding finds: audio_info reads the header alone.
-HEADER_IS_FINE = {_header_only, _truncated_flac, _ogg_cut_in_its_first_audio_page, _nan_float_wav, _inf_double_wav, _huge_float_wav}
+HEADER_IS_FINE = {_header_only, _flac_cut_in_its_first_frame, _ogg_cut_in_its_first_audio_page, _nan_float_wav, _inf_double_wav, _huge_float_wav}
 
 
 # audioread's stdlib backend imports aifc/audioop/sunau, deprecated in Python 3.11+
@@ -502,14 +571,17 @@ def test_permission_denied(tmp_path, tone_wav, monkeypatch):
     assert _message(excinfo) == f"{tone_wav}: permission denied"
 
 
-def test_error_mid_stream_is_wrapped(tmp_path, monkeypatch):
-    path = _truncated_flac(tmp_path)
+def test_a_problem_mid_stream_is_raised_after_the_blocks_before_it(tmp_path, monkeypatch):
+    samples = np.zeros(3000)
+    samples[2500] = np.nan
+    path = write_audio(tmp_path / "nan.wav", samples, 8000, subtype="FLOAT")
     monkeypatch.setattr(audio, "_READ_FRAMES", 1024)
     blocks = iter_audio_blocks(path, block_samples=1024)
     first = next(blocks)  # the intact start still decodes
     assert first.n_valid == 1024
-    with pytest.raises(AudioError, match="truncated or corrupt"):
+    with pytest.raises(AudioError) as excinfo:
         list(blocks)
+    assert _message(excinfo) == f"{path}: contains NaN or infinite samples"
 
 
 @pytest.mark.parametrize("as_bytes", [True, False])

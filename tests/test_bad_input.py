@@ -127,7 +127,7 @@ def test_load_audio_odd_file_matches_its_header(cases, name):
     assert (info.sample_rate, info.channels, info.frames) == (expect["sample_rate"], expect["channels"], expect["frames"])
     y, sr = load_audio(case.path, mono=False)
     assert sr == info.sample_rate
-    assert y.dtype == np.float32 and y.shape == (info.channels, info.frames)
+    assert y.dtype == np.float32 and y.shape == (info.channels, expect.get("decoded", info.frames))
     assert np.isfinite(y).all() and np.abs(y).max() <= 1.0
     assert (not y.any()) if expect.get("silent") else y.any()
 
@@ -166,6 +166,8 @@ def test_odd_files_hold_the_right_samples(cases):
 
     y, _ = load_audio(cases["truncated_wav"].path)  # the 1000 whole frames that are there
     np.testing.assert_allclose(y, tone_16k[:1000], atol=1e-7)
+    y, _ = load_audio(cases["truncated_flac"].path)  # its first FLAC frame, written by soundfile
+    np.testing.assert_allclose(y, tone_16k[:4096], atol=1e-4)
     y, _ = load_audio(cases["list_junk_chunks"].path)  # LIST and junk chunks skipped, data intact
     np.testing.assert_allclose(y, tone_16k[:4800], atol=1e-7)
     y, _ = load_audio(cases["float64"].path)
@@ -216,7 +218,7 @@ def test_predict_odd_files(model, cases, alone):
         assert result.path == case.str_path
         assert np.isfinite(result.probabilities).all(), case.name
         assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
-        expected = case.expect["frames"] / case.expect["sample_rate"]
+        expected = case.expect.get("decoded", case.expect["frames"]) / case.expect["sample_rate"]
         assert result.duration == pytest.approx(expected, abs=1e-3), case.name
 
     # Many channels at a high rate: the same as mixing down and resampling by hand.
@@ -347,6 +349,8 @@ def test_classify_batch_reports_bad_files_and_keeps_good_results(capsys, model_f
     [truncated] = [w for w in warnings if w.startswith(f"warning: {cases['truncated_wav'].display}: truncated: ")]
     assert sorted(warnings) == sorted([
         truncated, f"warning: {cases['silence'].display}: silent (no sample above -90 dBFS): what the model makes of it means nothing",
+        f"warning: {cases['truncated_flac'].display}: decoding stopped after 0.256 s of the 1.000 s the file declares "
+        "(damaged data?); using what was decoded",
         *(f"warning: {cases[name].display}: {seconds} s is shorter than one of the model's FFT frames (0.032 s): the model's output says little"
           for name, seconds in (("one_sample", "6.25e-05"), ("10ms", "0.01"))),
     ])
@@ -529,7 +533,7 @@ def dirty_dataset(cases, tmp_path):
     """Class folders a/ and b/ with good tones, odd-but-valid files and bad files."""
     root = make_class_folders(tmp_path / "data", {"a": 3, "b": 3}, seconds=0.5)
     bad = {"a": ["empty", "nan_samples"], "b": ["random_bytes", "header_only", "no_read_permission"]}
-    odd = {"a": ["silence", "8bit_unsigned"], "b": ["96k_8ch_24bit", "10ms"]}
+    odd = {"a": ["silence", "8bit_unsigned"], "b": ["96k_8ch_24bit", "10ms", "truncated_flac"]}
     bad_paths = []
     for label, names in bad.items():
         for name in names:
@@ -543,7 +547,7 @@ def dirty_dataset(cases, tmp_path):
     for label, names in odd.items():
         for name in names:
             shutil.copy(cases[name].path, root / label / Path(cases[name].path).name)
-    return root, sorted(bad_paths), 6 + 4
+    return root, sorted(bad_paths), 6 + 5
 
 
 def test_evaluate_skips_bad_files_once_each(capsys, model_file, dirty_dataset, monkeypatch):
@@ -557,7 +561,9 @@ def test_evaluate_skips_bad_files_once_each(capsys, model_file, dirty_dataset, m
     assert len(silent) == 1 and silent[0].startswith("warning: ") and "silence.wav" in silent[0]
     short = [line for line in lines if "shorter than one of the model's FFT frames" in line]  # scored too
     assert len(short) == 1 and short[0].startswith("warning: ") and "short.wav" in short[0]
-    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in lines if line not in silent + short)
+    cut = [line for line in lines if "decoding stopped" in line]  # its first FLAC frame scored
+    assert len(cut) == 1 and cut[0].startswith("warning: ") and "half.flac" in cut[0]
+    warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in lines if line not in silent + short + cut)
     assert warned == bad_paths  # each bad file exactly once
     result = json.loads(out)
     assert result["n"] == n_good
@@ -583,8 +589,11 @@ def test_train_skips_and_counts_bad_files(capsys, dirty_dataset, tmp_path, monke
     warned = sorted(line.removeprefix("warning: skipping ").split(": ")[0] for line in err.splitlines() if "skipping" in line)
     assert warned == bad_paths
     others = [line for line in err.splitlines() if "skipping" not in line]  # the odd-but-valid files: one is silence
-    assert others == ["warning: 1 file of the training data is digital silence (no sample above -90 dBFS), which the model "
-                      "learns as a sound of its class"]
+    assert others == [
+        f"warning: {root / 'b' / 'half.flac'}: decoding stopped after 0.256 s of the 1.000 s the file declares (damaged data?); "
+        "using what was decoded",
+        "warning: 1 file of the training data is digital silence (no sample above -90 dBFS), which the model "
+        "learns as a sound of its class"]
     assert f"{len(bad_paths)} files skipped" in out
     data = json.loads((out_dir / "config.json").read_text())["data"]
     assert data["train_files"] + data["val_files"] == n_good
