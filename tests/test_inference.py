@@ -414,6 +414,15 @@ def _truncated_wav(path: Path) -> Path:
     return path
 
 
+def _truncated_flac(path: Path) -> Path:
+    """A FLAC file of 1 s cut where its first FLAC frame (4096 samples, 0.512 s) ends: decoding warns about it."""
+    clip = S.class_clip("tone", 0, seconds=1.0)
+    whole = write_audio(path.with_name("whole.flac"), clip, S.SR, subtype="PCM_16")
+    first_frame = write_audio(path.with_name("first.flac"), clip[:4096], S.SR, subtype="PCM_16")  # the same bytes
+    path.write_bytes(whole.read_bytes()[: first_frame.stat().st_size])
+    return path
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_a_decoders_warning_is_said_with_its_inputs_result(model, tmp_path, caplog, monkeypatch, num_workers):
     # Decoding runs ahead of the results (in threads when there are cores to spare, or a batch
@@ -421,15 +430,17 @@ def test_a_decoders_warning_is_said_with_its_inputs_result(model, tmp_path, capl
     monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: num_workers > 0)
     good = write_audio(tmp_path / "good.wav", S.class_clip("tone", 0, seconds=0.5), S.SR)
     cut = _truncated_wav(tmp_path / "cut.wav")
+    cut_flac = _truncated_flac(tmp_path / "cut.flac")
     with caplog.at_level(logging.WARNING, logger="specnet"):
-        for result in model.predict_iter([str(good), str(cut), str(good)], num_workers=num_workers):
+        for result in model.predict_iter([str(good), str(cut), str(cut_flac), str(good)], num_workers=num_workers):
             logging.getLogger("specnet").warning("result %s", Path(result.path).name)
-        for _ in model.embed_iter([str(good), str(cut)], num_workers=num_workers):
+        for _ in model.embed_iter([str(good), str(cut), str(cut_flac)], num_workers=num_workers):
             logging.getLogger("specnet").warning("embedding")
+    wav_cut = f"{cut}: truncated: the header declares 0.500 s of audio, the file holds 0.100 s"
+    flac_cut = f"{cut_flac}: decoding stopped after 0.512 s of the 1.000 s the file declares (damaged data?)"
     assert [r.getMessage().split(";")[0] for r in caplog.records] == [
-        "result good.wav", f"{cut}: truncated: the header declares 0.500 s of audio, the file holds 0.100 s",
-        "result cut.wav", "result good.wav",
-        "embedding", f"{cut}: truncated: the header declares 0.500 s of audio, the file holds 0.100 s", "embedding",
+        "result good.wav", wav_cut, "result cut.wav", flac_cut, "result cut.flac", "result good.wav",
+        "embedding", wav_cut, "embedding", flac_cut, "embedding",
     ]
 
 
@@ -815,16 +826,21 @@ def test_a_streamed_file_keeps_no_array_per_batch(model, recording, monkeypatch)
     assert len(most_kept) > 25 and max(most_kept) <= 1  # one per batch run before: 29 at the last
 
 
-def test_a_cut_short_long_file_is_streamed_with_one_warning(model, recording, tmp_path, monkeypatch, caplog):
-    data = recording.read_bytes()
-    cut = tmp_path / "cut.wav"
+@pytest.mark.parametrize(("suffix", "says"), [(".wav", "truncated: the header declares 30.000 s of audio"),
+                                              (".flac", "decoding stopped after ")])
+def test_a_cut_short_long_file_is_streamed_with_one_warning(model, recording, tmp_path, monkeypatch, caplog, suffix, says):
+    whole = tmp_path / f"whole{suffix}"
+    sf.write(whole, sf.read(recording)[0], S.SR, subtype="PCM_16")
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(data[: len(data) * 2 // 3])  # the header still declares 30 s
     monkeypatch.setattr(inference, "STREAM_SECONDS", 10.0)
     with caplog.at_level(logging.WARNING, logger="specnet"):
         [result] = model.predict([str(cut)], timeline=True)
     assert 19.0 < result.duration < 20.5  # two thirds of the samples, streamed to the end
-    [record] = caplog.records  # the first read reports it; the stream that follows does not
-    assert record.getMessage().startswith(f"{cut}: truncated: the header declares 30.000 s of audio")
+    # A WAV file's first read reports it, and the stream that follows does not; a FLAC file's stream finds it.
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"{cut}: {says}")
 
 
 SILENT = "silent (no sample above -90 dBFS): what the model makes of it means nothing"
