@@ -614,7 +614,7 @@ def _read(f: sf.SoundFile, name: str, frames: int) -> np.ndarray:
                 break
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     if f.format == "FLAC":
-        data = _read_flac(f, frames)
+        data = _call(name, _read_flac, f, frames)
     else:
         data = _call(name, f.read, frames, dtype="float32", always_2d=True)
     if problem := unusable_samples(loudest_sample(data), non_finite="contains NaN or infinite samples"):
