@@ -209,7 +209,8 @@ def audio_info(path: PathLike) -> AudioInfo:
     """Read sample rate, channel count and length from a file's header.
 
     The audio itself is not decoded, except for formats that only audioread
-    reads, whose decoder reports the length.
+    reads, whose decoder reports the length, and a FLAC stream whose header
+    leaves its length out (as streaming encoders may), whose frames are counted.
 
     Raises
     ------
@@ -219,13 +220,24 @@ def audio_info(path: PathLike) -> AudioInfo:
     name = display_name(path)
     with _open(path, name) as f:
         if f is not None:
-            return AudioInfo(sample_rate=f.samplerate, channels=f.channels, frames=f.frames)
+            frames = _counted_frames(f, name) if f.frames == _UNKNOWN_FRAMES else f.frames
+            return AudioInfo(sample_rate=f.samplerate, channels=f.channels, frames=frames)
     with _audioread_open(path, name) as reader:
         return AudioInfo(
             sample_rate=reader.samplerate,
             channels=reader.channels,
             frames=round(reader.duration * reader.samplerate),
         )
+
+
+def _counted_frames(f: sf.SoundFile, name: str) -> int:
+    """The frames ``f`` decodes to, counted block by block (for a header that leaves them out)."""
+    count = 0
+    while True:
+        decoded = _read(f, name, _READ_FRAMES).shape[0]
+        count += decoded
+        if decoded < _READ_FRAMES:
+            return count
 
 
 def float_samples(y: np.ndarray) -> np.ndarray:

@@ -232,6 +232,7 @@ def test_a_flac_stream_that_leaves_its_length_out_decodes_whole(tmp_path, caplog
         assert sum(block.n_valid for block in iter_audio_blocks(path, block_samples=3000)) == 16000
     np.testing.assert_array_equal(y, load_audio(tmp_path / "whole.flac")[0])
     assert caplog.records == []
+    assert audio_info(path).frames == 16000  # counted: the header's SF_COUNT_MAX is no length
 
 
 # --- channels, offset, duration ---------------------------------------------
