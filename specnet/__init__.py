@@ -23,7 +23,7 @@ _LAZY = {
     "audio_info": "audio",
     "load_image": "image",
     "find_inputs": "paths",
-    "FeatureConfig": "features",
+    "FeatureConfig": "featureconfig",
     "MelSpectrogram": "features",
     "LogMelSpectrogram": "features",
     "create_model": "models",
@@ -40,7 +40,7 @@ _LAZY = {
     "plot_confusion": "plots",
     "export_onnx": "export",
     "SpecNet": "network",
-    "ModelSpec": "network",
+    "ModelSpec": "modelspec",
 }
 
 __all__ = [

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelFileError
+from .modelspec import metadata_to_spec
 from .paths import display_name, refuse_special_file
 
 #: The bundled model ``specnet classify`` and ``load_model()`` use when none is named.
@@ -32,10 +33,18 @@ def bundled_models() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".safetensors")}
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The specnet metadata document of a model file, checked as loading it checks it
+    (:func:`~specnet.modelspec.metadata_to_spec`), without loading weights or torch."""
+    meta = metadata_document(path)
+    metadata_to_spec(meta, source=str(path))
+    return meta
+
+
 def metadata_document(path: str | os.PathLike) -> dict[str, Any]:
     """The specnet metadata document of a model file as it is: a JSON object, not yet checked
-    (:func:`specnet.modelfile.read_metadata` checks it). Read without torch: a listing of the
-    bundled models answers at once."""
+    (:func:`read_metadata` checks it). Read without torch: a listing of the bundled models
+    answers at once."""
     from safetensors import safe_open
 
     path = Path(path)

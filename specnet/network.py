@@ -11,7 +11,6 @@ Training, inference, embedding and ONNX export all go through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,58 +18,15 @@ import torch
 from torch import nn
 
 from .errors import ParameterError
-from .features import FeatureConfig, LogMelSpectrogram, Standardize
+from .features import LogMelSpectrogram, Standardize
 from .models import create_model
 from .models.layers import frame_pool, time_reach
-
-INPUT_KINDS = ("audio", "image")
-
-#: Backbone arguments a :class:`SpecNet` sets itself (from its classes, channels and the
-#: weights it is asked to start from), so ``ModelSpec.arch_args`` may not hold them.
-RESERVED_ARCH_ARGS = frozenset({"num_classes", "in_chans", "include_top", "pretrained", "weights"})
+from .modelspec import INPUT_KINDS, RESERVED_ARCH_ARGS, ModelSpec
 
 #: Input columns (spectrogram frames: 41 s at a 10 ms hop) that :meth:`SpecNet.feature_map`
 #: runs through the backbone in one piece, besides the overlap each piece needs; it bounds
 #: the activations of a long recording (``cnn_small``'s first block: ~17 MB per 64 mel bands).
 COLUMNS_PER_PIECE = 4096
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild a :class:`SpecNet` and read its outputs.
-
-    arch, arch_args : registry name and keyword arguments of the backbone.
-    input_kind : "audio" (waveforms) or "image".
-    classes : class names in logit order.
-    in_chans : channels the backbone takes (1 for spectrograms).
-    features : the front-end settings (audio models only).
-    clip_seconds : clip length the model was trained on (audio models only).
-    image_size : (height, width) images are resized to (image models only, and required there).
-    extra : free-form provenance (training data, license, credit, metrics).
-    """
-
-    arch: str
-    arch_args: dict[str, Any]
-    input_kind: str
-    classes: tuple[str, ...]
-    in_chans: int = 1
-    features: FeatureConfig | None = None
-    clip_seconds: float | None = None
-    image_size: tuple[int, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def sample_rate(self) -> int | None:
-        return self.features.sample_rate if self.features else None
-
-    @property
-    def clip_samples(self) -> int | None:
-        if self.features is None or self.clip_seconds is None:
-            return None
-        return int(round(self.clip_seconds * self.features.sample_rate))
-
-    def with_extra(self, **values: Any) -> "ModelSpec":
-        return replace(self, extra={**self.extra, **values})
 
 
 def create_backbone(spec: ModelSpec, **weights: Any) -> nn.Module:
