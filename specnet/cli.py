@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from ._version import __version__
-from .errors import AudioError, Given, GivenValueError, ParameterError, SpecnetError, counted, listed
+from .errors import AudioError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError, counted, listed
 from .paths import columns, display_name, find_inputs, naming, one_line, padded, text_name, unreadable_folder
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
@@ -133,6 +133,12 @@ def as_flags(message: str) -> str:
         return option.opts[0] if value in (None, "True") else f"{option.opts[0]} {value}"
 
     return _KEYWORD.sub(as_flag, message)
+
+
+def _error_line(exc: SpecnetError) -> str:
+    """The one line a command gives for a specnet error: ``error: ...``, options named by their flags."""
+    said = exc.said(_flag_of) if isinstance(exc, GivenValueError) else str(exc)
+    return f"error: {one_line(as_flags(said))}"
 
 
 def _flag_of(option: str) -> str | None:
@@ -842,24 +848,49 @@ def summary(ctx: click.Context, name, in_chans, no_top, num_classes, input_size,
 
 @cli.command()
 def models() -> None:
-    """List the bundled models with their classes, accuracy and license."""
-    from .catalog import DEFAULT_MODEL, bundled_models, metadata_document  # not torch: a listing answers at once
+    """List the bundled models with their classes, accuracy and license (one that loading would
+    refuse is reported, and the others listed)."""
+    from .catalog import DEFAULT_MODEL, bundled_models, read_metadata  # not torch: a listing answers at once
 
     bundled = bundled_models()
     if not bundled:
         click.echo("no bundled models installed")
         return
-    for name in bundled:
-        meta = metadata_document(bundled[name])
-        dataset = meta.get("dataset") or {}
-        default = "  (default)" if name == DEFAULT_MODEL else ""
-        click.echo(f"{name}{default}: {dataset.get('description', meta['arch'])}")
-        click.echo(f"  classes:  {', '.join(meta['classes'])}")
-        accuracy = dataset.get("accuracy") or (meta.get("metrics") or {}).get("val_accuracy")
-        if accuracy:
-            click.echo(f"  accuracy: {accuracy if isinstance(accuracy, str) else f'{100 * accuracy:.2f} % (validation)'}")
-        if dataset.get("license"):
-            click.echo(f"  license:  {dataset['license']}; {dataset.get('credit', '')}".rstrip("; "))
+    unreadable = 0
+    for name, path in bundled.items():
+        try:
+            meta = read_metadata(path)  # checked as loading checks it
+        except ModelFileError as exc:  # reported as loading would report it; the others are still listed
+            unreadable += 1
+            click.echo(_error_line(exc), err=True)
+            continue
+        _print_bundled(name, meta, default=name == DEFAULT_MODEL)
+    if unreadable:
+        if len(bundled) > 1:
+            click.echo(f"{unreadable} of {len(bundled)} bundled models could not be read", err=True)
+        sys.exit(1)
+
+
+def _print_bundled(name: str, meta: dict[str, Any], *, default: bool) -> None:
+    """The entry of ``specnet models`` for the bundled model ``name`` from its checked metadata
+    ``meta``. Its provenance (dataset, metrics) is free-form, which loading does not check: a
+    value of another kind than the entry shows is left out."""
+    from .checks import is_finite_number
+
+    def table(key: str) -> dict[str, Any]:
+        return meta[key] if isinstance(meta.get(key), dict) else {}
+
+    def text(value: Any) -> str:
+        return one_line(value) if isinstance(value, str) else ""
+
+    dataset = table("dataset")
+    click.echo(f"{name}{'  (default)' if default else ''}: {text(dataset.get('description')) or text(meta['arch'])}")
+    click.echo(f"  classes:  {', '.join(map(display_name, meta['classes']))}")
+    accuracy = dataset.get("accuracy") or table("metrics").get("val_accuracy")
+    if text(accuracy) or is_finite_number(accuracy):
+        click.echo(f"  accuracy: {text(accuracy) or f'{100 * accuracy:.2f} % (validation)'}")
+    if text(dataset.get("license")):
+        click.echo(f"  license:  {text(dataset['license'])}; {text(dataset.get('credit'))}".rstrip("; "))
 
 
 @cli.command()
@@ -1118,8 +1149,7 @@ def _main(argv: list[str] | None) -> None:
     except SpecnetError as exc:
         if _debug_enabled():
             raise
-        said = exc.said(_flag_of) if isinstance(exc, GivenValueError) else str(exc)
-        click.echo(f"error: {one_line(as_flags(said))}", err=True)
+        click.echo(_error_line(exc), err=True)
         sys.exit(2 if isinstance(exc, ParameterError) else 1)  # a value given on the command line: a usage error
     except KeyboardInterrupt as exc:
         click.echo(_stopped("interrupted", exc), err=True)

@@ -209,6 +209,12 @@ def test_bad_specnet_metadata_and_weights_are_refused(capsys, model_file, tmp_pa
         assert line == f"error: {exc.value}", name
 
 
+#: The variants of :func:`_bad_safetensors` whose metadata, not weights, loading refuses.
+METADATA_PROBLEMS = ("no_metadata", "not_json", "json_list", "no_version", "newer_version", "no_classes", "empty_classes",
+                     "duplicate_classes", "empty_class", "blank_class", "bad_kind", "bad_features", "no_features",
+                     "bad_in_chans", "bad_clip", "bad_image_size")
+
+
 def test_info_reads_metadata_only(capsys, model_file, tmp_path):
     # `info` needs no weights: a file whose weights are wrong still describes itself, then
     # says, as its one error line, that it would not load ...
@@ -218,14 +224,47 @@ def test_info_reads_metadata_only(capsys, model_file, tmp_path):
     assert error_line(code, err).startswith(f"error: {bad['wrong_shape'][0]}: weights do not match the declared architecture")
     # ... but metadata it cannot read, or would refuse to load, is an error (in `models`,
     # `spectrogram --model` and the API's model_metadata alike: one reading).
-    for name in ("no_metadata", "not_json", "json_list", "no_version", "newer_version", "no_classes", "empty_classes",
-                 "duplicate_classes", "empty_class", "blank_class", "bad_kind", "bad_features", "no_features", "bad_in_chans", "bad_clip", "bad_image_size"):
+    for name in METADATA_PROBLEMS:
         path, expected = bad[name]
         line = error_line(*run_cli(capsys, "info", path)[::2])
         assert line.startswith(f"error: {path}: ") and expected in line, name
         line = error_line(*run_cli(capsys, "spectrogram", "-m", path, path, "-o", tmp_path / "s.png")[::2])
         assert line.startswith(f"error: {path}: ") and expected in line, name
     assert not (tmp_path / "s.png").exists()
+
+
+def test_models_reports_a_bad_bundled_file_as_loading_does_and_lists_the_others(capsys, model_file, tmp_path, monkeypatch):
+    # The listing read each bundled file's metadata unchecked: classes that are not names were an
+    # internal error (TypeError), and the first file it could not read stopped the whole listing.
+    from specnet import catalog
+
+    bad = {name: path for name, (path, _) in _bad_safetensors(model_file, tmp_path).items() if name in METADATA_PROBLEMS}
+    bad["numbered_classes"] = _rewrite(model_file, tmp_path / "numbered_classes.safetensors",
+                                       meta={**read_metadata(model_file), "classes": [1, 2]})
+    for name, path in bad.items():
+        info_line = error_line(*run_cli(capsys, "info", path)[::2])
+        monkeypatch.setattr(catalog, "bundled_models", lambda: {"bad": path, "good": model_file})
+        code, out, err = run_cli(capsys, "models")
+        assert (code, err.splitlines()) == (1, [info_line, "1 of 2 bundled models could not be read"]), name
+        assert out.startswith("good: cnn_tiny\n  classes:  a, b\n"), name
+    monkeypatch.setattr(catalog, "bundled_models", lambda: {"bad": path})
+    assert run_cli(capsys, "models") == (1, "", info_line + "\n")
+
+
+def test_models_leaves_out_provenance_it_cannot_show(capsys, model_file, tmp_path, monkeypatch):
+    # Loading does not check a file's provenance: a dataset that is not a table was an internal
+    # error (AttributeError), as was an accuracy that is a list; a line break went out as it was.
+    from specnet import catalog
+
+    meta = read_metadata(model_file)
+    odd = {
+        "text": {**meta, "dataset": "esc10", "metrics": [0.5]},
+        "table": {**meta, "dataset": {"description": "two\nlines", "accuracy": [0.9], "license": "CC0", "credit": None}},
+    }
+    paths = {name: _rewrite(model_file, tmp_path / f"{name}.safetensors", meta=document) for name, document in odd.items()}
+    monkeypatch.setattr(catalog, "bundled_models", lambda: paths)
+    assert run_cli(capsys, "models") == (0, "text: cnn_tiny\n  classes:  a, b\n"
+                                            "table: two\\nlines\n  classes:  a, b\n  license:  CC0\n", "")
 
 
 def test_header_length_that_looks_like_a_pickle_still_loads(model_file, tmp_path):
