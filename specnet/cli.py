@@ -898,30 +898,21 @@ def _print_bundled(name: str, meta: dict[str, Any], *, default: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def info(model_file, fmt) -> None:
     """Classes, architecture, feature settings, training data and metrics of MODEL (a bundled name or a model file)."""
+    from .fileio import json_text
     from .inference import resolve_model
     from .modelfile import check_weight_shapes, read_metadata
 
     path = resolve_model(model_file)[1]
     meta = read_metadata(path)
     if fmt == "json":
-        click.echo(json.dumps(_json_numbers(meta), indent=2))
+        # Loading refuses NaN in the settings a model is built from; the rest of a file's metadata
+        # (a dataset's accuracy, say, in a file written before json_text) may hold it.
+        click.echo(json_text(meta, indent=2))
     else:
         click.echo(f"file:         {display_name(path)}")  # a bundled model's: its credits (ATTRIBUTION.txt) lie beside it
         _print_info(meta)
     # A file whose weights do not fit still describes itself, then says why it would not load.
     check_weight_shapes(path)
-
-
-def _json_numbers(value: Any) -> Any:
-    """``value`` with each NaN or infinite number as None (JSON null), as scores with no value
-    are written: json.dumps writes bare NaN and Infinity, which are not JSON. Loading refuses them
-    in the settings a model is built from; the rest of a file's metadata (a dataset's accuracy,
-    say) may hold them."""
-    if isinstance(value, dict):
-        return {key: _json_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_numbers(item) for item in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _print_info(meta: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ rounding) and is used only for export.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import warnings
@@ -33,7 +32,7 @@ from torch.nn import functional as F
 from .checks import is_integer
 from .errors import ParameterError, SpecnetError, first_line
 from .features import LogMelSpectrogram, mel_to_db
-from .fileio import atomic_write, check_output_path
+from .fileio import atomic_write, check_output_path, json_text
 from .inference import Model, resolve_model
 from .modelfile import load_model_file, spec_to_metadata
 from .models.layers import eval_mode
@@ -144,7 +143,8 @@ def export_onnx(
     sample rate (image models: ``images`` ``(batch, in_chans, H, W)``) to
     ``logits`` ``(batch, num_classes)``. Its metadata_props hold ``specnet``
     (the model file's metadata document), ``classes`` and ``features`` (JSON),
-    ``sample_rate`` and ``input``.
+    ``sample_rate`` and ``input``; a NaN or infinite number in the metadata (a metric, say) is
+    written as null, so that any JSON reader takes them.
     """
     onnx = _import_onnx()
     opset = _checked_opset(opset)
@@ -253,9 +253,9 @@ def _describe(proto: Any, spec: ModelSpec, *, input_doc: str) -> None:
     self-describing: the model file's metadata document, classes, features, rate, input and output."""
     meta = spec_to_metadata(spec)
     props = {
-        "specnet": json.dumps(meta),
-        "classes": json.dumps(list(spec.classes)),
-        "features": json.dumps(meta["features"]),
+        "specnet": json_text(meta),
+        "classes": json_text(list(spec.classes)),
+        "features": json_text(meta["features"]),
         "sample_rate": str(spec.sample_rate or ""),
         "input": input_doc,
         "output": f"{OUTPUT_NAME}: float32 (batch, {len(spec.classes)}), unnormalised; softmax gives probabilities",

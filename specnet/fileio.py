@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import secrets
 import shutil
@@ -25,6 +27,22 @@ def output_path(path: str | bytes | os.PathLike) -> Path:
     if not name:  # Path("") would be the current folder
         raise ParameterError("empty output file name")
     return Path(name)
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``json.dumps(value, **options)`` as every JSON reader takes it: each NaN or infinite float
+    written as null, as a score with no value is. json.dumps writes them as bare NaN and Infinity,
+    which are not JSON: only Python reads them back."""
+    return json.dumps(_finite_or_null(value), allow_nan=False, **options)
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with each NaN or infinite float in its dicts, lists and tuples as None."""
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def atomic_write(path: str | bytes | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import ModelFileError, SpecnetError, first_line
-from .fileio import atomic_write
+from .fileio import atomic_write, json_text
 from .paths import display_name, one_line
 from .network import SpecNet, create_backbone
 
@@ -33,10 +33,11 @@ def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool 
 
     A model with a NaN or infinite weight or statistic is refused: it could only ever answer NaN;
     so is one whose spec loading would refuse (a blank class name, say), which could never be read.
+    A NaN or infinite number in the rest of its metadata (a metric, say) is written as null.
     """
     from safetensors.torch import save
 
-    document = json.dumps(spec_to_metadata(model.spec))
+    document = json_text(spec_to_metadata(model.spec))
     metadata_to_spec(json.loads(document), source=f"{display_name(path)}: not saved")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     broken = _non_finite(state)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import GivenValueError, ModelFileError, ParameterError, SpecnetError
-from .fileio import atomic_write, torch_load_safely
+from .fileio import atomic_write, json_text, torch_load_safely
 from .catalog import MODEL_FILE, bundled_models
 from .modelfile import metadata_to_spec
 from .network import SpecNet
@@ -382,7 +382,7 @@ def checked_resume(files: RunFiles, checkpoint: dict[str, Any], resolved: dict[s
     # Options this version added read as their defaults in a checkpoint written before them.
     defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
     saved = defaults | json.loads(checkpoint["config"])
-    current = json.loads(json.dumps(resolved, default=str))  # as it was saved: tuples become lists
+    current = json.loads(json_text(resolved, default=str))  # as it was saved: tuples become lists, NaN null
     # Not recorded by earlier versions: the data read now, and the validation folder they named.
     saved["data"].setdefault("source", current["data"]["source"])
     saved["data"].setdefault("files", current["data"]["files"])

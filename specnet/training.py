@@ -39,7 +39,7 @@ from .devices import autocast_dtype, resolve_device
 from .distributed import Dist, setup_distributed
 from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError, counted, listed
 from .features import FeatureConfig, clamp_to_peak
-from .fileio import RunLock, atomic_write
+from .fileio import RunLock, atomic_write, json_text
 from .image import load_image
 from .inference import resolve_model
 from .metrics import Scores, confusion_matrix, log_loss_sum
@@ -554,7 +554,7 @@ def _run(data_dir, files: RunFiles, config: TrainConfig, device: torch.device, d
     if dist.is_main:
         files.clear_previous()
         if trains_on:  # else the run keeps its own
-            atomic_write(files.config, json.dumps(resolved, indent=2, default=str) + "\n")
+            atomic_write(files.config, json_text(resolved, indent=2, default=str) + "\n")
 
     if checkpoint is None and not config.init:  # else the weights loaded hold them
         _fit_normalisation(model, data.train, config.batch_size)
@@ -938,8 +938,8 @@ def _save_progress(files: RunFiles, trainer: _Trainer, record: _Record, epoch: i
     atomic_write(files.metrics, "".join(json.dumps(r) + "\n" for r in record.history))
     save_checkpoint(files.checkpoint, {
         **trainer.state(), "epoch": epoch,
-        "best": json.dumps(record.best), "history": json.dumps(record.history), "config": json.dumps(resolved, default=str),
-        "spec": json.dumps(spec_to_metadata(spec)),
+        "best": json.dumps(record.best), "history": json.dumps(record.history), "config": json_text(resolved, default=str),
+        "spec": json_text(spec_to_metadata(spec)),
     })
 
 

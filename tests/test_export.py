@@ -226,6 +226,18 @@ def test_adaptive_pools_are_refused_before_the_exporter_fails():
         _check_adaptive_pools(pool, torch.zeros(1, 3, 14, 14), source="m", dynamic_time=True)
 
 
+def test_a_non_finite_number_in_metadata_is_exported_as_null(tmp_path):
+    # A metric that training recorded as NaN was written as bare NaN: not JSON to a strict reader.
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    net = _audio_net(seed=5)
+    net.spec = net.spec.with_extra(metrics={"val_loss": float("nan"), "range": [0.5, float("inf")]})
+    props = {p.key: p.value for p in onnx.load(str(export_onnx(net, tmp_path / "nan.onnx"))).metadata_props}
+    assert json.loads(props["specnet"], parse_constant=refuse)["metrics"] == {"val_loss": None, "range": [0.5, None]}
+    assert json.loads(props["features"], parse_constant=refuse) == FeatureConfig().to_dict()
+
+
 def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     net = _audio_net(seed=5).train()
     export_onnx(net, tmp_path / "m.onnx")

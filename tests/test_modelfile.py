@@ -107,6 +107,22 @@ def test_metadata_is_plain_json():
     assert meta["dataset"] == "x" and meta["input_kind"] == "audio" and meta["in_chans"] == 1
 
 
+def refuse_constant(constant: str):
+    raise ValueError(f"{constant} is not JSON")  # json.loads reads bare NaN and Infinity; other readers refuse them
+
+
+def test_a_non_finite_number_in_metadata_is_saved_as_null(tmp_path):
+    # json.dumps wrote a NaN metric as bare NaN in the file's header: not JSON to any reader but Python's.
+    from safetensors import safe_open
+
+    spec = _spec(metrics={"val_loss": float("nan"), "range": [0.5, float("inf")], "low": -float("inf")})
+    path = save_model_file(_trained_looking(spec), tmp_path / "nan.safetensors")
+    with safe_open(str(path), framework="numpy") as handle:
+        document = json.loads(handle.metadata()[METADATA_KEY], parse_constant=refuse_constant)
+    assert document["metrics"] == {"val_loss": None, "range": [0.5, None], "low": None}
+    assert load_model_file(path).spec.extra["metrics"] == document["metrics"]
+
+
 def test_image_model_round_trip(tmp_path):
     spec = ModelSpec(arch="cnn_tiny", arch_args={"drop_rate": 0.1}, input_kind="image", classes=("x", "y", "z"),
                      in_chans=3, image_size=(32, 32))

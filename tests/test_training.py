@@ -408,6 +408,30 @@ def test_resume_reads_options_a_checkpoint_predates_as_their_defaults(four_epoch
     assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2, 3, 4] and best["n"] == 3
 
 
+def test_a_non_finite_number_in_the_dataset_table_is_written_as_null_and_the_run_resumes(tiny_data, tmp_path):
+    # json.dumps wrote a NaN in the dataset table as bare NaN in config.json, the checkpoint and the
+    # model file, which only Python reads back; and a resume then compared NaN with NaN, which differ.
+    from safetensors import safe_open
+
+    from specnet.catalog import METADATA_KEY
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    dataset = {"name": "tiny", "accuracy": float("nan"), "range": [0.5, float("inf")]}
+    out = tmp_path / "run"
+    specnet.train(tiny_data, out, epochs=1, dataset=dataset, **S.FAST)
+    written = {"name": "tiny", "accuracy": None, "range": [0.5, None]}
+    assert json.loads((out / "config.json").read_text(), parse_constant=refuse)["dataset"] == written
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert json.loads(checkpoint["config"], parse_constant=refuse)["dataset"] == written
+    with safe_open(str(out / "model.safetensors"), framework="numpy") as handle:
+        assert json.loads(handle.metadata()[METADATA_KEY], parse_constant=refuse)["dataset"] == written
+    specnet.train(tiny_data, out, resume=True, epochs=2, dataset=dataset, **S.FAST)
+    specnet.train(None, out, resume=True, epochs=3)
+    assert [r["epoch"] for r in metric_rows(out)] == [0, 1, 2]
+
+
 def test_resume_past_the_asked_epochs_says_there_is_nothing_to_train(four_epochs, tiny_data, tmp_path, capsys, caplog):
     out = tmp_path / "copy"
     shutil.copytree(four_epochs[0], out)
