@@ -51,7 +51,8 @@ def bench_frontend(quick: bool, tmp: Path) -> list[Metric]:
     import librosa
     import torchaudio.transforms as T
 
-    from specnet.features import FeatureConfig, LogMelSpectrogram
+    from specnet.features import LogMelSpectrogram
+    from specnet.featureconfig import FeatureConfig
 
     torch.set_num_threads(THREADS)
     # Fixed settings (those of ../shared/MEASURED.md and the ESC-10 recipe when written), not read

@@ -33,15 +33,15 @@ from .paths import columns, display_name, find_inputs, naming, one_line, padded,
 
 #: devices.device_name's names, for option checks without importing torch (a test keeps them equal).
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]*))?")
-#: modelfile.MAX_CLIP_SECONDS, which --help cannot import (it would load torch); a test keeps them equal.
+#: modelspec.MAX_CLIP_SECONDS, for --help without importing numpy; a test keeps them equal.
 MAX_WINDOW_SECONDS = 300.0
 #: trainconfig.DEFAULT_VAL_SPLIT, for --help without importing torch (a test keeps the two equal).
 DEFAULT_VAL_SPLIT = 0.1
-#: FeatureConfig's defaults, for --help without importing torch (a test keeps them equal).
+#: FeatureConfig's defaults, for --help without importing numpy (a test keeps them equal).
 FRONT_END_DEFAULTS = {"n_mels": 64, "n_fft": 512, "hop_length": 160, "f_min": 50.0}
-#: modelfile.MAX_IMAGE_SIDE, for option ranges without importing torch (a test keeps them equal).
+#: modelspec.MAX_IMAGE_SIDE, for option ranges without importing numpy (a test keeps them equal).
 MAX_IMAGE_SIDE = 4096
-#: modelfile.MAX_IN_CHANS, likewise.
+#: modelspec.MAX_IN_CHANS, likewise.
 MAX_IN_CHANS = 64
 
 
@@ -900,7 +900,8 @@ def info(model_file, fmt) -> None:
     """Classes, architecture, feature settings, training data and metrics of MODEL (a bundled name or a model file)."""
     from .fileio import json_text
     from .inference import resolve_model
-    from .modelfile import check_weight_shapes, read_metadata
+    from .modelfile import check_weight_shapes
+    from .catalog import read_metadata
 
     path = resolve_model(model_file)[1]
     meta = read_metadata(path)
@@ -990,7 +991,8 @@ def spectrogram(path, output, model_name, overwrite) -> None:
     import torch
 
     from .audio import load_audio
-    from .features import FeatureConfig, LogMelSpectrogram
+    from .features import LogMelSpectrogram
+    from .featureconfig import FeatureConfig
     from .fileio import check_output_path
     from .plots import picture_format, plot_spectrogram
     from .windows import loudest_sample, warn_about_level

@@ -34,9 +34,11 @@ from .errors import ParameterError, SpecnetError, first_line
 from .features import LogMelSpectrogram, mel_to_db
 from .fileio import atomic_write, check_output_path, json_text
 from .inference import Model, resolve_model
-from .modelfile import load_model_file, spec_to_metadata
+from .modelfile import load_model_file
+from .modelspec import spec_to_metadata
 from .models.layers import eval_mode
-from .network import ModelSpec, SpecNet
+from .network import SpecNet
+from .modelspec import ModelSpec
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "samples"

@@ -40,7 +40,9 @@ from .devices import resolve_device
 from .errors import DataError, Given, GivenValueError, ModelFileError, ParameterError, SpecnetError, counted
 from .fileio import check_output_path
 from .image import image_from_array, is_image_file, is_pil_image, load_image
-from .modelfile import MAX_CLIP_SECONDS, load_model_file, read_metadata, save_model_file
+from .modelfile import load_model_file, save_model_file
+from .modelspec import MAX_CLIP_SECONDS
+from .catalog import read_metadata
 from .models.layers import eval_mode
 from .network import SpecNet
 from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, leaves_gaps, loudest_sample, warn_about_level, window_peaks
@@ -152,7 +154,7 @@ class Model:
     name : how messages name the model.
     device : the ``torch.device`` it runs on (``device`` given as :func:`load_model` takes it).
     classes : class names in logit order.
-    config : the model's :class:`~specnet.network.ModelSpec` (features, clip length, provenance).
+    config : the model's :class:`~specnet.modelspec.ModelSpec` (features, clip length, provenance).
     """
 
     def __init__(self, net: SpecNet, *, name: str = "model", device: str | torch.device = "auto") -> None:

@@ -19,13 +19,10 @@ from .fileio import atomic_write, json_text
 from .paths import display_name, one_line
 from .network import SpecNet, create_backbone
 
-# The metadata document is written, read and checked without torch (in modelspec and catalog), so
-# that `specnet models` checks a file as loading does; its names are importable from here as before.
-from .catalog import METADATA_KEY, metadata_document, read_metadata
-from .modelspec import (
-    FORMAT_VERSION, MAX_CLIP_SECONDS, MAX_IMAGE_SIDE, MAX_IN_CHANS, ModelSpec, check_clip_seconds, clip_seconds_problem,
-    metadata_to_spec, spec_to_metadata,
-)
+# The metadata document is written, read and checked without torch (modelspec, catalog), so that
+# `specnet models` checks a file as loading does.
+from .catalog import METADATA_KEY, metadata_document
+from .modelspec import ModelSpec, metadata_to_spec, spec_to_metadata
 
 
 def save_model_file(model: SpecNet, path: str | os.PathLike, *, overwrite: bool = True) -> Path:

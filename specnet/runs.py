@@ -21,7 +21,7 @@ import torch
 from .errors import GivenValueError, ModelFileError, ParameterError, SpecnetError
 from .fileio import atomic_write, json_text, torch_load_safely
 from .catalog import MODEL_FILE, bundled_models
-from .modelfile import metadata_to_spec
+from .modelspec import metadata_to_spec
 from .network import SpecNet
 from .paths import display_name, one_line, path_of_text, text_name, unnamed
 from .trainconfig import OptionsError, TrainConfig, held_out_share

@@ -13,9 +13,9 @@ from . import augment as aug
 from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
 from .devices import device_name
 from .errors import DataError, ParameterError, SpecnetError
-from .features import FeatureConfig
-from .modelfile import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds
-from .network import RESERVED_ARCH_ARGS, ModelSpec
+from .featureconfig import FeatureConfig
+from .modelspec import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds
+from .modelspec import RESERVED_ARCH_ARGS, ModelSpec
 
 
 #: Each epoch seeds torch with ``seed * EPOCH_SEEDS + epoch`` (:meth:`TrainConfig.epoch_seed`): a

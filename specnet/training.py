@@ -38,13 +38,16 @@ from .data import LabelledFiles, check_one_source, check_outside_the_data, decod
 from .devices import autocast_dtype, resolve_device
 from .distributed import Dist, setup_distributed
 from .errors import DataError, GivenValueError, ModelFileError, ParameterError, SpecnetError, TrainingError, counted, listed
-from .features import FeatureConfig, clamp_to_peak
+from .features import clamp_to_peak
+from .featureconfig import FeatureConfig
 from .fileio import RunLock, atomic_write, json_text
 from .image import load_image
 from .inference import resolve_model
 from .metrics import Scores, confusion_matrix, log_loss_sum
-from .modelfile import clip_seconds_problem, load_model_file, save_model_file, spec_to_metadata
-from .network import ModelSpec, SpecNet
+from .modelfile import load_model_file, save_model_file
+from .modelspec import clip_seconds_problem, spec_to_metadata
+from .network import SpecNet
+from .modelspec import ModelSpec
 from .paths import display_name, naming, one_line, text_name, unnamed
 from .runs import RunFiles, checked_resume, checkpoint_network, load_checkpoint, real_file, patience_stops, resume_trains, run_options, save_checkpoint, the_runs_setting, with_run_options
 from .trainconfig import InitConflict, OptionsForOtherData, OptionValueError, TrainConfig, features_given, held_out_share, init_conflicts

@@ -282,7 +282,8 @@ def tiny_image_model(tmp_path_factory) -> Path:
         import torch
 
         from specnet.modelfile import save_model_file
-        from specnet.network import ModelSpec, SpecNet
+        from specnet.network import SpecNet
+        from specnet.modelspec import ModelSpec
 
         torch.manual_seed(0)
         spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="image", classes=("x", "y"), in_chans=3,

@@ -16,9 +16,10 @@ import specnet
 from specnet import inference
 from specnet.cli import main
 from specnet.errors import DataError, ParameterError
-from specnet.features import FeatureConfig
+from specnet.featureconfig import FeatureConfig
 from specnet.inference import Model
-from specnet.network import ModelSpec, SpecNet
+from specnet.network import SpecNet
+from specnet.modelspec import ModelSpec
 from specnet.windows import Windows
 
 WINDOW = int(S.CLIP_SECONDS * S.SR)

@@ -310,14 +310,14 @@ def test_a_warning_under_a_progress_bar_gets_its_own_line(capsys):
 
 
 def test_window_limit_is_the_longest_clip():
-    from specnet import cli, modelfile
+    from specnet import cli, modelspec
 
-    assert cli.MAX_WINDOW_SECONDS == modelfile.MAX_CLIP_SECONDS
+    assert cli.MAX_WINDOW_SECONDS == modelspec.MAX_CLIP_SECONDS
 
 
 def test_the_defaults_in_help_are_trainings(capsys):
     from specnet import cli, trainconfig
-    from specnet.features import FeatureConfig
+    from specnet.featureconfig import FeatureConfig
 
     assert cli.DEFAULT_VAL_SPLIT == trainconfig.DEFAULT_VAL_SPLIT
     assert cli.FRONT_END_DEFAULTS == {name: getattr(FeatureConfig, name) for name in cli.FRONT_END_DEFAULTS}
@@ -554,7 +554,7 @@ def test_info_json_writes_a_non_finite_number_in_metadata_as_null(capsys, model_
     # saved now holds null there; one saved before, or written by hand, holds them bare.
     from safetensors.torch import load_file, save_file
 
-    from specnet.modelfile import METADATA_KEY, read_metadata
+    from specnet.catalog import METADATA_KEY, read_metadata
 
     meta = read_metadata(model_file) | {"dataset": {"accuracy": float("nan"), "range": [0.5, float("inf")]}}
     path = tmp_path / "nan.safetensors"
@@ -791,7 +791,7 @@ def test_summary_of_a_path_that_is_not_there_says_the_file_is_not_found(capsys, 
 
 
 def test_summary_of_too_small_or_too_large_an_input_is_one_line(capsys):
-    from specnet import cli, modelfile
+    from specnet import cli, modelspec
 
     code, _, err = run(capsys, "summary", "vgg11", "--input-size", "0", "8")
     assert code == 2 and "0 is not in the range" in err
@@ -803,7 +803,7 @@ def test_summary_of_too_small_or_too_large_an_input_is_one_line(capsys):
     assert code == 0 and "(None, 1, 64, 5001)" in out
     code, _, err = run(capsys, "summary", "cnn", "--in-chans", "65")
     assert code == 2 and "65 is not in the range 1<=x<=64" in err, err
-    assert (cli.MAX_IN_CHANS, cli.MAX_IMAGE_SIDE) == (modelfile.MAX_IN_CHANS, modelfile.MAX_IMAGE_SIDE)
+    assert (cli.MAX_IN_CHANS, cli.MAX_IMAGE_SIDE) == (modelspec.MAX_IN_CHANS, modelspec.MAX_IMAGE_SIDE)
 
 
 def test_summary_of_a_model_file_takes_only_the_input_sizes_it_sees(capsys, tmp_path_factory, model_file):
@@ -822,10 +822,10 @@ def test_summary_of_a_model_file_takes_only_the_input_sizes_it_sees(capsys, tmp_
 
 
 def test_image_size_range_is_a_usage_error(capsys, tmp_path):
-    from specnet import cli, modelfile
+    from specnet import cli, modelspec
 
-    assert cli.MAX_IMAGE_SIDE == modelfile.MAX_IMAGE_SIDE
-    for size in (("0", "32"), ("32", str(modelfile.MAX_IMAGE_SIDE + 1))):
+    assert cli.MAX_IMAGE_SIDE == modelspec.MAX_IMAGE_SIDE
+    for size in (("0", "32"), ("32", str(modelspec.MAX_IMAGE_SIDE + 1))):
         code, _, err = run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "run"), "--image-size", *size)
         assert code == 2 and "Invalid value for '--image-size'" in err and err.count("\n") == 1, err
 
@@ -919,9 +919,10 @@ def test_spectrogram_of_a_silent_quiet_or_short_file_says_what_the_picture_shows
 
 
 def test_spectrogram_of_a_file_shorter_than_an_uncentred_frame_is_one_line_naming_it(capsys, tmp_path):
-    from specnet.features import FeatureConfig
+    from specnet.featureconfig import FeatureConfig
     from specnet.modelfile import save_model_file
-    from specnet.network import ModelSpec, SpecNet
+    from specnet.network import SpecNet
+    from specnet.modelspec import ModelSpec
 
     spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"),
                      features=FeatureConfig(center=False), clip_seconds=1.0)

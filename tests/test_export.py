@@ -13,9 +13,11 @@ import torch
 import specnet
 from specnet.errors import ParameterError, SpecnetError
 from specnet.export import ConvLogMel, _check_adaptive_pools, export_onnx
-from specnet.features import FeatureConfig, LogMelSpectrogram
+from specnet.features import LogMelSpectrogram
+from specnet.featureconfig import FeatureConfig
 from specnet.modelfile import load_model_file, save_model_file
-from specnet.network import ModelSpec, SpecNet
+from specnet.network import SpecNet
+from specnet.modelspec import ModelSpec
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

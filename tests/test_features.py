@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from specnet.errors import ParameterError
-from specnet.features import FeatureConfig, LogMelSpectrogram, MelSpectrogram, Standardize, clamp_to_peak
+from specnet.features import LogMelSpectrogram, MelSpectrogram, Standardize, clamp_to_peak
+from specnet.featureconfig import FeatureConfig
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:

@@ -14,9 +14,10 @@ from helpers import CUDA_RTOL
 
 from specnet import hear
 from specnet.errors import ModelFileError, ParameterError
-from specnet.features import FeatureConfig
+from specnet.featureconfig import FeatureConfig
 from specnet.modelfile import load_model_file, save_model_file
-from specnet.network import ModelSpec, SpecNet
+from specnet.network import SpecNet
+from specnet.modelspec import ModelSpec
 
 SR = 16000
 HEAR_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)

@@ -705,8 +705,9 @@ def test_bad_counts_are_parameter_errors(model, recording, options, message):
 
 def test_a_window_shorter_than_an_uncentred_frame_is_refused():
     from specnet.errors import GivenValueError
-    from specnet.features import FeatureConfig
-    from specnet.network import ModelSpec, SpecNet
+    from specnet.featureconfig import FeatureConfig
+    from specnet.network import SpecNet
+    from specnet.modelspec import ModelSpec
 
     features = FeatureConfig(**{**S.FEATURES, "center": False})
     spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"), features=features,

@@ -15,16 +15,12 @@ import torch
 from safetensors.torch import save_file
 
 from specnet.errors import ModelFileError, SpecnetError
-from specnet.features import FeatureConfig
-from specnet.modelfile import (
-    FORMAT_VERSION,
-    METADATA_KEY,
-    load_model_file,
-    read_metadata,
-    save_model_file,
-    spec_to_metadata,
-)
-from specnet.network import ModelSpec, SpecNet
+from specnet.featureconfig import FeatureConfig
+from specnet.modelfile import load_model_file, save_model_file
+from specnet.modelspec import FORMAT_VERSION, spec_to_metadata
+from specnet.catalog import METADATA_KEY, read_metadata
+from specnet.network import SpecNet
+from specnet.modelspec import ModelSpec
 
 
 def _spec(arch: str = "cnn_tiny", **extra) -> ModelSpec:
@@ -467,7 +463,8 @@ def _error_of(function, *args) -> str | None:
 def test_weight_shapes_are_checked_from_the_header(tmp_path):
     from safetensors import safe_open
 
-    from specnet.modelfile import check_weight_shapes, read_metadata
+    from specnet.modelfile import check_weight_shapes
+    from specnet.catalog import read_metadata
 
     spec = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"), features=FeatureConfig(n_mels=32), clip_seconds=1.0)
     good = save_model_file(SpecNet(spec), tmp_path / "good.safetensors")

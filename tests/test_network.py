@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from specnet.errors import ParameterError
-from specnet.features import FeatureConfig, LogMelSpectrogram
+from specnet.features import LogMelSpectrogram
+from specnet.featureconfig import FeatureConfig
 from specnet import network
 from specnet.models.layers import time_reach
-from specnet.network import ModelSpec, SpecNet
+from specnet.network import SpecNet
+from specnet.modelspec import ModelSpec
 
 
 def _audio_spec(**changes) -> ModelSpec:

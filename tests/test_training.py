@@ -1048,8 +1048,8 @@ def test_a_data_folder_and_a_manifest_together_are_refused(tiny_data, tmp_path):
 
 
 def test_init_compares_the_frequency_f_max_stands_for():
-    from specnet.features import FeatureConfig
-    from specnet.network import ModelSpec
+    from specnet.featureconfig import FeatureConfig
+    from specnet.modelspec import ModelSpec
     from specnet.trainconfig import init_conflicts
 
     base = ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="audio", classes=("a", "b"),
@@ -1530,7 +1530,7 @@ def test_resuming_with_a_config_of_no_epochs_keeps_the_runs_own(four_epochs, tin
 
 
 def test_sample_rates_a_model_would_learn_the_wrong_thing_from_are_warned_about(caplog):
-    from specnet.features import FeatureConfig
+    from specnet.featureconfig import FeatureConfig
 
     at_16k = FeatureConfig(sample_rate=16000, f_max=8000.0)
     training.warn_about_sample_rates([("a", 16000), ("b", 16000), ("a", 8000)], at_16k)  # shared rates: nothing to say

@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 import specnet
 from specnet.cli import main
 from specnet.errors import ModelFileError
-from specnet.modelfile import METADATA_KEY, load_model_file, read_metadata
+from specnet.modelfile import load_model_file
+from specnet.catalog import METADATA_KEY, read_metadata
 
 
 @pytest.fixture(scope="module")
