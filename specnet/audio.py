@@ -500,6 +500,7 @@ def _open(path: PathLike, name: str, *, warn_truncated: bool = True) -> Iterator
                 f"(supported: {_supported_formats()})"
             )
         with f:
+            _refuse_unsized_wav(f, name)
             if warn_truncated:
                 _warn_if_truncated(f, name)
                 if f.format == "OGG":
@@ -510,6 +511,25 @@ def _open(path: PathLike, name: str, *, warn_truncated: bool = True) -> Iterator
 # libsndfile reads what a WAV file holds and notes a shorter data chunk in its log.
 _DATA_CHUNK_LOG = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
 _UNKNOWN_SIZE = 0x7FFFF000  # from here up: sizes streaming writers leave in a header they cannot rewrite
+
+
+# A data chunk whose size field is 0 and, after it, bytes that are no chunk: audio a writer never sized.
+_UNSIZED_DATA_LOG = re.compile(r"^data\s*:\s*0\s*\n\*\*\* Unknown chunk marker \(\w+\) at position (\d+)", re.MULTILINE)
+_FILE_LENGTH_LOG = re.compile(r"^Length\s*:\s*(\d+)", re.MULTILINE)
+
+
+def _refuse_unsized_wav(f: sf.SoundFile, name: str) -> None:
+    """Raise AudioError for a WAV file whose header gives its audio a size of 0 though audio
+    follows: a recorder stopped before it wrote the size in (libsndfile then reads no samples,
+    which would be reported as an empty file)."""
+    if f.format not in ("WAV", "WAVEX") or f.frames:
+        return
+    log_text = f.extra_info
+    unsized, length = _UNSIZED_DATA_LOG.search(log_text), _FILE_LENGTH_LOG.search(log_text)
+    if unsized and length and int(length.group(1)) > int(unsized.group(1)):
+        following = int(length.group(1)) - int(unsized.group(1))
+        raise AudioError(f"{name}: the WAV header gives its audio a size of 0 bytes, yet {following} bytes follow it "
+                         "(a recording stopped before its header was finished?); `sox --ignore-length IN OUT` rewrites it")
 
 
 def _no_samples(name: str, container: str | None) -> AudioError:

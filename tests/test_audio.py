@@ -361,6 +361,15 @@ def _header_only(tmp_path):
     return write_audio(tmp_path / "hdr.wav", np.zeros(0), 16000, subtype="PCM_16")
 
 
+def _wav_with_unsized_data(tmp_path):  # a recorder stopped before it wrote the data chunk's size
+    data = bytearray(make_tone(tmp_path / "whole.wav", 440.0, 0.5, 8000, "PCM_16").read_bytes())
+    size_field = data.index(b"data") + 4
+    data[size_field : size_field + 4] = bytes(4)
+    path = tmp_path / "unsized.wav"
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _half_of(tmp_path, name, subtype):
     whole = make_tone(tmp_path / f"whole_{name}", 440.0, 1.0, 16000, subtype)
     data = whole.read_bytes()
@@ -453,6 +462,7 @@ FILE_ERRORS = [
     (_directory, "is a directory, not an audio file"),
     (_empty, "file is empty (0 bytes)"),
     (_header_only, "contains no audio samples"),
+    (_wav_with_unsized_data, "the WAV header gives its audio a size of 0 bytes, yet 8000 bytes follow it (a recording stopped"),
     (_flac_cut_in_its_header, "truncated or corrupt audio data"),
     (_flac_cut_in_its_first_frame, "contains no audio samples that decode (empty, or truncated before its first"),
     (_truncated_ogg, "truncated or corrupt audio data"),
