@@ -429,8 +429,9 @@ class Model:
                         queue.run(batch_size)
                 elif isinstance(item, _Item):  # a long file, which the caller streams: what is before it goes first
                     queue.run_all()
-                queue.hand_out_finished()
                 yield from _done(pending)  # a failure or a long file at the head goes at once
+                while queue.hand_out_next_finished():  # each batch's items go on before a later batch's error
+                    yield from _done(pending)
             queue.run_all()
         yield from pending
 
@@ -956,10 +957,13 @@ class _WindowQueue:
         while self._running:
             self._hand_out_oldest()
 
-    def hand_out_finished(self) -> None:
-        """Complete the items of the batches that have finished, without waiting for any."""
-        while self._running and self._running[0][1].done():
-            self._hand_out_oldest()
+    def hand_out_next_finished(self) -> bool:
+        """Complete the items of the oldest batch running if it has finished (without waiting):
+        whether it had; raises what the batch raised."""
+        if not (self._running and self._running[0][1].done()):
+            return False
+        self._hand_out_oldest()
+        return True
 
     def _hand_out_oldest(self) -> None:
         taken, outputs = self._running.popleft()

@@ -13,6 +13,8 @@ import threading
 import time
 import tracemalloc
 import weakref
+from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -1050,3 +1052,35 @@ def test_batches_running_together_share_the_log_mel_cell_cap(model, clips, recor
     inputs = [str(path) for path, _ in clips.values()] * 3 + [str(recording)]
     model.predict(inputs, batch_size=64)
     assert max(sizes) == 3 and sum(sizes) > 6
+
+
+def test_a_batch_failing_in_a_lane_comes_after_the_results_of_the_batches_before_it(model, clips, monkeypatch):
+    # Three batches running at once; two finish and the third fails before this thread looks again. All
+    # three were handed out at one look, and the error came before the four results finished ahead of it.
+    running: list[tuple[Future, np.ndarray]] = []
+
+    @contextmanager
+    def batch_runner(self, lanes, *, embed):
+        def submit(batch):
+            running.append((Future(), batch))
+            return running[-1][0]
+        yield submit
+
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 1)  # files decoded here, each as it is needed
+    monkeypatch.setattr(inference, "PREFETCH_FILES", 0)
+    monkeypatch.setattr(Model, "_lanes", lambda self: 3)
+    monkeypatch.setattr(Model, "_batch_runner", batch_runner)
+    paths = [str(path) for path, _ in clips.values()] * 3
+
+    def inputs():
+        yield from paths[:6]  # three batches of two
+        for future, batch in running[:2]:
+            future.set_result(model._run(batch))
+        running[2][0].set_exception(RuntimeError("the network ran out of memory"))
+        yield from paths[6:]
+
+    results = []
+    with pytest.raises(RuntimeError, match="ran out of memory"):
+        for result in model.predict_iter(inputs(), batch_size=2):
+            results.append(result)
+    assert [r.path for r in results] == paths[:4]
