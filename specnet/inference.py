@@ -335,24 +335,32 @@ class Model:
         mode around each batch, which concurrent batches could not share.
         """
         threads = torch.get_num_threads()
-        if self._decode_overlaps_network() or threads < 2 or any(m.training for m in self.net.modules()):
+        if self._decode_overlaps_network() or threads < 2 or self._training():
             return 0
         return min(threads, MAX_LANES)
+
+    def _training(self) -> bool:
+        """Whether any layer of the network is in training mode."""
+        return any(m.training for m in self.net.modules())
 
     @contextmanager
     def _batch_runner(self, lanes: int, *, embed: str | None) -> Iterator[Callable[[np.ndarray | torch.Tensor], Future]]:
         """``submit``: ``submit(batch)`` gives a Future of the batch's outputs (probabilities, or
         embeddings with ``embed``), run in one of ``lanes`` worker threads, or at once when
         ``lanes`` is 0 (see :meth:`_lanes`). Batches submitted and not yet started when the block
-        ends are dropped; those started are waited for."""
+        ends are dropped; those started are waited for. A worker runs a batch in the modes the
+        layers are in: one submitted while a layer is in training mode (set between two results,
+        say) runs at once in eval mode, as :meth:`_run` runs it."""
+        run_here = partial(_InlineExecutor().submit, partial(self._run, embed=embed))
         if not lanes:
-            yield partial(_InlineExecutor().submit, partial(self._run, embed=embed))
+            yield run_here
             return
         threads = torch.get_num_threads()
         pool = ThreadPoolExecutor(lanes, thread_name_prefix="specnet-forward",
                                   initializer=torch.set_num_threads, initargs=(max(1, threads // lanes),))
+        in_a_lane = partial(pool.submit, partial(self._forward, embed=embed))
         try:
-            yield partial(pool.submit, partial(self._forward, embed=embed))
+            yield lambda batch: run_here(batch) if self._training() else in_a_lane(batch)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(threads)  # a worker's setting also resized a thread pool torch shares

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -1084,3 +1085,23 @@ def test_a_batch_failing_in_a_lane_comes_after_the_results_of_the_batches_before
         for result in model.predict_iter(inputs(), batch_size=2):
             results.append(result)
     assert [r.path for r in results] == paths[:4]
+
+
+def test_a_layer_set_training_between_results_leaves_batches_in_eval_mode_as_without_lanes(model, clips, tmp_path, monkeypatch,
+                                                                                           two_torch_threads):
+    # Lanes are chosen when the call starts; the workers ran every later batch in training mode, so
+    # batch norm used each batch's own statistics and wrote them into its running ones.
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes
+    monkeypatch.setattr(inference, "PREFETCH_FILES", 0)  # the failure goes on before the next file is decoded
+    tuned = Model(copy.deepcopy(model.net), device="cpu")
+    assert tuned._lanes() == 2
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEjunk")
+    paths = [str(path) for path, _ in clips.values()] * 2
+    buffers = {name: value.clone() for name, value in tuned.net.named_buffers()}
+    results = tuned.predict_iter([str(broken), *paths], batch_size=2)
+    assert isinstance(next(results), Failure)
+    tuned.net.train()  # fine-tuning between results, say
+    later = list(results)
+    assert tuned.net.training and all(torch.equal(value, buffers[name]) for name, value in tuned.net.named_buffers())
+    np.testing.assert_array_equal(probabilities(later), probabilities(model.predict(paths, batch_size=2)))
