@@ -331,26 +331,27 @@ class Model:
         False), where decoding would otherwise leave a core idle and a small network's layers
         keep two threads busy less well than two batches keep one each (FSDD's model: about
         20 % more files a second on 2 cores, benchmarks/README.md). None on a GPU, with cores
-        to spare for decoding, or while a layer is in training mode: :meth:`_run` then sets eval
-        mode around each batch, which concurrent batches could not share.
+        to spare for decoding, or while batches must run in the caller's thread
+        (:meth:`_runs_here_only`).
         """
         threads = torch.get_num_threads()
-        if self._decode_overlaps_network() or threads < 2 or self._training():
+        if self._decode_overlaps_network() or threads < 2 or self._runs_here_only():
             return 0
         return min(threads, MAX_LANES)
 
-    def _training(self) -> bool:
-        """Whether any layer of the network is in training mode."""
-        return any(m.training for m in self.net.modules())
+    def _runs_here_only(self) -> bool:
+        """Whether a batch must run in this thread, as :meth:`_run` runs it: while a layer is in
+        training mode (eval mode is set around each batch, which batches running together could
+        not share), or under a caller's autocast (which holds in the caller's thread only)."""
+        return torch.is_autocast_enabled(self.device.type) or any(m.training for m in self.net.modules())
 
     @contextmanager
     def _batch_runner(self, lanes: int, *, embed: str | None) -> Iterator[Callable[[np.ndarray | torch.Tensor], Future]]:
         """``submit``: ``submit(batch)`` gives a Future of the batch's outputs (probabilities, or
         embeddings with ``embed``), run in one of ``lanes`` worker threads, or at once when
         ``lanes`` is 0 (see :meth:`_lanes`). Batches submitted and not yet started when the block
-        ends are dropped; those started are waited for. A worker runs a batch in the modes the
-        layers are in: one submitted while a layer is in training mode (set between two results,
-        say) runs at once in eval mode, as :meth:`_run` runs it."""
+        ends are dropped; those started are waited for. One submitted while it must run here (a
+        layer set training between two results, say: :meth:`_runs_here_only`) runs at once."""
         run_here = partial(_InlineExecutor().submit, partial(self._run, embed=embed))
         if not lanes:
             yield run_here
@@ -360,7 +361,7 @@ class Model:
                                   initializer=torch.set_num_threads, initargs=(max(1, threads // lanes),))
         in_a_lane = partial(pool.submit, partial(self._forward, embed=embed))
         try:
-            yield lambda batch: run_here(batch) if self._training() else in_a_lane(batch)
+            yield lambda batch: run_here(batch) if self._runs_here_only() else in_a_lane(batch)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(threads)  # a worker's setting also resized a thread pool torch shares

@@ -1105,3 +1105,16 @@ def test_a_layer_set_training_between_results_leaves_batches_in_eval_mode_as_wit
     later = list(results)
     assert tuned.net.training and all(torch.equal(value, buffers[name]) for name, value in tuned.net.named_buffers())
     np.testing.assert_array_equal(probabilities(later), probabilities(model.predict(paths, batch_size=2)))
+
+
+def test_batches_under_a_callers_autocast_run_under_it_as_without_lanes(model, clips, monkeypatch, two_torch_threads):
+    # Autocast holds in the thread that enters it: workers ran the batches in float32.
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes, but for the autocast
+    paths = [str(path) for path, _ in clips.values()] * 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model._lanes() == 0
+        in_bfloat16 = probabilities(model.predict(paths, batch_size=2))
+    monkeypatch.setattr(Model, "_lanes", lambda self: 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_array_equal(in_bfloat16, probabilities(model.predict(paths, batch_size=2)))
+    assert not np.array_equal(in_bfloat16, probabilities(model.predict(paths, batch_size=2)))  # float32 differs
