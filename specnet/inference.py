@@ -346,22 +346,23 @@ class Model:
         return torch.is_autocast_enabled(self.device.type) or any(m.training for m in self.net.modules())
 
     @contextmanager
-    def _batch_runner(self, lanes: int, *, embed: str | None) -> Iterator[Callable[[np.ndarray | torch.Tensor], Future]]:
+    def _batch_runner(self, lanes: int, *, embed: str | None) -> Iterator[Callable[..., Future]]:
         """``submit``: ``submit(batch)`` gives a Future of the batch's outputs (probabilities, or
-        embeddings with ``embed``), run in one of ``lanes`` worker threads, or at once when
-        ``lanes`` is 0 (see :meth:`_lanes`). Batches submitted and not yet started when the block
-        ends are dropped; those started are waited for. One submitted while it must run here (a
-        layer set training between two results, say: :meth:`_runs_here_only`) runs at once."""
+        embeddings with ``embed``), run in one of ``lanes`` worker threads, or at once in this
+        thread, on all of torch's threads: with ``here=True``, when ``lanes`` is 0 (see
+        :meth:`_lanes`), or while a batch must run here (a layer set training between two
+        results, say: :meth:`_runs_here_only`). Batches submitted and not yet started when the
+        block ends are dropped; those started are waited for."""
         run_here = partial(_InlineExecutor().submit, partial(self._run, embed=embed))
         if not lanes:
-            yield run_here
+            yield lambda batch, here=False: run_here(batch)
             return
         threads = torch.get_num_threads()
         pool = ThreadPoolExecutor(lanes, thread_name_prefix="specnet-forward",
                                   initializer=torch.set_num_threads, initargs=(max(1, threads // lanes),))
         in_a_lane = partial(pool.submit, partial(self._forward, embed=embed))
         try:
-            yield lambda batch: run_here(batch) if self._runs_here_only() else in_a_lane(batch)
+            yield lambda batch, here=False: run_here(batch) if here or self._runs_here_only() else in_a_lane(batch)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(threads)  # a worker's setting also resized a thread pool torch shares
@@ -935,10 +936,10 @@ class _PooledMoments:
 class _WindowQueue:
     """Inputs' windows queued across inputs, in input order, and run a given number at a time
     through ``submit`` (windows ``(n, samples)`` or images ``(1, C, H, W)`` -> a Future of outputs
-    ``(n, K or D)``), with up to ``in_flight`` batches running while the caller goes on; an
+    ``(n, K or D)``; ``here=True``: run in this thread), with up to ``in_flight`` batches running while the caller goes on; an
     input's ``outputs`` are set once its last window has run, in input order."""
 
-    def __init__(self, submit: Callable[[np.ndarray | torch.Tensor], Future], *, in_flight: int = 0) -> None:
+    def __init__(self, submit: Callable[..., Future], *, in_flight: int = 0) -> None:
         self.waiting = 0  # windows queued and not yet run
         self._submit = submit
         self._in_flight = in_flight
@@ -951,18 +952,20 @@ class _WindowQueue:
         self._queue.append([item, 0])
         self.waiting += len(item.windows)
 
-    def run(self, count: int) -> None:
-        """Run the first ``count`` queued windows as one batch, waiting for the oldest batches
-        while more than ``in_flight`` run; completes the items the batches waited for finish."""
+    def run(self, count: int, *, here: bool = False) -> None:
+        """Run the first ``count`` queued windows as one batch (in this thread with ``here``), waiting
+        for the oldest batches while more than ``in_flight`` run; completes the items the batches
+        waited for finish."""
         taken = self._take(count)
-        self._running.append((taken, self._submit(_joined([windows for _, windows, _ in taken]))))
+        self._running.append((taken, self._submit(_joined([windows for _, windows, _ in taken]), here=here)))
         while len(self._running) > self._in_flight:
             self._hand_out_oldest()
 
     def run_all(self) -> None:
-        """Run every queued window, as one batch, and wait for every batch."""
+        """Run every queued window, as one batch, and wait for every batch; the batch runs in this
+        thread when no other is running (nothing is left to overlap it with)."""
         if self.waiting:
-            self.run(self.waiting)
+            self.run(self.waiting, here=not self._running)
         while self._running:
             self._hand_out_oldest()
 
