@@ -342,8 +342,10 @@ class Model:
     def _runs_here_only(self) -> bool:
         """Whether a batch must run in this thread, as :meth:`_run` runs it: while a layer is in
         training mode (eval mode is set around each batch, which batches running together could
-        not share), or under a caller's autocast (which holds in the caller's thread only)."""
-        return torch.is_autocast_enabled(self.device.type) or any(m.training for m in self.net.modules())
+        not share) or has a caller's forward hook (which would see batches from several threads,
+        out of order), or under a caller's autocast (which holds in the caller's thread only)."""
+        return torch.is_autocast_enabled(self.device.type) or any(
+            m.training or m._forward_hooks or m._forward_pre_hooks for m in self.net.modules())
 
     @contextmanager
     def _batch_runner(self, lanes: int, *, embed: str | None) -> Iterator[Callable[..., Future]]:

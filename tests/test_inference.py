@@ -1136,3 +1136,16 @@ def test_a_last_batch_with_no_other_running_runs_here_on_every_thread(model, cli
     monkeypatch.setattr(Model, "_forward", recorded)
     model.predict([str(path) for path, _ in clips.values()])
     assert ran_in == [(threading.current_thread().name, 2)]
+
+
+def test_a_callers_forward_hook_sees_the_batches_in_this_thread_in_order(model, clips, monkeypatch, two_torch_threads):
+    # Workers called it from two threads at once, so rows it kept came out of input order.
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes, but for the hook
+    called_in: list[str] = []
+    hook = model.net.backbone.register_forward_hook(lambda *args: called_in.append(threading.current_thread().name))
+    try:
+        assert model._lanes() == 0
+        model.predict([str(path) for path, _ in clips.values()] * 4, batch_size=2)
+    finally:
+        hook.remove()
+    assert called_in == [threading.current_thread().name] * 6
