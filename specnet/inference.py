@@ -938,8 +938,9 @@ class _PooledMoments:
 class _WindowQueue:
     """Inputs' windows queued across inputs, in input order, and run a given number at a time
     through ``submit`` (windows ``(n, samples)`` or images ``(1, C, H, W)`` -> a Future of outputs
-    ``(n, K or D)``; ``here=True``: run in this thread), with up to ``in_flight`` batches running while the caller goes on; an
-    input's ``outputs`` are set once its last window has run, in input order."""
+    ``(n, K or D)``; ``here=True``: run in this thread), with up to ``in_flight`` batches running
+    while the caller goes on; an input's ``outputs`` are set once its last window has run, in
+    input order."""
 
     def __init__(self, submit: Callable[..., Future], *, in_flight: int = 0) -> None:
         self.waiting = 0  # windows queued and not yet run
