@@ -332,7 +332,9 @@ class Model:
         keep two threads busy less well than two batches keep one each (FSDD's model: about
         20 % more files a second on 2 cores, benchmarks/README.md). None on a GPU, with cores
         to spare for decoding, or while batches must run in the caller's thread
-        (:meth:`_runs_here_only`).
+        (:meth:`_runs_here_only`). A worker sets torch's thread count, which torch also keeps
+        for the whole process: a thread that first runs torch while workers run starts with
+        theirs.
         """
         threads = torch.get_num_threads()
         if self._decode_overlaps_network() or threads < 2 or self._runs_here_only():
