@@ -481,13 +481,15 @@ class Model:
                                  warn_truncated=False, align_last=True)
 
     def _windows_per_batch(self, batch_size: int, window: int, *, lanes: int = 0) -> int:
-        """``batch_size``, lowered so one batch of ``window``-sample windows stays within MAX_BATCH_CELLS,
-        or the ``lanes`` batches that run at once within it together."""
+        """Windows of ``window`` samples in one batch: ``batch_size``, shared by the ``lanes`` batches
+        that run at once (64 windows in 2 lanes: 32 each, the memory of one batch of 64), and
+        lowered so that they stay within MAX_BATCH_CELLS together."""
+        share = max(1, lanes)
         features = self.config.features
         if features is None:
-            return batch_size
+            return max(1, batch_size // share)
         cells = features.n_mels * features.num_frames(window)
-        return max(1, min(batch_size, MAX_BATCH_CELLS // max(1, lanes) // cells))
+        return max(1, min(batch_size // share, MAX_BATCH_CELLS // share // cells))
 
     def check_audio_options(self, **options: Any) -> None:
         """Refuse, on an image model, the options only audio takes (``sample_rate``, ``window``,

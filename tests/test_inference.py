@@ -992,7 +992,8 @@ def two_torch_threads():
 def test_batches_run_in_lanes_on_a_cpu_torch_fills_give_the_same_results_in_order(model, clips, recording, tmp_path,
                                                                                    monkeypatch, two_torch_threads):
     # 2 cores, 2 torch threads: two batches run at once, each in a worker on one thread, while this
-    # thread decodes. batch_size=2 spreads the recording's windows over batches running together.
+    # thread decodes. batch_size=4 (2 windows in each lane) spreads the recording's windows over batches
+    # running together; one batch at a time, batch_size=2 runs the same batches.
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
     assert model._lanes() == 2
     broken = tmp_path / "broken.wav"
@@ -1008,8 +1009,8 @@ def test_batches_run_in_lanes_on_a_cpu_torch_fills_give_the_same_results_in_orde
 
     monkeypatch.setattr(Model, "_forward", recorded)
     threads_before = threading.active_count()
-    results = list(model.predict_iter(inputs, batch_size=2, timeline=True))
-    embeddings = model.embed([p for p in inputs if p != str(broken)], batch_size=2)
+    results = list(model.predict_iter(inputs, batch_size=4, timeline=True))
+    embeddings = model.embed([p for p in inputs if p != str(broken)], batch_size=4)
     in_lanes = [n for name, n in ran_in if name.startswith("specnet-forward_")]
     here = [n for name, n in ran_in if name == threading.current_thread().name]  # a last batch, when no other runs
     assert len(in_lanes) + len(here) == len(ran_in) and set(in_lanes) == {1} and set(here) <= {2}
@@ -1044,15 +1045,19 @@ def test_lanes_only_where_torch_fills_the_cores_and_no_layer_is_training(model, 
         layer.eval()
 
 
-def test_batches_running_together_share_the_log_mel_cell_cap(model, clips, recording, monkeypatch, two_torch_threads):
+def test_batches_running_together_share_the_batch_size_and_the_log_mel_cell_cap(model, clips, recording, monkeypatch,
+                                                                                 two_torch_threads):
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes (the test above)
-    features = model.config.features
-    cells = features.n_mels * features.num_frames(model.config.clip_samples)
-    monkeypatch.setattr(inference, "MAX_BATCH_CELLS", 6 * cells + 1)  # room for 6 windows: 3 in each of 2 lanes
     sizes: list[int] = []
     forward = Model._forward
     monkeypatch.setattr(Model, "_forward", lambda self, batch, **kw: sizes.append(len(batch)) or forward(self, batch, **kw))
     inputs = [str(path) for path, _ in clips.values()] * 3 + [str(recording)]
+    model.predict(inputs, batch_size=8)
+    assert max(sizes) == 4 and sum(sizes) > 8  # 8 windows at once: 4 in each of 2 lanes
+    features = model.config.features
+    cells = features.n_mels * features.num_frames(model.config.clip_samples)
+    monkeypatch.setattr(inference, "MAX_BATCH_CELLS", 6 * cells + 1)  # room for 6 windows: 3 in each lane
+    sizes.clear()
     model.predict(inputs, batch_size=64)
     assert max(sizes) == 3 and sum(sizes) > 6
 
@@ -1084,7 +1089,7 @@ def test_a_batch_failing_in_a_lane_comes_after_the_results_of_the_batches_before
 
     results = []
     with pytest.raises(RuntimeError, match="ran out of memory"):
-        for result in model.predict_iter(inputs(), batch_size=2):
+        for result in model.predict_iter(inputs(), batch_size=6):  # 6 windows at once: 2 in each of 3 lanes
             results.append(result)
     assert [r.path for r in results] == paths[:4]
 
