@@ -55,6 +55,9 @@ PREFETCH_FILES = 64
 MAX_BATCH_CELLS = 2**19
 #: Most batches run through the network at once on a CPU (see :meth:`Model._lanes`).
 MAX_LANES = 4
+#: Windows of at most this many log-mel cells (64 bands x 128 frames) run in lanes; larger ones
+#: give layer outputs that torch's threads share well within one batch (see :meth:`Model._lanes`).
+MAX_LANE_WINDOW_CELLS = 2**13
 #: The longest hop (in samples) a window may take: far beyond any recording.
 MAX_HOP_SAMPLES = 2**53
 #: Adapting to fewer windows than this gives a warning: the statistics are then noisy.
@@ -322,22 +325,25 @@ class Model:
         """
         return self.device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
 
-    def _lanes(self) -> int:
-        """How many batches run through the network at once, each in a worker thread with its
-        share of torch's threads, while the caller decodes the next files; 0: one at a time, in
-        the caller's thread, between decoding.
+    def _lanes(self, window: int) -> int:
+        """How many batches of ``window``-sample windows run through the network at once, each in
+        a worker thread with its share of torch's threads, while the caller decodes the next
+        files; 0: one at a time, in the caller's thread, between decoding.
 
         Lanes on a CPU whose cores torch's threads fill (:meth:`_decode_overlaps_network` is
-        False), where decoding would otherwise leave a core idle and a small network's layers
-        keep two threads busy less well than two batches keep one each (FSDD's model: about
-        20 % more files a second on 2 cores, benchmarks/README.md). None on a GPU, with cores
-        to spare for decoding, or while batches must run in the caller's thread
-        (:meth:`_runs_here_only`). A worker sets torch's thread count, which torch also keeps
-        for the whole process: a thread that first runs torch while workers run starts with
-        theirs.
+        False), for windows of at most MAX_LANE_WINDOW_CELLS log-mel cells: there decoding
+        would otherwise leave a core idle, and a small window's layer outputs keep two threads
+        busy less well than two batches keep one each (FSDD's 0.8 s windows: 10-15 % more
+        files a second on 2 cores, benchmarks/README.md; ESC-10's 5 s ones: 5 % fewer). None
+        for images, on a GPU, with cores to spare for decoding, or while batches must run in
+        the caller's thread (:meth:`_runs_here_only`). A worker sets torch's thread count,
+        which torch also keeps for the whole process: a thread that first runs torch while
+        workers run starts with theirs.
         """
         threads = torch.get_num_threads()
-        if self._decode_overlaps_network() or threads < 2 or self._runs_here_only():
+        cells = self._window_cells(window)
+        if cells is None or cells > MAX_LANE_WINDOW_CELLS or self._decode_overlaps_network() or threads < 2 \
+                or self._runs_here_only():
             return 0
         return min(threads, MAX_LANES)
 
@@ -485,11 +491,15 @@ class Model:
         that run at once (64 windows in 2 lanes: 32 each, the memory of one batch of 64), and
         lowered so that they stay within MAX_BATCH_CELLS together."""
         share = max(1, lanes)
-        features = self.config.features
-        if features is None:
+        cells = self._window_cells(window)
+        if cells is None:
             return max(1, batch_size // share)
-        cells = features.n_mels * features.num_frames(window)
         return max(1, min(batch_size // share, MAX_BATCH_CELLS // share // cells))
+
+    def _window_cells(self, window: int) -> int | None:
+        """Log-mel cells (bands x frames) of a ``window``-sample window; None for image models."""
+        features = self.config.features
+        return None if features is None else features.n_mels * features.num_frames(window)
 
     def check_audio_options(self, **options: Any) -> None:
         """Refuse, on an image model, the options only audio takes (``sample_rate``, ``window``,
@@ -509,7 +519,7 @@ class Model:
         ``window_n`` samples every ``hop_n`` (from :meth:`_window_sizes`)."""
         check_int("batch_size", batch_size, minimum=1)
         check_int("num_workers", num_workers, minimum=0)
-        lanes = self._lanes()
+        lanes = self._lanes(window_n)
         items = self._items(inputs, sample_rate, window_n, hop_n, num_workers=num_workers)
         queued = self._window_outputs(items, batch_size=self._windows_per_batch(batch_size, window_n, lanes=lanes),
                                       lanes=lanes, embed=embed)

@@ -30,6 +30,7 @@ from specnet import inference
 from specnet.errors import DataError, ModelFileError, ParameterError, SpecnetError
 from specnet.inference import Failure, Model, Prediction
 from specnet.network import SpecNet
+from specnet.modelspec import ModelSpec
 from specnet.windows import default_hop
 
 EVENT = (13.6, 16.6)  # seconds of "tone" inside 30 s of "hiss"
@@ -995,7 +996,7 @@ def test_batches_run_in_lanes_on_a_cpu_torch_fills_give_the_same_results_in_orde
     # thread decodes. batch_size=4 (2 windows in each lane) spreads the recording's windows over batches
     # running together; one batch at a time, batch_size=2 runs the same batches.
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
-    assert model._lanes() == 2
+    assert model._lanes(model.config.clip_samples) == 2
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF0000WAVEjunk")
     good = [str(path) for path, _ in clips.values()]
@@ -1016,7 +1017,7 @@ def test_batches_run_in_lanes_on_a_cpu_torch_fills_give_the_same_results_in_orde
     assert len(in_lanes) + len(here) == len(ran_in) and set(in_lanes) == {1} and set(here) <= {2}
     assert torch.get_num_threads() == 2 and threading.active_count() == threads_before
 
-    monkeypatch.setattr(Model, "_lanes", lambda self: 0)  # one batch at a time, in this thread
+    monkeypatch.setattr(Model, "_lanes", lambda self, window: 0)  # one batch at a time, in this thread
     ran_in.clear()
     expected = list(model.predict_iter(inputs, batch_size=2, timeline=True))
     assert {name for name, _ in ran_in} == {threading.current_thread().name}
@@ -1033,14 +1034,21 @@ def test_lanes_only_where_torch_fills_the_cores_and_no_layer_is_training(model, 
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 16)
     for threads, lanes in ((16, inference.MAX_LANES), (32, inference.MAX_LANES), (8, 0), (1, 0)):
         monkeypatch.setattr(inference.torch, "get_num_threads", lambda: threads)
-        assert model._lanes() == lanes, threads
+        assert model._lanes(model.config.clip_samples) == lanes, threads
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(inference.torch, "get_num_threads", lambda: 2)
-    assert model._lanes() == 2
+    assert model._lanes(model.config.clip_samples) == 2
+    # A long window's layer outputs are shared well between threads within one batch: no lanes.
+    window_cells = model._window_cells(model.config.clip_samples)
+    monkeypatch.setattr(inference, "MAX_LANE_WINDOW_CELLS", window_cells)
+    assert model._lanes(model.config.clip_samples) == 2 and model._lanes(2 * model.config.clip_samples) == 0
+    images = Model(SpecNet(ModelSpec(arch="cnn_tiny", arch_args={}, input_kind="image", classes=("x", "y"), in_chans=3,
+                                     image_size=(16, 16))), device="cpu")
+    assert images._lanes(0) == 0  # an image's layer outputs, too
     layer = next(m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
     layer.train()  # eval mode is then set around each batch, which batches running together could not share
     try:
-        assert model._lanes() == 0
+        assert model._lanes(model.config.clip_samples) == 0
     finally:
         layer.eval()
 
@@ -1076,7 +1084,7 @@ def test_a_batch_failing_in_a_lane_comes_after_the_results_of_the_batches_before
 
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 1)  # files decoded here, each as it is needed
     monkeypatch.setattr(inference, "PREFETCH_FILES", 0)
-    monkeypatch.setattr(Model, "_lanes", lambda self: 3)
+    monkeypatch.setattr(Model, "_lanes", lambda self, window: 3)
     monkeypatch.setattr(Model, "_batch_runner", batch_runner)
     paths = [str(path) for path, _ in clips.values()] * 3
 
@@ -1101,7 +1109,7 @@ def test_a_layer_set_training_between_results_leaves_batches_in_eval_mode_as_wit
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes
     monkeypatch.setattr(inference, "PREFETCH_FILES", 0)  # the failure goes on before the next file is decoded
     tuned = Model(copy.deepcopy(model.net), device="cpu")
-    assert tuned._lanes() == 2
+    assert tuned._lanes(model.config.clip_samples) == 2
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF0000WAVEjunk")
     paths = [str(path) for path, _ in clips.values()] * 2
@@ -1119,9 +1127,9 @@ def test_batches_under_a_callers_autocast_run_under_it_as_without_lanes(model, c
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes, but for the autocast
     paths = [str(path) for path, _ in clips.values()] * 2
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert model._lanes() == 0
+        assert model._lanes(model.config.clip_samples) == 0
         in_bfloat16 = probabilities(model.predict(paths, batch_size=2))
-    monkeypatch.setattr(Model, "_lanes", lambda self: 0)
+    monkeypatch.setattr(Model, "_lanes", lambda self, window: 0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         np.testing.assert_array_equal(in_bfloat16, probabilities(model.predict(paths, batch_size=2)))
     assert not np.array_equal(in_bfloat16, probabilities(model.predict(paths, batch_size=2)))  # float32 differs
@@ -1149,7 +1157,7 @@ def test_a_callers_forward_hook_sees_the_batches_in_this_thread_in_order(model, 
     called_in: list[str] = []
     hook = model.net.backbone.register_forward_hook(lambda *args: called_in.append(threading.current_thread().name))
     try:
-        assert model._lanes() == 0
+        assert model._lanes(model.config.clip_samples) == 0
         model.predict([str(path) for path, _ in clips.values()] * 4, batch_size=2)
     finally:
         hook.remove()
