@@ -981,6 +981,19 @@ def test_a_clip_shorter_than_the_window_is_one_segment_ending_at_its_end(model, 
     assert len(segments) == 1 and segments[0]["start"] == 0.0 and segments[0]["end"] == pytest.approx(0.3)
 
 
+def record_forward_threads(monkeypatch) -> list[tuple[str, int]]:
+    """A list that gets, for each batch the network runs, its thread's name and torch thread count."""
+    ran_in: list[tuple[str, int]] = []
+    forward = Model._forward
+
+    def recorded(self, batch, *, embed=None):
+        ran_in.append((threading.current_thread().name, torch.get_num_threads()))
+        return forward(self, batch, embed=embed)
+
+    monkeypatch.setattr(Model, "_forward", recorded)
+    return ran_in
+
+
 @pytest.fixture
 def two_torch_threads():
     """torch on two intra-op threads for one test (the suite runs on one: conftest.py)."""
@@ -1001,14 +1014,7 @@ def test_batches_run_in_lanes_on_a_cpu_torch_fills_give_the_same_results_in_orde
     broken.write_bytes(b"RIFF0000WAVEjunk")
     good = [str(path) for path, _ in clips.values()]
     inputs = [good[0], str(recording), good[1], str(broken), *good[2:]] * 3
-    ran_in: list[tuple[str, int]] = []
-    forward = Model._forward
-
-    def recorded(self, batch, *, embed=None):
-        ran_in.append((threading.current_thread().name, torch.get_num_threads()))
-        return forward(self, batch, embed=embed)
-
-    monkeypatch.setattr(Model, "_forward", recorded)
+    ran_in = record_forward_threads(monkeypatch)
     threads_before = threading.active_count()
     results = list(model.predict_iter(inputs, batch_size=4, timeline=True))
     embeddings = model.embed([p for p in inputs if p != str(broken)], batch_size=4)
@@ -1139,14 +1145,7 @@ def test_a_last_batch_with_no_other_running_runs_here_on_every_thread(model, cli
     # Nothing is left to overlap it with: in a worker it ran on one of the two threads, and a call of
     # one batch (a file at a time, say) started a thread for it: 5.9 ms a short FSDD file, 3.5 here.
     monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)  # two lanes
-    ran_in: list[tuple[str, int]] = []
-    forward = Model._forward
-
-    def recorded(self, batch, *, embed=None):
-        ran_in.append((threading.current_thread().name, torch.get_num_threads()))
-        return forward(self, batch, embed=embed)
-
-    monkeypatch.setattr(Model, "_forward", recorded)
+    ran_in = record_forward_threads(monkeypatch)
     model.predict([str(path) for path, _ in clips.values()])
     assert ran_in == [(threading.current_thread().name, 2)]
 
