@@ -131,19 +131,13 @@ def _layer_rows(model: nn.Module, input_size: Sequence[int]) -> list[tuple[str, 
             if not (math.prod(input_size) > _REAL_PASS_MAX_VALUES and _ran_on_meta(model, input_size)):
                 rows.clear()  # what a failed meta pass recorded
                 seen.clear()
-                _run_on_zeros(model, input_size)
+                model(_zeros(model, input_size))
     except (RuntimeError, IndexError, ValueError) as exc:  # pooled down to nothing; (64, 101) without its channels
         raise ParameterError(f"input size {tuple(input_size)} does not fit this model ({first_line(exc)})") from None
     finally:
         for handle in handles:
             handle.remove()
     return rows
-
-
-def _run_on_zeros(model: nn.Module, input_size: Sequence[int]) -> None:
-    """Run ``model`` once on zeros ``(1, *input_size)`` on the device of its parameters."""
-    first = next(model.parameters(), None)
-    model(_zeros(model, input_size, device=first.device if first is not None else None))
 
 
 def _ran_on_meta(model: nn.Module, input_size: Sequence[int]) -> bool:
@@ -161,10 +155,13 @@ def _ran_on_meta(model: nn.Module, input_size: Sequence[int]) -> bool:
     return True
 
 
-def _zeros(model: nn.Module, input_size: Sequence[int], *, device: torch.device | str | None) -> torch.Tensor:
-    """Zeros ``(1, *input_size)`` on ``device``, in the dtype of ``model``'s parameters (the default without any)."""
+def _zeros(model: nn.Module, input_size: Sequence[int], *, device: str | None = None) -> torch.Tensor:
+    """Zeros ``(1, *input_size)`` in the dtype of ``model``'s parameters, on ``device`` (None: the
+    device of its parameters); torch's defaults for a model without any."""
     first = next(model.parameters(), None)
-    return torch.zeros((1, *input_size), device=device, dtype=first.dtype if first is not None else None)
+    if first is None:
+        return torch.zeros((1, *input_size), device=device)
+    return torch.zeros((1, *input_size), device=device or first.device, dtype=first.dtype)
 
 
 def _shown(shape: Sequence[int]) -> str:
