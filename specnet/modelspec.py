@@ -161,9 +161,9 @@ def metadata_to_spec(meta: dict[str, Any], *, source: str) -> ModelSpec:
         arch_args=meta["arch_args"],
         input_kind=meta["input_kind"],
         classes=tuple(classes),
-        in_chans=int(meta.get("in_chans", 1)),
+        in_chans=int(in_chans),
         features=features,
-        clip_seconds=meta.get("clip_seconds"),
+        clip_seconds=clip_seconds,
         image_size=tuple(image_size) if image_size else None,
         extra={k: v for k, v in meta.items() if k not in _CORE_KEYS},
     )
