@@ -1028,13 +1028,14 @@ def _check_picture_length(num_samples: int, features: Any, name: str) -> None:
     """Refuse (AudioError) a file of ``num_samples`` (at the ``features``' rate) too short for one
     uncentred frame; warn that one shorter than an FFT frame draws mostly padding."""
     rate = features.sample_rate
-    if not features.center and num_samples < features.n_fft:
+    if num_samples >= features.min_clip_samples:
+        return
+    if not features.center:
         raise AudioError(f"{name}: {num_samples / rate:g} s is shorter than one FFT frame ({features.n_fft / rate:g} s), "
                          "which the front-end takes whole (center=False): there is no frame to draw")
-    if features.center and num_samples < features.window_length:
-        frames = features.num_frames(num_samples)
-        logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is %d frame%s, mostly padding",
-                                             name, num_samples / rate, features.window_length / rate, frames, "" if frames == 1 else "s")
+    frames = features.num_frames(num_samples)
+    logging.getLogger("specnet").warning("%s: %g s is shorter than one FFT frame (%g s): the picture is %d frame%s, mostly padding",
+                                         name, num_samples / rate, features.window_length / rate, frames, "" if frames == 1 else "s")
 
 
 @cli.command()
