@@ -35,10 +35,9 @@ from .features import LogMelSpectrogram, mel_to_db
 from .fileio import atomic_write, check_output_path, json_text
 from .inference import Model, resolve_model
 from .modelfile import load_model_file
-from .modelspec import spec_to_metadata
+from .modelspec import ModelSpec, spec_to_metadata
 from .models.layers import eval_mode
 from .network import SpecNet
-from .modelspec import ModelSpec
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "samples"

@@ -14,8 +14,7 @@ from .checks import check_bool, check_int, check_known_names, check_number, is_f
 from .devices import device_name
 from .errors import DataError, ParameterError, SpecnetError
 from .featureconfig import FeatureConfig
-from .modelspec import MAX_IMAGE_SIDE, MAX_IN_CHANS, check_clip_seconds
-from .modelspec import RESERVED_ARCH_ARGS, ModelSpec
+from .modelspec import MAX_IMAGE_SIDE, MAX_IN_CHANS, RESERVED_ARCH_ARGS, ModelSpec, check_clip_seconds
 
 
 #: Each epoch seeds torch with ``seed * EPOCH_SEEDS + epoch`` (:meth:`TrainConfig.epoch_seed`): a

@@ -45,9 +45,8 @@ from .image import load_image
 from .inference import resolve_model
 from .metrics import Scores, confusion_matrix, log_loss_sum
 from .modelfile import load_model_file, save_model_file
-from .modelspec import clip_seconds_problem, spec_to_metadata
+from .modelspec import ModelSpec, clip_seconds_problem, spec_to_metadata
 from .network import SpecNet
-from .modelspec import ModelSpec
 from .paths import display_name, naming, one_line, text_name, unnamed
 from .runs import RunFiles, checked_resume, checkpoint_network, load_checkpoint, real_file, patience_stops, resume_trains, run_options, save_checkpoint, the_runs_setting, with_run_options
 from .trainconfig import InitConflict, OptionsForOtherData, OptionValueError, TrainConfig, features_given, held_out_share, init_conflicts
