@@ -48,7 +48,7 @@ def check_weight_shapes(path: str | os.PathLike) -> None:
     """Refuse a model file whose tensors are not those its metadata declares, from the
     file's header alone (what loading it would refuse, without reading its weights)."""
     path = Path(path)
-    _unloaded_model(path, metadata_to_spec(metadata_document(path), source=str(path)))
+    _unloaded_model(path)
 
 
 def _check_backbone_shapes(path: Path, spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -76,7 +76,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     from safetensors.torch import load, load_file
 
     path = Path(path)
-    model = _unloaded_model(path, metadata_to_spec(metadata_document(path), source=str(path)))
+    model = _unloaded_model(path)
     # safetensors' torch reader refuses a name that is not UTF-8; the file's bytes (held beside
     # the weights for a moment) serve there, and a memory map everywhere else.
     state = load_file(str(path)) if _is_utf8(path) else load(path.read_bytes())
@@ -87,10 +87,11 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     return model.to(device).eval()
 
 
-def _unloaded_model(path: Path, spec: ModelSpec) -> SpecNet:
-    """The :class:`SpecNet` ``spec`` declares, its weights not yet read from ``path``: built
-    once the file's header shows the backbone's tensors, then its front-end's and
+def _unloaded_model(path: Path) -> SpecNet:
+    """The :class:`SpecNet` the model file ``path`` declares in its metadata, its weights not yet
+    read: built once the file's header shows the backbone's tensors, then its front-end's and
     standardisation's, to be the ones it declares (ModelFileError naming what differs)."""
+    spec = metadata_to_spec(metadata_document(path), source=str(path))
     stored = _check_backbone_shapes(path, spec)
     model = SpecNet(spec)  # allocated only now; its front-end and standardisation are checked here
     _check_shapes({k: v.shape for k, v in model.state_dict().items() if not k.startswith("backbone.")},
