@@ -179,8 +179,8 @@ def load_audio(
             if start:
                 _call(name, f.seek, start)
             frames = _read(f, name, count)
-            expected = f.frames - start if count < 0 else min(count, f.frames - start)
-            _warn_if_cut_short(f, name, frames.shape[0], expected)
+            if frames.shape[0]:
+                _warn_if_cut_short(f, name, start + frames.shape[0], f.frames if count < 0 else min(start + count, f.frames))
 
     if frames.shape[0] == 0:
         raise _no_samples(name, None if f is None else f.format)
@@ -604,26 +604,27 @@ def _warn_if_ogg_cut(fh: Any, name: str) -> None:
 _OGG_MAX_PAGE = 27 + 255 + 255 * 255
 
 
-def _warn_if_cut_short(f: sf.SoundFile, name: str, decoded: int, expected: int) -> None:
-    """Log a warning when decoding ``f`` ended before the ``expected`` frames its header declares.
+def _warn_if_cut_short(f: sf.SoundFile, name: str, stopped_at: int, expected_end: int) -> None:
+    """Log a warning when decoding ``f`` stopped at frame ``stopped_at``, before the frame
+    ``expected_end`` that its header says the read would reach (both counted from the file's
+    start, so a read from an offset names where in the file it stopped).
 
     A damaged or cut MP3 makes the decoder stop at the first bad frame (libmpg123 prints
     its own lines to stderr, naming no file), and a FLAC file stops at its first FLAC frame
     cut short (see :func:`_read_flac`): this names the file and says how much of it was used
     (for a cut Ogg file, see :func:`_warn_if_ogg_cut`). A FLAC header counts its samples
-    exactly, so any shortfall is said; an MP3's count is an estimate, and shortfalls under
-    0.1 s and 2 % (encoder padding) pass. A FLAC stream whose header leaves its length out
-    declares nothing to fall short of.
+    exactly, so any shortfall is said; an MP3's count is an estimate (encoder padding), so a
+    stop within its last 0.1 s or 2 %, whichever is longer, passes. A FLAC stream whose header
+    leaves its length out declares nothing to fall short of.
     """
     if f.frames == _UNKNOWN_FRAMES:
         return
-    missing = expected - decoded
-    allowed = 0 if f.format == "FLAC" else max(f.samplerate // 10, expected // 50)
-    if decoded > 0 and missing > allowed:
-        declared_text, decoded_text = _distinct_seconds(expected / f.samplerate, decoded / f.samplerate)
+    slack = 0 if f.format == "FLAC" else max(f.samplerate // 10, f.frames // 50)
+    if stopped_at < min(expected_end, f.frames - slack):
+        declared_text, stopped_text = _distinct_seconds(f.frames / f.samplerate, stopped_at / f.samplerate)
         log.warning(
-            "%s: decoding stopped after %s s of the %s s the file declares (damaged data?); using what was decoded",
-            name, decoded_text, declared_text,
+            "%s: decoding stopped at %s s of the %s s the file declares (damaged data?); using what was decoded",
+            name, stopped_text, declared_text,
         )
 
 

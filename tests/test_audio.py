@@ -161,7 +161,7 @@ def test_an_mp3_that_stops_early_is_named_in_a_warning(tmp_path, caplog):
         blocks = list(audio.iter_audio_blocks(cut, block_samples=4000))
     decoded = sum(b.n_valid for b in blocks)  # at the file's 16 kHz
     assert 0.5 < len(y) / sr < 2.5 and decoded == pytest.approx(len(y) * 2, abs=2)
-    message = f"{cut}: decoding stopped after {decoded / 16000:.3f} s of the 3.000 s the file declares (damaged data?); using what was decoded"
+    message = f"{cut}: decoding stopped at {decoded / 16000:.3f} s of the 3.000 s the file declares (damaged data?); using what was decoded"
     assert [r.getMessage() for r in caplog.records] == [message, message]  # decoded whole, and streamed
 
 
@@ -175,11 +175,14 @@ def test_cut_short_warning_threshold_and_partial_reads(tone_wav, caplog):
         assert caplog.records == [] and len(y) == 8000
         tail, _ = load_audio(tone_wav, offset=0.75)  # read from 0.75 s to the end: all there is
         assert caplog.records == [] and len(tail) == 4000
+        audio._warn_if_cut_short(mp3, "x.mp3", 15000, 15500)  # a window ending in the estimate's slack too
         audio._warn_if_cut_short(mp3, "x.mp3", 14000, 16000)
+        audio._warn_if_cut_short(mp3, "x.mp3", 5000, 8000)  # a window that ends far before the file: short of it
         audio._warn_if_cut_short(flac, "x.flac", 15999, 16000)  # a FLAC header counts exactly: one frame short is short
     assert [r.getMessage() for r in caplog.records] == [
-        "x.mp3: decoding stopped after 0.875 s of the 1.000 s the file declares (damaged data?); using what was decoded",
-        "x.flac: decoding stopped after 0.9999 s of the 1.0000 s the file declares (damaged data?); using what was decoded",
+        "x.mp3: decoding stopped at 0.875 s of the 1.000 s the file declares (damaged data?); using what was decoded",
+        "x.mp3: decoding stopped at 0.312 s of the 1.000 s the file declares (damaged data?); using what was decoded",
+        "x.flac: decoding stopped at 0.9999 s of the 1.0000 s the file declares (damaged data?); using what was decoded",
     ]
 
 
@@ -213,9 +216,22 @@ def test_a_flac_file_cut_short_decodes_its_whole_frames_with_a_warning(tmp_path,
             assert 0 < len(y) < len(original) and len(y) % 4096 == 0 and len(y) == (expected or len(y)), (size, read_frames)
             np.testing.assert_array_equal(y, original[: len(y)])  # lossless: the very samples
             np.testing.assert_array_equal(np.concatenate(streamed), y)
-            message = (f"{cut}: decoding stopped after {len(y) / 16000:.3f} s of the 3.000 s the file declares "
+            message = (f"{cut}: decoding stopped at {len(y) / 16000:.3f} s of the 3.000 s the file declares "
                        "(damaged data?); using what was decoded")
             assert [r.getMessage() for r in caplog.records] == [message, message]
+
+
+def test_a_window_of_a_cut_flac_file_says_where_in_the_file_decoding_stopped(tmp_path, caplog):
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * 16000)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(write_audio(tmp_path / "whole.flac", noise, 16000, subtype="PCM_16").read_bytes()[: _flac_end_of_frame(tmp_path, noise, 5)])
+    with caplog.at_level(logging.WARNING, logger="specnet"):
+        before, _ = load_audio(cut, offset=0.25, duration=0.5)  # ends before the damage: nothing to say
+        assert caplog.records == [] and len(before) == 8000
+        y, _ = load_audio(cut, offset=0.5, duration=2.0)  # 0.5-2.5 s asked for, frames decode to 1.28 s
+    np.testing.assert_array_equal(y, load_audio(tmp_path / "whole.flac", offset=0.5, duration=0.78)[0])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{cut}: decoding stopped at 1.280 s of the 3.000 s the file declares (damaged data?); using what was decoded"]
 
 
 def test_a_flac_stream_that_leaves_its_length_out_decodes_whole(tmp_path, caplog):

@@ -349,7 +349,7 @@ def test_classify_batch_reports_bad_files_and_keeps_good_results(capsys, model_f
     [truncated] = [w for w in warnings if w.startswith(f"warning: {cases['truncated_wav'].display}: truncated: ")]
     assert sorted(warnings) == sorted([
         truncated, f"warning: {cases['silence'].display}: silent (no sample above -90 dBFS): what the model makes of it means nothing",
-        f"warning: {cases['truncated_flac'].display}: decoding stopped after 0.256 s of the 1.000 s the file declares "
+        f"warning: {cases['truncated_flac'].display}: decoding stopped at 0.256 s of the 1.000 s the file declares "
         "(damaged data?); using what was decoded",
         *(f"warning: {cases[name].display}: {seconds} s is shorter than one of the model's FFT frames (0.032 s): the model's output says little"
           for name, seconds in (("one_sample", "6.25e-05"), ("10ms", "0.01"))),
@@ -590,7 +590,7 @@ def test_train_skips_and_counts_bad_files(capsys, dirty_dataset, tmp_path, monke
     assert warned == bad_paths
     others = [line for line in err.splitlines() if "skipping" not in line]  # the odd-but-valid files: one is silence
     assert others == [
-        f"warning: {root / 'b' / 'half.flac'}: decoding stopped after 0.256 s of the 1.000 s the file declares (damaged data?); "
+        f"warning: {root / 'b' / 'half.flac'}: decoding stopped at 0.256 s of the 1.000 s the file declares (damaged data?); "
         "using what was decoded",
         "warning: 1 file of the training data is digital silence (no sample above -90 dBFS), which the model "
         "learns as a sound of its class"]

@@ -81,7 +81,7 @@ def test_flac_claiming_2_to_the_36_frames(work, caplog):
     with caplog.at_level(logging.WARNING, logger="specnet"):
         assert load_audio(path)[0].shape == (800,)  # not MemoryError
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: decoding stopped after 0.050 s of the 4294967.296 s the file declares (damaged data?); using what was decoded"]
+        f"{path}: decoding stopped at 0.050 s of the 4294967.296 s the file declares (damaged data?); using what was decoded"]
     fuzz_audio.check_file(path)
 
 

@@ -441,7 +441,7 @@ def test_a_decoders_warning_is_said_with_its_inputs_result(model, tmp_path, capl
         for _ in model.embed_iter([str(good), str(cut), str(cut_flac)], num_workers=num_workers):
             logging.getLogger("specnet").warning("embedding")
     wav_cut = f"{cut}: truncated: the header declares 0.500 s of audio, the file holds 0.100 s"
-    flac_cut = f"{cut_flac}: decoding stopped after 0.512 s of the 1.000 s the file declares (damaged data?)"
+    flac_cut = f"{cut_flac}: decoding stopped at 0.512 s of the 1.000 s the file declares (damaged data?)"
     assert [r.getMessage().split(";")[0] for r in caplog.records] == [
         "result good.wav", wav_cut, "result cut.wav", flac_cut, "result cut.flac", "result good.wav",
         "embedding", wav_cut, "embedding", flac_cut, "embedding",
@@ -832,7 +832,7 @@ def test_a_streamed_file_keeps_no_array_per_batch(model, recording, monkeypatch)
 
 
 @pytest.mark.parametrize(("suffix", "says"), [(".wav", "truncated: the header declares 30.000 s of audio"),
-                                              (".flac", "decoding stopped after ")])
+                                              (".flac", "decoding stopped at ")])
 def test_a_cut_short_long_file_is_streamed_with_one_warning(model, recording, tmp_path, monkeypatch, caplog, suffix, says):
     whole = tmp_path / f"whole{suffix}"
     sf.write(whole, sf.read(recording)[0], S.SR, subtype="PCM_16")
