@@ -177,7 +177,7 @@ def load_audio(
             start = _start_frame(offset, native_sr, f.frames, name)
             count = -1 if duration is None else max(1, round(duration * native_sr))
             if start:
-                _call(name, f.seek, start)
+                _call(name, f.seek, start, doing=f"cannot seek to offset={offset} s: ")
             frames = _read(f, name, count)
             if frames.shape[0]:
                 _warn_if_cut_short(f, name, start + frames.shape[0], f.frames if count < 0 else min(start + count, f.frames))
@@ -683,14 +683,15 @@ def unusable_samples(peak: float, *, non_finite: str) -> str:
     return ""
 
 
-def _call(name: str, method, *args, **kwargs):
-    """Call a soundfile read or seek, wrapping libsndfile's errors."""
+def _call(name: str, method, *args, doing: str = "", **kwargs):
+    """Call a soundfile read or seek, wrapping libsndfile's errors; ``doing`` leads the reason
+    (``"cannot seek to offset=3 s: "``)."""
     try:
         return method(*args, **kwargs)
     except (sf.SoundFileError, RuntimeError, ValueError) as exc:
         reason = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
         raise AudioError(
-            f"{name}: truncated or corrupt audio data ({reason.rstrip('.')})"
+            f"{name}: {doing}truncated or corrupt audio data ({reason.rstrip('.')})"
         ) from None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
@@ -232,6 +233,8 @@ def test_a_window_of_a_cut_flac_file_says_where_in_the_file_decoding_stopped(tmp
     np.testing.assert_array_equal(y, load_audio(tmp_path / "whole.flac", offset=0.5, duration=0.78)[0])
     assert [r.getMessage() for r in caplog.records] == [
         f"{cut}: decoding stopped at 1.280 s of the 3.000 s the file declares (damaged data?); using what was decoded"]
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(cut))}: cannot seek to offset=2\.0 s: truncated or corrupt audio data \(.+\)$"):
+        load_audio(cut, offset=2.0)  # past the damage: libsndfile cannot seek there
 
 
 def test_a_flac_stream_that_leaves_its_length_out_decodes_whole(tmp_path, caplog):
