@@ -609,12 +609,15 @@ class _Data:
 
 def _check_options_suit(config: TrainConfig, kind: str) -> None:
     """:class:`OptionsForOtherData` where ``config`` sets an option that ``kind`` ("audio" or
-    "image") data has no use for: an image size for sounds, features or a clip length for images."""
+    "image") data has no use for: an image size for sounds, features or a clip length for images;
+    :class:`OptionValueError` for image channels other than grey or RGB, which no file is read as."""
     if kind == "audio" and config.image_size is not None:
         raise OptionsForOtherData(["image_size"], kind)
     if kind == "image" and (config.features or config.clip_seconds is not None):
         given = [f"features.{key}" for key in features_given(config)]
         raise OptionsForOtherData(given + (["clip_seconds"] if config.clip_seconds is not None else []), kind)
+    if kind == "image" and config.in_chans not in (None, 1, 3):  # else every file is skipped, one warning each
+        raise OptionValueError("in_chans", config.in_chans, "must be 1 (grey) or 3 (RGB) for image files")
 
 
 def _starting_model(config: TrainConfig, train_files: LabelledFiles, checkpoint_path: Path, checkpoint: dict[str, Any] | None) -> SpecNet:

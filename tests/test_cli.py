@@ -1092,6 +1092,17 @@ def test_audio_options_for_images_are_named_as_given(capsys, tmp_path):
                                  "leave them out\n"), err  # options to leave out: a usage error, as other refused combinations
 
 
+def test_image_channels_other_than_grey_or_rgb_are_refused_before_decoding(capsys, tmp_path):
+    # Image files are read as grey or RGB: in_chans = 2 skipped every file, one warning each,
+    # then blamed the data ("no usable file left for classes ...: every one was skipped").
+    data = S.make_image_dataset(tmp_path / "images", per_class=2)
+    config = tmp_path / "train.toml"
+    config.write_text("in_chans = 2\n")
+    code, _, err = run(capsys, "train", str(data), "--out", str(tmp_path / "run"), "--config", str(config))
+    assert code == 2 and err == f"error: {config}: in_chans=2 must be 1 (grey) or 3 (RGB) for image files\n", err
+    assert not (tmp_path / "run").exists()
+
+
 def test_options_the_data_or_front_end_rule_out_are_named_as_given(capsys, tmp_path):
     data = S.make_audio_dataset(tmp_path / "data", per_class=2)
     out = str(tmp_path / "run")
