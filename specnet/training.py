@@ -101,6 +101,8 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
     if config.val_dir:
         # One class is enough to validate on, as to evaluate on; a cover picture per class is left out there too.
         val = find_class_folders(config.val_dir, min_classes=1, kind=data.kind)
+        if val.kind != data.kind:  # before the class names, which then cannot match anyway
+            raise DataError(f"{config.val_dir}: holds {val.kind} files but the training data holds {data.kind} files")
         unknown = sorted(set(val.classes) - set(data.classes))
         if unknown:
             raise DataError(f"{config.val_dir}: {listed(unknown, 'class', 'classes')} {'is' if len(unknown) == 1 else 'are'} not in the training data")
@@ -110,8 +112,6 @@ def load_dataset(data_dir: str | None, config: TrainConfig) -> tuple[LabelledFil
             samples=[(p, index[val.classes[t]]) for p, t in val.samples],
             kind=val.kind,
         )
-        if val.kind != data.kind:
-            raise DataError(f"{config.val_dir}: holds {val.kind} files but the training data holds {data.kind}")
         _check_apart(data, val, config.val_dir)
         return data, val
     if config.val_fold is not None:

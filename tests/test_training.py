@@ -148,6 +148,16 @@ def test_image_data_refuses_audio_options_and_an_audio_model_to_start_from(audio
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
+def test_a_validation_folder_of_the_other_kind_is_named_as_such(tmp_path):
+    # Its class names could not match the pictures' anyway: they were reported instead
+    # ("classes click, hiss, tone are not in the training data").
+    data = S.make_image_dataset(tmp_path / "images", per_class=2)
+    val = S.make_audio_dataset(tmp_path / "sounds", per_class=1)
+    with pytest.raises(DataError, match=f"^{val}: holds audio files but the training data holds image files$"):
+        specnet.train(data, tmp_path / "run", val_dir=str(val), image_size=(16, 16), epochs=1, num_workers=1)
+    assert not (tmp_path / "run").exists()
+
+
 def test_freeze_backbone_leaves_backbone_bit_identical(audio_run, tmp_path):
     out = tmp_path / "frozen"
     specnet.train(audio_run.data, out, init=str(audio_run.model), freeze_backbone=True, epochs=2, val_split=0, **S.FAST)
