@@ -135,7 +135,8 @@ def image_from_array(pixels: Any, *, channels: int, size: tuple[int, int] | None
         raise ParameterError(
             f"an image array must be (channels, height, width) with 1 to 4 channels (grey, grey and alpha, RGB, RGBA), "
             f"got shape {shape}"
-            + ("; that looks like (height, width, channels): transpose it to (channels, height, width)" if looks_hwc
+            + ("; it holds no pixels" if raw.ndim == 3 and shape[0] in _COLOUR_OF_CHANNELS
+               else "; that looks like (height, width, channels): transpose it to (channels, height, width)" if looks_hwc
                else "; a grey image is (1, height, width), a batch of them (images, 1, height, width)" if raw.ndim == 3 else "")
         )
     raw = raw[: _COLOUR_OF_CHANNELS[shape[0]]]  # alpha dropped, as Pillow drops it converting a file

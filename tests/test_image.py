@@ -281,7 +281,8 @@ def test_exif_orientation_is_applied(tmp_path):
         (np.zeros((32, 32, 3), np.uint8), r"got shape \(32, 32, 3\); that looks like \(height, width, channels\): transpose it"),
         (np.zeros((5, 8, 8), np.uint8), r"with 1 to 4 channels \(grey, grey and alpha, RGB, RGBA\), got shape \(5, 8, 8\); a grey image is \(1, height, width\), "
                                         r"a batch of them \(images, 1, height, width\)$"),
-        (np.zeros((3, 0, 0)), r"got shape \(3, 0, 0\)"),
+        (np.zeros((3, 0, 0)), r"got shape \(3, 0, 0\); it holds no pixels$"),  # was told a grey image is (1, height, width)
+        (np.zeros((1, 4, 0), np.uint8), r"got shape \(1, 4, 0\); it holds no pixels$"),
         (np.zeros((8, 8)), r"got shape \(8, 8\)$"),
         (np.full((3, 4, 4), np.nan), "NaN or infinite"),
         (np.full((3, 4, 4), 255.0), r"must lie in \[0, 1\], got 255 to 255; scale them, or pass uint8"),
