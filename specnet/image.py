@@ -22,9 +22,11 @@ from specnet.paths import PathLike, display_name, open_for_reading
 
 __all__ = ["IMAGE_EXTENSIONS", "image_from_array", "is_image_file", "load_image"]
 
-#: Lower-case file suffixes specnet treats as images.
+#: Lower-case file suffixes specnet treats as images: the common formats, Netpbm (the grey and
+#: colour maps of classic datasets such as the ORL faces) and TGA.
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+     ".pbm", ".pgm", ".ppm", ".pnm", ".tga"}
 )
 
 # Pillow modes that hold one grey value per pixel (with or without alpha).

@@ -25,10 +25,11 @@ def test_is_image_file_checks_suffix_case_insensitively():
     assert is_image_file("spec.PNG")
     assert is_image_file(b"a.jpeg")
     assert not is_image_file("clip.wav")
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"} == IMAGE_EXTENSIONS
+    assert {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+            ".pbm", ".pgm", ".ppm", ".pnm", ".tga"} == IMAGE_EXTENSIONS
 
 
-@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tiff", ".webp"])
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tiff", ".webp", ".ppm", ".tga"])
 def test_lossless_rgb_round_trip(tmp_path, suffix):
     save = {"lossless": True} if suffix == ".webp" else {}
     pixels = make_image(tmp_path / f"x{suffix}", "RGB", (24, 32), **save)
@@ -40,6 +41,17 @@ def test_lossless_rgb_round_trip(tmp_path, suffix):
 def test_grey_png_stays_one_channel(tmp_path):
     pixels = make_image(tmp_path / "g.png", "L", (10, 12))
     x = load_image(tmp_path / "g.png")
+    assert x.shape == (1, 10, 12)
+    np.testing.assert_allclose(x[0].numpy(), pixels / 255, atol=1e-6)
+
+
+def test_a_folder_of_netpbm_faces_is_found_and_stays_grey(tmp_path):
+    # The ORL faces and other classic datasets come as .pgm: a folder of them was found empty.
+    (tmp_path / "s1").mkdir()
+    pixels = make_image(tmp_path / "s1" / "1.pgm", "L", (10, 12))
+    make_image(tmp_path / "s1" / "2.jfif", "RGB", (10, 12))  # what browsers save JPEGs as
+    assert specnet.paths.find_inputs(tmp_path, kind="image") == [str(tmp_path / "s1" / "1.pgm"), str(tmp_path / "s1" / "2.jfif")]
+    x = load_image(tmp_path / "s1" / "1.pgm")
     assert x.shape == (1, 10, 12)
     np.testing.assert_allclose(x[0].numpy(), pixels / 255, atol=1e-6)
 
