@@ -102,6 +102,13 @@ def _other(kind: str) -> str:
 MOSTLY = 0.9
 
 
+def _suffixes(kind: str | None) -> str:
+    """The file suffixes of ``kind`` ("audio", "image"; None: both) as an error lists them:
+    ``"audio: .aif, .aiff, ...; images: .bmp, ..."``."""
+    said = {"audio": ("audio", AUDIO_EXTENSIONS), "image": ("images", IMAGE_EXTENSIONS)}
+    return "; ".join(f"{name}: {', '.join(sorted(suffixes))}" for key, (name, suffixes) in said.items() if kind in (None, key))
+
+
 def _main_kind(samples: Sequence[tuple[Path, int]]) -> str | None:
     """The kind of at least :data:`MOSTLY` of ``samples``' files when the others are strays (fewer than
     the kept files in every class: a class of pictures among recordings is a mix), else None."""
@@ -173,7 +180,7 @@ def find_class_folders(root: str | os.PathLike, *, min_classes: int = 2, kind: s
     if empty:
         raise DataError(
             f"{root}: {listed(empty, 'class folder')} {'holds' if len(empty) == 1 else 'hold'} no {kind or 'audio or image'} files "
-            f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            f"({_suffixes(kind)})"
         )
     if len(classes) < min_classes:
         raise DataError(f"{root}: found only class {classes[0]!r}; at least two classes are needed")
@@ -225,8 +232,7 @@ def read_manifest(csv_path: str | os.PathLike, *, min_classes: int = 2) -> Label
             raise DataError(f"{csv_path}:{line}: empty path or label")
         if file_kind(row["path"]) is None:  # class folders skip such files; a manifest names its files
             raise DataError(
-                f"{csv_path}:{line}: {row['path']} is neither an audio nor an image file "
-                f"(audio: {', '.join(sorted(AUDIO_EXTENSIONS))}; images: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                f"{csv_path}:{line}: {row['path']} is neither an audio nor an image file ({_suffixes(None)})"
             )
     first_line: dict[str, int] = {}
     for line, row in rows:  # a file listed twice would count twice, or sit in two folds at once

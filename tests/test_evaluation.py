@@ -232,8 +232,8 @@ def test_a_stray_picture_among_the_audio_is_left_out_with_one_warning(audio_run,
     shutil.rmtree(data / "hiss")
     (data / "hiss").mkdir()
     make_image(data / "hiss" / "cover.png")
-    with pytest.raises(DataError, match=rf"^{data}: class folder hiss holds no audio files \(audio: "):
-        specnet.evaluate(audio_run.model, data, device="cpu")
+    with pytest.raises(DataError, match=rf"^{data}: class folder hiss holds no audio files \(audio: [^;]*\.wav[^;]*\)$"):
+        specnet.evaluate(audio_run.model, data, device="cpu")  # the audio suffixes only: images would not do
 
 
 def test_report_stopped_while_drawing_leaves_no_metrics_alone(tmp_path, monkeypatch):
