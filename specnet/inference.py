@@ -49,6 +49,9 @@ from .windows import Windows, clip_mean, default_hop, fit_length, is_silence, le
 
 STREAM_SECONDS = 300.0
 PREFETCH_FILES = 64
+#: Most samples the files decoded ahead may hold together (64 MB of float32, 17 minutes at
+#: 16 kHz), besides PREFETCH_FILES: 64 files of just under STREAM_SECONDS would hold 1.2 GB.
+PREFETCH_SAMPLES = 2**24
 #: Most log-mel cells (windows x mel bands x frames) in one forward pass: it bounds the
 #: activation memory (64 bytes per cell for each 16-channel float32 layer output)
 #: whatever the window length, e.g. 20 windows of 4 s at 10 ms frames and 64 bands.
@@ -383,12 +386,16 @@ class Model:
         With cores to spare (or a GPU), ``num_workers`` threads decode up to
         PREFETCH_FILES files ahead while the caller runs the network; otherwise
         the calling thread decodes each file when it is needed, between batches.
+        Either way the files ahead hold at most about PREFETCH_SAMPLES samples (or one
+        file), a file still decoding counted as long as the last one handed on (at
+        first, as long as a file decoded whole may be).
         """
         if sample_rate is not None:
             check_int("sample_rate", sample_rate, minimum=1)
         entries = _as_entries(inputs, kind=self.input_kind)
         pool = ThreadPoolExecutor(max_workers=max(1, num_workers)) if self._decode_overlaps_network() else _InlineExecutor()
         pending: deque = deque()
+        guess = int(STREAM_SECONDS * (self.sample_rate or 0))  # samples of a file still decoding
         try:
             for index, entry in enumerate(entries):
                 path = _input_path(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
@@ -401,8 +408,10 @@ class Model:
                     # run batches later, and a generator may refill one buffer (a recorder's loop).
                     entry = _taken(entry)
                     pending.append((index, None, pool.submit(_HELD.run, self._from_samples, index, entry, sample_rate, window, hop)))
-                while len(pending) > PREFETCH_FILES:
-                    yield _resolve(pending.popleft())
+                while len(pending) > PREFETCH_FILES or (len(pending) > 1 and _samples_ahead(pending, guess) > PREFETCH_SAMPLES):
+                    item = _resolve(pending.popleft())
+                    guess = _samples_held(item) if isinstance(item, _Item) else guess
+                    yield item
             while pending:
                 yield _resolve(pending.popleft())
         finally:
@@ -1161,6 +1170,18 @@ class _InlineExecutor:
 def _name(item: _Item) -> str:
     """How messages name an input: its file, or its place among arrays."""
     return display_name(item.path) if item.path is not None else f"input {item.index}"
+
+
+def _samples_held(item: _Item) -> int:
+    """Samples a decoded input holds: its clip's, or none for an image or a file streamed later."""
+    return item.windows.num_samples if isinstance(item.windows, Windows) else 0
+
+
+def _samples_ahead(pending: deque[tuple[int, str | None, Future]], guess: int) -> int:
+    """Samples the queued ``(index, path, future)`` inputs hold: each decoded one its own (a
+    failure none), ``guess`` each one still decoding."""
+    return sum(guess if not future.done() else 0 if future.exception() else _samples_held(future.result())
+               for _, _, future in pending)
 
 
 def _resolve(entry: tuple[int, str | None, Future]) -> _Item | Failure:

@@ -782,6 +782,26 @@ def test_failures_and_long_files_come_back_without_waiting_for_later_inputs(mode
     results.close()
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["decode-in-threads", "decode-in-caller"])
+def test_files_read_ahead_hold_a_bounded_number_of_samples(model, recording, monkeypatch, overlap):
+    # 64 files of just under STREAM_SECONDS, decoded ahead, held 1.2 GB: the lookahead stops at
+    # PREFETCH_SAMPLES (here about three of these 30 s recordings), however few files that is.
+    monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: overlap)
+    monkeypatch.setattr(inference, "PREFETCH_SAMPLES", 100 * model.sample_rate)
+    pulled = []
+
+    def inputs(count):
+        for _ in range(count):
+            pulled.append(str(recording))
+            yield str(recording)
+
+    results = model.predict_iter(inputs(20), num_workers=1)
+    first = next(results)
+    assert len(pulled) <= 5
+    np.testing.assert_allclose(first.probabilities, model.predict(str(recording))[0].probabilities, atol=1e-5, rtol=0)
+    assert len(list(results)) == 19
+
+
 def test_closing_early_does_not_decode_the_files_read_ahead(model, clips, monkeypatch):
     monkeypatch.setattr(Model, "_decode_overlaps_network", lambda self: True)
     started = []
