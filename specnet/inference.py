@@ -395,7 +395,7 @@ class Model:
         entries = _as_entries(inputs, kind=self.input_kind)
         pool = ThreadPoolExecutor(max_workers=max(1, num_workers)) if self._decode_overlaps_network() else _InlineExecutor()
         pending: deque = deque()
-        guess = int(STREAM_SECONDS * (self.sample_rate or 0))  # samples of a file still decoding
+        ahead = _Lookahead(guess=int(STREAM_SECONDS * (self.sample_rate or 0)))
         try:
             for index, entry in enumerate(entries):
                 path = _input_path(entry)  # bytes names (not UTF-8) round-trip via surrogateescape
@@ -408,9 +408,9 @@ class Model:
                     # run batches later, and a generator may refill one buffer (a recorder's loop).
                     entry = _taken(entry)
                     pending.append((index, None, pool.submit(_HELD.run, self._from_samples, index, entry, sample_rate, window, hop)))
-                while len(pending) > PREFETCH_FILES or (len(pending) > 1 and _samples_ahead(pending, guess) > PREFETCH_SAMPLES):
+                while len(pending) > PREFETCH_FILES or (len(pending) > 1 and ahead.samples(pending) > PREFETCH_SAMPLES):
                     item = _resolve(pending.popleft())
-                    guess = _samples_held(item) if isinstance(item, _Item) else guess
+                    ahead.handed_on(item)
                     yield item
             while pending:
                 yield _resolve(pending.popleft())
@@ -1172,16 +1172,38 @@ def _name(item: _Item) -> str:
     return display_name(item.path) if item.path is not None else f"input {item.index}"
 
 
-def _samples_held(item: _Item) -> int:
-    """Samples a decoded input holds: its clip's, or none for an image or a file streamed later."""
-    return item.windows.num_samples if isinstance(item.windows, Windows) else 0
+def _samples_held(item: _Item | Failure) -> int:
+    """Samples a decoded input holds: its clip's, or none for an image, a file streamed later or a failure."""
+    return item.windows.num_samples if isinstance(item, _Item) and isinstance(item.windows, Windows) else 0
 
 
-def _samples_ahead(pending: deque[tuple[int, str | None, Future]], guess: int) -> int:
-    """Samples the queued ``(index, path, future)`` inputs hold: each decoded one its own (a
-    failure none), ``guess`` each one still decoding."""
-    return sum(guess if not future.done() else 0 if future.exception() else _samples_held(future.result())
-               for _, _, future in pending)
+class _Lookahead:
+    """The samples that the queued ``(index, path, future)`` inputs of :meth:`Model._items` hold.
+
+    Inputs are counted once, in queue order, as they finish decoding: each decoded one its own
+    samples; each from the first one still decoding on, ``guess`` (the last input handed on's,
+    at first as long as a file decoded whole may be), a cautious count. O(1) per input.
+    """
+
+    def __init__(self, guess: int) -> None:
+        self.guess = guess
+        self.counted = 0  # the first `counted` queued inputs are decoded and in `held`
+        self.held = 0
+
+    def samples(self, pending: deque[tuple[int, str | None, Future]]) -> int:
+        while self.counted < len(pending) and (future := pending[self.counted][2]).done():
+            self.held += 0 if future.exception() else _samples_held(future.result())
+            self.counted += 1
+        return self.held + (len(pending) - self.counted) * self.guess
+
+    def handed_on(self, item: _Item | Failure) -> None:
+        """The first queued input, ``item``, left the queue."""
+        held = _samples_held(item)
+        if self.counted:
+            self.counted -= 1
+            self.held -= held
+        if isinstance(item, _Item):
+            self.guess = held
 
 
 def _resolve(entry: tuple[int, str | None, Future]) -> _Item | Failure:
