@@ -207,6 +207,8 @@ class Model:
         rate = self.sample_rate
         if window is not None and not (is_finite_number(window) and 0 < window <= MAX_CLIP_SECONDS):
             raise ParameterError(f"window={window!r} must be a positive number of seconds, at most {MAX_CLIP_SECONDS:g}")
+        if window is None and self.config.clip_seconds is None:  # a SpecNet built in Python may have none
+            raise ParameterError(f"{self.name} has no clip length (clip_seconds) to window inputs by: give window= in seconds")
         window_s = window if window is not None else self.config.clip_seconds  # the model's own, whatever its length
         hop_s = hop if hop is not None else window_s / 2  # in samples: default_hop below
         if not (is_finite_number(hop_s) and hop_s > 0):

@@ -109,6 +109,9 @@ class SpecNet(nn.Module):
             return self, input_size
         if input_size is None:
             spec = self.spec
+            if spec.features is not None and spec.clip_samples is None:  # a SpecNet built in Python may have none
+                raise ParameterError("this model has no clip length (clip_seconds) to size a summary by: "
+                                     f"give input_size=({spec.in_chans}, {spec.features.n_mels}, frames)")
             own = spec.image_size if spec.features is None else (spec.features.n_mels, spec.features.num_frames(spec.clip_samples))
             input_size = (spec.in_chans, *own)
         return self.backbone, input_size

@@ -92,6 +92,22 @@ def test_a_model_built_in_python_is_wrapped_as_load_model_wraps_one(model):
         Model(model.net, device="cuda:7")
 
 
+def test_a_model_built_without_a_clip_length_asks_for_a_window_and_an_input_size(model):
+    # A SpecNet built in Python may leave clip_seconds out (its repr says none); what defaults to
+    # the clip length says what to give instead of failing with a TypeError on None.
+    without_clip = Model(SpecNet(dataclasses.replace(model.config, clip_seconds=None)), name="x", device="cpu")
+    samples = np.full(S.SR, 0.1, np.float32)
+    for call in (lambda: without_clip.predict(samples, sample_rate=S.SR), lambda: without_clip.embed(samples, sample_rate=S.SR),
+                 lambda: without_clip.adapt([samples, samples], sample_rate=S.SR)):
+        with pytest.raises(ParameterError, match=r"^x has no clip length \(clip_seconds\) to window inputs by: give window= in seconds$"):
+            call()
+    assert len(without_clip.predict(samples, sample_rate=S.SR, window=0.5)[0].probabilities) == len(S.AUDIO_CLASSES)
+    with pytest.raises(ParameterError, match=r"^this model has no clip length \(clip_seconds\) to size a summary by: give input_size=\(1, "
+                                             rf"{S.FEATURES['n_mels']}, frames\)$"):
+        specnet.summary(without_clip)
+    assert "Total params" in specnet.summary(without_clip, (1, S.FEATURES["n_mels"], 50))
+
+
 def test_the_types_results_come_in_are_public():
     # README names specnet.Failure; type hints want Model and Prediction without reaching into modules.
     assert (specnet.Model, specnet.Prediction, specnet.Failure) == (Model, Prediction, Failure)
