@@ -153,6 +153,26 @@ def test_readme_python_example_runs(workspace: Path):
     assert scores == pytest.approx([float(s) for s in re.findall(r"'score': (\d\.\d+)\.\.\.", shown)], abs=1.5e-3)
 
 
+@pytest.mark.skipif(not (BUNDLED / "fsdd.safetensors").exists(), reason="bundled models not built (recipes/)")
+def test_readme_embedding_sizes_and_frame_times_are_the_bundled_models():
+    import specnet
+
+    text = " ".join(README.read_text().split())  # the paragraph's numbers, whatever its line breaks
+    said = re.search(r"Clip embeddings of the bundled `esc10` model have (\d+) values; frame embeddings come every ([\d.]+) s", text)
+    fsdd_said = re.search(r"so its clip embeddings have \d+ x \d+ = (\d+) values; frame embeddings average the bands and keep (\d+)", text)
+    centre = re.search(r"the first frame's centre, (\d+) ms for the bundled models", text)
+    assert said and fsdd_said and centre
+    dog, seven = ROOT / "examples" / "dog.wav", ROOT / "examples" / "seven.wav"
+    esc10, fsdd = specnet.load_model("esc10"), specnet.load_model("fsdd")
+    frames, seconds = esc10.embed([dog], level="frame")
+    assert esc10.embed([dog]).shape == (1, int(said[1])) and frames.shape[-1] == int(said[1])
+    np.testing.assert_allclose(np.diff(seconds), float(said[2]), atol=1e-6)
+    assert seconds[0] == pytest.approx(int(centre[1]) / 1000)
+    frames, seconds = fsdd.embed([seven], level="frame")
+    assert fsdd.embed([seven]).shape == (1, int(fsdd_said[1])) and frames.shape[-1] == int(fsdd_said[2])
+    assert seconds[0] == pytest.approx(int(centre[1]) / 1000)
+
+
 def readme_outputs() -> dict[str, str]:
     """README's console commands that show their output: ``{command: the lines printed under it}``."""
     shown = {}
