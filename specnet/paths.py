@@ -207,8 +207,10 @@ def open_for_reading(path: PathLike, name: str, error: type[SpecnetError], what:
     try:
         fh = open(path, "rb")  # the caller closes it
     except FileNotFoundError:
-        broken_link = " (broken symbolic link)" if os.path.islink(path) else ""
-        raise error(f"{name}: file not found{broken_link}") from None
+        # A pattern that find_inputs kept because no file matched it is a missing name here too.
+        why = (" (broken symbolic link)" if os.path.islink(path) else
+               " (and no file matches it as a glob pattern)" if glob.has_magic(os.fsdecode(path)) else "")
+        raise error(f"{name}: file not found{why}") from None
     except IsADirectoryError:
         raise error(f"{name}: is a directory, not {what}") from None
     except PermissionError:

@@ -228,7 +228,7 @@ def test_the_api_finds_folders_and_patterns_as_classify_does(model_file, clips):
     results = specnet.load_model(model_file).predict_iter(specnet.find_inputs([str(clips), str(clips / "nomatch*.wav")]))
     results = list(results)
     assert [r.path for r in results] == [*expected, str(clips / "nomatch*.wav")]
-    assert isinstance(results[-1], specnet.Failure) and results[-1].reason.endswith("nomatch*.wav: file not found")
+    assert isinstance(results[-1], specnet.Failure) and results[-1].reason.endswith("nomatch*.wav: file not found (and no file matches it as a glob pattern)")
     with pytest.raises(specnet.ParameterError, match="^kind='video' must be 'audio' or 'image'$"):
         specnet.find_inputs(str(clips), kind="video")
     for bad in (5, None, [str(clips), 5]):
