@@ -483,6 +483,46 @@ def adapt(model_file, paths, output, batch_size, device, overwrite) -> None:
 
 #: The options of a config file that are tables of settings.
 _CONFIG_TABLES = ("features", "augment_args", "arch_args", "dataset")
+#: Front-end settings a config file may also give at its top level, as flags give them (``top_db`` aside).
+_FEATURE_OPTIONS = ("sample_rate", "n_mels", "n_fft", "hop_length", "f_min", "f_max")
+
+
+def _yaml_loader() -> type:
+    """PyYAML's safe loader, refusing a mapping that names a key twice (as TOML does), where
+    PyYAML keeps the last value without a word."""
+    import yaml
+
+    class OnceEachLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            seen: set[str] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: the keys after it override those
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, str):  # a key of another kind is refused later, by name
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return OnceEachLoader
+
+
+def _check_each_option_once(values: dict[str, Any], path: str) -> None:
+    """Refuse a config file that gives one option twice, where one value would be dropped without
+    a word: under both spellings (``val-split`` and ``val_split``), or at the top and in
+    ``[features]`` (``n_mels``; ``top_db``, which sets ``[features]``' ``top_db`` and ``ref_peak``)."""
+    spellings: dict[str, list[str]] = {}
+    for key in values:
+        spellings.setdefault(key.replace("-", "_"), []).append(key)
+    for names in spellings.values():
+        if len(names) > 1:
+            raise SpecnetError(f"{path}: {names[0]} and {names[1]} are the same option: give it once")
+    table = values.get("features") or {}
+    for key in (*_FEATURE_OPTIONS, "top_db"):
+        in_table = [setting for setting in ((key, "ref_peak") if key == "top_db" else (key,)) if setting in table]
+        if key in spellings and in_table:
+            raise SpecnetError(f"{path}: {spellings[key][0]} at the top and {in_table[0]} in [features] set the same thing: give one")
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -495,7 +535,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
         import yaml
 
         try:
-            values = yaml.safe_load(raw) or {}
+            values = yaml.load(raw, Loader=_yaml_loader()) or {}
         except yaml.YAMLError as exc:  # a parser's error points at the place: say where, as TOML's does
             mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
             reason = f"{problem} (at line {mark.line + 1}, column {mark.column + 1})" if mark and problem else str(exc).split("\n")[0]
@@ -518,6 +558,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
             values[key] = value = {}
         if key in _CONFIG_TABLES and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
             raise SpecnetError(f"{path}: {key} must be a table of setting = value ([{key}] in TOML), not {value!r}")
+    _check_each_option_once(values, path)
     options = {k.replace("-", "_"): v for k, v in values.items()}
     # A relative path in the file is relative to the file's folder, as a manifest's rows are
     # to the manifest's; `init` may also be a bundled model's name.
@@ -673,7 +714,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         options = with_run_options(run_options(out, required=not data_given), options)
     # A flag wins over the file's choice of the same thing, under whichever name the file made it.
     options = without_replaced(options, {**flags, "data_dir": data_dir})
-    feature_keys = ("sample_rate", "n_mels", "n_fft", "hop_length", "f_min", "f_max")
+    feature_keys = _FEATURE_OPTIONS
     features = dict(options.pop("features", {}) or {})
     for key in feature_keys:
         if key in options:

@@ -954,6 +954,12 @@ def test_train_config_top_db_must_be_a_floor(capsys, tmp_path, value, shown):
     ("t.yaml", "- 1\n", "config must be a table of option = value"),
     ("t.toml", "epochs = \n", "invalid TOML"),
     ("t.yaml", "a: [\n", "invalid YAML (expected the node content, but found '<stream end>' (at line 2, column 1))\n"),
+    # An option given twice, where one value was dropped without a word (TOML refused only its own duplicate keys).
+    ("t.yaml", "epochs: 2\nepochs: 3\n", "invalid YAML ('epochs' is given twice (at line 2, column 1))\n"),
+    ("t.yaml", "features:\n  n_mels: 32\n  n_mels: 40\n", "invalid YAML ('n_mels' is given twice (at line 3, column 3))\n"),
+    ("t.toml", "val-split = 0.3\nval_split = 0.1\n", "val-split and val_split are the same option: give it once\n"),
+    ("t.toml", "n_mels = 32\n[features]\nn_mels = 48\n", "n_mels at the top and n_mels in [features] set the same thing: give one\n"),
+    ("t.yaml", "top_db: 30\nfeatures:\n  ref_peak: false\n", "top_db at the top and ref_peak in [features] set the same thing: give one\n"),
 ])
 def test_train_config_file_of_the_wrong_shape_is_one_line(capsys, tmp_path, name, text, says):
     config = tmp_path / name
@@ -972,6 +978,13 @@ def test_a_config_table_left_empty_is_an_empty_table(tmp_path):
 
     (tmp_path / "c.yaml").write_text("epochs: 2\nfeatures:\n#  n_mels: 40\n")
     assert _read_config_file(str(tmp_path / "c.yaml")) == {"epochs": 2, "features": {}}
+
+
+def test_a_yaml_config_may_override_the_keys_it_merges(tmp_path):
+    from specnet.cli import _read_config_file
+
+    (tmp_path / "c.yaml").write_text("defaults: &defaults\n  epochs: 2\n  lr: 0.01\n<<: *defaults\nepochs: 3\n")
+    assert _read_config_file(str(tmp_path / "c.yaml")) == {"defaults": {"epochs": 2, "lr": 0.01}, "epochs": 3, "lr": 0.01}
 
 
 def test_interrupted_training_says_how_to_continue(capsys, tmp_path, monkeypatch):
