@@ -609,7 +609,7 @@ def _said_as_given(message: str, ctx: click.Context, config_file: str | None, ex
     ... x; known: ...``): its names are the user's own keys and the list of right ones."""
     flags = _flag_names(ctx)
     if "; known: " in message:
-        unknown = set(re.findall(r"\w+", message.split("; known: ")[0]))
+        unknown = set(re.findall(r"[\w-]+", message.split("; known: ")[0]))  # n-mels, as the file spells it
         return f"{config_file}: {message}" if config_file and unknown & file_keys else message
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(set(flags) | file_keys, key=len, reverse=True))) + r")\b")
     blamed_on_file = False

@@ -1273,6 +1273,9 @@ def test_train_with_config_file_flags_win(capsys, tmp_path):
     bad.write_text("[features]\nhop = 100\n")
     code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad), "--n-mels", "8")
     assert code == 2 and err.startswith(f"error: {bad}: unknown feature setting hop; known: ") and ", n_mels, " in err
+    bad.write_text("[features]\nn-mels = 32\n")  # the file's own spelling: the file is named all the same
+    code, _, err = run(capsys, "train", str(data), "--out", run5, "--config", str(bad))
+    assert code == 2 and err.startswith(f"error: {bad}: unknown feature setting n-mels; known: "), err
 
 
 FAST_FLAGS = [
