@@ -561,10 +561,14 @@ def _read_config_file(path: str) -> dict[str, Any]:
     _check_each_option_once(values, path)
     options = {k.replace("-", "_"): v for k, v in values.items()}
     # A relative path in the file is relative to the file's folder, as a manifest's rows are
-    # to the manifest's; `init` may also be a bundled model's name.
+    # to the manifest's; `~/data` is in the home folder, as a shell reads it; `init` may also
+    # be a bundled model's name.
     for key in ("data_dir", "manifest", "val_dir", "weights", "init"):
         value = options.get(key)
-        if isinstance(value, str) and value and not os.path.isabs(value):
+        if not (isinstance(value, str) and value):
+            continue
+        options[key] = value = os.path.expanduser(value)
+        if not os.path.isabs(value):
             beside = os.path.join(os.path.dirname(path), value)
             if key != "init" or os.path.isfile(beside):  # else a bundled model's name, or a file elsewhere
                 options[key] = beside

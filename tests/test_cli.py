@@ -980,6 +980,18 @@ def test_a_config_table_left_empty_is_an_empty_table(tmp_path):
     assert _read_config_file(str(tmp_path / "c.yaml")) == {"epochs": 2, "features": {}}
 
 
+def test_a_config_files_paths_from_the_home_folder_are_in_it(tmp_path, monkeypatch):
+    # They were taken for paths beside the file: "configs/~/data: folder not found".
+    from specnet.cli import _read_config_file
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "c.toml").write_text('data_dir = "~/data"\nval_dir = "~/val"\nmanifest = "m.csv"\n')
+    assert _read_config_file(str(tmp_path / "configs" / "c.toml")) == {
+        "data_dir": str(tmp_path / "home" / "data"), "val_dir": str(tmp_path / "home" / "val"),
+        "manifest": str(tmp_path / "configs" / "m.csv")}
+
+
 def test_a_yaml_config_may_override_the_keys_it_merges(tmp_path):
     from specnet.cli import _read_config_file
 
