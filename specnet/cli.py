@@ -565,7 +565,9 @@ def _read_config_file(path: str) -> dict[str, Any]:
     # be a bundled model's name.
     for key in ("data_dir", "manifest", "val_dir", "weights", "init"):
         value = options.get(key)
-        if not (isinstance(value, str) and value):
+        if value is not None and not isinstance(value, str):  # a number or a list: no path
+            raise ParameterError(f"{path}: {key} must be a file or folder name (text), not {value!r}")
+        if not value:
             continue
         options[key] = value = os.path.expanduser(value)
         if not os.path.isabs(value):

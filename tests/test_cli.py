@@ -992,6 +992,19 @@ def test_a_config_files_paths_from_the_home_folder_are_in_it(tmp_path, monkeypat
         "manifest": str(tmp_path / "configs" / "m.csv")}
 
 
+@pytest.mark.parametrize(("text", "option"), [("data_dir = 5\n", "data_dir"), ('manifest = ["a.csv"]\n', "manifest"),
+                                             ("val_dir = 3\n", "val_dir"), ("weights = 3\n", "weights"), ("init = true\n", "init")])
+def test_a_config_files_path_that_is_no_text_is_one_line(capsys, tmp_path, text, option):
+    import tomllib
+
+    # data_dir, manifest and val_dir were an internal TypeError; weights and init were blamed on no file.
+    config = tmp_path / "train.toml"
+    config.write_text(text)
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "run"), "--config", str(config))
+    value = repr(tomllib.loads(text)[option])
+    assert code == 2 and err == f"error: {config}: {option} must be a file or folder name (text), not {value}\n", err
+
+
 def test_a_yaml_config_may_override_the_keys_it_merges(tmp_path):
     from specnet.cli import _read_config_file
 
