@@ -720,16 +720,15 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
         options = with_run_options(run_options(out, required=not data_given), options)
     # A flag wins over the file's choice of the same thing, under whichever name the file made it.
     options = without_replaced(options, {**flags, "data_dir": data_dir})
-    feature_keys = _FEATURE_OPTIONS
     features = dict(options.pop("features", {}) or {})
-    for key in feature_keys:
+    for key in _FEATURE_OPTIONS:
         if key in options:
             features[key] = options.pop(key)
     if "top_db" in options:  # as --top-db says it; [features] takes ref_peak and top_db apart
         features.update(_floor_settings(options.pop("top_db"), config_file))  # only a file sets it here
     explicit = {name for name in flags if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
     for name, value in flags.items():
-        if name in feature_keys:
+        if name in _FEATURE_OPTIONS:
             if value is not None:
                 features[name] = value
         elif name == "top_db":
@@ -745,7 +744,7 @@ def train(ctx: click.Context, data_dir, out, config_file, resume, overwrite, qui
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:  # only a config file can name one
-        names = sorted(known | {"data_dir", "top_db", *feature_keys})
+        names = sorted(known | {"data_dir", "top_db", *_FEATURE_OPTIONS})
         raise ParameterError(f"{config_file}: unknown {listed(unknown, 'training option')}; known: {', '.join(names)}")
     if options.get("weights"):
         options["pretrained"] = True
