@@ -4,6 +4,7 @@ errors that name options as the caller gave them (a flag, a config file's settin
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -106,6 +107,10 @@ class TrainConfig:
         for name in ("pretrained", "freeze_backbone", "augment", "channels_last"):
             check_bool(name, getattr(self, name))
         check_bool("amp", self.amp, none=True)
+        for name in ("weights", "init", "val_dir", "manifest"):
+            value = getattr(self, name)
+            if not (value is None or isinstance(value, (str, os.PathLike))):
+                raise ParameterError(f"{name}={value!r} must be a path or a name (str or os.PathLike), or None")
         self.device = device_name(self.device)
         if self.mixup is not None:
             check_number("mixup", self.mixup, minimum=0)

@@ -409,6 +409,9 @@ def train(
     """
     if resume and overwrite:
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
+    for name, value in (("data_dir", data_dir), ("out", out)):
+        if not (isinstance(value, (str, os.PathLike)) or value is None and name == "data_dir"):
+            raise ParameterError(f"{name}={value!r} must be a folder name (str or os.PathLike)" + (" or None" if name == "data_dir" else ""))
     if config is not None and not isinstance(config, TrainConfig):
         raise ParameterError(f"config must be a TrainConfig, got {type(config).__name__} "
                              "(or pass the options as keyword arguments: train(data_dir, out, epochs=5))")

@@ -1364,6 +1364,10 @@ def test_training_leaves_the_callers_random_stream_as_it_was(tiny_data, tmp_path
         ({"val_fold": 1, "val_dir": "v"}, "val_dir and val_fold each choose"),
         ({"val_fold": 1, "val_split": 0.0}, "val_fold and val_split each choose"),
         ({"patience": 2, "val_split": 0}, "val_split=0 leaves no validation data"),
+        # names of files and folders: a number was an internal TypeError when the run opened it
+        ({"val_dir": 3}, r"^val_dir=3 must be a path or a name \(str or os.PathLike\), or None$"),
+        ({"manifest": ["a.csv"]}, r"^manifest=\['a.csv'\] must be a path"),
+        ({"init": True}, r"^init=True must be a path"),
     ],
 )
 def test_bad_options_are_parameter_errors(options, message):
@@ -1375,6 +1379,10 @@ def test_a_torch_device_is_kept_as_its_name_and_a_config_must_be_a_train_config(
     assert TrainConfig(device=torch.device("cuda", 1)).device == "cuda:1"  # JSON-ready, as config.json keeps it
     with pytest.raises(ParameterError, match=r"^config must be a TrainConfig, got dict \(or pass the options as keyword arguments"):
         specnet.train(tmp_path, tmp_path / "run", config={"epochs": 1})
+    with pytest.raises(ParameterError, match=r"^data_dir=5 must be a folder name \(str or os.PathLike\) or None$"):
+        specnet.train(5, tmp_path / "run")  # was a TypeError from os.fspath
+    with pytest.raises(ParameterError, match=r"^out=None must be a folder name \(str or os.PathLike\)$"):
+        specnet.train(tmp_path, None)
     assert not (tmp_path / "run").exists()
 
 
