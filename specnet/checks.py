@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import sys
 from typing import Any
 
@@ -48,6 +49,13 @@ def check_bool(name: str, value: object, *, none: bool = False) -> None:
     """Raise ParameterError unless ``value`` is True or False (or None, if ``none``)."""
     if not (isinstance(value, bool) or (none and value is None)):
         raise ParameterError(f"{name}={value!r} must be True or False" + (" (or None)" if none else ""))
+
+
+def check_path(name: str, value: object, *, what: str, none: bool = False) -> None:
+    """Raise ParameterError unless ``value`` is a str or os.PathLike (or None, if ``none``):
+    ``what`` says what it names ("a folder name")."""
+    if not (isinstance(value, (str, os.PathLike)) or (none and value is None)):
+        raise ParameterError(f"{name}={value!r} must be {what} (str or os.PathLike)" + (", or None" if none else ""))
 
 
 def as_flag(name: str, value: object) -> bool:

@@ -4,14 +4,13 @@ errors that name options as the caller gave them (a flag, a config file's settin
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from . import augment as aug
-from .checks import check_bool, check_int, check_known_names, check_number, is_finite_number, is_integer, python_fields
+from .checks import check_bool, check_int, check_known_names, check_number, check_path, is_finite_number, is_integer, python_fields
 from .devices import device_name
 from .errors import DataError, ParameterError, SpecnetError
 from .featureconfig import FeatureConfig
@@ -108,9 +107,7 @@ class TrainConfig:
             check_bool(name, getattr(self, name))
         check_bool("amp", self.amp, none=True)
         for name in ("weights", "init", "val_dir", "manifest"):
-            value = getattr(self, name)
-            if not (value is None or isinstance(value, (str, os.PathLike))):
-                raise ParameterError(f"{name}={value!r} must be a path or a name (str or os.PathLike), or None")
+            check_path(name, getattr(self, name), what="a path or a name", none=True)
         self.device = device_name(self.device)
         if self.mixup is not None:
             check_number("mixup", self.mixup, minimum=0)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .audio import load_audio, resampled_to
-from .checks import check_known_names, is_finite_number, is_integer
+from .checks import check_known_names, check_path, is_finite_number, is_integer
 from .data import LabelledFiles, check_one_source, check_outside_the_data, decode_all, files_digest, find_class_folders, read_manifest, split_by_fold, stratified_split
 from .devices import autocast_dtype, resolve_device
 from .distributed import Dist, setup_distributed
@@ -409,9 +409,8 @@ def train(
     """
     if resume and overwrite:
         raise ParameterError("resume continues the run in out and overwrite replaces it: give one of them")
-    for name, value in (("data_dir", data_dir), ("out", out)):
-        if not (isinstance(value, (str, os.PathLike)) or value is None and name == "data_dir"):
-            raise ParameterError(f"{name}={value!r} must be a folder name (str or os.PathLike)" + (" or None" if name == "data_dir" else ""))
+    check_path("data_dir", data_dir, what="a folder name", none=True)
+    check_path("out", out, what="a folder name")
     if config is not None and not isinstance(config, TrainConfig):
         raise ParameterError(f"config must be a TrainConfig, got {type(config).__name__} "
                              "(or pass the options as keyword arguments: train(data_dir, out, epochs=5))")

@@ -1379,7 +1379,7 @@ def test_a_torch_device_is_kept_as_its_name_and_a_config_must_be_a_train_config(
     assert TrainConfig(device=torch.device("cuda", 1)).device == "cuda:1"  # JSON-ready, as config.json keeps it
     with pytest.raises(ParameterError, match=r"^config must be a TrainConfig, got dict \(or pass the options as keyword arguments"):
         specnet.train(tmp_path, tmp_path / "run", config={"epochs": 1})
-    with pytest.raises(ParameterError, match=r"^data_dir=5 must be a folder name \(str or os.PathLike\) or None$"):
+    with pytest.raises(ParameterError, match=r"^data_dir=5 must be a folder name \(str or os.PathLike\), or None$"):
         specnet.train(5, tmp_path / "run")  # was a TypeError from os.fspath
     with pytest.raises(ParameterError, match=r"^out=None must be a folder name \(str or os.PathLike\)$"):
         specnet.train(tmp_path, None)
